@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+/** `velocity start | validate | backend | bench`: a thin layer over the library. */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startBackend } from './backend/demo-backend.ts';
+import { loadConfigFile } from './config/load.ts';
+import { ConfigError, formatProblem } from './errors.ts';
+import { createLogger } from './observe/logger.ts';
+import { start } from './runtime/instance.ts';
+import { installSignalHandlers } from './runtime/signals.ts';
+
+const USAGE = `usage:
+  velocity start [--config FILE]          run the load balancer (default ./velocity.yaml)
+  velocity validate --config FILE         check a config file; exit 1 with every problem
+  velocity backend --port N [--name NAME] [--delay MS]
+                                          a demo/test backend server
+  velocity bench [--quick]                compare with nginx, HAProxy, node-http-proxy`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'start':
+      return startCommand(rest);
+    case 'validate':
+      return validateCommand(rest);
+    case 'backend':
+      return backendCommand(rest);
+    case 'bench':
+      return benchCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      console.log(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      console.error(`velocity: unknown command "${command}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+async function startCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' } } });
+  const file = values.config as string;
+  const log = createLogger();
+  let loaded: Awaited<ReturnType<typeof loadConfigFile>>;
+  try {
+    loaded = await loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) console.error(formatProblem(p));
+      console.error(`velocity: ${file} has ${err.problems.length} problem(s); not starting`);
+      return 1;
+    }
+    throw err;
+  }
+  if (loaded.legacyTranslation) {
+    log.warn({ file }, `this config is in the old Velocity format and was translated; the same config in the current format is:\n${loaded.legacyTranslation}`);
+  }
+  try {
+    const velocity = await start(loaded.config, { logger: log, configFile: file });
+    installSignalHandlers(velocity, log);
+  } catch (err) {
+    console.error(`velocity: ${(err as Error).message}`);
+    return 1;
+  }
+  return -1; // keep running
+}
+
+async function validateCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' } } });
+  const file = values.config as string;
+  try {
+    const { config, legacyTranslation } = await loadConfigFile(file);
+    const servers = config.services.reduce((n, s) => n + s.servers.length, 0);
+    console.log(
+      `${file}: ok — ${config.services.length} service(s), ${servers} server(s), listening on ${config.listen.map((a) => `${a.host}:${a.port}`).join(', ')}${legacyTranslation ? ' (old Velocity format, translated)' : ''}`,
+    );
+    return 0;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const p of err.problems) console.error(formatProblem(p));
+    return 1;
+  }
+}
+
+async function backendCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { port: { type: 'string', short: 'p' }, name: { type: 'string' }, delay: { type: 'string' }, host: { type: 'string' } } });
+  const port = Number(values.port ?? process.env.PORT ?? 0);
+  const delayMs = values.delay !== undefined ? Number(values.delay) : process.env.DURATION ? Number(process.env.DURATION) * 1000 : 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isFinite(delayMs) || delayMs < 0) {
+    console.error('velocity backend: --port must be 0-65535 and --delay a number of milliseconds ≥ 0');
+    return 2;
+  }
+  const backend = await startBackend({ port, host: values.host ?? '127.0.0.1', name: values.name ?? `backend-${port}`, delayMs });
+  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${values.host ?? '127.0.0.1'}:${backend.port}`);
+  const stop = () => void backend.close().then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  return -1;
+}
+
+async function benchCommand(args: string[]): Promise<number> {
+  const script = fileURLToPath(new URL('../bench/run.ts', import.meta.url));
+  const child = spawn(process.execPath, [script, ...args], { stdio: 'inherit' });
+  return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error('velocity: fatal:', err);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,216 @@
+/**
+ * YAML text → validated, frozen Config. Every problem is reported with its file,
+ * line and column, the field path, and what was expected.
+ */
+import { readFile } from 'node:fs/promises';
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringify, visit } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, type ConfigProblem } from '../errors.ts';
+import { isLegacyConfig, translateLegacy } from './legacy.ts';
+import { type Config, configSchema, defaultsSchema } from './schema/root.ts';
+import { suggest } from './suggest.ts';
+
+export interface LoadedConfig {
+  config: Config;
+  /** Set when the file was in the Go Velocity format: the same config in the current format. */
+  legacyTranslation?: string;
+}
+
+type Path = PropertyKey[];
+
+/** Reads and validates a config file. Throws ConfigError with every problem found. */
+export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
+    throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `cannot read config: ${reason}` }]);
+  }
+  return parseConfig(text, file, env);
+}
+
+/** Validates config text; `file` is only used in error positions. */
+export function parseConfig(text: string, file = '<config>', env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const at = (offset: number, path: string, message: string): ConfigProblem => {
+    const pos = lineCounter.linePos(offset);
+    return { file, line: pos.line, column: pos.col, path, message };
+  };
+
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => at(e.pos[0], '', `not valid YAML: ${e.message.split('\n')[0]}`)));
+  }
+
+  const problems: ConfigProblem[] = [];
+  substituteEnv(doc.contents, env, (offset, message) => problems.push(at(offset, '', message)));
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  let raw: unknown = doc.toJS();
+  if (raw === null || raw === undefined) raw = {};
+  let pathMap = (p: Path): Path => p;
+  let legacyTranslation: string | undefined;
+  if (isLegacyConfig(raw)) {
+    const translated = translateLegacy(raw);
+    raw = translated.config;
+    pathMap = translated.pathMap;
+    legacyTranslation = stringify(raw);
+  }
+
+  const locate = (path: Path, message: string, keyOf?: string): ConfigProblem => {
+    const docPath = pathMap(path);
+    const node = nearestNode(doc.contents, docPath, keyOf);
+    const shown = formatPath(path);
+    return at(node?.range?.[0] ?? 0, shown, message);
+  };
+
+  // `defaults` is checked on its own so its mistakes point at it, then merged under each service.
+  if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
+    const obj = raw as Record<string, unknown>;
+    if (obj.defaults !== undefined) {
+      const result = defaultsSchema.safeParse(obj.defaults);
+      if (!result.success) problems.push(...issuesToProblems(result.error.issues, ['defaults'], locate));
+      else if (Array.isArray(obj.services) && isPlainObject(obj.defaults)) {
+        obj.services = obj.services.map((s) => (isPlainObject(s) ? deepMerge(obj.defaults as Record<string, unknown>, s) : s));
+      }
+    }
+  }
+
+  const result = configSchema.safeParse(raw);
+  if (!result.success) problems.push(...issuesToProblems(result.error.issues, [], locate));
+  if (problems.length > 0 || !result.success) throw new ConfigError(dedupe(problems));
+  return { config: deepFreeze(result.data), ...(legacyTranslation ? { legacyTranslation } : {}) };
+}
+
+function issuesToProblems(issues: readonly z.core.$ZodIssue[], prefix: Path, locate: (path: Path, message: string, keyOf?: string) => ConfigProblem): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === 'unrecognized_keys') {
+      const known = knownKeys(prefix.length ? defaultsSchema : configSchema, issue.path);
+      for (const key of issue.keys) {
+        const hint = suggest(key, known);
+        const expected = known.length ? `; expected one of ${known.join(', ')}` : '';
+        out.push(locate([...path, key], `unknown field "${key}"${hint ? ` (did you mean "${hint}"?)` : expected}`, key));
+      }
+      continue;
+    }
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      // Report the alternative that got furthest: the one whose issues sit deepest.
+      const best = issue.errors.reduce((a, b) => (depth(b) > depth(a) ? b : a));
+      if (depth(best) > 0) {
+        out.push(...issuesToProblems(best, path, locate));
+        continue;
+      }
+    }
+    const missing = issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined;
+    out.push(locate(path, missing ? `required field is missing (${issue.message.replace(/^Invalid input: /, '')})` : issue.message.replace(/^Invalid input: /, '')));
+  }
+  return out;
+}
+
+const depth = (issues: readonly z.core.$ZodIssue[]): number => Math.max(0, ...issues.map((i) => i.path.length + (i.code === 'invalid_type' ? 0 : 0.5)));
+
+function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const key = `${p.line}:${p.column}:${p.path}:${p.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+function formatPath(path: Path): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+/** The YAML node at `path`, or the closest ancestor that exists (for missing fields). */
+function nearestNode(root: Node | null, path: Path, keyOf?: string): Node | undefined {
+  let node: Node | null | undefined = root;
+  let last: Node | undefined = root ?? undefined;
+  for (let i = 0; i < path.length; i++) {
+    const step = path[i];
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && p.key.value === step);
+      if (!pair) return last;
+      if (keyOf !== undefined && i === path.length - 1) return pair.key as Node;
+      node = pair.value as Node | null;
+      last = (node ?? (pair.key as Node)) as Node;
+    } else if (isSeq(node) && typeof step === 'number') {
+      node = node.items[step] as Node | undefined;
+      if (!node) return last;
+      last = node;
+    } else return last;
+  }
+  return last;
+}
+
+/** `${VAR}` and `${VAR:-default}` inside string values; a missing VAR without default is an error. */
+function substituteEnv(root: Node | null, env: NodeJS.ProcessEnv, report: (offset: number, message: string) => void): void {
+  if (!root) return;
+  visit(root, {
+    Scalar(_key, node) {
+      if (typeof node.value !== 'string' || !node.value.includes('${')) return;
+      node.value = node.value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback: string | undefined) => {
+        const value = env[name];
+        if (value !== undefined && value !== '') return value;
+        if (fallback !== undefined) return fallback;
+        report(node.range?.[0] ?? 0, `environment variable ${name} is not set (write \${${name}:-default} for a default)`);
+        return '';
+      });
+    },
+  });
+}
+
+/** Field names an object schema accepts at `path`, for "did you mean" hints. */
+function knownKeys(schema: z.ZodType, path: Path): string[] {
+  let current: unknown = schema;
+  const unwrap = (s: unknown): unknown => {
+    for (let i = 0; i < 20; i++) {
+      const def = (s as { _zod?: { def?: Record<string, unknown> } })?._zod?.def;
+      if (!def) return s;
+      if (def.type === 'object') return s;
+      if (def.innerType) s = def.innerType;
+      else if (def.type === 'pipe') s = def.in;
+      else if (def.type === 'union')
+        s = (def.options as unknown[]).find((o) => (unwrap(o) as { _zod?: { def?: { type?: string } } })?._zod?.def?.type === 'object') ?? (def.options as unknown[])[0];
+      else return s;
+    }
+    return s;
+  };
+  for (const step of path) {
+    current = unwrap(current);
+    const def = (current as { _zod: { def: Record<string, unknown> } })._zod.def;
+    if (def.type === 'object' && typeof step === 'string') current = (def.shape as Record<string, unknown>)[step];
+    else if (def.type === 'array') current = def.element;
+    else return [];
+  }
+  current = unwrap(current);
+  const def = (current as { _zod?: { def?: Record<string, unknown> } })?._zod?.def;
+  return def?.type === 'object' ? Object.keys(def.shape as object) : [];
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+export function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,71 @@
+/** Building blocks shared by every section of the config schema. */
+import { z } from 'zod';
+import { parseDuration, parseRate, parseSize, parseStatusRange } from '../units.ts';
+
+/** A duration written as `250ms`, `2s`, `1m`; parsed to milliseconds. */
+export const duration = () =>
+  z.string({ error: 'expected a duration such as 250ms, 2s or 1m' }).transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration; expected a number with ms, s, m, h or d (e.g. 250ms, 2s)` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** A duration that must be greater than zero. */
+export const positiveDuration = () => duration().refine((ms) => ms > 0, { message: 'must be greater than 0' });
+
+/** A byte size such as `64kb` or `1mb`; parsed to bytes. */
+export const size = () =>
+  z.union([z.number().int().nonnegative(), z.string()], { error: 'expected a size such as 64kb or 1mb' }).transform((v, ctx) => {
+    if (typeof v === 'number') return v;
+    const bytes = parseSize(v);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${v}" is not a size; expected e.g. 512b, 64kb, 1mb` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** A rate such as `100/s` or `1000/m`. */
+export const rate = () =>
+  z.string({ error: 'expected a rate such as 100/s or 1000/m' }).transform((text, ctx) => {
+    const r = parseRate(text);
+    if (!r) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a rate; expected COUNT/PERIOD with PERIOD s, m, h or d (e.g. 100/s)` });
+      return z.NEVER;
+    }
+    return r;
+  });
+
+/** An HTTP status range such as `200-399`, `2xx` or `200`. */
+export const statusRange = () =>
+  z.union([z.number().int(), z.string()]).transform((v, ctx) => {
+    const r = parseStatusRange(String(v));
+    if (!r) {
+      ctx.addIssue({ code: 'custom', message: `"${v}" is not a status range; expected e.g. 200, 200-399 or 2xx` });
+      return z.NEVER;
+    }
+    return r;
+  });
+
+export const positiveInt = () => z.number({ error: 'expected a whole number' }).int('expected a whole number').positive('must be greater than 0');
+export const nonNegativeInt = () => z.number({ error: 'expected a whole number' }).int('expected a whole number').nonnegative('must be 0 or more');
+export const ratio = () => z.number({ error: 'expected a number between 0 and 1' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1');
+
+/** `host:port`, `:port` or a bare port; host defaults to 0.0.0.0. */
+export const listenAddress = () =>
+  z.union([z.number().int(), z.string()]).transform((v, ctx) => {
+    const text = String(v).trim();
+    const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d{1,5})$/.exec(text);
+    const port = m ? Number(m[3]) : Number.NaN;
+    if (!m || port > 65535) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a listen address; expected HOST:PORT (e.g. 0.0.0.0:8000, [::]:8000, :8000)` });
+      return z.NEVER;
+    }
+    const host = m[1] ?? (m[2] || '0.0.0.0');
+    return { host, port };
+  });
+
+export type ListenAddress = { host: string; port: number };

@@ -1,0 +1,95 @@
+/** A service: which requests it takes (hosts, paths), its servers, and how it balances them. */
+import { z } from 'zod';
+import { policyNames, policyOptionsSchema } from '../../balancer/registry.ts';
+import { suggest } from '../suggest.ts';
+import { nonNegativeInt, positiveInt } from './common.ts';
+import { serviceKnobsShape } from './resilience.ts';
+
+export const serverUrl = () =>
+  z.string({ error: 'expected a URL such as http://127.0.0.1:9001' }).transform((text, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a URL; expected e.g. http://127.0.0.1:9001` });
+      return z.NEVER;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol}"; expected http:// or https://` });
+      return z.NEVER;
+    }
+    if (url.pathname !== '/' || url.search || url.hash || url.username) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" must be an origin only (scheme, host, port), without path, query or credentials` });
+      return z.NEVER;
+    }
+    return url.origin;
+  });
+
+export const serverSchema = z.union(
+  [
+    serverUrl().transform((url) => ({ url, weight: 1, max_connections: undefined as number | undefined, name: undefined as string | undefined })),
+    z.strictObject({
+      url: serverUrl(),
+      weight: positiveInt().default(1),
+      /** Concurrent requests this server takes; more wait in the service queue. */
+      max_connections: nonNegativeInt().optional(),
+      /** A stable name for logs and metrics; defaults to host:port. */
+      name: z
+        .string()
+        .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
+        .optional(),
+    }),
+  ],
+  { error: 'expected a URL string or { url, weight }' },
+);
+
+const policyNameSchema = z.string().superRefine((name, ctx) => {
+  if (!policyNames().includes(name)) {
+    const hint = suggest(name, policyNames());
+    ctx.addIssue({ code: 'custom', message: `unknown policy "${name}"; expected one of ${policyNames().join(', ')}${hint ? ` (did you mean "${hint}"?)` : ''}` });
+  }
+});
+
+/**
+ * `policy: least-connections`, `policy: { name: header-hash, header: x-user }`
+ * or `policy: { module: ./my-policy.js, options: {...} }`.
+ */
+export const policySchema = z
+  .union([
+    policyNameSchema.transform((name) => ({ name, options: {} as Record<string, unknown> })),
+    z.looseObject({ name: policyNameSchema }).transform(({ name, ...options }) => ({ name, options: options as Record<string, unknown> })),
+    z
+      .strictObject({ module: z.string().min(1), options: z.record(z.string(), z.unknown()).default({}) })
+      .transform((m) => ({ name: 'module', module: m.module, options: m.options })),
+  ])
+  .superRefine((policy, ctx) => {
+    const schema = policyOptionsSchema(policy.name);
+    if (!schema) return;
+    const result = schema.safeParse(policy.options);
+    if (!result.success) for (const issue of result.error.issues) ctx.addIssue({ ...issue, path: [...issue.path] } as never);
+  })
+  .transform((policy) => {
+    const schema = policyOptionsSchema(policy.name);
+    return schema ? { ...policy, options: schema.parse(policy.options) as Record<string, unknown> } : policy;
+  });
+
+export type PolicyConfig = z.output<typeof policySchema>;
+
+const hostPattern = z
+  .string()
+  .transform((h) => h.trim().toLowerCase())
+  .refine((h) => h === '*' || /^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(h), {
+    message: 'expected a host name, "*.example.com" or "*"',
+  });
+
+export const serviceSchema = z.strictObject({
+  name: z.string({ error: 'expected a service name' }).regex(/^[a-zA-Z0-9][\w.-]*$/, 'letters, digits, _ . - only, starting with a letter or digit'),
+  hosts: z.array(hostPattern).default(['*']),
+  paths: z.array(z.string().startsWith('/', 'a path prefix must start with /')).default(['/']),
+  policy: policySchema.prefault('round-robin'),
+  servers: z.array(serverSchema).default([]),
+  ...serviceKnobsShape,
+});
+
+export type ServiceConfig = z.output<typeof serviceSchema>;
+export type ServerConfig = ServiceConfig['servers'][number];

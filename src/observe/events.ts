@@ -1,0 +1,60 @@
+/**
+ * What the data path tells observers (access log, metrics, dashboard). Observers
+ * listen; they never change the outcome of a request.
+ */
+
+export interface RequestRecord {
+  /** Epoch ms when the request arrived. */
+  time: number;
+  requestId: string;
+  clientIp: string;
+  method: string;
+  host: string;
+  path: string;
+  protocol: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  service: string | undefined;
+  server: string | undefined;
+  /** Time to the server's first response byte, last attempt (ms). */
+  upstreamFirstByteMs: number | undefined;
+  /** Time spent with servers, all attempts (ms). */
+  upstreamMs: number | undefined;
+  totalMs: number;
+  retries: number;
+  queueWaitMs: number;
+  /** Why Velocity answered itself: rate-limited, denied, banned, circuit-open… */
+  decision: string | undefined;
+  /** Velocity error code when Velocity made the response. */
+  errorCode: string | undefined;
+  userAgent: string | undefined;
+}
+
+export type RequestObserver = (record: RequestRecord) => void;
+
+/** Fans records out to observers; an observer that throws is reported once and kept. */
+export class ObserverList {
+  private observers: RequestObserver[] = [];
+
+  add(observer: RequestObserver): () => void {
+    this.observers = [...this.observers, observer];
+    return () => {
+      this.observers = this.observers.filter((o) => o !== observer);
+    };
+  }
+
+  emit(record: RequestRecord, onError: (err: unknown) => void): void {
+    for (const o of this.observers) {
+      try {
+        o(record);
+      } catch (err) {
+        onError(err);
+      }
+    }
+  }
+
+  get size(): number {
+    return this.observers.length;
+  }
+}

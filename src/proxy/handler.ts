@@ -1,0 +1,277 @@
+/**
+ * The HTTP data path for one request: route → guards → select → forward, with
+ * retries, and one record to observers at the end. Never throws to the server.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { PickRequest } from '../balancer/policy.ts';
+import { VelocityError } from '../errors.ts';
+import type { RequestRecord } from '../observe/events.ts';
+import type { DataPlane } from '../runtime/data-plane.ts';
+import type { UpstreamServer } from '../upstream/server.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import { type AttemptOutcome, forwardAttempt } from './forwarder.ts';
+import { requestHeadersForUpstream } from './headers.ts';
+import { respondWithError } from './respond.ts';
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** Per-request state shared by the steps and turned into the access-log record. */
+export class RequestContext implements PickRequest {
+  readonly started = performance.now();
+  readonly record: RequestRecord;
+  private cookies: Map<string, string> | undefined;
+  /** Headers steps add to the response (rate-limit headers, sticky cookie). */
+  responseHeaders: [string, string | string[]][] | undefined;
+
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly clientIp: string;
+  readonly proto: 'http' | 'https';
+
+  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https') {
+    this.req = req;
+    this.res = res;
+    this.clientIp = clientIp;
+    this.proto = proto;
+    const headers = req.headers;
+    const incomingId = headers['x-request-id'];
+    this.record = {
+      time: Date.now(),
+      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : randomUUID(),
+      clientIp,
+      method: req.method ?? 'GET',
+      host: headers.host ?? '',
+      path: req.url ?? '/',
+      protocol: `HTTP/${req.httpVersion}`,
+      status: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      service: undefined,
+      server: undefined,
+      upstreamFirstByteMs: undefined,
+      upstreamMs: undefined,
+      totalMs: 0,
+      retries: 0,
+      queueWaitMs: 0,
+      decision: undefined,
+      errorCode: undefined,
+      userAgent: headers['user-agent'],
+    };
+  }
+
+  get method(): string {
+    return this.record.method;
+  }
+
+  get url(): string {
+    return this.record.path;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.req.headers[name.toLowerCase()];
+    return Array.isArray(v) ? v.join(', ') : v;
+  }
+
+  cookie(name: string): string | undefined {
+    if (!this.cookies) {
+      this.cookies = new Map();
+      const raw = this.req.headers.cookie;
+      if (raw) {
+        for (const part of raw.split(';')) {
+          const eq = part.indexOf('=');
+          if (eq > 0) this.cookies.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+        }
+      }
+    }
+    return this.cookies.get(name);
+  }
+
+  addResponseHeader(name: string, value: string | string[]): void {
+    (this.responseHeaders ??= []).push([name, value]);
+  }
+}
+
+/** A step before balancing (IP filter, rate limit). Returns an error to answer with, or nothing. */
+export interface Guard {
+  check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined | Promise<VelocityError | undefined>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class RequestHandler {
+  private readonly plane: DataPlane;
+  private readonly proto: 'http' | 'https';
+
+  constructor(plane: DataPlane, proto: 'http' | 'https') {
+    this.plane = plane;
+    this.proto = proto;
+  }
+
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    this.run(ctx).catch((err: unknown) => {
+      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
+      this.fail(ctx, new VelocityError('INTERNAL'));
+    });
+  };
+
+  private async run(ctx: RequestContext): Promise<void> {
+    const { req, res } = ctx;
+    res.on('close', () => this.finish(ctx));
+    const plane = this.plane;
+    // While shutting down, finish what arrives on open connections but close them after.
+    if (plane.draining) res.shouldKeepAlive = false;
+
+    const service = plane.route(req.headers.host, ctx.url);
+    for (const guard of plane.guards) {
+      const verdict = guard.check(ctx, service);
+      const error = verdict instanceof Promise ? await verdict : verdict;
+      if (error) return this.fail(ctx, error);
+    }
+    if (!service) {
+      plane.noteUnrouted(ctx.record.host, ctx.url);
+      return this.fail(ctx, new VelocityError('NO_ROUTE'));
+    }
+    ctx.record.service = service.name;
+    await this.proxy(ctx, service);
+  }
+
+  private async proxy(ctx: RequestContext, service: ServiceRuntime): Promise<void> {
+    const { req, res, record } = ctx;
+    const cfg = service.config;
+    const method = record.method;
+    const now = Date.now();
+    service.retryBudget.recordRequest(now);
+
+    const body = await this.requestBody(req, cfg.retries.buffer_body);
+    if (body instanceof VelocityError) return this.fail(ctx, body);
+    const replayable = !(body && typeof (body as Readable).pipe === 'function');
+    const idempotent = IDEMPOTENT.has(method);
+    const headers = requestHeadersForUpstream(req.rawHeaders, {
+      clientIp: ctx.clientIp,
+      priorForwardedFor: this.plane.trustsPeer(req) ? (req.headers['x-forwarded-for'] as string | undefined) : undefined,
+      proto: ctx.proto,
+      host: record.host,
+      requestId: record.requestId,
+    });
+
+    const abort = new AbortController();
+    const onClientGone = () => {
+      if (!res.writableFinished) abort.abort(Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' }));
+    };
+    res.on('close', onClientGone);
+    const totalTimer =
+      cfg.timeouts.total > 0 ? setTimeout(() => abort.abort(Object.assign(new Error('total timeout'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), cfg.timeouts.total) : undefined;
+
+    const tried = new Set<UpstreamServer>();
+    const upstreamStart = performance.now();
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const server = await this.plane.select(service, ctx, tried, abort.signal);
+        if (server instanceof VelocityError) {
+          return this.fail(ctx, server);
+        }
+        tried.add(server);
+        record.server = server.id;
+        const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried) && service.retryBudget.hasRoom(Date.now());
+        const attemptSignal = cfg.retries.per_try_timeout > 0 ? AbortSignal.any([abort.signal, timeoutSignal(cfg.retries.per_try_timeout)]) : abort.signal;
+        const attemptStart = performance.now();
+        let outcome: AttemptOutcome;
+        try {
+          outcome = await forwardAttempt(
+            this.plane.pools.get(server, this.plane.poolOptions(service)),
+            {
+              method,
+              path: ctx.url,
+              headers,
+              body,
+              timeouts: { responseHeader: cfg.timeouts.response_header, idle: cfg.timeouts.idle },
+              retryStatuses: mayRetryAfter && idempotent ? this.plane.retryStatuses(service) : undefined,
+              extraResponseHeaders: ctx.responseHeaders,
+            },
+            res,
+            attemptStart,
+            attemptSignal,
+          );
+        } finally {
+          server.release();
+          service.signalRelease();
+        }
+        this.plane.recordOutcome(service, server, outcome, performance.now() - attemptStart);
+        record.upstreamMs = performance.now() - upstreamStart;
+
+        if (outcome.kind === 'response') {
+          record.status = outcome.status;
+          record.bytesOut = outcome.bytesOut;
+          record.upstreamFirstByteMs = outcome.firstByteMs;
+          return;
+        }
+        if (outcome.kind === 'failed' && (outcome.responseStarted || (outcome.error as { code?: string }).code === 'VELOCITY_CLIENT_GONE')) {
+          record.errorCode = outcome.code;
+          record.status = res.headersSent ? res.statusCode : 499;
+          res.destroy();
+          return;
+        }
+        const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
+        const retry = mayRetryAfter && safeToResend && service.retryBudget.tryTake(Date.now());
+        if (!retry) {
+          const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
+          return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
+        }
+        record.retries++;
+        const cap = Math.min(cfg.retries.backoff.max, cfg.retries.backoff.base * 2 ** (attempt - 1));
+        await sleep(Math.random() * cap);
+        if (abort.signal.aborted) return this.fail(ctx, new VelocityError('UPSTREAM_TIMEOUT'));
+      }
+    } finally {
+      if (totalTimer) clearTimeout(totalTimer);
+      res.removeListener('close', onClientGone);
+    }
+  }
+
+  /**
+   * The body to send: none, a buffer (small bodies, so retries can resend them),
+   * or the client stream itself (large or unknown-length bodies, sent once).
+   */
+  private async requestBody(req: IncomingMessage, bufferLimit: number): Promise<Buffer | Readable | null | VelocityError> {
+    const length = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    if (!chunked && (length === undefined || length === '0')) return null;
+    if (chunked || Number(length) > bufferLimit) return req;
+    const chunks: Buffer[] = [];
+    try {
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+    } catch {
+      return new VelocityError('BAD_REQUEST', 'request body was cut short');
+    }
+    return Buffer.concat(chunks);
+  }
+
+  private fail(ctx: RequestContext, error: VelocityError): void {
+    ctx.record.status = error.status;
+    ctx.record.errorCode = error.code;
+    respondWithError(ctx.res, error, ctx.responseHeaders);
+  }
+
+  private finish(ctx: RequestContext): void {
+    const { record, req } = ctx;
+    record.totalMs = performance.now() - ctx.started;
+    record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
+    if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
+    this.plane.emit(record);
+  }
+}
+
+function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' | 'UPSTREAM_BAD_RESPONSE' {
+  if (status === 504) return 'UPSTREAM_TIMEOUT';
+  if (status === 503) return 'NO_HEALTHY_SERVER';
+  return 'UPSTREAM_BAD_RESPONSE';
+}
+
+function timeoutSignal(ms: number): AbortSignal {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(Object.assign(new Error('per-try timeout'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), ms).unref();
+  return controller.signal;
+}

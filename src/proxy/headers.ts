@@ -1,0 +1,72 @@
+/** Header rules for both directions of the proxy. */
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) plus ones a proxy must not pass on. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+]);
+
+/** Headers Velocity sets itself toward the server; a client's copies are dropped. */
+const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);
+
+function connectionListed(value: string | undefined): Set<string> | undefined {
+  if (!value) return undefined;
+  const names = new Set<string>();
+  for (const token of value.split(',')) {
+    const name = token.trim().toLowerCase();
+    if (name) names.add(name);
+  }
+  return names;
+}
+
+export interface ForwardedInfo {
+  clientIp: string;
+  /** Client-sent X-Forwarded-For, kept only when the peer is a trusted proxy. */
+  priorForwardedFor: string | undefined;
+  proto: 'http' | 'https';
+  host: string;
+  requestId: string;
+}
+
+/**
+ * Builds the flat header list for the server from the client's raw headers:
+ * hop-by-hop and Connection-listed headers removed, forwarding headers set.
+ */
+export function requestHeadersForUpstream(raw: readonly string[], info: ForwardedInfo): string[] {
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() === 'connection') {
+      listed = connectionListed(raw[i + 1]);
+      break;
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (HOP_BY_HOP.has(name) || SET_BY_PROXY.has(name) || listed?.has(name)) continue;
+    out.push(raw[i] as string, raw[i + 1] as string);
+  }
+  const xff = info.priorForwardedFor ? `${info.priorForwardedFor}, ${info.clientIp}` : info.clientIp;
+  out.push('x-forwarded-for', xff, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host, 'x-request-id', info.requestId);
+  return out;
+}
+
+/** Response headers for the client: hop-by-hop and Connection-listed ones removed. */
+export function responseHeadersForClient(headers: Record<string, string | string[] | undefined>): [string, string | string[]][] {
+  const listed = connectionListed(typeof headers.connection === 'string' ? headers.connection : undefined);
+  const out: [string, string | string[]][] = [];
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || listed?.has(name)) continue;
+    out.push([name, value]);
+  }
+  return out;
+}

@@ -1,0 +1,131 @@
+/**
+ * Everything one thread needs to serve requests: the routing table and service
+ * runtimes built from the current topology, connection pools, guards and
+ * observers. A new topology is swapped in whole.
+ */
+import type { IncomingMessage } from 'node:http';
+import { VelocityError } from '../errors.ts';
+import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
+import type { Logger } from '../observe/logger.ts';
+import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
+import type { Guard, RequestContext } from '../proxy/handler.ts';
+import { Router } from '../proxy/router.ts';
+import { recordOutcome } from '../upstream/outcome.ts';
+import type { UpstreamServer } from '../upstream/server.ts';
+import { builtinPolicyLoader, type PolicyLoader, ServiceRuntime } from '../upstream/service.ts';
+import type { Topology } from '../upstream/topology.ts';
+import type { SharedState } from './shared-state.ts';
+
+export class DataPlane {
+  readonly pools = new UpstreamPools();
+  readonly observers = new ObserverList();
+  guards: readonly Guard[] = [];
+  draining = false;
+  private services = new Map<string, ServiceRuntime>();
+  private router = new Router<ServiceRuntime>([]);
+  private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
+  private topology: Topology | undefined;
+  private lastUnroutedLog = 0;
+
+  readonly state: SharedState;
+  readonly thread: number;
+  readonly log: Logger;
+  private readonly loadPolicy: PolicyLoader;
+
+  constructor(state: SharedState, thread: number, log: Logger, loadPolicy: PolicyLoader = builtinPolicyLoader) {
+    this.state = state;
+    this.thread = thread;
+    this.log = log;
+    this.loadPolicy = loadPolicy;
+  }
+
+  get version(): number {
+    return this.topology?.version ?? 0;
+  }
+
+  get currentTopology(): Topology | undefined {
+    return this.topology;
+  }
+
+  apply(topology: Topology): void {
+    const next = new Map<string, ServiceRuntime>();
+    for (const spec of topology.services) {
+      const previous = this.services.get(spec.name);
+      next.set(spec.name, new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy));
+    }
+    this.router = new Router([...next.values()].map((s) => ({ hosts: s.config.hosts, paths: s.config.paths, target: s })));
+    this.services = next;
+    this.topology = topology;
+    const urls = new Set<string>();
+    for (const s of next.values()) for (const server of s.servers) urls.add(server.url);
+    void this.pools.retain(urls);
+  }
+
+  service(name: string): ServiceRuntime | undefined {
+    return this.services.get(name);
+  }
+
+  allServices(): IterableIterator<ServiceRuntime> {
+    return this.services.values();
+  }
+
+  route(host: string | undefined, path: string): ServiceRuntime | undefined {
+    return this.router.match(host, path);
+  }
+
+  noteUnrouted(host: string, path: string): void {
+    const now = Date.now();
+    if (now - this.lastUnroutedLog < 1000) return;
+    this.lastUnroutedLog = now;
+    const services = [...this.services.values()].map((s) => `${s.name} (hosts ${s.config.hosts.join(',')}; paths ${s.config.paths.join(',')})`);
+    this.log.warn({ host, path, services }, 'no service matches this request (404)');
+  }
+
+  /** The client's address as Velocity sees it (the socket peer; trusted proxies are handled by guards). */
+  clientIp(req: IncomingMessage): string {
+    const ip = req.socket.remoteAddress ?? '';
+    return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+  }
+
+  /** Whether the peer is a trusted proxy whose X-Forwarded-For may be kept. */
+  trustsPeer(_req: IncomingMessage): boolean {
+    return false;
+  }
+
+  /** A server for this request, or the error to answer with. */
+  async select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, _signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+    const server = service.acquire(ctx, tried);
+    if (server) return server;
+    return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
+  }
+
+  poolOptions(service: ServiceRuntime): UpstreamPoolOptions {
+    return { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: 4_000 };
+  }
+
+  retryStatuses(service: ServiceRuntime): ReadonlySet<number> {
+    let set = this.retryStatusCache.get(service);
+    if (!set) {
+      set = new Set(service.config.retries.retry_on);
+      this.retryStatusCache.set(service, set);
+    }
+    return set;
+  }
+
+  recordOutcome(service: ServiceRuntime, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
+    recordOutcome(service, server, outcome, latencyMs, Date.now());
+  }
+
+  addObserver(observer: RequestObserver): () => void {
+    return this.observers.add(observer);
+  }
+
+  emit(record: RequestRecord): void {
+    if (this.observers.size === 0) return;
+    this.observers.emit(record, (err) => this.log.error({ err }, 'an access-log observer failed'));
+  }
+
+  async close(): Promise<void> {
+    await this.pools.closeAll();
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * A running Velocity: control plane, data plane and listeners, with reload and
+ * graceful close. This is what `start()` returns and what the CLI drives.
+ */
+import { loadConfigFile } from '../config/load.ts';
+import type { ListenAddress } from '../config/schema/common.ts';
+import type { Config } from '../config/schema/root.ts';
+import { ConfigError } from '../errors.ts';
+import type { RequestObserver } from '../observe/events.ts';
+import { createLogger, type Logger } from '../observe/logger.ts';
+import { type HttpListener, listenHttp } from '../proxy/listener.ts';
+import { ControlPlane } from './control-plane.ts';
+import { DataPlane } from './data-plane.ts';
+import { SharedState } from './shared-state.ts';
+
+export interface StartOptions {
+  logger?: Logger;
+  /** The file the config came from: reload() without arguments reads it again. */
+  configFile?: string;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  at: string;
+  version: number;
+  errors?: string[];
+}
+
+export interface Velocity {
+  /** The first HTTP listener's bound address (port resolved when 0 was asked). */
+  readonly address: ListenAddress;
+  readonly addresses: readonly ListenAddress[];
+  readonly config: Config;
+  readonly controlPlane: ControlPlane;
+  readonly dataPlane: DataPlane;
+  readonly lastReload: ReloadResult | undefined;
+  /** Applies a new config (object, file path, or the original file again). A bad one leaves the old running. */
+  reload(next?: Config | string): Promise<ReloadResult>;
+  /** Adds an observer of finished requests (access log, metrics). */
+  observe(observer: RequestObserver): () => void;
+  /** Stops accepting, lets in-flight requests finish until `shutdown_timeout`, then closes. */
+  close(): Promise<void>;
+}
+
+export async function start(input: Config | string, options: StartOptions = {}): Promise<Velocity> {
+  const log = options.logger ?? createLogger();
+  const configFile = typeof input === 'string' ? input : options.configFile;
+  let config = typeof input === 'string' ? (await loadConfigFile(input)).config : input;
+
+  const state = new SharedState();
+  const control = new ControlPlane(state, log);
+  const plane = new DataPlane(state, 0, log);
+  control.on('topology', (t) => plane.apply(t));
+  control.applyConfig(config);
+
+  const listeners: HttpListener[] = [];
+  try {
+    for (const address of config.listen) listeners.push(await listenHttp(plane, address, config.client));
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close(Date.now())));
+    await control.close();
+    await plane.close();
+    throw err;
+  }
+  const addresses = listeners.map((l) => l.address);
+  log.info(
+    {
+      listen: addresses.map(formatAddress),
+      services: config.services.map((s) => ({ name: s.name, hosts: s.hosts, paths: s.paths, policy: s.policy.name, servers: s.servers.map((x) => x.url) })),
+    },
+    'velocity is listening',
+  );
+
+  let lastReload: ReloadResult | undefined;
+  let closing: Promise<void> | undefined;
+  let reloadChain: Promise<unknown> = Promise.resolve();
+
+  const doReload = async (next?: Config | string): Promise<ReloadResult> => {
+    const at = new Date().toISOString();
+    try {
+      const source = next ?? configFile;
+      if (source === undefined) throw new Error('no config file to reload from');
+      const candidate = typeof source === 'string' ? (await loadConfigFile(source)).config : source;
+      if (JSON.stringify(candidate.listen) !== JSON.stringify(config.listen)) {
+        log.warn('listen addresses changed: they take effect on restart; the rest of the config is applied now');
+      }
+      control.applyConfig(candidate);
+      config = candidate;
+      lastReload = { ok: true, at, version: control.current.version };
+      log.info({ version: lastReload.version }, 'config reloaded');
+    } catch (err) {
+      const errors = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`) : [(err as Error).message];
+      lastReload = { ok: false, at, version: control.current.version, errors };
+      log.error({ errors }, 'config reload rejected; the running config is unchanged');
+    }
+    return lastReload;
+  };
+
+  return {
+    address: addresses[0] as ListenAddress,
+    addresses,
+    get config() {
+      return config;
+    },
+    controlPlane: control,
+    dataPlane: plane,
+    get lastReload() {
+      return lastReload;
+    },
+    reload(next) {
+      // Reloads apply in the order asked; none is lost.
+      const result = reloadChain.then(() => doReload(next));
+      reloadChain = result.catch(() => undefined);
+      return result;
+    },
+    observe: (observer) => plane.addObserver(observer),
+    close() {
+      closing ??= (async () => {
+        plane.draining = true;
+        const deadline = Date.now() + config.shutdown_timeout;
+        log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
+        await Promise.all(listeners.map((l) => l.close(deadline)));
+        await control.close();
+        await plane.close();
+        log.info('stopped');
+        log.flush?.();
+      })();
+      return closing;
+    },
+  };
+}
+
+export function formatAddress(a: ListenAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}

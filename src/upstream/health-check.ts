@@ -1,0 +1,156 @@
+/**
+ * Active health checks, run once per process by the control plane (not per
+ * thread). Results go to the server's shared slot; every change is logged with
+ * its reason and reported to listeners.
+ */
+import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { Agent, request } from 'undici';
+import type { ServiceConfig } from '../config/schema/service.ts';
+import type { Logger } from '../observe/logger.ts';
+import { S, SF, type SharedState } from '../runtime/shared-state.ts';
+import type { ServerSpec } from './server.ts';
+
+export interface HealthChange {
+  service: string;
+  server: string;
+  up: boolean;
+  reason: string;
+}
+
+type HealthConfig = ServiceConfig['health'];
+
+interface Target {
+  service: string;
+  spec: ServerSpec;
+  config: HealthConfig;
+  tlsInsecure: boolean;
+  timer: NodeJS.Timeout | undefined;
+  running: boolean;
+}
+
+export class HealthChecker {
+  private readonly targets = new Map<number, Target>();
+  private readonly agent = new Agent({ keepAliveTimeout: 1, pipelining: 0, connect: { rejectUnauthorized: false } });
+  private stopped = false;
+
+  private readonly state: SharedState;
+  private readonly log: Logger;
+  private readonly onChange: (change: HealthChange) => void;
+
+  constructor(state: SharedState, log: Logger, onChange: (change: HealthChange) => void = () => {}) {
+    this.state = state;
+    this.log = log;
+    this.onChange = onChange;
+  }
+
+  /** Starts, restarts (config changed) or keeps the check of a server slot. */
+  watch(service: string, spec: ServerSpec, config: HealthConfig, fresh: boolean): void {
+    const existing = this.targets.get(spec.slot);
+    if (existing && JSON.stringify(existing.config) === JSON.stringify(config) && existing.spec.url === spec.url) return;
+    if (existing) this.unwatch(spec.slot);
+    const ints = this.state.serverInts;
+    if (config.type === 'none') {
+      Atomics.store(ints, this.state.serverIndex(spec.slot, S.ACTIVE_UP), 1);
+      return;
+    }
+    if (fresh && !config.start_healthy) Atomics.store(ints, this.state.serverIndex(spec.slot, S.ACTIVE_UP), 0);
+    const target: Target = { service, spec, config, tlsInsecure: true, timer: undefined, running: false };
+    this.targets.set(spec.slot, target);
+    this.schedule(target, fresh ? 0 : config.interval);
+  }
+
+  unwatch(slot: number): void {
+    const target = this.targets.get(slot);
+    if (target?.timer) clearTimeout(target.timer);
+    this.targets.delete(slot);
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    for (const slot of [...this.targets.keys()]) this.unwatch(slot);
+    await this.agent.close();
+  }
+
+  private schedule(target: Target, delay: number): void {
+    if (this.stopped) return;
+    target.timer = setTimeout(() => void this.runCheck(target), delay);
+    target.timer.unref();
+  }
+
+  private async runCheck(target: Target): Promise<void> {
+    if (this.targets.get(target.spec.slot) !== target) return;
+    const started = Date.now();
+    let failure: string | undefined;
+    try {
+      failure = target.config.type === 'tcp' ? await this.tcpCheck(target) : await this.httpCheck(target);
+    } catch (err) {
+      failure = (err as Error).message;
+    }
+    if (this.targets.get(target.spec.slot) !== target) return;
+    this.applyResult(target, failure);
+    this.schedule(target, Math.max(0, target.config.interval - (Date.now() - started)));
+  }
+
+  private applyResult(target: Target, failure: string | undefined): void {
+    const { state } = this;
+    const streakIndex = state.serverIndex(target.spec.slot, S.CHECK_STREAK);
+    const upIndex = state.serverIndex(target.spec.slot, S.ACTIVE_UP);
+    const streak = Atomics.load(state.serverInts, streakIndex);
+    const next = failure === undefined ? (streak > 0 ? streak + 1 : 1) : streak < 0 ? streak - 1 : -1;
+    Atomics.store(state.serverInts, streakIndex, next);
+    const up = Atomics.load(state.serverInts, upIndex) === 1;
+    if (up && failure !== undefined && -next >= target.config.unhealthy_threshold) {
+      Atomics.store(state.serverInts, upIndex, 0);
+      this.report(target, false, `${-next} failed ${target.config.type} checks in a row; last: ${failure}`);
+    } else if (!up && failure === undefined && next >= target.config.healthy_threshold) {
+      Atomics.store(state.serverInts, upIndex, 1);
+      state.serverFloats[state.serverFloatIndex(target.spec.slot, SF.USABLE_SINCE)] = Date.now();
+      this.report(target, true, `${next} passed ${target.config.type} checks in a row`);
+    }
+  }
+
+  private report(target: Target, up: boolean, reason: string): void {
+    const change: HealthChange = { service: target.service, server: target.spec.id, up, reason };
+    this.log[up ? 'info' : 'warn'](
+      { service: change.service, server: change.server, url: target.spec.url, reason },
+      up ? 'server is healthy again' : 'server failed active health checks',
+    );
+    this.onChange(change);
+  }
+
+  private tcpCheck(target: Target): Promise<string | undefined> {
+    const u = new URL(target.spec.url);
+    const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    return new Promise((resolve) => {
+      const socket = u.protocol === 'https:' ? tlsConnect({ host, port, rejectUnauthorized: false, servername: host }) : connect({ host, port });
+      const done = (result: string | undefined) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(result);
+      };
+      const timer = setTimeout(() => done(`connect timed out after ${target.config.timeout}ms`), target.config.timeout);
+      socket.once(u.protocol === 'https:' ? 'secureConnect' : 'connect', () => done(undefined));
+      socket.once('error', (err) => done(err.message));
+    });
+  }
+
+  private async httpCheck(target: Target): Promise<string | undefined> {
+    const { config } = target;
+    const url = new URL(config.path, target.spec.url);
+    const headers: Record<string, string> = { 'user-agent': 'velocity-health-check' };
+    if (config.host) headers.host = config.host;
+    const res = await request(url, {
+      method: 'GET',
+      headers,
+      dispatcher: this.agent,
+      signal: AbortSignal.timeout(config.timeout),
+      headersTimeout: config.timeout,
+      bodyTimeout: config.timeout,
+    });
+    await res.body.dump();
+    const { min, max } = config.expect_status;
+    return res.statusCode >= min && res.statusCode <= max ? undefined : `status ${res.statusCode}, expected ${min}-${max}`;
+  }
+}

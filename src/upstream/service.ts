@@ -1,0 +1,103 @@
+/**
+ * A service as one thread runs it: its servers (views over shared slots), its
+ * policy, and the selection step every request goes through.
+ */
+import type { PickRequest, Policy, SharedPolicyState } from '../balancer/policy.ts';
+import { policyFactory } from '../balancer/registry.ts';
+import type { ServiceConfig } from '../config/schema/service.ts';
+import { S, type SharedState, V, withSpinLock } from '../runtime/shared-state.ts';
+import { isAvailable, isHealthy } from './availability.ts';
+import { RetryBudget } from './retry-budget.ts';
+import { UpstreamServer } from './server.ts';
+import type { ServiceSpec } from './topology.ts';
+
+export type PolicyLoader = (config: ServiceConfig, shared: SharedPolicyState) => Policy;
+
+/** Built-in policies by name; custom modules are resolved by the loader the runtime passes in. */
+export const builtinPolicyLoader: PolicyLoader = (config, shared) => {
+  const factory = policyFactory(config.policy.name);
+  if (!factory) throw new Error(`policy "${config.policy.name}" is not loaded`);
+  return factory(config.policy.options, { shared, random: Math.random, now: Date.now });
+};
+
+export class ServiceRuntime {
+  readonly name: string;
+  readonly slot: number;
+  readonly config: ServiceConfig;
+  readonly servers: readonly UpstreamServer[];
+  readonly policy: Policy;
+  readonly retryBudget: RetryBudget;
+  private readonly ints: Int32Array;
+  private readonly base: number;
+
+  constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader) {
+    this.name = spec.name;
+    this.slot = spec.slot;
+    this.config = spec.config;
+    this.ints = state.serviceInts;
+    this.base = state.serviceIndex(spec.slot, 0);
+    const known = new Map(previous?.servers.map((s) => [s.slot, s]));
+    this.servers = Object.freeze(
+      spec.servers.map((s) => {
+        const existing = known.get(s.slot);
+        const server = existing && existing.url === s.url ? existing : new UpstreamServer(s, state, thread);
+        server.slowStartMs = spec.config.slow_start.window;
+        return server;
+      }),
+    );
+    const samePolicy = previous && JSON.stringify(previous.config.policy) === JSON.stringify(spec.config.policy);
+    this.policy = samePolicy ? previous.policy : loadPolicy(spec.config, this.policyState(state));
+    this.retryBudget = new RetryBudget(state, spec.slot, spec.config.retries.budget, spec.config.retries.min_retries_per_second);
+  }
+
+  private policyState(state: SharedState): SharedPolicyState {
+    const ints = this.ints;
+    const counter = this.base + V.COUNTER;
+    const lock = this.base + V.LOCK;
+    const cells = state.serverInts;
+    const cell = (slot: number, c: 0 | 1) => state.serverIndex(slot, c === 0 ? S.POLICY_A : S.POLICY_B);
+    return {
+      next: () => Atomics.add(ints, counter, 1) & 0x7fffffff,
+      locked: (fn) => withSpinLock(ints, lock, fn),
+      get: (server, c) => Atomics.load(cells, cell(server.slot, c)),
+      set: (server, c, value) => Atomics.store(cells, cell(server.slot, c), value),
+    };
+  }
+
+  /**
+   * Picks a usable server not in `exclude` and counts the request against it.
+   * Undefined when none can take it now.
+   */
+  acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer> | undefined): UpstreamServer | undefined {
+    const now = Date.now();
+    let skip: Set<UpstreamServer> | undefined;
+    for (let tries = 0; tries <= this.servers.length; tries++) {
+      const usable = (s: UpstreamServer) => !exclude?.has(s) && !skip?.has(s) && isAvailable(s, now);
+      const server = this.policy.pick(this.servers, request, usable);
+      if (!server) return undefined;
+      if (server.tryAcquire()) return server;
+      // Another thread took its last connection between the check and the count.
+      skip ??= new Set();
+      skip.add(server);
+    }
+    return undefined;
+  }
+
+  /** Whether some healthy server (not excluded) exists, full or not. */
+  hasHealthyServer(exclude?: ReadonlySet<UpstreamServer>): boolean {
+    const now = Date.now();
+    return this.servers.some((s) => !exclude?.has(s) && isHealthy(s, now));
+  }
+
+  /** Whether some server other than `exclude` could take a request now. */
+  hasAvailableServer(exclude?: ReadonlySet<UpstreamServer>): boolean {
+    const now = Date.now();
+    return this.servers.some((s) => !exclude?.has(s) && isAvailable(s, now));
+  }
+
+  /** Wakes requests queued for this service on any thread: a server freed capacity. */
+  signalRelease(): void {
+    Atomics.add(this.ints, this.base + V.RELEASES, 1);
+    Atomics.notify(this.ints, this.base + V.RELEASES);
+  }
+}
