@@ -2,6 +2,8 @@
  * A running Velocity: control plane, data plane and listeners, with reload and
  * graceful close. This is what `start()` returns and what the CLI drives.
  */
+import { AdminRouter } from '../admin/router.ts';
+import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
@@ -30,6 +32,10 @@ export interface Velocity {
   /** The first HTTP listener's bound address (port resolved when 0 was asked). */
   readonly address: ListenAddress;
   readonly addresses: readonly ListenAddress[];
+  /** The admin listener's bound address, when admin is enabled. */
+  readonly adminAddress: ListenAddress | undefined;
+  /** Where features register admin API routes. */
+  readonly admin: AdminRouter;
   readonly config: Config;
   readonly controlPlane: ControlPlane;
   readonly dataPlane: DataPlane;
@@ -54,10 +60,14 @@ export async function start(input: Config | string, options: StartOptions = {}):
   control.applyConfig(config);
 
   const listeners: HttpListener[] = [];
+  const admin = new AdminRouter();
+  let adminServer: AdminServer | undefined;
   try {
     for (const address of config.listen) listeners.push(await listenHttp(plane, address, config.client));
+    if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(Date.now())));
+    await adminServer?.close();
     await control.close();
     await plane.close();
     throw err;
@@ -66,6 +76,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   log.info(
     {
       listen: addresses.map(formatAddress),
+      admin: adminServer ? formatAddress(adminServer.address) : 'disabled',
       services: config.services.map((s) => ({ name: s.name, hosts: s.hosts, paths: s.paths, policy: s.policy.name, servers: s.servers.map((x) => x.url) })),
     },
     'velocity is listening',
@@ -99,6 +110,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
   return {
     address: addresses[0] as ListenAddress,
     addresses,
+    adminAddress: adminServer?.address,
+    admin,
     get config() {
       return config;
     },
@@ -120,6 +133,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
         await Promise.all(listeners.map((l) => l.close(deadline)));
+        await adminServer?.close();
         await control.close();
         await plane.close();
         log.info('stopped');

@@ -1,0 +1,187 @@
+/**
+ * Starting Velocity and demo backends for tests: real processes (the binary) or
+ * in-process (the library), always on 127.0.0.1 with port 0, stopped by PID at
+ * the end of the test.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+import { parseConfig } from '../../src/config/load.ts';
+import { silentLogger } from '../../src/observe/logger.ts';
+import { start, type Velocity } from '../../src/runtime/instance.ts';
+
+export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+/** The compiled binary, as installed users run it (built by `npm test` before the tests). */
+export const BIN = fileURLToPath(new URL('../../bin/velocity.js', import.meta.url));
+
+type Cleanup = Pick<TestContext, 'after'>;
+
+export interface OutputWatcher {
+  readonly output: () => string;
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+}
+
+export function watchOutput(child: ChildProcess): OutputWatcher {
+  let text = '';
+  const waiters = new Set<() => void>();
+  const onData = (chunk: Buffer) => {
+    text += chunk.toString();
+    for (const w of waiters) w();
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  return {
+    output: () => text,
+    waitFor(pattern, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = text.match(pattern);
+          if (m) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve(m);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`timed out after ${timeoutMs}ms waiting for ${pattern}; output so far:\n${text}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Stops a child we started, by its PID: SIGTERM, then SIGKILL after 3 s. */
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
+}
+
+export interface BackendProcess {
+  name: string;
+  port: number;
+  url: string;
+  child: ChildProcess;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again on the same port (after a kill). */
+  restart(): Promise<void>;
+}
+
+/** A real `velocity backend` process on a free port. */
+export async function startBackendProcess(t: Cleanup, name: string, extraArgs: string[] = [], port = 0): Promise<BackendProcess> {
+  const launch = async (p: number) => {
+    const child = spawn(process.execPath, [CLI, 'backend', '--port', String(p), '--name', name, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const m = await watchOutput(child).waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+    return { child, port: Number(m[1]) };
+  };
+  let { child, port: bound } = await launch(port);
+  const backend: BackendProcess = {
+    name,
+    port: bound,
+    url: `http://127.0.0.1:${bound}`,
+    child,
+    async stop(signal = 'SIGTERM') {
+      await stopChild(backend.child, signal);
+    },
+    async restart() {
+      await stopChild(backend.child, 'SIGKILL');
+      ({ child, port: bound } = await launch(backend.port));
+      backend.child = child;
+    },
+  };
+  t.after(() => stopChild(backend.child, 'SIGKILL'));
+  return backend;
+}
+
+export async function startBackends(t: Cleanup, count: number, extraArgs: string[] = []): Promise<BackendProcess[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => startBackendProcess(t, `b${i + 1}`, extraArgs)));
+}
+
+/** Velocity in this process, from YAML text (listen on 127.0.0.1:0 unless the YAML says otherwise). */
+export async function startInProcess(t: Cleanup, yaml: string): Promise<Velocity> {
+  const { config } = parseConfig(yaml, 'test.yaml');
+  const velocity = await start(config, { logger: silentLogger() });
+  t.after(() => velocity.close());
+  return velocity;
+}
+
+export interface VelocityProcess {
+  child: ChildProcess;
+  port: number;
+  url: string;
+  configFile: string;
+  logs: OutputWatcher;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** The real binary (`bin/velocity.js start`) with a config file written from YAML text. */
+export async function startVelocityProcess(t: Cleanup, yaml: string, options: { bin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<VelocityProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'velocity-test-'));
+  const configFile = join(dir, 'velocity.yaml');
+  writeFileSync(configFile, yaml);
+  const child = spawn(process.execPath, [options.bin ?? BIN, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const logs = watchOutput(child);
+  t.after(async () => {
+    await stopChild(child, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const m = await logs.waitFor(/"listen":\["[^"]*:(\d+)"/);
+  const port = Number(m[1]);
+  return { child, port, url: `http://127.0.0.1:${port}`, configFile, logs, stop: (signal) => stopChild(child, signal) };
+}
+
+/** A fresh connection pool per test so keep-alive state never leaks between tests. */
+export function testAgent(t: Cleanup): Agent {
+  const agent = new Agent({ keepAliveTimeout: 1_000, connections: 64 });
+  t.after(() => agent.close());
+  return agent;
+}
+
+export interface SimpleResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+export async function get(agent: Agent, url: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<SimpleResponse> {
+  const res = await request(url, { dispatcher: agent, method: (init.method ?? 'GET') as 'GET', headers: init.headers, body: init.body });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as SimpleResponse['headers'], body };
+}
+
+/** Runs `total` requests with at most `concurrency` in flight; returns each result in completion order. */
+export async function load<T>(total: number, concurrency: number, send: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < total) {
+      const i = next++;
+      results.push(await send(i));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker));
+  return results;
+}
+
+export const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns true or `timeoutMs` passes; returns the elapsed ms. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, stepMs = 25): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    if (await check()) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`not within ${timeoutMs}ms: ${what}`);
+    await delay(stepMs);
+  }
+}
