@@ -7,7 +7,7 @@ import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringif
 import type { z } from 'zod';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
-import { type Config, configSchema, defaultsSchema } from './schema/root.ts';
+import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
 import { suggest } from './suggest.ts';
 
 export interface LoadedConfig {
@@ -79,6 +79,7 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
 
   const result = configSchema.safeParse(raw);
   if (!result.success) problems.push(...issuesToProblems(result.error.issues, [], locate));
+  for (const dup of duplicateNames(raw)) problems.push(locate(dup.path, dup.message));
   if (problems.length > 0 || !result.success) throw new ConfigError(dedupe(problems));
   return { config: deepFreeze(result.data), ...(legacyTranslation ? { legacyTranslation } : {}) };
 }

@@ -24,28 +24,37 @@ export const adminSchema = z.strictObject({
   token: z.string().min(16, 'an admin token must be at least 16 characters').optional(),
 });
 
-export const configSchema = z
-  .strictObject({
-    listen: z.union([listenAddress().transform((a) => [a]), z.array(listenAddress()).min(1)]).default([{ host: '0.0.0.0', port: 8000 }]),
-    /** Event-loop threads for the data path: a number, or `auto` for one per core. */
-    workers: z.union([z.literal('auto'), positiveInt()], { error: 'expected "auto" or a whole number ≥ 1' }).default(1),
-    /** Time in-flight requests get to finish on SIGTERM/SIGINT before connections are cut. */
-    shutdown_timeout: positiveDuration().default(30_000),
-    client: clientSchema.prefault({}),
-    admin: adminSchema.prefault({}),
-    /** Values for every service that doesn't set its own. */
-    defaults: z.looseObject({}).default({}),
-    services: z.array(serviceSchema).min(1, 'at least one service is needed'),
-  })
-  .superRefine((config, ctx) => {
-    const seen = new Map<string, number>();
-    config.services.forEach((service, i) => {
-      const first = seen.get(service.name);
-      if (first !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['services', i, 'name'], message: `duplicate service name "${service.name}" (first at services[${first}])` });
-      } else seen.set(service.name, i);
-    });
+export const configSchema = z.strictObject({
+  listen: z.union([listenAddress().transform((a) => [a]), z.array(listenAddress()).min(1)]).default([{ host: '0.0.0.0', port: 8000 }]),
+  /** Event-loop threads for the data path: a number, or `auto` for one per core. */
+  workers: z.union([z.literal('auto'), positiveInt()], { error: 'expected "auto" or a whole number ≥ 1' }).default(1),
+  /** Time in-flight requests get to finish on SIGTERM/SIGINT before connections are cut. */
+  shutdown_timeout: positiveDuration().default(30_000),
+  client: clientSchema.prefault({}),
+  admin: adminSchema.prefault({}),
+  /** Values for every service that doesn't set its own. */
+  defaults: z.looseObject({}).default({}),
+  services: z.array(serviceSchema).min(1, 'at least one service is needed'),
+});
+
+/**
+ * Names that must be unique within a list. Checked on the raw input, beside the
+ * schema, so a duplicate is reported even when other fields have errors too.
+ */
+export function duplicateNames(raw: unknown): { path: (string | number)[]; message: string }[] {
+  const services = (raw as { services?: unknown })?.services;
+  if (!Array.isArray(services)) return [];
+  const seen = new Map<string, number>();
+  const found: { path: (string | number)[]; message: string }[] = [];
+  services.forEach((service, i) => {
+    const name = (service as { name?: unknown })?.name;
+    if (typeof name !== 'string') return;
+    const first = seen.get(name);
+    if (first !== undefined) found.push({ path: ['services', i, 'name'], message: `duplicate service name "${name}" (first at services[${first}])` });
+    else seen.set(name, i);
   });
+  return found;
+}
 
 /** Validates a top-level `defaults` block alone so its errors point at it, not at each service. */
 export const defaultsSchema = serviceKnobsSchema.partial();
