@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { policyNames, policyOptionsSchema } from '../../balancer/registry.ts';
 import { suggest } from '../suggest.ts';
 import { nonNegativeInt, positiveInt } from './common.ts';
+import { autoscaleSchema, processSchema } from './discovery.ts';
 import { serviceKnobsShape } from './resilience.ts';
 
 export const serverUrl = () =>
@@ -88,6 +89,9 @@ export const serviceSchema = z.strictObject({
   paths: z.array(z.string().startsWith('/', 'a path prefix must start with /')).default(['/']),
   policy: policySchema.prefault('round-robin'),
   servers: z.array(serverSchema).default([]),
+  /** Local backend processes Velocity runs and follows (see Servers everywhere). */
+  process: processSchema.optional(),
+  autoscale: autoscaleSchema.optional(),
   ...serviceKnobsShape,
 });
 
