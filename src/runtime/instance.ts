@@ -5,8 +5,11 @@
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { loadConfigFile } from '../config/load.ts';
+import { autoscaleRoutes } from '../discovery/admin-routes.ts';
+import { type Discovery, startDiscovery } from '../discovery/index.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
+import { dirname } from 'node:path';
 import { ConfigError } from '../errors.ts';
 import type { RequestObserver } from '../observe/events.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
@@ -62,12 +65,16 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const listeners: HttpListener[] = [];
   const admin = new AdminRouter();
   let adminServer: AdminServer | undefined;
+  let discovery: Discovery | undefined;
   try {
     for (const address of config.listen) listeners.push(await listenHttp(plane, address, config.client));
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
+    discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
+    admin.add(...autoscaleRoutes(() => discovery));
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(Date.now())));
     await adminServer?.close();
+    await discovery?.stop();
     await control.close();
     await plane.close();
     throw err;
@@ -134,6 +141,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
         await Promise.all(listeners.map((l) => l.close(deadline)));
         await adminServer?.close();
+        // Backends Velocity runs stop after the requests they were serving have finished.
+        await discovery?.stop();
         await control.close();
         await plane.close();
         log.info('stopped');
