@@ -4,6 +4,7 @@ import type { RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ControlPlane } from '../runtime/control-plane.ts';
 import { Autoscaler, type Scalable } from './autoscaler.ts';
+import { DockerProvider, DockerScaler } from './docker-provider.ts';
 import { ProcessProvider } from './process-provider.ts';
 import type { DiscoveryProvider } from './provider.ts';
 import { Reconciler } from './reconciler.ts';
@@ -15,16 +16,12 @@ export interface Discovery {
   stop(): Promise<void>;
 }
 
-/** Extra providers (e.g. Docker) plug in here: given the config, return the providers and scalables to run. */
-export type ProviderFactory = (config: Config, control: ControlPlane, log: Logger) => { providers: DiscoveryProvider[]; scalables: Map<string, Scalable> };
-
 export async function startDiscovery(
   config: Config,
   control: ControlPlane,
   log: Logger,
   baseDir: string,
   subscribe: (fn: (r: RequestRecord) => void) => () => void,
-  extra: readonly ProviderFactory[] = [],
 ): Promise<Discovery> {
   const reconciler = new Reconciler(control, log);
   const providers: DiscoveryProvider[] = [];
@@ -35,10 +32,13 @@ export async function startDiscovery(
     providers.push(provider);
     scalables.set(service.name, provider);
   }
-  for (const factory of extra) {
-    const made = factory(config, control, log);
-    providers.push(...made.providers);
-    for (const [name, scalable] of made.scalables) scalables.set(name, scalable);
+  if (config.docker) {
+    const docker = new DockerProvider(config.docker, new Set(config.services.map((s) => s.name)), log);
+    providers.push(docker);
+    for (const service of config.services) {
+      const template = service.autoscale?.container;
+      if (template && !service.process) scalables.set(service.name, new DockerScaler(docker, service.name, template, control, config.docker.label_prefix, log));
+    }
   }
   await Promise.all(providers.map((p) => p.start(reconciler)));
 

@@ -10,6 +10,8 @@ export interface ProposedServer {
   weight: number;
   /** Stable name for logs and metrics (container name, process instance). */
   name: string;
+  /** Health-check path for this server when it differs from the service's. */
+  healthPath?: string;
 }
 
 export interface ServerSetSink {

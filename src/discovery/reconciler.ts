@@ -39,7 +39,9 @@ export class Reconciler implements ServerSetSink {
     );
     for (const proposal of servers) {
       if (live.has(proposal.name)) continue;
-      this.apply(() => this.control.addServer(service, { url: proposal.url, weight: proposal.weight, name: proposal.name, max_connections: undefined }, source));
+      this.apply(() =>
+        this.control.addServer(service, { url: proposal.url, weight: proposal.weight, name: proposal.name, max_connections: undefined, health_path: proposal.healthPath }, source),
+      );
     }
   }
 

@@ -21,6 +21,8 @@ export interface ServerEntry {
   source: ServerSource;
   /** Set while the server drains before removal: when removal happens at the latest. */
   removeBy: number | undefined;
+  /** This server's own health-check path, when it differs from the service's. */
+  healthPath: string | undefined;
 }
 
 interface ServiceEntry {
@@ -53,6 +55,10 @@ export function serverIdFor(server: { url: string; name?: string | undefined }):
   return `${u.hostname}:${u.port || (u.protocol === 'https:' ? '443' : '80')}`;
 }
 
+function healthFor(service: ServiceConfig, server: ServerEntry): ServiceConfig['health'] {
+  return server.healthPath ? { ...service.health, path: server.healthPath } : service.health;
+}
+
 export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private readonly services = new Map<string, ServiceEntry>();
   private config: Config | undefined;
@@ -70,7 +76,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     super();
     this.state = state;
     this.log = log;
-    this.health = new HealthChecker(state, log, (change) => this.emit('health', change));
+    this.health = new HealthChecker(
+      state,
+      log,
+      (change) => this.emit('health', change),
+      (service) => this.services.get(service)?.config.tls,
+    );
     this.drainTimer = setInterval(() => this.sweepDrained(), 100);
     this.drainTimer.unref();
   }
@@ -115,10 +126,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
         const existing = entry.servers.find((s) => s.spec.id === id && s.removeBy === undefined);
         if (existing) {
           existing.source = 'config';
+          existing.healthPath = serverConfig.health_path;
           this.writeLimits(existing.spec.slot, serverConfig, serviceConfig);
         } else this.addEntry(entry, serviceConfig.name, serverConfig, 'config', now);
       }
-      for (const server of entry.servers) this.health.watch(serviceConfig.name, server.spec, serviceConfig.health, false);
+      for (const server of entry.servers) this.health.watch(serviceConfig.name, server.spec, healthFor(serviceConfig, server), false);
     }
     this.config = config;
     return this.publish();
@@ -127,10 +139,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   private addEntry(entry: ServiceEntry, service: string, server: ServerConfig, source: ServerSource, now: number): ServerEntry {
     const slot = this.state.allocateServer(now);
     const spec: ServerSpec = { id: serverIdFor(server), url: server.url, slot };
-    const added: ServerEntry = { spec, source, removeBy: undefined };
+    const added: ServerEntry = { spec, source, removeBy: undefined, healthPath: server.health_path };
     entry.servers.push(added);
     this.writeLimits(slot, server, entry.config);
-    this.health.watch(service, spec, entry.config.health, true);
+    this.health.watch(service, spec, healthFor(entry.config, added), true);
     return added;
   }
 
