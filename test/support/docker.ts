@@ -1,0 +1,151 @@
+/**
+ * A private Docker engine for one test file: its own socket, data and exec roots
+ * and containerd namespace, stopped by PID at the end. Images are built locally
+ * from a busybox rootfs with `docker import` (no registry is reachable).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { Agent, request } from 'undici';
+import { serviceUnavailable } from './require-service.ts';
+import { mustRun, sleep } from './spawn.ts';
+
+export interface Dockerd {
+  socketPath: string;
+  host: string;
+  readonly pid: number | undefined;
+  /** The docker CLI against this engine. */
+  docker(args: string[], timeoutMs?: number): Promise<string>;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+async function pinged(socketPath: string): Promise<boolean> {
+  const agent = new Agent({ connect: { socketPath } });
+  try {
+    const res = await request('http://docker/_ping', { dispatcher: agent, headersTimeout: 1000 });
+    return (await res.body.text()) === 'OK';
+  } catch {
+    return false;
+  } finally {
+    await agent.close();
+  }
+}
+
+export async function startDockerd(t: TestContext): Promise<Dockerd | undefined> {
+  if (!existsSync('/usr/bin/dockerd') && !existsSync('/usr/sbin/dockerd')) {
+    serviceUnavailable(t, 'dockerd', 'not installed (apt-get install docker.io)');
+    return undefined;
+  }
+  // Short path: unix socket paths are limited to ~100 bytes.
+  const root = mkdtempSync('/tmp/vd-');
+  const socketPath = join(root, 'docker.sock');
+  const ns = `vtest${process.pid}`;
+  let child: ChildProcess | undefined;
+  let log = '';
+  const start = async () => {
+    const proc = spawn(
+      'dockerd',
+      [
+        '--host',
+        `unix://${socketPath}`,
+        '--data-root',
+        join(root, 'data'),
+        '--exec-root',
+        join(root, 'exec'),
+        '--pidfile',
+        join(root, 'dockerd.pid'),
+        '--containerd-namespace',
+        ns,
+        '--containerd-plugins-namespace',
+        `${ns}-plugins`,
+        '--ip-forward=false',
+        '--bridge=none',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    proc.stdout?.on('data', (d) => {
+      log = (log + d).slice(-4000);
+    });
+    proc.stderr?.on('data', (d) => {
+      log = (log + d).slice(-4000);
+    });
+    child = proc;
+    for (let i = 0; i < 150; i++) {
+      if (await pinged(socketPath)) return;
+      if (proc.exitCode !== null) throw new Error(`dockerd exited ${proc.exitCode}: ${log.slice(-600)}`);
+      await sleep(100);
+    }
+    throw new Error(`dockerd did not answer /_ping within 15 s: ${log.slice(-600)}`);
+  };
+  const stop = async () => {
+    const proc = child;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const docker = (args: string[], timeoutMs = 60_000) => mustRun('docker', ['-H', `unix://${socketPath}`, ...args], { timeoutMs });
+  try {
+    await start();
+  } catch (err) {
+    await stop();
+    serviceUnavailable(t, 'dockerd', (err as Error).message);
+    return undefined;
+  }
+  t.after(async () => {
+    const ids = (await docker(['ps', '-aq']).catch(() => '')).split('\n').filter(Boolean);
+    if (ids.length > 0) await docker(['rm', '-f', ...ids]).catch(() => undefined);
+    await stop();
+    await mustRun('umount', ['-R', join(root, 'exec')]).catch(() => undefined);
+    rmSync(root, { recursive: true, force: true });
+  });
+  return {
+    socketPath,
+    host: `unix://${socketPath}`,
+    get pid() {
+      return child?.pid;
+    },
+    docker,
+    stop,
+    start,
+  };
+}
+
+/**
+ * An image whose container runs busybox httpd on 8080 serving /www: `/` and
+ * `/health` answer 200, `/cgi-bin/name` prints the container's hostname.
+ */
+export async function buildBusyboxImage(d: Dockerd, tag: string): Promise<void> {
+  const dir = mkdtempSync('/tmp/vimg-');
+  try {
+    const rootfs = join(dir, 'rootfs');
+    for (const sub of ['bin', 'www/cgi-bin', 'tmp', 'etc']) mkdirSync(join(rootfs, sub), { recursive: true });
+    copyFileSync('/bin/busybox', join(rootfs, 'bin/busybox'));
+    for (const tool of ['sh', 'httpd', 'hostname', 'cat', 'echo', 'sleep']) symlinkSync('busybox', join(rootfs, 'bin', tool));
+    writeFileSync(join(rootfs, 'www/index.html'), 'hello from a container\n');
+    writeFileSync(join(rootfs, 'www/health'), 'ok\n');
+    writeFileSync(join(rootfs, 'www/cgi-bin/name'), '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n"\nhostname\n');
+    chmodSync(join(rootfs, 'www/cgi-bin/name'), 0o755);
+    await mustRun('tar', ['-C', rootfs, '-cf', join(dir, 'rootfs.tar'), '.']);
+    await d.docker(['import', '-c', 'CMD ["/bin/httpd","-f","-p","8080","-h","/www"]', join(dir, 'rootfs.tar'), tag]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function createInternalNetwork(d: Dockerd, name: string, subnet: string): Promise<void> {
+  await d.docker(['network', 'create', '--internal', '--subnet', subnet, name]);
+}
+
+export async function runContainer(d: Dockerd, options: { name: string; image: string; network: string; labels: Record<string, string> }): Promise<string> {
+  const labels = Object.entries(options.labels).flatMap(([k, v]) => ['--label', `${k}=${v}`]);
+  return (await d.docker(['run', '-d', '--name', options.name, '--network', options.network, ...labels, options.image])).trim();
+}
+
+export async function containerIp(d: Dockerd, id: string, network: string): Promise<string> {
+  return (await d.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, id])).trim();
+}
