@@ -4,12 +4,12 @@
  * from a busybox rootfs with `docker import` (no registry is reachable).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { Agent, request } from 'undici';
 import { serviceUnavailable } from './require-service.ts';
-import { mustRun, sleep } from './spawn.ts';
+import { mustRun, runCommand, sleep } from './spawn.ts';
 
 export interface Dockerd {
   socketPath: string;
@@ -44,7 +44,10 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
   const ns = `vtest${process.pid}`;
   let child: ChildProcess | undefined;
   let log = '';
+  let starts = 0;
   const start = async () => {
+    // A fresh exec root per start: a stopped engine's containerd shims may linger on the old one.
+    const execRoot = join(root, `exec${starts++}`);
     const proc = spawn(
       'dockerd',
       [
@@ -53,7 +56,7 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
         '--data-root',
         join(root, 'data'),
         '--exec-root',
-        join(root, 'exec'),
+        execRoot,
         '--pidfile',
         join(root, 'dockerd.pid'),
         '--containerd-namespace',
@@ -62,6 +65,8 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
         `${ns}-plugins`,
         '--ip-forward=false',
         '--bridge=none',
+        // Containers get 1 s to stop when the engine shuts down (busybox httpd as PID 1 ignores SIGTERM).
+        '--shutdown-timeout=1',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -93,15 +98,19 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
     await start();
   } catch (err) {
     await stop();
+    await cleanUpRoot(root);
     serviceUnavailable(t, 'dockerd', (err as Error).message);
     return undefined;
   }
   t.after(async () => {
+    // Containers and networks go first: a network's bridge outlives a stopped engine.
+    if (child?.exitCode !== null) await start().catch(() => undefined);
     const ids = (await docker(['ps', '-aq']).catch(() => '')).split('\n').filter(Boolean);
     if (ids.length > 0) await docker(['rm', '-f', ...ids]).catch(() => undefined);
+    const networks = (await docker(['network', 'ls', '-q', '--filter', 'type=custom']).catch(() => '')).split('\n').filter(Boolean);
+    if (networks.length > 0) await docker(['network', 'rm', ...networks]).catch(() => undefined);
     await stop();
-    await mustRun('umount', ['-R', join(root, 'exec')]).catch(() => undefined);
-    rmSync(root, { recursive: true, force: true });
+    await cleanUpRoot(root);
   });
   return {
     socketPath,
@@ -113,6 +122,18 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
     stop,
     start,
   };
+}
+
+/** Ends the containerd shims this engine left (ours, found by our root path), unmounts, removes. */
+async function cleanUpRoot(root: string): Promise<void> {
+  await runCommand('pkill', ['-KILL', '-f', `containerd-shim.*${root}/`]);
+  const mounts = readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[1] ?? '')
+    .filter((m) => m.startsWith(`${root}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await runCommand('umount', ['-l', m]);
+  rmSync(root, { recursive: true, force: true });
 }
 
 /**
