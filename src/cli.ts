@@ -75,7 +75,7 @@ async function validateCommand(args: string[]): Promise<number> {
     const { config, legacyTranslation } = await loadConfigFile(file);
     const servers = config.services.reduce((n, s) => n + s.servers.length, 0);
     console.log(
-      `${file}: ok — ${config.services.length} service(s), ${servers} server(s), listening on ${config.listen.map((a) => `${a.host}:${a.port}`).join(', ')}${legacyTranslation ? ' (old Velocity format, translated)' : ''}`,
+      `${file}: ok — ${config.services.length} service(s), ${servers} server(s), listening on ${[...config.listen.map((a) => `${a.host}:${a.port}`), ...config.listeners.map((l) => `${l.listen.host}:${l.listen.port} (${l.type})`), ...config.services.flatMap((s) => (s.listen ? [`${s.listen.host}:${s.listen.port} (tcp ${s.name})`] : []))].join(', ')}${legacyTranslation ? ' (old Velocity format, translated)' : ''}`,
     );
     return 0;
   } catch (err) {

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   UPSTREAM_CONNECT_FAILED: { status: 502, message: 'Bad gateway' },
   UPSTREAM_RESET: { status: 502, message: 'Bad gateway' },
   UPSTREAM_BAD_RESPONSE: { status: 502, message: 'Bad gateway' },
+  UPSTREAM_TLS_FAILED: { status: 502, message: 'Bad gateway' },
   NO_HEALTHY_SERVER: { status: 503, message: 'No server available' },
   QUEUE_FULL: { status: 503, message: 'Service busy' },
   QUEUE_TIMEOUT: { status: 503, message: 'Service busy' },

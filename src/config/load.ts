@@ -169,30 +169,32 @@ function substituteEnv(root: Node | null, env: NodeJS.ProcessEnv, report: (offse
 
 /** Field names an object schema accepts at `path`, for "did you mean" hints. */
 function knownKeys(schema: z.ZodType, path: Path): string[] {
-  let current: unknown = schema;
-  const unwrap = (s: unknown): unknown => {
-    for (let i = 0; i < 20; i++) {
-      const def = (s as { _zod?: { def?: Record<string, unknown> } })?._zod?.def;
-      if (!def) return s;
-      if (def.type === 'object') return s;
-      if (def.innerType) s = def.innerType;
-      else if (def.type === 'pipe') s = def.in;
-      else if (def.type === 'union')
-        s = (def.options as unknown[]).find((o) => (unwrap(o) as { _zod?: { def?: { type?: string } } })?._zod?.def?.type === 'object') ?? (def.options as unknown[])[0];
-      else return s;
-    }
-    return s;
+  type Def = Record<string, unknown> & { type?: string };
+  const defOf = (s: unknown) => (s as { _zod?: { def?: Def } })?._zod?.def;
+  // The concrete schemas a schema may be: wrappers unwrapped, every option of a union
+  // (so a union of objects, such as the listener types, offers all their fields).
+  const expand = (s: unknown, depth = 0): unknown[] => {
+    const def = defOf(s);
+    if (!def || depth > 20) return [];
+    if (def.type === 'union') return (def.options as unknown[]).flatMap((o) => expand(o, depth + 1));
+    if (def.type === 'object' || def.type === 'array') return [s];
+    if (def.innerType) return expand(def.innerType, depth + 1);
+    if (def.type === 'pipe') return expand(def.in, depth + 1);
+    return [s];
   };
+  let current: unknown[] = [schema];
   for (const step of path) {
-    current = unwrap(current);
-    const def = (current as { _zod: { def: Record<string, unknown> } })._zod.def;
-    if (def.type === 'object' && typeof step === 'string') current = (def.shape as Record<string, unknown>)[step];
-    else if (def.type === 'array') current = def.element;
-    else return [];
+    current = current
+      .flatMap((c) => expand(c))
+      .flatMap((s) => {
+        const def = defOf(s) as Def;
+        if (def.type === 'object' && typeof step === 'string') return step in (def.shape as object) ? [(def.shape as Record<string, unknown>)[step]] : [];
+        if (def.type === 'array') return [def.element];
+        return [];
+      });
   }
-  current = unwrap(current);
-  const def = (current as { _zod?: { def?: Record<string, unknown> } })?._zod?.def;
-  return def?.type === 'object' ? Object.keys(def.shape as object) : [];
+  const keys = current.flatMap((c) => expand(c)).flatMap((s) => (defOf(s)?.type === 'object' ? Object.keys(defOf(s)?.shape as object) : []));
+  return [...new Set(keys)];
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -10,6 +10,7 @@ import { type Dispatcher, Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import { responseHeadersForClient } from './headers.ts';
+import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from './upstream-tls.ts';
 
 export interface AttemptTimeouts {
   responseHeader: number;
@@ -37,6 +38,7 @@ export type AttemptOutcome =
 const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL', 'ECONNABORTED_CONNECT']);
 
 export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode {
+  if (isTlsFailure(err.code)) return 'UPSTREAM_TLS_FAILED';
   switch (err.code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'UND_ERR_HEADERS_TIMEOUT':
@@ -66,17 +68,24 @@ export interface UpstreamPoolOptions {
   connectTimeout: number;
   keepAliveTimeout: number;
   /** TLS settings for https:// servers. */
-  tls?: { rejectUnauthorized: boolean; ca?: string | Buffer; servername?: string };
+  tls?: UpstreamTlsOptions;
 }
 
 /** Keep-alive connection pools, one per server, owned by one thread. */
 export class UpstreamPools {
   private readonly pools = new Map<string, Pool>();
+  /** The TLS settings each https pool was made with: changed settings (a reload) get a new pool. */
+  private readonly tlsOf = new Map<string, UpstreamTlsOptions>();
 
   get(server: UpstreamServer, options: UpstreamPoolOptions): Pool {
     const key = server.url;
     let pool = this.pools.get(key);
+    if (pool && server.tls && this.tlsOf.get(key) !== options.tls) {
+      void pool.close().catch(() => undefined);
+      pool = undefined;
+    }
     if (!pool) {
+      if (server.tls && options.tls) this.tlsOf.set(key, options.tls);
       pool = new Pool(server.url, {
         connectTimeout: options.connectTimeout,
         keepAliveTimeout: options.keepAliveTimeout,
@@ -85,7 +94,7 @@ export class UpstreamPools {
         bodyTimeout: 0,
         pipelining: 1,
         maxHeaderSize: 32 * 1024,
-        connect: options.tls ? { rejectUnauthorized: options.tls.rejectUnauthorized, ca: options.tls.ca, servername: options.tls.servername } : undefined,
+        connect: server.tls && options.tls ? tlsConnectOptions(options.tls, server.host) : undefined,
       });
       this.pools.set(key, pool);
     }
@@ -98,6 +107,7 @@ export class UpstreamPools {
     for (const [url, pool] of this.pools) {
       if (!urls.has(url)) {
         this.pools.delete(url);
+        this.tlsOf.delete(url);
         closing.push(pool.close().catch(() => undefined));
       }
     }
@@ -180,7 +190,8 @@ export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ServerRespo
           const list = responseHeadersForClient(headers as Record<string, string | string[] | undefined>);
           if (req.extraResponseHeaders) list.push(...req.extraResponseHeaders);
           for (const [name, value] of list) res.setHeader(name, value);
-          res.writeHead(statusCode, statusMessage || undefined);
+          // HTTP/2 has no reason phrase (Node warns when given one).
+          res.writeHead(statusCode, res.req?.httpVersionMajor === 2 ? undefined : statusMessage || undefined);
           responseStarted = true;
         },
         onResponseData(c, chunk) {
@@ -196,7 +207,13 @@ export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ServerRespo
         },
         onResponseError(_c, err: Error & { code?: string }) {
           if (retrying) return;
-          settle({ kind: 'failed', code: classifyUpstreamError(err), error: err, responseStarted, requestSent: requestSent || !NOT_SENT.has(err.code ?? '') });
+          settle({
+            kind: 'failed',
+            code: classifyUpstreamError(err),
+            error: err,
+            responseStarted,
+            requestSent: requestSent || !(NOT_SENT.has(err.code ?? '') || isTlsFailure(err.code)),
+          });
         },
       },
     );

@@ -3,8 +3,9 @@
  * retries, and one record to observers at the end. Never throws to the server.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import { type IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex, Readable } from 'node:stream';
 import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import type { RequestRecord } from '../observe/events.ts';
@@ -13,7 +14,9 @@ import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { type AttemptOutcome, forwardAttempt } from './forwarder.ts';
 import { requestHeadersForUpstream } from './headers.ts';
+import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { respondWithError } from './respond.ts';
+import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
@@ -117,25 +120,64 @@ export class RequestHandler {
     });
   };
 
-  private async run(ctx: RequestContext): Promise<void> {
-    const { req, res } = ctx;
-    res.on('close', () => this.finish(ctx));
-    const plane = this.plane;
-    // While shutting down, finish what arrives on open connections but close them after.
-    if (plane.draining) res.shouldKeepAlive = false;
+  /** Open WebSocket tunnels of this listener. */
+  readonly tunnels = new TunnelSet();
 
-    const service = plane.route(req.headers.host, ctx.url);
+  /** Whether an Upgrade request leaves the request path: WebSocket, to a service that allows it. */
+  readonly wantsUpgrade = (req: IncomingMessage): boolean => isWebSocketUpgrade(req) && this.plane.route(req.headers.host, req.url ?? '/')?.config.websocket === true;
+
+  /** A WebSocket upgrade (HTTP/1.1): routed and guarded like a request, then tunnelled to a server. */
+  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // A response bound to the raw socket, so refusals and errors are written like any other.
+    const res = new ServerResponse(req);
+    res.assignSocket(socket as Socket);
+    res.shouldKeepAlive = false;
+    res.once('finish', () => socket.end());
+    socket.on('error', () => socket.destroy());
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    this.runUpgrade(ctx, socket, head).catch((err: unknown) => {
+      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the WebSocket path');
+      this.fail(ctx, new VelocityError('INTERNAL'));
+    });
+  };
+
+  private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
+    ctx.res.on('close', () => this.finish(ctx));
+    const service = await this.admit(ctx);
+    if (!service) return;
+    if (this.plane.draining) return this.fail(ctx, new VelocityError('SHUTTING_DOWN'));
+    const error = await proxyWebSocket(this.plane, ctx, service, socket, head, this.tunnels);
+    if (error) this.fail(ctx, error);
+  }
+
+  private async run(ctx: RequestContext): Promise<void> {
+    const { res } = ctx;
+    res.on('close', () => this.finish(ctx));
+    // While shutting down, finish what arrives on open connections but close them after.
+    if (this.plane.draining) res.shouldKeepAlive = false;
+    const service = await this.admit(ctx);
+    if (service) await this.proxy(ctx, service);
+  }
+
+  /** Routing and guards: the service to proxy to, or undefined once an error was answered. */
+  private async admit(ctx: RequestContext): Promise<ServiceRuntime | undefined> {
+    const plane = this.plane;
+    const service = plane.route(ctx.req.headers.host, ctx.url);
     for (const guard of plane.guards) {
       const verdict = guard.check(ctx, service);
       const error = verdict instanceof Promise ? await verdict : verdict;
-      if (error) return this.fail(ctx, error);
+      if (error) {
+        this.fail(ctx, error);
+        return undefined;
+      }
     }
     if (!service) {
       plane.noteUnrouted(ctx.record.host, ctx.url);
-      return this.fail(ctx, new VelocityError('NO_ROUTE'));
+      this.fail(ctx, new VelocityError('NO_ROUTE'));
+      return undefined;
     }
     ctx.record.service = service.name;
-    await this.proxy(ctx, service);
+    return service;
   }
 
   private async proxy(ctx: RequestContext, service: ServiceRuntime): Promise<void> {
@@ -237,7 +279,7 @@ export class RequestHandler {
    */
   private async requestBody(req: IncomingMessage, bufferLimit: number): Promise<Buffer | Readable | null | VelocityError> {
     const length = req.headers['content-length'];
-    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
     if (!chunked && (length === undefined || length === '0')) return null;
     if (chunked || Number(length) > bufferLimit) return req;
     const chunks: Buffer[] = [];

@@ -49,11 +49,22 @@ export function requestHeadersForUpstream(raw: readonly string[], info: Forwarde
     }
   }
   const out: string[] = [];
+  let hasHost = false;
+  let cookieAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as string).toLowerCase();
-    if (HOP_BY_HOP.has(name) || SET_BY_PROXY.has(name) || listed?.has(name)) continue;
+    // HTTP/2 pseudo-headers (:method, :authority, …) never go to an HTTP/1.1 server.
+    if (name.charCodeAt(0) === 58 || HOP_BY_HOP.has(name) || SET_BY_PROXY.has(name) || listed?.has(name)) continue;
+    if (name === 'host') hasHost = true;
+    else if (name === 'cookie' && cookieAt >= 0) {
+      // HTTP/2 clients send each cookie as its own field; HTTP/1.1 wants one header joined by "; " (RFC 9113 §8.2.3).
+      out[cookieAt] = `${out[cookieAt]}; ${raw[i + 1]}`;
+      continue;
+    } else if (name === 'cookie') cookieAt = out.length + 1;
     out.push(raw[i] as string, raw[i + 1] as string);
   }
+  // An HTTP/2 client names the host in :authority only; HTTP/1.1 needs a Host header.
+  if (!hasHost && info.host) out.push('host', info.host);
   const xff = info.priorForwardedFor ? `${info.priorForwardedFor}, ${info.clientIp}` : info.clientIp;
   out.push('x-forwarded-for', xff, 'x-forwarded-proto', info.proto, 'x-forwarded-host', info.host, 'x-request-id', info.requestId);
   return out;

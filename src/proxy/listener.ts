@@ -1,10 +1,17 @@
-/** An HTTP listener bound to one address, feeding the request handler. */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+/**
+ * An HTTP listener bound to one address, feeding the request handler: plain
+ * HTTP/1.1, optionally with h2c, or HTTPS (SNI certificates, HTTP/2 by ALPN).
+ */
+import { createServer, type Server, type ServerOptions } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { RequestHandler } from './handler.ts';
+import { Http2Front, type RequestListener } from './http2.ts';
+import type { TlsTermination } from './tls.ts';
 
 export class ListenError extends Error {
   readonly address: ListenAddress;
@@ -31,20 +38,66 @@ export interface HttpListener {
   close(deadline: number): Promise<void>;
 }
 
-export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: { reusePort?: boolean } = {}): Promise<HttpListener> {
-  const handler = new RequestHandler(plane, 'http');
-  const server = createServer(
-    {
-      keepAliveTimeout: client.keepalive_timeout,
-      headersTimeout: client.header_timeout,
-      requestTimeout: client.body_timeout,
-      maxHeaderSize: client.max_header_size,
-      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(client.header_timeout / 4))),
-      requireHostHeader: true,
-      noDelay: true,
-    },
-    handler.handle,
-  );
+export interface HttpListenerOptions {
+  reusePort?: boolean;
+  /** Terminate TLS with these certificates (the listener speaks HTTPS). */
+  tls?: TlsTermination;
+  /** HTTP/2 beside HTTP/1.1: by ALPN over TLS, by the connection preface (h2c) without. */
+  http2?: boolean;
+  /** A Strict-Transport-Security value for every response (HTTPS only). */
+  hsts?: string;
+  /** Serve with this instead of the proxy (the HTTP→HTTPS redirect listener). */
+  onRequest?: RequestListener;
+}
+
+export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
+  const { tls } = options;
+  const handler = new RequestHandler(plane, tls ? 'https' : 'http');
+  const hsts = tls ? options.hsts : undefined;
+  const onRequest: RequestListener =
+    options.onRequest ??
+    (hsts
+      ? (req, res) => {
+          res.setHeader('strict-transport-security', hsts);
+          handler.handle(req, res);
+        }
+      : handler.handle);
+  const http1: ServerOptions = {
+    keepAliveTimeout: client.keepalive_timeout,
+    headersTimeout: client.header_timeout,
+    requestTimeout: client.body_timeout,
+    maxHeaderSize: client.max_header_size,
+    connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(client.header_timeout / 4))),
+    requireHostHeader: true,
+    noDelay: true,
+    // Only WebSocket upgrades leave the request path; any other Upgrade header is dropped as hop-by-hop.
+    shouldUpgradeCallback: options.onRequest ? () => false : handler.wantsUpgrade,
+  };
+  const server: Server = tls
+    ? (createHttpsServer(
+        {
+          ...http1,
+          ...tls.current.serverOptions(tls.settings),
+          SNICallback: tls.sniCallback,
+          ALPNProtocols: options.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
+          // A client that opens a connection and never finishes the handshake is cut like a slow HTTP client.
+          handshakeTimeout: client.header_timeout,
+        },
+        onRequest,
+      ) as unknown as Server)
+    : createServer(http1, onRequest);
+  if (tls) {
+    tls.attach(server as unknown as TlsServer);
+    // A failed handshake (plain HTTP or a scanner on the TLS port) only ends that connection.
+    server.removeAllListeners('tlsClientError');
+    server.on('tlsClientError', (err: Error, socket: Socket) => {
+      plane.log.debug({ err: err.message, client: socket.remoteAddress }, 'TLS handshake failed');
+      socket.destroy();
+    });
+  }
+  const h2 = options.http2 ? new Http2Front(onRequest, client, plane.log) : undefined;
+  h2?.attach(server, tls !== undefined);
+  if (!options.onRequest) server.on('upgrade', handler.handleUpgrade);
   if (client.max_connections > 0) server.maxConnections = client.max_connections;
   // A malformed request gets 400 from Node's parser and is never forwarded; the socket closes.
   server.on('clientError', (err: Error & { code?: string }, socket) => {
@@ -53,21 +106,29 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     const code = status.startsWith('431') ? 'HEADERS_TOO_LARGE' : status.startsWith('408') ? 'CLIENT_TIMEOUT' : 'BAD_REQUEST';
     socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-velocity-error: ${code}\r\n\r\n`);
   });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new ListenError(address, err));
-    server.once('error', onError);
-    server.listen({ host: address.host, port: address.port, reusePort: options.reusePort ?? false }, () => {
-      server.removeListener('error', onError);
-      resolve();
-    });
-  });
+  await bindServer(server, address, options.reusePort ?? false);
   server.on('error', (err) => plane.log.error({ err }, 'listener error'));
   const bound = server.address() as AddressInfo;
   return {
     server,
     address: { host: bound.address, port: bound.port },
-    close: (deadline) => closeGracefully(server, deadline),
+    close: async (deadline) => {
+      tls?.close();
+      await Promise.all([closeGracefully(server, deadline), h2?.close(deadline), handler.tunnels.close(deadline)]);
+    },
   };
+}
+
+/** Binds a server to an address; a failure becomes a ListenError naming the address. */
+export function bindServer(server: NetServer, address: ListenAddress, reusePort: boolean): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new ListenError(address, err));
+    server.once('error', onError);
+    server.listen({ host: address.host, port: address.port, reusePort }, () => {
+      server.removeListener('error', onError);
+      resolve();
+    });
+  });
 }
 
 /** Stops accepting, closes idle keep-alive connections, and cuts the rest at the deadline. */

@@ -10,6 +10,7 @@ import type { Logger } from '../observe/logger.ts';
 import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { Router } from '../proxy/router.ts';
+import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
 import { recordOutcome } from '../upstream/outcome.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import { builtinPolicyLoader, type PolicyLoader, ServiceRuntime } from '../upstream/service.ts';
@@ -53,7 +54,10 @@ export class DataPlane {
       const previous = this.services.get(spec.name);
       next.set(spec.name, new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy));
     }
-    this.router = new Router([...next.values()].map((s) => ({ hosts: s.config.hosts, paths: s.config.paths, target: s })));
+    // TCP services take connections on their own listeners, never HTTP requests.
+    const http = [...next.values()].filter((s) => s.config.mode === 'http');
+    this.router = new Router(http.map((s) => ({ hosts: s.config.hosts, paths: s.config.paths, target: s })));
+    for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
     const urls = new Set<string>();
@@ -100,7 +104,7 @@ export class DataPlane {
   }
 
   poolOptions(service: ServiceRuntime): UpstreamPoolOptions {
-    return { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: 4_000 };
+    return { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: 4_000, tls: upstreamTlsOptions(service.config.tls) };
   }
 
   retryStatuses(service: ServiceRuntime): ReadonlySet<number> {
@@ -114,6 +118,7 @@ export class DataPlane {
 
   recordOutcome(service: ServiceRuntime, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
     recordOutcome(service, server, outcome, latencyMs, Date.now());
+    if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') warnTlsFailure(this.log, service.name, server, outcome.error);
   }
 
   addObserver(observer: RequestObserver): () => void {

@@ -2,18 +2,19 @@
  * A running Velocity: control plane, data plane and listeners, with reload and
  * graceful close. This is what `start()` returns and what the CLI drives.
  */
+
+import { dirname } from 'node:path';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { loadConfigFile } from '../config/load.ts';
-import { autoscaleRoutes } from '../discovery/admin-routes.ts';
-import { type Discovery, startDiscovery } from '../discovery/index.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
-import { dirname } from 'node:path';
+import { autoscaleRoutes } from '../discovery/admin-routes.ts';
+import { type Discovery, startDiscovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
 import type { RequestObserver } from '../observe/events.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
-import { type HttpListener, listenHttp } from '../proxy/listener.ts';
+import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
 import { ControlPlane } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
 import { SharedState } from './shared-state.ts';
@@ -32,9 +33,11 @@ export interface ReloadResult {
 }
 
 export interface Velocity {
-  /** The first HTTP listener's bound address (port resolved when 0 was asked). */
+  /** The first listener's bound address (port resolved when 0 was asked): a plain `listen` one when there is one. */
   readonly address: ListenAddress;
   readonly addresses: readonly ListenAddress[];
+  /** Every open listener with its kind (http, https, redirect, tcp), in config order. */
+  readonly listeners: readonly BoundListener[];
   /** The admin listener's bound address, when admin is enabled. */
   readonly adminAddress: ListenAddress | undefined;
   /** Where features register admin API routes. */
@@ -62,27 +65,28 @@ export async function start(input: Config | string, options: StartOptions = {}):
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
-  const listeners: HttpListener[] = [];
+  let listeners: ListenerSet | undefined;
   const admin = new AdminRouter();
   let adminServer: AdminServer | undefined;
   let discovery: Discovery | undefined;
   try {
-    for (const address of config.listen) listeners.push(await listenHttp(plane, address, config.client));
+    listeners = await ListenerSet.open(plane, config, log);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
     admin.add(...autoscaleRoutes(() => discovery));
   } catch (err) {
-    await Promise.all(listeners.map((l) => l.close(Date.now())));
+    await listeners?.close(Date.now());
     await adminServer?.close();
     await discovery?.stop();
     await control.close();
     await plane.close();
     throw err;
   }
-  const addresses = listeners.map((l) => l.address);
+  const listenerSet = listeners;
   log.info(
     {
-      listen: addresses.map(formatAddress),
+      listen: listenerSet.bound.map((l) => formatAddress(l.address)),
+      listeners: listenerSet.bound.map((l) => ({ kind: l.kind, address: formatAddress(l.address), ...(l.service ? { service: l.service } : {}) })),
       admin: adminServer ? formatAddress(adminServer.address) : 'disabled',
       services: config.services.map((s) => ({ name: s.name, hosts: s.hosts, paths: s.paths, policy: s.policy.name, servers: s.servers.map((x) => x.url) })),
     },
@@ -99,9 +103,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
       const source = next ?? configFile;
       if (source === undefined) throw new Error('no config file to reload from');
       const candidate = typeof source === 'string' ? (await loadConfigFile(source)).config : source;
-      if (JSON.stringify(candidate.listen) !== JSON.stringify(config.listen)) {
-        log.warn('listen addresses changed: they take effect on restart; the rest of the config is applied now');
-      }
+      // New listeners open first: a port in use rejects the reload before anything changed.
+      await listenerSet.reconcile(candidate);
       control.applyConfig(candidate);
       config = candidate;
       lastReload = { ok: true, at, version: control.current.version };
@@ -115,8 +118,15 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
 
   return {
-    address: addresses[0] as ListenAddress,
-    addresses,
+    get address() {
+      return listenerSet.bound[0]?.address as ListenAddress;
+    },
+    get addresses() {
+      return listenerSet.bound.map((l) => l.address);
+    },
+    get listeners() {
+      return listenerSet.bound;
+    },
     adminAddress: adminServer?.address,
     admin,
     get config() {
@@ -139,7 +149,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
         plane.draining = true;
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
-        await Promise.all(listeners.map((l) => l.close(deadline)));
+        await listenerSet.close(deadline);
         await adminServer?.close();
         // Backends Velocity runs stop after the requests they were serving have finished.
         await discovery?.stop();

@@ -7,7 +7,9 @@ import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { Agent, request } from 'undici';
 import type { ServiceConfig } from '../config/schema/service.ts';
+import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
+import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from '../proxy/upstream-tls.ts';
 import { S, SF, type SharedState } from '../runtime/shared-state.ts';
 import type { ServerSpec } from './server.ts';
 
@@ -24,24 +26,29 @@ interface Target {
   service: string;
   spec: ServerSpec;
   config: HealthConfig;
-  tlsInsecure: boolean;
   timer: NodeJS.Timeout | undefined;
   running: boolean;
 }
 
 export class HealthChecker {
   private readonly targets = new Map<number, Target>();
-  private readonly agent = new Agent({ keepAliveTimeout: 1, pipelining: 0, connect: { rejectUnauthorized: false } });
+  /** Plain-HTTP checks, one agent per check timeout: undici's abort signal does not cut a
+   * pending connect, so the connect timeout itself must be the check's timeout (a vanished
+   * host otherwise holds a check for the kernel's ~3 s ARP failure). */
+  private readonly agents = new Map<number, Agent>();
   private stopped = false;
 
   private readonly state: SharedState;
   private readonly log: Logger;
   private readonly onChange: (change: HealthChange) => void;
+  /** A service's current TLS settings: checks of https:// servers verify them as requests do. */
+  private readonly tlsFor: (service: string) => UpstreamTlsConfig | undefined;
 
-  constructor(state: SharedState, log: Logger, onChange: (change: HealthChange) => void = () => {}) {
+  constructor(state: SharedState, log: Logger, onChange: (change: HealthChange) => void = () => {}, tlsFor: (service: string) => UpstreamTlsConfig | undefined = () => undefined) {
     this.state = state;
     this.log = log;
     this.onChange = onChange;
+    this.tlsFor = tlsFor;
   }
 
   /** Starts, restarts (config changed) or keeps the check of a server slot. */
@@ -55,7 +62,7 @@ export class HealthChecker {
       return;
     }
     if (fresh && !config.start_healthy) Atomics.store(ints, this.state.serverIndex(spec.slot, S.ACTIVE_UP), 0);
-    const target: Target = { service, spec, config, tlsInsecure: true, timer: undefined, running: false };
+    const target: Target = { service, spec, config, timer: undefined, running: false };
     this.targets.set(spec.slot, target);
     this.schedule(target, fresh ? 0 : config.interval);
   }
@@ -69,7 +76,7 @@ export class HealthChecker {
   async close(): Promise<void> {
     this.stopped = true;
     for (const slot of [...this.targets.keys()]) this.unwatch(slot);
-    await this.agent.close();
+    await Promise.all([...this.agents.values()].map((a) => a.close()));
   }
 
   private schedule(target: Target, delay: number): void {
@@ -124,7 +131,7 @@ export class HealthChecker {
     const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
     const host = u.hostname.replace(/^\[|\]$/g, '');
     return new Promise((resolve) => {
-      const socket = u.protocol === 'https:' ? tlsConnect({ host, port, rejectUnauthorized: false, servername: host }) : connect({ host, port });
+      const socket = u.protocol === 'https:' ? tlsConnect({ host, port, ...this.tlsOptions(target, host) }) : connect({ host, port });
       const done = (result: string | undefined) => {
         clearTimeout(timer);
         socket.destroy();
@@ -141,16 +148,42 @@ export class HealthChecker {
     const url = new URL(config.path, target.spec.url);
     const headers: Record<string, string> = { 'user-agent': 'velocity-health-check' };
     if (config.host) headers.host = config.host;
-    const res = await request(url, {
-      method: 'GET',
-      headers,
-      dispatcher: this.agent,
-      signal: AbortSignal.timeout(config.timeout),
-      headersTimeout: config.timeout,
-      bodyTimeout: config.timeout,
-    });
-    await res.body.dump();
-    const { min, max } = config.expect_status;
-    return res.statusCode >= min && res.statusCode <= max ? undefined : `status ${res.statusCode}, expected ${min}-${max}`;
+    // An https check uses a connection with the service's TLS settings, closed after the check.
+    const tlsAgent =
+      url.protocol === 'https:'
+        ? new Agent({ keepAliveTimeout: 1, pipelining: 0, connectTimeout: config.timeout, connect: this.tlsOptions(target, url.hostname.replace(/^\[|\]$/g, '')) })
+        : undefined;
+    try {
+      const res = await request(url, {
+        method: 'GET',
+        headers,
+        dispatcher: tlsAgent ?? this.agentFor(config.timeout),
+        signal: AbortSignal.timeout(config.timeout),
+        headersTimeout: config.timeout,
+        bodyTimeout: config.timeout,
+      });
+      await res.body.dump();
+      const { min, max } = config.expect_status;
+      return res.statusCode >= min && res.statusCode <= max ? undefined : `status ${res.statusCode}, expected ${min}-${max}`;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      throw code && isTlsFailure(code) ? new Error(`TLS: ${code}: ${(err as Error).message}`) : err;
+    } finally {
+      void tlsAgent?.destroy().catch(() => undefined);
+    }
+  }
+
+  private agentFor(timeout: number): Agent {
+    let agent = this.agents.get(timeout);
+    if (!agent) {
+      agent = new Agent({ keepAliveTimeout: 1, pipelining: 0, connectTimeout: timeout });
+      this.agents.set(timeout, agent);
+    }
+    return agent;
+  }
+
+  private tlsOptions(target: Target, host: string) {
+    const config = this.tlsFor(target.service);
+    return tlsConnectOptions(config ? upstreamTlsOptions(config) : { rejectUnauthorized: true }, host);
   }
 }

@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { parseConfig } from '../../src/config/load.ts';
-import { silentLogger } from '../../src/observe/logger.ts';
+import { type Logger, silentLogger } from '../../src/observe/logger.ts';
 import { start, type Velocity } from '../../src/runtime/instance.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
@@ -109,9 +109,9 @@ export async function startBackends(t: Cleanup, count: number, extraArgs: string
 }
 
 /** Velocity in this process, from YAML text (listen on 127.0.0.1:0 unless the YAML says otherwise). */
-export async function startInProcess(t: Cleanup, yaml: string): Promise<Velocity> {
+export async function startInProcess(t: Cleanup, yaml: string, options: { logger?: Logger } = {}): Promise<Velocity> {
   const { config } = parseConfig(yaml, 'test.yaml');
-  const velocity = await start(config, { logger: silentLogger() });
+  const velocity = await start(config, { logger: options.logger ?? silentLogger() });
   t.after(() => velocity.close());
   return velocity;
 }

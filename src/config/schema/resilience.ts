@@ -11,6 +11,8 @@ export const timeoutsSchema = z.strictObject({
   idle: positiveDuration().default(60_000),
   /** Whole exchange with the server, retries included; 0 = no limit. */
   total: duration().default(0),
+  /** A WebSocket or TCP connection silent in both directions this long is closed. */
+  tunnel: positiveDuration().default(3_600_000),
 });
 
 export const retriesSchema = z.strictObject({

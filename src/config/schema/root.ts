@@ -1,6 +1,8 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
-import { listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
+import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
+import { dockerSchema } from './discovery.ts';
+import { listenerSchema } from './listeners.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
 
@@ -24,18 +26,61 @@ export const adminSchema = z.strictObject({
   token: z.string().min(16, 'an admin token must be at least 16 characters').optional(),
 });
 
-export const configSchema = z.strictObject({
-  listen: z.union([listenAddress().transform((a) => [a]), z.array(listenAddress()).min(1)]).default([{ host: '0.0.0.0', port: 8000 }]),
-  /** Event-loop threads for the data path: a number, or `auto` for one per core. */
-  workers: z.union([z.literal('auto'), positiveInt()], { error: 'expected "auto" or a whole number ≥ 1' }).default(1),
-  /** Time in-flight requests get to finish on SIGTERM/SIGINT before connections are cut. */
-  shutdown_timeout: positiveDuration().default(30_000),
-  client: clientSchema.prefault({}),
-  admin: adminSchema.prefault({}),
-  /** Values for every service that doesn't set its own. */
-  defaults: z.looseObject({}).default({}),
-  services: z.array(serviceSchema).min(1, 'at least one service is needed'),
-});
+export const configSchema = z
+  .strictObject({
+    /** Plain HTTP/1.1 listeners. Default 0.0.0.0:8000, unless `listeners` or TCP services say where to listen. */
+    listen: z.union([listenAddress().transform((a) => [a]), z.array(listenAddress())]).optional(),
+    /** Typed listeners: https (TLS, SNI, HTTP/2), http (optionally with h2c), redirect (HTTP → HTTPS). */
+    listeners: z.array(listenerSchema).default([]),
+    /** Event-loop threads for the data path: a number, or `auto` for one per core. */
+    workers: z.union([z.literal('auto'), positiveInt()], { error: 'expected "auto" or a whole number ≥ 1' }).default(1),
+    /** Time in-flight requests get to finish on SIGTERM/SIGINT before connections are cut. */
+    shutdown_timeout: positiveDuration().default(30_000),
+    client: clientSchema.prefault({}),
+    admin: adminSchema.prefault({}),
+    /** Follow containers through the Docker (or Podman) Engine API (see Servers everywhere). */
+    docker: dockerSchema.optional(),
+    /** Values for every service that doesn't set its own. */
+    defaults: z.looseObject({}).default({}),
+    services: z.array(serviceSchema).min(1, 'at least one service is needed'),
+  })
+  .superRefine(checkAddressConflicts)
+  .transform(({ listen, ...rest }) => ({
+    listen: listen ?? (rest.listeners.length === 0 && rest.services.some((s) => s.mode === 'http') ? [{ host: '0.0.0.0', port: 8000 }] : []),
+    ...rest,
+  }));
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+
+/** Two listeners on one port fail at start with EADDRINUSE: say so at validation, naming both. */
+function checkAddressConflicts(
+  config: {
+    listen?: ListenAddress[];
+    listeners: { listen: ListenAddress }[];
+    services: { listen?: ListenAddress | undefined }[];
+    admin: { enabled: boolean; listen: ListenAddress };
+  },
+  ctx: z.RefinementCtx,
+): void {
+  const used: { address: ListenAddress; path: (string | number)[] }[] = [];
+  const add = (address: ListenAddress, path: (string | number)[]) => {
+    if (address.port !== 0) {
+      const clash = used.find(
+        (u) => u.address.port === address.port && (u.address.host === address.host || WILDCARD_HOSTS.has(u.address.host) || WILDCARD_HOSTS.has(address.host)),
+      );
+      if (clash) ctx.addIssue({ code: 'custom', path, message: `port ${address.port} is already used by ${formatPath(clash.path)}` });
+    }
+    used.push({ address, path });
+  };
+  for (const [i, a] of (config.listen ?? []).entries()) add(a, ['listen', i]);
+  for (const [i, l] of config.listeners.entries()) add(l.listen, ['listeners', i, 'listen']);
+  for (const [i, s] of config.services.entries()) if (s.listen) add(s.listen, ['services', i, 'listen']);
+  if (config.admin.enabled) add(config.admin.listen, ['admin', 'listen']);
+}
+
+function formatPath(path: (string | number)[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
+}
 
 /**
  * Names that must be unique within a list. Checked on the raw input, beside the

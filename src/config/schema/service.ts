@@ -2,9 +2,10 @@
 import { z } from 'zod';
 import { policyNames, policyOptionsSchema } from '../../balancer/registry.ts';
 import { suggest } from '../suggest.ts';
-import { nonNegativeInt, positiveInt } from './common.ts';
+import { listenAddress, nonNegativeInt, positiveInt } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { serviceKnobsShape } from './resilience.ts';
+import { upstreamTlsSchema } from './upstream-tls.ts';
 
 export const serverUrl = () =>
   z.string({ error: 'expected a URL such as http://127.0.0.1:9001' }).transform((text, ctx) => {
@@ -15,8 +16,16 @@ export const serverUrl = () =>
       ctx.addIssue({ code: 'custom', message: `"${text}" is not a URL; expected e.g. http://127.0.0.1:9001` });
       return z.NEVER;
     }
+    if (url.protocol === 'tcp:') {
+      // Servers of `mode: tcp` services: tcp://HOST:PORT (no path; the port is required).
+      if (!url.port || (url.pathname !== '' && url.pathname !== '/') || url.search || url.hash || url.username) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" must be tcp://HOST:PORT, with a port and nothing after it` });
+        return z.NEVER;
+      }
+      return `tcp://${url.host}`;
+    }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol}"; expected http:// or https://` });
+      ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol}"; expected http://, https:// or (for mode: tcp) tcp://` });
       return z.NEVER;
     }
     if (url.pathname !== '/' || url.search || url.hash || url.username) {
@@ -28,7 +37,13 @@ export const serverUrl = () =>
 
 export const serverSchema = z.union(
   [
-    serverUrl().transform((url) => ({ url, weight: 1, max_connections: undefined as number | undefined, name: undefined as string | undefined })),
+    serverUrl().transform((url) => ({
+      url,
+      weight: 1,
+      max_connections: undefined as number | undefined,
+      name: undefined as string | undefined,
+      health_path: undefined as string | undefined,
+    })),
     z.strictObject({
       url: serverUrl(),
       weight: positiveInt().default(1),
@@ -39,6 +54,8 @@ export const serverSchema = z.union(
         .string()
         .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
         .optional(),
+      /** Health-check path for this server when it differs from the service's `health.path`. */
+      health_path: z.string().startsWith('/', 'must start with /').optional(),
     }),
   ],
   { error: 'expected a URL string or { url, weight }' },
@@ -76,24 +93,56 @@ export const policySchema = z
 
 export type PolicyConfig = z.output<typeof policySchema>;
 
-const hostPattern = z
+export const hostPattern = z
   .string()
   .transform((h) => h.trim().toLowerCase())
   .refine((h) => h === '*' || /^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(h), {
     message: 'expected a host name, "*.example.com" or "*"',
   });
 
-export const serviceSchema = z.strictObject({
-  name: z.string({ error: 'expected a service name' }).regex(/^[a-zA-Z0-9][\w.-]*$/, 'letters, digits, _ . - only, starting with a letter or digit'),
-  hosts: z.array(hostPattern).default(['*']),
-  paths: z.array(z.string().startsWith('/', 'a path prefix must start with /')).default(['/']),
-  policy: policySchema.prefault('round-robin'),
-  servers: z.array(serverSchema).default([]),
-  /** Local backend processes Velocity runs and follows (see Servers everywhere). */
-  process: processSchema.optional(),
-  autoscale: autoscaleSchema.optional(),
-  ...serviceKnobsShape,
-});
+export const serviceSchema = z
+  .strictObject({
+    name: z.string({ error: 'expected a service name' }).regex(/^[a-zA-Z0-9][\w.-]*$/, 'letters, digits, _ . - only, starting with a letter or digit'),
+    hosts: z.array(hostPattern).default(['*']),
+    paths: z.array(z.string().startsWith('/', 'a path prefix must start with /')).default(['/']),
+    policy: policySchema.prefault('round-robin'),
+    servers: z.array(serverSchema).default([]),
+    /** Local backend processes Velocity runs and follows (see Servers everywhere). */
+    process: processSchema.optional(),
+    autoscale: autoscaleSchema.optional(),
+    /** `http` (the default) routes requests by host and path; `tcp` balances raw connections accepted on `listen`. */
+    mode: z.enum(['http', 'tcp'], { error: 'expected http or tcp' }).default('http'),
+    /** Where a `mode: tcp` service accepts connections. */
+    listen: listenAddress().optional(),
+    /** PROXY protocol header sent first on each connection to a server of a `mode: tcp` service. */
+    proxy_protocol: z.enum(['off', 'v1', 'v2'], { error: 'expected off, v1 or v2' }).default('off'),
+    /** TLS toward https:// servers: verification on unless `insecure`. */
+    tls: upstreamTlsSchema.prefault({}),
+    /** Pass WebSocket upgrades through to the servers. */
+    websocket: z.boolean().default(true),
+    ...serviceKnobsShape,
+  })
+  .superRefine(checkMode);
+
+/** Fields that only make sense in one mode, and servers whose scheme fits the mode. */
+function checkMode(service: { mode: 'http' | 'tcp'; listen?: unknown; proxy_protocol: string; health: { type: string }; servers: { url: string }[] }, ctx: z.RefinementCtx): void {
+  const tcp = service.mode === 'tcp';
+  if (tcp && service.listen === undefined) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a mode: tcp service needs listen: HOST:PORT' });
+  if (!tcp && service.listen !== undefined)
+    ctx.addIssue({ code: 'custom', path: ['listen'], message: 'listen is for mode: tcp services; HTTP services share the top-level listeners' });
+  if (!tcp && service.proxy_protocol !== 'off') ctx.addIssue({ code: 'custom', path: ['proxy_protocol'], message: 'proxy_protocol is for mode: tcp services' });
+  if (tcp && service.health.type === 'http') ctx.addIssue({ code: 'custom', path: ['health', 'type'], message: 'a mode: tcp service can use health type tcp or none, not http' });
+  service.servers.forEach((server, i) => {
+    const isTcp = server.url.startsWith('tcp://');
+    if (tcp !== isTcp) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['servers', i],
+        message: tcp ? `a mode: tcp service needs tcp://HOST:PORT servers, not ${server.url}` : `${server.url} is for mode: tcp services; expected http:// or https://`,
+      });
+    }
+  });
+}
 
 export type ServiceConfig = z.output<typeof serviceSchema>;
 export type ServerConfig = ServiceConfig['servers'][number];

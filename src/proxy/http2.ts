@@ -1,0 +1,150 @@
+/**
+ * HTTP/2 toward clients. A listener's node:http(s) server keeps every HTTP/1.1
+ * connection (with its timeouts, limits and upgrade handling); connections that
+ * speak HTTP/2 — chosen by ALPN over TLS, or by the connection preface without
+ * TLS (h2c, "prior knowledge") — are handed to one node:http2 server that never
+ * listens itself. Its compatibility API gives request/response objects the
+ * handler serves like HTTP/1.1 ones; servers are always spoken to in HTTP/1.1.
+ */
+import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { ClientConfig } from '../config/schema/root.ts';
+import type { Logger } from '../observe/logger.ts';
+
+/** Concurrent streams a client may open on one connection (nginx uses 128 too). */
+export const MAX_CONCURRENT_STREAMS = 128;
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+/** Enough bytes to tell "PRI " from any HTTP/1.1 method. */
+const SNIFF_BYTES = 4;
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Whether an HTTP/2 request carries a body of unknown length (HTTP/2 has no chunked encoding). */
+export function hasHttp2BodyWithoutLength(req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 2 && req.headers['content-length'] === undefined && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
+}
+
+export class Http2Front {
+  private readonly server: Http2Server;
+  private readonly sessions = new Set<ServerHttp2Session>();
+  private closing = false;
+  private readonly idleTimeout: number;
+  private readonly firstByteTimeout: number;
+
+  constructor(onRequest: RequestListener, client: ClientConfig, log: Logger) {
+    this.idleTimeout = client.keepalive_timeout;
+    this.firstByteTimeout = client.header_timeout;
+    this.server = createServer({
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: client.max_header_size, enablePush: false },
+    });
+    this.server.on('request', (req: Http2ServerRequest, res) => {
+      // The router and the forwarded Host come from :authority when the client sent no Host.
+      if (req.headers.host === undefined && req.authority) req.headers.host = req.authority;
+      onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse);
+    });
+    this.server.on('session', (session) => this.track(session));
+    this.server.on('sessionError', (err) => log.debug({ err: err.message }, 'HTTP/2 session error'));
+  }
+
+  /**
+   * Takes the HTTP/2 connections of an HTTP/1.1 server: by ALPN (`secure`), or
+   * by sniffing the first bytes for the HTTP/2 preface (h2c).
+   */
+  attach(server: HttpServer, secure: boolean): void {
+    const event = secure ? 'secureConnection' : 'connection';
+    const [http1] = server.listeners(event) as ((socket: Socket) => void)[];
+    if (!http1) throw new Error(`the server has no ${event} listener to share`);
+    server.removeListener(event, http1);
+    if (secure) {
+      server.on(event, (socket: TLSSocket) => (socket.alpnProtocol === 'h2' ? this.accept(socket) : http1.call(server, socket)));
+    } else {
+      server.on(event, (socket: Socket) => this.sniff(socket, () => http1.call(server, socket)));
+    }
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    this.server.emit('connection', socket);
+  }
+
+  /** Reads the first bytes, puts them back, and gives the socket to HTTP/2 or HTTP/1.1. */
+  private sniff(socket: Socket, http1: () => void): void {
+    let seen: Buffer = Buffer.alloc(0);
+    const done = () => {
+      socket.removeListener('data', onData);
+      socket.removeListener('error', onError);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(seen);
+    };
+    const onData = (chunk: Buffer) => {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, SNIFF_BYTES);
+      const h2 = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (h2 && seen.length < SNIFF_BYTES) return;
+      done();
+      if (h2) return this.accept(socket);
+      http1();
+      process.nextTick(() => socket.resume());
+    };
+    const onError = () => socket.destroy();
+    socket.on('data', onData);
+    socket.on('error', onError);
+    // A client that connects and says nothing is cut like a slow HTTP/1.1 client.
+    socket.setTimeout(this.firstByteTimeout, () => socket.destroy());
+  }
+
+  private track(session: ServerHttp2Session): void {
+    this.sessions.add(session);
+    let open = 0;
+    session.on('stream', (stream) => {
+      open++;
+      stream.once('close', () => open--);
+    });
+    session.on('error', () => session.destroy());
+    session.once('close', () => this.sessions.delete(session));
+    // Idle connections close like HTTP/1.1 keep-alive ones; a connection waiting on a slow response is not idle.
+    session.setTimeout(this.idleTimeout, () => {
+      if (open === 0) session.close();
+      else session.setTimeout(this.idleTimeout);
+    });
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Sends GOAWAY on every connection, lets open streams finish, and cuts what remains at the deadline. */
+  close(deadline: number): Promise<void> {
+    this.closing = true;
+    if (this.sessions.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const sessions = [...this.sessions];
+      let left = sessions.length;
+      const cut = setTimeout(
+        () => {
+          for (const s of sessions) s.destroy();
+        },
+        Math.max(0, deadline - Date.now()),
+      );
+      for (const session of sessions) {
+        const settle = () => {
+          if (--left === 0) {
+            clearTimeout(cut);
+            resolve();
+          }
+        };
+        if (session.destroyed) settle();
+        else {
+          session.once('close', settle);
+          session.close();
+        }
+      }
+    });
+  }
+}

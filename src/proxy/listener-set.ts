@@ -1,0 +1,170 @@
+/**
+ * Every listener a config asks for — plain `listen` addresses, typed
+ * `listeners` (https, http/h2c, redirect) and `mode: tcp` services — opened
+ * together, reconciled on reload (new ones open, removed ones drain and close,
+ * certificate changes apply in place) and closed together.
+ */
+import type { ListenAddress } from '../config/schema/common.ts';
+import type { HstsConfig, ListenerConfig } from '../config/schema/listeners.ts';
+import type { Config } from '../config/schema/root.ts';
+import type { Logger } from '../observe/logger.ts';
+import type { DataPlane } from '../runtime/data-plane.ts';
+import { listenHttp } from './listener.ts';
+import { redirectToHttps } from './redirect.ts';
+import { listenTcp } from './tcp.ts';
+import { TlsTermination } from './tls.ts';
+
+export type ListenerKind = 'http' | 'https' | 'redirect' | 'tcp';
+
+export interface BoundListener {
+  readonly kind: ListenerKind;
+  /** The bound address (port resolved when 0 was asked). */
+  readonly address: ListenAddress;
+  /** For `tcp`: the service it feeds. */
+  readonly service?: string;
+}
+
+/** What a config asks for, keyed by kind and configured address. */
+interface Wanted {
+  key: string;
+  kind: ListenerKind;
+  address: ListenAddress;
+  /** Settings that need a new socket to change (compared as JSON). */
+  settings: string;
+  listener?: ListenerConfig;
+  service?: string;
+}
+
+interface Open extends Wanted {
+  bound: BoundListener;
+  tls: TlsTermination | undefined;
+  /** For tcp: points the listener at another service (a rename on the same address). */
+  retarget?: (service: string) => void;
+  close(deadline: number): Promise<void>;
+}
+
+export function hstsHeader(hsts: HstsConfig): string {
+  return `max-age=${Math.floor(hsts.max_age / 1000)}${hsts.include_subdomains ? '; includeSubDomains' : ''}${hsts.preload ? '; preload' : ''}`;
+}
+
+function wantedBy(config: Config): Wanted[] {
+  // Port 0 means "any free port": such listeners are told apart by their place in the
+  // config, or for TCP services by the service they feed.
+  let n = 0;
+  const key = (kind: ListenerKind, a: ListenAddress, service?: string) => `${kind} ${a.host}:${a.port}${a.port !== 0 ? '' : service ? ` ${service}` : `#${n++}`}`;
+  const out: Wanted[] = config.listen.map((address) => ({ key: key('http', address), kind: 'http', address, settings: '' }));
+  for (const listener of config.listeners) {
+    const { tls, ...rest } = listener as ListenerConfig & { tls?: unknown };
+    out.push({ key: key(listener.type, listener.listen), kind: listener.type, address: listener.listen, settings: JSON.stringify(rest), listener });
+  }
+  for (const service of config.services) {
+    if (service.mode === 'tcp' && service.listen)
+      out.push({ key: key('tcp', service.listen, service.name), kind: 'tcp', address: service.listen, settings: '', service: service.name });
+  }
+  return out;
+}
+
+export class ListenerSet {
+  private readonly open = new Map<string, Open>();
+  private readonly plane: DataPlane;
+  private readonly log: Logger;
+  private readonly reusePort: boolean;
+
+  private constructor(plane: DataPlane, log: Logger, reusePort: boolean) {
+    this.plane = plane;
+    this.log = log;
+    this.reusePort = reusePort;
+  }
+
+  /** Opens every listener of `config`; on any failure closes those already open and throws (ListenError, CertificateError). */
+  static async open(plane: DataPlane, config: Config, log: Logger, options: { reusePort?: boolean } = {}): Promise<ListenerSet> {
+    const set = new ListenerSet(plane, log, options.reusePort ?? false);
+    await set.reconcile(config);
+    return set;
+  }
+
+  get bound(): BoundListener[] {
+    return [...this.open.values()].map((o) => o.bound);
+  }
+
+  /** The first HTTPS listener's port: where the redirect listener sends clients by default. */
+  private httpsPort(): number {
+    for (const o of this.open.values()) if (o.kind === 'https') return o.bound.address.port;
+    return 443;
+  }
+
+  /**
+   * Makes the open listeners match `config`: opens new ones first (if one fails,
+   * the new ones close again and this throws, leaving the old set), applies
+   * certificate changes in place, and drains removed ones in the background.
+   * Other changed settings of a listener that stays take effect on restart.
+   */
+  async reconcile(config: Config): Promise<void> {
+    const wanted = wantedBy(config);
+    const opened: Open[] = [];
+    try {
+      for (const w of wanted) {
+        const existing = this.open.get(w.key);
+        // Never two sockets for one key: the second could not be found again to close it.
+        if (!existing && !opened.some((o) => o.key === w.key)) opened.push(await this.start(w, config));
+        else if (existing && existing.settings !== w.settings) this.log.warn({ listener: w.key }, 'listener settings changed: they take effect on restart');
+      }
+      for (const w of wanted) {
+        const existing = this.open.get(w.key);
+        if (existing?.tls && w.listener?.type === 'https') existing.tls.update(w.listener.tls);
+        if (existing?.retarget && w.service && existing.service !== w.service) existing.retarget(w.service);
+      }
+    } catch (err) {
+      await Promise.all(opened.map((o) => o.close(Date.now())));
+      throw err;
+    }
+    for (const o of opened) this.open.set(o.key, o);
+    const keep = new Set(wanted.map((w) => w.key));
+    for (const [key, o] of this.open) {
+      if (keep.has(key)) continue;
+      this.open.delete(key);
+      this.log.info({ listener: key }, 'listener removed from the config: draining it');
+      void o.close(Date.now() + config.shutdown_timeout);
+    }
+  }
+
+  private async start(w: Wanted, config: Config): Promise<Open> {
+    const { plane, reusePort } = this;
+    if (w.kind === 'tcp') {
+      const tcp = await listenTcp(plane, w.service as string, w.address, { reusePort });
+      const open: Open = {
+        ...w,
+        bound: { kind: 'tcp', address: tcp.address, service: w.service },
+        tls: undefined,
+        close: (d) => tcp.close(d),
+        retarget: (service) => {
+          tcp.service = service;
+          open.service = service;
+          open.bound = { ...open.bound, service };
+        },
+      };
+      return open;
+    }
+    const listener = w.listener;
+    if (listener?.type === 'https') {
+      const tls = new TlsTermination(listener.tls, this.log);
+      try {
+        const http = await listenHttp(plane, w.address, config.client, { reusePort, tls, http2: listener.http2, hsts: listener.hsts ? hstsHeader(listener.hsts) : undefined });
+        return { ...w, bound: { kind: 'https', address: http.address }, tls, close: (d) => http.close(d) };
+      } catch (err) {
+        tls.close();
+        throw err;
+      }
+    }
+    const onRequest = listener?.type === 'redirect' ? redirectToHttps(listener.status, () => listener.port ?? this.httpsPort()) : undefined;
+    const http = await listenHttp(plane, w.address, config.client, { reusePort, http2: listener?.type === 'http' && listener.http2, onRequest });
+    return { ...w, bound: { kind: w.kind, address: http.address }, tls: undefined, close: (d) => http.close(d) };
+  }
+
+  /** Closes every listener: stop accepting, let requests and tunnels finish until the deadline. */
+  async close(deadline: number): Promise<void> {
+    const all = [...this.open.values()];
+    this.open.clear();
+    await Promise.all(all.map((o) => o.close(deadline)));
+  }
+}

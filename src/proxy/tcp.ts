@@ -1,0 +1,150 @@
+/**
+ * Layer-4 balancing for `mode: tcp` services: each accepted connection goes to
+ * a server the service's policy picks among available ones (the same
+ * `isAvailable` rules as HTTP: health checks, passive health, limits), another
+ * one when the connect fails or times out, and is then piped both ways, with
+ * half-close passed on. The server counts it as in flight until it closes.
+ * Velocity never reads what flows: garbage from one client only reaches that
+ * client's server connection.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { PickRequest } from '../balancer/policy.ts';
+import type { ListenAddress } from '../config/schema/common.ts';
+import type { DataPlane } from '../runtime/data-plane.ts';
+import type { UpstreamServer } from '../upstream/server.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import { type AttemptOutcome, classifyUpstreamError } from './forwarder.ts';
+import { bindServer } from './listener.ts';
+import { proxyProtocolHeader } from './proxy-protocol.ts';
+import { splice } from './splice.ts';
+
+export interface TcpListener {
+  readonly address: ListenAddress;
+  /** The service new connections go to (a reload may point the listener at another). */
+  service: string;
+  /** Connections being relayed now. */
+  readonly open: number;
+  close(deadline: number): Promise<void>;
+}
+
+/** A connect that succeeded counts as a success for passive health and circuit breaking (no HTTP status: 0). */
+const CONNECTED = { kind: 'response', status: 0, bytesOut: 0, firstByteMs: 0, complete: true } as const satisfies AttemptOutcome;
+
+/** What a policy sees of a TCP connection: only the client's address (for ip-hash). */
+function pickRequest(clientIp: string): PickRequest {
+  return { clientIp, method: 'TCP', url: '', header: () => undefined, cookie: () => undefined };
+}
+
+/**
+ * Accepts connections on `address` for the service named `serviceName`. The
+ * service is looked up per connection, so a reload's new settings apply to new
+ * connections while old ones go on.
+ */
+export async function listenTcp(plane: DataPlane, serviceName: string, address: ListenAddress, options: { reusePort?: boolean } = {}): Promise<TcpListener> {
+  const open = new Set<Socket>();
+  const server: Server = createServer({ pauseOnConnect: true, noDelay: true, allowHalfOpen: true }, (client) => {
+    const service = plane.service(listener.service);
+    if (service?.config.mode !== 'tcp' || plane.draining) {
+      client.destroy();
+      return;
+    }
+    open.add(client);
+    client.once('close', () => open.delete(client));
+    client.on('error', () => client.destroy());
+    void relay(plane, service, client);
+  });
+  await bindServer(server, address, options.reusePort ?? false);
+  server.on('error', (err) => plane.log.error({ err, service: listener.service }, 'TCP listener error'));
+  const bound = server.address() as { address: string; port: number };
+  const listener: TcpListener = {
+    address: { host: bound.address, port: bound.port },
+    service: serviceName,
+    get open() {
+      return open.size;
+    },
+    close: (deadline) =>
+      new Promise<void>((resolve) => {
+        // Stop accepting; relayed connections go on until they end or the deadline cuts them.
+        server.close(() => resolve());
+        const cut = setTimeout(
+          () => {
+            for (const socket of open) socket.destroy();
+          },
+          Math.max(0, deadline - Date.now()),
+        );
+        server.once('close', () => clearTimeout(cut));
+      }),
+  };
+  return listener;
+}
+
+async function relay(plane: DataPlane, service: ServiceRuntime, client: Socket): Promise<void> {
+  const cfg = service.config;
+  const clientIp = (client.remoteAddress ?? '').replace(/^::ffff:/, '');
+  const request = pickRequest(clientIp);
+  const tried = new Set<UpstreamServer>();
+  for (let attempt = 1; attempt <= cfg.retries.attempts && !client.destroyed; attempt++) {
+    const server = service.acquire(request, tried);
+    if (!server) break;
+    tried.add(server);
+    const started = performance.now();
+    const upstream = await connectTo(server, cfg.timeouts.connect);
+    const ms = performance.now() - started;
+    if (upstream instanceof Error) {
+      server.release();
+      service.signalRelease();
+      plane.recordOutcome(service, server, { kind: 'failed', code: classifyUpstreamError(upstream), error: upstream, responseStarted: false, requestSent: false }, ms);
+      plane.log.debug({ service: service.name, server: server.id, err: upstream.message }, 'TCP connect failed; trying another server');
+      continue;
+    }
+    plane.recordOutcome(service, server, { ...CONNECTED, firstByteMs: ms }, ms);
+    if (client.destroyed) {
+      upstream.destroy();
+      server.release();
+      service.signalRelease();
+      return;
+    }
+    pipeBoth(service, server, client, upstream);
+    return;
+  }
+  if (!client.destroyed) plane.log.warn({ service: service.name, client: clientIp, tried: [...tried].map((s) => s.id) }, 'no server could take the TCP connection; closing it');
+  client.destroy();
+}
+
+function connectTo(server: UpstreamServer, timeout: number): Promise<Socket | Error> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: server.host, port: server.port, noDelay: true, allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(Object.assign(new Error(`connect to ${server.id} timed out after ${timeout}ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
+    }, timeout);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      resolve(socket);
+    });
+    const onError = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(err);
+    };
+    socket.once('error', onError);
+  });
+}
+
+function pipeBoth(service: ServiceRuntime, server: UpstreamServer, client: Socket, upstream: Socket): void {
+  if (service.config.proxy_protocol !== 'off') {
+    upstream.write(
+      proxyProtocolHeader(service.config.proxy_protocol, {
+        sourceAddress: client.remoteAddress,
+        sourcePort: client.remotePort,
+        destinationAddress: client.localAddress,
+        destinationPort: client.localPort,
+      }),
+    );
+  }
+  splice(client, upstream, service.config.timeouts.tunnel, () => {
+    server.release();
+    service.signalRelease();
+  });
+}

@@ -1,0 +1,208 @@
+/**
+ * WebSocket through the proxy: an HTTP/1.1 Upgrade request, routed and guarded
+ * like any request, goes to a server chosen by the service's policy (another
+ * server when the connect fails); after the server's 101 the two sockets are
+ * piped both ways. The server counts the tunnel as in flight until it closes
+ * (so least-connections sees it), silence in both directions past
+ * `timeouts.tunnel` closes it, and shutdown waits for tunnels until its deadline.
+ */
+import { type ClientRequest, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { VelocityError } from '../errors.ts';
+import type { DataPlane } from '../runtime/data-plane.ts';
+import type { UpstreamServer } from '../upstream/server.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import { classifyUpstreamError } from './forwarder.ts';
+import type { RequestContext } from './handler.ts';
+import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
+import { splice } from './splice.ts';
+import { tlsConnectOptions, upstreamTlsOptions } from './upstream-tls.ts';
+
+export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade;
+  return req.method === 'GET' && typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket';
+}
+
+/** The open tunnels of one listener, so shutdown can wait for them and cut them at its deadline. */
+export class TunnelSet {
+  private readonly open = new Set<Duplex>();
+  private emptied: (() => void) | undefined;
+
+  add(client: Duplex): void {
+    this.open.add(client);
+    client.once('close', () => {
+      this.open.delete(client);
+      if (this.open.size === 0) this.emptied?.();
+    });
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  close(deadline: number): Promise<void> {
+    if (this.open.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const cut = setTimeout(
+        () => {
+          for (const socket of this.open) socket.destroy();
+        },
+        Math.max(0, deadline - Date.now()),
+      );
+      this.emptied = () => {
+        clearTimeout(cut);
+        resolve();
+      };
+    });
+  }
+}
+
+type Opened =
+  | { kind: 'upgraded'; res: IncomingMessage; socket: Socket; head: Buffer }
+  | { kind: 'response'; res: IncomingMessage }
+  | { kind: 'failed'; error: Error & { code?: string }; sent: boolean };
+
+/**
+ * Tunnels an upgrade to a server of `service`. Resolves with the error to
+ * answer with when no server took it, or undefined once it is handled.
+ */
+export async function proxyWebSocket(
+  plane: DataPlane,
+  ctx: RequestContext,
+  service: ServiceRuntime,
+  client: Duplex,
+  head: Buffer,
+  tunnels: TunnelSet,
+): Promise<VelocityError | undefined> {
+  const { req, record } = ctx;
+  const cfg = service.config;
+  const headers = requestHeadersForUpstream(req.rawHeaders, {
+    clientIp: ctx.clientIp,
+    priorForwardedFor: plane.trustsPeer(req) ? (req.headers['x-forwarded-for'] as string | undefined) : undefined,
+    proto: ctx.proto,
+    host: record.host,
+    requestId: record.requestId,
+  });
+  headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
+  const abort = new AbortController();
+  const onClientGone = () => abort.abort(Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' }));
+  client.once('close', onClientGone);
+  const tried = new Set<UpstreamServer>();
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const server = await plane.select(service, ctx, tried, abort.signal);
+      if (server instanceof VelocityError) return server;
+      tried.add(server);
+      record.server = server.id;
+      const started = performance.now();
+      const opened = await openUpstream(server, req.url ?? '/', headers, service, abort.signal);
+      const ms = performance.now() - started;
+      if (opened.kind === 'failed') {
+        server.release();
+        service.signalRelease();
+        const code = classifyUpstreamError(opened.error);
+        plane.recordOutcome(service, server, { kind: 'failed', code, error: opened.error, responseStarted: false, requestSent: opened.sent }, ms);
+        if (abort.signal.aborted) return new VelocityError(code);
+        const retry = !opened.sent && attempt < cfg.retries.attempts && service.hasAvailableServer(tried);
+        if (!retry) return new VelocityError(code, undefined, { cause: opened.error });
+        record.retries++;
+        continue;
+      }
+      record.upstreamFirstByteMs = ms;
+      record.upstreamMs = ms;
+      client.removeListener('close', onClientGone);
+      if (opened.kind === 'response') relayRefusal(plane, ctx, service, server, opened.res, ms);
+      else tunnel(plane, ctx, service, server, client, head, opened, tunnels, ms);
+      return undefined;
+    }
+  } finally {
+    client.removeListener('close', onClientGone);
+  }
+}
+
+/** Sends the upgrade request to one server; resolves on its 101, its other answer, or the failure. */
+function openUpstream(server: UpstreamServer, path: string, headers: string[], service: ServiceRuntime, signal: AbortSignal): Promise<Opened> {
+  const { timeouts } = service.config;
+  return new Promise<Opened>((resolve) => {
+    const options: RequestOptions = { host: server.host, port: server.port, method: 'GET', path, headers, agent: false, setHost: false };
+    const upstream: ClientRequest = server.tls ? httpsRequest({ ...options, ...tlsConnectOptions(upstreamTlsOptions(service.config.tls), server.host) }) : httpRequest(options);
+    let connected = false;
+    let settled = false;
+    const fail = (code: string, message: string) => upstream.destroy(Object.assign(new Error(message), { code }));
+    let timer = setTimeout(() => fail('UND_ERR_CONNECT_TIMEOUT', `connect timed out after ${timeouts.connect}ms`), timeouts.connect);
+    const settle = (result: Opened) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      resolve(result);
+    };
+    const onAbort = () => upstream.destroy(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    upstream.once('socket', (socket: Socket) => {
+      socket.once(server.tls ? 'secureConnect' : 'connect', () => {
+        connected = true;
+        clearTimeout(timer);
+        timer = setTimeout(() => fail('UND_ERR_HEADERS_TIMEOUT', `no answer to the upgrade within ${timeouts.response_header}ms`), timeouts.response_header);
+      });
+    });
+    upstream.once('upgrade', (res, socket, upHead) => settle({ kind: 'upgraded', res, socket, head: upHead }));
+    upstream.once('response', (res) => settle({ kind: 'response', res }));
+    upstream.once('error', (error) => settle({ kind: 'failed', error, sent: connected }));
+    upstream.end();
+  });
+}
+
+/** The server answered without upgrading (401, 404, …): pass its answer on and close. */
+function relayRefusal(plane: DataPlane, ctx: RequestContext, service: ServiceRuntime, server: UpstreamServer, res: IncomingMessage, ms: number): void {
+  const { record } = ctx;
+  const out = ctx.res;
+  const status = res.statusCode ?? 502;
+  record.status = status;
+  for (const [name, value] of responseHeadersForClient(res.headers)) out.setHeader(name, value);
+  out.writeHead(status, res.statusMessage);
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    server.release();
+    service.signalRelease();
+    record.bytesOut = out.socket?.bytesWritten ?? 0;
+    plane.recordOutcome(service, server, { kind: 'response', status, bytesOut: record.bytesOut, firstByteMs: ms, complete: res.complete }, ms);
+  };
+  res.pipe(out);
+  res.once('end', release);
+  res.once('close', release);
+  res.once('error', () => out.destroy());
+}
+
+function tunnel(
+  plane: DataPlane,
+  ctx: RequestContext,
+  service: ServiceRuntime,
+  server: UpstreamServer,
+  client: Duplex,
+  clientHead: Buffer,
+  opened: Extract<Opened, { kind: 'upgraded' }>,
+  tunnels: TunnelSet,
+  ms: number,
+): void {
+  const { res, socket: upstream, head } = opened;
+  const { record } = ctx;
+  record.status = 101;
+  let text = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`;
+  for (let i = 0; i < res.rawHeaders.length; i += 2) text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
+  client.write(`${text}\r\n`);
+  if (head.length > 0) client.write(head);
+  if (clientHead.length > 0) upstream.write(clientHead);
+  tunnels.add(client);
+
+  splice(client, upstream, service.config.timeouts.tunnel, () => {
+    server.release();
+    service.signalRelease();
+    record.bytesOut = upstream.bytesRead;
+    plane.recordOutcome(service, server, { kind: 'response', status: 101, bytesOut: record.bytesOut, firstByteMs: ms, complete: true }, ms);
+  });
+}
