@@ -58,7 +58,12 @@ export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode
     case 'UND_ERR_CLOSED':
       return 'UPSTREAM_RESET';
     default:
-      return err.code?.startsWith('HPE_') || err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_HEADERS_OVERFLOW' || err.code === 'UND_ERR_INFO'
+      // undici's HTTPParserError carries no code, only its name.
+      return err.name === 'HTTPParserError' ||
+        err.code?.startsWith('HPE_') ||
+        err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
+        err.code === 'UND_ERR_HEADERS_OVERFLOW' ||
+        err.code === 'UND_ERR_INFO'
         ? 'UPSTREAM_BAD_RESPONSE'
         : 'UPSTREAM_RESET';
   }

@@ -128,7 +128,11 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
           existing.source = 'config';
           existing.healthPath = serverConfig.health_path;
           this.writeLimits(existing.spec.slot, serverConfig, serviceConfig);
-        } else this.addEntry(entry, serviceConfig.name, serverConfig, 'config', now);
+        } else {
+          // Servers of the first config take their full share at once (as Envoy does at cluster
+          // start); servers added later ramp up through slow start.
+          this.addEntry(entry, serviceConfig.name, serverConfig, 'config', this.config ? now : 0);
+        }
       }
       for (const server of entry.servers) this.health.watch(serviceConfig.name, server.spec, healthFor(serviceConfig, server), false);
     }

@@ -3,6 +3,7 @@
  * runtimes built from the current topology, connection pools, guards and
  * observers. A new topology is swapped in whole.
  */
+import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { VelocityError } from '../errors.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
@@ -11,7 +12,10 @@ import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '..
 import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
-import { recordOutcome } from '../upstream/outcome.ts';
+import type { CircuitChange } from '../upstream/circuit-breaker.ts';
+import { type OutcomeListeners, recordOutcome } from '../upstream/outcome.ts';
+import type { EjectionChange } from '../upstream/passive-health.ts';
+import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import { builtinPolicyLoader, type PolicyLoader, ServiceRuntime } from '../upstream/service.ts';
 import type { Topology } from '../upstream/topology.ts';
@@ -27,6 +31,19 @@ export class DataPlane {
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
+  private readonly queues = new Map<string, RequestQueue>();
+  /** Circuit and ejection changes seen by this thread, for metrics and the dashboard. */
+  readonly upstreamEvents = new EventEmitter<{ circuit: [string, CircuitChange]; ejection: [string, EjectionChange] }>();
+  private readonly outcomeListeners: OutcomeListeners = {
+    circuit: (service, change) => {
+      this.log[change.to === 'closed' ? 'info' : 'warn']({ service, ...change }, `circuit ${change.from} → ${change.to}`);
+      this.upstreamEvents.emit('circuit', service, change);
+    },
+    ejection: (service, change) => {
+      this.log.warn({ service, ...change }, 'server ejected by passive health');
+      this.upstreamEvents.emit('ejection', service, change);
+    },
+  };
 
   readonly state: SharedState;
   readonly thread: number;
@@ -52,7 +69,9 @@ export class DataPlane {
     const next = new Map<string, ServiceRuntime>();
     for (const spec of topology.services) {
       const previous = this.services.get(spec.name);
-      next.set(spec.name, new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy));
+      const runtime = new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy);
+      runtime.onCircuitChange = (change) => this.outcomeListeners.circuit(spec.name, change);
+      next.set(spec.name, runtime);
     }
     // TCP services take connections on their own listeners, never HTTP requests.
     const http = [...next.values()].filter((s) => s.config.mode === 'http');
@@ -97,10 +116,28 @@ export class DataPlane {
   }
 
   /** A server for this request, or the error to answer with. */
-  async select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, _signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+  async select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
     const server = service.acquire(ctx, tried);
     if (server) return server;
+    // Healthy servers exist but all are at their limit: wait in the queue.
+    if (service.hasHealthyServer(tried) && service.config.queue.max_length > 0) {
+      const queuedAt = performance.now();
+      const result = await this.queueFor(service).wait(ctx, tried, signal);
+      ctx.record.queueWaitMs += performance.now() - queuedAt;
+      return result;
+    }
+    if (service.hasHealthyServer(tried)) return new VelocityError('QUEUE_FULL', undefined, { retryAfter: 1 });
     return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
+  }
+
+  queueFor(service: ServiceRuntime): RequestQueue {
+    let queue = this.queues.get(service.name);
+    if (!queue || queue.service.slot !== service.slot) {
+      queue = new RequestQueue(service, this.state);
+      this.queues.set(service.name, queue);
+    }
+    queue.service = service;
+    return queue;
   }
 
   poolOptions(service: ServiceRuntime): UpstreamPoolOptions {
@@ -117,7 +154,7 @@ export class DataPlane {
   }
 
   recordOutcome(service: ServiceRuntime, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
-    recordOutcome(service, server, outcome, latencyMs, Date.now());
+    recordOutcome(service, server, outcome, latencyMs, Date.now(), this.outcomeListeners);
     if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') warnTlsFailure(this.log, service.name, server, outcome.error);
   }
 

@@ -37,6 +37,8 @@ export class UpstreamServer implements BalancedServer {
   private readonly threadCell: number;
   /** Slow-start ramp length, set by the service; 0 = none. */
   slowStartMs = 0;
+  /** Trial requests a half-open circuit admits, set by the service. */
+  halfOpenLimit = 1;
 
   constructor(spec: ServerSpec, state: SharedState, thread: number) {
     this.id = spec.id;

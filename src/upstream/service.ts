@@ -7,6 +7,7 @@ import { policyFactory } from '../balancer/registry.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, type SharedState, V, withSpinLock } from '../runtime/shared-state.ts';
 import { isAvailable, isHealthy } from './availability.ts';
+import { type CircuitChange, enterCircuit } from './circuit-breaker.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
 import type { ServiceSpec } from './topology.ts';
@@ -30,6 +31,9 @@ export class ServiceRuntime {
   private readonly ints: Int32Array;
   private readonly base: number;
 
+  /** Where circuit changes made while selecting are reported (the data plane logs and forwards them). */
+  onCircuitChange: (change: CircuitChange) => void = () => {};
+
   constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader) {
     this.name = spec.name;
     this.slot = spec.slot;
@@ -42,6 +46,7 @@ export class ServiceRuntime {
         const existing = known.get(s.slot);
         const server = existing && existing.url === s.url ? existing : new UpstreamServer(s, state, thread);
         server.slowStartMs = spec.config.slow_start.window;
+        server.halfOpenLimit = spec.config.circuit_breaker.enabled ? spec.config.circuit_breaker.half_open_requests : 1;
         return server;
       }),
     );
@@ -75,7 +80,10 @@ export class ServiceRuntime {
       const usable = (s: UpstreamServer) => !exclude?.has(s) && !skip?.has(s) && isAvailable(s, now);
       const server = this.policy.pick(this.servers, request, usable);
       if (!server) return undefined;
-      if (server.tryAcquire()) return server;
+      if (server.tryAcquire()) {
+        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return server;
+        server.release();
+      }
       // Another thread took its last connection between the check and the count.
       skip ??= new Set();
       skip.add(server);
