@@ -5,6 +5,7 @@
  * address.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { z } from 'zod';
 
 export interface AdminRequest {
   req: IncomingMessage;
@@ -23,6 +24,10 @@ export interface AdminRoute {
   mutates: boolean;
   /** One line for the OpenAPI document. */
   summary: string;
+  /** The JSON body it accepts (validated before `handle`), for the handler and the OpenAPI document. */
+  body?: z.ZodType;
+  /** Success status when not 200 (e.g. 201, 202). */
+  status?: number;
   /** Returns a JSON-able value (sent with 200), or handles `res` itself and returns undefined. */
   handle(request: AdminRequest): unknown | Promise<unknown>;
 }

@@ -64,8 +64,19 @@ export async function startAdminServer(address: ListenAddress, token: string | u
     let body: unknown;
     try {
       body = await readJsonBody(req);
+      if (route.body) {
+        const parsed = route.body.safeParse(body ?? {});
+        if (!parsed.success) {
+          const issue = parsed.error.issues[0];
+          const field = issue?.code === 'unrecognized_keys' ? issue.keys.join(', ') : (issue?.path.join('.') ?? '');
+          const message =
+            issue?.code === 'unrecognized_keys' ? `unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}` : `${field || 'body'}: ${issue?.message ?? 'invalid'}`;
+          throw new AdminError(400, message, field || undefined);
+        }
+        body = parsed.data;
+      }
       const result = await route.handle({ req, res, params, query: url.searchParams, body });
-      if (result !== undefined && !res.headersSent) sendJson(res, 200, result);
+      if (result !== undefined && !res.headersSent) sendJson(res, route.status ?? 200, result);
     } catch (err) {
       if (err instanceof AdminError) return sendJson(res, err.status, { error: err.message, ...(err.field ? { field: err.field } : {}) });
       throw err;

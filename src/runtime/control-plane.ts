@@ -115,11 +115,12 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
       }
       entry.config = serviceConfig;
       const fromFile = new Map(serviceConfig.servers.map((s) => [serverIdFor(s), s]));
-      // File wins on reload: config servers not in the file drain; runtime-added servers stay.
+      // The file wins on reload, as with HAProxy's runtime API: servers from the file or added
+      // through the API that the file does not list drain away; discovered servers stay.
       for (const server of entry.servers) {
         const id = server.spec.id;
         const wantedServer = fromFile.get(id);
-        if (server.source === 'config' && !wantedServer) this.beginDrain(entry, server, now, 'removed from the config file');
+        if ((server.source === 'config' || server.source === 'api') && !wantedServer) this.beginDrain(entry, server, now, 'not in the reloaded config file');
         if (wantedServer && wantedServer.url !== server.spec.url) this.beginDrain(entry, server, now, 'URL changed in the config file');
       }
       for (const [id, serverConfig] of fromFile) {

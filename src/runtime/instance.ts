@@ -4,6 +4,9 @@
  */
 
 import { dirname } from 'node:path';
+import { configRoutes } from '../admin/api/config.ts';
+import { servicesRoutes } from '../admin/api/services.ts';
+import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { loadConfigFile } from '../config/load.ts';
@@ -15,7 +18,8 @@ import { ConfigError } from '../errors.ts';
 import type { RequestObserver } from '../observe/events.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
-import { ControlPlane } from './control-plane.ts';
+import { watchConfigFile } from './config-watch.ts';
+import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
 import { SharedState } from './shared-state.ts';
 
@@ -23,6 +27,8 @@ export interface StartOptions {
   logger?: Logger;
   /** The file the config came from: reload() without arguments reads it again. */
   configFile?: string;
+  /** Reload when the config file changes (default: true when started from a file). */
+  watchConfig?: boolean;
 }
 
 export interface ReloadResult {
@@ -83,6 +89,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     throw err;
   }
   const listenerSet = listeners;
+  let stopWatching: (() => void) | undefined;
   log.info(
     {
       listen: listenerSet.bound.map((l) => formatAddress(l.address)),
@@ -117,7 +124,21 @@ export async function start(input: Config | string, options: StartOptions = {}):
     return lastReload;
   };
 
-  return {
+  admin.add(
+    ...servicesRoutes({
+      control,
+      plane,
+      fileServers: (name) => {
+        const service = config.services.find((s) => s.name === name);
+        return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;
+      },
+    }),
+    ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
+  );
+  admin.add(openApiRoute(() => admin.list(), VERSION));
+  if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
+
+  const velocity: Velocity = {
     get address() {
       return listenerSet.bound[0]?.address as ListenAddress;
     },
@@ -149,6 +170,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
         plane.draining = true;
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
+        stopWatching?.();
         await listenerSet.close(deadline);
         await adminServer?.close();
         // Backends Velocity runs stop after the requests they were serving have finished.
@@ -161,7 +183,10 @@ export async function start(input: Config | string, options: StartOptions = {}):
       return closing;
     },
   };
+  return velocity;
 }
+
+const VERSION = '0.1.0';
 
 export function formatAddress(a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;

@@ -1,0 +1,166 @@
+/** Services and servers with their live state; add, remove, re-weight, drain, enable, disable. */
+import { z } from 'zod';
+import { nonNegativeInt, positiveInt } from '../../config/schema/common.ts';
+import { serverUrl } from '../../config/schema/service.ts';
+import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
+import { ServerChangeError } from '../../runtime/control-plane.ts';
+import type { DataPlane } from '../../runtime/data-plane.ts';
+import { S, SF } from '../../runtime/shared-state.ts';
+import { isAvailable } from '../../upstream/availability.ts';
+import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
+import { AdminError, type AdminRoute } from '../router.ts';
+
+const addServerBody = z.strictObject({
+  url: serverUrl(),
+  weight: positiveInt().default(1),
+  max_connections: nonNegativeInt().optional(),
+  name: z
+    .string()
+    .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
+    .optional(),
+});
+
+const changeServerBody = z
+  .strictObject({
+    weight: positiveInt().optional(),
+    state: z.enum(['enabled', 'draining', 'disabled'], { error: 'expected enabled, draining or disabled' }).optional(),
+  })
+  .refine((b) => b.weight !== undefined || b.state !== undefined, 'give weight and/or state');
+
+export interface ServicesApiDeps {
+  control: ControlPlane;
+  plane: DataPlane;
+  /** The server ids of a service as the config file lists them (for divergence). */
+  fileServers(service: string): Map<string, { url: string; weight: number }> | undefined;
+}
+
+function rethrow(err: unknown): never {
+  if (err instanceof ServerChangeError) throw new AdminError(err.status, err.message, err.field);
+  throw err;
+}
+
+/** One server as the API shows it: config, live state from shared memory, and divergence from the file. */
+export function describeServer(deps: ServicesApiDeps, service: string, entry: ServerEntry) {
+  const { state } = deps.control;
+  const slot = entry.spec.slot;
+  const int = (f: number) => Atomics.load(state.serverInts, state.serverIndex(slot, f));
+  const float = (f: number) => state.serverFloats[state.serverFloatIndex(slot, f)] as number;
+  const live = deps.plane.service(service)?.servers.find((s) => s.slot === slot);
+  const now = Date.now();
+  const fromFile = deps.fileServers(service)?.get(entry.spec.id);
+  const weight = int(S.WEIGHT);
+  const divergence: string[] = [];
+  if (!fromFile) divergence.push(entry.source === 'config' ? 'not in the file' : `added by ${entry.source}`);
+  else if (fromFile.weight !== weight) divergence.push(`weight ${weight} (file: ${fromFile.weight})`);
+  if (int(S.ADMIN) !== 0) divergence.push(`state ${ADMIN_STATES[int(S.ADMIN)]}`);
+  return {
+    id: entry.spec.id,
+    url: entry.spec.url,
+    source: entry.source,
+    state: entry.removeBy !== undefined ? 'removing' : ADMIN_STATES[int(S.ADMIN)],
+    available: live ? isAvailable(live, now) : false,
+    health: {
+      active: int(S.ACTIVE_UP) === 1 ? 'up' : 'down',
+      passive: now < float(SF.EJECTED_UNTIL) ? 'ejected' : 'ok',
+      ejected_until: now < float(SF.EJECTED_UNTIL) ? new Date(float(SF.EJECTED_UNTIL)).toISOString() : null,
+    },
+    circuit: CIRCUIT_STATES[int(S.CB_STATE)] ?? 'closed',
+    weight,
+    effective_weight: live ? Math.round(live.weight * 100) / 100 : weight,
+    max_connections: int(S.MAX_CONNECTIONS),
+    in_flight: int(S.IN_FLIGHT),
+    requests: int(S.REQUESTS),
+    failures: int(S.FAILURES),
+    latency_ms: Math.round(float(SF.EWMA) * 10) / 10,
+    diverges_from_file: divergence.length > 0,
+    divergence,
+  };
+}
+
+export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
+  const describeService = (name: string) => {
+    const runtime = deps.plane.service(name);
+    return {
+      name,
+      policy: runtime?.config.policy.name,
+      hosts: runtime?.config.hosts,
+      paths: runtime?.config.paths,
+      queue_length: runtime ? deps.plane.queueFor(runtime).length : 0,
+      servers: deps.control.servers(name).map((e) => describeServer(deps, name, e)),
+    };
+  };
+  const known = (name: string) => {
+    if (!deps.control.serviceNames().includes(name)) throw new AdminError(404, `no service named "${name}"`, 'service');
+    return name;
+  };
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/services',
+      mutates: false,
+      summary: 'Every service with its servers and their live state',
+      handle: () => ({ services: deps.control.serviceNames().map(describeService) }),
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/services/:service',
+      mutates: false,
+      summary: 'One service with its servers and their live state',
+      handle: ({ params }) => describeService(known(params.service as string)),
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/services/:service/servers',
+      mutates: true,
+      summary: 'Add a server; it starts receiving at once (slow start applies)',
+      body: addServerBody,
+      status: 201,
+      handle: ({ params, body }) => {
+        const service = known(params.service as string);
+        const server = body as z.output<typeof addServerBody>;
+        try {
+          const spec = deps.control.addServer(service, { ...server, health_path: undefined }, 'api');
+          const entry = deps.control.servers(service).find((e) => e.spec.slot === spec.slot);
+          return entry ? describeServer(deps, service, entry) : { id: spec.id };
+        } catch (err) {
+          rethrow(err);
+        }
+      },
+    },
+    {
+      method: 'PATCH',
+      path: '/api/v1/services/:service/servers/:server',
+      mutates: true,
+      summary: 'Change a server’s weight and/or state (enabled, draining, disabled)',
+      body: changeServerBody,
+      handle: ({ params, body }) => {
+        const service = known(params.service as string);
+        const change = body as z.output<typeof changeServerBody>;
+        try {
+          if (change.weight !== undefined) deps.control.setWeight(service, params.server as string, change.weight);
+          if (change.state !== undefined) deps.control.setAdminState(service, params.server as string, change.state);
+        } catch (err) {
+          rethrow(err);
+        }
+        const entry = deps.control.servers(service).find((e) => e.spec.id === params.server && e.removeBy === undefined);
+        return entry ? describeServer(deps, service, entry) : {};
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/services/:service/servers/:server',
+      mutates: true,
+      summary: 'Remove a server: it drains first and is removed when idle or at drain_timeout',
+      status: 202,
+      handle: ({ params }) => {
+        const service = known(params.service as string);
+        try {
+          deps.control.removeServer(service, params.server as string, 'removed through the admin API');
+        } catch (err) {
+          rethrow(err);
+        }
+        return { removing: params.server };
+      },
+    },
+  ];
+}
