@@ -230,6 +230,10 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     return [...this.services.keys()];
   }
 
+  serviceSlot(name: string): number {
+    return this.serviceEntry(name).slot;
+  }
+
   addServer(service: string, server: ServerConfig, source: ServerSource): ServerSpec {
     const entry = this.serviceEntry(service);
     const id = serverIdFor(server);

@@ -16,7 +16,9 @@ import { autoscaleRoutes } from '../discovery/admin-routes.ts';
 import { type Discovery, startDiscovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
 import type { RequestObserver } from '../observe/events.ts';
+import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
+import { countGlobal, GM } from '../observe/metrics.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
@@ -54,6 +56,8 @@ export interface Velocity {
   readonly lastReload: ReloadResult | undefined;
   /** Applies a new config (object, file path, or the original file again). A bad one leaves the old running. */
   reload(next?: Config | string): Promise<ReloadResult>;
+  /** Reopens the access-log file (log rotation; SIGUSR1 and SIGHUP do this). */
+  reopenLogs(): void;
   /** Adds an observer of finished requests (access log, metrics). */
   observe(observer: RequestObserver): () => void;
   /** Stops accepting, lets in-flight requests finish until `shutdown_timeout`, then closes. */
@@ -75,7 +79,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const admin = new AdminRouter();
   let adminServer: AdminServer | undefined;
   let discovery: Discovery | undefined;
+  let observability: Observability | undefined;
   try {
+    observability = await startObservability(config, plane, control, admin, log);
     listeners = await ListenerSet.open(plane, config, log);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
@@ -84,6 +90,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await listeners?.close(Date.now());
     await adminServer?.close();
     await discovery?.stop();
+    await observability?.close();
     await control.close();
     await plane.close();
     throw err;
@@ -115,10 +122,12 @@ export async function start(input: Config | string, options: StartOptions = {}):
       control.applyConfig(candidate);
       config = candidate;
       lastReload = { ok: true, at, version: control.current.version };
+      countGlobal(state, GM.RELOAD_OK);
       log.info({ version: lastReload.version }, 'config reloaded');
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`) : [(err as Error).message];
       lastReload = { ok: false, at, version: control.current.version, errors };
+      countGlobal(state, GM.RELOAD_FAILED);
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
     return lastReload;
@@ -165,6 +174,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       return result;
     },
     observe: (observer) => plane.addObserver(observer),
+    reopenLogs: () => observability?.reopen(),
     close() {
       closing ??= (async () => {
         plane.draining = true;
@@ -175,6 +185,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
         await adminServer?.close();
         // Backends Velocity runs stop after the requests they were serving have finished.
         await discovery?.stop();
+        await observability?.close();
         await control.close();
         await plane.close();
         log.info('stopped');

@@ -78,7 +78,16 @@ export interface SharedStateBuffers {
   serverFloats: SharedArrayBuffer;
   serviceInts: SharedArrayBuffer;
   threadInFlight: SharedArrayBuffer;
+  /** Prometheus counters and histograms (BigInt64 cells, see src/observe/metrics.ts for the layout). */
+  serverMetrics: SharedArrayBuffer;
+  serviceMetrics: SharedArrayBuffer;
+  globalMetrics: SharedArrayBuffer;
 }
+
+/** BigInt64 metric cells per server slot, per service slot, and process-wide. */
+export const SERVER_METRIC_CELLS = 24;
+export const SERVICE_METRIC_CELLS = 24;
+export const GLOBAL_METRIC_CELLS = 8;
 
 export class SharedState {
   readonly serverCapacity: number;
@@ -89,6 +98,9 @@ export class SharedState {
   readonly serviceInts: Int32Array;
   /** In-flight per (thread, server) so a crashed thread's counts can be given back. */
   readonly threadInFlight: Int32Array;
+  readonly serverMetrics: BigInt64Array;
+  readonly serviceMetrics: BigInt64Array;
+  readonly globalMetrics: BigInt64Array;
   readonly buffers: SharedStateBuffers;
 
   private readonly freeServerSlots: number[] = [];
@@ -103,6 +115,9 @@ export class SharedState {
       serverFloats: new SharedArrayBuffer((options.servers ?? 4096) * SERVER_FLOATS * 8),
       serviceInts: new SharedArrayBuffer((options.services ?? 512) * SERVICE_INTS * 4),
       threadInFlight: new SharedArrayBuffer((options.threads ?? 64) * (options.servers ?? 4096) * 4),
+      serverMetrics: new SharedArrayBuffer((options.servers ?? 4096) * SERVER_METRIC_CELLS * 8),
+      serviceMetrics: new SharedArrayBuffer((options.services ?? 512) * SERVICE_METRIC_CELLS * 8),
+      globalMetrics: new SharedArrayBuffer(GLOBAL_METRIC_CELLS * 8),
     };
     this.serverCapacity = this.buffers.serverCapacity;
     this.serviceCapacity = this.buffers.serviceCapacity;
@@ -111,6 +126,9 @@ export class SharedState {
     this.serverFloats = new Float64Array(this.buffers.serverFloats);
     this.serviceInts = new Int32Array(this.buffers.serviceInts);
     this.threadInFlight = new Int32Array(this.buffers.threadInFlight);
+    this.serverMetrics = new BigInt64Array(this.buffers.serverMetrics);
+    this.serviceMetrics = new BigInt64Array(this.buffers.serviceMetrics);
+    this.globalMetrics = new BigInt64Array(this.buffers.globalMetrics);
     if (!buffers) {
       for (let i = this.serverCapacity - 1; i >= 0; i--) this.freeServerSlots.push(i);
       for (let i = this.serviceCapacity - 1; i >= 0; i--) this.freeServiceSlots.push(i);
@@ -123,6 +141,7 @@ export class SharedState {
     if (slot === undefined) throw new Error(`server capacity (${this.serverCapacity}) exhausted`);
     this.serverInts.fill(0, slot * SERVER_INTS, (slot + 1) * SERVER_INTS);
     this.serverFloats.fill(0, slot * SERVER_FLOATS, (slot + 1) * SERVER_FLOATS);
+    this.serverMetrics.fill(0n, slot * SERVER_METRIC_CELLS, (slot + 1) * SERVER_METRIC_CELLS);
     Atomics.store(this.serverInts, slot * SERVER_INTS + S.ACTIVE_UP, 1);
     this.serverFloats[slot * SERVER_FLOATS + SF.USABLE_SINCE] = now;
     return slot;
@@ -136,6 +155,7 @@ export class SharedState {
     const slot = this.freeServiceSlots.pop();
     if (slot === undefined) throw new Error(`service capacity (${this.serviceCapacity}) exhausted`);
     this.serviceInts.fill(0, slot * SERVICE_INTS, (slot + 1) * SERVICE_INTS);
+    this.serviceMetrics.fill(0n, slot * SERVICE_METRIC_CELLS, (slot + 1) * SERVICE_METRIC_CELLS);
     return slot;
   }
 

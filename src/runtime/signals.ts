@@ -21,7 +21,11 @@ export function installSignalHandlers(velocity: Velocity, log: Logger): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void velocity.reload());
+  process.on('SIGHUP', () => {
+    velocity.reopenLogs();
+    void velocity.reload();
+  });
+  process.on('SIGUSR1', () => velocity.reopenLogs());
   // A bug must not take the process down silently: log it loudly and keep serving.
   process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (kept running)'));

@@ -9,6 +9,7 @@ import { Agent, request } from 'undici';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
+import { countHealthCheck } from '../observe/metrics.ts';
 import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from '../proxy/upstream-tls.ts';
 import { S, SF, type SharedState } from '../runtime/shared-state.ts';
 import type { ServerSpec } from './server.ts';
@@ -101,6 +102,7 @@ export class HealthChecker {
 
   private applyResult(target: Target, failure: string | undefined): void {
     const { state } = this;
+    countHealthCheck(state, target.spec.slot, failure === undefined);
     const streakIndex = state.serverIndex(target.spec.slot, S.CHECK_STREAK);
     const upIndex = state.serverIndex(target.spec.slot, S.ACTIVE_UP);
     const streak = Atomics.load(state.serverInts, streakIndex);

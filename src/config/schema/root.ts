@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
+import { accessLogSchema, logStoreSchema } from './observe.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
 
@@ -40,6 +41,11 @@ export const configSchema = z
     admin: adminSchema.prefault({}),
     /** Follow containers through the Docker (or Podman) Engine API (see Servers everywhere). */
     docker: dockerSchema.optional(),
+    /** Per-request access log lines (see Observability). */
+    access_log: accessLogSchema.prefault({}),
+    /** The queryable access-log store; absent = none. */
+    logs: logStoreSchema.optional(),
+    metrics: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
     /** Values for every service that doesn't set its own. */
     defaults: z.looseObject({}).default({}),
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),

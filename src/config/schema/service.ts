@@ -107,6 +107,8 @@ export const serviceSchema = z
     paths: z.array(z.string().startsWith('/', 'a path prefix must start with /')).default(['/']),
     policy: policySchema.prefault('round-robin'),
     servers: z.array(serverSchema).default([]),
+    /** Whether this service's requests go to the access log and the log store. */
+    access_log: z.boolean().default(true),
     /** Local backend processes Velocity runs and follows (see Servers everywhere). */
     process: processSchema.optional(),
     autoscale: autoscaleSchema.optional(),

@@ -1,0 +1,33 @@
+/** Access log, log store and metrics settings. */
+import { z } from 'zod';
+import { duration, nonNegativeInt, positiveDuration, positiveInt, ratio } from './common.ts';
+
+export const accessLogSchema = z.strictObject({
+  /** `stdout`, `off`, or a file path (reopened on SIGUSR1/SIGHUP for log rotation). */
+  output: z.string().min(1).default('off'),
+  format: z.enum(['json', 'common', 'combined'], { error: 'expected json, common or combined' }).default('json'),
+  /** Share of requests logged (errors are always logged). */
+  sample: ratio().default(1),
+  include_query: z.boolean().default(true),
+});
+
+export const logStoreSchema = z
+  .strictObject({
+    store: z.enum(['sqlite', 'postgres', 'memory'], { error: 'expected sqlite, postgres or memory' }).default('sqlite'),
+    /** SQLite file. */
+    path: z.string().min(1).default('./velocity-logs.db'),
+    /** PostgreSQL connection URL (postgres://user@host:port/db). */
+    url: z
+      .string()
+      .refine((u) => /^postgres(ql)?:\/\//.test(u) && URL.canParse(u), 'expected postgres://user@host:port/database')
+      .optional(),
+    /** Entries held while the store is slow or down; the oldest are dropped (and counted) past this. */
+    buffer: positiveInt().default(10_000),
+    batch: positiveInt().default(500),
+    flush_interval: positiveDuration().default(1_000),
+    retention: z.strictObject({ max_age: duration().default(7 * 86_400_000), max_rows: nonNegativeInt().default(1_000_000) }).prefault({}),
+  })
+  .refine((s) => s.store !== 'postgres' || s.url !== undefined, { message: 'store postgres needs url', path: ['url'] });
+
+export type AccessLogConfig = z.output<typeof accessLogSchema>;
+export type LogStoreConfig = z.output<typeof logStoreSchema>;
