@@ -36,7 +36,11 @@ export class AccessLogSink {
   /** `path` undefined = stdout. Throws when the file cannot be opened: an unwritable access log refuses to start, as nginx does. */
   constructor(path: string | undefined) {
     this.path = path;
-    this.fd = path === undefined ? 1 : openSync(path, 'a');
+    try {
+      this.fd = path === undefined ? 1 : openSync(path, 'a');
+    } catch (err) {
+      throw new Error(`cannot open the access log ${path}: ${(err as Error).message} (access_log.output)`);
+    }
   }
 
   write(line: string): void {
