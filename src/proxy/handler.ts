@@ -13,7 +13,7 @@ import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { type AttemptOutcome, forwardAttempt } from './forwarder.ts';
-import { requestHeadersForUpstream } from './headers.ts';
+import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { respondWithError } from './respond.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
@@ -89,6 +89,22 @@ export class RequestContext implements PickRequest {
       }
     }
     return this.cookies.get(name);
+  }
+
+  /**
+   * What the server is told about the client. X-Forwarded-For gets the address
+   * that connected to Velocity appended; a client's own list is kept only when
+   * that peer is a trusted proxy, and replaced otherwise.
+   */
+  forwardedInfo(peerTrusted: boolean): ForwardedInfo {
+    const peer = this.req.socket.remoteAddress ?? '';
+    return {
+      clientIp: peer.startsWith('::ffff:') && peer.includes('.') ? peer.slice(7) : peer,
+      priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
+      proto: this.proto,
+      host: this.record.host,
+      requestId: this.record.requestId,
+    };
   }
 
   addResponseHeader(name: string, value: string | string[]): void {
@@ -191,13 +207,7 @@ export class RequestHandler {
     if (body instanceof VelocityError) return this.fail(ctx, body);
     const replayable = !(body && typeof (body as Readable).pipe === 'function');
     const idempotent = IDEMPOTENT.has(method);
-    const headers = requestHeadersForUpstream(req.rawHeaders, {
-      clientIp: ctx.clientIp,
-      priorForwardedFor: this.plane.trustsPeer(req) ? (req.headers['x-forwarded-for'] as string | undefined) : undefined,
-      proto: ctx.proto,
-      host: record.host,
-      requestId: record.requestId,
-    });
+    const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
 
     const abort = new AbortController();
     const onClientGone = () => {

@@ -28,6 +28,7 @@ function connectionListed(value: string | undefined): Set<string> | undefined {
 }
 
 export interface ForwardedInfo {
+  /** The address that connected to Velocity: appended to X-Forwarded-For. */
   clientIp: string;
   /** Client-sent X-Forwarded-For, kept only when the peer is a trusted proxy. */
   priorForwardedFor: string | undefined;

@@ -78,13 +78,7 @@ export async function proxyWebSocket(
 ): Promise<VelocityError | undefined> {
   const { req, record } = ctx;
   const cfg = service.config;
-  const headers = requestHeadersForUpstream(req.rawHeaders, {
-    clientIp: ctx.clientIp,
-    priorForwardedFor: plane.trustsPeer(req) ? (req.headers['x-forwarded-for'] as string | undefined) : undefined,
-    proto: ctx.proto,
-    host: record.host,
-    requestId: record.requestId,
-  });
+  const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(plane.trustsPeer(req)));
   headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
   const abort = new AbortController();
   const onClientGone = () => abort.abort(Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' }));

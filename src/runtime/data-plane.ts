@@ -6,6 +6,8 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { VelocityError } from '../errors.ts';
+import { CidrSet } from '../guard/cidr.ts';
+import { ClientIpResolver } from '../guard/client-ip.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
@@ -31,6 +33,8 @@ export class DataPlane {
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
+  /** Socket address, or the forwarded one when the peer is a trusted proxy (set from the config). */
+  clientIps = new ClientIpResolver(new CidrSet([]));
   private readonly queues = new Map<string, RequestQueue>();
   /** Circuit and ejection changes seen by this thread, for metrics and the dashboard. */
   readonly upstreamEvents = new EventEmitter<{ circuit: [string, CircuitChange]; ejection: [string, EjectionChange] }>();
@@ -106,13 +110,12 @@ export class DataPlane {
 
   /** The client's address as Velocity sees it (the socket peer; trusted proxies are handled by guards). */
   clientIp(req: IncomingMessage): string {
-    const ip = req.socket.remoteAddress ?? '';
-    return ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+    return this.clientIps.resolve(req);
   }
 
   /** Whether the peer is a trusted proxy whose X-Forwarded-For may be kept. */
-  trustsPeer(_req: IncomingMessage): boolean {
-    return false;
+  trustsPeer(req: IncomingMessage): boolean {
+    return this.clientIps.peerTrusted(req);
   }
 
   /** A server for this request, or the error to answer with. */

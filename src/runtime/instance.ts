@@ -15,6 +15,8 @@ import type { Config } from '../config/schema/root.ts';
 import { autoscaleRoutes } from '../discovery/admin-routes.ts';
 import { type Discovery, startDiscovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
+import type { Blocklist } from '../guard/blocklist.ts';
+import { TrafficControl } from '../guard/index.ts';
 import type { RequestObserver } from '../observe/events.ts';
 import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
@@ -56,6 +58,8 @@ export interface Velocity {
   readonly lastReload: ReloadResult | undefined;
   /** Applies a new config (object, file path, or the original file again). A bad one leaves the old running. */
   reload(next?: Config | string): Promise<ReloadResult>;
+  /** The dynamic blocklist (also at /api/v1/blocklist): add(cidr, ttlMs, reason), remove(cidr), list(). */
+  readonly blocklist: Blocklist;
   /** Reopens the access-log file (log rotation; SIGUSR1 and SIGHUP do this). */
   reopenLogs(): void;
   /** Adds an observer of finished requests (access log, metrics). */
@@ -69,10 +73,12 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const configFile = typeof input === 'string' ? input : options.configFile;
   let config = typeof input === 'string' ? (await loadConfigFile(input)).config : input;
 
-  const state = new SharedState();
+  const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size });
+  const traffic = new TrafficControl(config, state.buffers.rateLimits, log);
   const control = new ControlPlane(state, log);
   const plane = new DataPlane(state, 0, log);
   control.on('topology', (t) => plane.apply(t));
+  traffic.apply(config, plane);
   control.applyConfig(config);
 
   let listeners: ListenerSet | undefined;
@@ -82,6 +88,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   let observability: Observability | undefined;
   try {
     observability = await startObservability(config, plane, control, admin, log);
+    admin.add(...traffic.routes());
     listeners = await ListenerSet.open(plane, config, log);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
@@ -91,6 +98,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await adminServer?.close();
     await discovery?.stop();
     await observability?.close();
+    await traffic.close();
     await control.close();
     await plane.close();
     throw err;
@@ -120,6 +128,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       // New listeners open first: a port in use rejects the reload before anything changed.
       await listenerSet.reconcile(candidate);
       control.applyConfig(candidate);
+      traffic.apply(candidate, plane);
       config = candidate;
       lastReload = { ok: true, at, version: control.current.version };
       countGlobal(state, GM.RELOAD_OK);
@@ -175,6 +184,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     },
     observe: (observer) => plane.addObserver(observer),
     reopenLogs: () => observability?.reopen(),
+    blocklist: traffic.blocklist,
     close() {
       closing ??= (async () => {
         plane.draining = true;
@@ -186,6 +196,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
         // Backends Velocity runs stop after the requests they were serving have finished.
         await discovery?.stop();
         await observability?.close();
+        await traffic.close();
         await control.close();
         await plane.close();
         log.info('stopped');

@@ -82,6 +82,8 @@ export interface SharedStateBuffers {
   serverMetrics: SharedArrayBuffer;
   serviceMetrics: SharedArrayBuffer;
   globalMetrics: SharedArrayBuffer;
+  /** The local rate-limit table (see src/guard/rate-limit-store.ts): 16 bytes a slot. */
+  rateLimits: SharedArrayBuffer;
 }
 
 /** BigInt64 metric cells per server slot, per service slot, and process-wide. */
@@ -106,7 +108,7 @@ export class SharedState {
   private readonly freeServerSlots: number[] = [];
   private readonly freeServiceSlots: number[] = [];
 
-  constructor(buffers?: SharedStateBuffers, options: { servers?: number; services?: number; threads?: number } = {}) {
+  constructor(buffers?: SharedStateBuffers, options: { servers?: number; services?: number; threads?: number; rateLimitSlots?: number } = {}) {
     this.buffers = buffers ?? {
       serverCapacity: options.servers ?? 4096,
       serviceCapacity: options.services ?? 512,
@@ -118,6 +120,7 @@ export class SharedState {
       serverMetrics: new SharedArrayBuffer((options.servers ?? 4096) * SERVER_METRIC_CELLS * 8),
       serviceMetrics: new SharedArrayBuffer((options.services ?? 512) * SERVICE_METRIC_CELLS * 8),
       globalMetrics: new SharedArrayBuffer(GLOBAL_METRIC_CELLS * 8),
+      rateLimits: new SharedArrayBuffer((options.rateLimitSlots ?? 65_536) * 16),
     };
     this.serverCapacity = this.buffers.serverCapacity;
     this.serviceCapacity = this.buffers.serviceCapacity;

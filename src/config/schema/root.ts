@@ -6,6 +6,7 @@ import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema } from './observe.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
+import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
 
 export const clientSchema = z.strictObject({
   /** Time a client has to send the complete request head (slowloris guard) → 408. */
@@ -46,6 +47,12 @@ export const configSchema = z
     /** The queryable access-log store; absent = none. */
     logs: logStoreSchema.optional(),
     metrics: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
+    /** Peers whose X-Forwarded-For / Forwarded headers are believed (see Traffic control). */
+    trusted_proxies: z.array(cidr()).default([]),
+    ip_filter: ipFilterSchema.prefault({}),
+    rate_limits: z.array(rateLimitSchema).default([]),
+    /** Where rate-limit counters, the blocklist and bans live: memory (this instance) or redis (shared). */
+    state: stateSchema.prefault({}).refine((s) => s.store !== 'redis' || s.url !== undefined, { message: 'store redis needs url', path: ['url'] }),
     /** Values for every service that doesn't set its own. */
     defaults: z.looseObject({}).default({}),
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),

@@ -1,0 +1,64 @@
+/** Client IP, IP filters, rate limits, and where shared state lives. */
+import { z } from 'zod';
+import { parseCidr } from '../../guard/cidr.ts';
+import { positiveDuration, positiveInt, rate } from './common.ts';
+
+export const cidr = () =>
+  z.string({ error: 'expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32' }).transform((text, ctx) => {
+    const parsed = parseCidr(text);
+    if (!parsed) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not an IP address or CIDR range; expected e.g. 10.0.0.0/8, 192.168.1.7 or 2001:db8::/32` });
+      return z.NEVER;
+    }
+    return parsed;
+  });
+
+export const ipFilterSchema = z.strictObject({
+  /** When set, only these clients are let in. */
+  allow: z.array(cidr()).default([]),
+  /** Always refused, even when also allowed (deny beats allow). */
+  deny: z.array(cidr()).default([]),
+});
+
+const keyPart = z.union([z.literal('client_ip'), z.literal('endpoint'), z.string().regex(/^header:[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected client_ip, endpoint or header:NAME')], {
+  error: 'expected client_ip, endpoint or header:NAME',
+});
+
+export const rateLimitSchema = z.strictObject({
+  /** Shown in the RateLimit-Policy header and logs. */
+  name: z
+    .string()
+    .regex(/^[a-z0-9_-]+$/i, 'letters, digits, _ and - only')
+    .optional(),
+  /** Which requests the rule counts; all when empty. */
+  methods: z.array(z.string().regex(/^[A-Z]+$/, 'an HTTP method in capitals, e.g. GET')).default([]),
+  /** Path prefixes (`/api/`) or globs (`/api/*\/orders`, `*` within a segment, `**` across). */
+  paths: z.array(z.string().startsWith('/', 'must start with /')).default([]),
+  /** What is counted: client_ip, endpoint (method + matched path), header:NAME, or a combination. */
+  key: z.array(keyPart).min(1).default(['client_ip']),
+  rate: rate(),
+  /** Requests allowed at once before the steady rate applies; default: one second's worth (at least 1). */
+  burst: positiveInt().optional(),
+  /** Send RateLimit headers on allowed responses too. */
+  headers: z.boolean().default(false),
+  /** Auto-ban: a client over the limit more than `after` times within `window` is blocked for `duration`. */
+  ban: z.strictObject({ after: positiveInt(), window: positiveDuration().default(60_000), duration: positiveDuration().default(600_000) }).optional(),
+});
+
+export type RateLimitRule = z.output<typeof rateLimitSchema>;
+
+export const stateSchema = z.strictObject({
+  store: z.enum(['memory', 'redis'], { error: 'expected memory or redis' }).default('memory'),
+  url: z
+    .string()
+    .refine((u) => /^rediss?:\/\//.test(u) && URL.canParse(u), 'expected redis://host:port (or rediss://)')
+    .optional(),
+  /** When Redis is unreachable: open = count locally and let requests through; closed = refuse (429). */
+  on_failure: z.enum(['open', 'closed']).default('open'),
+  /** Key prefix, so several Velocity clusters can share one Redis. */
+  prefix: z.string().default('velocity:'),
+  /** Slots of the local limiter table (shared by all threads; memory is fixed). */
+  local_table_size: positiveInt().default(65_536),
+});
+
+export type StateConfig = z.output<typeof stateSchema>;
