@@ -1,8 +1,15 @@
 /** Policy names → factories. One file per policy; this is the only list of them. */
-import type { z } from 'zod';
+import { z } from 'zod';
+import { fallbackOption, hashPolicy } from './consistent-hash.ts';
+import { cookieHashOptions, cookieKey } from './cookie-hash.ts';
+import { headerHashOptions, headerKey } from './header-hash.ts';
+import { ipKey } from './ip-hash.ts';
 import { leastConnections } from './least-connections.ts';
+import { leastResponseTime } from './least-response-time.ts';
 import type { PolicyFactory } from './policy.ts';
+import { randomTwoChoices } from './random-two-choices.ts';
 import { roundRobin } from './round-robin.ts';
+import { urlHashOptions, urlKey } from './url-hash.ts';
 import { weightedRoundRobin } from './weighted-round-robin.ts';
 
 interface PolicyEntry {
@@ -13,10 +20,29 @@ interface PolicyEntry {
   summary: string;
 }
 
+/** A hash policy's `fallback` must name a policy that needs no key. */
+const withFallback = (schema: z.ZodType) =>
+  schema.refine(
+    (o) => {
+      const name = (o as { fallback?: string }).fallback ?? 'round-robin';
+      return name in POLICIES && !name.endsWith('-hash');
+    },
+    {
+      message: 'fallback must name a policy that needs no key (round-robin, weighted-round-robin, least-connections, random-two-choices, least-response-time)',
+      path: ['fallback'],
+    },
+  );
+
 const POLICIES: Record<string, PolicyEntry> = {
   'round-robin': { create: roundRobin, summary: 'each server in turn; weights ignored' },
   'weighted-round-robin': { create: weightedRoundRobin, summary: 'smooth weighted rotation (nginx interleaving)' },
   'least-connections': { create: leastConnections, summary: 'fewest in-flight requests per weight, ties in rotation' },
+  'ip-hash': { create: hashPolicy(ipKey, policyFactory), options: withFallback(z.strictObject({ fallback: fallbackOption })), summary: 'consistent hash of the client IP' },
+  'url-hash': { create: hashPolicy(urlKey, policyFactory), options: withFallback(urlHashOptions), summary: 'consistent hash of the path (and query with query: true)' },
+  'header-hash': { create: hashPolicy(headerKey, policyFactory), options: withFallback(headerHashOptions), summary: 'consistent hash of a header; fallback policy without it' },
+  'cookie-hash': { create: hashPolicy(cookieKey, policyFactory), options: withFallback(cookieHashOptions), summary: 'consistent hash of a cookie; fallback policy without it' },
+  'random-two-choices': { create: randomTwoChoices, summary: 'two random servers (weighted), the less loaded wins' },
+  'least-response-time': { create: leastResponseTime, summary: 'lowest peak-EWMA latency × (in-flight + 1)' },
 };
 
 export function policyNames(): string[] {
@@ -28,5 +54,6 @@ export function policyOptionsSchema(name: string): z.ZodType | undefined {
 }
 
 export function policyFactory(name: string): PolicyFactory | undefined {
+  // Hoisted: the hash policies look their fallback up here.
   return POLICIES[name]?.create;
 }

@@ -3,8 +3,10 @@
  * line and column, the field path, and what was expected.
  */
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringify, visit } from 'yaml';
 import type { z } from 'zod';
+import { loadPolicyModule } from '../balancer/module-loader.ts';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
@@ -12,6 +14,8 @@ import { suggest } from './suggest.ts';
 
 export interface LoadedConfig {
   config: Config;
+  /** Where a field path sits in the file (for errors found after validation). */
+  locate?: (path: PropertyKey[], message: string) => ConfigProblem;
   /** Set when the file was in the Go Velocity format: the same config in the current format. */
   legacyTranslation?: string;
 }
@@ -27,7 +31,25 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
     throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `cannot read config: ${reason}` }]);
   }
-  return parseConfig(text, file, env);
+  const loaded = parseConfig(text, file, env);
+  await checkPolicyModules(loaded, dirname(file));
+  return loaded;
+}
+
+/** Custom policy modules must load and implement the interface; otherwise it is a config error at `module`. */
+export async function checkPolicyModules(loaded: LoadedConfig, baseDir: string): Promise<void> {
+  const problems: ConfigProblem[] = [];
+  for (const [i, service] of loaded.config.services.entries()) {
+    const policy = service.policy as { name: string; module?: string; options: Record<string, unknown> };
+    if (policy.name !== 'module' || !policy.module) continue;
+    try {
+      await loadPolicyModule(policy.module, baseDir, policy.options);
+    } catch (err) {
+      const message = (err as Error).message;
+      problems.push(loaded.locate ? loaded.locate(['services', i, 'policy', 'module'], message) : { file: '', line: 1, column: 1, path: `services[${i}].policy.module`, message });
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
 }
 
 /** Validates config text; `file` is only used in error positions. */
@@ -81,7 +103,7 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
   if (!result.success) problems.push(...issuesToProblems(result.error.issues, [], locate));
   for (const dup of duplicateNames(raw)) problems.push(locate(dup.path, dup.message));
   if (problems.length > 0 || !result.success) throw new ConfigError(dedupe(problems));
-  return { config: deepFreeze(result.data), ...(legacyTranslation ? { legacyTranslation } : {}) };
+  return { config: deepFreeze(result.data), locate: (path, message) => locate(path, message), ...(legacyTranslation ? { legacyTranslation } : {}) };
 }
 
 function issuesToProblems(issues: readonly z.core.$ZodIssue[], prefix: Path, locate: (path: Path, message: string, keyOf?: string) => ConfigProblem): ConfigProblem[] {

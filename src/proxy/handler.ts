@@ -107,6 +107,14 @@ export class RequestContext implements PickRequest {
     };
   }
 
+  /** Sets a response header Velocity adds, replacing an earlier value of the same name. */
+  setResponseHeader(name: string, value: string): void {
+    const list = (this.responseHeaders ??= []);
+    const at = list.findIndex(([n]) => n === name);
+    if (at >= 0) list[at] = [name, value];
+    else list.push([name, value]);
+  }
+
   addResponseHeader(name: string, value: string | string[]): void {
     (this.responseHeaders ??= []).push([name, value]);
   }
@@ -227,6 +235,7 @@ export class RequestHandler {
         }
         tried.add(server);
         record.server = server.id;
+        this.plane.stickTo(service, server, ctx);
         const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried) && service.retryBudget.hasRoom(Date.now());
         const attemptSignal = cfg.retries.per_try_timeout > 0 ? AbortSignal.any([abort.signal, timeoutSignal(cfg.retries.per_try_timeout)]) : abort.signal;
         const attemptStart = performance.now();

@@ -20,6 +20,7 @@ import type { EjectionChange } from '../upstream/passive-health.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import { builtinPolicyLoader, type PolicyLoader, ServiceRuntime } from '../upstream/service.ts';
+import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
 import type { Topology } from '../upstream/topology.ts';
 import type { SharedState } from './shared-state.ts';
 
@@ -120,6 +121,11 @@ export class DataPlane {
 
   /** A server for this request, or the error to answer with. */
   async select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+    const sticky = service.config.sticky;
+    if (sticky) {
+      const target = stickyTarget(service.servers, ctx.cookie(sticky.cookie), stickySecret(service.name, sticky));
+      if (target && !tried.has(target) && service.acquireSpecific(target)) return target;
+    }
     const server = service.acquire(ctx, tried);
     if (server) return server;
     // Healthy servers exist but all are at their limit: wait in the queue.
@@ -131,6 +137,14 @@ export class DataPlane {
     }
     if (service.hasHealthyServer(tried)) return new VelocityError('QUEUE_FULL', undefined, { retryAfter: 1 });
     return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
+  }
+
+  /** With sticky sessions, (re)writes the cookie when it does not already name `server`. */
+  stickTo(service: ServiceRuntime, server: UpstreamServer, ctx: RequestContext): void {
+    const sticky = service.config.sticky;
+    if (!sticky) return;
+    const token = stickyToken(server, stickySecret(service.name, sticky));
+    if (ctx.cookie(sticky.cookie) !== token) ctx.setResponseHeader('set-cookie', stickySetCookie(sticky, token, ctx.proto === 'https'));
   }
 
   queueFor(service: ServiceRuntime): RequestQueue {

@@ -9,7 +9,7 @@ import { servicesRoutes } from '../admin/api/services.ts';
 import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
 import { autoscaleRoutes } from '../discovery/admin-routes.ts';
@@ -22,6 +22,7 @@ import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { countGlobal, GM } from '../observe/metrics.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
+import { policyModuleBase } from '../upstream/service.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
@@ -72,6 +73,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const log = options.logger ?? createLogger();
   const configFile = typeof input === 'string' ? input : options.configFile;
   let config = typeof input === 'string' ? (await loadConfigFile(input)).config : input;
+  policyModuleBase.dir = configFile ? dirname(configFile) : process.cwd();
+  if (typeof input !== 'string') await checkPolicyModules({ config }, policyModuleBase.dir);
 
   const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size });
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log);
@@ -125,6 +128,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       const source = next ?? configFile;
       if (source === undefined) throw new Error('no config file to reload from');
       const candidate = typeof source === 'string' ? (await loadConfigFile(source)).config : source;
+      if (typeof source !== 'string') await checkPolicyModules({ config: candidate }, policyModuleBase.dir);
       // New listeners open first: a port in use rejects the reload before anything changed.
       await listenerSet.reconcile(candidate);
       control.applyConfig(candidate);

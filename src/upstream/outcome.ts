@@ -6,11 +6,8 @@ import type { AttemptOutcome } from '../proxy/forwarder.ts';
 import { S, SF } from '../runtime/shared-state.ts';
 import { type CircuitChange, leaveCircuit, recordCircuit } from './circuit-breaker.ts';
 import { type EjectionChange, recordPassive } from './passive-health.ts';
-import type { UpstreamServer } from './server.ts';
+import { LATENCY_DECAY_MS, type UpstreamServer } from './server.ts';
 import type { ServiceRuntime } from './service.ts';
-
-/** Peak-EWMA decay time: how fast an old latency observation fades. */
-const EWMA_DECAY_MS = 10_000;
 
 export interface OutcomeListeners {
   circuit(service: string, change: CircuitChange): void;
@@ -51,7 +48,7 @@ export function updateEwma(server: UpstreamServer, sampleMs: number, now: number
   if (previous === 0 || sampleMs > previous) {
     server.setFloat(SF.EWMA, sampleMs);
   } else {
-    const w = Math.exp(-Math.max(0, now - at) / EWMA_DECAY_MS);
+    const w = Math.exp(-Math.max(0, now - at) / LATENCY_DECAY_MS);
     server.setFloat(SF.EWMA, previous * w + sampleMs * (1 - w));
   }
   server.setFloat(SF.EWMA_AT, now);

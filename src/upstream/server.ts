@@ -5,6 +5,9 @@
 import type { BalancedServer } from '../balancer/policy.ts';
 import { S, SF, type SharedState } from '../runtime/shared-state.ts';
 
+/** How fast an old latency observation fades (peak EWMA time constant). */
+export const LATENCY_DECAY_MS = 10_000;
+
 export const ADMIN_ENABLED = 0;
 export const ADMIN_DRAINING = 1;
 export const ADMIN_DISABLED = 2;
@@ -102,8 +105,15 @@ export class UpstreamServer implements BalancedServer {
     return this.int(S.ACTIVE_UP) === 1;
   }
 
+  /**
+   * Peak-EWMA latency in ms, decayed by the time since the last sample (as Finagle
+   * does on read): a server that got slow and then no traffic looks faster as time
+   * passes, so it is probed again instead of being shunned forever.
+   */
   get latency(): number {
-    return this.float(SF.EWMA);
+    const value = this.float(SF.EWMA);
+    if (value === 0) return 0;
+    return value * Math.exp(-Math.max(0, Date.now() - this.float(SF.EWMA_AT)) / LATENCY_DECAY_MS);
   }
 
   /** Effective weight: ramps linearly from 10% over the slow-start window after the server became usable. */

@@ -2,8 +2,14 @@
  * A service as one thread runs it: its servers (views over shared slots), its
  * policy, and the selection step every request goes through.
  */
+
+import { loadedPolicyModule } from '../balancer/module-loader.ts';
 import type { PickRequest, Policy, SharedPolicyState } from '../balancer/policy.ts';
 import { policyFactory } from '../balancer/registry.ts';
+
+/** Where custom policy modules are resolved from: the config file's folder (set at start). */
+export const policyModuleBase = { dir: process.cwd() };
+
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, type SharedState, V, withSpinLock } from '../runtime/shared-state.ts';
 import { isAvailable, isHealthy } from './availability.ts';
@@ -16,7 +22,8 @@ export type PolicyLoader = (config: ServiceConfig, shared: SharedPolicyState) =>
 
 /** Built-in policies by name; custom modules are resolved by the loader the runtime passes in. */
 export const builtinPolicyLoader: PolicyLoader = (config, shared) => {
-  const factory = policyFactory(config.policy.name);
+  const custom = config.policy as { name: string; module?: string };
+  const factory = custom.name === 'module' && custom.module ? loadedPolicyModule(custom.module, policyModuleBase.dir) : policyFactory(config.policy.name);
   if (!factory) throw new Error(`policy "${config.policy.name}" is not loaded`);
   return factory(config.policy.options, { shared, random: Math.random, now: Date.now });
 };
@@ -89,6 +96,15 @@ export class ServiceRuntime {
       skip.add(server);
     }
     return undefined;
+  }
+
+  /** Counts the request against this particular server (sticky sessions); false when it cannot take it now. */
+  acquireSpecific(server: UpstreamServer): boolean {
+    const now = Date.now();
+    if (!isAvailable(server, now) || !server.tryAcquire()) return false;
+    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return true;
+    server.release();
+    return false;
   }
 
   /** Whether some healthy server (not excluded) exists, full or not. */

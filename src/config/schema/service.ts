@@ -5,6 +5,7 @@ import { suggest } from '../suggest.ts';
 import { listenAddress, nonNegativeInt, positiveInt } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { serviceKnobsShape } from './resilience.ts';
+import { stickySchema } from './sticky.ts';
 import { ipFilterSchema, rateLimitSchema } from './traffic.ts';
 import { upstreamTlsSchema } from './upstream-tls.ts';
 
@@ -108,6 +109,8 @@ export const serviceSchema = z
     paths: z.array(z.string().startsWith('/', 'a path prefix must start with /')).default(['/']),
     policy: policySchema.prefault('round-robin'),
     servers: z.array(serverSchema).default([]),
+    /** Keep a client on the server it first got, through a signed cookie (any policy). */
+    sticky: stickySchema.optional(),
     ip_filter: ipFilterSchema.prefault({}),
     rate_limits: z.array(rateLimitSchema).default([]),
     /** Whether this service's requests go to the access log and the log store. */

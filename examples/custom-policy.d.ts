@@ -1,0 +1,4 @@
+import type { PolicyFactory } from '../src/balancer/policy.ts';
+
+declare const canaryPolicy: PolicyFactory;
+export default canaryPolicy;
