@@ -81,10 +81,10 @@ export function countGlobal(state: SharedState, cell: number, by = 1): void {
   Atomics.add(state.globalMetrics, cell, BigInt(by));
 }
 
-const escape = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 const labels = (pairs: Record<string, string>) =>
   `{${Object.entries(pairs)
-    .map(([k, v]) => `${k}="${escape(v)}"`)
+    .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
     .join(',')}}`;
 
 /** Collects samples per family: the text format wants each family's lines in one group. */
