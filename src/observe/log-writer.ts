@@ -88,7 +88,7 @@ export class LogWriter {
           await this.store.write(batch);
         } catch (err) {
           this.failures++;
-          this.nextAttempt = Date.now() + Math.min(30_000, 250 * 2 ** Math.min(this.failures, 7));
+          this.nextAttempt = Date.now() + Math.min(5_000, 250 * 2 ** Math.min(this.failures, 5));
           if (this.healthy) this.log.error({ store: this.store.kind, err: (err as Error).message }, 'log store write failed; buffering and retrying with backoff');
           this.healthy = false;
           return;
