@@ -191,6 +191,8 @@ ${service}`,
     await waitPort(redisPort);
     await velocityConfig('velocity+redis-limiter', `state: { store: redis, url: "redis://127.0.0.1:${redisPort}" }\nrate_limits:\n  - { rate: 1000000/s, burst: 1000000 }`);
   }
+  const pgUrl = await startPostgres();
+  if (pgUrl) await velocityConfig('velocity+postgres-log', `logs: { store: postgres, url: "${pgUrl}" }`);
   await Promise.all(targets.map((t) => waitPort(t.port)));
 
   const scenarios = [
@@ -261,6 +263,7 @@ ${service}`,
     'limiter cost (local, % req/s)': (100 * (1 - (byName('velocity+limiter')?.rps ?? 0) / (velocityRps || 1))).toFixed(1),
     'limiter cost (redis, % req/s)': (100 * (1 - (byName('velocity+redis-limiter')?.rps ?? 0) / (velocityRps || 1))).toFixed(1),
     'sqlite access-log cost (% req/s)': (100 * (1 - (byName('velocity+sqlite-log')?.rps ?? 0) / (velocityRps || 1))).toFixed(1),
+    'postgres access-log cost (% req/s)': byName('velocity+postgres-log') ? (100 * (1 - (byName('velocity+postgres-log')?.rps ?? 0) / (velocityRps || 1))).toFixed(1) : 'not run',
   };
   console.log('');
   for (const [k, v] of Object.entries(ratios)) console.log(`${k}: ${v}`);
@@ -271,7 +274,27 @@ ${service}`,
   console.log(`\nresults: ${file}`);
 }
 
+/** A throwaway PostgreSQL cluster (Debian's postgresql package), or undefined when there is none. */
+async function startPostgres(): Promise<string | undefined> {
+  const bin = ['17', '16', '15', '14'].map((v) => `/usr/lib/postgresql/${v}/bin`).find((b) => has(`${b}/initdb`));
+  if (!bin) return undefined;
+  const pgDir = join(dir, 'pg');
+  mkdirSync(pgDir);
+  chmodSync(dir, 0o755);
+  execFileSync('chown', ['postgres', pgDir]);
+  const port = await freePort();
+  const su = (cmd: string) => execFileSync('su', ['postgres', '-s', '/bin/sh', '-c', cmd], { stdio: 'ignore' });
+  su(`${bin}/initdb -D ${pgDir}/data -U velocity --auth=trust -E UTF8`);
+  su(`${bin}/pg_ctl -D ${pgDir}/data -l ${pgDir}/pg.log -o "-p ${port} -k ${pgDir} -c listen_addresses=127.0.0.1 -c fsync=off" -w start`);
+  stopPostgres = () => su(`${bin}/pg_ctl -D ${pgDir}/data -m immediate stop`);
+  return `postgres://velocity@127.0.0.1:${port}/postgres`;
+}
+let stopPostgres: (() => void) | undefined;
+
 const cleanup = () => {
+  try {
+    stopPostgres?.();
+  } catch {}
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 };

@@ -76,6 +76,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   policyModuleBase.dir = configFile ? dirname(configFile) : process.cwd();
   if (typeof input !== 'string') await checkPolicyModules({ config }, policyModuleBase.dir);
 
+  if (config.workers !== 1) log.warn({ workers: config.workers }, 'workers other than 1 are not implemented yet; the data path runs on one event loop');
   const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size });
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log);
   const control = new ControlPlane(state, log);

@@ -172,6 +172,32 @@ describe('log store', () => {
   });
 });
 
+describe('access log output', () => {
+  test('an access log file that cannot be opened refuses the start with a clear error; a reachable one gets JSON lines', async (t) => {
+    const [b] = await startBackends(t, 1);
+    await assert.rejects(
+      startInProcess(
+        t,
+        `listen: "127.0.0.1:0"\nadmin: { enabled: false }\naccess_log: { output: /nonexistent-dir/access.log }\nservices:\n  - name: a\n    servers: [${b?.url}]\n`,
+      ),
+      /cannot open the access log \/nonexistent-dir\/access\.log: ENOENT.*\(access_log\.output\)/,
+    );
+    const file = join(mkdtempSync(join(tmpdir(), 'velocity-access-')), 'access.log');
+    const velocity = await startInProcess(
+      t,
+      `listen: "127.0.0.1:0"\nadmin: { enabled: false }\naccess_log: { output: ${file}, format: json }\nservices:\n  - name: a\n    servers: [${b?.url}]\n`,
+    );
+    const agent = testAgent(t);
+    for (let i = 0; i < 3; i++) await get(agent, `http://127.0.0.1:${velocity.address.port}/x?i=${i}`);
+    const { readFileSync } = await import('node:fs');
+    await eventually(() => readFileSync(file, 'utf8').trim().split('\n').length === 3, 2_000, 'three lines written');
+    const line = JSON.parse(readFileSync(file, 'utf8').split('\n')[2] as string);
+    assert.equal(line.path, '/x?i=2');
+    assert.equal(line.status, 200);
+    assert.match(line.time, /^\d{4}-\d\d-\d\dT/);
+  });
+});
+
 describe('Prometheus metrics', () => {
   test('/metrics parses as the text format and its counters match the requests sent', async (t) => {
     const backends = await startBackends(t, 2);

@@ -90,6 +90,21 @@ test('weighted round robin and least connections work on TCP connections', async
   assert.deepEqual((await Promise.all(next.map((c) => c.ask('n')))).map(nameOf), ['light', 'light']);
 });
 
+test('ip-hash keeps every connection of a client IP on one server, and moves them when that server is taken out', async (t) => {
+  const servers = await Promise.all(['h1', 'h2', 'h3'].map((n) => startEcho(t, n)));
+  const velocity = await startInProcess(t, yaml(servers, '    policy: ip-hash'));
+  const port = tcpPort(velocity);
+  const first = await connectMany(t, port, 6);
+  const homes = new Set((await Promise.all(first.map((c) => c.ask('a')))).map(nameOf));
+  assert.equal(homes.size, 1, 'all connections from 127.0.0.1 land on one server');
+  const home = [...homes][0] as string;
+  velocity.controlPlane.setAdminState('echo', velocity.dataPlane.service('echo')?.servers[['h1', 'h2', 'h3'].indexOf(home)]?.id as string, 'disabled');
+  const moved = await connectMany(t, port, 4);
+  const next = new Set((await Promise.all(moved.map((c) => c.ask('b')))).map(nameOf));
+  assert.equal(next.size, 1);
+  assert.notEqual([...next][0], home, 'the next server on the ring takes them');
+});
+
 test('a refused connect is retried on another server: the client never notices', async (t) => {
   const dead = await startEcho(t, 'dead');
   await dead.close();
