@@ -90,6 +90,15 @@ export async function start(input: Config | string, options: StartOptions = {}):
   let adminServer: AdminServer | undefined;
   let discovery: Discovery | undefined;
   let observability: Observability | undefined;
+  /** Everything after the listeners, in order: backends Velocity runs stop after the requests they served. */
+  const stopTheRest = async () => {
+    await adminServer?.close();
+    await discovery?.stop();
+    await observability?.close();
+    await traffic.close();
+    await control.close();
+    await plane.close();
+  };
   try {
     observability = await startObservability(config, plane, control, admin, log);
     admin.add(...traffic.routes());
@@ -99,12 +108,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     admin.add(...autoscaleRoutes(() => discovery));
   } catch (err) {
     await listeners?.close(Date.now());
-    await adminServer?.close();
-    await discovery?.stop();
-    await observability?.close();
-    await traffic.close();
-    await control.close();
-    await plane.close();
+    await stopTheRest();
     throw err;
   }
   const listenerSet = listeners;
@@ -197,13 +201,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
         stopWatching?.();
         await listenerSet.close(deadline);
-        await adminServer?.close();
-        // Backends Velocity runs stop after the requests they were serving have finished.
-        await discovery?.stop();
-        await observability?.close();
-        await traffic.close();
-        await control.close();
-        await plane.close();
+        await stopTheRest();
         log.info('stopped');
         log.flush?.();
       })();

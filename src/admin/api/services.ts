@@ -1,7 +1,7 @@
 /** Services and servers with their live state; add, remove, re-weight, drain, enable, disable. */
 import { z } from 'zod';
 import { nonNegativeInt, positiveInt } from '../../config/schema/common.ts';
-import { serverUrl } from '../../config/schema/service.ts';
+import { serverObjectSchema } from '../../config/schema/service.ts';
 import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
 import { ServerChangeError } from '../../runtime/control-plane.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
@@ -10,15 +10,7 @@ import { isAvailable } from '../../upstream/availability.ts';
 import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
-const addServerBody = z.strictObject({
-  url: serverUrl(),
-  weight: positiveInt().default(1),
-  max_connections: nonNegativeInt().optional(),
-  name: z
-    .string()
-    .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
-    .optional(),
-});
+const addServerBody = serverObjectSchema;
 
 const changeServerBody = z
   .strictObject({
@@ -119,7 +111,7 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
         const service = known(params.service as string);
         const server = body as z.output<typeof addServerBody>;
         try {
-          const spec = deps.control.addServer(service, { ...server, health_path: undefined }, 'api');
+          const spec = deps.control.addServer(service, server, 'api');
           const entry = deps.control.servers(service).find((e) => e.spec.slot === spec.slot);
           return entry ? describeServer(deps, service, entry) : { id: spec.id };
         } catch (err) {

@@ -37,6 +37,21 @@ export const serverUrl = () =>
     return url.origin;
   });
 
+/** A server written as an object; also what the admin API accepts to add one. */
+export const serverObjectSchema = z.strictObject({
+  url: serverUrl(),
+  weight: positiveInt().default(1),
+  /** Concurrent requests this server takes; more wait in the service queue. */
+  max_connections: nonNegativeInt().optional(),
+  /** A stable name for logs and metrics; defaults to host:port. */
+  name: z
+    .string()
+    .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
+    .optional(),
+  /** Health-check path for this server when it differs from the service's `health.path`. */
+  health_path: z.string().startsWith('/', 'must start with /').optional(),
+});
+
 export const serverSchema = z.union(
   [
     serverUrl().transform((url) => ({
@@ -46,19 +61,7 @@ export const serverSchema = z.union(
       name: undefined as string | undefined,
       health_path: undefined as string | undefined,
     })),
-    z.strictObject({
-      url: serverUrl(),
-      weight: positiveInt().default(1),
-      /** Concurrent requests this server takes; more wait in the service queue. */
-      max_connections: nonNegativeInt().optional(),
-      /** A stable name for logs and metrics; defaults to host:port. */
-      name: z
-        .string()
-        .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
-        .optional(),
-      /** Health-check path for this server when it differs from the service's `health.path`. */
-      health_path: z.string().startsWith('/', 'must start with /').optional(),
-    }),
+    serverObjectSchema,
   ],
   { error: 'expected a URL string or { url, weight }' },
 );
