@@ -1,8 +1,9 @@
 /** Docker discovery against a real private engine: start, stop, resync after the engine restarts. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { captureLog } from '../proxy/log-capture.ts';
 import { buildBusyboxImage, createInternalNetwork, runContainer, startDockerd } from '../support/docker.ts';
-import { eventually, get, startInProcess, testAgent } from '../support/velocity.ts';
+import { eventually, get, load, startInProcess, testAgent } from '../support/velocity.ts';
 
 describe('docker provider', () => {
   test('discovers labelled containers at start, adds started ones, drains stopped ones, resyncs after an engine restart', async (t) => {
@@ -66,5 +67,69 @@ services:
     await runContainer(d, { name: 'web-c', image: 'localhost/velocity-web:test', network: 'vlab', labels: labels() });
     await eventually(() => names().includes('web-c'), 15_000, 'web-c found after the engine came back');
     console.log(`docker follow times: add ${addMs} ms, drain+remove ${removeMs} ms`);
+  });
+
+  test('a missing engine socket is a warning and a retry, never a crash', async (t) => {
+    const log = captureLog('info');
+    const velocity = await startInProcess(
+      t,
+      `listen: "127.0.0.1:0"
+admin: { enabled: false }
+docker: { host: "unix:///nonexistent/docker.sock", reconnect_backoff: { base: 100ms, max: 200ms } }
+services:
+  - name: web
+`,
+      { logger: log.logger },
+    );
+    await eventually(() => log.find(/container engine unreachable/).length > 0, 3_000, 'the warning is logged');
+    assert.match(String(log.find(/container engine unreachable/)[0]?.err), /socket not found/);
+    const r = await get(testAgent(t), `http://127.0.0.1:${velocity.address.port}/`);
+    assert.equal(r.status, 503, 'the service has no servers yet; Velocity serves on');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(log.find(/container engine unreachable/).length, 1, 'logged once while it keeps retrying');
+  });
+
+  test('the autoscaler starts containers from a template under load and drains and removes them after', async (t) => {
+    const d = await startDockerd(t);
+    if (!d) return;
+    await buildBusyboxImage(d, 'localhost/velocity-scale:test');
+    await createInternalNetwork(d, 'vscale', '10.202.12.0/24');
+    const velocity = await startInProcess(
+      t,
+      `listen: "127.0.0.1:0"
+admin: { enabled: false }
+docker: { host: ${d.host}, network: vscale }
+services:
+  - name: web
+    policy: least-connections
+    autoscale:
+      min: 1
+      max: 3
+      target: { rps_per_server: 20 }
+      interval: 300ms
+      scale_up_cooldown: 300ms
+      scale_down_cooldown: 1s
+      stabilization_window: 1s
+      container: { image: "localhost/velocity-scale:test", port: 8080, network: vscale }
+`,
+    );
+    const live = () => velocity.controlPlane.servers('web').filter((s) => s.removeBy === undefined).length;
+    const managed = async () => (await d.docker(['ps', '-q', '--filter', 'label=velocity.managed=true'])).split('\n').filter(Boolean).length;
+    await eventually(() => live() === 1, 20_000, 'min 1 container started and discovered');
+    const url = `http://127.0.0.1:${velocity.address.port}/`;
+    const agent = testAgent(t);
+    const failures: number[] = [];
+    let peak = 1;
+    const until = Date.now() + 12_000;
+    await load(3_000, 4, async () => {
+      if (Date.now() > until || peak >= 3) return;
+      const r = await get(agent, url);
+      if (r.status !== 200) failures.push(r.status);
+      peak = Math.max(peak, live());
+    });
+    assert.equal(peak, 3, 'scaled up to max under load');
+    assert.equal(await managed(), 3);
+    await eventually(async () => live() === 1 && (await managed()) === 1, 30_000, 'scaled back down: drained, stopped and removed');
+    assert.deepEqual(failures, []);
   });
 });
