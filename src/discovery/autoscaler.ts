@@ -93,7 +93,11 @@ export class Autoscaler {
 
   start(): void {
     this.lastChange = this.now();
-    this.timer = setInterval(() => void this.tick(), this.config.interval);
+    // A failed scaling step (engine gone, process that will not start) is logged; the next tick tries again.
+    this.timer = setInterval(
+      () => void this.tick().catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'autoscaler: scaling failed; will retry')),
+      this.config.interval,
+    );
     this.timer.unref();
   }
 

@@ -109,8 +109,9 @@ export class DockerClient {
    * Event names differ between Docker and Podman, so callers should treat any event
    * as "something changed" rather than switch on names.
    */
-  async events(labelKey: string, onEvent: (event: { Action?: string; status?: string; id?: string }) => void, signal: AbortSignal): Promise<void> {
-    const filters = encodeURIComponent(JSON.stringify({ type: ['container'], label: [labelKey] }));
+  async events(onEvent: (event: { Action?: string; status?: string; id?: string }) => void, signal: AbortSignal): Promise<void> {
+    // Container events only; not filtered by label, which Podman's compatible API does not apply to events.
+    const filters = encodeURIComponent(JSON.stringify({ type: ['container'] }));
     const res = await request(`${this.origin}${API}/events?filters=${filters}`, { dispatcher: this.dispatcher, signal, headersTimeout: this.timeoutMs, bodyTimeout: 0 });
     if (res.statusCode >= 400) throw new DockerApiError(`events: ${res.statusCode} ${await res.body.text()}`, res.statusCode);
     let buffered = '';

@@ -100,7 +100,7 @@ export class DockerProvider implements DiscoveryProvider {
         if (!this.connected) this.log.info({ engine: this.client.endpoint }, 'following containers');
         this.connected = true;
         failures = 0;
-        await this.client.events(this.labelKey, () => this.scheduleResync(), this.abort.signal);
+        await this.client.events(() => this.scheduleResync(), this.abort.signal);
         if (!this.abort.signal.aborted) throw new Error('event stream ended');
       } catch (err) {
         if (this.abort.signal.aborted) return;

@@ -124,6 +124,67 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
   };
 }
 
+/**
+ * Podman's Docker-compatible API service (`podman system service`) with its own
+ * storage, run root and socket; the docker CLI and Velocity talk to it as to Docker.
+ */
+export async function startPodman(t: TestContext): Promise<Dockerd | undefined> {
+  if (!existsSync('/usr/bin/podman')) {
+    serviceUnavailable(t, 'podman', 'not installed (apt-get install podman runc)');
+    return undefined;
+  }
+  const root = mkdtempSync('/tmp/vp-');
+  const socketPath = join(root, 'podman.sock');
+  const conf = join(root, 'containers.conf');
+  writeFileSync(conf, '[engine]\nruntime = "runc"\n[containers]\ndefault_ulimits = ["nofile=20000:20000","nproc=32768:32768"]\n');
+  const podman = (args: string[]) => mustRun('podman', ['--root', join(root, 'storage'), '--runroot', join(root, 'run'), ...args], { env: { CONTAINERS_CONF: conf } });
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    const proc = spawn('podman', ['--root', join(root, 'storage'), '--runroot', join(root, 'run'), 'system', 'service', '--time=0', `unix://${socketPath}`], {
+      stdio: 'ignore',
+      env: { ...process.env, CONTAINERS_CONF: conf },
+    });
+    child = proc;
+    for (let i = 0; i < 100; i++) {
+      if (await pinged(socketPath)) return;
+      if (proc.exitCode !== null) throw new Error(`podman system service exited ${proc.exitCode}`);
+      await sleep(100);
+    }
+    throw new Error('podman system service did not answer /_ping within 10 s');
+  };
+  const stop = async () => {
+    const proc = child;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await exited;
+  };
+  try {
+    await start();
+  } catch (err) {
+    await stop();
+    rmSync(root, { recursive: true, force: true });
+    serviceUnavailable(t, 'podman', (err as Error).message);
+    return undefined;
+  }
+  t.after(async () => {
+    await podman(['rm', '-f', '-a']).catch(() => undefined);
+    await podman(['network', 'prune', '-f']).catch(() => undefined);
+    await stop();
+    await cleanUpRoot(root);
+  });
+  return {
+    socketPath,
+    host: `unix://${socketPath}`,
+    get pid() {
+      return child?.pid;
+    },
+    docker: (args, timeoutMs = 60_000) => mustRun('docker', ['-H', `unix://${socketPath}`, ...args], { timeoutMs }),
+    stop,
+    start,
+  };
+}
+
 /** Ends the containerd shims this engine left (ours, found by our root path), unmounts, removes. */
 async function cleanUpRoot(root: string): Promise<void> {
   await runCommand('pkill', ['-KILL', '-f', `containerd-shim.*${root}/`]);
@@ -159,6 +220,13 @@ export async function buildBusyboxImage(d: Dockerd, tag: string): Promise<void> 
 }
 
 export async function createInternalNetwork(d: Dockerd, name: string, subnet: string): Promise<void> {
+  // A bridge left by an engine of an earlier, interrupted run would shadow the new network's route.
+  const gateway = subnet.replace(/\.0\/\d+$/, '.1/');
+  const links = await runCommand('ip', ['-br', 'addr']);
+  for (const line of links.stdout.split('\n')) {
+    const [iface] = line.split(/\s+/);
+    if (iface?.startsWith('br-') && line.includes(` ${gateway}`)) await runCommand('ip', ['link', 'del', iface]);
+  }
   await d.docker(['network', 'create', '--internal', '--subnet', subnet, name]);
 }
 
