@@ -30,6 +30,7 @@ export class RedisState {
   private readonly prefix: string;
   private readonly log: Logger;
   private down = false;
+  private connected = false;
   private readonly listeners = new Set<(message: string) => void>();
 
   constructor(url: string, prefix: string, log: Logger) {
@@ -64,6 +65,10 @@ export class RedisState {
   }
 
   private markUp(): void {
+    if (!this.connected) {
+      this.connected = true;
+      this.log.info('redis connected: rate limits and the blocklist are shared');
+    }
     if (!this.down) return;
     this.down = false;
     this.log.info('redis reachable again: shared rate limits and blocklist resumed');

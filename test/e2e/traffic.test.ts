@@ -167,6 +167,8 @@ services:
     const [b] = await startBackends(t, 1);
     const instances = await Promise.all([0, 1, 2].map(() => startVelocityProcess(t, sharedYaml(b?.url as string, redis.url))));
     const admins = await Promise.all(instances.map(async (v) => Number((await v.logs.waitFor(/"admin":"127\.0\.0\.1:(\d+)"/))[1])));
+    // Until an instance first reaches Redis it counts locally (fail-open); wait for all three.
+    await Promise.all(instances.map((v) => v.logs.waitFor(/redis connected/, 10_000)));
     const agent = testAgent(t);
     // 60 requests spread over the three: the shared limit lets 20 through in all.
     const results = await Promise.all(Array.from({ length: 60 }, (_, i) => get(agent, `${instances[i % 3]?.url}/`)));
