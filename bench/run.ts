@@ -291,21 +291,25 @@ async function startPostgres(): Promise<string | undefined> {
 }
 let stopPostgres: (() => void) | undefined;
 
-const cleanup = () => {
+/** Stops what the bench started, by PID. SIGTERM first: an nginx master killed outright leaves its workers behind. */
+const cleanup = async () => {
   try {
     stopPostgres?.();
   } catch {}
-  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  const running = children.filter((c) => c.exitCode === null && c.signalCode === null);
+  for (const c of running) c.kill('SIGTERM');
+  await Promise.race([Promise.all(running.map((c) => new Promise((r) => c.once('exit', r)))), new Promise((r) => setTimeout(r, 3_000))]);
+  for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 };
 main().then(
-  () => {
-    cleanup();
+  async () => {
+    await cleanup();
     process.exit(0);
   },
-  (err: unknown) => {
+  async (err: unknown) => {
     console.error(`bench failed: ${(err as Error).message}`);
-    cleanup();
+    await cleanup();
     process.exit(1);
   },
 );
