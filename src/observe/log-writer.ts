@@ -121,13 +121,15 @@ export class LogWriter {
     }
   }
 
+  /** A last flush and the store's close, bounded: a database that is down must not hold a shutdown. */
   async close(): Promise<void> {
     clearInterval(this.timer);
     clearInterval(this.reportTimer);
     clearInterval(this.pruneTimer);
     this.nextAttempt = 0;
-    await this.flush();
+    const bounded = (work: Promise<unknown>) => Promise.race([work.catch(() => undefined), new Promise((r) => setTimeout(r, 3_000).unref())]);
+    await bounded(this.flush());
     this.reportDrops();
-    await this.store.close().catch(() => undefined);
+    await bounded(this.store.close());
   }
 }
