@@ -36,7 +36,7 @@ export function watchOutput(child: ChildProcess): OutputWatcher {
   child.stderr?.on('data', onData);
   return {
     output: () => text,
-    waitFor(pattern, timeoutMs = 10_000) {
+    waitFor(pattern, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
           const m = text.match(pattern);
