@@ -69,7 +69,13 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
   substituteEnv(doc.contents, env, (offset, message) => problems.push(at(offset, '', message)));
   if (problems.length > 0) throw new ConfigError(problems);
 
-  let raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    raw = doc.toJS();
+  } catch (err) {
+    // An alias to an anchor not yet defined, or too many aliases (a "billion laughs" file), fails only here.
+    throw new ConfigError([at(0, '', `not valid YAML: ${(err as Error).message}`)]);
+  }
   if (raw === null || raw === undefined) raw = {};
   let pathMap = (p: Path): Path => p;
   let legacyTranslation: string | undefined;

@@ -34,6 +34,15 @@ export type AttemptOutcome =
   | { kind: 'retryable-status'; status: number; firstByteMs: number }
   | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; requestSent: boolean };
 
+/** The client went away: the attempt ends, and it is nobody's fault on the server side. */
+export function clientGoneError(): Error {
+  return Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' });
+}
+
+export function isClientGone(err: unknown): boolean {
+  return (err as { code?: unknown } | undefined)?.code === 'VELOCITY_CLIENT_GONE';
+}
+
 /** undici errors that mean no byte of the request reached the server. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL', 'ECONNABORTED_CONNECT']);
 
@@ -189,14 +198,15 @@ export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ServerRespo
             return;
           }
           if (res.destroyed) {
-            c.abort(new Error('client gone'));
+            // Says nothing about the server: not a failure for passive health or the breaker.
+            c.abort(clientGoneError());
             return;
           }
           const list = responseHeadersForClient(headers as Record<string, string | string[] | undefined>);
-          if (req.extraResponseHeaders) list.push(...req.extraResponseHeaders);
-          for (const [name, value] of list) res.setHeader(name, value);
-          // HTTP/2 has no reason phrase (Node warns when given one).
-          res.writeHead(statusCode, res.req?.httpVersionMajor === 2 ? undefined : statusMessage || undefined);
+          // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
+          if (req.extraResponseHeaders) for (const [name, value] of req.extraResponseHeaders) list.push(name, value);
+          // One writeHead with the whole list; HTTP/2 has no reason phrase (Node warns when given one).
+          res.writeHead(statusCode, res.req?.httpVersionMajor === 2 ? undefined : statusMessage || undefined, list);
           responseStarted = true;
         },
         onResponseData(c, chunk) {

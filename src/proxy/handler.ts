@@ -12,9 +12,10 @@ import type { RequestRecord } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { type AttemptOutcome, forwardAttempt } from './forwarder.ts';
+import { type AttemptOutcome, clientGoneError, forwardAttempt, isClientGone } from './forwarder.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
+import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
@@ -136,8 +137,19 @@ export class RequestHandler {
     this.proto = proto;
   }
 
+  /** Connections that sent a refused head: what was pipelined behind it is refused too, never forwarded. */
+  private readonly refused = new WeakSet<object>();
+
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const headProblem = this.refused.has(req.socket) ? 'an earlier request on this connection was refused' : checkRequestHead(req);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    if (headProblem) {
+      this.refused.add(req.socket);
+      res.shouldKeepAlive = false;
+      res.on('close', () => this.finish(ctx));
+      this.fail(ctx, new VelocityError('BAD_REQUEST', headProblem));
+      return;
+    }
     this.run(ctx).catch((err: unknown) => {
       this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
       this.fail(ctx, new VelocityError('INTERNAL'));
@@ -158,7 +170,13 @@ export class RequestHandler {
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());
+    const headProblem = checkRequestHead(req);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    if (headProblem) {
+      res.on('close', () => this.finish(ctx));
+      this.fail(ctx, new VelocityError('BAD_REQUEST', headProblem));
+      return;
+    }
     this.runUpgrade(ctx, socket, head).catch((err: unknown) => {
       this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the WebSocket path');
       this.fail(ctx, new VelocityError('INTERNAL'));
@@ -187,6 +205,8 @@ export class RequestHandler {
   private async admit(ctx: RequestContext): Promise<ServiceRuntime | undefined> {
     const plane = this.plane;
     const service = plane.route(ctx.req.headers.host, ctx.url);
+    // Known before the guards, so their refusals count in the service's metrics and logs.
+    ctx.record.service = service?.name;
     for (const guard of plane.guards) {
       const verdict = guard.check(ctx, service);
       const error = verdict instanceof Promise ? await verdict : verdict;
@@ -200,7 +220,6 @@ export class RequestHandler {
       this.fail(ctx, new VelocityError('NO_ROUTE'));
       return undefined;
     }
-    ctx.record.service = service.name;
     return service;
   }
 
@@ -211,7 +230,8 @@ export class RequestHandler {
     const now = Date.now();
     service.retryBudget.recordRequest(now);
 
-    const body = await this.requestBody(req, cfg.retries.buffer_body);
+    const pending = this.requestBody(req, cfg.retries.buffer_body);
+    const body = pending instanceof Promise ? await pending : pending;
     if (body instanceof VelocityError) return this.fail(ctx, body);
     const replayable = !(body && typeof (body as Readable).pipe === 'function');
     const idempotent = IDEMPOTENT.has(method);
@@ -219,7 +239,7 @@ export class RequestHandler {
 
     const abort = new AbortController();
     const onClientGone = () => {
-      if (!res.writableFinished) abort.abort(Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' }));
+      if (!res.writableFinished) abort.abort(clientGoneError());
     };
     res.on('close', onClientGone);
     const totalTimer =
@@ -229,7 +249,8 @@ export class RequestHandler {
     const upstreamStart = performance.now();
     try {
       for (let attempt = 1; ; attempt++) {
-        const server = await this.plane.select(service, ctx, tried, abort.signal);
+        const picked = this.plane.select(service, ctx, tried, abort.signal);
+        const server = picked instanceof Promise ? await picked : picked;
         if (server instanceof VelocityError) {
           return this.fail(ctx, server);
         }
@@ -237,7 +258,8 @@ export class RequestHandler {
         record.server = server.id;
         this.plane.stickTo(service, server, ctx);
         const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried) && service.retryBudget.hasRoom(Date.now());
-        const attemptSignal = cfg.retries.per_try_timeout > 0 ? AbortSignal.any([abort.signal, timeoutSignal(cfg.retries.per_try_timeout)]) : abort.signal;
+        const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
+        const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
         let outcome: AttemptOutcome;
         try {
@@ -257,6 +279,7 @@ export class RequestHandler {
             attemptSignal,
           );
         } finally {
+          perTry?.clear();
           server.release();
           service.signalRelease();
         }
@@ -269,14 +292,15 @@ export class RequestHandler {
           record.upstreamFirstByteMs = outcome.firstByteMs;
           return;
         }
-        if (outcome.kind === 'failed' && (outcome.responseStarted || (outcome.error as { code?: string }).code === 'VELOCITY_CLIENT_GONE')) {
+        if (outcome.kind === 'failed' && (outcome.responseStarted || isClientGone(outcome.error))) {
           record.errorCode = outcome.code;
           record.status = res.headersSent ? res.statusCode : 499;
           res.destroy();
           return;
         }
         const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
-        const retry = mayRetryAfter && safeToResend && service.retryBudget.tryTake(Date.now());
+        // Past the total timeout nothing is retried (and no budget is spent on it).
+        const retry = mayRetryAfter && safeToResend && !abort.signal.aborted && service.retryBudget.tryTake(Date.now());
         if (!retry) {
           const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
           return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
@@ -295,19 +319,14 @@ export class RequestHandler {
   /**
    * The body to send: none, a buffer (small bodies, so retries can resend them),
    * or the client stream itself (large or unknown-length bodies, sent once).
+   * Only buffering waits; the other answers are immediate.
    */
-  private async requestBody(req: IncomingMessage, bufferLimit: number): Promise<Buffer | Readable | null | VelocityError> {
+  private requestBody(req: IncomingMessage, bufferLimit: number): Buffer | Readable | null | Promise<Buffer | VelocityError> {
     const length = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
     if (!chunked && (length === undefined || length === '0')) return null;
     if (chunked || Number(length) > bufferLimit) return req;
-    const chunks: Buffer[] = [];
-    try {
-      for await (const chunk of req) chunks.push(chunk as Buffer);
-    } catch {
-      return new VelocityError('BAD_REQUEST', 'request body was cut short');
-    }
-    return Buffer.concat(chunks);
+    return bufferBody(req);
   }
 
   private fail(ctx: RequestContext, error: VelocityError): void {
@@ -325,14 +344,35 @@ export class RequestHandler {
   }
 }
 
+/** Reads a whole (small) request body: chunk events, not an async iterator turn per chunk. */
+function bufferBody(req: IncomingMessage): Promise<Buffer | VelocityError> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const cutShort = () => resolve(new VelocityError('BAD_REQUEST', 'request body was cut short'));
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.once('end', () => {
+      req.removeListener('error', cutShort);
+      req.removeListener('close', onClose);
+      resolve(Buffer.concat(chunks));
+    });
+    req.once('error', cutShort);
+    // A client that goes away mid-body closes the request without 'end'.
+    const onClose = () => {
+      if (!req.complete) cutShort();
+    };
+    req.once('close', onClose);
+  });
+}
+
 function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' | 'UPSTREAM_BAD_RESPONSE' {
   if (status === 504) return 'UPSTREAM_TIMEOUT';
   if (status === 503) return 'NO_HEALTHY_SERVER';
   return 'UPSTREAM_BAD_RESPONSE';
 }
 
-function timeoutSignal(ms: number): AbortSignal {
+/** A per-try time limit whose timer is cleared when the try ends (no timer outlives its request). */
+function perTryTimeout(ms: number): { signal: AbortSignal; clear(): void } {
   const controller = new AbortController();
-  setTimeout(() => controller.abort(Object.assign(new Error('per-try timeout'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), ms).unref();
-  return controller.signal;
+  const timer = setTimeout(() => controller.abort(Object.assign(new Error('per-try timeout'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), ms);
+  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }

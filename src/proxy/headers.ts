@@ -17,8 +17,12 @@ const HOP_BY_HOP = new Set([
 /** Headers Velocity sets itself toward the server; a client's copies are dropped. */
 const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);
 
+/** Headers a Connection value names beyond the hop-by-hop ones (removed anyway); undefined when none. */
 function connectionListed(value: string | undefined): Set<string> | undefined {
   if (!value) return undefined;
+  // The usual values ("keep-alive", "close") name nothing more: no set to build on every request.
+  const lower = value.length <= 10 ? value.toLowerCase() : '';
+  if (lower === 'keep-alive' || lower === 'close') return undefined;
   const names = new Set<string>();
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
@@ -71,14 +75,18 @@ export function requestHeadersForUpstream(raw: readonly string[], info: Forwarde
   return out;
 }
 
-/** Response headers for the client: hop-by-hop and Connection-listed ones removed. */
-export function responseHeadersForClient(headers: Record<string, string | string[] | undefined>): [string, string | string[]][] {
+/**
+ * Response headers for the client as a flat list — name, value, name, value —
+ * the form `res.writeHead` takes in one go (no per-header setHeader): hop-by-hop
+ * and Connection-listed ones removed.
+ */
+export function responseHeadersForClient(headers: Record<string, string | string[] | undefined>): (string | string[])[] {
   const listed = connectionListed(typeof headers.connection === 'string' ? headers.connection : undefined);
-  const out: [string, string | string[]][] = [];
+  const out: (string | string[])[] = [];
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || HOP_BY_HOP.has(name) || listed?.has(name)) continue;
-    out.push([name, value]);
+    out.push(name, value);
   }
   return out;
 }

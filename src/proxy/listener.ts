@@ -68,7 +68,8 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     requestTimeout: client.body_timeout,
     maxHeaderSize: client.max_header_size,
     connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(client.header_timeout / 4))),
-    requireHostHeader: true,
+    // Host is checked by checkRequestHead (request-head.ts), which also refuses what is pipelined behind a bad head.
+    requireHostHeader: false,
     noDelay: true,
     // Only WebSocket upgrades leave the request path; any other Upgrade header is dropped as hop-by-hop.
     shouldUpgradeCallback: options.onRequest ? () => false : handler.wantsUpgrade,
@@ -99,11 +100,26 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
   h2?.attach(server, tls !== undefined);
   if (!options.onRequest) server.on('upgrade', handler.handleUpgrade);
   if (client.max_connections > 0) server.maxConnections = client.max_connections;
+  // Node's headersTimeout starts at the first byte: a connection that never sends one would hold a slot forever.
+  server.on('connection', (socket: Socket) => {
+    const silent = setTimeout(() => {
+      if (socket.bytesRead === 0) socket.destroy();
+    }, client.header_timeout);
+    silent.unref();
+    socket.once('close', () => clearTimeout(silent));
+  });
   // A malformed request gets 400 from Node's parser and is never forwarded; the socket closes.
   server.on('clientError', (err: Error & { code?: string }, socket) => {
     if (!socket.writable) return socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    const code = status.startsWith('431') ? 'HEADERS_TOO_LARGE' : status.startsWith('408') ? 'CLIENT_TIMEOUT' : 'BAD_REQUEST';
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? requestLineOverflowed(err as Error & { rawPacket?: Buffer }, client.max_header_size)
+          ? '414 URI Too Long'
+          : '431 Request Header Fields Too Large'
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? '408 Request Timeout'
+          : '400 Bad Request';
+    const code = status.startsWith('431') ? 'HEADERS_TOO_LARGE' : status.startsWith('414') ? 'URI_TOO_LONG' : status.startsWith('408') ? 'CLIENT_TIMEOUT' : 'BAD_REQUEST';
     socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-velocity-error: ${code}\r\n\r\n`);
   });
   await bindServer(server, address, options.reusePort ?? false);
@@ -117,6 +133,18 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
       await Promise.all([closeGracefully(server, deadline), h2?.close(deadline), handler.tunnels.close(deadline)]);
     },
   };
+}
+
+/**
+ * Whether a head overflow happened in the request line itself (→ 414, not 431):
+ * the packet Node was parsing starts with a method and has no line end within the limit.
+ * A request line trickled in over many packets is seen only as a 431.
+ */
+function requestLineOverflowed(err: { rawPacket?: Buffer }, limit: number): boolean {
+  const packet = err.rawPacket;
+  if (!packet || !/^[A-Z]{1,20} /.test(packet.subarray(0, 21).toString('latin1'))) return false;
+  const lineEnd = packet.indexOf(10);
+  return lineEnd < 0 ? packet.length >= limit : lineEnd >= limit;
 }
 
 /** Binds a server to an address; a failure becomes a ListenError naming the address. */

@@ -155,8 +155,7 @@ function relayRefusal(plane: DataPlane, ctx: RequestContext, service: ServiceRun
   const out = ctx.res;
   const status = res.statusCode ?? 502;
   record.status = status;
-  for (const [name, value] of responseHeadersForClient(res.headers)) out.setHeader(name, value);
-  out.writeHead(status, res.statusMessage);
+  out.writeHead(status, res.statusMessage, responseHeadersForClient(res.headers));
   let released = false;
   const release = () => {
     if (released) return;

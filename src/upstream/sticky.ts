@@ -6,16 +6,25 @@
  */
 import { createHmac } from 'node:crypto';
 import type { StickyConfig } from '../config/schema/sticky.ts';
-import type { UpstreamServer } from './server.ts';
 
-const tokens = new WeakMap<UpstreamServer, { secret: string; token: string }>();
+/** What a cookie can name: a server by its stable id (name, else host:port). */
+interface Named {
+  readonly id: string;
+}
 
+const tokens = new WeakMap<Named, { secret: string; token: string }>();
+
+/**
+ * The HMAC key: the configured secret, else one derived from the service name — the
+ * same on every thread, restart and instance, but guessable, so set `secret` when
+ * server ids must not be confirmable from a cookie.
+ */
 export function stickySecret(service: string, sticky: StickyConfig): string {
   return sticky.secret ?? `velocity-sticky:${service}`;
 }
 
 /** The opaque cookie value for a server. */
-export function stickyToken(server: UpstreamServer, secret: string): string {
+export function stickyToken(server: Named, secret: string): string {
   const cached = tokens.get(server);
   if (cached && cached.secret === secret) return cached.token;
   const token = createHmac('sha256', secret).update(server.id).digest('base64url').slice(0, 22);
@@ -24,8 +33,8 @@ export function stickyToken(server: UpstreamServer, secret: string): string {
 }
 
 /** The server a sticky cookie value names, if any. */
-export function stickyTarget(servers: readonly UpstreamServer[], value: string | undefined, secret: string): UpstreamServer | undefined {
-  if (!value || value.length !== 22) return undefined;
+export function stickyTarget<T extends Named>(servers: readonly T[], value: string | undefined, secret: string): T | undefined {
+  if (value?.length !== 22) return undefined;
   return servers.find((s) => stickyToken(s, secret) === value);
 }
 

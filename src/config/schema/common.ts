@@ -69,3 +69,13 @@ export const listenAddress = () =>
   });
 
 export type ListenAddress = { host: string; port: number };
+
+/** A URL path that goes into a request line or a cookie: visible ASCII only, so no config value can inject a header. */
+export const requestPath = () =>
+  z
+    .string()
+    .startsWith('/', 'must start with /')
+    .regex(/^\/[\x21-\x7e]*$/, 'a path without spaces or control characters');
+
+/** A value for a Host header: a host name or address with an optional port, nothing else. */
+export const hostHeader = () => z.string().regex(/^[A-Za-z0-9.\-_~%[\]:]+$/, 'a host name with an optional port (letters, digits, . - _ ~ : [ ])');

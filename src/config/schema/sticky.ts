@@ -1,13 +1,16 @@
 /** Sticky sessions: a cookie that keeps a client on the server it first got. */
 import { z } from 'zod';
 import { cookieName } from '../../balancer/cookie-hash.ts';
-import { duration } from './common.ts';
+import { duration, requestPath } from './common.ts';
 
 export const stickySchema = z.strictObject({
   cookie: cookieName().default('velocity_sticky'),
   /** Cookie lifetime (Max-Age); 0 = a session cookie. */
   ttl: duration().default(0),
-  path: z.string().startsWith('/').default('/'),
+  // No ';': a path must not smuggle extra attributes into the Set-Cookie header.
+  path: requestPath()
+    .refine((p) => !p.includes(';'), 'a cookie path cannot contain ;')
+    .default('/'),
   http_only: z.boolean().default(true),
   /** `auto` = Secure on TLS listeners only. */
   secure: z.union([z.boolean(), z.literal('auto')]).default('auto'),
