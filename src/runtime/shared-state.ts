@@ -178,21 +178,33 @@ export class SharedState {
     return slot * SERVICE_INTS + field;
   }
 
-  /** Gives back the in-flight counts a dead thread held. */
+  /** Gives back the in-flight counts and spin locks a dead thread held. */
   releaseThread(thread: number): void {
     const base = thread * this.serverCapacity;
     for (let slot = 0; slot < this.serverCapacity; slot++) {
       const held = Atomics.exchange(this.threadInFlight, base + slot, 0);
       if (held !== 0) Atomics.sub(this.serverInts, slot * SERVER_INTS + S.IN_FLIGHT, held);
+      Atomics.compareExchange(this.serverInts, slot * SERVER_INTS + S.LOCK, thread + 1, 0);
     }
+    for (let slot = 0; slot < this.serviceCapacity; slot++) Atomics.compareExchange(this.serviceInts, slot * SERVICE_INTS + V.LOCK, thread + 1, 0);
   }
+}
+
+/** What this thread writes into a spin lock it holds: its thread index + 1, so a dead thread's locks can be freed. */
+let lockOwner = 1;
+
+/** Called once at the start of a data-path thread. */
+export function setLockOwner(thread: number): void {
+  lockOwner = thread + 1;
 }
 
 /** Runs `fn` holding a spin lock on `array[index]`. Critical sections here are a few loads and stores. */
 export function withSpinLock<T>(array: Int32Array, index: number, fn: () => T): T {
-  while (Atomics.compareExchange(array, index, 0, 1) !== 0) {
+  for (;;) {
+    const holder = Atomics.compareExchange(array, index, 0, lockOwner);
+    if (holder === 0) break;
     // Another thread holds it for a handful of instructions; yield the CPU briefly.
-    Atomics.wait(array, index, 1, 1);
+    Atomics.wait(array, index, holder, 1);
   }
   try {
     return fn();

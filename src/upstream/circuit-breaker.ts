@@ -1,27 +1,33 @@
 /**
  * Circuit breaker per server, in the server's shared slot so every thread sees one
- * state. Closed → open when, over a rolling window, the failure ratio passes
+ * state. Closed → open when, over a rolling window, the failure ratio reaches
  * `failure_ratio` (with at least `min_requests`), or `consecutive_failures` fail in a
- * row. Open for `open_duration × 2^(re-opens)` capped at `max_open_duration`; then
- * half-open admits `half_open_requests` trials: a success closes it, a failure
- * re-opens it for twice as long.
+ * row. Open for `open_duration × 2^(opens in a row)` capped at `max_open_duration`;
+ * then half-open admits `half_open_requests` trials: a success closes it, a failure
+ * re-opens it for twice as long. A circuit that stayed closed for `max_open_duration`
+ * starts over at `open_duration`; one that re-opens sooner keeps doubling, so a
+ * flapping server is not hammered each time it comes back.
+ *
+ * Every transition runs under the server's spin lock and writes the state word last,
+ * so lock-free readers (`circuitAdmits`, the closed fast path) never see half a change.
  */
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, SF, WINDOW_BUCKETS } from '../runtime/shared-state.ts';
-import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, CIRCUIT_STATES, type UpstreamServer } from './server.ts';
+import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type UpstreamServer } from './server.ts';
 
-type BreakerConfig = ServiceConfig['circuit_breaker'];
+export type BreakerConfig = ServiceConfig['circuit_breaker'];
+type CircuitState = 'closed' | 'open' | 'half-open';
 
 export interface CircuitChange {
   server: string;
-  from: (typeof CIRCUIT_STATES)[number];
-  to: (typeof CIRCUIT_STATES)[number];
+  from: CircuitState;
+  to: CircuitState;
   reason: string;
   /** For `open`: how long it stays open (ms). */
   openForMs?: number;
 }
 
-/** Whether the circuit could let a request through now (closed, open long enough, or a trial free). */
+/** Whether the circuit could let a request through now (closed, open long enough, or a trial free). Lock-free. */
 export function circuitAdmits(server: UpstreamServer, now: number, halfOpenLimit: number): boolean {
   const state = server.int(S.CB_STATE);
   if (state === CIRCUIT_CLOSED) return true;
@@ -30,97 +36,141 @@ export function circuitAdmits(server: UpstreamServer, now: number, halfOpenLimit
 }
 
 /**
- * Called when a request is counted against the server: moves an expired open
- * circuit to half-open and takes a trial slot. False when no trial is free.
+ * Called when a request is counted against the server (after its connection slot
+ * was taken): moves an expired open circuit to half-open and takes a trial token in
+ * the same locked step. False when the circuit is open or no trial is free.
  */
 export function enterCircuit(server: UpstreamServer, now: number, config: BreakerConfig, onChange: (c: CircuitChange) => void): boolean {
-  if (!config.enabled) return true;
-  let state = server.int(S.CB_STATE);
-  if (state === CIRCUIT_CLOSED) return true;
-  if (state === CIRCUIT_OPEN) {
-    if (now < server.float(SF.CB_OPEN_UNTIL)) return false;
-    if (server.casInt(S.CB_STATE, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN)) {
+  if (!config.enabled || server.int(S.CB_STATE) === CIRCUIT_CLOSED) return true;
+  let change: CircuitChange | undefined;
+  const admitted = server.locked(() => {
+    let state = server.int(S.CB_STATE);
+    if (state === CIRCUIT_OPEN) {
+      if (now < server.float(SF.CB_OPEN_UNTIL)) return false;
       server.setInt(S.CB_TRIALS, 0);
-      onChange({ server: server.id, from: 'open', to: 'half-open', reason: 'open duration passed; letting trial requests through' });
+      server.setInt(S.CB_STATE, CIRCUIT_HALF_OPEN);
+      state = CIRCUIT_HALF_OPEN;
+      change = { server: server.id, from: 'open', to: 'half-open', reason: 'open duration passed; letting trial requests through' };
     }
-    state = server.int(S.CB_STATE);
     if (state === CIRCUIT_CLOSED) return true;
-  }
-  for (;;) {
     const trials = server.int(S.CB_TRIALS);
     if (trials >= config.half_open_requests) return false;
-    if (server.casInt(S.CB_TRIALS, trials, trials + 1)) return true;
-  }
-}
-
-function open(server: UpstreamServer, from: number, now: number, config: BreakerConfig, reason: string, onChange: (c: CircuitChange) => void): void {
-  if (!server.casInt(S.CB_STATE, from, CIRCUIT_OPEN)) return;
-  const opens = server.addInt(S.CB_OPENS, 1);
-  const openForMs = Math.min(config.max_open_duration, config.open_duration * 2 ** opens);
-  server.setFloat(SF.CB_OPEN_UNTIL, now + openForMs);
-  server.setInt(S.CB_FAILS, 0);
-  server.setInt(S.CB_TRIALS, 0);
-  for (let b = 0; b < WINDOW_BUCKETS * 3; b++) server.setInt(S.WINDOW + b, 0);
-  // Slow start ramps from when it can take requests again.
-  server.setFloat(SF.USABLE_SINCE, now + openForMs);
-  onChange({ server: server.id, from: CIRCUIT_STATES[from] ?? 'closed', to: 'open', reason, openForMs });
+    server.setInt(S.CB_TRIALS, trials + 1);
+    return true;
+  });
+  // Observers run outside the lock: they log and may be slow.
+  if (change) onChange(change);
+  return admitted;
 }
 
 /** Counts one finished request against the breaker. */
 export function recordCircuit(server: UpstreamServer, failed: boolean, now: number, config: BreakerConfig, onChange: (c: CircuitChange) => void): void {
   if (!config.enabled) return;
   const state = server.int(S.CB_STATE);
-  if (state === CIRCUIT_HALF_OPEN) {
-    if (failed) open(server, CIRCUIT_HALF_OPEN, now, config, 'a trial request failed', onChange);
-    else if (server.casInt(S.CB_STATE, CIRCUIT_HALF_OPEN, CIRCUIT_CLOSED)) {
-      server.setInt(S.CB_OPENS, 0);
-      server.setInt(S.CB_TRIALS, 0);
-      server.setFloat(SF.USABLE_SINCE, now);
-      onChange({ server: server.id, from: 'half-open', to: 'closed', reason: 'a trial request succeeded' });
-    }
-    return;
-  }
   // Late answers to requests sent before the circuit opened do not count.
   if (state === CIRCUIT_OPEN) return;
+  if (state === CIRCUIT_HALF_OPEN) {
+    const change = server.locked(() =>
+      server.int(S.CB_STATE) === CIRCUIT_HALF_OPEN ? (failed ? open(server, 'half-open', now, config, 'a trial request failed') : close(server, now)) : undefined,
+    );
+    if (change) onChange(change);
+    return;
+  }
+  countInWindow(server, failed, now, config.window);
+  if (!failed) {
+    if (server.int(S.CB_FAILS) !== 0) server.setInt(S.CB_FAILS, 0);
+    return;
+  }
+  const consecutive = server.addInt(S.CB_FAILS, 1) + 1;
+  let reason: string | undefined;
+  if (consecutive >= config.consecutive_failures) reason = `${consecutive} failures in a row`;
+  else {
+    const { total, failures } = windowCounts(server, now, config.window);
+    if (total >= config.min_requests && failures / total >= config.failure_ratio) reason = `${failures} of ${total} requests failed in the last ${config.window} ms`;
+  }
+  if (!reason) return;
+  const why = reason;
+  const change = server.locked(() => (server.int(S.CB_STATE) === CIRCUIT_CLOSED ? open(server, 'closed', now, config, why) : undefined));
+  if (change) onChange(change);
+}
 
-  let consecutive = 0;
-  if (failed) consecutive = server.addInt(S.CB_FAILS, 1) + 1;
-  else server.setInt(S.CB_FAILS, 0);
-  const bucketMs = Math.max(1, Math.floor(config.window / WINDOW_BUCKETS));
-  const bucket = Math.floor(now / bucketMs);
-  const cell = S.WINDOW + (bucket % WINDOW_BUCKETS) * 3;
-  const stamp = server.int(cell);
-  if (stamp !== (bucket | 0) && server.casInt(cell, stamp, bucket | 0)) {
-    server.setInt(cell + 1, 0);
-    server.setInt(cell + 2, 0);
+/** A trial that ended without an outcome (client gone) gives its token back. */
+export function leaveCircuit(server: UpstreamServer): void {
+  if (server.int(S.CB_STATE) !== CIRCUIT_HALF_OPEN) return;
+  server.locked(() => {
+    const trials = server.int(S.CB_TRIALS);
+    if (server.int(S.CB_STATE) === CIRCUIT_HALF_OPEN && trials > 0) server.setInt(S.CB_TRIALS, trials - 1);
+  });
+}
+
+/** How long the circuit stays open when it opens now, given the opens before it. Pure. */
+export function openDuration(config: BreakerConfig, opensInARow: number): number {
+  return Math.min(config.max_open_duration, config.open_duration * 2 ** opensInARow);
+}
+
+/** Under the lock. */
+function open(server: UpstreamServer, from: CircuitState, now: number, config: BreakerConfig, reason: string): CircuitChange {
+  // The previous open ended at CB_OPEN_UNTIL; closed for long enough since then, the backoff starts over.
+  const lastUntil = server.float(SF.CB_OPEN_UNTIL);
+  const opens = from === 'closed' && now - lastUntil >= config.max_open_duration ? 0 : server.int(S.CB_OPENS);
+  const openForMs = openDuration(config, opens);
+  server.setInt(S.CB_OPENS, opens + 1);
+  server.setFloat(SF.CB_OPEN_UNTIL, now + openForMs);
+  // Slow start ramps from when it can take requests again.
+  server.setFloat(SF.USABLE_SINCE, now + openForMs);
+  server.setInt(S.CB_FAILS, 0);
+  server.setInt(S.CB_TRIALS, 0);
+  for (let cell = 0; cell < WINDOW_BUCKETS * 3; cell++) server.setInt(S.WINDOW + cell, 0);
+  server.setInt(S.CB_STATE, CIRCUIT_OPEN);
+  return { server: server.id, from, to: 'open', reason, openForMs };
+}
+
+/** Under the lock. CB_OPENS is kept: a quick re-open continues the doubling. */
+function close(server: UpstreamServer, now: number): CircuitChange {
+  server.setInt(S.CB_TRIALS, 0);
+  server.setInt(S.CB_FAILS, 0);
+  server.setFloat(SF.USABLE_SINCE, now);
+  server.setInt(S.CB_STATE, CIRCUIT_CLOSED);
+  return { server: server.id, from: 'half-open', to: 'closed', reason: 'a trial request succeeded' };
+}
+
+/*
+ * The rolling window: WINDOW_BUCKETS cells of (bucket number, requests, failures).
+ * Bucket numbers are stored as Int32 and compared by wrapping difference, so they
+ * stay correct however large `now / bucketMs` grows.
+ */
+function bucketOf(now: number, window: number): number {
+  return Math.floor(now / Math.max(1, Math.floor(window / WINDOW_BUCKETS))) | 0;
+}
+
+function countInWindow(server: UpstreamServer, failed: boolean, now: number, window: number): void {
+  const bucket = bucketOf(now, window);
+  const cell = S.WINDOW + (((bucket % WINDOW_BUCKETS) + WINDOW_BUCKETS) % WINDOW_BUCKETS) * 3;
+  if (((bucket - server.int(cell)) | 0) > 0) {
+    // A new bucket reuses the oldest cell: one thread clears it. A thread whose clock read is a
+    // little behind never rolls a cell back; it counts into the newer bucket.
+    server.locked(() => {
+      if (((bucket - server.int(cell)) | 0) <= 0) return;
+      server.setInt(cell + 1, 0);
+      server.setInt(cell + 2, 0);
+      server.setInt(cell, bucket);
+    });
   }
   server.addInt(cell + 1, 1);
   if (failed) server.addInt(cell + 2, 1);
-  if (!failed) return;
+}
 
-  if (consecutive >= config.consecutive_failures) {
-    open(server, CIRCUIT_CLOSED, now, config, `${consecutive} failures in a row`, onChange);
-    return;
-  }
+function windowCounts(server: UpstreamServer, now: number, window: number): { total: number; failures: number } {
+  const bucket = bucketOf(now, window);
   let total = 0;
   let failures = 0;
   for (let b = 0; b < WINDOW_BUCKETS; b++) {
-    const c = S.WINDOW + b * 3;
-    if (bucket - server.int(c) < WINDOW_BUCKETS) {
-      total += server.int(c + 1);
-      failures += server.int(c + 2);
+    const cell = S.WINDOW + b * 3;
+    const age = (bucket - server.int(cell)) | 0;
+    if (age >= 0 && age < WINDOW_BUCKETS) {
+      total += server.int(cell + 1);
+      failures += server.int(cell + 2);
     }
   }
-  if (total >= config.min_requests && failures / total >= config.failure_ratio) {
-    open(server, CIRCUIT_CLOSED, now, config, `${failures} of ${total} requests failed in the last ${config.window} ms`, onChange);
-  }
-}
-
-/** A trial that ended without an outcome (client gone) gives its slot back. */
-export function leaveCircuit(server: UpstreamServer): void {
-  if (server.int(S.CB_STATE) !== CIRCUIT_HALF_OPEN) return;
-  for (;;) {
-    const trials = server.int(S.CB_TRIALS);
-    if (trials <= 0 || server.casInt(S.CB_TRIALS, trials, trials - 1)) return;
-  }
+  return { total, failures };
 }

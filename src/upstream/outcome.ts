@@ -2,19 +2,28 @@
  * What one attempt tells about a server: counters, latency average, and the
  * passive health and circuit breaker verdicts that follow from it.
  */
-import type { AttemptOutcome } from '../proxy/forwarder.ts';
+import type { Logger } from '../observe/logger.ts';
+import { type AttemptOutcome, isClientGone } from '../proxy/forwarder.ts';
 import { S, SF } from '../runtime/shared-state.ts';
 import { type CircuitChange, leaveCircuit, recordCircuit } from './circuit-breaker.ts';
 import { type EjectionChange, recordPassive } from './passive-health.ts';
 import { LATENCY_DECAY_MS, type UpstreamServer } from './server.ts';
 import type { ServiceRuntime } from './service.ts';
 
-export interface OutcomeListeners {
-  circuit(service: string, change: CircuitChange): void;
-  ejection(service: string, change: EjectionChange): void;
+/**
+ * A circuit or ejection change, as observers (logs, metrics, dashboard, API) receive it.
+ * Plain data: worker threads post it to the main thread.
+ */
+export type UpstreamChange = { service: string; at: number } & ({ kind: 'circuit'; change: CircuitChange } | { kind: 'ejection'; change: EjectionChange });
+
+/** The log line for a change: warn when a server leaves, info when it comes back. */
+export function logUpstreamChange(log: Logger, event: UpstreamChange): void {
+  if (event.kind === 'circuit')
+    log[event.change.to === 'closed' ? 'info' : 'warn']({ service: event.service, ...event.change }, `circuit ${event.change.from} → ${event.change.to}`);
+  else log.warn({ service: event.service, ...event.change }, 'server ejected by passive health');
 }
 
-const clientGone = (outcome: AttemptOutcome) => outcome.kind === 'failed' && (outcome.error as { code?: string }).code === 'VELOCITY_CLIENT_GONE';
+const clientGone = (outcome: AttemptOutcome) => outcome.kind === 'failed' && isClientGone(outcome.error);
 
 /** Whether an attempt counts as a failure of the server (not of the client). */
 export function isServerFailure(service: ServiceRuntime, outcome: AttemptOutcome): boolean {
@@ -23,7 +32,14 @@ export function isServerFailure(service: ServiceRuntime, outcome: AttemptOutcome
   return service.config.passive_health.failure_statuses.some((r) => status >= r.min && status <= r.max);
 }
 
-export function recordOutcome(service: ServiceRuntime, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number, now: number, listeners: OutcomeListeners): boolean {
+export function recordOutcome(
+  service: ServiceRuntime,
+  server: UpstreamServer,
+  outcome: AttemptOutcome,
+  latencyMs: number,
+  now: number,
+  onChange: (change: UpstreamChange) => void,
+): boolean {
   server.addInt(S.REQUESTS, 1);
   if (clientGone(outcome)) {
     // Says nothing about the server; a half-open trial slot is given back.
@@ -33,8 +49,8 @@ export function recordOutcome(service: ServiceRuntime, server: UpstreamServer, o
   const failed = isServerFailure(service, outcome);
   if (failed) server.addInt(S.FAILURES, 1);
   updateEwma(server, failed ? Math.max(latencyMs, service.config.timeouts.response_header) : latencyMs, now);
-  recordPassive(service.servers, server, failed, now, service.config.passive_health, (change) => listeners.ejection(service.name, change));
-  recordCircuit(server, failed, now, service.config.circuit_breaker, (change) => listeners.circuit(service.name, change));
+  recordPassive(service, server, failed, now, service.config.passive_health, (change) => onChange({ kind: 'ejection', service: service.name, at: now, change }));
+  recordCircuit(server, failed, now, service.config.circuit_breaker, (change) => onChange({ kind: 'circuit', service: service.name, at: now, change }));
   return failed;
 }
 

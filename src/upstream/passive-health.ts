@@ -8,6 +8,8 @@ import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, SF } from '../runtime/shared-state.ts';
 import type { UpstreamServer } from './server.ts';
 
+export type PassiveHealthConfig = ServiceConfig['passive_health'];
+
 export interface EjectionChange {
   server: string;
   ejectedForMs: number;
@@ -15,12 +17,31 @@ export interface EjectionChange {
   reason: string;
 }
 
+/**
+ * The servers among which `max_ejected_percent` holds, and the lock (the service's)
+ * that makes "count the ejected ones, then eject" one step on every thread.
+ */
+export interface EjectionScope {
+  readonly servers: readonly UpstreamServer[];
+  locked<T>(fn: () => T): T;
+}
+
+/** How long the next ejection lasts after `ejectedBefore` earlier ones. Pure. */
+export function ejectionDuration(config: PassiveHealthConfig, ejectedBefore: number): number {
+  return Math.min(config.max_ejection, config.base_ejection * 2 ** ejectedBefore);
+}
+
+/** Whether one more ejection keeps the ejected share within `max_ejected_percent`. Pure. */
+export function mayEject(alreadyEjected: number, servers: number, maxPercent: number): boolean {
+  return ((alreadyEjected + 1) / servers) * 100 <= maxPercent;
+}
+
 export function recordPassive(
-  servers: readonly UpstreamServer[],
+  scope: EjectionScope,
   server: UpstreamServer,
   failed: boolean,
   now: number,
-  config: ServiceConfig['passive_health'],
+  config: PassiveHealthConfig,
   onEject: (change: EjectionChange) => void,
 ): void {
   if (!config.enabled) return;
@@ -30,14 +51,22 @@ export function recordPassive(
     return;
   }
   const fails = server.addInt(S.PASSIVE_FAILS, 1) + 1;
+  // Answers to requests sent before an ejection do not extend it.
   if (fails < config.consecutive_failures || now < server.float(SF.EJECTED_UNTIL)) return;
-  const ejected = servers.reduce((n, s) => n + (s !== server && now < s.float(SF.EJECTED_UNTIL) ? 1 : 0), 0);
-  if (((ejected + 1) / servers.length) * 100 > config.max_ejected_percent) return;
-  // One thread ejects: the one that resets the failure count.
-  if (!server.casInt(S.PASSIVE_FAILS, fails, 0)) return;
-  const before = server.addInt(S.EJECTIONS, 1);
-  const ejectedForMs = Math.min(config.max_ejection, config.base_ejection * 2 ** before);
-  server.setFloat(SF.EJECTED_UNTIL, now + ejectedForMs);
-  server.setFloat(SF.USABLE_SINCE, now + ejectedForMs);
-  onEject({ server: server.id, ejectedForMs, ejections: before + 1, reason: `${fails} consecutive failures` });
+  const change = scope.locked(() => {
+    if (server.int(S.PASSIVE_FAILS) < config.consecutive_failures || now < server.float(SF.EJECTED_UNTIL)) return undefined;
+    let ejected = 0;
+    for (const s of scope.servers) if (s !== server && now < s.float(SF.EJECTED_UNTIL)) ejected++;
+    // Over the limit the server stays in and its failures keep counting, so it goes as soon as another returns.
+    if (!mayEject(ejected, scope.servers.length, config.max_ejected_percent)) return undefined;
+    const before = server.int(S.EJECTIONS);
+    const ejectedForMs = ejectionDuration(config, before);
+    server.setInt(S.EJECTIONS, before + 1);
+    server.setInt(S.PASSIVE_FAILS, 0);
+    // Slow start ramps from the end of the ejection.
+    server.setFloat(SF.USABLE_SINCE, now + ejectedForMs);
+    server.setFloat(SF.EJECTED_UNTIL, now + ejectedForMs);
+    return { server: server.id, ejectedForMs, ejections: before + 1, reason: `${fails} consecutive failures` };
+  });
+  if (change) onEject(change);
 }

@@ -3,23 +3,37 @@
  * The bound (`queue.max_length`) is one shared counter for all threads; each thread
  * keeps its own FIFO and wakes when any thread frees capacity (Atomics.waitAsync on
  * the service's release counter). Waiters whose client went away leave the queue.
+ *
+ * The oldest waiter that can be served is served first. A waiter that cannot take
+ * any free server (a retry excluding the servers it already tried) does not hold
+ * up those behind it.
  */
 
 import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import { type SharedState, V } from '../runtime/shared-state.ts';
 import type { UpstreamServer } from './server.ts';
-import type { ServiceRuntime } from './service.ts';
+
+/** What the queue needs of a service (ServiceRuntime in production, a stand-in in unit tests). */
+export interface QueuedService {
+  readonly slot: number;
+  readonly config: { readonly queue: { readonly max_length: number; readonly timeout: number } };
+  acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer>): UpstreamServer | undefined;
+  hasHealthyServer(exclude: ReadonlySet<UpstreamServer>): boolean;
+  signalRelease(): void;
+}
 
 interface Waiter {
   request: PickRequest;
   exclude: ReadonlySet<UpstreamServer>;
   resolve(result: UpstreamServer | VelocityError): void;
   timer: NodeJS.Timeout;
+  signal: AbortSignal;
+  onAbort(): void;
   done: boolean;
 }
 
-/** Poll interval as a safety net beside the wake-ups (a release could be missed between check and wait). */
+/** Poll interval as a safety net beside the wake-ups (capacity also returns when a circuit closes or an ejection ends). */
 const RECHECK_MS = 50;
 
 export class RequestQueue {
@@ -29,15 +43,16 @@ export class RequestQueue {
   private readonly lengthIndex: number;
   private readonly releasesIndex: number;
   /** The service as currently configured (swapped on reload). */
-  service: ServiceRuntime;
+  service: QueuedService;
 
-  constructor(service: ServiceRuntime, state: SharedState) {
+  constructor(service: QueuedService, state: SharedState) {
     this.service = service;
     this.ints = state.serviceInts;
     this.lengthIndex = state.serviceIndex(service.slot, V.QUEUE_LENGTH);
     this.releasesIndex = state.serviceIndex(service.slot, V.RELEASES);
   }
 
+  /** Requests waiting on every thread. */
   get length(): number {
     return Atomics.load(this.ints, this.lengthIndex);
   }
@@ -46,6 +61,7 @@ export class RequestQueue {
   wait(request: PickRequest, exclude: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
     const { max_length, timeout } = this.service.config.queue;
     const retryAfter = Math.max(1, Math.ceil(timeout / 1000));
+    if (signal.aborted) return Promise.resolve(new VelocityError('QUEUE_TIMEOUT', 'client went away before it was queued'));
     for (;;) {
       const length = Atomics.load(this.ints, this.lengthIndex);
       if (length >= max_length) return Promise.resolve(new VelocityError('QUEUE_FULL', undefined, { retryAfter }));
@@ -56,26 +72,24 @@ export class RequestQueue {
         request,
         exclude,
         resolve,
+        signal,
         done: false,
         timer: setTimeout(() => this.settle(waiter, new VelocityError('QUEUE_TIMEOUT', undefined, { retryAfter })), timeout),
+        onAbort: () => this.settle(waiter, new VelocityError('QUEUE_TIMEOUT', 'client went away while queued')),
       };
-      signal.addEventListener('abort', () => this.settle(waiter, new VelocityError('QUEUE_TIMEOUT', 'client went away while queued')), { once: true });
+      signal.addEventListener('abort', waiter.onAbort, { once: true });
       this.waiters.push(waiter);
-      void this.pump();
+      // A running pump sleeps until a release: serve what can be served now instead of waiting for it.
+      if (this.pumping) this.serveOnePass();
+      else void this.pump();
     });
   }
 
   private settle(waiter: Waiter, result: UpstreamServer | VelocityError): void {
-    if (waiter.done) {
-      // Lost the race to a timeout or abort: give the server back.
-      if (!(result instanceof VelocityError)) {
-        result.release();
-        this.service.signalRelease();
-      }
-      return;
-    }
+    if (waiter.done) return;
     waiter.done = true;
     clearTimeout(waiter.timer);
+    waiter.signal.removeEventListener('abort', waiter.onAbort);
     Atomics.sub(this.ints, this.lengthIndex, 1);
     const at = this.waiters.indexOf(waiter);
     if (at >= 0) this.waiters.splice(at, 1);
@@ -87,22 +101,34 @@ export class RequestQueue {
     this.pumping = true;
     try {
       while (this.waiters.length > 0) {
-        const head = this.waiters[0] as Waiter;
         const seen = Atomics.load(this.ints, this.releasesIndex);
-        const server = this.service.acquire(head.request, head.exclude);
-        if (server) {
-          this.settle(head, server);
-          continue;
-        }
-        if (!this.service.hasHealthyServer(head.exclude)) {
-          this.settle(head, new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 }));
-          continue;
-        }
+        if (this.serveOnePass()) continue;
         const waited = Atomics.waitAsync(this.ints, this.releasesIndex, seen, RECHECK_MS);
         if (waited.async) await waited.value;
       }
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** Serves the oldest waiter that can be served now; answers the ones no server will ever take. True if any left. */
+  private serveOnePass(): boolean {
+    let blockedWithoutExclusions = false;
+    for (const waiter of [...this.waiters]) {
+      const unrestricted = waiter.exclude.size === 0;
+      // An earlier waiter without exclusions found nothing: neither will this one.
+      if (unrestricted && blockedWithoutExclusions) continue;
+      const server = this.service.acquire(waiter.request, waiter.exclude);
+      if (server) {
+        this.settle(waiter, server);
+        return true;
+      }
+      if (!this.service.hasHealthyServer(waiter.exclude)) {
+        this.settle(waiter, new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 }));
+        return true;
+      }
+      if (unrestricted) blockedWithoutExclusions = true;
+    }
+    return false;
   }
 }

@@ -3,7 +3,7 @@
  * state kept in shared memory (so every thread reads the same numbers).
  */
 import type { BalancedServer } from '../balancer/policy.ts';
-import { S, SF, type SharedState } from '../runtime/shared-state.ts';
+import { S, SF, type SharedState, withSpinLock } from '../runtime/shared-state.ts';
 
 /** How fast an old latency observation fades (peak EWMA time constant). */
 export const LATENCY_DECAY_MS = 10_000;
@@ -75,6 +75,11 @@ export class UpstreamServer implements BalancedServer {
 
   casInt(field: number, expected: number, value: number): boolean {
     return Atomics.compareExchange(this.ints, this.i + field, expected, value) === expected;
+  }
+
+  /** Runs `fn` holding this server's spin lock: state changes that write several cells (circuit, ejection) happen whole. */
+  locked<T>(fn: () => T): T {
+    return withSpinLock(this.ints, this.i + S.LOCK, fn);
   }
 
   float(field: number): number {

@@ -3,13 +3,9 @@
  * policy, and the selection step every request goes through.
  */
 
-import { loadedPolicyModule } from '../balancer/module-loader.ts';
+import { customPolicy } from '../balancer/module-loader.ts';
 import type { PickRequest, Policy, SharedPolicyState } from '../balancer/policy.ts';
 import { policyFactory } from '../balancer/registry.ts';
-
-/** Where custom policy modules are resolved from: the config file's folder (set at start). */
-export const policyModuleBase = { dir: process.cwd() };
-
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, type SharedState, V, withSpinLock } from '../runtime/shared-state.ts';
 import { isAvailable, isHealthy } from './availability.ts';
@@ -18,15 +14,26 @@ import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
 import type { ServiceSpec } from './topology.ts';
 
+/** Where custom policy modules are resolved from: the config file's folder (set at start, and in each thread). */
+export const policyModuleBase = { dir: process.cwd() };
+
 export type PolicyLoader = (config: ServiceConfig, shared: SharedPolicyState) => Policy;
 
-/** Built-in policies by name; custom modules are resolved by the loader the runtime passes in. */
-export const builtinPolicyLoader: PolicyLoader = (config, shared) => {
-  const custom = config.policy as { name: string; module?: string };
-  const factory = custom.name === 'module' && custom.module ? loadedPolicyModule(custom.module, policyModuleBase.dir) : policyFactory(config.policy.name);
-  if (!factory) throw new Error(`policy "${config.policy.name}" is not loaded`);
-  return factory(config.policy.options, { shared, random: Math.random, now: Date.now });
-};
+/**
+ * Built-in policies by name, and custom modules (loaded and checked with the config).
+ * `onPolicyError` is told when a custom policy misbehaves; round robin answers for it meanwhile.
+ */
+export function policyLoader(onPolicyError: (service: string, message: string) => void = () => {}): PolicyLoader {
+  return (config, shared) => {
+    const context = { shared, random: Math.random, now: Date.now };
+    const policy = config.policy as { name: string; module?: string; options: Record<string, unknown> };
+    if (policy.name === 'module' && policy.module)
+      return customPolicy(policy.module, policyModuleBase.dir, policy.options, context, (message) => onPolicyError(config.name, message));
+    const factory = policyFactory(policy.name);
+    if (!factory) throw new Error(`unknown policy "${policy.name}"`);
+    return factory(policy.options, context);
+  };
+}
 
 export class ServiceRuntime {
   readonly name: string;
@@ -117,6 +124,11 @@ export class ServiceRuntime {
   hasAvailableServer(exclude?: ReadonlySet<UpstreamServer>): boolean {
     const now = Date.now();
     return this.servers.some((s) => !exclude?.has(s) && isAvailable(s, now));
+  }
+
+  /** Runs `fn` holding this service's spin lock (shared by every thread): e.g. "count the ejected servers, then eject". */
+  locked<T>(fn: () => T): T {
+    return withSpinLock(this.ints, this.base + V.LOCK, fn);
   }
 
   /** Wakes requests queued for this service on any thread: a server freed capacity. */
