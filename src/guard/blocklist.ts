@@ -1,19 +1,38 @@
 /**
- * The dynamic blocklist: addresses and ranges blocked at runtime (by an operator
- * or by auto-ban), each with an optional expiry. Local by default; with Redis it
- * is shared — every entry is its own key with a TTL, and a pub/sub message makes
- * every instance reload the list at once.
+ * The dynamic blocklist: addresses and ranges blocked at runtime — by an operator
+ * (the programmatic API below, exposed at /api/v1/blocklist) or by auto-ban — each
+ * with an optional expiry. MemoryBlocklist is this instance's; RedisBlocklist
+ * (redis-blocklist.ts) shares one list between every instance.
  */
 import type { Logger } from '../observe/logger.ts';
-import { type Cidr, cidrContains, ipToBig, parseCidr } from './cidr.ts';
-import type { RedisState } from './redis-state.ts';
+import { type Cidr, cidrContains, parseCidr } from './cidr.ts';
+
+export type BlockSource = 'operator' | 'auto-ban';
 
 export interface BlockEntry {
+  /** Canonical address or range (`198.51.100.7`, `10.0.0.0/8`, `2001:db8::/32`). */
   cidr: string;
   reason: string;
+  source: BlockSource;
   /** Epoch ms, or null for no expiry. */
   expiresAt: number | null;
   addedAt: number;
+}
+
+export interface Blocklist {
+  /**
+   * Blocks an address or CIDR range for `ttlMs` (undefined or 0: until removed).
+   * Adding an entry that exists replaces it. Throws BlocklistError on bad input.
+   */
+  add(target: string, ttlMs?: number, reason?: string, source?: BlockSource): Promise<BlockEntry>;
+  /** Unblocks an entry (by the text it was added with, or its canonical form); false when it was not there. */
+  remove(target: string): Promise<boolean>;
+  /** Current entries, expired ones left out. */
+  list(): BlockEntry[];
+  /** The entry covering an address (as from ipToBig), if any. */
+  match(ip: bigint, now?: number): BlockEntry | undefined;
+  readonly size: number;
+  close(): void;
 }
 
 export class BlocklistError extends Error {
@@ -26,96 +45,95 @@ export class BlocklistError extends Error {
   }
 }
 
-export class Blocklist {
-  private entries = new Map<string, BlockEntry & { range: Cidr }>();
-  private readonly redis: RedisState | undefined;
+/** Entries beyond this are refused, so a flood of auto-bans (IPv6 clients are cheap) cannot exhaust memory. */
+export const MAX_BLOCK_ENTRIES = 100_000;
+
+/** An entry with its parsed range. */
+export type Stored = BlockEntry & { range: Cidr };
+
+/** Checks an add() call and builds its entry. */
+export function blockEntry(target: string, ttlMs: number | undefined, reason: string, source: BlockSource, now: number): Stored {
+  const range = typeof target === 'string' ? parseCidr(target) : undefined;
+  if (!range) throw new BlocklistError(`"${target}" is not an IP address or CIDR range; expected e.g. 198.51.100.7, 10.0.0.0/8 or 2001:db8::/32`, 'cidr');
+  if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs >= 0)) throw new BlocklistError('ttl must be a duration of 0 or more (0 = until removed)', 'ttl');
+  return { cidr: range.text, reason, source, expiresAt: ttlMs ? now + ttlMs : null, addedAt: now, range };
+}
+
+const publicEntry = ({ range: _range, ...entry }: Stored): BlockEntry => entry;
+
+export class MemoryBlocklist implements Blocklist {
+  /** Single addresses, by their 128-bit value: one lookup per request however many are banned. */
+  private exact = new Map<bigint, Stored>();
+  /** Ranges, checked one by one (operators add few). */
+  private ranges = new Map<string, Stored>();
   private readonly log: Logger;
   private readonly timer: NodeJS.Timeout;
+  private fullLogged = false;
 
-  constructor(log: Logger, redis?: RedisState) {
+  constructor(log: Logger) {
     this.log = log;
-    this.redis = redis;
-    if (redis) {
-      redis.onBlocklistMessage(() => void this.sync());
-      redis.client.on('ready', () => void this.sync());
-    }
     this.timer = setInterval(() => this.expire(Date.now()), 1_000);
     this.timer.unref();
   }
 
-  /** Blocks an address or range; `ttlMs` 0 or undefined = until removed. */
-  async add(target: string, ttlMs: number | undefined, reason: string, now = Date.now()): Promise<BlockEntry> {
-    const range = parseCidr(target);
-    if (!range) throw new BlocklistError(`"${target}" is not an IP address or CIDR range`, 'cidr');
-    if (ttlMs !== undefined && (!Number.isFinite(ttlMs) || ttlMs < 0)) throw new BlocklistError('ttl must be a positive duration', 'ttl');
-    const entry: BlockEntry = { cidr: range.text, reason, expiresAt: ttlMs ? now + ttlMs : null, addedAt: now };
-    this.entries.set(entry.cidr, { ...entry, range });
-    this.log.warn({ cidr: entry.cidr, reason, expiresAt: entry.expiresAt }, 'blocked');
-    if (this.redis?.available) {
-      const key = this.redis.hashKey(`block:${entry.cidr}`);
-      await (ttlMs ? this.redis.client.set(key, JSON.stringify(entry), 'PX', ttlMs) : this.redis.client.set(key, JSON.stringify(entry))).catch(() => undefined);
-      await this.redis.publishBlocklist(`add ${entry.cidr}`).catch(() => undefined);
-    }
-    return entry;
+  get size(): number {
+    return this.exact.size + this.ranges.size;
+  }
+
+  async add(target: string, ttlMs?: number, reason = 'added by an operator', source: BlockSource = 'operator'): Promise<BlockEntry> {
+    const entry = blockEntry(target, ttlMs, reason, source, Date.now());
+    this.put(entry);
+    this.log.warn({ cidr: entry.cidr, reason, source, expiresAt: entry.expiresAt }, 'blocked');
+    return publicEntry(entry);
   }
 
   async remove(target: string): Promise<boolean> {
-    const range = parseCidr(target);
-    const key = range?.text ?? target;
-    const had = this.entries.delete(key);
-    if (this.redis?.available) {
-      const removed = await this.redis.client.del(this.redis.hashKey(`block:${key}`)).catch(() => 0);
-      await this.redis.publishBlocklist(`remove ${key}`).catch(() => undefined);
-      return had || removed > 0;
-    }
-    return had;
+    return this.delete(target);
   }
 
   list(now = Date.now()): BlockEntry[] {
     this.expire(now);
-    return [...this.entries.values()].map(({ range: _range, ...e }) => e);
+    return [...this.exact.values(), ...this.ranges.values()].map(publicEntry);
   }
 
-  /** The entry blocking this address, if any. */
-  match(ip: string, now = Date.now()): BlockEntry | undefined {
-    if (this.entries.size === 0) return undefined;
-    const value = ipToBig(ip);
-    if (value === undefined) return undefined;
-    for (const e of this.entries.values()) {
-      if (e.expiresAt !== null && e.expiresAt <= now) continue;
-      if (cidrContains(e.range, value)) return e;
-    }
+  match(ip: bigint, now = Date.now()): BlockEntry | undefined {
+    const hit = this.exact.get(ip);
+    if (hit && (hit.expiresAt === null || hit.expiresAt > now)) return hit;
+    for (const e of this.ranges.values()) if ((e.expiresAt === null || e.expiresAt > now) && cidrContains(e.range, ip)) return e;
     return undefined;
   }
 
-  private expire(now: number): void {
-    for (const [key, e] of this.entries) if (e.expiresAt !== null && e.expiresAt <= now) this.entries.delete(key);
+  /** Stores an entry as is (used when mirroring a shared list). */
+  put(entry: Stored): void {
+    const table = entry.range.bits === 128 ? this.exact : this.ranges;
+    const key = entry.range.bits === 128 ? entry.range.base : entry.cidr;
+    if (!(table as Map<unknown, Stored>).has(key) && this.size >= MAX_BLOCK_ENTRIES) {
+      if (!this.fullLogged) this.log.error({ max: MAX_BLOCK_ENTRIES }, 'the blocklist is full; new entries are refused until some expire');
+      this.fullLogged = true;
+      throw new BlocklistError(`the blocklist is full (${MAX_BLOCK_ENTRIES} entries)`, 'cidr');
+    }
+    (table as Map<unknown, Stored>).set(key, entry);
   }
 
-  /** Replaces the local list with Redis's. */
-  async sync(): Promise<void> {
-    const redis = this.redis;
-    if (!redis?.available) return;
-    try {
-      const keys: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, found] = await redis.client.scan(cursor, 'MATCH', redis.hashKey('block:*'), 'COUNT', 500);
-        cursor = next;
-        keys.push(...found);
-      } while (cursor !== '0');
-      const values = keys.length ? await redis.client.mget(...keys) : [];
-      const next = new Map<string, BlockEntry & { range: Cidr }>();
-      for (const v of values) {
-        if (!v) continue;
-        const entry = JSON.parse(v) as BlockEntry;
-        const range = parseCidr(entry.cidr);
-        if (range) next.set(entry.cidr, { ...entry, range });
-      }
-      this.entries = next;
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'blocklist sync from redis failed; keeping the local list');
+  /** Removes an entry by any spelling of it; false when it was not there. */
+  delete(target: string): boolean {
+    const range = parseCidr(target);
+    if (!range) return false;
+    return range.bits === 128 ? this.exact.delete(range.base) : this.ranges.delete(range.text);
+  }
+
+  /** Replaces every entry (a fresh copy of the shared list). */
+  replace(entries: Iterable<Stored>): void {
+    this.exact = new Map();
+    this.ranges = new Map();
+    for (const e of entries) if (this.size < MAX_BLOCK_ENTRIES) this.put(e);
+  }
+
+  private expire(now: number): void {
+    for (const table of [this.exact, this.ranges] as Map<unknown, Stored>[]) {
+      for (const [key, e] of table) if (e.expiresAt !== null && e.expiresAt <= now) table.delete(key);
     }
+    if (this.size < MAX_BLOCK_ENTRIES) this.fullLogged = false;
   }
 
   close(): void {

@@ -1,14 +1,21 @@
-/** IPv4/IPv6 addresses and CIDR ranges as 128-bit numbers; IPv4-mapped IPv6 is the IPv4 address. */
+/**
+ * IPv4/IPv6 addresses and CIDR ranges as 128-bit numbers. IPv4 lives in the
+ * IPv4-mapped part of the IPv6 space (::ffff:a.b.c.d), so `10.0.0.0/8` and
+ * `::ffff:10.0.0.0/104` are one range and a mapped client address matches both.
+ */
 import { isIPv4, isIPv6 } from 'node:net';
 
 export interface Cidr {
+  /** Canonical text: network address (IPv4 dotted, IPv6 compressed) and `/bits` unless a single address. */
   text: string;
-  /** Network address and mask length in the 128-bit IPv6 space (IPv4 as ::ffff:a.b.c.d). */
+  /** Network address in the 128-bit space. */
   base: bigint;
+  /** Mask length in the 128-bit space (an IPv4 /8 is 104). */
   bits: number;
 }
 
 const V4_MAPPED = 0xffffn << 32n;
+const ALL_ONES = (1n << 128n) - 1n;
 
 function v4ToBig(ip: string): bigint {
   return ip.split('.').reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n);
@@ -39,7 +46,19 @@ export function ipToBig(ip: string): bigint | undefined {
   return undefined;
 }
 
-/** `10.0.0.0/8`, `2001:db8::/32`, or a single address; undefined when malformed. */
+/** The canonical text of a range: mapped IPv4 as dotted quads, IPv6 compressed (RFC 5952). */
+export function formatCidr(base: bigint, bits: number): string {
+  if (bits >= 96 && base >> 32n === 0xffffn) {
+    const v4 = [24n, 16n, 8n, 0n].map((s) => Number((base >> s) & 0xffn)).join('.');
+    return bits === 128 ? v4 : `${v4}/${bits - 96}`;
+  }
+  const groups = Array.from({ length: 8 }, (_, i) => ((base >> BigInt(112 - 16 * i)) & 0xffffn).toString(16));
+  // The WHATWG URL serializer compresses IPv6 the canonical way.
+  const v6 = new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
+  return bits === 128 ? v6 : `${v6}/${bits}`;
+}
+
+/** `10.0.0.0/8`, `2001:db8::/32`, or a single address; undefined when malformed. Host bits are cleared. */
 export function parseCidr(text: string): Cidr | undefined {
   const [addr, len, extra] = text.trim().split('/');
   if (addr === undefined || extra !== undefined) return undefined;
@@ -50,8 +69,9 @@ export function parseCidr(text: string): Cidr | undefined {
   const n = len === undefined ? max : /^\d{1,3}$/.test(len) ? Number(len) : Number.NaN;
   if (!(n >= 0 && n <= max)) return undefined;
   const bits = v4 ? 96 + n : n;
-  const mask = bits === 0 ? 0n : ((1n << 128n) - 1n) ^ ((1n << BigInt(128 - bits)) - 1n);
-  return { text: text.trim(), base: value & mask, bits };
+  const mask = bits === 0 ? 0n : ALL_ONES ^ ((1n << BigInt(128 - bits)) - 1n);
+  const base = value & mask;
+  return { text: formatCidr(base, bits), base, bits };
 }
 
 export function cidrContains(cidr: Cidr, ip: bigint): boolean {

@@ -1,32 +1,53 @@
 /**
  * The client's address: the socket peer, or — only when that peer is a trusted
- * proxy — the right-most address in X-Forwarded-For / Forwarded that is not itself
- * a trusted proxy. Anything a client writes in those headers is ignored otherwise.
+ * proxy — the right-most address in X-Forwarded-For (or, without it, Forwarded)
+ * that is not itself a trusted proxy. Anything a client writes in those headers is
+ * ignored otherwise. A hop that is not an address (`unknown`, garbage) stops the
+ * walk and the peer is used, as nginx's realip does: nothing left of it can be believed.
  */
 import type { IncomingMessage } from 'node:http';
-import type { CidrSet } from './cidr.ts';
+import { isIP } from 'node:net';
+import { type CidrSet, parseCidr } from './cidr.ts';
 
+/** `::ffff:1.2.3.4` (how Node reports IPv4 on a dual-stack socket) → `1.2.3.4`. */
 export function normalizeIp(ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+  return ip.length > 7 && ip.includes('.') && ip.slice(0, 7).toLowerCase() === '::ffff:' ? ip.slice(7) : ip;
 }
 
-/** Addresses from `Forwarded: for=…` (RFC 7239), in order. */
+/** One hop of X-Forwarded-For / Forwarded (`1.2.3.4`, `1.2.3.4:80`, `[2001:db8::1]:443`, quoted) as a canonical address. */
+export function parseHop(raw: string): string | undefined {
+  let value = raw.trim();
+  if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+  if (value.startsWith('[')) {
+    const end = value.indexOf(']');
+    if (end < 0) return undefined;
+    value = value.slice(1, end);
+  } else if (value.includes('.') && value.lastIndexOf(':') > value.lastIndexOf('.')) {
+    value = value.slice(0, value.lastIndexOf(':'));
+  }
+  const family = isIP(value);
+  if (family === 4) return value;
+  if (family === 6) return normalizeIp(parseCidr(value)?.text ?? value);
+  return undefined;
+}
+
+/** The `for=` values of `Forwarded` (RFC 7239), in order. */
 function forwardedFor(header: string): string[] {
   const out: string[] = [];
   for (const element of header.split(',')) {
     for (const pair of element.split(';')) {
       const eq = pair.indexOf('=');
-      if (eq < 0 || pair.slice(0, eq).trim().toLowerCase() !== 'for') continue;
-      let value = pair
-        .slice(eq + 1)
-        .trim()
-        .replace(/^"|"$/g, '');
-      if (value.startsWith('[')) value = value.slice(1, value.indexOf(']'));
-      else if (/^\d+\.\d+\.\d+\.\d+:\d+$/.test(value)) value = value.slice(0, value.lastIndexOf(':'));
-      out.push(value);
+      if (eq >= 0 && pair.slice(0, eq).trim().toLowerCase() === 'for') out.push(pair.slice(eq + 1));
     }
   }
   return out;
+}
+
+function forwardedChain(req: IncomingMessage): string[] {
+  const xff = req.headers['x-forwarded-for'];
+  if (xff) return (Array.isArray(xff) ? xff.join(',') : xff).split(',');
+  const forwarded = req.headers.forwarded;
+  return forwarded ? forwardedFor(Array.isArray(forwarded) ? forwarded.join(',') : forwarded) : [];
 }
 
 export class ClientIpResolver {
@@ -43,13 +64,15 @@ export class ClientIpResolver {
   resolve(req: IncomingMessage): string {
     const peer = normalizeIp(req.socket.remoteAddress ?? '');
     if (this.trusted.size === 0 || !this.trusted.has(peer)) return peer;
-    const xff = req.headers['x-forwarded-for'];
-    const chain = xff ? (Array.isArray(xff) ? xff.join(',') : xff).split(',').map((s) => s.trim()) : forwardedFor(String(req.headers.forwarded ?? ''));
+    const chain = forwardedChain(req);
+    let client = peer;
     for (let i = chain.length - 1; i >= 0; i--) {
-      const hop = normalizeIp(chain[i] as string);
-      if (!hop) continue;
+      const hop = parseHop(chain[i] as string);
+      if (hop === undefined) return peer;
+      client = hop;
       if (!this.trusted.has(hop)) return hop;
     }
-    return chain.length > 0 ? normalizeIp(chain[0] as string) : peer;
+    // Every hop is a trusted proxy: the left-most is as far as the chain goes.
+    return client;
   }
 }

@@ -2,6 +2,7 @@
  * GCRA (the generic cell rate algorithm): one "theoretical arrival time" per key.
  * A request is allowed when, after adding one emission interval, the TAT is at
  * most `burst` intervals ahead of now. Smooth — no window edge lets 2× through.
+ * The Lua script in redis-rate-limit-store.ts is the same arithmetic.
  */
 
 export interface Limit {
@@ -16,19 +17,24 @@ export interface Verdict {
   remaining: number;
   /** Milliseconds until the next request would be allowed (0 when allowed). */
   retryAfterMs: number;
-  /** Milliseconds until the bucket is full again. */
+  /** Milliseconds until the full burst is available again. */
   resetMs: number;
-  /** The TAT to store when allowed. */
+}
+
+/** The verdict and the TAT to store (unchanged when refused). */
+export interface GcraResult extends Verdict {
   tat: number;
 }
 
-export function gcra(tat: number, now: number, limit: Limit): Verdict {
+/** Absorbs float error in `interval × burst` so exactly `burst` requests pass. */
+const EPSILON = 1e-6;
+
+export function gcra(tat: number, now: number, limit: Limit): GcraResult {
   const capacity = limit.intervalMs * limit.burst;
-  const next = Math.max(tat, now) + limit.intervalMs;
-  const ahead = next - now;
-  if (ahead <= capacity + 1e-9) {
-    return { allowed: true, remaining: Math.floor((capacity - ahead) / limit.intervalMs + 1e-9), retryAfterMs: 0, resetMs: ahead, tat: next };
+  const base = Math.max(tat, now);
+  const ahead = base + limit.intervalMs - now;
+  if (ahead <= capacity + EPSILON) {
+    return { allowed: true, remaining: Math.floor((capacity - ahead) / limit.intervalMs + EPSILON), retryAfterMs: 0, resetMs: ahead, tat: base + limit.intervalMs };
   }
-  const current = Math.max(tat, now) - now;
-  return { allowed: false, remaining: 0, retryAfterMs: ahead - capacity, resetMs: current, tat };
+  return { allowed: false, remaining: 0, retryAfterMs: ahead - capacity, resetMs: base - now, tat };
 }

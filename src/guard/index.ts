@@ -1,86 +1,83 @@
-/** Builds the traffic-control guards from a config and keeps the state they share across reloads. */
+/**
+ * Traffic control for one Velocity: builds the guards from each config and keeps
+ * what outlives a reload — the rate-limit store (local table, or Redis with the
+ * table as fallback), the blocklist, and the Redis connections.
+ */
 import type { AdminRoute } from '../admin/router.ts';
-import { AdminError } from '../admin/router.ts';
 import type { Config } from '../config/schema/root.ts';
-import { parseDuration } from '../config/units.ts';
+import type { StateConfig } from '../config/schema/traffic.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import { Blocklist, BlocklistError } from './blocklist.ts';
+import { blocklistRoutes } from './admin-routes.ts';
+import { AutoBan } from './auto-ban.ts';
+import { type Blocklist, MemoryBlocklist } from './blocklist.ts';
 import { CidrSet } from './cidr.ts';
 import { ClientIpResolver } from './client-ip.ts';
-import { IpFilterGuard, RateLimitGuard } from './guards.ts';
-import { LocalRateLimitTable } from './rate-limit-store.ts';
-import { RedisState } from './redis-state.ts';
+import { FailoverRateLimitStore } from './failover-rate-limit-store.ts';
+import { IpFilterGuard } from './ip-filter-guard.ts';
+import { RateLimitGuard } from './rate-limit-guard.ts';
+import { LocalRateLimitTable, type RateLimitStore } from './rate-limit-store.ts';
+import { RedisBlocklist } from './redis-blocklist.ts';
+import { RedisConnection } from './redis-connection.ts';
+import { RedisRateLimitStore } from './redis-rate-limit-store.ts';
+
+/** How long start() waits for Redis before serving with the local fallback. */
+const REDIS_START_WAIT_MS = 2_000;
 
 export class TrafficControl {
   readonly blocklist: Blocklist;
-  readonly redis: RedisState | undefined;
-  private readonly table: LocalRateLimitTable;
+  private readonly store: RateLimitStore;
+  private readonly bans: AutoBan;
+  private readonly redis: RedisConnection | undefined;
+  private readonly shared: RedisBlocklist | undefined;
+  private readonly state: StateConfig;
   private readonly log: Logger;
 
-  constructor(config: Config, tableBuffer: SharedArrayBuffer, log: Logger) {
+  /**
+   * `tableBuffer` is the local limiter table in shared memory (see SharedState).
+   * `wrapBlocklist` lets a thread pool put its own layer around this thread's list
+   * (to pass changes to the other threads); the guards and auto-ban then use that layer.
+   */
+  constructor(config: Config, tableBuffer: SharedArrayBuffer, log: Logger, options: { wrapBlocklist?: (list: Blocklist) => Blocklist } = {}) {
     this.log = log;
-    this.table = new LocalRateLimitTable(tableBuffer);
-    this.redis = config.state.store === 'redis' && config.state.url ? new RedisState(config.state.url, config.state.prefix, log) : undefined;
-    this.blocklist = new Blocklist(log, this.redis);
+    this.state = config.state;
+    const table = new LocalRateLimitTable(tableBuffer);
+    const { store, url, prefix, on_failure, timeout } = config.state;
+    let blocklist: Blocklist;
+    if (store === 'redis' && url) {
+      const redis = new RedisConnection(url, prefix, timeout, log);
+      this.redis = redis;
+      this.shared = new RedisBlocklist(redis, log);
+      blocklist = this.shared;
+      this.store = new FailoverRateLimitStore(new RedisRateLimitStore(redis), table, redis, on_failure);
+    } else {
+      blocklist = new MemoryBlocklist(log);
+      this.store = table;
+    }
+    this.blocklist = options.wrapBlocklist ? options.wrapBlocklist(blocklist) : blocklist;
+    this.bans = new AutoBan(this.store, this.blocklist, log);
   }
 
-  /** Installs the guards and client-IP resolution for `config` on a data plane (at start and on reload). */
+  /** With Redis: waits (bounded) for it and for the shared blocklist, so the first requests already count together. */
+  async ready(): Promise<void> {
+    if (!this.redis) return;
+    if (await this.redis.waitReady(REDIS_START_WAIT_MS)) await this.shared?.ready();
+    else this.log.warn({ waitedMs: REDIS_START_WAIT_MS, onFailure: this.state.on_failure }, 'redis not reachable at start: serving with the local fallback until it is');
+  }
+
+  /** Installs client-IP resolution and the guards for `config` on a data plane (at start and on every reload). */
   apply(config: Config, plane: DataPlane): void {
+    if (JSON.stringify(config.state) !== JSON.stringify(this.state)) this.log.warn('the state section changed: it applies at the next restart');
     plane.clientIps = new ClientIpResolver(new CidrSet(config.trusted_proxies));
-    plane.guards = [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.table, this.redis, this.blocklist, this.log)];
+    plane.guards = [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.store, this.bans)];
   }
 
   routes(): AdminRoute[] {
-    const rethrow = (err: unknown): never => {
-      if (err instanceof BlocklistError) throw new AdminError(400, err.message, err.field);
-      throw err;
-    };
-    return [
-      {
-        method: 'GET',
-        path: '/api/v1/blocklist',
-        mutates: false,
-        summary: 'Blocked addresses and ranges (operator entries and auto-bans) with their expiry',
-        handle: () => ({ entries: this.blocklist.list() }),
-      },
-      {
-        method: 'POST',
-        path: '/api/v1/blocklist',
-        mutates: true,
-        summary: 'Block an address or CIDR range, optionally for a time (ttl: 10m)',
-        status: 201,
-        handle: async ({ body }) => {
-          const b = (body ?? {}) as { cidr?: unknown; ttl?: unknown; reason?: unknown };
-          for (const key of Object.keys(b)) if (!['cidr', 'ttl', 'reason'].includes(key)) throw new AdminError(400, `unknown field "${key}"`, key);
-          if (typeof b.cidr !== 'string') throw new AdminError(400, 'cidr: expected an IP address or CIDR range', 'cidr');
-          let ttl: number | undefined;
-          if (b.ttl !== undefined) {
-            ttl = typeof b.ttl === 'string' ? parseDuration(b.ttl) : undefined;
-            if (ttl === undefined) throw new AdminError(400, 'ttl: expected a duration such as 30s or 10m', 'ttl');
-          }
-          try {
-            return await this.blocklist.add(b.cidr, ttl, typeof b.reason === 'string' ? b.reason : 'added through the admin API');
-          } catch (err) {
-            return rethrow(err);
-          }
-        },
-      },
-      {
-        method: 'DELETE',
-        path: '/api/v1/blocklist/:cidr',
-        mutates: true,
-        summary: 'Unblock an address or range (URL-encode the slash: 10.0.0.0%2F8)',
-        handle: async ({ params }) => {
-          if (!(await this.blocklist.remove(params.cidr as string))) throw new AdminError(404, `"${params.cidr}" is not blocked`, 'cidr');
-          return { removed: params.cidr };
-        },
-      },
-    ];
+    return blocklistRoutes(this.blocklist);
   }
 
   async close(): Promise<void> {
     this.blocklist.close();
-    await this.redis?.close();
+    this.redis?.close();
   }
 }

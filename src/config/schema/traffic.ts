@@ -55,10 +55,17 @@ export const stateSchema = z.strictObject({
     .optional(),
   /** When Redis is unreachable: open = count locally and let requests through; closed = refuse (429). */
   on_failure: z.enum(['open', 'closed']).default('open'),
+  /** How long a Redis command may take before this instance falls back (and leaves Redis alone for a second). */
+  timeout: positiveDuration().default(250),
   /** Key prefix, so several Velocity clusters can share one Redis. */
   prefix: z.string().default('velocity:'),
-  /** Slots of the local limiter table (shared by all threads; memory is fixed). */
-  local_table_size: positiveInt().default(65_536),
+  /** Keys the local limiter table holds (16 bytes each, shared by all threads; memory is fixed). */
+  local_table_size: z
+    .number({ error: 'expected a whole number of slots' })
+    .int('expected a whole number of slots')
+    .min(64, 'at least 64 slots')
+    .max(16_777_216, 'at most 16777216 slots (256 MB)')
+    .default(65_536),
 });
 
 export type StateConfig = z.output<typeof stateSchema>;

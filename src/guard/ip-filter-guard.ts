@@ -1,0 +1,58 @@
+/**
+ * The first guard: 403 before any other work for a client on the dynamic blocklist,
+ * in a `deny` list, or outside a non-empty `allow` list — global lists first, then
+ * the service's. Deny beats allow: a client in both is refused. A client address
+ * that is not an IP (it cannot be checked) is refused wherever an allow list is set.
+ */
+import type { Config } from '../config/schema/root.ts';
+import type { ServiceConfig } from '../config/schema/service.ts';
+import { VelocityError } from '../errors.ts';
+import type { Guard, RequestContext } from '../proxy/handler.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import type { Blocklist } from './blocklist.ts';
+import { CidrSet, ipToBig } from './cidr.ts';
+
+interface FilterSets {
+  allow: CidrSet;
+  deny: CidrSet;
+}
+
+const filterSets = (f: Config['ip_filter']): FilterSets => ({ allow: new CidrSet(f.allow), deny: new CidrSet(f.deny) });
+const isEmpty = (s: FilterSets) => s.allow.size === 0 && s.deny.size === 0;
+
+export class IpFilterGuard implements Guard {
+  private readonly global: FilterSets;
+  private readonly perService = new WeakMap<ServiceConfig, FilterSets>();
+  private readonly blocklist: Blocklist;
+
+  constructor(config: Config, blocklist: Blocklist) {
+    this.global = filterSets(config.ip_filter);
+    this.blocklist = blocklist;
+  }
+
+  private setsFor(service: ServiceRuntime): FilterSets {
+    let sets = this.perService.get(service.config);
+    if (!sets) {
+      sets = filterSets(service.config.ip_filter);
+      this.perService.set(service.config, sets);
+    }
+    return sets;
+  }
+
+  check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined {
+    const serviceSets = service ? this.setsFor(service) : undefined;
+    if (this.blocklist.size === 0 && isEmpty(this.global) && (!serviceSets || isEmpty(serviceSets))) return undefined;
+    const ip = ipToBig(ctx.clientIp);
+    const blocked = ip === undefined ? undefined : this.blocklist.match(ip);
+    if (blocked) return refuse(ctx, blocked.source === 'auto-ban' ? 'banned' : 'blocked');
+    for (const sets of serviceSets ? [this.global, serviceSets] : [this.global]) {
+      if (ip === undefined ? sets.allow.size > 0 : sets.deny.has(ip) || (sets.allow.size > 0 && !sets.allow.has(ip))) return refuse(ctx, 'denied');
+    }
+    return undefined;
+  }
+}
+
+function refuse(ctx: RequestContext, decision: string): VelocityError {
+  ctx.record.decision = decision;
+  return new VelocityError('IP_DENIED');
+}
