@@ -1,7 +1,7 @@
 /**
  * The shared machinery of the hash policies: a ring per server set (rebuilt when
- * the set or a weight changes), the request key from the policy's `keyOf`, and a
- * fallback policy for requests without a key (no header, no cookie).
+ * the set or a configured weight changes), the request key from the policy's
+ * `keyOf`, and a fallback policy for requests without a key (no header, no cookie).
  */
 import { z } from 'zod';
 import { HashRing } from './hash-ring.ts';
@@ -9,26 +9,32 @@ import type { BalancedServer, PickRequest, Policy, PolicyContext, PolicyFactory 
 
 export const fallbackOption = z.string().default('round-robin');
 
+/** Configured weights, not slow-start ramps: a ramping server must not move keys around. */
+const ringWeight = (s: BalancedServer): number => s.configuredWeight ?? s.weight;
+
 export function hashPolicy(
   keyOf: (request: PickRequest, options: Record<string, unknown>) => string | undefined,
   fallbackFactory: (name: string) => PolicyFactory | undefined,
 ): PolicyFactory {
   return (options, context: PolicyContext): Policy => {
-    const fallbackName = String(options.fallback ?? 'round-robin');
-    const fallback = fallbackFactory(fallbackName)?.({}, context);
+    const fallback = fallbackFactory(String(options.fallback ?? 'round-robin'))?.({}, context);
     let ring: HashRing<BalancedServer> | undefined;
-    let signature = '';
+    let ringServers: readonly BalancedServer[] | undefined;
+    let ringWeights: number[] = [];
+    // The server list is a new array whenever the topology changes; weights can change in place (admin API).
+    const current = (servers: readonly BalancedServer[]): HashRing<BalancedServer> => {
+      if (!ring || servers !== ringServers || servers.some((s, i) => ringWeight(s) !== ringWeights[i])) {
+        ring = new HashRing(servers, ringWeight);
+        ringServers = servers;
+        ringWeights = servers.map(ringWeight);
+      }
+      return ring;
+    };
     return {
       pick(servers, request, usable) {
         const key = keyOf(request, options);
         if (key === undefined) return fallback?.pick(servers, request, usable);
-        // Configured weights, not slow-start ramps: a ramping server must not move keys around.
-        const sig = servers.map((s) => `${s.id}:${(s as { configuredWeight?: number }).configuredWeight ?? s.weight}`).join(',');
-        if (!ring || sig !== signature) {
-          ring = new HashRing(servers, (s) => (s as { configuredWeight?: number }).configuredWeight ?? s.weight);
-          signature = sig;
-        }
-        return ring.lookup(key, usable as (s: BalancedServer) => boolean) as (typeof servers)[number] | undefined;
+        return current(servers).lookup(key, usable as (s: BalancedServer) => boolean) as (typeof servers)[number] | undefined;
       },
     };
   };

@@ -9,6 +9,11 @@ export interface BalancedServer {
   readonly id: string;
   /** Effective weight now (configured weight, ramped during slow start). */
   readonly weight: number;
+  /**
+   * The weight as configured, without the slow-start ramp: hash policies place servers
+   * by it, so a ramping server does not move keys around. Absent = `weight`.
+   */
+  readonly configuredWeight?: number;
   /** Requests in flight on this server, across all threads. */
   readonly inFlight: number;
   /** Peak-EWMA latency in ms (0 until measured). */

@@ -1,5 +1,6 @@
 /** Policy names → factories. One file per policy; this is the only list of them. */
 import { z } from 'zod';
+import { suggest } from '../config/suggest.ts';
 import { fallbackOption, hashPolicy } from './consistent-hash.ts';
 import { cookieHashOptions, cookieKey } from './cookie-hash.ts';
 import { headerHashOptions, headerKey } from './header-hash.ts';
@@ -14,7 +15,7 @@ import { weightedRoundRobin } from './weighted-round-robin.ts';
 
 interface PolicyEntry {
   create: PolicyFactory;
-  /** Validates the policy's own options (fields beside `name` in the config). */
+  /** Validates the policy's own options (fields beside `name` in the config); none by default, so a stray key is an error. */
   options?: z.ZodType;
   /** One line for the README table. */
   summary: string;
@@ -49,8 +50,27 @@ export function policyNames(): string[] {
   return Object.keys(POLICIES);
 }
 
+const NO_OPTIONS = z.strictObject({});
+
 export function policyOptionsSchema(name: string): z.ZodType | undefined {
-  return POLICIES[name]?.options;
+  const entry = POLICIES[name];
+  return entry && (entry.options ?? NO_OPTIONS);
+}
+
+/** What is wrong with a policy's options (paths relative to the policy); an unknown key gets a "did you mean". */
+export function policyOptionProblems(name: string, options: Record<string, unknown>): z.core.$ZodIssue[] {
+  const schema = policyOptionsSchema(name);
+  const result = schema?.safeParse(options);
+  if (!result || result.success) return [];
+  const known = schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
+  return result.error.issues.flatMap((issue): z.core.$ZodIssue[] => {
+    if (issue.code !== 'unrecognized_keys') return [issue];
+    return issue.keys.map((key) => {
+      const hint = suggest(key, known);
+      const expected = hint ? ` (did you mean "${hint}"?)` : known.length ? `; ${name} takes ${known.join(', ')}` : `; ${name} takes no options`;
+      return { code: 'custom', path: [key], input: options[key], message: `unknown field "${key}"${expected}` };
+    });
+  });
 }
 
 export function policyFactory(name: string): PolicyFactory | undefined {

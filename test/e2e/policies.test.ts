@@ -1,13 +1,17 @@
 /** Balancing policies end to end through real backends. */
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { loadConfigFile, parseConfig } from '../../src/config/load.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { delay, eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { silentLogger } from '../../src/observe/logger.ts';
+import { start } from '../../src/runtime/instance.ts';
+import { eventually, get, load, startBackendProcess, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
 describe('sticky sessions', () => {
   test('the cookie keeps a client on one server, moves it when that server dies, and a forged cookie just gets a fresh choice', async (t) => {
@@ -54,53 +58,30 @@ services:
   });
 });
 
-describe('hash policies', () => {
-  test('ip-hash keeps 127.0.0.1 and ::1 clients each on a stable server', async (t) => {
-    const backends = await startBackends(t, 4);
-    const velocity = await startInProcess(
-      t,
-      `listen: ["127.0.0.1:0", "[::1]:0"]
-admin: { enabled: false }
-services:
-  - name: app
-    policy: ip-hash
-    servers: [${backends.map((b) => b.url).join(', ')}]
-`,
-    );
-    const agent = testAgent(t);
-    for (const base of [`http://127.0.0.1:${velocity.addresses[0]?.port}/`, `http://[::1]:${velocity.addresses[1]?.port}/`]) {
-      const seen = new Set<string>();
-      for (let i = 0; i < 10; i++) seen.add(String((await get(agent, base)).headers['x-backend']));
-      assert.equal(seen.size, 1, `${base}: ${[...seen].join(',')}`);
-    }
-  });
-
-  test('header-hash maps each key to one server and falls back without the header', async (t) => {
-    const backends = await startBackends(t, 3);
+describe('sticky sessions beside the application', () => {
+  test('the server’s own Set-Cookie headers reach the client beside the sticky cookie', async (t) => {
+    const app = createServer((_req, res) => {
+      res.setHeader('set-cookie', ['session=abc; Path=/; HttpOnly', 'theme=dark; Path=/']);
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    t.after(() => app.close());
     const velocity = await startInProcess(
       t,
       `listen: "127.0.0.1:0"
 admin: { enabled: false }
 services:
   - name: app
-    policy: { name: header-hash, header: x-user, fallback: round-robin }
-    servers: [${backends.map((b) => b.url).join(', ')}]
+    sticky: { cookie: srv }
+    servers: ["http://127.0.0.1:${(app.address() as AddressInfo).port}"]
 `,
     );
-    const url = `http://127.0.0.1:${velocity.address.port}/`;
-    const agent = testAgent(t);
-    const homes = new Map<string, Set<string>>();
-    for (let round = 0; round < 3; round++) {
-      for (let u = 0; u < 12; u++) {
-        const r = await get(agent, url, { headers: { 'x-user': `user-${u}` } });
-        (homes.get(`user-${u}`) ?? homes.set(`user-${u}`, new Set()).get(`user-${u}`))?.add(String(r.headers['x-backend']));
-      }
-    }
-    for (const set of homes.values()) assert.equal(set.size, 1);
-    assert.ok(new Set([...homes.values()].map((s) => [...s][0])).size >= 2, 'keys spread over servers');
-    const fallback = new Set<string>();
-    for (let i = 0; i < 6; i++) fallback.add(String((await get(agent, url)).headers['x-backend']));
-    assert.equal(fallback.size, 3, 'no header: round robin');
+    const r = await get(testAgent(t), `http://127.0.0.1:${velocity.address.port}/`);
+    const cookies = ([] as string[]).concat(r.headers['set-cookie'] ?? []);
+    assert.deepEqual(
+      cookies.map((c) => c.split('=')[0]),
+      ['session', 'theme', 'srv'],
+    );
   });
 });
 
@@ -128,7 +109,6 @@ services:
     };
     // b1 slows down: restarted on its port with 150 ms added to every answer.
     await backends[0]?.stop('SIGKILL');
-    const { startBackendProcess } = await import('../support/velocity.ts');
     const slowB1 = await startBackendProcess(t, 'b1', ['--delay', '150'], backends[0]?.port);
     await share(60);
     const slowShare = await share(150);
@@ -142,10 +122,10 @@ services:
 });
 
 describe('custom policies', () => {
-  test('the example module loads from the config file folder and routes', async (t) => {
+  test('the TypeScript example module loads from the config file folder and routes', async (t) => {
     const backends = await startBackends(t, 3);
     const dir = mkdtempSync(join(tmpdir(), 'velocity-policy-'));
-    copyFileSync(fileURLToPath(new URL('../../examples/custom-policy.js', import.meta.url)), join(dir, 'custom-policy.js'));
+    copyFileSync(fileURLToPath(new URL('../../examples/custom-policy.ts', import.meta.url)), join(dir, 'custom-policy.ts'));
     const file = join(dir, 'velocity.yaml');
     writeFileSync(
       file,
@@ -153,15 +133,13 @@ describe('custom policies', () => {
 admin: { enabled: false }
 services:
   - name: app
-    policy: { module: ./custom-policy.js, options: { canary: canary-1, percent: 25 } }
+    policy: { module: ./custom-policy.ts, options: { canary: canary-1, percent: 25 } }
     servers:
       - { url: "${backends[0]?.url}", name: stable-1 }
       - { url: "${backends[1]?.url}", name: stable-2 }
       - { url: "${backends[2]?.url}", name: canary-1 }
 `,
     );
-    const { start } = await import('../../src/runtime/instance.ts');
-    const { silentLogger } = await import('../../src/observe/logger.ts');
     const velocity = await start(file, { logger: silentLogger(), watchConfig: false });
     t.after(() => velocity.close());
     const agent = testAgent(t);
@@ -192,19 +170,27 @@ services:
     }
   });
 
-  test('a hash policy without its key and an illegal cookie name are config errors', () => {
-    const problem = (policy: string) => {
+  test('bad policy settings are config errors with line and column', () => {
+    const problem = (service: string) => {
       try {
-        parseConfig(`services:\n  - name: a\n    policy: ${policy}\n`, 'v.yaml');
+        parseConfig(`services:\n  - name: a\n${service}`, 'v.yaml');
       } catch (err) {
         return (err as ConfigError).problems[0];
       }
       assert.fail('accepted');
     };
-    const header = problem('{ name: header-hash }');
-    assert.equal(header?.line, 3);
-    assert.match(header?.message ?? '', /header-hash needs header/);
-    const cookie = problem('{ name: cookie-hash, cookie: "bad name;" }');
-    assert.match(cookie?.message ?? '', /illegal characters for a cookie name/);
+    for (const [service, path, line, column, message] of [
+      ['    policy: least-conections\n', 'services[0].policy', 3, 13, /unknown policy "least-conections".*did you mean "least-connections"/],
+      ['    policy: { name: header-hash }\n', 'services[0].policy.header', 3, 13, /header-hash needs header/],
+      ['    policy: { name: cookie-hash, cookie: "bad name;" }\n', 'services[0].policy.cookie', 3, 42, /illegal characters for a cookie name/],
+      ['    policy: { name: ip-hash, fallbak: round-robin }\n', 'services[0].policy.fallbak', 3, 39, /unknown field "fallbak" \(did you mean "fallback"\?\)/],
+      ['    policy: { name: round-robin, header: x-user }\n', 'services[0].policy.header', 3, 42, /round-robin takes no options/],
+      ['    policy: { name: url-hash, fallback: ip-hash }\n', 'services[0].policy.fallback', 3, 41, /fallback must name a policy that needs no key/],
+      ['    sticky:\n      cookie: "a=b"\n', 'services[0].sticky.cookie', 4, 15, /illegal characters for a cookie name/],
+    ] as const) {
+      const p = problem(service);
+      assert.deepEqual([p?.path, p?.line, p?.column], [path, line, column], service);
+      assert.match(p?.message ?? '', message);
+    }
   });
 });

@@ -1,8 +1,8 @@
 /** A service: which requests it takes (hosts, paths), its servers, and how it balances them. */
 import { z } from 'zod';
-import { policyNames, policyOptionsSchema } from '../../balancer/registry.ts';
+import { policyNames, policyOptionProblems, policyOptionsSchema } from '../../balancer/registry.ts';
 import { suggest } from '../suggest.ts';
-import { listenAddress, nonNegativeInt, positiveInt } from './common.ts';
+import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { serviceKnobsShape } from './resilience.ts';
 import { stickySchema } from './sticky.ts';
@@ -49,7 +49,7 @@ export const serverObjectSchema = z.strictObject({
     .regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only')
     .optional(),
   /** Health-check path for this server when it differs from the service's `health.path`. */
-  health_path: z.string().startsWith('/', 'must start with /').optional(),
+  health_path: requestPath().optional(),
 });
 
 export const serverSchema = z.union(
@@ -86,14 +86,12 @@ export const policySchema = z
       .transform((m) => ({ name: 'module', module: m.module, options: m.options })),
   ])
   .superRefine((policy, ctx) => {
-    const schema = policyOptionsSchema(policy.name);
-    if (!schema) return;
-    const result = schema.safeParse(policy.options);
-    if (!result.success) for (const issue of result.error.issues) ctx.addIssue({ ...issue, path: [...issue.path] } as never);
+    for (const issue of policyOptionProblems(policy.name, policy.options)) ctx.addIssue({ ...issue, path: [...issue.path] } as never);
   })
   .transform((policy) => {
-    const schema = policyOptionsSchema(policy.name);
-    return schema ? { ...policy, options: schema.parse(policy.options) as Record<string, unknown> } : policy;
+    // Options that failed were reported above; a failed parse must not throw here.
+    const parsed = policyOptionsSchema(policy.name)?.safeParse(policy.options);
+    return parsed?.success ? { ...policy, options: parsed.data as Record<string, unknown> } : policy;
   });
 
 export type PolicyConfig = z.output<typeof policySchema>;
