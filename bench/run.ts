@@ -1,315 +1,259 @@
 /**
- * `npm run bench`: Velocity side by side with nginx, HAProxy and node-http-proxy on
- * the same nginx backends, runs alternated (A B C D A B C D …) with wrk, and a table of
- * req/s, p50, p99, errors, RSS and ratios against nginx measured in the same run.
- * Bounded: every wrk run has a fixed duration. `--quick` runs each for 1 s (smoke).
+ * `npm run bench`: Velocity side by side with nginx (1 worker), HAProxy (1 thread)
+ * and node-http-proxy on the same three nginx backends. Runs alternate — A B C D
+ * A B C D … — with wrk, each bounded in time, and the table gives medians of
+ * req/s, p50, p99, errors, peak RSS, and each contender's req/s against nginx's
+ * in the same round. Writes everything to bench/results/bench-<time>.json.
+ *
+ *   node bench/run.ts [--quick] [--seconds N] [--rounds N] [--only SCENARIO-SUBSTRING]
+ *
+ * `--quick` is the smoke run of the test suite: 1 s per run, one round.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  BenchContext,
+  type Contender,
+  ensureBuilt,
+  has,
+  type LoadResult,
+  median,
+  requireTools,
+  resultsFile,
+  runWrk,
+  startHaproxy,
+  startNginxBackends,
+  startNginxProxy,
+  startNodeHello,
+  startNodeHttpProxy,
+  startVelocity,
+} from './lib.ts';
 
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const seconds = quick ? 1 : Number(args[args.indexOf('--seconds') + 1] || 5);
-const rounds = quick ? 1 : Number(args[args.indexOf('--rounds') + 1] || 3);
-const root = fileURLToPath(new URL('..', import.meta.url));
-const dir = mkdtempSync(join(tmpdir(), 'velocity-bench-'));
-const children: ChildProcess[] = [];
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    seconds: { type: 'string' },
+    rounds: { type: 'string' },
+    only: { type: 'string' },
+  },
+});
+const quick = args.quick === true;
+const seconds = Number(args.seconds ?? (quick ? 1 : 5));
+const rounds = Number(args.rounds ?? (quick ? 1 : 3));
+const autoThreads = availableParallelism();
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function has(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitPort(port: number, ms = 10_000): Promise<void> {
-  const { connect } = await import('node:net');
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.destroy();
-        r(true);
-      });
-      s.on('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listening on ${port}`);
-}
-
-function run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-  children.push(child);
-  return child;
-}
-
-function rssMb(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-interface Target {
+interface Scenario {
   name: string;
-  port: number;
-  pid: number | undefined;
+  path: string;
+  wrk: string[];
+  /** Contenders in this scenario, in run order. */
+  contenders: string[];
 }
 
-interface Result {
+interface Run extends LoadResult {
   scenario: string;
-  target: string;
+  contender: string;
+  round: number;
+}
+
+interface Row {
+  scenario: string;
+  contender: string;
   rps: number;
   p50: number;
   p99: number;
   errors: number;
   rssMb: number;
+  /** CPU time per request, µs (all threads of the process). */
+  cpuUs: number;
+  /** Data-path threads (RSS per thread = rssMb / threads). */
+  threads: number;
+  /** Median over rounds of (this req/s ÷ nginx req/s in the same round). */
+  vsNginx: number | undefined;
 }
 
-function parseWrk(out: string): { rps: number; p50: number; p99: number; errors: number } {
-  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? 0);
-  const ms = (label: string) => {
-    const m = new RegExp(`\\s${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
-    if (!m) return 0;
-    const v = Number(m[1]);
-    return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+function versions(): Record<string, string> {
+  const first = (cmd: string, argv: string[]) => {
+    try {
+      return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0] ?? '';
+    } catch (err) {
+      return String((err as { stderr?: string }).stderr ?? '').split('\n')[0] ?? '';
+    }
   };
-  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const non2xx = num(/Non-2xx or 3xx responses: (\d+)/);
-  const errors = non2xx + (socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
-  return { rps: num(/Requests\/sec:\s+([\d.]+)/), p50: ms('50'), p99: ms('99'), errors };
+  return { node: process.version, nginx: first('nginx', ['-v']), haproxy: first('haproxy', ['-v']), wrk: first('wrk', ['-v']) };
 }
 
 async function main(): Promise<void> {
-  for (const tool of ['nginx', 'wrk']) if (!has(tool)) throw new Error(`${tool} is not installed (apt-get install nginx haproxy wrk)`);
-  const backendPorts = await Promise.all([0, 1, 2].map(() => freePort()));
-  const nginxBackendConf = join(dir, 'backends.conf');
-  writeFileSync(
-    nginxBackendConf,
-    `worker_processes 1; daemon off; pid ${dir}/backends.pid; error_log ${dir}/backends.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 100000;
-${backendPorts.map((p) => `server { listen 127.0.0.1:${p}; location / { return 200 "hello from a backend\\n"; } location /big { alias ${dir}/big.bin; } location /post { return 200 "ok\\n"; } client_max_body_size 1m; }`).join('\n')}
-}`,
-  );
-  writeFileSync(join(dir, 'big.bin'), Buffer.alloc(1024 * 1024, 120));
-  // nginx workers run as www-data: they must be able to read the 1 MB file.
-  chmodSync(dir, 0o755);
-  chmodSync(join(dir, 'big.bin'), 0o644);
-  run('nginx', ['-c', nginxBackendConf, '-p', dir]);
-  await Promise.all(backendPorts.map((p) => waitPort(p)));
-  const upstreams = backendPorts.map((p) => `127.0.0.1:${p}`);
-
-  const targets: Target[] = [{ name: 'direct', port: backendPorts[0] as number, pid: undefined }];
-  const nginxPort = await freePort();
-  writeFileSync(
-    join(dir, 'nginx.conf'),
-    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx.err;
-events { worker_connections 10000; }
-http { access_log off; keepalive_requests 100000; upstream b { ${upstreams.map((u) => `server ${u};`).join(' ')} keepalive 128; }
-server { listen 127.0.0.1:${nginxPort}; client_max_body_size 1m; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }`,
-  );
-  const nginx = run('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir]);
-  targets.push({ name: 'nginx', port: nginxPort, pid: nginx.pid });
-
-  if (has('haproxy')) {
-    const haproxyPort = await freePort();
-    writeFileSync(
-      join(dir, 'haproxy.cfg'),
-      `global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend f
-  bind 127.0.0.1:${haproxyPort}
-  default_backend b
-backend b
-  balance roundrobin
-${upstreams.map((u, i) => `  server s${i} ${u}`).join('\n')}
-`,
-    );
-    const haproxy = run('haproxy', ['-f', join(dir, 'haproxy.cfg'), '-db']);
-    targets.push({ name: 'haproxy', port: haproxyPort, pid: haproxy.pid });
+  requireTools(['nginx', 'wrk']);
+  ensureBuilt(say);
+  const ctx = new BenchContext();
+  try {
+    await bench(ctx);
+  } finally {
+    ctx.cleanup();
   }
+}
 
-  const nhpPort = await freePort();
-  const nhp = run(process.execPath, [join(root, 'bench/node-http-proxy.ts'), String(nhpPort), ...upstreams.map((u) => `http://${u}`)]);
-  targets.push({ name: 'node-http-proxy', port: nhpPort, pid: nhp.pid });
-
-  const velocityConfig = async (name: string, extra: string, service = '') => {
-    const port = await freePort();
-    const file = join(dir, `${name}.yaml`);
-    writeFileSync(
-      file,
-      `listen: "127.0.0.1:${port}"
-admin: { listen: "127.0.0.1:0" }
-${extra}
-services:
-  - name: bench
-    servers: [${upstreams.map((u) => `http://${u}`).join(', ')}]
-${service}`,
-    );
-    const child = run(process.execPath, [join(root, 'dist/cli.js'), 'start', '--config', file], { VELOCITY_LOG_LEVEL: 'warn' });
-    targets.push({ name, port, pid: child.pid });
-  };
-  await velocityConfig('velocity', '');
-  await velocityConfig(
-    'velocity+features',
-    `access_log: { output: ${join(dir, 'access.log')} }\nlogs: { store: sqlite, path: ${join(dir, 'logs.db')} }\nrate_limits:\n  - { rate: 1000000/s, burst: 1000000 }`,
-    '    health: { type: http, path: /, interval: 1s }\n',
+async function bench(ctx: BenchContext): Promise<void> {
+  say(`starting backends and contenders in ${ctx.dir} …`);
+  const { ports, upstreams } = await startNginxBackends(ctx);
+  const contenders: Contender[] = [{ name: 'direct', port: ports[0] as number, pid: undefined, threads: 1 }];
+  contenders.push(await startNginxProxy(ctx, upstreams));
+  if (has('haproxy')) contenders.push(await startHaproxy(ctx, upstreams));
+  else say('haproxy is not installed: left out (sudo apt-get install haproxy)');
+  contenders.push(await startNodeHttpProxy(ctx, upstreams));
+  contenders.push(await startNodeHello(ctx));
+  contenders.push(await startVelocity(ctx, 'velocity', upstreams));
+  contenders.push(
+    await startVelocity(ctx, 'velocity+features', upstreams, {
+      extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, 'access.log')}, format: json }`,
+      service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
+    }),
   );
-  await velocityConfig('velocity+limiter', 'rate_limits:\n  - { rate: 1000000/s, burst: 1000000 }');
-  await velocityConfig('velocity+sqlite-log', `logs: { store: sqlite, path: ${join(dir, 'logs2.db')} }`);
-  if (has('redis-server')) {
-    const redisPort = await freePort();
-    run('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-    await waitPort(redisPort);
-    await velocityConfig('velocity+redis-limiter', `state: { store: redis, url: "redis://127.0.0.1:${redisPort}" }\nrate_limits:\n  - { rate: 1000000/s, burst: 1000000 }`);
-  }
-  const pgUrl = await startPostgres();
-  if (pgUrl) await velocityConfig('velocity+postgres-log', `logs: { store: postgres, url: "${pgUrl}" }`);
-  await Promise.all(targets.map((t) => waitPort(t.port)));
+  contenders.push(await startVelocity(ctx, `velocity workers=auto`, upstreams, { extra: 'workers: auto', threads: autoThreads }));
 
-  const scenarios = [
-    { name: 'GET c=50', wrk: ['-t1', '-c50'], path: '/', only: undefined as string[] | undefined },
-    { name: 'GET c=256', wrk: ['-t2', '-c256'], path: '/', only: ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'] },
-    { name: 'GET 1MB c=10', wrk: ['-t1', '-c10'], path: '/big', only: ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'] },
-    { name: 'POST 64KB c=20', wrk: ['-t1', '-c20', '-s', join(dir, 'post.lua')], path: '/post', only: ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'] },
-    { name: 'GET c=1', wrk: ['-t1', '-c1'], path: '/', only: ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'] },
-  ];
-  writeFileSync(join(dir, 'post.lua'), `wrk.method = "POST"\nwrk.body = string.rep("x", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
-  const results: Result[] = [];
-  const total = scenarios.reduce((n, s) => n + (s.only ?? targets.map((t) => t.name)).filter((n2) => targets.some((t) => t.name === n2)).length, 0) * rounds;
+  const post = ctx.file('post.lua', `wrk.method = "POST"\nwrk.body = string.rep("x", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
+  const core = ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'];
+  const scenarios: Scenario[] = [
+    { name: 'GET c=50', path: '/', wrk: ['-t1', '-c50'], contenders: [...core, 'velocity+features', 'velocity workers=auto', 'node http (no proxy)'] },
+    { name: 'GET c=256', path: '/', wrk: ['-t1', '-c256'], contenders: [...core, 'velocity workers=auto'] },
+    { name: 'GET 1MB c=10', path: '/big', wrk: ['-t1', '-c10'], contenders: core },
+    { name: 'POST 64KB c=20', path: '/post', wrk: ['-t1', '-c20', '-s', post], contenders: core },
+    { name: 'GET c=1', path: '/', wrk: ['-t1', '-c1'], contenders: [...core, 'velocity+features'] },
+  ].filter((s) => !args.only || s.name.includes(args.only));
+  const byName = new Map(contenders.map((c) => [c.name, c]));
+  for (const s of scenarios) s.contenders = s.contenders.filter((n) => byName.has(n));
+
+  const total = scenarios.reduce((n, s) => n + s.contenders.length, 0) * rounds;
+  const warmups = quick ? 0 : scenarios.reduce((n, s) => n + s.contenders.length, 0);
+  say(`${total} runs of ${seconds}s (${rounds} alternated rounds) + ${warmups} warm-ups: about ${Math.ceil(((total * seconds + warmups) * 1.1) / 60)} min`);
+  const runs: Run[] = [];
   let done = 0;
+  const started = Date.now();
   for (const scenario of scenarios) {
-    const list = targets.filter((t) => !scenario.only || scenario.only.includes(t.name));
-    // Warm-up, then alternate the contenders round by round.
-    for (const t of list) execFileSync('wrk', ['-t1', '-c10', '-d1s', `http://127.0.0.1:${t.port}${scenario.path}`], { stdio: 'ignore' });
+    const list = scenario.contenders.map((n) => byName.get(n) as Contender);
+    if (!quick) for (const c of list) await runWrk(`http://127.0.0.1:${c.port}${scenario.path}`, scenario.wrk, 1, c.pid);
     for (let round = 0; round < rounds; round++) {
-      for (const t of list) {
-        const out = execFileSync('wrk', [...scenario.wrk, `-d${seconds}s`, '--latency', `http://127.0.0.1:${t.port}${scenario.path}`], {
-          encoding: 'utf8',
-          timeout: (seconds + 20) * 1000,
-        });
-        results.push({ scenario: scenario.name, target: t.name, ...parseWrk(out), rssMb: rssMb(t.pid) });
+      for (const c of list) {
+        const result = await runWrk(`http://127.0.0.1:${c.port}${scenario.path}`, scenario.wrk, seconds, c.pid);
+        runs.push({ scenario: scenario.name, contender: c.name, round, ...result });
         done++;
-        process.stderr.write(`\r[${done}/${total}] ${scenario.name} ${t.name}                    `);
+        const eta = Math.round((((Date.now() - started) / done) * (total - done)) / 1000);
+        process.stderr.write(`\r[${done}/${total}] ${scenario.name} · ${c.name}: ${Math.round(result.rps)} req/s, p99 ${result.p99.toFixed(2)} ms · ${eta}s left      `);
       }
     }
   }
   process.stderr.write('\n');
 
-  // Median of the rounds per (scenario, target), ratios against nginx in the same scenario.
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-  const rows: (Result & { vsNginx: number })[] = [];
-  for (const scenario of scenarios) {
-    const nginxRps = median(results.filter((r) => r.scenario === scenario.name && r.target === 'nginx').map((r) => r.rps));
-    for (const t of targets) {
-      const rs = results.filter((r) => r.scenario === scenario.name && r.target === t.name);
-      if (rs.length === 0) continue;
-      const row = {
-        scenario: scenario.name,
-        target: t.name,
-        rps: median(rs.map((r) => r.rps)),
-        p50: median(rs.map((r) => r.p50)),
-        p99: median(rs.map((r) => r.p99)),
-        errors: rs.reduce((n, r) => n + r.errors, 0),
-        rssMb: Math.max(...rs.map((r) => r.rssMb)),
-      };
-      rows.push({ ...row, vsNginx: nginxRps ? row.rps / nginxRps : 0 });
-    }
-  }
-  const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
-  const table = [
-    line(['scenario', 'target', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', '× nginx']),
-    line(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:']),
-    ...rows.map((r) => line([r.scenario, r.target, Math.round(r.rps), r.p50.toFixed(2), r.p99.toFixed(2), r.errors, r.rssMb || '-', r.vsNginx.toFixed(2)])),
-  ].join('\n');
-  console.log(`\nVelocity benchmark — wrk, ${seconds}s × ${rounds} alternated rounds, medians; nginx backends (3), same machine\n`);
+  const rows = summarize(scenarios, runs, byName);
+  const targets = assessTargets(rows);
+  const table = formatTable(rows);
+  console.log(
+    `\nVelocity benchmark: wrk, ${seconds} s × ${rounds} alternated rounds (medians), 3 nginx backends (21-byte body), ${cpus().length} CPUs, load ${loadavg()[0]?.toFixed(1)}\n`,
+  );
   console.log(table);
-  const velocityRps = rows.find((r) => r.scenario === 'GET c=50' && r.target === 'velocity')?.rps ?? 0;
-  const byName = (n: string) => rows.find((r) => r.scenario === 'GET c=50' && r.target === n);
-  const ratios = {
-    'velocity / nginx': (velocityRps / (byName('nginx')?.rps || 1)).toFixed(2),
-    'velocity / node-http-proxy': (velocityRps / (byName('node-http-proxy')?.rps || 1)).toFixed(2),
-    'added latency at c=1 (ms, p50)': (
-      (rows.find((r) => r.scenario === 'GET c=1' && r.target === 'velocity')?.p50 ?? 0) - (rows.find((r) => r.scenario === 'GET c=1' && r.target === 'direct')?.p50 ?? 0)
-    ).toFixed(3),
-    'limiter cost (local, % req/s)': (100 * (1 - (byName('velocity+limiter')?.rps ?? 0) / (velocityRps || 1))).toFixed(1),
-    'limiter cost (redis, % req/s)': (100 * (1 - (byName('velocity+redis-limiter')?.rps ?? 0) / (velocityRps || 1))).toFixed(1),
-    'sqlite access-log cost (% req/s)': (100 * (1 - (byName('velocity+sqlite-log')?.rps ?? 0) / (velocityRps || 1))).toFixed(1),
-    'postgres access-log cost (% req/s)': byName('velocity+postgres-log') ? (100 * (1 - (byName('velocity+postgres-log')?.rps ?? 0) / (velocityRps || 1))).toFixed(1) : 'not run',
-  };
-  console.log('');
-  for (const [k, v] of Object.entries(ratios)) console.log(`${k}: ${v}`);
-  const out = join(root, 'bench/results');
-  mkdirSync(out, { recursive: true });
-  const file = join(out, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ seconds, rounds, rows, ratios, raw: results }, null, 2));
+  console.log('\nTargets (issue 9):');
+  for (const t of targets) console.log(`  ${t.met === undefined ? '·' : t.met ? '✓' : '✗'} ${t.name}: ${t.value} (target ${t.target})`);
+  const file = resultsFile('bench');
+  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), seconds, rounds, cpus: cpus().length, versions: versions(), rows, targets, runs }, null, 2));
   console.log(`\nresults: ${file}`);
 }
 
-/** A throwaway PostgreSQL cluster (Debian's postgresql package), or undefined when there is none. */
-async function startPostgres(): Promise<string | undefined> {
-  const bin = ['17', '16', '15', '14'].map((v) => `/usr/lib/postgresql/${v}/bin`).find((b) => has(`${b}/initdb`));
-  if (!bin) return undefined;
-  const pgDir = join(dir, 'pg');
-  mkdirSync(pgDir);
-  chmodSync(dir, 0o755);
-  execFileSync('chown', ['postgres', pgDir]);
-  const port = await freePort();
-  const su = (cmd: string) => execFileSync('su', ['postgres', '-s', '/bin/sh', '-c', cmd], { stdio: 'ignore' });
-  su(`${bin}/initdb -D ${pgDir}/data -U velocity --auth=trust -E UTF8`);
-  su(`${bin}/pg_ctl -D ${pgDir}/data -l ${pgDir}/pg.log -o "-p ${port} -k ${pgDir} -c listen_addresses=127.0.0.1 -c fsync=off" -w start`);
-  stopPostgres = () => su(`${bin}/pg_ctl -D ${pgDir}/data -m immediate stop`);
-  return `postgres://velocity@127.0.0.1:${port}/postgres`;
+function summarize(scenarios: Scenario[], runs: Run[], byName: Map<string, Contender>): Row[] {
+  const rows: Row[] = [];
+  for (const s of scenarios) {
+    const nginxByRound = new Map(runs.filter((r) => r.scenario === s.name && r.contender === 'nginx').map((r) => [r.round, r.rps]));
+    for (const name of s.contenders) {
+      const mine = runs.filter((r) => r.scenario === s.name && r.contender === name);
+      const ratios = mine.flatMap((r) => {
+        const n = nginxByRound.get(r.round);
+        return n ? [r.rps / n] : [];
+      });
+      rows.push({
+        scenario: s.name,
+        contender: name,
+        rps: median(mine.map((r) => r.rps)),
+        p50: median(mine.map((r) => r.p50)),
+        p99: median(mine.map((r) => r.p99)),
+        errors: mine.reduce((n, r) => n + r.errors, 0),
+        rssMb: Math.max(...mine.map((r) => r.rssMb)),
+        cpuUs: median(mine.map((r) => r.cpuUsPerRequest)),
+        threads: byName.get(name)?.threads ?? 1,
+        vsNginx: ratios.length ? median(ratios) : undefined,
+      });
+    }
+  }
+  return rows;
 }
-let stopPostgres: (() => void) | undefined;
 
-/** Stops what the bench started, by PID. SIGTERM first: an nginx master killed outright leaves its workers behind. */
-const cleanup = async () => {
-  try {
-    stopPostgres?.();
-  } catch {}
-  const running = children.filter((c) => c.exitCode === null && c.signalCode === null);
-  for (const c of running) c.kill('SIGTERM');
-  await Promise.race([Promise.all(running.map((c) => new Promise((r) => c.once('exit', r)))), new Promise((r) => setTimeout(r, 3_000))]);
-  for (const c of running) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
-};
+function formatTable(rows: Row[]): string {
+  const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
+  return [
+    line(['scenario', 'contender', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'RSS MB', 'CPU µs/req', '× nginx']),
+    line(['---', '---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
+    ...rows.map((r) =>
+      line([
+        r.scenario,
+        r.contender,
+        Math.round(r.rps),
+        r.p50.toFixed(2),
+        r.p99.toFixed(2),
+        r.errors,
+        r.rssMb ? `${Math.round(r.rssMb)}${r.threads > 1 ? ` (${Math.round(r.rssMb / r.threads)}/thread)` : ''}` : '-',
+        r.cpuUs ? r.cpuUs.toFixed(0) : '-',
+        r.vsNginx === undefined ? '-' : r.vsNginx.toFixed(2),
+      ]),
+    ),
+  ].join('\n');
+}
+
+interface Target {
+  name: string;
+  value: string;
+  target: string;
+  met: boolean | undefined;
+}
+
+function assessTargets(rows: Row[]): Target[] {
+  const row = (scenario: string, contender: string) => rows.find((r) => r.scenario === scenario && r.contender === contender);
+  const out: Target[] = [];
+  const features = row('GET c=50', 'velocity+features');
+  const nginx = row('GET c=50', 'nginx');
+  if (features?.vsNginx !== undefined && nginx) {
+    out.push({ name: 'single thread, features on: req/s × nginx (GET c=50)', value: features.vsNginx.toFixed(2), target: '≥ 0.75', met: features.vsNginx >= 0.75 });
+    const p99 = features.p99 / (nginx.p99 || 1);
+    out.push({ name: 'single thread, features on: p99 × nginx (GET c=50)', value: p99.toFixed(2), target: '≤ 1.5', met: p99 <= 1.5 });
+  }
+  const velocity = row('GET c=50', 'velocity');
+  const nhp = row('GET c=50', 'node-http-proxy');
+  if (velocity && nhp?.rps) {
+    const ratio = velocity.rps / nhp.rps;
+    out.push({ name: 'req/s × node-http-proxy (GET c=50)', value: ratio.toFixed(2), target: '≥ 2.5', met: ratio >= 2.5 });
+  }
+  const v1 = row('GET c=1', 'velocity');
+  const d1 = row('GET c=1', 'direct');
+  if (v1 && d1) {
+    const added = v1.p50 - d1.p50;
+    out.push({ name: 'added latency at c=1 (p50 over direct)', value: `${added.toFixed(3)} ms`, target: '≤ 0.3 ms', met: added <= 0.3 });
+  }
+  const rss = rows.filter((r) => r.contender.startsWith('velocity') && r.rssMb > 0).map((r) => r.rssMb / r.threads);
+  if (rss.length) {
+    const peak = Math.max(...rss);
+    out.push({ name: 'peak RSS per thread under load (flatness over 1M requests: npm run soak)', value: `${Math.round(peak)} MB`, target: '≤ 100 MB', met: peak <= 100 });
+  }
+  return out;
+}
+
 main().then(
-  async () => {
-    await cleanup();
-    process.exit(0);
-  },
-  async (err: unknown) => {
+  () => process.exit(0),
+  (err: unknown) => {
     console.error(`bench failed: ${(err as Error).message}`);
-    await cleanup();
     process.exit(1);
   },
 );

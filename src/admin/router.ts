@@ -53,6 +53,11 @@ interface CompiledRoute {
 
 export class AdminRouter {
   private readonly routes: CompiledRoute[] = [];
+  /**
+   * Resolves once the last change is live on every data-path thread. The admin
+   * server awaits it after each mutating call, so an API answer means "applied everywhere".
+   */
+  applied: () => Promise<void> = () => Promise.resolve();
 
   add(...routes: AdminRoute[]): void {
     for (const route of routes) {

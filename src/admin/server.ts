@@ -76,6 +76,7 @@ export async function startAdminServer(address: ListenAddress, token: string | u
         body = parsed.data;
       }
       const result = await route.handle({ req, res, params, query: url.searchParams, body });
+      if (route.mutates) await router.applied();
       if (result !== undefined && !res.headersSent) sendJson(res, route.status ?? 200, result);
     } catch (err) {
       if (err instanceof AdminError) return sendJson(res, err.status, { error: err.message, ...(err.field ? { field: err.field } : {}) });

@@ -9,7 +9,7 @@ import type { RequestRecord } from './events.ts';
 import { type LogStore, MemoryLogStore } from './log-store.ts';
 import { LogWriter } from './log-writer.ts';
 import type { Logger } from './logger.ts';
-import { countGlobal, GM, metricsObserver, renderMetrics } from './metrics.ts';
+import { countGlobal, GM, renderMetrics } from './metrics.ts';
 import { PostgresLogStore } from './postgres-store.ts';
 import { SqliteLogStore } from './sqlite-store.ts';
 
@@ -27,8 +27,9 @@ function makeStore(config: NonNullable<Config['logs']>): LogStore {
 }
 
 export async function startObservability(config: Config, plane: DataPlane, control: ControlPlane, admin: AdminRouter, log: Logger): Promise<Observability> {
+  // Metrics are counted on each serving thread (src/runtime/serving.ts); the observers here run where
+  // records arrive: the one data plane, or the main thread's plane that worker threads forward records to.
   const unsubscribe: (() => void)[] = [];
-  if (config.metrics.enabled) unsubscribe.push(plane.addObserver(metricsObserver(plane)));
 
   let sink: AccessLogSink | undefined;
   const output = config.access_log.output;

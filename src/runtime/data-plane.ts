@@ -14,12 +14,10 @@ import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '..
 import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
-import type { CircuitChange } from '../upstream/circuit-breaker.ts';
-import { type OutcomeListeners, recordOutcome } from '../upstream/outcome.ts';
-import type { EjectionChange } from '../upstream/passive-health.ts';
+import { logUpstreamChange, recordOutcome, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import { builtinPolicyLoader, type PolicyLoader, ServiceRuntime } from '../upstream/service.ts';
+import { type PolicyLoader, policyLoader, ServiceRuntime } from '../upstream/service.ts';
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
 import type { Topology } from '../upstream/topology.ts';
 import type { SharedState } from './shared-state.ts';
@@ -37,17 +35,15 @@ export class DataPlane {
   /** Socket address, or the forwarded one when the peer is a trusted proxy (set from the config). */
   clientIps = new ClientIpResolver(new CidrSet([]));
   private readonly queues = new Map<string, RequestQueue>();
-  /** Circuit and ejection changes seen by this thread, for metrics and the dashboard. */
-  readonly upstreamEvents = new EventEmitter<{ circuit: [string, CircuitChange]; ejection: [string, EjectionChange] }>();
-  private readonly outcomeListeners: OutcomeListeners = {
-    circuit: (service, change) => {
-      this.log[change.to === 'closed' ? 'info' : 'warn']({ service, ...change }, `circuit ${change.from} → ${change.to}`);
-      this.upstreamEvents.emit('circuit', service, change);
-    },
-    ejection: (service, change) => {
-      this.log.warn({ service, ...change }, 'server ejected by passive health');
-      this.upstreamEvents.emit('ejection', service, change);
-    },
+  /**
+   * Circuit and ejection changes, for metrics, the dashboard and the API. On the main
+   * thread's plane this includes the changes worker threads make (they forward them).
+   */
+  readonly upstreamChanges = new EventEmitter<{ change: [UpstreamChange] }>();
+  /** A change made on this thread: logged here, then told to observers. */
+  private readonly noteUpstreamChange = (change: UpstreamChange): void => {
+    logUpstreamChange(this.log, change);
+    this.upstreamChanges.emit('change', change);
   };
 
   readonly state: SharedState;
@@ -55,11 +51,11 @@ export class DataPlane {
   readonly log: Logger;
   private readonly loadPolicy: PolicyLoader;
 
-  constructor(state: SharedState, thread: number, log: Logger, loadPolicy: PolicyLoader = builtinPolicyLoader) {
+  constructor(state: SharedState, thread: number, log: Logger, loadPolicy?: PolicyLoader) {
     this.state = state;
     this.thread = thread;
     this.log = log;
-    this.loadPolicy = loadPolicy;
+    this.loadPolicy = loadPolicy ?? policyLoader((service, message) => log.warn({ service }, message));
   }
 
   get version(): number {
@@ -75,7 +71,7 @@ export class DataPlane {
     for (const spec of topology.services) {
       const previous = this.services.get(spec.name);
       const runtime = new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy);
-      runtime.onCircuitChange = (change) => this.outcomeListeners.circuit(spec.name, change);
+      runtime.onCircuitChange = (change) => this.noteUpstreamChange({ kind: 'circuit', service: spec.name, at: Date.now(), change });
       next.set(spec.name, runtime);
     }
     // TCP services take connections on their own listeners, never HTTP requests.
@@ -120,23 +116,33 @@ export class DataPlane {
   }
 
   /** A server for this request, or the error to answer with. */
-  async select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+  /** A promise only when the request has to wait in the queue: the usual pick costs no event-loop turn. */
+  select(
+    service: ServiceRuntime,
+    ctx: RequestContext,
+    tried: ReadonlySet<UpstreamServer>,
+    signal: AbortSignal,
+  ): UpstreamServer | VelocityError | Promise<UpstreamServer | VelocityError> {
     const sticky = service.config.sticky;
     if (sticky) {
       const target = stickyTarget(service.servers, ctx.cookie(sticky.cookie), stickySecret(service.name, sticky));
       if (target && !tried.has(target) && service.acquireSpecific(target)) return target;
     }
-    const server = service.acquire(ctx, tried);
+    const queueing = service.config.queue.max_length > 0;
+    // While requests wait in the queue, a new one gets in line behind them instead of taking a freed server first.
+    const server = queueing && this.queueFor(service).length > 0 ? undefined : service.acquire(ctx, tried);
     if (server) return server;
     // Healthy servers exist but all are at their limit: wait in the queue.
-    if (service.hasHealthyServer(tried) && service.config.queue.max_length > 0) {
-      const queuedAt = performance.now();
-      const result = await this.queueFor(service).wait(ctx, tried, signal);
-      ctx.record.queueWaitMs += performance.now() - queuedAt;
-      return result;
-    }
+    if (queueing && service.hasHealthyServer(tried)) return this.waitInQueue(service, ctx, tried, signal);
     if (service.hasHealthyServer(tried)) return new VelocityError('QUEUE_FULL', undefined, { retryAfter: 1 });
     return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
+  }
+
+  private async waitInQueue(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+    const queuedAt = performance.now();
+    const result = await this.queueFor(service).wait(ctx, tried, signal);
+    ctx.record.queueWaitMs += performance.now() - queuedAt;
+    return result;
   }
 
   /** With sticky sessions, (re)writes the cookie when it does not already name `server`. */
@@ -158,8 +164,16 @@ export class DataPlane {
   }
 
   poolOptions(service: ServiceRuntime): UpstreamPoolOptions {
-    return { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: 4_000, tls: upstreamTlsOptions(service.config.tls) };
+    let options = this.poolOptionsCache.get(service);
+    if (!options) {
+      options = { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: 4_000, tls: upstreamTlsOptions(service.config.tls) };
+      this.poolOptionsCache.set(service, options);
+    }
+    return options;
   }
+
+  /** Built once per service runtime (the hot path asks on every request). */
+  private readonly poolOptionsCache = new WeakMap<ServiceRuntime, UpstreamPoolOptions>();
 
   retryStatuses(service: ServiceRuntime): ReadonlySet<number> {
     let set = this.retryStatusCache.get(service);
@@ -171,12 +185,20 @@ export class DataPlane {
   }
 
   recordOutcome(service: ServiceRuntime, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
-    recordOutcome(service, server, outcome, latencyMs, Date.now(), this.outcomeListeners);
+    recordOutcome(service, server, outcome, latencyMs, Date.now(), this.noteUpstreamChange);
     if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') warnTlsFailure(this.log, service.name, server, outcome.error);
   }
 
+  /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */
+  onObserversChanged: (() => void) | undefined;
+
   addObserver(observer: RequestObserver): () => void {
-    return this.observers.add(observer);
+    const remove = this.observers.add(observer);
+    this.onObserversChanged?.();
+    return () => {
+      remove();
+      this.onObserversChanged?.();
+    };
   }
 
   emit(record: RequestRecord): void {

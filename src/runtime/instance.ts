@@ -3,6 +3,7 @@
  * graceful close. This is what `start()` returns and what the CLI drives.
  */
 
+import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { configRoutes } from '../admin/api/config.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
@@ -26,7 +27,10 @@ import { policyModuleBase } from '../upstream/service.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
+import { prepareServingPlane } from './serving.ts';
 import { SharedState } from './shared-state.ts';
+import { ThreadBlocklist } from './thread-blocklist.ts';
+import { ThreadPool, type ThreadsInfo } from './threads.ts';
 
 export interface StartOptions {
   logger?: Logger;
@@ -55,7 +59,14 @@ export interface Velocity {
   readonly admin: AdminRouter;
   readonly config: Config;
   readonly controlPlane: ControlPlane;
+  /**
+   * The main thread's data plane. With `workers: 1` it serves every request; with
+   * more, worker threads serve and this one is a view of the same shared state
+   * (services, servers, queues) whose observers receive the workers' records.
+   */
   readonly dataPlane: DataPlane;
+  /** The data-path worker threads when `workers` is above 1 (or `auto` on a multi-core machine). */
+  readonly threads: ThreadsInfo | undefined;
   readonly lastReload: ReloadResult | undefined;
   /** Applies a new config (object, file path, or the original file again). A bad one leaves the old running. */
   reload(next?: Config | string): Promise<ReloadResult>;
@@ -76,16 +87,21 @@ export async function start(input: Config | string, options: StartOptions = {}):
   policyModuleBase.dir = configFile ? dirname(configFile) : process.cwd();
   if (typeof input !== 'string') await checkPolicyModules({ config }, policyModuleBase.dir);
 
-  if (config.workers !== 1) log.warn({ workers: config.workers }, 'workers other than 1 are not implemented yet; the data path runs on one event loop');
-  const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size });
-  const traffic = new TrafficControl(config, state.buffers.rateLimits, log);
+  // One thread serves in this thread; more run the data path on worker threads (thread 1…N in shared
+  // state) while this one keeps the control plane, health checks, the admin API and the log sinks.
+  const threadCount = config.workers === 'auto' ? availableParallelism() : config.workers;
+  const threaded = threadCount > 1;
+  const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size, threads: threadCount + 1 });
+  // Each thread keeps its own blocklist object; in threaded mode changes travel between them as messages.
+  const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list) : undefined;
+  const traffic = new TrafficControl(config, state.buffers.rateLimits, log, { wrapBlocklist: threadBlocklist });
   const control = new ControlPlane(state, log);
   const plane = new DataPlane(state, 0, log);
   control.on('topology', (t) => plane.apply(t));
-  traffic.apply(config, plane);
+  if (!threaded) prepareServingPlane(plane, config, traffic);
   control.applyConfig(config);
 
-  let listeners: ListenerSet | undefined;
+  let listeners: ListenerSet | ThreadPool | undefined;
   const admin = new AdminRouter();
   let adminServer: AdminServer | undefined;
   let discovery: Discovery | undefined;
@@ -102,7 +118,14 @@ export async function start(input: Config | string, options: StartOptions = {}):
   try {
     observability = await startObservability(config, plane, control, admin, log);
     admin.add(...traffic.routes());
-    listeners = await ListenerSet.open(plane, config, log);
+    // With a Redis state store, the first requests already count together (bounded wait).
+    await traffic.ready();
+    listeners = threaded
+      ? await ThreadPool.start(
+          { count: threadCount, state, control, log, policyDir: policyModuleBase.dir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist },
+          config,
+        )
+      : await ListenerSet.open(plane, config, log);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
     admin.add(...autoscaleRoutes(() => discovery));
@@ -112,12 +135,17 @@ export async function start(input: Config | string, options: StartOptions = {}):
     throw err;
   }
   const listenerSet = listeners;
+  const threads = listenerSet instanceof ThreadPool ? listenerSet : undefined;
+  /** Resolves once the latest topology runs on every data-path thread. */
+  const applied = () => threads?.applied() ?? Promise.resolve();
+  admin.applied = applied;
   let stopWatching: (() => void) | undefined;
   log.info(
     {
       listen: listenerSet.bound.map((l) => formatAddress(l.address)),
       listeners: listenerSet.bound.map((l) => ({ kind: l.kind, address: formatAddress(l.address), ...(l.service ? { service: l.service } : {}) })),
       admin: adminServer ? formatAddress(adminServer.address) : 'disabled',
+      threads: threadCount,
       services: config.services.map((s) => ({ name: s.name, hosts: s.hosts, paths: s.paths, policy: s.policy.name, servers: s.servers.map((x) => x.url) })),
     },
     'velocity is listening',
@@ -137,7 +165,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
       // New listeners open first: a port in use rejects the reload before anything changed.
       await listenerSet.reconcile(candidate);
       control.applyConfig(candidate);
-      traffic.apply(candidate, plane);
+      if (!threads) traffic.apply(candidate, plane);
+      await applied();
+      if (candidate.workers !== config.workers) log.warn({ workers: candidate.workers }, 'workers changed: this takes effect on restart');
       config = candidate;
       lastReload = { ok: true, at, version: control.current.version };
       countGlobal(state, GM.RELOAD_OK);
@@ -151,15 +181,16 @@ export async function start(input: Config | string, options: StartOptions = {}):
     return lastReload;
   };
 
+  const servicesDeps = {
+    control,
+    plane,
+    fileServers: (name: string) => {
+      const service = config.services.find((s) => s.name === name);
+      return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;
+    },
+  };
   admin.add(
-    ...servicesRoutes({
-      control,
-      plane,
-      fileServers: (name) => {
-        const service = config.services.find((s) => s.name === name);
-        return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;
-      },
-    }),
+    ...servicesRoutes(servicesDeps),
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
   );
   admin.add(openApiRoute(() => admin.list(), VERSION));
@@ -182,6 +213,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     },
     controlPlane: control,
     dataPlane: plane,
+    threads,
     get lastReload() {
       return lastReload;
     },

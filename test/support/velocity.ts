@@ -82,7 +82,13 @@ export interface BackendProcess {
 export async function startBackendProcess(t: Cleanup, name: string, extraArgs: string[] = [], port = 0): Promise<BackendProcess> {
   const launch = async (p: number) => {
     const child = spawn(process.execPath, [CLI, 'backend', '--port', String(p), '--name', name, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const m = await watchOutput(child).waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+    // A backend that never came up is stopped, not left holding the test process open.
+    const m = await watchOutput(child)
+      .waitFor(/listening on 127\.0\.0\.1:(\d+)/)
+      .catch(async (err: unknown) => {
+        await stopChild(child, 'SIGKILL');
+        throw err;
+      });
     return { child, port: Number(m[1]) };
   };
   let { child, port: bound } = await launch(port);

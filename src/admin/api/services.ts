@@ -1,6 +1,6 @@
 /** Services and servers with their live state; add, remove, re-weight, drain, enable, disable. */
 import { z } from 'zod';
-import { nonNegativeInt, positiveInt } from '../../config/schema/common.ts';
+import { positiveInt } from '../../config/schema/common.ts';
 import { serverObjectSchema } from '../../config/schema/service.ts';
 import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
 import { ServerChangeError } from '../../runtime/control-plane.ts';

@@ -1,0 +1,357 @@
+/**
+ * Building blocks of the benchmarks (run.ts, soak.ts, and the feature-cost
+ * scripts beside them): a temp dir, processes started and stopped by PID, the
+ * nginx backends, the contenders on those backends, wrk runs with RSS sampling.
+ * Every process is a child of the bench; all are killed when it ends.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** The body every nginx backend answers with: 21 bytes, as in the lab anchors. */
+export const SMALL_BODY = 'hello from a backend\n';
+/**
+ * nginx as one foreground process: no daemon and no master, so the PID the bench
+ * started is the one event loop that serves (the same as 1 worker) and the one to stop.
+ */
+const NGINX_FOREGROUND = 'daemon off; master_process off; worker_processes 1;';
+
+export interface Contender {
+  name: string;
+  port: number;
+  /** The process whose RSS is reported (undefined for the backends themselves). */
+  pid: number | undefined;
+  /** Data-path threads, for RSS per thread (1 for single-threaded servers). */
+  threads: number;
+}
+
+export interface WrkResult {
+  rps: number;
+  /** Milliseconds. */
+  p50: number;
+  p99: number;
+  errors: number;
+  requests: number;
+}
+
+export class BenchContext {
+  readonly dir = mkdtempSync(join(tmpdir(), 'velocity-bench-'));
+  private readonly children: ChildProcess[] = [];
+  private readonly cleanups: (() => void)[] = [];
+
+  constructor() {
+    // nginx workers run as an unprivileged user: they must be able to read files here.
+    chmodSync(this.dir, 0o755);
+    const stop = () => {
+      this.cleanup();
+      process.exit(130);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  }
+
+  file(name: string, content: string | Buffer): string {
+    const path = join(this.dir, name);
+    writeFileSync(path, content);
+    chmodSync(path, 0o644);
+    return path;
+  }
+
+  /** Starts a process in the foreground (never a daemon) so it can be stopped by PID. */
+  run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-4000);
+    });
+    child.once('exit', (code, signal) => {
+      if (!this.stopping && code !== 0 && signal === null) process.stderr.write(`\n${cmd} exited with ${code}: ${stderr}\n`);
+    });
+    this.children.push(child);
+    return child;
+  }
+
+  onCleanup(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
+  private stopping = false;
+
+  cleanup(): void {
+    this.stopping = true;
+    for (const fn of this.cleanups) {
+      try {
+        fn();
+      } catch {}
+    }
+    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export async function waitPort(port: number, ms = 15_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listening on 127.0.0.1:${port} after ${ms} ms`);
+}
+
+export function has(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function requireTools(tools: string[]): void {
+  const missing = tools.filter((t) => !has(t));
+  if (missing.length > 0) throw new Error(`${missing.join(', ')} is not installed (sudo apt-get install nginx haproxy wrk)`);
+}
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** The bench runs the real binary: builds dist/ when it is missing or older than src/. */
+export function ensureBuilt(log: (line: string) => void): void {
+  const cli = join(ROOT, 'dist/cli.js');
+  if (existsSync(cli) && statSync(cli).mtimeMs >= newestMtime(join(ROOT, 'src'))) return;
+  log('building dist/ (npm run build) …');
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { stdio: 'inherit' });
+  } catch {
+    // tsc exits non-zero on type errors but still emits; a missing dist/cli.js is what stops the bench.
+    if (!existsSync(cli)) throw new Error('npm run build failed: dist/cli.js is missing');
+  }
+}
+
+/** Three (or `count`) nginx backends: 21-byte body on /, a 1 MB file on /big, POST sink on /post. */
+export async function startNginxBackends(ctx: BenchContext, count = 3): Promise<{ ports: number[]; upstreams: string[] }> {
+  const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+  ctx.file('big.bin', Buffer.alloc(1024 * 1024, 120));
+  const conf = ctx.file(
+    'backends.conf',
+    `${NGINX_FOREGROUND} pid ${ctx.dir}/backends.pid; error_log ${ctx.dir}/backends.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+${ports.map((p) => `server { listen 127.0.0.1:${p}; client_max_body_size 1m; location / { return 200 "${SMALL_BODY.replace('\n', '\\n')}"; } location /big { alias ${ctx.dir}/big.bin; } location /post { return 200 "ok\\n"; } }`).join('\n')}
+}`,
+  );
+  ctx.run('nginx', ['-c', conf, '-p', ctx.dir]);
+  await Promise.all(ports.map((p) => waitPort(p)));
+  return { ports, upstreams: ports.map((p) => `127.0.0.1:${p}`) };
+}
+
+export async function startNginxProxy(ctx: BenchContext, upstreams: string[]): Promise<Contender> {
+  const port = await freePort();
+  const conf = ctx.file(
+    'nginx.conf',
+    `${NGINX_FOREGROUND} pid ${ctx.dir}/nginx.pid; error_log ${ctx.dir}/nginx.err;
+events { worker_connections 10000; }
+http { access_log off; keepalive_requests 1000000;
+upstream b { ${upstreams.map((u) => `server ${u};`).join(' ')} keepalive 128; }
+server { listen 127.0.0.1:${port}; client_max_body_size 1m;
+  location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }`,
+  );
+  const child = ctx.run('nginx', ['-c', conf, '-p', ctx.dir]);
+  await waitPort(port);
+  return { name: 'nginx', port, pid: child.pid, threads: 1 };
+}
+
+export async function startHaproxy(ctx: BenchContext, upstreams: string[]): Promise<Contender> {
+  const port = await freePort();
+  const conf = ctx.file(
+    'haproxy.cfg',
+    `global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:${port}
+  default_backend b
+backend b
+  balance roundrobin
+${upstreams.map((u, i) => `  server s${i} ${u}`).join('\n')}
+`,
+  );
+  const child = ctx.run('haproxy', ['-f', conf, '-db']);
+  await waitPort(port);
+  return { name: 'haproxy', port, pid: child.pid, threads: 1 };
+}
+
+export async function startNodeHttpProxy(ctx: BenchContext, upstreams: string[]): Promise<Contender> {
+  const port = await freePort();
+  const child = ctx.run(process.execPath, [join(ROOT, 'bench/node-http-proxy.ts'), String(port), ...upstreams.map((u) => `http://${u}`)]);
+  await waitPort(port);
+  return { name: 'node-http-proxy', port, pid: child.pid, threads: 1 };
+}
+
+/** node:http answering by itself (no upstream): the ceiling of one Node event loop here. */
+export async function startNodeHello(ctx: BenchContext): Promise<Contender> {
+  const port = await freePort();
+  const child = ctx.run(process.execPath, [join(ROOT, 'bench/node-hello.ts'), String(port)]);
+  await waitPort(port);
+  return { name: 'node http (no proxy)', port, pid: child.pid, threads: 1 };
+}
+
+export interface VelocityOptions {
+  /** Top-level config lines (workers, access_log, …). */
+  extra?: string;
+  /** Lines inside the service (health, policy, …), indented by 4 spaces. */
+  service?: string;
+  /** Data-path threads the config asks for (for RSS per thread). */
+  threads?: number;
+  /** Write a V8 CPU profile of the process to this directory (on exit). */
+  cpuProfDir?: string;
+}
+
+/** The real binary (dist/cli.js start) with a config written from the options. */
+export async function startVelocity(ctx: BenchContext, name: string, upstreams: string[], options: VelocityOptions = {}): Promise<Contender & { stop(): Promise<void> }> {
+  const port = await freePort();
+  const file = ctx.file(
+    `${name.replace(/[^a-z0-9]+/gi, '-')}.yaml`,
+    `listen: "127.0.0.1:${port}"
+admin: { listen: "127.0.0.1:0" }
+${options.extra ?? ''}
+services:
+  - name: bench
+    servers: [${upstreams.map((u) => `http://${u}`).join(', ')}]
+${options.service ?? ''}`,
+  );
+  const argv = [...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : []), join(ROOT, 'dist/cli.js'), 'start', '--config', file];
+  const child = ctx.run(process.execPath, argv, { VELOCITY_LOG_LEVEL: 'warn' });
+  await waitPort(port);
+  return {
+    name,
+    port,
+    pid: child.pid,
+    threads: options.threads ?? 1,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** Resident memory of a process in MB (all its threads), 0 when unknown. */
+export function rssMb(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function parseWrk(out: string): WrkResult {
+  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? 0);
+  const ms = (label: string) => {
+    const m = new RegExp(`\\s${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+    if (!m) return 0;
+    const v = Number(m[1]);
+    return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+  };
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = num(/Non-2xx or 3xx responses: (\d+)/) + (socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+  return { rps: num(/Requests\/sec:\s+([\d.]+)/), p50: ms('50'), p99: ms('99'), errors, requests: num(/(\d+) requests in/) };
+}
+
+/** CPU time a process used so far (user + system, all threads), in ms; 0 when unknown. */
+export function cpuMs(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+const CLOCK_TICKS = 100;
+
+export interface LoadResult extends WrkResult {
+  /** Peak resident memory while the load ran, MB. */
+  rssMb: number;
+  /** CPU time the contender spent per request, µs (0 when unknown): less noisy than req/s on a shared machine. */
+  cpuUsPerRequest: number;
+}
+
+/** One bounded wrk run; samples the contender's RSS while it runs and reports the peak and its CPU per request. */
+export function runWrk(url: string, args: string[], seconds: number, pid: number | undefined): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('wrk', [...args, `-d${seconds}s`, '--latency', url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    let peak = rssMb(pid);
+    const cpuBefore = cpuMs(pid);
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, rssMb(pid));
+    }, 250);
+    const killer = setTimeout(() => child.kill('SIGKILL'), (seconds + 30) * 1000);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearInterval(sampler);
+      clearTimeout(killer);
+      if (code !== 0) return reject(new Error(`wrk exited with ${code}: ${out.trim()}`));
+      const result = parseWrk(out);
+      const cpu = cpuMs(pid) - cpuBefore;
+      resolve({ ...result, rssMb: Math.max(peak, rssMb(pid)), cpuUsPerRequest: pid && result.requests > 0 ? (cpu * 1000) / result.requests : 0 });
+    });
+  });
+}
+
+export function resultsFile(prefix: string): string {
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  return join(dir, `${prefix}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+}
+
+export const median = (xs: readonly number[]): number => {
+  if (xs.length === 0) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+};

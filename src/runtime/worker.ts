@@ -1,0 +1,125 @@
+/**
+ * The entry of a data-path worker thread (`workers: N`): a data plane over the
+ * shared state, the same guards and metrics as the main thread would run
+ * (prepareServingPlane), and its own listeners on the shared ports (SO_REUSEPORT:
+ * the kernel spreads connections over the threads). Everything it is told comes
+ * from the main thread in order; everything it reports goes back as messages.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import pino from 'pino';
+import { checkPolicyModules } from '../config/load.ts';
+import type { Config } from '../config/schema/root.ts';
+import type { Blocklist } from '../guard/blocklist.ts';
+import { TrafficControl } from '../guard/index.ts';
+import type { RequestRecord } from '../observe/events.ts';
+import { ListenerSet } from '../proxy/listener-set.ts';
+import { policyModuleBase } from '../upstream/service.ts';
+import { DataPlane } from './data-plane.ts';
+import { prepareServingPlane } from './serving.ts';
+import { SharedState, setLockOwner } from './shared-state.ts';
+import { ThreadBlocklist } from './thread-blocklist.ts';
+import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
+
+/** Records go to the main thread in batches: one message per event-loop turn, or per this many. */
+const RECORD_BATCH = 256;
+
+if (!parentPort) throw new Error('worker.ts runs as a worker thread only');
+const port = parentPort;
+const start = workerData as WorkerStart;
+const post = (message: FromWorker) => port.postMessage(message);
+
+// Log lines go to the main thread, which writes them with its own logger (and its destination).
+const log = pino({ level: start.logLevel, base: { thread: start.thread }, timestamp: false }, { write: (line: string) => post({ type: 'log', line }) });
+process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception on a data-path thread (kept running)'));
+process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection on a data-path thread (kept running)'));
+
+setLockOwner(start.thread);
+policyModuleBase.dir = start.policyDir;
+const state = new SharedState(start.buffers);
+const plane = new DataPlane(state, start.thread, log);
+const blocklist = (list: Blocklist) => {
+  const synced = new ThreadBlocklist(list);
+  synced.send = (change) => post({ type: 'blocklist', change });
+  return synced;
+};
+const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, { wrapBlocklist: blocklist });
+
+let forwardRecords = start.forwardRecords;
+let batch: RequestRecord[] = [];
+const flushRecords = () => {
+  if (batch.length === 0) return;
+  post({ type: 'records', records: batch });
+  batch = [];
+};
+plane.addObserver((record) => {
+  if (!forwardRecords) return;
+  if (batch.push(record) === 1) setImmediate(flushRecords);
+  else if (batch.length >= RECORD_BATCH) flushRecords();
+});
+
+// Circuit and ejection changes are logged here and observed on the main thread (metrics, dashboard, API).
+plane.upstreamChanges.on('change', (change) => post({ type: 'upstream', change }));
+
+async function configure(config: Config): Promise<void> {
+  await checkPolicyModules({ config }, policyModuleBase.dir);
+}
+
+let listeners: ListenerSet | undefined;
+try {
+  await configure(start.topology.config);
+  await traffic.ready();
+  prepareServingPlane(plane, start.topology.config, traffic);
+  plane.apply(start.topology);
+  listeners = await ListenerSet.open(plane, start.listen, log, { reusePort: true });
+  post({ type: 'ready', bound: listeners.bound, version: plane.version });
+} catch (err) {
+  post({ type: 'failed', message: (err as Error).message });
+  await traffic.close();
+  await plane.close();
+}
+
+async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
+  switch (message.type) {
+    case 'topology':
+      if (message.configChanged) {
+        await configure(message.topology.config);
+        traffic.apply(message.topology.config, plane);
+      }
+      plane.apply(message.topology);
+      post({ type: 'applied', version: message.topology.version });
+      return;
+    case 'listeners':
+      try {
+        await set.reconcile(message.config);
+        post({ type: 'reply', id: message.id, bound: set.bound });
+      } catch (err) {
+        post({ type: 'reply', id: message.id, error: (err as Error).message });
+      }
+      return;
+    case 'forward-records':
+      forwardRecords = message.on;
+      if (!forwardRecords) batch = [];
+      return;
+    case 'blocklist':
+      (traffic.blocklist as ThreadBlocklist).apply(message.change);
+      return;
+    case 'drain':
+      plane.draining = true;
+      await set.close(message.deadline);
+      flushRecords();
+      await traffic.close();
+      await plane.close();
+      post({ type: 'closed' });
+      port.close();
+      return;
+  }
+}
+
+if (listeners) {
+  const set = listeners;
+  // One message at a time, in the order sent: a topology never overtakes the reload before it.
+  let chain = Promise.resolve();
+  port.on('message', (message: ToWorker) => {
+    chain = chain.then(() => handle(message, set)).catch((err: unknown) => log.error({ err }, 'a data-path thread failed to apply a change'));
+  });
+}
