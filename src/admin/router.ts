@@ -22,6 +22,8 @@ export interface AdminRoute {
   path: string;
   /** Changes state: always needs the token. */
   mutates: boolean;
+  /** Readable without the token even off loopback (the dashboard's static page; never data). */
+  public?: boolean;
   /** One line for the OpenAPI document. */
   summary: string;
   /** The JSON body it accepts (validated before `handle`), for the handler and the OpenAPI document. */

@@ -57,7 +57,7 @@ export async function startAdminServer(address: ListenAddress, token: string | u
       return sendJson(res, 405, { error: `method ${req.method} not allowed; allowed: ${found.allowed.join(', ')}` });
     }
     const { route, params } = found;
-    if ((route.mutates || readAll) && !authorized(req)) {
+    if ((route.mutates || (readAll && !route.public)) && !authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer realm="velocity-admin"');
       return sendJson(res, 401, { error: expected ? 'missing or wrong bearer token' : 'changes need admin.token to be set in the config' });
     }

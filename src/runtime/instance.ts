@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { configRoutes } from '../admin/api/config.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
+import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
@@ -192,6 +193,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   admin.add(
     ...servicesRoutes(servicesDeps),
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
+    ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
   );
   admin.add(openApiRoute(() => admin.list(), VERSION));
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
