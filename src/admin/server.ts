@@ -12,6 +12,8 @@ import { ListenError } from '../proxy/listener.ts';
 import { AdminError, type AdminRouter } from './router.ts';
 
 const MAX_BODY = 1024 * 1024;
+/** How much of an oversized body is read (and discarded) to answer 413 cleanly; beyond it the connection is cut. */
+const DRAIN_LIMIT = 16 * MAX_BODY;
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.') || host === '::ffff:127.0.0.1';
@@ -115,9 +117,12 @@ async function readJsonBody(req: IncomingMessage): Promise<unknown> {
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY) throw new AdminError(413, `request body over ${MAX_BODY} bytes`);
-    chunks.push(chunk as Buffer);
+    // Past the limit the rest is read and discarded (up to DRAIN_LIMIT), so the client reads the 413
+    // instead of a reset connection; leaving the loop early destroys the socket.
+    if (size > DRAIN_LIMIT) break;
+    if (size <= MAX_BODY) chunks.push(chunk as Buffer);
   }
+  if (size > MAX_BODY) throw new AdminError(413, `request body over ${MAX_BODY} bytes`);
   if (size === 0) return undefined;
   const text = Buffer.concat(chunks).toString('utf8');
   const type = req.headers['content-type'] ?? '';

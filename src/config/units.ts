@@ -51,8 +51,10 @@ export function parseRate(text: string): Rate | undefined {
   const count = Number(m[1]);
   const multiple = m[2] ? Number(m[2]) : 1;
   const period = RATE_PERIODS[(m[3] as string).toLowerCase()];
-  if (period === undefined || count <= 0 || multiple <= 0) return undefined;
-  return { count, periodMs: period * multiple };
+  const periodMs = period === undefined ? Number.NaN : period * multiple;
+  // Digits past what a double holds (1e309/s, 1/1e309s) are not a rate: Infinity would reach the limiter's arithmetic.
+  if (!(Number.isFinite(count) && count > 0 && Number.isFinite(periodMs) && periodMs > 0)) return undefined;
+  return { count, periodMs };
 }
 
 /** `200`, `200-399`, `2xx` → an inclusive status range; undefined when malformed. */

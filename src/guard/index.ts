@@ -38,14 +38,14 @@ export class TrafficControl {
    * `wrapBlocklist` lets a thread pool put its own layer around this thread's list
    * (to pass changes to the other threads); the guards and auto-ban then use that layer.
    */
-  constructor(config: Config, tableBuffer: SharedArrayBuffer, log: Logger, options: { wrapBlocklist?: (list: Blocklist) => Blocklist } = {}) {
+  constructor(config: Config, tableBuffer: SharedArrayBuffer, log: Logger, options: { wrapBlocklist?: (list: Blocklist) => Blocklist; onRedisDown?: () => void } = {}) {
     this.log = log;
     this.state = config.state;
     const table = new LocalRateLimitTable(tableBuffer);
     const { store, url, prefix, on_failure, timeout } = config.state;
     let blocklist: Blocklist;
     if (store === 'redis' && url) {
-      const redis = new RedisConnection(url, prefix, timeout, log);
+      const redis = new RedisConnection(url, prefix, timeout, log, options.onRedisDown);
       this.redis = redis;
       this.shared = new RedisBlocklist(redis, log);
       blocklist = this.shared;

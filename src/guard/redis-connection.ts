@@ -25,15 +25,17 @@ export class RedisConnection {
   readonly subscriber: Redis;
   readonly prefix: string;
   private readonly log: Logger;
+  private readonly onDown: () => void;
   private down = false;
   private suspendedUntil = 0;
   private readonly handlers = new Map<string, (message: string) => void>();
   private readonly subscribedListeners: (() => void)[] = [];
 
-  /** `timeoutMs`: how long a command may take before it counts as failed. */
-  constructor(url: string, prefix: string, timeoutMs: number, log: Logger) {
+  /** `timeoutMs`: how long a command may take before it counts as failed; `onDown`: called once per outage (for a metric). */
+  constructor(url: string, prefix: string, timeoutMs: number, log: Logger, onDown: () => void = () => undefined) {
     this.prefix = prefix;
     this.log = log;
+    this.onDown = onDown;
     this.client = new Redis(url, { ...OPTIONS, commandTimeout: timeoutMs });
     this.subscriber = new Redis(url, { ...OPTIONS, autoResubscribe: false });
     for (const c of [this.client, this.subscriber]) c.on('error', (err: Error) => this.failed(err));
@@ -64,6 +66,7 @@ export class RedisConnection {
     this.suspendedUntil = Date.now() + SUSPEND_MS;
     if (this.down) return;
     this.down = true;
+    this.onDown();
     this.log.error({ err: err.message }, 'redis unreachable: rate limits and the blocklist fall back to this instance; reconnecting');
   }
 

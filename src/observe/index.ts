@@ -30,6 +30,20 @@ export async function startObservability(config: Config, plane: DataPlane, contr
   // Metrics are counted on each serving thread (src/runtime/serving.ts); the observers here run where
   // records arrive: the one data plane, or the main thread's plane that worker threads forward records to.
   const unsubscribe: (() => void)[] = [];
+  // Health, ejection and removal events as counters (each is also logged where it happens).
+  const onHealth = (change: { up: boolean }) => countGlobal(control.state, change.up ? GM.HEALTH_UP : GM.HEALTH_DOWN);
+  const onRemoved = () => countGlobal(control.state, GM.SERVERS_REMOVED);
+  const onUpstream = (change: { kind: string }) => {
+    if (change.kind === 'ejection') countGlobal(control.state, GM.EJECTIONS);
+  };
+  control.on('health', onHealth);
+  control.on('removed', onRemoved);
+  plane.upstreamChanges.on('change', onUpstream);
+  unsubscribe.push(() => {
+    control.off('health', onHealth);
+    control.off('removed', onRemoved);
+    plane.upstreamChanges.off('change', onUpstream);
+  });
 
   let sink: AccessLogSink | undefined;
   const output = config.access_log.output;
@@ -40,6 +54,7 @@ export async function startObservability(config: Config, plane: DataPlane, contr
     writer = new LogWriter(makeStore(config.logs), config.logs, log, {
       dropped: (n) => countGlobal(control.state, GM.LOG_DROPPED, n),
       written: (n) => countGlobal(control.state, GM.LOG_WRITTEN, n),
+      failed: () => countGlobal(control.state, GM.LOG_STORE_ERRORS),
     });
     // Requests matter more than their logs: an unreachable store is logged loudly and retried, not fatal.
     await writer.start();

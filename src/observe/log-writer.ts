@@ -24,16 +24,18 @@ export class LogWriter {
   private readonly log: Logger;
   private readonly onDrop: (n: number) => void;
   private readonly onWritten: (n: number) => void;
+  private readonly onFailed: () => void;
   private healthy = true;
   /** Whether the store's schema is in place; a store unreachable at start is set up on the first write that works. */
   private ready = false;
 
-  constructor(store: LogStore, config: LogStoreConfig, log: Logger, counters: { dropped(n: number): void; written(n: number): void }) {
+  constructor(store: LogStore, config: LogStoreConfig, log: Logger, counters: { dropped(n: number): void; written(n: number): void; failed?(): void }) {
     this.store = store;
     this.config = config;
     this.log = log;
     this.onDrop = counters.dropped;
     this.onWritten = counters.written;
+    this.onFailed = counters.failed ?? (() => undefined);
     this.timer = setInterval(() => void this.flush(), config.flush_interval);
     this.timer.unref();
     this.reportTimer = setInterval(() => this.reportDrops(), 60_000);
@@ -88,6 +90,7 @@ export class LogWriter {
           await this.store.write(batch);
         } catch (err) {
           this.failures++;
+          this.onFailed();
           this.nextAttempt = Date.now() + Math.min(5_000, 250 * 2 ** Math.min(this.failures, 5));
           if (this.healthy) this.log.error({ store: this.store.kind, err: (err as Error).message }, 'log store write failed; buffering and retrying with backoff');
           this.healthy = false;

@@ -29,9 +29,21 @@ const SE = {
   ERRORS: HIST_CELLS + 6,
 } as const;
 /** Process-wide cells. */
-export const GM = { LOG_DROPPED: 0, RELOAD_OK: 1, RELOAD_FAILED: 2, UNROUTED: 3, LOG_WRITTEN: 4 } as const;
+export const GM = {
+  LOG_DROPPED: 0,
+  RELOAD_OK: 1,
+  RELOAD_FAILED: 2,
+  UNROUTED: 3,
+  LOG_WRITTEN: 4,
+  HEALTH_DOWN: 5,
+  HEALTH_UP: 6,
+  EJECTIONS: 7,
+  LOG_STORE_ERRORS: 8,
+  REDIS_OUTAGES: 9,
+  SERVERS_REMOVED: 10,
+} as const;
 
-if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.ERRORS >= SERVICE_METRIC_CELLS || GM.LOG_WRITTEN >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
+if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.ERRORS >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -172,6 +184,21 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   out.sample('velocity_log_entries_dropped_total', {}, g(GM.LOG_DROPPED));
   out.declare('velocity_log_entries_written_total', 'counter', 'Access-log entries written to the log store.');
   out.sample('velocity_log_entries_written_total', {}, g(GM.LOG_WRITTEN));
+  out.declare('velocity_log_store_errors_total', 'counter', 'Failed writes to the log store (entries stay buffered and are retried).');
+  out.sample('velocity_log_store_errors_total', {}, g(GM.LOG_STORE_ERRORS));
+  out.declare('velocity_health_changes_total', 'counter', 'Servers going down or up by active health checks.');
+  out.sample('velocity_health_changes_total', { to: 'down' }, g(GM.HEALTH_DOWN));
+  out.sample('velocity_health_changes_total', { to: 'up' }, g(GM.HEALTH_UP));
+  out.declare('velocity_passive_ejections_total', 'counter', 'Servers ejected by passive health.');
+  out.sample('velocity_passive_ejections_total', {}, g(GM.EJECTIONS));
+  out.declare(
+    'velocity_state_store_outages_total',
+    'counter',
+    'Times the Redis state store became unreachable, per connection (one per data-path thread); rate limits and the blocklist fell back to this instance.',
+  );
+  out.sample('velocity_state_store_outages_total', {}, g(GM.REDIS_OUTAGES));
+  out.declare('velocity_servers_removed_total', 'counter', 'Servers removed at runtime or by a reload, after draining.');
+  out.sample('velocity_servers_removed_total', {}, g(GM.SERVERS_REMOVED));
   out.declare('velocity_config_reloads_total', 'counter', 'Config reloads by result.');
   out.sample('velocity_config_reloads_total', { result: 'success' }, g(GM.RELOAD_OK));
   out.sample('velocity_config_reloads_total', { result: 'failure' }, g(GM.RELOAD_FAILED));

@@ -89,7 +89,7 @@ export interface SharedStateBuffers {
 /** BigInt64 metric cells per server slot, per service slot, and process-wide. */
 export const SERVER_METRIC_CELLS = 24;
 export const SERVICE_METRIC_CELLS = 24;
-export const GLOBAL_METRIC_CELLS = 8;
+export const GLOBAL_METRIC_CELLS = 16;
 
 export class SharedState {
   readonly serverCapacity: number;

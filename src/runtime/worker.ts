@@ -12,6 +12,7 @@ import type { Config } from '../config/schema/root.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
+import { countGlobal, GM } from '../observe/metrics.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
 import { policyModuleBase } from '../upstream/service.ts';
 import { DataPlane } from './data-plane.ts';
@@ -42,7 +43,7 @@ const blocklist = (list: Blocklist) => {
   synced.send = (change) => post({ type: 'blocklist', change });
   return synced;
 };
-const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, { wrapBlocklist: blocklist });
+const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, { wrapBlocklist: blocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
 
 let forwardRecords = start.forwardRecords;
 let batch: RequestRecord[] = [];

@@ -1,16 +1,23 @@
 /**
  * Chaos under a bounded load of idempotent GETs: kill -9 a backend, SIGSTOP one
  * (then SIGCONT), reload a broken config then a good one, remove a server
- * through the control plane. Zero failed requests allowed: tuned by config
- * (health interval, per-try timeout, retries), never by loosening the assertion.
+ * through the control plane. The second test adds the shared parts: Redis
+ * restarted under a shared rate limit, the PostgreSQL log store stopped, the
+ * removal through the REST admin API, and checks every event in the log lines
+ * and in /metrics. Zero failed requests allowed: tuned by config (health
+ * interval, per-try timeout, retries), never by loosening the assertion.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
+import pino from 'pino';
+import { request } from 'undici';
 import { parseConfig } from '../../src/config/load.ts';
-import { delay, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { startPostgres } from '../support/postgres.ts';
+import { startRedis } from '../support/redis.ts';
+import { delay, eventually, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
 test('kill -9, SIGSTOP/SIGCONT, a broken then a good reload and a server removal during load: zero failed idempotent requests', async (t) => {
   const backends = await startBackends(t, 4);
@@ -71,4 +78,131 @@ services:
   t.diagnostic(`${sent} requests, ${failures.length} failed; events: ${events.join(' → ')}`);
   assert.ok(sent > 200, `the load ran (${sent})`);
   assert.deepEqual(failures, []);
+});
+
+const TOKEN = 'chaos-admin-token-0123456789';
+
+/** Idempotent GETs from 8 loops until stopped, capped in count and time; every non-200 is a failure. */
+function boundedLoad(t: TestContext, url: string, events: string[], limits = { requests: 20_000, ms: 45_000 }) {
+  const agent = testAgent(t);
+  const failures: string[] = [];
+  let sent = 0;
+  let stop = false;
+  const deadline = Date.now() + limits.ms;
+  const loop = async () => {
+    while (!stop && sent < limits.requests && Date.now() < deadline) {
+      sent++;
+      try {
+        const r = await get(agent, url);
+        if (r.status !== 200) failures.push(`${r.status} ${String(r.headers['x-velocity-error'])} after ${events.at(-1) ?? 'start'}`);
+      } catch (err) {
+        failures.push(`${String(err)} after ${events.at(-1) ?? 'start'}`);
+      }
+    }
+  };
+  const running = Promise.all(Array.from({ length: 8 }, loop));
+  return {
+    failures,
+    sent: () => sent,
+    async finish() {
+      stop = true;
+      await running;
+    },
+  };
+}
+
+/** A counter's value from the Prometheus text, by name and (optional) exact label text. */
+function counter(metrics: string, name: string, labels = ''): number {
+  const line = metrics.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  assert.ok(line, `metric ${name}${labels} is exposed`);
+  return Number(line.split(' ')[1]);
+}
+
+test('kill -9, SIGSTOP, Redis restart, log database stop, broken and good reloads, removal via the admin API: zero failed requests, every event logged and counted', async (t) => {
+  const redis = await startRedis(t);
+  if (!redis) return;
+  const pg = await startPostgres(t);
+  if (!pg) return;
+  const backends = await startBackends(t, 4);
+  const [b1, b2, b3, b4] = backends as [(typeof backends)[0], (typeof backends)[0], (typeof backends)[0], (typeof backends)[0]];
+  const lines: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+  const logged = (pattern: RegExp) => lines.some((l) => pattern.test(l));
+  const yaml = (servers: string[]) => `listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0", token: ${TOKEN} }
+state: { store: redis, url: "${redis.url}", on_failure: open, timeout: 1s }
+rate_limits:
+  - { name: generous, rate: 1000000/s, burst: 1000000 }
+logs: { store: postgres, url: "${pg.url}", flush_interval: 100ms, buffer: 100000, batch: 200 }
+services:
+  - name: app
+    health: { type: http, path: /health, interval: 500ms, timeout: 1s, unhealthy_threshold: 2, healthy_threshold: 1 }
+    timeouts: { connect: 500ms }
+    retries: { attempts: 4, per_try_timeout: 1s, budget: 1, min_retries_per_second: 1000, backoff: { base: 5ms, max: 20ms } }
+    passive_health: { consecutive_failures: 2, max_ejected_percent: 50 }
+    servers: [${servers.join(', ')}]
+`;
+  const velocity = await startInProcess(t, yaml(backends.map((b) => b.url)), { logger });
+  const admin = `http://127.0.0.1:${velocity.adminAddress?.port}`;
+  const metrics = async () => (await request(`${admin}/metrics`)).body.text();
+  const events: string[] = [];
+  const run = boundedLoad(t, `http://127.0.0.1:${velocity.address.port}/`, events);
+  const step = async (name: string, action: () => unknown | Promise<unknown>, settleMs = 1_500) => {
+    events.push(name);
+    await action();
+    await delay(settleMs);
+  };
+  await delay(500);
+  await step('kill -9 b1', () => b1.stop('SIGKILL'));
+  await step('SIGSTOP b2', () => b2.child.kill('SIGSTOP'));
+  await step('SIGCONT b2', () => b2.child.kill('SIGCONT'));
+  await step('stop Redis', () => redis.stop(), 1_000);
+  await step('start Redis on the same port', () => redis.start());
+  await step('stop the log database', () => pg.stop());
+  await step('reload a broken config', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'velocity-chaos-')), 'broken.yaml');
+    writeFileSync(file, 'services: [ { name: app, servers: [not a url] } ]\n');
+    const result = await velocity.reload(file);
+    rmSync(dirname(file), { recursive: true, force: true });
+    assert.equal(result.ok, false, 'the broken config is rejected');
+  });
+  await step('reload a good config', async () => {
+    const result = await velocity.reload(parseConfig(yaml([b2.url, b3.url, b4.url]), 'good.yaml').config);
+    assert.equal(result.ok, true, JSON.stringify(result.errors));
+  });
+  await step('remove b3 through the admin API', async () => {
+    const res = await request(`${admin}/api/v1/services/app/servers/${encodeURIComponent(`127.0.0.1:${b3.port}`)}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    assert.equal(res.statusCode, 202, await res.body.text());
+  });
+  await eventually(() => logged(new RegExp(`"server":"127\\.0\\.0\\.1:${b3.port}".*"msg":"server removed"`)), 10_000, 'b3 removed after draining');
+  await run.finish();
+  const text = await metrics();
+  t.diagnostic(`${run.sent()} requests, ${run.failures.length} failed; events: ${events.join(' → ')}`);
+  assert.ok(run.sent() > 200, `the load ran (${run.sent()})`);
+  assert.deepEqual(run.failures, []);
+
+  // Every event in the log lines…
+  const b1Id = `127\\.0\\.0\\.1:${b1.port}`;
+  const expected: [string, RegExp][] = [
+    ['b1 down or ejected', new RegExp(`"server":"${b1Id}".*"msg":"(server failed active health checks|server ejected by passive health)"`)],
+    ['redis lost', /"msg":"redis unreachable/],
+    ['redis back', /"msg":"redis reachable again/],
+    ['log store failing', /"msg":"log store write failed/],
+    ['reload rejected', /"msg":"config reload rejected/],
+    ['reload applied', /"msg":"config reloaded"/],
+    ['server removed', /"msg":"server removed"/],
+  ];
+  const missing = expected.filter(([, p]) => !logged(p)).map(([name]) => name);
+  assert.deepEqual(missing, [], `events missing from the log:\n${lines.join('')}`);
+  // …and in /metrics.
+  assert.ok(counter(text, 'velocity_health_changes_total', '{to="down"}') + counter(text, 'velocity_passive_ejections_total') >= 1, 'b1 down or ejected is counted');
+  assert.ok(counter(text, 'velocity_state_store_outages_total') >= 1, 'the Redis outage is counted');
+  assert.ok(counter(text, 'velocity_log_store_errors_total') >= 1, 'log store write failures are counted');
+  assert.ok(counter(text, 'velocity_log_entries_written_total') >= 1, 'entries were written before the database stopped');
+  assert.ok(counter(text, 'velocity_config_reloads_total', '{result="failure"}') >= 1, 'the rejected reload is counted');
+  assert.ok(counter(text, 'velocity_config_reloads_total', '{result="success"}') >= 1, 'the applied reload is counted');
+  assert.ok(counter(text, 'velocity_servers_removed_total') >= 1, 'the removal is counted');
 });

@@ -12,9 +12,31 @@ export interface ConfigApiDeps {
   configFile: string | undefined;
 }
 
-/** The config as JSON, with the admin token left out. */
+/** A URL's password (redis://:pw@…, postgres://user:pw@…) replaced; other strings as they are. */
+function withoutPassword(value: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(value)) return value;
+  try {
+    const url = new URL(value);
+    if (!url.password) return value;
+    url.password = 'redacted';
+    return url.toString();
+  } catch {
+    return '(redacted)';
+  }
+}
+
+function redactUrls(value: unknown): unknown {
+  if (typeof value === 'string') return withoutPassword(value);
+  if (Array.isArray(value)) return value.map(redactUrls);
+  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactUrls(v)]));
+  }
+  return value;
+}
+
+/** The config as JSON, with the admin token left out and passwords in URLs (state.url, logs.url…) replaced. */
 function redacted(config: Config): unknown {
-  return { ...config, admin: { ...config.admin, token: config.admin.token ? '(set)' : undefined } };
+  return redactUrls({ ...config, admin: { ...config.admin, token: config.admin.token ? '(set)' : undefined } });
 }
 
 function postedYaml(body: unknown): string {
