@@ -139,3 +139,19 @@ describe('velocity backend', () => {
     assert.ok(Date.now() - started >= 190, 'DURATION=0.2 adds 200 ms');
   });
 });
+
+describe('velocity command line', () => {
+  test('--help after a command prints the usage and exits 0', async () => {
+    const r = await run(['backend', '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /velocity backend --port N/);
+  });
+
+  test('an unknown flag is named in one line with the usage, exit 2, and no stack trace', async () => {
+    const r = await run(['start', '--confg', 'x.yaml']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /velocity start: .*'--confg'/);
+    assert.match(r.stderr, /usage:/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+});
