@@ -214,20 +214,33 @@ ${upstreams.map((u, i) => `  server s${i} ${u}`).join('\n')}
   return { name: 'haproxy', port, pid: child.pid, threads: 1 };
 }
 
-export async function startNodeHttpProxy(ctx: BenchContext, upstreams: string[]): Promise<Contender> {
+/** A Node script from bench/ run as a contender: its first argument is the port to listen on. */
+async function startNodeScript(ctx: BenchContext, name: string, script: string, args: string[] = []): Promise<Contender> {
   const port = await freePort();
-  const child = ctx.run(process.execPath, [join(ROOT, 'bench/node-http-proxy.ts'), String(port), ...upstreams.map((u) => `http://${u}`)]);
+  const child = ctx.run(process.execPath, [join(ROOT, 'bench', script), String(port), ...args]);
   await waitPort(port);
-  return { name: 'node-http-proxy', port, pid: child.pid, threads: 1 };
+  return { name, port, pid: child.pid, threads: 1 };
 }
 
+export const startNodeHttpProxy = (ctx: BenchContext, upstreams: string[]) =>
+  startNodeScript(
+    ctx,
+    'node-http-proxy',
+    'node-http-proxy.ts',
+    upstreams.map((u) => `http://${u}`),
+  );
+
 /** node:http answering by itself (no upstream): the ceiling of one Node event loop here. */
-export async function startNodeHello(ctx: BenchContext): Promise<Contender> {
-  const port = await freePort();
-  const child = ctx.run(process.execPath, [join(ROOT, 'bench/node-hello.ts'), String(port)]);
-  await waitPort(port);
-  return { name: 'node http (no proxy)', port, pid: child.pid, threads: 1 };
-}
+export const startNodeHello = (ctx: BenchContext) => startNodeScript(ctx, 'node http (no proxy)', 'node-hello.ts');
+
+/** The least a node:http + undici proxy can do (bench/undici-floor.ts): Velocity's ceiling on one thread. */
+export const startUndiciFloor = (ctx: BenchContext, upstreams: string[]) =>
+  startNodeScript(
+    ctx,
+    'undici floor (no features)',
+    'undici-floor.ts',
+    upstreams.map((u) => `http://${u}`),
+  );
 
 export interface VelocityOptions {
   /** Top-level config lines (workers, access_log, …). */

@@ -30,6 +30,7 @@ import {
   startNginxProxy,
   startNodeHello,
   startNodeHttpProxy,
+  startUndiciFloor,
   startVelocity,
 } from './lib.ts';
 
@@ -109,6 +110,7 @@ async function bench(ctx: BenchContext): Promise<void> {
   else say('haproxy is not installed: left out (sudo apt-get install haproxy)');
   contenders.push(await startNodeHttpProxy(ctx, upstreams));
   contenders.push(await startNodeHello(ctx));
+  contenders.push(await startUndiciFloor(ctx, upstreams));
   contenders.push(await startVelocity(ctx, 'velocity', upstreams));
   contenders.push(
     await startVelocity(ctx, 'velocity+features', upstreams, {
@@ -121,7 +123,12 @@ async function bench(ctx: BenchContext): Promise<void> {
   const post = ctx.file('post.lua', `wrk.method = "POST"\nwrk.body = string.rep("x", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
   const core = ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'];
   const scenarios: Scenario[] = [
-    { name: 'GET c=50', path: '/', wrk: ['-t1', '-c50'], contenders: [...core, 'velocity+features', 'velocity workers=auto', 'node http (no proxy)'] },
+    {
+      name: 'GET c=50',
+      path: '/',
+      wrk: ['-t1', '-c50'],
+      contenders: [...core, 'velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)'],
+    },
     { name: 'GET c=256', path: '/', wrk: ['-t1', '-c256'], contenders: [...core, 'velocity workers=auto'] },
     { name: 'GET 1MB c=10', path: '/big', wrk: ['-t1', '-c10'], contenders: core },
     { name: 'POST 64KB c=20', path: '/post', wrk: ['-t1', '-c20', '-s', post], contenders: core },
@@ -235,6 +242,16 @@ function assessTargets(rows: Row[]): Target[] {
   if (velocity && nhp?.rps) {
     const ratio = velocity.rps / nhp.rps;
     out.push({ name: 'req/s × node-http-proxy (GET c=50)', value: ratio.toFixed(2), target: '≥ 2.5', met: ratio >= 2.5 });
+  }
+  const floor = row('GET c=50', 'undici floor (no features)');
+  if (velocity && floor?.rps) {
+    // Not a target: how much of its platform's ceiling Velocity reaches (what its features cost).
+    out.push({
+      name: 'req/s × undici floor, the same Node parts without features (GET c=50)',
+      value: (velocity.rps / floor.rps).toFixed(2),
+      target: 'for reference',
+      met: undefined,
+    });
   }
   const v1 = row('GET c=1', 'velocity');
   const d1 = row('GET c=1', 'direct');

@@ -37,7 +37,7 @@ test('the quick benchmark runs every contender in every scenario and writes a ta
   for (const scenario of ['GET c=50', 'GET c=256', 'GET 1MB c=10', 'POST 64KB c=20', 'GET c=1']) {
     for (const name of proxies) assert.ok(contenders(scenario).includes(name), `${scenario}: ${name} ran`);
   }
-  for (const name of ['velocity+features', 'velocity workers=auto', 'node http (no proxy)']) assert.ok(contenders('GET c=50').includes(name), name);
+  for (const name of ['velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)']) assert.ok(contenders('GET c=50').includes(name), name);
 
   for (const row of result.rows) {
     // Every contender served; Velocity without a single error (others may time out under wrk on a busy machine).
