@@ -19,6 +19,8 @@ createServer((req, res) => {
   pool.dispatch(
     { method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers: req.rawHeaders, body: hasBody ? req : null },
     {
+      // undici requires every hook of its handler API, even one with nothing to do.
+      onRequestStart() {},
       onResponseStart(_c, status, headers) {
         res.writeHead(status, headers as Record<string, string>);
       },

@@ -40,9 +40,11 @@ test('the quick benchmark runs every contender in every scenario and writes a ta
   for (const name of ['velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)']) assert.ok(contenders('GET c=50').includes(name), name);
 
   for (const row of result.rows) {
-    // Every contender served; Velocity without a single error (others may time out under wrk on a busy machine).
+    // Every contender served; Velocity and our own reference scripts without a single error (third-party
+    // proxies may time out under wrk on a busy machine). An error count here means a broken contender.
     assert.ok(row.rps > 0, `${row.scenario} ${row.contender} served requests`);
-    if (row.contender.startsWith('velocity')) assert.equal(row.errors, 0, `${row.scenario} ${row.contender} had errors`);
+    if (row.contender.startsWith('velocity') || row.contender.startsWith('undici floor') || row.contender.startsWith('node http'))
+      assert.equal(row.errors, 0, `${row.scenario} ${row.contender} had errors`);
     assert.ok(row.p99 >= row.p50, `${row.scenario} ${row.contender}: p99 ≥ p50`);
     if (row.contender !== 'direct') assert.ok(row.rssMb > 0 && row.cpuUs > 0, `${row.scenario} ${row.contender}: RSS and CPU measured`);
   }
