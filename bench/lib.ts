@@ -368,3 +368,20 @@ export const median = (xs: readonly number[]): number => {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] as number;
 };
+
+/** One line of the result table (and of the JSON file): medians over the rounds of one contender in one scenario. */
+export interface Row {
+  scenario: string;
+  contender: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  rssMb: number;
+  /** CPU time per request, µs (all threads of the process). */
+  cpuUs: number;
+  /** Data-path threads (RSS per thread = rssMb / threads). */
+  threads: number;
+  /** Median over rounds of (this req/s ÷ nginx req/s in the same round). */
+  vsNginx: number | undefined;
+}

@@ -22,6 +22,7 @@ import {
   has,
   type LoadResult,
   median,
+  type Row,
   requireTools,
   resultsFile,
   runWrk,
@@ -59,22 +60,6 @@ interface Run extends LoadResult {
   scenario: string;
   contender: string;
   round: number;
-}
-
-interface Row {
-  scenario: string;
-  contender: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-  rssMb: number;
-  /** CPU time per request, µs (all threads of the process). */
-  cpuUs: number;
-  /** Data-path threads (RSS per thread = rssMb / threads). */
-  threads: number;
-  /** Median over rounds of (this req/s ÷ nginx req/s in the same round). */
-  vsNginx: number | undefined;
 }
 
 const say = (line: string) => process.stderr.write(`${line}\n`);

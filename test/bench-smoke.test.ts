@@ -4,19 +4,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import type { Row } from '../bench/lib.ts';
 import { serviceUnavailable } from './support/require-service.ts';
-
-interface Row {
-  scenario: string;
-  contender: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-  rssMb: number;
-  cpuUs: number;
-  vsNginx?: number;
-}
 
 test('the quick benchmark runs every contender in every scenario and writes a table and a JSON result', async (t) => {
   const script = fileURLToPath(new URL('../bench/run.ts', import.meta.url));

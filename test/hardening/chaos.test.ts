@@ -15,6 +15,7 @@ import { type TestContext, test } from 'node:test';
 import pino from 'pino';
 import { request } from 'undici';
 import { parseConfig } from '../../src/config/load.ts';
+import type { Velocity } from '../../src/runtime/instance.ts';
 import { startPostgres } from '../support/postgres.ts';
 import { startRedis } from '../support/redis.ts';
 import { delay, eventually, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
@@ -24,7 +25,26 @@ test('kill -9, SIGSTOP/SIGCONT, a broken then a good reload and a server removal
   const [b1, b2, b3, b4] = backends as [(typeof backends)[0], (typeof backends)[0], (typeof backends)[0], (typeof backends)[0]];
   const yaml = (servers: string[]) => `listen: "127.0.0.1:0"
 admin: { enabled: false }
-services:
+${appService(servers)}`;
+  const velocity = await startInProcess(t, yaml(backends.map((b) => b.url)));
+  const events: string[] = [];
+  const run = boundedLoad(t, `http://127.0.0.1:${velocity.address.port}/`, events, { requests: 20_000, ms: 30_000 });
+  const step = stepper(events);
+  await delay(500);
+  await step('kill -9 b1', () => b1.stop('SIGKILL'));
+  await step('SIGSTOP b2', () => b2.child.kill('SIGSTOP'));
+  await step('SIGCONT b2', () => b2.child.kill('SIGCONT'));
+  await step('reload a broken config', () => reloadBrokenConfig(velocity));
+  await step('reload a good config', () => reloadGoodConfig(velocity, yaml([b2.url, b3.url, b4.url])));
+  await step('remove b3 through the control plane', () => velocity.controlPlane.removeServer('app', `127.0.0.1:${b3.port}`));
+  await run.finish();
+  t.diagnostic(`${run.sent()} requests, ${run.failures.length} failed; events: ${events.join(' → ')}`);
+  assert.ok(run.sent() > 200, `the load ran (${run.sent()})`);
+  assert.deepEqual(run.failures, []);
+});
+
+/** The service both tests run: tuned so that no idempotent request fails (health, timeouts, retries, ejection). */
+const appService = (servers: string[]) => `services:
   - name: app
     health: { type: http, path: /health, interval: 500ms, timeout: 1s, unhealthy_threshold: 2, healthy_threshold: 1 }
     timeouts: { connect: 500ms }
@@ -32,53 +52,28 @@ services:
     passive_health: { consecutive_failures: 2, max_ejected_percent: 50 }
     servers: [${servers.join(', ')}]
 `;
-  const velocity = await startInProcess(t, yaml(backends.map((b) => b.url)));
-  const url = `http://127.0.0.1:${velocity.address.port}/`;
-  const agent = testAgent(t);
-  const failures: string[] = [];
-  const events: string[] = [];
-  let sent = 0;
-  let stop = false;
-  const deadline = Date.now() + 30_000;
-  const loadLoop = async () => {
-    while (!stop && sent < 20_000 && Date.now() < deadline) {
-      sent++;
-      try {
-        const r = await get(agent, url);
-        if (r.status !== 200) failures.push(`${r.status} ${String(r.headers['x-velocity-error'])} after ${events.at(-1) ?? 'start'}`);
-      } catch (err) {
-        failures.push(`${String(err)} after ${events.at(-1) ?? 'start'}`);
-      }
-    }
-  };
-  const running = Promise.all(Array.from({ length: 8 }, loadLoop));
-  const step = async (name: string, action: () => unknown | Promise<unknown>) => {
+
+/** Runs one chaos event, names it (failures say which event they followed), then lets things settle. */
+const stepper =
+  (events: string[]) =>
+  async (name: string, action: () => unknown | Promise<unknown>, settleMs = 1_500): Promise<void> => {
     events.push(name);
     await action();
-    await delay(1_500);
+    await delay(settleMs);
   };
-  await delay(500);
-  await step('kill -9 b1', () => b1.stop('SIGKILL'));
-  await step('SIGSTOP b2', () => b2.child.kill('SIGSTOP'));
-  await step('SIGCONT b2', () => b2.child.kill('SIGCONT'));
-  await step('reload a broken config', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'velocity-chaos-')), 'broken.yaml');
-    writeFileSync(file, 'services: [ { name: app, servers: [not a url] } ]\n');
-    const result = await velocity.reload(file);
-    rmSync(dirname(file), { recursive: true, force: true });
-    assert.equal(result.ok, false, 'the broken config is rejected');
-  });
-  await step('reload a good config', async () => {
-    const result = await velocity.reload(parseConfig(yaml([b2.url, b3.url, b4.url]), 'good.yaml').config);
-    assert.equal(result.ok, true, JSON.stringify(result.errors));
-  });
-  await step('remove b3 through the control plane', () => velocity.controlPlane.removeServer('app', `127.0.0.1:${b3.port}`));
-  stop = true;
-  await running;
-  t.diagnostic(`${sent} requests, ${failures.length} failed; events: ${events.join(' → ')}`);
-  assert.ok(sent > 200, `the load ran (${sent})`);
-  assert.deepEqual(failures, []);
-});
+
+async function reloadBrokenConfig(velocity: Velocity): Promise<void> {
+  const file = join(mkdtempSync(join(tmpdir(), 'velocity-chaos-')), 'broken.yaml');
+  writeFileSync(file, 'services: [ { name: app, servers: [not a url] } ]\n');
+  const result = await velocity.reload(file);
+  rmSync(dirname(file), { recursive: true, force: true });
+  assert.equal(result.ok, false, 'the broken config is rejected');
+}
+
+async function reloadGoodConfig(velocity: Velocity, yaml: string): Promise<void> {
+  const result = await velocity.reload(parseConfig(yaml, 'good.yaml').config);
+  assert.equal(result.ok, true, JSON.stringify(result.errors));
+}
 
 const TOKEN = 'chaos-admin-token-0123456789';
 
@@ -134,24 +129,13 @@ state: { store: redis, url: "${redis.url}", on_failure: open, timeout: 1s }
 rate_limits:
   - { name: generous, rate: 1000000/s, burst: 1000000 }
 logs: { store: postgres, url: "${pg.url}", flush_interval: 100ms, buffer: 100000, batch: 200 }
-services:
-  - name: app
-    health: { type: http, path: /health, interval: 500ms, timeout: 1s, unhealthy_threshold: 2, healthy_threshold: 1 }
-    timeouts: { connect: 500ms }
-    retries: { attempts: 4, per_try_timeout: 1s, budget: 1, min_retries_per_second: 1000, backoff: { base: 5ms, max: 20ms } }
-    passive_health: { consecutive_failures: 2, max_ejected_percent: 50 }
-    servers: [${servers.join(', ')}]
-`;
+${appService(servers)}`;
   const velocity = await startInProcess(t, yaml(backends.map((b) => b.url)), { logger });
   const admin = `http://127.0.0.1:${velocity.adminAddress?.port}`;
   const metrics = async () => (await request(`${admin}/metrics`)).body.text();
   const events: string[] = [];
   const run = boundedLoad(t, `http://127.0.0.1:${velocity.address.port}/`, events);
-  const step = async (name: string, action: () => unknown | Promise<unknown>, settleMs = 1_500) => {
-    events.push(name);
-    await action();
-    await delay(settleMs);
-  };
+  const step = stepper(events);
   await delay(500);
   await step('kill -9 b1', () => b1.stop('SIGKILL'));
   await step('SIGSTOP b2', () => b2.child.kill('SIGSTOP'));
@@ -159,17 +143,8 @@ services:
   await step('stop Redis', () => redis.stop(), 1_000);
   await step('start Redis on the same port', () => redis.start());
   await step('stop the log database', () => pg.stop());
-  await step('reload a broken config', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'velocity-chaos-')), 'broken.yaml');
-    writeFileSync(file, 'services: [ { name: app, servers: [not a url] } ]\n');
-    const result = await velocity.reload(file);
-    rmSync(dirname(file), { recursive: true, force: true });
-    assert.equal(result.ok, false, 'the broken config is rejected');
-  });
-  await step('reload a good config', async () => {
-    const result = await velocity.reload(parseConfig(yaml([b2.url, b3.url, b4.url]), 'good.yaml').config);
-    assert.equal(result.ok, true, JSON.stringify(result.errors));
-  });
+  await step('reload a broken config', () => reloadBrokenConfig(velocity));
+  await step('reload a good config', () => reloadGoodConfig(velocity, yaml([b2.url, b3.url, b4.url])));
   await step('remove b3 through the admin API', async () => {
     const res = await request(`${admin}/api/v1/services/app/servers/${encodeURIComponent(`127.0.0.1:${b3.port}`)}`, {
       method: 'DELETE',
