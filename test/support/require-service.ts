@@ -1,7 +1,9 @@
 /**
  * When a real service (redis-server, PostgreSQL, dockerd, Chromium, network
- * namespaces) cannot start, a test says so loudly. Locally it is then skipped;
- * under CI=true it fails, so a broken machine never passes as green.
+ * namespaces) cannot start, a test says so loudly. On a developer's machine it
+ * is then skipped, so the rest of the suite still runs without Docker or
+ * Chromium; under CI=true (which .ci/run always sets) it fails, so a broken CI
+ * machine never passes as green. This is the suite's only skip.
  */
 import type { TestContext } from 'node:test';
 
