@@ -15,6 +15,7 @@ import type { RequestRecord } from '../observe/events.ts';
 import { countGlobal, GM } from '../observe/metrics.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
 import { policyModuleBase } from '../upstream/service.ts';
+import type { Topology } from '../upstream/topology.ts';
 import { DataPlane } from './data-plane.ts';
 import { prepareServingPlane } from './serving.ts';
 import { SharedState, setLockOwner } from './shared-state.ts';
@@ -61,6 +62,23 @@ plane.addObserver((record) => {
 // Circuit and ejection changes are logged here and observed on the main thread (metrics, dashboard, API).
 plane.upstreamChanges.on('change', (change) => post({ type: 'upstream', change }));
 
+/**
+ * Every topology arrives structured-cloned, so its config objects are new even when
+ * only servers changed. Caches keyed by those objects (upstream TLS options and the
+ * https pools built from them, the insecure-TLS warning) would start over on every
+ * server change; unless the config itself changed, the running objects are kept, as
+ * the main thread does.
+ */
+let runningConfig: Config = start.topology.config;
+function withRunningConfig(topology: Topology, configChanged: boolean): Topology {
+  if (configChanged) {
+    runningConfig = topology.config;
+    return topology;
+  }
+  const byName = new Map(runningConfig.services.map((s) => [s.name, s]));
+  return { ...topology, config: runningConfig, services: topology.services.map((s) => ({ ...s, config: byName.get(s.name) ?? s.config })) };
+}
+
 async function configure(config: Config): Promise<void> {
   await checkPolicyModules({ config }, policyModuleBase.dir);
 }
@@ -86,7 +104,7 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
         await configure(message.topology.config);
         traffic.apply(message.topology.config, plane);
       }
-      plane.apply(message.topology);
+      plane.apply(withRunningConfig(message.topology, message.configChanged));
       post({ type: 'applied', version: message.topology.version });
       return;
     case 'listeners':
