@@ -5,7 +5,7 @@
  * passed to the others as a message. A Redis-backed list is shared already and
  * mirrors itself; only in-memory lists need this.
  */
-import { type BlockEntry, type Blocklist, MemoryBlocklist } from '../guard/blocklist.ts';
+import { type BlockEntry, type Blocklist, BlocklistError, MemoryBlocklist } from '../guard/blocklist.ts';
 import { parseCidr } from '../guard/cidr.ts';
 
 /** A change made on one thread, for the others. */
@@ -14,10 +14,13 @@ export type BlocklistChange = { add: BlockEntry } | { remove: string };
 /** Wraps a thread's blocklist: reports its own changes through `send`, applies others' with `apply`. */
 export class ThreadBlocklist implements Blocklist {
   private readonly inner: Blocklist;
+  /** Only in-memory lists are relayed: a Redis-backed one reaches every thread through Redis already. */
+  private readonly relays: boolean;
   send: (change: BlocklistChange) => void = () => {};
 
   constructor(inner: Blocklist) {
     this.inner = inner;
+    this.relays = inner instanceof MemoryBlocklist;
   }
 
   get size(): number {
@@ -26,13 +29,13 @@ export class ThreadBlocklist implements Blocklist {
 
   async add(...args: Parameters<Blocklist['add']>): Promise<BlockEntry> {
     const entry = await this.inner.add(...args);
-    this.send({ add: entry });
+    if (this.relays) this.send({ add: entry });
     return entry;
   }
 
   async remove(target: string): Promise<boolean> {
     const removed = await this.inner.remove(target);
-    this.send({ remove: target });
+    if (this.relays) this.send({ remove: target });
     return removed;
   }
 
@@ -44,15 +47,27 @@ export class ThreadBlocklist implements Blocklist {
     return this.inner.match(ip, now);
   }
 
-  /** A change another thread made: stored as it was made there (same expiry), without logging it again. */
-  apply(change: BlocklistChange): void {
-    if (!(this.inner instanceof MemoryBlocklist)) return;
+  /**
+   * A change another thread made: stored as it was made there (same expiry), without
+   * logging it again. Returns the reason when it could not be stored: each thread
+   * sweeps expired entries on its own timer, so this list can be full while the
+   * other had room. The thread that made the change still enforces it.
+   */
+  apply(change: BlocklistChange): string | undefined {
+    if (!(this.inner instanceof MemoryBlocklist)) return undefined;
     if ('remove' in change) {
       this.inner.delete(change.remove);
-      return;
+      return undefined;
     }
     const range = parseCidr(change.add.cidr);
-    if (range) this.inner.put({ ...change.add, range });
+    if (!range) return undefined;
+    try {
+      this.inner.put({ ...change.add, range });
+      return undefined;
+    } catch (err) {
+      if (err instanceof BlocklistError) return err.message;
+      throw err;
+    }
   }
 
   close(): void {

@@ -193,10 +193,12 @@ export class ThreadPool extends EventEmitter<{ replaced: [number] }> implements 
       case 'log':
         relayLog(this.options.log, message.line);
         return;
-      case 'blocklist':
-        this.options.blocklist.apply(message.change);
+      case 'blocklist': {
+        const refused = this.options.blocklist.apply(message.change);
+        if (refused) this.options.log.warn({ thread: thread.index, change: message.change, reason: refused }, 'a blocklist change from a data-path thread was not copied here');
         this.broadcast({ type: 'blocklist', change: message.change }, thread);
         return;
+      }
       case 'closed':
         thread.onClosed?.();
         return;

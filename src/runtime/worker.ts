@@ -119,9 +119,11 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
       forwardRecords = message.on;
       if (!forwardRecords) batch = [];
       return;
-    case 'blocklist':
-      (traffic.blocklist as ThreadBlocklist).apply(message.change);
+    case 'blocklist': {
+      const refused = (traffic.blocklist as ThreadBlocklist).apply(message.change);
+      if (refused) log.warn({ change: message.change, reason: refused }, 'a blocklist change from another thread was not copied here');
       return;
+    }
     case 'drain':
       plane.draining = true;
       await set.close(message.deadline);
