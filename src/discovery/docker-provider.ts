@@ -5,6 +5,8 @@
  * does every reconnect after the engine went away. Containers with bad labels are
  * skipped with the reason logged once.
  */
+
+import { cappedBackoff } from '../backoff.ts';
 import type { DockerConfig } from '../config/schema/discovery.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ControlPlane } from '../runtime/control-plane.ts';
@@ -105,7 +107,7 @@ export class DockerProvider implements DiscoveryProvider {
       } catch (err) {
         if (this.abort.signal.aborted) return;
         failures++;
-        const wait = Math.min(this.config.reconnect_backoff.max, this.config.reconnect_backoff.base * 2 ** (failures - 1));
+        const wait = cappedBackoff(this.config.reconnect_backoff.base, this.config.reconnect_backoff.max, failures - 1);
         if (this.connected || failures === 1)
           this.log.warn(
             { engine: this.client.endpoint, err: (err as Error).message, retryInMs: wait },

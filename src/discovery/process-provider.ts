@@ -7,6 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { connect, createServer } from 'node:net';
+import { cappedBackoff } from '../backoff.ts';
 import type { ProcessConfig } from '../config/schema/discovery.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ControlPlane } from '../runtime/control-plane.ts';
@@ -165,7 +166,7 @@ export class ProcessProvider extends EventEmitter<{ change: [] }> implements Dis
     const ranFor = Date.now() - instance.startedAt;
     instance.crashes = ranFor > STABLE_AFTER_MS ? 1 : instance.crashes + 1;
     const { base, max } = this.config.restart_backoff;
-    const wait = Math.min(max, base * 2 ** (instance.crashes - 1));
+    const wait = cappedBackoff(base, max, instance.crashes - 1);
     this.log.warn({ instance: instance.name, code, signal, ranForMs: ranFor, restartInMs: wait }, 'instance exited; restarting with backoff');
     instance.restartTimer = setTimeout(() => void this.launch(instance), wait);
   }

@@ -11,6 +11,7 @@
  * can only make old keys forget, never exhaust memory.
  */
 import { randomBytes } from 'node:crypto';
+import { fmix32 } from '../balancer/hash.ts';
 import { gcra, type Limit, type Verdict } from './gcra.ts';
 
 export interface RateLimitStore {
@@ -22,14 +23,6 @@ export interface RateLimitStore {
 const PROBES = 8;
 /** Bytes per slot: key hash and TAT, 8 bytes each. */
 export const RATE_LIMIT_SLOT_BYTES = 16;
-
-/** murmur3's 32-bit finalizer: every input bit moves every output bit. */
-function fmix32(h: number): number {
-  let x = h;
-  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
-  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
-  return (x ^ (x >>> 16)) >>> 0;
-}
 
 export class LocalRateLimitTable implements RateLimitStore {
   readonly cells: BigInt64Array;

@@ -7,6 +7,7 @@
  * logged once.
  */
 import { Redis, type RedisOptions } from 'ioredis';
+import { cappedBackoff } from '../backoff.ts';
 import type { Logger } from '../observe/logger.ts';
 
 /** How long a failed command keeps Redis out of the request path. */
@@ -17,7 +18,7 @@ const OPTIONS: RedisOptions = {
   maxRetriesPerRequest: 0,
   connectTimeout: 1_000,
   // Reconnect forever, backing off to at most 2 s between attempts.
-  retryStrategy: (attempt: number) => Math.min(2_000, 100 * 2 ** Math.min(attempt, 5)),
+  retryStrategy: (attempt: number) => cappedBackoff(100, 2_000, attempt),
 };
 
 export class RedisConnection {

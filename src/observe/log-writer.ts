@@ -4,6 +4,8 @@
  * in batches; when the store fails, entries stay buffered and writes are retried
  * with backoff, so requests never wait for the database.
  */
+
+import { cappedBackoff } from '../backoff.ts';
 import type { LogStoreConfig } from '../config/schema/observe.ts';
 import type { RequestRecord } from './events.ts';
 import type { LogStore } from './log-store.ts';
@@ -91,7 +93,7 @@ export class LogWriter {
         } catch (err) {
           this.failures++;
           this.onFailed();
-          this.nextAttempt = Date.now() + Math.min(5_000, 250 * 2 ** Math.min(this.failures, 5));
+          this.nextAttempt = Date.now() + cappedBackoff(250, 5_000, this.failures);
           if (this.healthy) this.log.error({ store: this.store.kind, err: (err as Error).message }, 'log store write failed; buffering and retrying with backoff');
           this.healthy = false;
           return;

@@ -6,8 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { type IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
+import { cappedBackoff } from '../backoff.ts';
 import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
+import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
@@ -98,9 +100,8 @@ export class RequestContext implements PickRequest {
    * that peer is a trusted proxy, and replaced otherwise.
    */
   forwardedInfo(peerTrusted: boolean): ForwardedInfo {
-    const peer = this.req.socket.remoteAddress ?? '';
     return {
-      clientIp: peer.startsWith('::ffff:') && peer.includes('.') ? peer.slice(7) : peer,
+      clientIp: normalizeIp(this.req.socket.remoteAddress ?? ''),
       priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
       proto: this.proto,
       host: this.record.host,
@@ -146,8 +147,7 @@ export class RequestHandler {
     if (headProblem) {
       this.refused.add(req.socket);
       res.shouldKeepAlive = false;
-      res.on('close', () => this.finish(ctx));
-      this.fail(ctx, new VelocityError('BAD_REQUEST', headProblem));
+      this.refuse(ctx, headProblem);
       return;
     }
     this.run(ctx).catch((err: unknown) => {
@@ -173,8 +173,7 @@ export class RequestHandler {
     const headProblem = checkRequestHead(req);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
     if (headProblem) {
-      res.on('close', () => this.finish(ctx));
-      this.fail(ctx, new VelocityError('BAD_REQUEST', headProblem));
+      this.refuse(ctx, headProblem);
       return;
     }
     this.runUpgrade(ctx, socket, head).catch((err: unknown) => {
@@ -182,6 +181,12 @@ export class RequestHandler {
       this.fail(ctx, new VelocityError('INTERNAL'));
     });
   };
+
+  /** Answers a request head that checkRequestHead refused with 400 (and records it). */
+  private refuse(ctx: RequestContext, problem: string): void {
+    ctx.res.on('close', () => this.finish(ctx));
+    this.fail(ctx, new VelocityError('BAD_REQUEST', problem));
+  }
 
   private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
     ctx.res.on('close', () => this.finish(ctx));
@@ -306,7 +311,7 @@ export class RequestHandler {
           return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
         }
         record.retries++;
-        const cap = Math.min(cfg.retries.backoff.max, cfg.retries.backoff.base * 2 ** (attempt - 1));
+        const cap = cappedBackoff(cfg.retries.backoff.base, cfg.retries.backoff.max, attempt - 1);
         await sleep(Math.random() * cap);
         if (abort.signal.aborted) return this.fail(ctx, new VelocityError('UPSTREAM_TIMEOUT'));
       }

@@ -14,7 +14,7 @@ import { VelocityError } from '../errors.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { classifyUpstreamError } from './forwarder.ts';
+import { classifyUpstreamError, clientGoneError } from './forwarder.ts';
 import type { RequestContext } from './handler.ts';
 import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
 import { splice } from './splice.ts';
@@ -81,7 +81,7 @@ export async function proxyWebSocket(
   const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(plane.trustsPeer(req)));
   headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
   const abort = new AbortController();
-  const onClientGone = () => abort.abort(Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' }));
+  const onClientGone = () => abort.abort(clientGoneError());
   client.once('close', onClientGone);
   const tried = new Set<UpstreamServer>();
   try {

@@ -11,12 +11,14 @@
  * Every transition runs under the server's spin lock and writes the state word last,
  * so lock-free readers (`circuitAdmits`, the closed fast path) never see half a change.
  */
+
+import { cappedBackoff } from '../backoff.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, SF, WINDOW_BUCKETS } from '../runtime/shared-state.ts';
-import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type UpstreamServer } from './server.ts';
+import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type CIRCUIT_STATES, type UpstreamServer } from './server.ts';
 
 export type BreakerConfig = ServiceConfig['circuit_breaker'];
-type CircuitState = 'closed' | 'open' | 'half-open';
+type CircuitState = (typeof CIRCUIT_STATES)[number];
 
 export interface CircuitChange {
   server: string;
@@ -105,7 +107,7 @@ export function leaveCircuit(server: UpstreamServer): void {
 
 /** How long the circuit stays open when it opens now, given the opens before it. Pure. */
 export function openDuration(config: BreakerConfig, opensInARow: number): number {
-  return Math.min(config.max_open_duration, config.open_duration * 2 ** opensInARow);
+  return cappedBackoff(config.open_duration, config.max_open_duration, opensInARow);
 }
 
 /** Under the lock. */

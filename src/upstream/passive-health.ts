@@ -4,6 +4,8 @@
  * unless that would take more than `max_ejected_percent` of the service out. A
  * server healthy for `max_ejection` after its last ejection starts over at the base.
  */
+
+import { cappedBackoff } from '../backoff.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { S, SF } from '../runtime/shared-state.ts';
 import type { UpstreamServer } from './server.ts';
@@ -28,7 +30,7 @@ export interface EjectionScope {
 
 /** How long the next ejection lasts after `ejectedBefore` earlier ones. Pure. */
 export function ejectionDuration(config: PassiveHealthConfig, ejectedBefore: number): number {
-  return Math.min(config.max_ejection, config.base_ejection * 2 ** ejectedBefore);
+  return cappedBackoff(config.base_ejection, config.max_ejection, ejectedBefore);
 }
 
 /** Whether one more ejection keeps the ejected share within `max_ejected_percent`. Pure. */

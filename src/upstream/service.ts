@@ -72,12 +72,11 @@ export class ServiceRuntime {
   private policyState(state: SharedState): SharedPolicyState {
     const ints = this.ints;
     const counter = this.base + V.COUNTER;
-    const lock = this.base + V.LOCK;
     const cells = state.serverInts;
     const cell = (slot: number, c: 0 | 1) => state.serverIndex(slot, c === 0 ? S.POLICY_A : S.POLICY_B);
     return {
       next: () => Atomics.add(ints, counter, 1) & 0x7fffffff,
-      locked: (fn) => withSpinLock(ints, lock, fn),
+      locked: (fn) => this.locked(fn),
       get: (server, c) => Atomics.load(cells, cell(server.slot, c)),
       set: (server, c, value) => Atomics.store(cells, cell(server.slot, c), value),
     };

@@ -7,7 +7,7 @@
 import type { ServerResponse } from 'node:http';
 import type { RequestObserver } from '../../observe/events.ts';
 import type { Logger } from '../../observe/logger.ts';
-import { LiveAggregator } from '../dashboard/aggregator.ts';
+import { emptyInterval, LiveAggregator } from '../dashboard/aggregator.ts';
 import { buildSnapshot, type SnapshotDeps } from '../dashboard/snapshot.ts';
 import type { AdminRoute } from '../router.ts';
 
@@ -30,7 +30,7 @@ export function liveRoutes(deps: LiveDeps): AdminRoute[] {
   let last: string | undefined;
 
   /** State without rates: what a client sees before the first interval closes. */
-  const freshSnapshot = () => buildSnapshot(deps, new LiveAggregator().tick(), agg ?? new LiveAggregator());
+  const freshSnapshot = () => buildSnapshot(deps, emptyInterval(), agg);
   const send = (res: ServerResponse, data: string) => res.write(`event: snapshot\ndata: ${data}\n\n`);
   const broadcast = () => {
     if (!agg) return;

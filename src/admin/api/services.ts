@@ -31,15 +31,19 @@ function rethrow(err: unknown): never {
   throw err;
 }
 
-/** One server as the API shows it: config, live state from shared memory, and divergence from the file. */
-export function describeServer(deps: ServicesApiDeps, service: string, entry: ServerEntry) {
+/**
+ * One server as the API shows it: config, live state from shared memory, and divergence
+ * from the file. `fromFileServers` is the service's servers as the file lists them; callers
+ * describing every server of a service look it up once and pass it.
+ */
+export function describeServer(deps: ServicesApiDeps, service: string, entry: ServerEntry, fromFileServers = deps.fileServers(service)) {
   const { state } = deps.control;
   const slot = entry.spec.slot;
   const int = (f: number) => Atomics.load(state.serverInts, state.serverIndex(slot, f));
   const float = (f: number) => state.serverFloats[state.serverFloatIndex(slot, f)] as number;
   const live = deps.plane.service(service)?.servers.find((s) => s.slot === slot);
   const now = Date.now();
-  const fromFile = deps.fileServers(service)?.get(entry.spec.id);
+  const fromFile = fromFileServers?.get(entry.spec.id);
   const weight = int(S.WEIGHT);
   const divergence: string[] = [];
   if (!fromFile) divergence.push(entry.source === 'config' ? 'not in the file' : `added by ${entry.source}`);
@@ -72,13 +76,14 @@ export function describeServer(deps: ServicesApiDeps, service: string, entry: Se
 export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
   const describeService = (name: string) => {
     const runtime = deps.plane.service(name);
+    const fromFile = deps.fileServers(name);
     return {
       name,
       policy: runtime?.config.policy.name,
       hosts: runtime?.config.hosts,
       paths: runtime?.config.paths,
       queue_length: runtime ? deps.plane.queueFor(runtime).length : 0,
-      servers: deps.control.servers(name).map((e) => describeServer(deps, name, e)),
+      servers: deps.control.servers(name).map((e) => describeServer(deps, name, e, fromFile)),
     };
   };
   const known = (name: string) => {

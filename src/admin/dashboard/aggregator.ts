@@ -47,6 +47,11 @@ interface Open {
   servers: Map<string, number>;
 }
 
+/** An interval with nothing in it: the numbers of a snapshot taken while nobody watches. */
+export function emptyInterval(now = Date.now()): IntervalStats {
+  return { at: now, ms: 1, services: new Map(), unrouted: 0, rateLimited: 0, denied: 0 };
+}
+
 const serverKey = (service: string, server: string) => `${service}\n${server}`;
 
 export class LiveAggregator {

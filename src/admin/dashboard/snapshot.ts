@@ -19,17 +19,19 @@ export interface SnapshotDeps {
 const MAX_BLOCK_ENTRIES = 100;
 const round = (n: number | null, digits = 2) => (n === null ? null : Math.round(n * 10 ** digits) / 10 ** digits);
 
-export function buildSnapshot(deps: SnapshotDeps, stats: IntervalStats, agg: LiveAggregator) {
+/** `agg` is absent while nobody watches: no recent errors are known then. */
+export function buildSnapshot(deps: SnapshotDeps, stats: IntervalStats, agg: LiveAggregator | undefined) {
   const perSecond = 1000 / stats.ms;
   const { control, plane } = deps.services;
   const services = control.serviceNames().map((name) => {
     const s = stats.services.get(name);
     const runtime = plane.service(name);
     const routed = s ? [...s.servers.values()].reduce((a, b) => a + b, 0) : 0;
+    const fromFile = deps.services.fileServers(name);
     const servers = control.servers(name).map((entry) => {
-      const d = describeServer(deps.services, name, entry);
+      const d = describeServer(deps.services, name, entry, fromFile);
       const requests = s?.servers.get(d.id) ?? 0;
-      const last = agg.lastError(name, d.id);
+      const last = agg?.lastError(name, d.id);
       return {
         id: d.id,
         url: d.url,
@@ -43,7 +45,7 @@ export function buildSnapshot(deps: SnapshotDeps, stats: IntervalStats, agg: Liv
         in_flight: d.in_flight,
         rps: round(requests * perSecond),
         share: routed > 0 ? round(requests / routed, 4) : 0,
-        errors_recent: agg.recentErrors(name, d.id),
+        errors_recent: agg?.recentErrors(name, d.id) ?? 0,
         last_error: last ? { at: new Date(last.at).toISOString(), status: last.status, code: last.code } : null,
         latency_ms: d.latency_ms,
       };
