@@ -50,12 +50,21 @@ export class LlhttpOracle {
     this.server = createServer({ maxHeaderSize: HEAD_LIMIT, requestTimeout: 0, headersTimeout: 5_000, keepAliveTimeout: 100 }, (req, res) => this.onRequest(req, res));
     // Upgrade and CONNECT heads were accepted by llhttp; what follows is a tunnel, not a body.
     const tunnel = (req: IncomingMessage, socket: import('node:stream').Duplex) => {
-      this.report(req, { kind: 'request', method: req.method ?? '', target: req.url ?? '', rawHeaders: req.rawHeaders, body: '', bodyComplete: false, bodyError: false, tunnel: true });
+      this.report(req, {
+        kind: 'request',
+        method: req.method ?? '',
+        target: req.url ?? '',
+        rawHeaders: req.rawHeaders,
+        body: '',
+        bodyComplete: false,
+        bodyError: false,
+        tunnel: true,
+      });
       socket.destroy();
     };
     this.server.on('upgrade', tunnel);
     this.server.on('connect', tunnel);
-    this.server.on('clientError', (err: Error & { code?: string }, socket) => {
+    this.server.on('clientError', (err: Error & { code?: string }, socket: import('node:net').Socket) => {
       const first = this.firstRequest.get(socket);
       // An error in what follows a complete first request is not about that request: its 'end' reports it.
       if (first?.complete) return void setTimeout(() => socket.destroy(), 200);
@@ -202,7 +211,7 @@ const HEADERS = [
   ' X-Fold: y',
   'X-Semi: a;b',
   'Cookie: a=b',
-  'X-Long: ' + 'x'.repeat(300),
+  `X-Long: ${'x'.repeat(300)}`,
 ];
 const BODIES = [
   '',
@@ -240,7 +249,7 @@ export function generateRequest(rand: () => number): Buffer {
   if (rand() < 0.1) text += 'GET /next HTTP/1.1\r\nHost: a\r\n\r\n';
   const bytes = Buffer.from(text, 'latin1');
   const mutations = rand() < 0.5 ? 0 : 1 + Math.floor(rand() * 3);
-  let out = bytes;
+  let out: Buffer = bytes;
   for (let k = 0; k < mutations; k++) out = mutate(out, rand);
   return out;
 }

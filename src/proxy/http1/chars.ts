@@ -12,9 +12,7 @@ function table(accepts: (c: number) => boolean): Uint8Array {
 const TCHAR_SYMBOLS = "!#$%&'*+-.^_`|~";
 
 /** tchar: what a method, a header name or a chunk-extension name is made of. */
-export const TOKEN = table(
-  (c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || TCHAR_SYMBOLS.includes(String.fromCharCode(c)),
-);
+export const TOKEN = table((c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || TCHAR_SYMBOLS.includes(String.fromCharCode(c)));
 
 /** A header value byte: VCHAR, SP, HTAB or obs-text — never a control byte (NUL, CR, LF, DEL…). */
 export const FIELD_VALUE = table((c) => c === 0x09 || (c >= 0x20 && c !== 0x7f));
