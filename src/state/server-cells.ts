@@ -4,7 +4,7 @@
  * reads and writes; where a cell is stays private to src/state.
  */
 import { S, SERVER_FLOATS, SERVER_INTS, SF, WINDOW_BUCKETS } from './layout.ts';
-import { type SharedState, withSpinLock } from './shared-state.ts';
+import { incrementBelow, type SharedState, withSpinLock } from './shared-state.ts';
 
 export { WINDOW_BUCKETS };
 
@@ -52,14 +52,9 @@ export class ServerCells {
   /** Counts a request against this server on this thread; false when it is at its connection limit. */
   tryAcquire(): boolean {
     const max = this.maxConnections;
-    const at = this.i + S.IN_FLIGHT;
     if (max > 0) {
-      for (;;) {
-        const current = Atomics.load(this.ints, at);
-        if (current >= max) return false;
-        if (Atomics.compareExchange(this.ints, at, current, current + 1) === current) break;
-      }
-    } else Atomics.add(this.ints, at, 1);
+      if (!incrementBelow(this.ints, this.i + S.IN_FLIGHT, max)) return false;
+    } else Atomics.add(this.ints, this.i + S.IN_FLIGHT, 1);
     Atomics.add(this.threadCells, this.threadCell, 1);
     return true;
   }

@@ -4,7 +4,7 @@
  * the retry budget's per-second counts.
  */
 import { SERVICE_INTS, V } from './layout.ts';
-import { type SharedState, withSpinLock } from './shared-state.ts';
+import { incrementBelow, type SharedState, withSpinLock } from './shared-state.ts';
 
 export class ServiceCells {
   readonly slot: number;
@@ -42,12 +42,7 @@ export class ServiceCells {
 
   /** Takes a place in the queue unless `max` are already waiting. */
   tryEnqueue(max: number): boolean {
-    const at = this.base + V.QUEUE_LENGTH;
-    for (;;) {
-      const length = Atomics.load(this.ints, at);
-      if (length >= max) return false;
-      if (Atomics.compareExchange(this.ints, at, length, length + 1) === length) return true;
-    }
+    return incrementBelow(this.ints, this.base + V.QUEUE_LENGTH, max);
   }
 
   dequeue(): void {
@@ -110,11 +105,6 @@ export class ServiceCells {
 
   /** Counts one retry unless `limit` were already taken this second. */
   tryTakeRetry(limit: number): boolean {
-    const at = this.base + V.BUDGET_RETRIES;
-    for (;;) {
-      const used = Atomics.load(this.ints, at);
-      if (used >= limit) return false;
-      if (Atomics.compareExchange(this.ints, at, used, used + 1) === used) return true;
-    }
+    return incrementBelow(this.ints, this.base + V.BUDGET_RETRIES, limit);
   }
 }

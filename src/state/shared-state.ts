@@ -166,6 +166,15 @@ export function setLockOwner(thread: number): void {
   lockOwner = thread + 1;
 }
 
+/** Adds 1 to `array[index]` unless it already holds `max` or more; true when it added. */
+export function incrementBelow(array: Int32Array, index: number, max: number): boolean {
+  for (;;) {
+    const current = Atomics.load(array, index);
+    if (current >= max) return false;
+    if (Atomics.compareExchange(array, index, current, current + 1) === current) return true;
+  }
+}
+
 /** Runs `fn` holding a spin lock on `array[index]`. Critical sections here are a few loads and stores. */
 export function withSpinLock<T>(array: Int32Array, index: number, fn: () => T): T {
   for (;;) {

@@ -28,10 +28,7 @@ const clientGone: AttemptOutcome = {
 };
 
 function setup(t: { after(fn: () => unknown): void }, extra = '') {
-  const { config } = parseConfig(
-    `listen: "127.0.0.1:0"\nservices:\n  - name: app\n    servers: [{ url: "http://127.0.0.1:9100", max_connections: 1 }]\n${extra}`,
-    'lease.yaml',
-  );
+  const { config } = parseConfig(`listen: "127.0.0.1:0"\nservices:\n  - name: app\n    servers: [{ url: "http://127.0.0.1:9100", max_connections: 1 }]\n${extra}`, 'lease.yaml');
   const state = new SharedState(undefined, { servers: 8, services: 2, threads: 2 });
   const control = new ControlPlane(state, silentLogger());
   t.after(() => control.close());
