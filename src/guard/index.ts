@@ -7,7 +7,7 @@ import type { AdminRoute } from '../admin/router.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { StateConfig } from '../config/schema/traffic.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { DataPlane } from '../runtime/data-plane.ts';
+import type { RequestRules } from '../proxy/context.ts';
 import { blocklistRoutes } from './admin-routes.ts';
 import { AutoBan } from './auto-ban.ts';
 import { type Blocklist, MemoryBlocklist } from './blocklist.ts';
@@ -65,11 +65,12 @@ export class TrafficControl {
     else this.log.warn({ waitedMs: REDIS_START_WAIT_MS, onFailure: this.state.on_failure }, 'redis not reachable at start: serving with the local fallback until it is');
   }
 
-  /** Installs client-IP resolution and the guards for `config` on a data plane (at start and on every reload). */
-  apply(config: Config, plane: DataPlane): void {
-    if (JSON.stringify(config.state) !== JSON.stringify(this.state)) this.log.warn('the state section changed: it applies at the next restart');
-    plane.clientIps = new ClientIpResolver(new CidrSet(config.trusted_proxies));
-    plane.guards = [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.store, this.bans)];
+  /** Client-IP resolution and the guards of `config` (at start and on every reload, on every serving thread). */
+  rules(config: Config): RequestRules {
+    return {
+      clientIps: new ClientIpResolver(new CidrSet(config.trusted_proxies)),
+      guards: [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.store, this.bans)],
+    };
   }
 
   routes(): AdminRoute[] {

@@ -42,10 +42,11 @@ export const GM = {
   LOG_STORE_ERRORS: 8,
   REDIS_OUTAGES: 9,
   SERVERS_REMOVED: 10,
+  ACCESS_LOG_LOST: 11,
 } as const;
 
 /** Cells each scope needs (SharedState sizes its rows by this). */
-export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.ERRORS + 1, global: GM.SERVERS_REMOVED + 1 };
+export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.ERRORS + 1, global: GM.ACCESS_LOG_LOST + 1 };
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -186,6 +187,8 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   out.sample('velocity_log_entries_dropped_total', {}, g(GM.LOG_DROPPED));
   out.declare('velocity_log_entries_written_total', 'counter', 'Access-log entries written to the log store.');
   out.sample('velocity_log_entries_written_total', {}, g(GM.LOG_WRITTEN));
+  out.declare('velocity_access_log_lines_lost_total', 'counter', 'Access-log lines lost because writing them failed (disk full, closed pipe).');
+  out.sample('velocity_access_log_lines_lost_total', {}, g(GM.ACCESS_LOG_LOST));
   out.declare('velocity_log_store_errors_total', 'counter', 'Failed writes to the log store (entries stay buffered and are retried).');
   out.sample('velocity_log_store_errors_total', {}, g(GM.LOG_STORE_ERRORS));
   out.declare('velocity_health_changes_total', 'counter', 'Servers going down or up by active health checks.');

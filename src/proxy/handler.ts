@@ -2,131 +2,25 @@
  * The HTTP data path for one request: route → guards → select → forward, with
  * retries, and one record to observers at the end. Never throws to the server.
  */
-import { randomUUID } from 'node:crypto';
 import { type IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
-import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
-import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import { RequestContext } from './context.ts';
 import { forwardAttempt } from './forwarder.ts';
-import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
+import { requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-
-/** Per-request state shared by the steps and turned into the access-log record. */
-export class RequestContext implements PickRequest {
-  readonly started = performance.now();
-  readonly record: RequestRecord;
-  private cookies: Map<string, string> | undefined;
-  /** Headers steps add to the response (rate-limit headers, sticky cookie). */
-  responseHeaders: [string, string | string[]][] | undefined;
-
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
-  readonly clientIp: string;
-  readonly proto: 'http' | 'https';
-
-  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https') {
-    this.req = req;
-    this.res = res;
-    this.clientIp = clientIp;
-    this.proto = proto;
-    const headers = req.headers;
-    const incomingId = headers['x-request-id'];
-    this.record = {
-      time: Date.now(),
-      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : randomUUID(),
-      clientIp,
-      method: req.method ?? 'GET',
-      host: headers.host ?? '',
-      path: req.url ?? '/',
-      protocol: `HTTP/${req.httpVersion}`,
-      status: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-      service: undefined,
-      server: undefined,
-      upstreamFirstByteMs: undefined,
-      upstreamMs: undefined,
-      totalMs: 0,
-      retries: 0,
-      queueWaitMs: 0,
-      decision: undefined,
-      errorCode: undefined,
-      userAgent: headers['user-agent'],
-    };
-  }
-
-  get method(): string {
-    return this.record.method;
-  }
-
-  get url(): string {
-    return this.record.path;
-  }
-
-  header(name: string): string | undefined {
-    const v = this.req.headers[name.toLowerCase()];
-    return Array.isArray(v) ? v.join(', ') : v;
-  }
-
-  cookie(name: string): string | undefined {
-    if (!this.cookies) {
-      this.cookies = new Map();
-      const raw = this.req.headers.cookie;
-      if (raw) {
-        for (const part of raw.split(';')) {
-          const eq = part.indexOf('=');
-          if (eq > 0) this.cookies.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
-        }
-      }
-    }
-    return this.cookies.get(name);
-  }
-
-  /**
-   * What the server is told about the client. X-Forwarded-For gets the address
-   * that connected to Velocity appended; a client's own list is kept only when
-   * that peer is a trusted proxy, and replaced otherwise.
-   */
-  forwardedInfo(peerTrusted: boolean): ForwardedInfo {
-    return {
-      clientIp: normalizeIp(this.req.socket.remoteAddress ?? ''),
-      priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
-      proto: this.proto,
-      host: this.record.host,
-      requestId: this.record.requestId,
-    };
-  }
-
-  /** Sets a response header Velocity adds, replacing an earlier value of the same name. */
-  setResponseHeader(name: string, value: string): void {
-    const list = (this.responseHeaders ??= []);
-    const at = list.findIndex(([n]) => n === name);
-    if (at >= 0) list[at] = [name, value];
-    else list.push([name, value]);
-  }
-
-  addResponseHeader(name: string, value: string | string[]): void {
-    (this.responseHeaders ??= []).push([name, value]);
-  }
-}
-
-/** A step before balancing (IP filter, rate limit). Returns an error to answer with, or nothing. */
-export interface Guard {
-  check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined | Promise<VelocityError | undefined>;
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

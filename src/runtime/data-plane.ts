@@ -5,13 +5,14 @@
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import type { Config } from '../config/schema/root.ts';
 import { VelocityError } from '../errors.ts';
 import { CidrSet } from '../guard/cidr.ts';
 import { ClientIpResolver } from '../guard/client-ip.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
+import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
-import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
 import type { SharedState } from '../state/shared-state.ts';
@@ -23,18 +24,27 @@ import { type PolicyLoader, policyLoader, type ServiceEvents, ServiceRuntime } f
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
 import type { Topology } from '../upstream/topology.ts';
 
+const NO_RULES: RequestRules = { clientIps: new ClientIpResolver(new CidrSet([])), guards: [] };
+
+export interface DataPlaneOptions {
+  /** Builds a service's policy (built-ins, and custom modules from the instance's folder). */
+  loadPolicy?: PolicyLoader;
+  /** The request rules of a config; asked again whenever the topology brings a new config. None: no guards. */
+  rules?: (config: Config) => RequestRules;
+}
+
 export class DataPlane {
   readonly pools = new UpstreamPools();
   readonly observers = new ObserverList();
-  guards: readonly Guard[] = [];
-  draining = false;
+  /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */
+  readonly observersChanged = new EventEmitter<{ change: [count: number] }>();
+  private requestRules = NO_RULES;
+  private shuttingDown = false;
   private services = new Map<string, ServiceRuntime>();
   private router = new Router<ServiceRuntime>([]);
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
-  /** Socket address, or the forwarded one when the peer is a trusted proxy (set from the config). */
-  clientIps = new ClientIpResolver(new CidrSet([]));
   private readonly queues = new Map<string, RequestQueue>();
   /**
    * Circuit and ejection changes, for metrics, the dashboard and the API. On the main
@@ -54,12 +64,28 @@ export class DataPlane {
   readonly thread: number;
   readonly log: Logger;
   private readonly loadPolicy: PolicyLoader;
+  private readonly rules: ((config: Config) => RequestRules) | undefined;
 
-  constructor(state: SharedState, thread: number, log: Logger, loadPolicy?: PolicyLoader) {
+  constructor(state: SharedState, thread: number, log: Logger, options: DataPlaneOptions = {}) {
     this.state = state;
     this.thread = thread;
     this.log = log;
-    this.loadPolicy = loadPolicy ?? policyLoader((service, message) => log.warn({ service }, message));
+    this.loadPolicy = options.loadPolicy ?? policyLoader(process.cwd(), (service, message) => log.warn({ service }, message));
+    this.rules = options.rules;
+  }
+
+  /** The guards requests go through, from the current config. */
+  get guards(): readonly Guard[] {
+    return this.requestRules.guards;
+  }
+
+  /** Whether the instance is shutting down: requests still arriving are refused, connections closed after. */
+  get draining(): boolean {
+    return this.shuttingDown;
+  }
+
+  drain(): void {
+    this.shuttingDown = true;
   }
 
   get version(): number {
@@ -71,6 +97,7 @@ export class DataPlane {
   }
 
   apply(topology: Topology): void {
+    if (this.rules && topology.config !== this.topology?.config) this.requestRules = this.rules(topology.config);
     const next = new Map<string, ServiceRuntime>();
     for (const spec of topology.services) {
       const previous = this.services.get(spec.name);
@@ -109,12 +136,12 @@ export class DataPlane {
 
   /** The client's address as Velocity sees it (the socket peer; trusted proxies are handled by guards). */
   clientIp(req: IncomingMessage): string {
-    return this.clientIps.resolve(req);
+    return this.requestRules.clientIps.resolve(req);
   }
 
   /** Whether the peer is a trusted proxy whose X-Forwarded-For may be kept. */
   trustsPeer(req: IncomingMessage): boolean {
-    return this.clientIps.peerTrusted(req);
+    return this.requestRules.clientIps.peerTrusted(req);
   }
 
   /**
@@ -184,15 +211,12 @@ export class DataPlane {
     return set;
   }
 
-  /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */
-  onObserversChanged: (() => void) | undefined;
-
   addObserver(observer: RequestObserver): () => void {
     const remove = this.observers.add(observer);
-    this.onObserversChanged?.();
+    this.observersChanged.emit('change', this.observers.size);
     return () => {
       remove();
-      this.onObserversChanged?.();
+      this.observersChanged.emit('change', this.observers.size);
     };
   }
 

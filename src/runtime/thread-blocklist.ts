@@ -16,10 +16,12 @@ export class ThreadBlocklist implements Blocklist {
   private readonly inner: Blocklist;
   /** Only in-memory lists are relayed: a Redis-backed one reaches every thread through Redis already. */
   private readonly relays: boolean;
-  send: (change: BlocklistChange) => void = () => {};
+  private readonly send: (change: BlocklistChange) => void;
 
-  constructor(inner: Blocklist) {
+  /** `send` passes this thread's changes to the other threads. */
+  constructor(inner: Blocklist, send: (change: BlocklistChange) => void) {
     this.inner = inner;
+    this.send = send;
     this.relays = inner instanceof MemoryBlocklist;
   }
 

@@ -15,10 +15,8 @@ import type { RequestRecord } from '../observe/events.ts';
 import { countGlobal, GM } from '../observe/metrics.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState, setLockOwner } from '../state/shared-state.ts';
-import { policyModuleBase } from '../upstream/service.ts';
 import type { Topology } from '../upstream/topology.ts';
-import { DataPlane } from './data-plane.ts';
-import { prepareServingPlane } from './serving.ts';
+import { servingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
 
@@ -36,15 +34,10 @@ process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception 
 process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection on a data-path thread (kept running)'));
 
 setLockOwner(start.thread);
-policyModuleBase.dir = start.policyDir;
 const state = new SharedState(start.buffers);
-const plane = new DataPlane(state, start.thread, log);
-const blocklist = (list: Blocklist) => {
-  const synced = new ThreadBlocklist(list);
-  synced.send = (change) => post({ type: 'blocklist', change });
-  return synced;
-};
+const blocklist = (list: Blocklist) => new ThreadBlocklist(list, (change) => post({ type: 'blocklist', change }));
 const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, { wrapBlocklist: blocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
+const plane = servingPlane(state, start.thread, log, traffic, start.policyDir);
 
 let forwardRecords = start.forwardRecords;
 let batch: RequestRecord[] = [];
@@ -80,14 +73,13 @@ function withRunningConfig(topology: Topology, configChanged: boolean): Topology
 }
 
 async function configure(config: Config): Promise<void> {
-  await checkPolicyModules({ config }, policyModuleBase.dir);
+  await checkPolicyModules({ config }, start.policyDir);
 }
 
 let listeners: ListenerSet | undefined;
 try {
   await configure(start.topology.config);
   await traffic.ready();
-  prepareServingPlane(plane, start.topology.config, traffic);
   plane.apply(start.topology);
   listeners = await ListenerSet.open(plane, start.listen, log, { reusePort: true });
   post({ type: 'ready', bound: listeners.bound, version: plane.version });
@@ -100,10 +92,8 @@ try {
 async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
   switch (message.type) {
     case 'topology':
-      if (message.configChanged) {
-        await configure(message.topology.config);
-        traffic.apply(message.topology.config, plane);
-      }
+      // A new config brings its guards with it (DataPlane.apply), as on a single thread.
+      if (message.configChanged) await configure(message.topology.config);
       plane.apply(withRunningConfig(message.topology, message.configChanged));
       post({ type: 'applied', version: message.topology.version });
       return;
@@ -125,7 +115,7 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
       return;
     }
     case 'drain':
-      plane.draining = true;
+      plane.drain();
       await set.close(message.deadline);
       flushRecords();
       await traffic.close();

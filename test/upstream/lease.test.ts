@@ -36,7 +36,7 @@ function setup(t: { after(fn: () => unknown): void }, extra = '') {
   assert.ok(spec);
   const changes: UpstreamChange[] = [];
   const tlsFailures: Error[] = [];
-  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(), {
+  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(process.cwd()), {
     upstreamChange: (c) => changes.push(c),
     tlsFailure: (_service, _server, err) => tlsFailures.push(err),
   });

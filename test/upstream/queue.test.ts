@@ -23,7 +23,7 @@ function setup(t: { after(fn: () => unknown): void }, servers: number, queue: st
   t.after(() => control.close());
   const spec = control.applyConfig(config).services[0];
   assert.ok(spec);
-  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(), { upstreamChange: () => {}, tlsFailure: () => {} });
+  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(process.cwd()), { upstreamChange: () => {}, tlsFailure: () => {} });
   return { service, queue: new RequestQueue(service, service.cells) };
 }
 

@@ -1,0 +1,123 @@
+/**
+ * What the steps of the request path share: the per-request context (turned into
+ * the access-log record at the end), the Guard interface guards implement, and the
+ * rules (client IP, guards) a config sets for every request.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { PickRequest } from '../balancer/policy.ts';
+import type { VelocityError } from '../errors.ts';
+import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
+import type { RequestRecord } from '../observe/events.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import type { ForwardedInfo } from './headers.ts';
+
+/** Per-request state shared by the steps and turned into the access-log record. */
+export class RequestContext implements PickRequest {
+  readonly started = performance.now();
+  readonly record: RequestRecord;
+  private cookies: Map<string, string> | undefined;
+  /** Headers steps add to the response (rate-limit headers, sticky cookie). */
+  responseHeaders: [string, string | string[]][] | undefined;
+
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly clientIp: string;
+  readonly proto: 'http' | 'https';
+
+  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https') {
+    this.req = req;
+    this.res = res;
+    this.clientIp = clientIp;
+    this.proto = proto;
+    const headers = req.headers;
+    const incomingId = headers['x-request-id'];
+    this.record = {
+      time: Date.now(),
+      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : randomUUID(),
+      clientIp,
+      method: req.method ?? 'GET',
+      host: headers.host ?? '',
+      path: req.url ?? '/',
+      protocol: `HTTP/${req.httpVersion}`,
+      status: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      service: undefined,
+      server: undefined,
+      upstreamFirstByteMs: undefined,
+      upstreamMs: undefined,
+      totalMs: 0,
+      retries: 0,
+      queueWaitMs: 0,
+      decision: undefined,
+      errorCode: undefined,
+      userAgent: headers['user-agent'],
+    };
+  }
+
+  get method(): string {
+    return this.record.method;
+  }
+
+  get url(): string {
+    return this.record.path;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.req.headers[name.toLowerCase()];
+    return Array.isArray(v) ? v.join(', ') : v;
+  }
+
+  cookie(name: string): string | undefined {
+    if (!this.cookies) {
+      this.cookies = new Map();
+      const raw = this.req.headers.cookie;
+      if (raw) {
+        for (const part of raw.split(';')) {
+          const eq = part.indexOf('=');
+          if (eq > 0) this.cookies.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+        }
+      }
+    }
+    return this.cookies.get(name);
+  }
+
+  /**
+   * What the server is told about the client. X-Forwarded-For gets the address
+   * that connected to Velocity appended; a client's own list is kept only when
+   * that peer is a trusted proxy, and replaced otherwise.
+   */
+  forwardedInfo(peerTrusted: boolean): ForwardedInfo {
+    return {
+      clientIp: normalizeIp(this.req.socket.remoteAddress ?? ''),
+      priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
+      proto: this.proto,
+      host: this.record.host,
+      requestId: this.record.requestId,
+    };
+  }
+
+  /** Sets a response header Velocity adds, replacing an earlier value of the same name. */
+  setResponseHeader(name: string, value: string): void {
+    const list = (this.responseHeaders ??= []);
+    const at = list.findIndex(([n]) => n === name);
+    if (at >= 0) list[at] = [name, value];
+    else list.push([name, value]);
+  }
+
+  addResponseHeader(name: string, value: string | string[]): void {
+    (this.responseHeaders ??= []).push([name, value]);
+  }
+}
+
+/** A step before balancing (IP filter, rate limit). Returns an error to answer with, or nothing. */
+export interface Guard {
+  check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined | Promise<VelocityError | undefined>;
+}
+
+/** What every request goes through for a config: client-IP rules and guards. */
+export interface RequestRules {
+  readonly clientIps: ClientIpResolver;
+  readonly guards: readonly Guard[];
+}
