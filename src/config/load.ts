@@ -8,9 +8,9 @@ import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringif
 import type { z } from 'zod';
 import { loadPolicyModule } from '../balancer/module-loader.ts';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
+import { suggest } from '../suggest.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
-import { suggest } from './suggest.ts';
 
 export interface LoadedConfig {
   config: Config;

@@ -7,7 +7,7 @@
 import type { Config } from '../config/schema/root.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { ControlPlane } from '../runtime/control-plane.ts';
+import type { ControlPlane } from '../upstream/control-plane.ts';
 import { Autoscaler, type Scalable } from './autoscaler.ts';
 import { DockerProvider, DockerScaler } from './docker-provider.ts';
 import { ProcessProvider } from './process-provider.ts';

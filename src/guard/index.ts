@@ -3,15 +3,14 @@
  * what outlives a reload — the rate-limit store (local table, or Redis with the
  * table as fallback), the blocklist, and the Redis connections.
  */
-import type { AdminRoute } from '../admin/router.ts';
+
+import { CidrSet } from '../cidr.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { StateConfig } from '../config/schema/traffic.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { RequestRules } from '../proxy/context.ts';
-import { blocklistRoutes } from './admin-routes.ts';
 import { AutoBan } from './auto-ban.ts';
 import { type Blocklist, MemoryBlocklist } from './blocklist.ts';
-import { CidrSet } from './cidr.ts';
 import { ClientIpResolver } from './client-ip.ts';
 import { FailoverRateLimitStore } from './failover-rate-limit-store.ts';
 import { IpFilterGuard } from './ip-filter-guard.ts';
@@ -71,10 +70,6 @@ export class TrafficControl {
       clientIps: new ClientIpResolver(new CidrSet(config.trusted_proxies)),
       guards: [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.store, this.bans)],
     };
-  }
-
-  routes(): AdminRoute[] {
-    return blocklistRoutes(this.blocklist);
   }
 
   async close(): Promise<void> {

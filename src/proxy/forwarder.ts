@@ -9,9 +9,9 @@ import { type Dispatcher, Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
+import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersForClient } from './headers.ts';
-import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from './upstream-tls.ts';
 
 export interface AttemptTimeouts {
   responseHeader: number;

@@ -5,6 +5,8 @@
 
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
+import { autoscaleRoutes } from '../admin/api/autoscale.ts';
+import { blocklistRoutes } from '../admin/api/blocklist.ts';
 import { configRoutes } from '../admin/api/config.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
@@ -15,19 +17,19 @@ import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
 import type { ReloadResult } from '../config/reload-result.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
-import { autoscaleRoutes } from '../discovery/admin-routes.ts';
 import { Discovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestObserver } from '../observe/events.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
-import { countGlobal, GM, METRIC_CELLS } from '../observe/metrics.ts';
+import { METRIC_CELLS } from '../observe/metric-table.ts';
+import { count } from '../observe/metrics.ts';
 import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
+import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
 import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
-import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
 import { Observability } from './observability.ts';
 import { applySubsystems, changedFields, restartOnly, type Subsystem } from './reload.ts';
@@ -94,7 +96,10 @@ export async function start(input: Config | string, options: StartOptions = {}):
   let threads: ThreadPool | undefined;
   // Each thread keeps its own blocklist object; in threaded mode changes travel between them as messages.
   const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list, (change) => threads?.relayBlocklist(change)) : undefined;
-  const traffic = new TrafficControl(config, state.buffers.rateLimits, log, { wrapBlocklist: threadBlocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
+  const traffic = new TrafficControl(config, state.buffers.rateLimits, log, {
+    wrapBlocklist: threadBlocklist,
+    onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
+  });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
   const plane = threaded ? new DataPlane(state, 0, log) : servingPlane(state, 0, log, traffic, baseDir);
@@ -119,7 +124,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
   try {
     observability = await Observability.start(config, plane, control, admin, log);
-    admin.add(...traffic.routes());
+    admin.add(...blocklistRoutes(traffic.blocklist));
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
     listeners = threaded
@@ -190,13 +195,13 @@ export async function start(input: Config | string, options: StartOptions = {}):
       const restart = await applySubsystems(subsystems, candidate, previous);
       config = candidate;
       lastReload = { ok: true, at, version: control.current.version, ...(restart.length > 0 ? { restart_required: restart } : {}) };
-      countGlobal(state, GM.RELOAD_OK);
+      count(state, 'velocity_config_reloads_total', { value: 'success' });
       if (restart.length > 0) log.warn({ version: lastReload.version, restart_required: restart }, 'config reloaded; these changes take effect on restart');
       else log.info({ version: lastReload.version }, 'config reloaded');
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`) : [(err as Error).message];
       lastReload = { ok: false, at, version: control.current.version, errors };
-      countGlobal(state, GM.RELOAD_FAILED);
+      count(state, 'velocity_config_reloads_total', { value: 'failure' });
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
     return lastReload;

@@ -12,10 +12,10 @@ import type { RequestRecord } from '../observe/events.ts';
 import { type LogStore, MemoryLogStore } from '../observe/log-store.ts';
 import { LogWriter } from '../observe/log-writer.ts';
 import type { Logger } from '../observe/logger.ts';
-import { countGlobal, GM, renderMetrics } from '../observe/metrics.ts';
+import { count, renderMetrics } from '../observe/metrics.ts';
 import { PostgresLogStore } from '../observe/postgres-store.ts';
 import { SqliteLogStore } from '../observe/sqlite-store.ts';
-import type { ControlPlane } from './control-plane.ts';
+import type { ControlPlane } from '../upstream/control-plane.ts';
 import type { DataPlane } from './data-plane.ts';
 import type { Subsystem } from './reload.ts';
 
@@ -73,10 +73,10 @@ export class Observability {
   /** Health, ejection and removal events as counters (each is also logged where it happens). */
   private countEvents(): void {
     const { control, plane } = this;
-    const onHealth = (change: { up: boolean }) => countGlobal(control.state, change.up ? GM.HEALTH_UP : GM.HEALTH_DOWN);
-    const onRemoved = () => countGlobal(control.state, GM.SERVERS_REMOVED);
+    const onHealth = (change: { up: boolean }) => count(control.state, 'velocity_health_changes_total', { value: change.up ? 'up' : 'down' });
+    const onRemoved = () => count(control.state, 'velocity_servers_removed_total');
     const onUpstream = (change: { kind: string }) => {
-      if (change.kind === 'ejection') countGlobal(control.state, GM.EJECTIONS);
+      if (change.kind === 'ejection') count(control.state, 'velocity_passive_ejections_total');
     };
     control.on('health', onHealth);
     control.on('removed', onRemoved);
@@ -106,7 +106,7 @@ export class Observability {
   }
 
   private noteWriteError(err: Error, lines: number): void {
-    countGlobal(this.control.state, GM.ACCESS_LOG_LOST, lines);
+    count(this.control.state, 'velocity_access_log_lines_lost_total', { by: lines });
     this.linesLostSinceLog += lines;
     const now = Date.now();
     if (now - this.lastWriteErrorLog < WRITE_ERROR_LOG_MS) return;
@@ -119,9 +119,9 @@ export class Observability {
     if (!config.logs) return undefined;
     const { state } = this.control;
     const writer = new LogWriter(makeStore(config.logs), config.logs, this.log, {
-      dropped: (n) => countGlobal(state, GM.LOG_DROPPED, n),
-      written: (n) => countGlobal(state, GM.LOG_WRITTEN, n),
-      failed: () => countGlobal(state, GM.LOG_STORE_ERRORS),
+      dropped: (n) => count(state, 'velocity_log_entries_dropped_total', { by: n }),
+      written: (n) => count(state, 'velocity_log_entries_written_total', { by: n }),
+      failed: () => count(state, 'velocity_log_store_errors_total'),
     });
     // Requests matter more than their logs: an unreachable store is logged loudly and retried, not fatal.
     await writer.start();

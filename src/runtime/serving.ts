@@ -28,9 +28,9 @@ export function servingPlane(state: SharedState, thread: number, log: Logger, tr
       return traffic.rules(config);
     },
   });
-  const count = metricsObserver(plane);
+  const countRecord = metricsObserver(state, (name) => plane.service(name));
   plane.addObserver((record) => {
-    if (counting) count(record);
+    if (counting) countRecord(record);
   });
   return plane;
 }

@@ -5,8 +5,9 @@
  * passed to the others as a message. A Redis-backed list is shared already and
  * mirrors itself; only in-memory lists need this.
  */
+
+import { parseCidr } from '../cidr.ts';
 import { type BlockEntry, type Blocklist, BlocklistError, MemoryBlocklist } from '../guard/blocklist.ts';
-import { parseCidr } from '../guard/cidr.ts';
 
 /** A change made on one thread, for the others. */
 export type BlocklistChange = { add: BlockEntry } | { remove: string };

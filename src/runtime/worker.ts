@@ -12,9 +12,10 @@ import type { Config } from '../config/schema/root.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
-import { countGlobal, GM } from '../observe/metrics.ts';
+import { count } from '../observe/metrics.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
-import { SharedState, setLockOwner } from '../state/shared-state.ts';
+import { SharedState } from '../state/shared-state.ts';
+import { setLockOwner } from '../state/spin-lock.ts';
 import type { Topology } from '../upstream/topology.ts';
 import { servingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
@@ -36,7 +37,10 @@ process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejectio
 setLockOwner(start.thread);
 const state = new SharedState(start.buffers);
 const blocklist = (list: Blocklist) => new ThreadBlocklist(list, (change) => post({ type: 'blocklist', change }));
-const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, { wrapBlocklist: blocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
+const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, {
+  wrapBlocklist: blocklist,
+  onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
+});
 const plane = servingPlane(state, start.thread, log, traffic, start.policyDir);
 
 let forwardRecords = start.forwardRecords;

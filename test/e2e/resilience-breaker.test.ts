@@ -1,7 +1,7 @@
 /** Circuit breaker, request queue, slow start and draining, end to end. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/upstream/server.ts';
+import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/state/server-cells.ts';
 import { delay, eventually, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
 describe('circuit breaker', () => {

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pino from 'pino';
+import { parseCidr } from '../../src/cidr.ts';
 import { type BlockEntry, type Blocklist, MAX_BLOCK_ENTRIES, MemoryBlocklist } from '../../src/guard/blocklist.ts';
-import { parseCidr } from '../../src/guard/cidr.ts';
 import { type BlocklistChange, ThreadBlocklist } from '../../src/runtime/thread-blocklist.ts';
 
 const quiet = pino({ level: 'silent' });

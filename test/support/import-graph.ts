@@ -10,16 +10,18 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 /**
- * The layers, lowest first. A file may import files of its own layer and of lower
- * ones only. Files at the top of src/ (errors.ts, backoff.ts) are a shared kernel
- * below everything; cli.ts and index.ts sit above everything.
+ * The layers, lowest first. A file may import values from files of its own layer
+ * and of lower ones only; from a higher layer it may import types alone (an
+ * interface passed down). Files at the top of src/ (errors.ts, backoff.ts,
+ * certificates.ts, cidr.ts, …) are a shared kernel below everything; cli.ts and
+ * index.ts sit above everything.
  */
 export const LAYERS: readonly (readonly string[])[] = [
   ['kernel'],
-  ['config'],
   ['state'],
-  ['observe'],
   ['balancer'],
+  ['config'],
+  ['observe'],
   ['upstream'],
   ['guard'],
   ['middleware'],
@@ -159,7 +161,7 @@ export function folderGraph(graph: Map<string, Import[]>, valuesOnly = false): M
 }
 
 if (import.meta.main) {
-  const graph = importGraph(resolve(import.meta.dirname, '../../src'));
+  const graph = importGraph(resolve(process.argv[2] ?? resolve(import.meta.dirname, '../../src')));
   const edges = [...graph.values()].reduce((n, t) => n + t.length, 0);
   const found = circles(graph);
   console.log(`files: ${graph.size}, imports: ${edges}`);
