@@ -158,6 +158,9 @@ export class AcmeIssuer {
     const client = new acme.Client({
       directoryUrl: this.config.ca,
       accountKey: key,
+      // Order and authorization polls start at 1 s (acme-client's 5 s first wait is most of a fast CA's issuance time).
+      backoffMin: 1_000,
+      backoffMax: 10_000,
       ...(this.config.eab ? { externalAccountBinding: { kid: this.config.eab.kid, hmacKey: this.config.eab.hmac } } : {}),
     });
     const since = Date.now();
