@@ -45,6 +45,8 @@ interface NameState {
   lastRenewal: number | undefined;
   lastError: { kind: AcmeErrorKind; message: string; at: number } | undefined;
   failures: number;
+  /** A `renew now` not yet done: its retries renew whatever the certificate's age. */
+  forced: boolean;
   nextAt: number | undefined;
   timer: NodeJS.Timeout | undefined;
   running: Promise<void> | undefined;
@@ -159,7 +161,9 @@ export class AcmeManager {
   async renewNow(name: string): Promise<CertificateStatus | undefined> {
     const state = this.states.get(name);
     if (!state) return undefined;
-    await (state.running ?? this.attempt(state, true));
+    await state.running;
+    state.forced = true;
+    await (state.running ?? this.attempt(state));
     return this.describe(state);
   }
 
@@ -201,7 +205,7 @@ export class AcmeManager {
   }
 
   private track(name: string): NameState {
-    const state: NameState = { name, cert: undefined, lastAttempt: undefined, lastRenewal: undefined, lastError: undefined, failures: 0, nextAt: undefined, timer: undefined, running: undefined };
+    const state: NameState = { name, cert: undefined, lastAttempt: undefined, lastRenewal: undefined, lastError: undefined, failures: 0, forced: false, nextAt: undefined, timer: undefined, running: undefined };
     this.states.set(name, state);
     return state;
   }
@@ -230,7 +234,7 @@ export class AcmeManager {
       return this.schedule(state, due);
     }
     if (state.failures > 0 && state.nextAt !== undefined && state.nextAt > Date.now()) return this.schedule(state, state.nextAt);
-    await (state.running ?? this.attempt(state, false));
+    await (state.running ?? this.attempt(state));
   }
 
   private schedule(state: NameState, at: number): void {
@@ -253,8 +257,8 @@ export class AcmeManager {
     }
   }
 
-  private attempt(state: NameState, forced: boolean): Promise<void> {
-    const run = this.order(state, forced).finally(() => {
+  private attempt(state: NameState): Promise<void> {
+    const run = this.order(state, state.forced).finally(() => {
       if (state.running === run) state.running = undefined;
     });
     state.running = run;
@@ -310,6 +314,7 @@ export class AcmeManager {
   private succeeded(state: NameState, cert: StoredCertificate, how: string, tookMs?: number): void {
     state.cert = cert;
     state.failures = 0;
+    state.forced = false;
     state.lastError = undefined;
     const t = times(cert);
     if (tookMs !== undefined)
