@@ -22,12 +22,15 @@ export class AcmeError extends Error {
   readonly kind: AcmeErrorKind;
   /** The CA asked us to wait this long (Retry-After), when it said so. */
   readonly retryAfterMs: number | undefined;
+  /** What the CA said, without our words around it. */
+  readonly detail: string;
 
-  constructor(kind: AcmeErrorKind, message: string, options: { retryAfterMs?: number; cause?: unknown } = {}) {
+  constructor(kind: AcmeErrorKind, message: string, options: { retryAfterMs?: number; cause?: unknown; detail?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AcmeError';
     this.kind = kind;
     this.retryAfterMs = options.retryAfterMs;
+    this.detail = options.detail ?? message;
   }
 }
 
@@ -68,17 +71,22 @@ function installHooks(): void {
     if (agent) config.httpsAgent = agent;
     const adapter = axiosOfAcmeClient.getAdapter(config.adapter ?? acme.axios.defaults.adapter);
     {
+      // acme-client makes every response a rejection (it validates statuses itself): a response is what the CA said, no response is the network.
+      const note = (response: { status: number; headers: Record<string, unknown>; data: unknown }) => {
+        if (response.status < 400) return;
+        const data = response.data as { type?: string; detail?: string } | undefined;
+        const retryAfter = Number(response.headers['retry-after']);
+        heard.set(origin, { at: Date.now(), status: response.status, problem: data?.type, detail: data?.detail, retryAfterMs: retryAfter > 0 ? retryAfter * 1000 : undefined });
+      };
       (config as unknown as { adapter: Adapter }).adapter = async (c) => {
         try {
           const response = await adapter(c);
-          if (response.status >= 400) {
-            const data = response.data as { type?: string; detail?: string } | undefined;
-            const retryAfter = Number(response.headers['retry-after']);
-            heard.set(origin, { at: Date.now(), status: response.status, problem: data?.type, detail: data?.detail, retryAfterMs: retryAfter > 0 ? retryAfter * 1000 : undefined });
-          }
+          note(response);
           return response;
         } catch (err) {
-          heard.set(origin, { at: Date.now(), network: (err as { code?: string }).code ?? (err as Error).message });
+          const response = (err as { response?: Parameters<typeof note>[0] }).response;
+          if (response) note(response);
+          else heard.set(origin, { at: Date.now(), network: (err as { code?: string }).code ?? (err as Error).message });
           throw err;
         }
       };
@@ -95,7 +103,8 @@ export function classify(err: unknown, origin: string, since: number): AcmeError
   const recent = last && last.at >= since ? last : undefined;
   if (recent?.network) return new AcmeError('ca_unreachable', `cannot reach the CA at ${origin}: ${recent.network}`, { cause: err });
   const problem = recent?.problem ?? '';
-  const detail = recent?.detail ?? message;
+  // The problem type's last part (externalAccountRequired, rateLimited…) and the CA's own words.
+  const detail = `${problem ? `${problem.split(':').pop()}: ` : ''}${recent?.detail ?? message}`;
   if (problem.endsWith(':rateLimited') || recent?.status === 429)
     return new AcmeError('rate_limited', `the CA refused: rate limited (${detail})`, { retryAfterMs: recent?.retryAfterMs, cause: err });
   if (/:(unauthorized|connection|dns|incorrectResponse|tls|caa|rejectedIdentifier)$/.test(problem) || /authorization|challenge|invalid status/i.test(message))
@@ -103,7 +112,7 @@ export function classify(err: unknown, origin: string, since: number): AcmeError
   if (/:(accountDoesNotExist|externalAccountRequired|unauthorized|malformed)$/.test(problem) && /account|key|JWS|signature/i.test(detail))
     return new AcmeError('account', `the CA refused the account: ${detail}`, { cause: err });
   if (recent?.status && recent.status >= 500) return new AcmeError('ca_unreachable', `the CA answered ${recent.status}: ${detail}`, { cause: err });
-  return new AcmeError('ca_error', `the CA refused: ${detail}`, { retryAfterMs: recent?.retryAfterMs, cause: err });
+  return new AcmeError('ca_error', `the CA refused: ${detail}`, { retryAfterMs: recent?.retryAfterMs, cause: err, detail });
 }
 
 export interface Issued {
@@ -168,7 +177,9 @@ export class AcmeIssuer {
       await client.createAccount({ termsOfServiceAgreed: true, ...(this.config.email ? { contact: [`mailto:${this.config.email}`] } : {}) });
     } catch (err) {
       const sorted = classify(err, this.origin, since);
-      throw sorted.kind === 'ca_error' ? new AcmeError('account', `the CA refused the account: ${sorted.message}`, { cause: err }) : sorted;
+      if (sorted.kind !== 'ca_error') throw sorted;
+      const hint = /externalAccount/.test(sorted.detail) ? ' (set acme.eab to the key id and HMAC key the CA gave you)' : '';
+      throw new AcmeError('account', `the CA refused the account: ${sorted.detail}${hint}`, { cause: err });
     }
     this.client = client;
     return client;
