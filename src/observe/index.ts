@@ -84,10 +84,14 @@ export async function startObservability(
     ...observeRoutes({
       metrics: () =>
         config.metrics.enabled
-          ? renderMetrics(control, (service) => {
-              const s = plane.service(service);
-              return s ? plane.queueFor(s).length : 0;
-            }, metricSources)
+          ? renderMetrics(
+              control,
+              (service) => {
+                const s = plane.service(service);
+                return s ? plane.queueFor(s).length : 0;
+              },
+              metricSources,
+            )
           : undefined,
       store: () => writer?.store,
     }),

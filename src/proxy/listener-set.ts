@@ -79,7 +79,8 @@ function acmeStoragesOf(config: Config) {
   const seen = new Map<string, ReturnType<typeof acmeStorage>>();
   for (const l of config.listeners) {
     const acme = l.type === 'https' ? l.tls.acme : undefined;
-    if (acme?.challenges.includes('http-01') && !seen.has(acme.storage)) seen.set(acme.storage, acmeStorage(acme));
+    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme) : undefined;
+    if (storage && !seen.has(storage.description)) seen.set(storage.description, storage);
   }
   return [...seen.values()];
 }

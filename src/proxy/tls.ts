@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync, type StatWatcher, unwatchFile, watchFile } from 'node:fs';
-import { createSecureContext, type SecureContext, type SecureContextOptions, type TlsOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { createSecureContext, type SecureContext, type SecureContextOptions, type TLSSocket, type TlsOptions, type Server as TlsServer } from 'node:tls';
 import type { TlsConfig } from '../config/schema/listeners.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ManagedCertificates } from './acme/served.ts';

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import { captureLog } from '../proxy/log-capture.ts';
 import { freePort } from '../support/spawn.ts';
-import { acmeLab, acmeYaml, adminApi, metricValue, servedCertificate, startAcmeVelocity, waitForIssued, waitUntil } from './acme-support.ts';
+import { acmeLab, acmeYaml, adminApi, certificateStatus, metricValue, servedCertificate, startAcmeVelocity, waitForIssued, waitUntil } from './acme-support.ts';
 
 const EAB_KID = 'kid-1';
 const EAB_HMAC = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W';
@@ -34,9 +34,9 @@ test('a bad account key is a clear log line and a metric; the listener serves th
   assert.match(String(line?.msg), new RegExp(`the ACME account key ${keyFile.replace(/[.]/g, '\\.')} is not a valid PEM private key .*fix or remove it`));
   assert.match(String(line?.msg), /the placeholder certificate stays in use/);
   assert.ok((await metricValue(velocity, /^velocity_acme_errors_total\{kind="account"\}/)) >= 1);
-  const { body } = await adminApi(velocity, 'GET', '/api/v1/certificates/shop.example.com');
-  assert.equal(body.certificates[0].status, 'pending');
-  assert.equal(body.certificates[0].last_error.kind, 'account');
+  const entry = await certificateStatus(velocity, 'shop.example.com');
+  assert.equal(entry.status, 'pending');
+  assert.equal(entry.last_error?.kind, 'account');
   assert.match(String((await servedCertificate(lab.httpsPort, 'shop.example.com')).issuer.CN), /placeholder/);
   // Still serving plain HTTP too (the redirect), still answering the admin API: nothing crashed.
   const redirect = await request(`http://127.0.0.1:${lab.httpPort}/x`, { headers: { host: 'shop.example.com' } });
@@ -54,9 +54,17 @@ test('a CA that refuses the account (external account binding required) is a cle
   const log = captureLog('info');
   const refused = await startAcmeVelocity(t, acmeYaml(lab), log.logger);
   await waitUntil('the account refusal', () => log.find(/not obtained \(account\)/).length > 0).catch((err) => {
-    throw new Error(`${err.message}: ${log.find(/not obtained/).map((l) => l.msg).join('\n')}`);
+    throw new Error(
+      `${err.message}: ${log
+        .find(/not obtained/)
+        .map((l) => l.msg)
+        .join('\n')}`,
+    );
   });
-  assert.match(String(log.find(/not obtained \(account\)/)[0]?.msg), /the CA refused the account: .*externalAccountBinding.*\(set acme\.eab to the key id and HMAC key the CA gave you\)/);
+  assert.match(
+    String(log.find(/not obtained \(account\)/)[0]?.msg),
+    /the CA refused the account: .*externalAccountBinding.*\(set acme\.eab to the key id and HMAC key the CA gave you\)/,
+  );
   assert.ok((await metricValue(refused, /^velocity_acme_errors_total\{kind="account"\}/)) >= 1);
   await refused.close();
 
@@ -75,8 +83,7 @@ test('two instances sharing storage order a name once and serve the same certifi
   const [a, b] = await Promise.all([startAcmeVelocity(t, acmeYaml(lab)), startAcmeVelocity(t, acmeYaml(lab, { httpsPort: httpsB, httpPort: httpB }))]);
   const [certA, certB] = await Promise.all([waitForIssued(lab.httpsPort, 'shop.example.com'), waitForIssued(httpsB, 'shop.example.com')]);
   assert.equal(certA.serialNumber, certB.serialNumber, 'both serve the one certificate');
-  const orders = async () =>
-    (await metricValue(a, /^velocity_acme_orders_total\{result="success"\}/)) + (await metricValue(b, /^velocity_acme_orders_total\{result="success"\}/));
+  const orders = async () => (await metricValue(a, /^velocity_acme_orders_total\{result="success"\}/)) + (await metricValue(b, /^velocity_acme_orders_total\{result="success"\}/));
   assert.equal(await orders(), 1, 'one order between the two instances');
 
   const renewed = await adminApi(b, 'POST', '/api/v1/certificates/shop.example.com/renew');

@@ -9,15 +9,19 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { request } from 'undici';
-import { runCommand } from '../support/spawn.ts';
 import { captureLog } from '../proxy/log-capture.ts';
+import { runCommand } from '../support/spawn.ts';
 import { acmeLab, acmeYaml, adminApi, metricValue, servedCertificate, startAcmeVelocity, waitForIssued } from './acme-support.ts';
 
 async function opensslVerifies(port: number, servername: string, root: string): Promise<{ ok: boolean; output: string }> {
-  const r = await runCommand('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', servername, '-CAfile', root, '-verify_return_error', '-verify_hostname', servername], {
-    input: '',
-    timeoutMs: 30_000,
-  });
+  const r = await runCommand(
+    'openssl',
+    ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', servername, '-CAfile', root, '-verify_return_error', '-verify_hostname', servername],
+    {
+      input: '',
+      timeoutMs: 30_000,
+    },
+  );
   return { ok: r.code === 0 && /Verify return code: 0 \(ok\)/.test(r.stdout), output: `${r.stdout}\n${r.stderr}` };
 }
 
@@ -43,9 +47,10 @@ test('HTTP-01: pebble validates on the redirect listener; the certificate is ser
     assert.equal(statSync(file).mode & 0o777, 0o600, `${file} is 0600`);
 
   const { body } = await adminApi(velocity, 'GET', '/api/v1/certificates');
-  const entry = body.certificates.find((c: { name: string }) => c.name === 'shop.example.com');
+  const entry = body.certificates.find((c) => c.name === 'shop.example.com');
+  assert.ok(entry);
   assert.equal(entry.status, 'valid');
-  assert.match(entry.issuer, /Pebble Intermediate/);
+  assert.match(String(entry.issuer), /Pebble Intermediate/);
   assert.equal(entry.last_error, null);
   assert.ok(entry.last_attempt && entry.last_renewal && entry.not_after && entry.renew_at);
   assert.equal(await metricValue(velocity, /^velocity_acme_orders_total\{result="success"\}/), 1);

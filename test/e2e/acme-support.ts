@@ -6,6 +6,7 @@ import type { TestContext } from 'node:test';
 import { connect, type PeerCertificate } from 'node:tls';
 import { request } from 'undici';
 import type { Logger } from '../../src/observe/logger.ts';
+import type { CertificateStatus } from '../../src/proxy/acme/manager.ts';
 import type { Velocity } from '../../src/runtime/instance.ts';
 import { type Pebble, type PebbleOptions, startPebble } from '../support/pebble.ts';
 import { freePort, sleep } from '../support/spawn.ts';
@@ -95,17 +96,20 @@ export async function waitForIssued(port: number, servername: string, options: {
   }
 }
 
-export async function adminApi(velocity: Velocity, method: string, path: string): Promise<{ status: number; body: any }> {
+async function admin(velocity: Velocity, method: string, path: string): Promise<{ status: number; text: string }> {
   const res = await request(`http://127.0.0.1:${velocity.adminAddress?.port}${path}`, { method: method as 'GET', headers: { authorization: `Bearer ${TOKEN}` } });
-  const text = await res.body.text();
-  return { status: res.statusCode, body: text.startsWith('{') ? JSON.parse(text) : text };
+  return { status: res.statusCode, text: await res.body.text() };
+}
+
+/** The certificates API (`/api/v1/certificates…`). */
+export async function adminApi(velocity: Velocity, method: string, path: string): Promise<{ status: number; body: { certificates: CertificateStatus[]; renewed?: boolean } }> {
+  const { status, text } = await admin(velocity, method, path);
+  return { status, body: JSON.parse(text) };
 }
 
 export async function metricValue(velocity: Velocity, line: RegExp): Promise<number> {
-  const { body } = await adminApi(velocity, 'GET', '/metrics');
-  const m = String(body)
-    .split('\n')
-    .find((l) => line.test(l));
+  const { text } = await admin(velocity, 'GET', '/metrics');
+  const m = text.split('\n').find((l) => line.test(l));
   return m ? Number(m.split(' ').pop()) : Number.NaN;
 }
 
@@ -115,4 +119,12 @@ export async function waitUntil(what: string, check: () => Promise<boolean> | bo
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await sleep(100);
   }
+}
+
+/** One name's entry in the certificates API (fails the test when absent). */
+export async function certificateStatus(velocity: Velocity, name: string): Promise<CertificateStatus> {
+  const { body } = await adminApi(velocity, 'GET', `/api/v1/certificates/${name}`);
+  const entry = body.certificates[0];
+  if (!entry) throw new Error(`no certificate entry for ${name}`);
+  return entry;
 }

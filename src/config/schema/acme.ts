@@ -23,6 +23,16 @@ export function defaultAcmeStorage(): string {
 /** A name a CA can issue for by HTTP-01 or TLS-ALPN-01: an exact DNS name (wildcards need DNS-01). */
 export const exactHost = hostPattern.refine((h) => !h.includes('*'), { message: 'expected an exact host name (wildcards need the DNS-01 challenge, which Velocity does not do)' });
 
+/** An http(s) URL (checked by URL parsing, so the JSON Schema needs no format vocabulary). */
+const httpUrl = (message: string) =>
+  z.string({ error: message }).refine((text) => {
+    try {
+      return /^https?:$/.test(new URL(text).protocol);
+    } catch {
+      return false;
+    }
+  }, message);
+
 const acmeRetrySchema = z.strictObject({
   /** First wait after a failed attempt; doubled per failure (with jitter) up to `max`. */
   base: positiveDuration().default(60_000),
@@ -32,9 +42,12 @@ const acmeRetrySchema = z.strictObject({
 export const acmeSchema = z
   .strictObject({
     /** Contact address for the CA's expiry and policy mail (optional at Let's Encrypt). */
-    email: z.email({ error: 'expected an email address' }).optional(),
+    email: z
+      .string()
+      .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'expected an email address')
+      .optional(),
     /** The CA's ACME directory URL. */
-    ca: z.url({ protocol: /^https?$/, error: 'expected the https:// URL of an ACME directory' }).default(LETS_ENCRYPT_DIRECTORY),
+    ca: httpUrl('expected the https:// URL of an ACME directory').default(LETS_ENCRYPT_DIRECTORY),
     /** PEM bundle trusted for the CA's own API (a private CA); the system roots when absent. */
     ca_root: filePath('PEM CA').optional(),
     /** Challenge types to answer, in order of preference. */
@@ -43,8 +56,8 @@ export const acmeSchema = z
       .min(1, 'at least one challenge type is needed')
       .default([...ACME_CHALLENGES])
       .refine((list) => new Set(list).size === list.length, { message: 'a challenge type is listed twice' }),
-    /** Directory for the account key, certificates, challenge answers and locks (share it between instances). */
-    storage: z.string().min(1, 'expected a directory path').default(defaultAcmeStorage),
+    /** Directory for the account key, certificates, challenge answers and locks (share it between instances); $XDG_DATA_HOME/velocity/acme (else ~/.local/share/velocity/acme) when absent. */
+    storage: z.string().min(1, 'expected a directory path').optional(),
     /** External account binding (ZeroSSL, Google, most commercial CAs): key id and base64url HMAC key. */
     eab: z
       .strictObject({
@@ -65,7 +78,7 @@ export const acmeSchema = z
      */
     on_demand: z
       .strictObject({
-        ask: z.url({ protocol: /^https?$/, error: 'expected the http(s):// URL of the endpoint that approves names' }),
+        ask: httpUrl('expected the http(s):// URL of the endpoint that approves names'),
         /** Approved names obtained per period, at most. */
         rate: rate().default({ count: 10, periodMs: 60_000 }),
       })

@@ -58,7 +58,8 @@ export const tlsSchema = z
     watch: z.boolean().default(true),
   })
   .superRefine((tls, ctx) => {
-    if (tls.certificates.length === 0 && !tls.acme) ctx.addIssue({ code: 'custom', path: ['certificates'], message: 'at least one certificate is needed (or acme, to obtain them)' });
+    if (tls.certificates.length === 0 && !tls.acme)
+      ctx.addIssue({ code: 'custom', path: ['certificates'], message: 'at least one certificate is needed (or acme, to obtain them)' });
     const defaults = tls.certificates.flatMap((c, i) => (c.default ? [i] : []));
     for (const i of defaults.slice(1))
       ctx.addIssue({ code: 'custom', path: ['certificates', i, 'default'], message: `only one certificate can be the default (certificates[${defaults[0]}] already is)` });

@@ -87,11 +87,28 @@ export class AutomaticHttps {
     for (const m of managers) for (const e of m.expiries(now)) out.sample('velocity_acme_certificate_expiring', { name: e.name }, e.warning ? 1 : 0);
     out.declare('velocity_acme_orders_total', 'counter', 'ACME orders by result.');
     const sum = (f: (m: AcmeManager) => number) => managers.reduce((n, m) => n + f(m), 0);
-    out.sample('velocity_acme_orders_total', { result: 'success' }, sum((m) => m.counters.orders.success));
-    out.sample('velocity_acme_orders_total', { result: 'failure' }, sum((m) => m.counters.orders.failure));
-    out.sample('velocity_acme_orders_total', { result: 'shared' }, sum((m) => m.counters.shared));
+    out.sample(
+      'velocity_acme_orders_total',
+      { result: 'success' },
+      sum((m) => m.counters.orders.success),
+    );
+    out.sample(
+      'velocity_acme_orders_total',
+      { result: 'failure' },
+      sum((m) => m.counters.orders.failure),
+    );
+    out.sample(
+      'velocity_acme_orders_total',
+      { result: 'shared' },
+      sum((m) => m.counters.shared),
+    );
     out.declare('velocity_acme_errors_total', 'counter', 'Failed ACME attempts by kind (ca_unreachable, rate_limited, account, validation, ca_error, storage, lock).');
-    for (const kind of ACME_ERROR_KINDS) out.sample('velocity_acme_errors_total', { kind }, sum((m) => m.counters.errors[kind]));
+    for (const kind of ACME_ERROR_KINDS)
+      out.sample(
+        'velocity_acme_errors_total',
+        { kind },
+        sum((m) => m.counters.errors[kind]),
+      );
   };
 
   close(): void {

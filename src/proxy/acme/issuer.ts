@@ -137,8 +137,7 @@ export class AcmeIssuer {
     this.log = log;
     this.ca = caKey(config.ca);
     this.origin = new URL(config.ca).origin;
-    if (config.ca_root)
-      agents.set(this.origin, new HttpsAgent({ ca: [...rootCertificates, readFileSync(config.ca_root, 'utf8')], keepAlive: true, maxSockets: 8 }));
+    if (config.ca_root) agents.set(this.origin, new HttpsAgent({ ca: [...rootCertificates, readFileSync(config.ca_root, 'utf8')], keepAlive: true, maxSockets: 8 }));
   }
 
   /** The account key from storage, made on first use. A key that is there but unusable is never replaced. */
@@ -155,9 +154,13 @@ export class AcmeIssuer {
       try {
         createPrivateKey(key);
       } catch (err) {
-        throw new AcmeError('account', `the ACME account key ${where} is not a valid PEM private key (${(err as Error).message}); fix or remove it (a new account is made when it is absent)`, {
-          cause: err,
-        });
+        throw new AcmeError(
+          'account',
+          `the ACME account key ${where} is not a valid PEM private key (${(err as Error).message}); fix or remove it (a new account is made when it is absent)`,
+          {
+            cause: err,
+          },
+        );
       }
     } else {
       key = await acme.crypto.createPrivateEcdsaKey('P-256');

@@ -205,7 +205,18 @@ export class AcmeManager {
   }
 
   private track(name: string): NameState {
-    const state: NameState = { name, cert: undefined, lastAttempt: undefined, lastRenewal: undefined, lastError: undefined, failures: 0, forced: false, nextAt: undefined, timer: undefined, running: undefined };
+    const state: NameState = {
+      name,
+      cert: undefined,
+      lastAttempt: undefined,
+      lastRenewal: undefined,
+      lastError: undefined,
+      failures: 0,
+      forced: false,
+      nextAt: undefined,
+      timer: undefined,
+      running: undefined,
+    };
     this.states.set(name, state);
     return state;
   }
@@ -272,7 +283,10 @@ export class AcmeManager {
     state.lastAttempt = started;
     try {
       const wait = this.rate.take(started);
-      if (wait > 0) throw new AcmeError('rate_limited', `this instance's order_rate (${this.config.order_rate.count} per ${this.config.order_rate.periodMs / 1000} s) is used up`, { retryAfterMs: wait });
+      if (wait > 0)
+        throw new AcmeError('rate_limited', `this instance's order_rate (${this.config.order_rate.count} per ${this.config.order_rate.periodMs / 1000} s) is used up`, {
+          retryAfterMs: wait,
+        });
       let lock: { end(): Promise<void> };
       try {
         lock = await this.storage.lock(keys.lock(this.issuer.ca, state.name), this.lockOptions);
@@ -335,9 +349,7 @@ export class AcmeManager {
     // Full backoff with jitter in its upper half: instances that failed together do not retry together.
     const backoff = cappedBackoff(base, max, state.failures - 1) * (0.5 + Math.random() * 0.5);
     const delay = Math.max(backoff, err.retryAfterMs ?? 0);
-    const keeping = state.cert
-      ? `the current certificate (valid until ${state.cert.leaf.validTo}) stays in use`
-      : 'the placeholder certificate stays in use';
+    const keeping = state.cert ? `the current certificate (valid until ${state.cert.leaf.validTo}) stays in use` : 'the placeholder certificate stays in use';
     this.log.error(
       { name: state.name, kind: err.kind, err: err.message, failures: state.failures, retryInMs: Math.round(delay) },
       `ACME: certificate for ${state.name} not obtained (${err.kind}): ${err.message}; ${keeping}; next attempt in ${Math.ceil(delay / 1000)} s`,

@@ -8,6 +8,7 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { defaultAcmeStorage } from '../../config/schema/acme.ts';
 
 /** A held lock: `end()` releases it exactly once. */
 export interface StorageLock {
@@ -132,7 +133,9 @@ export class FileStorage implements AcmeStorage {
       await sleep(250 + Math.random() * 250);
     }
     const keepAlive = setInterval(() => {
-      void this.readLock(file).then((held) => (held?.owner === owner ? this.write(`locks/${name}.lock`, body()) : undefined)).catch(() => undefined);
+      void this.readLock(file)
+        .then((held) => (held?.owner === owner ? this.write(`locks/${name}.lock`, body()) : undefined))
+        .catch(() => undefined);
     }, ttlMs / 3);
     keepAlive.unref();
     let ended = false;
@@ -160,8 +163,8 @@ export class FileStorage implements AcmeStorage {
 }
 
 /** The storage an acme block names (a directory; fleet stores plug in here). */
-export function acmeStorage(config: { storage: string }): AcmeStorage {
-  return new FileStorage(config.storage);
+export function acmeStorage(config: { storage?: string | undefined }): AcmeStorage {
+  return new FileStorage(config.storage ?? defaultAcmeStorage());
 }
 
 /** Storage keys, in one place: per CA (its directory URL), so two CAs never mix accounts or certificates. */
