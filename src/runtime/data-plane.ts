@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { Agent } from 'undici';
 import { VelocityError } from '../errors.ts';
 import { CidrSet } from '../guard/cidr.ts';
 import { ClientIpResolver } from '../guard/client-ip.ts';
@@ -12,12 +13,15 @@ import { ObserverList, type RequestObserver, type RequestRecord } from '../obser
 import type { Logger } from '../observe/logger.ts';
 import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import type { Guard, RequestContext } from '../proxy/handler.ts';
+import type { PickRequest } from '../balancer/policy.ts';
+import type { MiddlewareContext } from '../middleware/middleware.ts';
+import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
 import { logUpstreamChange, recordOutcome, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import { type PolicyLoader, policyLoader, ServiceRuntime } from '../upstream/service.ts';
+import { type PolicyLoader, policyLoader, policyModuleBase, ServiceRuntime } from '../upstream/service.ts';
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
 import type { Topology } from '../upstream/topology.ts';
 import type { SharedState } from './shared-state.ts';
@@ -28,7 +32,21 @@ export class DataPlane {
   guards: readonly Guard[] = [];
   draining = false;
   private services = new Map<string, ServiceRuntime>();
-  private router = new Router<ServiceRuntime>([]);
+  private router = new Router<RouteTarget>([]);
+  /** Middleware subrequests (forward auth, mirroring, error pages) and what else middleware may use. */
+  private readonly subrequests = new Agent({ keepAliveTimeout: 4_000, connections: 64 });
+  private lastMiddlewareWarning = 0;
+  private readonly middlewareContext: MiddlewareContext = {
+    service: (name) => this.services.get(name),
+    http: this.subrequests,
+    baseDir: policyModuleBase.dir,
+    warn: (message) => {
+      const now = Date.now();
+      if (now - this.lastMiddlewareWarning < 1000) return;
+      this.lastMiddlewareWarning = now;
+      this.log.warn(message);
+    },
+  };
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
@@ -76,7 +94,7 @@ export class DataPlane {
     }
     // TCP services take connections on their own listeners, never HTTP requests.
     const http = [...next.values()].filter((s) => s.config.mode === 'http');
-    this.router = new Router(http.map((s) => ({ hosts: s.config.hosts, paths: s.config.paths, target: s })));
+    this.router = new Router(buildRoutes(http, { ...this.middlewareContext, baseDir: policyModuleBase.dir }));
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
@@ -93,8 +111,13 @@ export class DataPlane {
     return this.services.values();
   }
 
-  route(host: string | undefined, path: string): ServiceRuntime | undefined {
-    return this.router.match(host, path);
+  route(host: string | undefined, path: string, request?: PickRequest): ServiceRuntime | undefined {
+    return this.router.match(host, path, request)?.service;
+  }
+
+  /** The route a request takes: its service and middleware. */
+  routeTarget(host: string | undefined, path: string, request: PickRequest): RouteTarget | undefined {
+    return this.router.match(host, path, request);
   }
 
   noteUnrouted(host: string, path: string): void {
@@ -207,6 +230,7 @@ export class DataPlane {
   }
 
   async close(): Promise<void> {
+    await this.subrequests.destroy().catch(() => undefined);
     await this.pools.closeAll();
   }
 }
