@@ -4,14 +4,19 @@ import { parseDuration, parseRate, parseSize, parseStatusRange } from '../units.
 
 /** A duration written as `250ms`, `2s`, `1m`; parsed to milliseconds. */
 export const duration = () =>
-  z.string({ error: 'expected a duration such as 250ms, 2s or 1m' }).transform((text, ctx) => {
-    const ms = parseDuration(text);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration; expected a number with ms, s, m, h or d (e.g. 250ms, 2s)` });
-      return z.NEVER;
-    }
-    return ms;
-  });
+  // A bare 0 is how YAML writes "off" for timeouts (`total: 0`), so the number 0 is a duration too.
+  z
+    .union([z.string(), z.number().min(0).max(0, { error: 'a duration needs a unit, e.g. 5s or 250ms (only 0 may be written bare)' })], {
+      error: 'expected a duration such as 250ms, 2s or 1m',
+    })
+    .transform((text, ctx) => {
+      const ms = parseDuration(String(text));
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration; expected a number with ms, s, m, h or d (e.g. 250ms, 2s)` });
+        return z.NEVER;
+      }
+      return ms;
+    });
 
 /** A duration that must be greater than zero. */
 export const positiveDuration = () => duration().refine((ms) => ms > 0, { message: 'must be greater than 0' });
