@@ -1,7 +1,7 @@
 /** Puts a prefix before the path (Traefik AddPrefix, Caddy `rewrite * /v1{uri}`). */
 import { z } from 'zod';
-import { splitUrl } from './path.ts';
 import type { Middleware } from './middleware.ts';
+import { splitUrl } from './path.ts';
 
 export const addPrefixOptions = z.strictObject({
   prefix: z.string().regex(/^\/[\x21-\x7e]*$/, 'a path prefix starting with /'),

@@ -8,8 +8,8 @@
  * `Vary: Accept-Encoding` is added whenever the answer could have differed.
  */
 import { EventEmitter } from 'node:events';
-import { constants, createBrotliCompress, createGzip, createZstdCompress } from 'node:zlib';
 import type { Transform } from 'node:stream';
+import { constants, createBrotliCompress, createGzip, createZstdCompress } from 'node:zlib';
 import { z } from 'zod';
 import { size } from '../config/schema/common.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
@@ -22,7 +22,10 @@ type Encoding = (typeof ENCODINGS)[number];
 
 export const compressOptions = z.strictObject({
   /** Offered encodings, preferred first when the client rates them equally. */
-  encodings: z.array(z.enum(ENCODINGS, { error: 'expected zstd, br or gzip' })).min(1).default(['zstd', 'br', 'gzip']),
+  encodings: z
+    .array(z.enum(ENCODINGS, { error: 'expected zstd, br or gzip' }))
+    .min(1)
+    .default(['zstd', 'br', 'gzip']),
   /** Bodies with a Content-Length below this are sent as they are. */
   min_size: size().default(1024),
   /** Content types compressed (a trailing * matches a family, e.g. text/*). */
@@ -78,21 +81,25 @@ export function compress(o: z.output<typeof compressOptions>): Middleware {
   const typeAllowed = typeMatcher(o.types);
   const makeEncoder = (encoding: Encoding): Transform => {
     if (encoding === 'gzip') return createGzip({ level: o.level === 'fast' ? 1 : o.level === 'best' ? 9 : 6 });
-    if (encoding === 'br')
-      return createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: o.level === 'fast' ? 1 : o.level === 'best' ? 11 : 5 } });
+    if (encoding === 'br') return createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: o.level === 'fast' ? 1 : o.level === 'best' ? 11 : 5 } });
     return createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: o.level === 'fast' ? 1 : o.level === 'best' ? 19 : 3 } });
   };
   return {
     wrap(req: RequestView, res: ClientResponse): ClientResponse {
       if (req.method === 'HEAD') return res;
-      return new CompressingResponse(res, chooseEncoding(req.header('accept-encoding'), o.encodings), (status, headers) => {
-        if (status < 200 || status === 204 || status === 304 || status === 206) return false;
-        if (headerValue(headers, 'content-encoding') !== undefined || headerValue(headers, 'content-range') !== undefined) return false;
-        if (/(^|,)\s*no-transform\s*(,|$)/i.test(headerValue(headers, 'cache-control') ?? '')) return false;
-        if (!typeAllowed(headerValue(headers, 'content-type'))) return false;
-        const length = headerValue(headers, 'content-length');
-        return length === undefined || Number(length) >= o.min_size;
-      }, makeEncoder);
+      return new CompressingResponse(
+        res,
+        chooseEncoding(req.header('accept-encoding'), o.encodings),
+        (status, headers) => {
+          if (status < 200 || status === 204 || status === 304 || status === 206) return false;
+          if (headerValue(headers, 'content-encoding') !== undefined || headerValue(headers, 'content-range') !== undefined) return false;
+          if (/(^|,)\s*no-transform\s*(,|$)/i.test(headerValue(headers, 'cache-control') ?? '')) return false;
+          if (!typeAllowed(headerValue(headers, 'content-type'))) return false;
+          const length = headerValue(headers, 'content-length');
+          return length === undefined || Number(length) >= o.min_size;
+        },
+        makeEncoder,
+      );
     },
   };
 }

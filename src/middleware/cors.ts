@@ -13,7 +13,14 @@ import type { Middleware } from './middleware.ts';
 export const corsOptions = z.strictObject({
   /** Exact origins (https://app.example.com) or "*" for any. */
   origins: z.array(z.string().regex(/^(\*|https?:\/\/[^\s/]+)$/, 'expected "*" or an origin such as https://app.example.com')).min(1),
-  methods: z.array(z.string().regex(/^[A-Za-z]+$/).transform((m) => m.toUpperCase())).default(['GET', 'HEAD', 'POST']),
+  methods: z
+    .array(
+      z
+        .string()
+        .regex(/^[A-Za-z]+$/)
+        .transform((m) => m.toUpperCase()),
+    )
+    .default(['GET', 'HEAD', 'POST']),
   headers: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/)).default([]),
   expose_headers: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/)).default([]),
   credentials: z.boolean().default(false),
@@ -45,7 +52,12 @@ export function cors(o: z.output<typeof corsOptions>): Middleware {
       if (origin) {
         common(headers, origin);
         const wanted = req.header('access-control-request-headers');
-        const names = wanted ? wanted.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean) : [];
+        const names = wanted
+          ? wanted
+              .split(',')
+              .map((h) => h.trim().toLowerCase())
+              .filter(Boolean)
+          : [];
         // Only the configured headers are allowed; the browser checks the list against what it asked.
         const granted = names.filter((h) => allowedHeaders.has(h));
         headers.push('access-control-allow-methods', methods, 'access-control-max-age', String(Math.floor(o.max_age / 1000)));

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { positiveDuration, statusRange } from '../config/schema/common.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
 import { withoutHeaders } from './head.ts';
-import type { Middleware, MiddlewareContext, Reply, RequestView } from './middleware.ts';
+import type { Middleware, MiddlewareContext, RequestView } from './middleware.ts';
 import { ResponseDecorator } from './response-decorator.ts';
 import { sendToService } from './subrequest.ts';
 
@@ -47,14 +47,19 @@ export function errorPages(o: z.output<typeof errorPagesOptions>, context: Middl
   } else {
     const service = o.service as string;
     page = async (req, status) => {
-      const answer = await sendToService(context, service, { ...req, header: (n) => req.header(n), cookie: (n) => req.cookie(n) }, {
-        method: 'GET',
-        path: o.path.replaceAll('{status}', String(status)),
-        headers: { 'x-request-id': req.requestId, 'x-velocity-status': String(status) },
-        body: null,
-        timeout: o.timeout,
-        maxBody: 1024 * 1024,
-      });
+      const answer = await sendToService(
+        context,
+        service,
+        { ...req, header: (n) => req.header(n), cookie: (n) => req.cookie(n) },
+        {
+          method: 'GET',
+          path: o.path.replaceAll('{status}', String(status)),
+          headers: { 'x-request-id': req.requestId, 'x-velocity-status': String(status) },
+          body: null,
+          timeout: o.timeout,
+          maxBody: 1024 * 1024,
+        },
+      );
       if (answer instanceof Error || answer.status >= 300) {
         context.warn(`error page from service ${service}: ${answer instanceof Error ? answer.message : `it answered ${answer.status}`}; the plain error was sent`);
         return undefined;

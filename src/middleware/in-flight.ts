@@ -12,7 +12,12 @@ export const inFlightOptions = z.strictObject({
   per_client: z.boolean().default(false),
 });
 
-const BUSY: Reply = { status: 429, code: 'IN_FLIGHT_LIMIT', headers: ['content-type', 'text/plain; charset=utf-8', 'retry-after', '1'], body: '429 Too many requests in progress\n' };
+const BUSY: Reply = {
+  status: 429,
+  code: 'IN_FLIGHT_LIMIT',
+  headers: ['content-type', 'text/plain; charset=utf-8', 'retry-after', '1'],
+  body: '429 Too many requests in progress\n',
+};
 
 export function inFlight(o: z.output<typeof inFlightOptions>): Middleware {
   const counts = new Map<string, number>();

@@ -13,7 +13,10 @@ export const redirectOptions = z
     /** Matched against the full URL, e.g. ^https?://old\.example\.com/(.*)$ */
     regex: regexText().optional(),
     /** Target with $1 or $<name> captures (and ${host}-free: captures only). */
-    to: z.string().regex(/^[\x21-\x7e]+$/, 'a URL or path without spaces').optional(),
+    to: z
+      .string()
+      .regex(/^[\x21-\x7e]+$/, 'a URL or path without spaces')
+      .optional(),
     scheme: z.enum(['http', 'https']).optional(),
     host: z
       .string()

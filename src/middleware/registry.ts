@@ -47,7 +47,7 @@ function entry<S extends z.ZodType>(
 }
 
 const MIDDLEWARE: Record<string, MiddlewareEntry> = {
-  headers: entry(headersOptions, headers, 'set, add, remove request and response headers, with ${client_ip}, ${request_id}, ${host}'),
+  headers: entry(headersOptions, headers, 'set, add, remove request and response headers; values may hold client_ip, request_id and host placeholders'),
   security_headers: entry(securityHeadersOptions, securityHeaders, 'X-Content-Type-Options, X-Frame-Options, Referrer-Policy, CSP, HSTS presets'),
   strip_prefix: entry(stripPrefixOptions, stripPrefix, 'strip a path prefix; X-Forwarded-Prefix says which'),
   add_prefix: entry(addPrefixOptions, addPrefix, 'put a prefix before the path'),
@@ -59,9 +59,7 @@ const MIDDLEWARE: Record<string, MiddlewareEntry> = {
   body_limit: entry(bodyLimitOptions, bodyLimit, 'refuse request bodies over a size with 413'),
   in_flight: entry(inFlightOptions, inFlight, 'refuse with 429 past N requests in progress'),
   cors: entry(corsOptions, cors, 'answer CORS preflights from config; Access-Control-Allow-* on responses'),
-  error_pages: entry(errorPagesOptions, errorPages, "replace Velocity's 4xx/5xx (optionally the servers') by a file or a service's page", (o) =>
-    o.service ? [o.service] : [],
-  ),
+  error_pages: entry(errorPagesOptions, errorPages, "replace Velocity's 4xx/5xx (optionally the servers') by a file or a service's page", (o) => (o.service ? [o.service] : [])),
   split: entry(splitOptions, split, 'weighted split between services; header/cookie rules; sticky by ip or cookie', splitServices),
   mirror: entry(mirrorOptions, mirror, 'copy a share of requests to a shadow service, fire and forget', (o) => [o.service]),
 };
@@ -106,7 +104,8 @@ export const middlewareEntrySchema = z
     const keys = Object.keys(raw);
     if ('module' in raw) {
       if (typeof raw.module !== 'string' || raw.module === '') ctx.addIssue({ code: 'custom', path: ['module'], message: 'expected the path of a middleware module' });
-      for (const key of keys) if (key !== 'module' && key !== 'options') ctx.addIssue({ code: 'custom', path: [key], message: `unknown field "${key}"; a module entry takes module and options` });
+      for (const key of keys)
+        if (key !== 'module' && key !== 'options') ctx.addIssue({ code: 'custom', path: [key], message: `unknown field "${key}"; a module entry takes module and options` });
       if (raw.options !== undefined && (typeof raw.options !== 'object' || raw.options === null || Array.isArray(raw.options)))
         ctx.addIssue({ code: 'custom', path: ['options'], message: 'expected a map of options' });
       return;
@@ -119,7 +118,11 @@ export const middlewareEntrySchema = z
     const found = MIDDLEWARE[name];
     if (!found) {
       const hint = suggest(name, middlewareNames());
-      ctx.addIssue({ code: 'custom', path: [name], message: `unknown middleware "${name}"; ${hint ? `did you mean "${hint}"?` : `expected one of ${middlewareNames().join(', ')}, or module`}` });
+      ctx.addIssue({
+        code: 'custom',
+        path: [name],
+        message: `unknown middleware "${name}"; ${hint ? `did you mean "${hint}"?` : `expected one of ${middlewareNames().join(', ')}, or module`}`,
+      });
       return;
     }
     for (const problem of optionProblems(name, found.options, raw[name])) ctx.addIssue({ code: 'custom', path: [name, ...problem.path], message: problem.message });

@@ -5,8 +5,8 @@
  */
 import { z } from 'zod';
 import { regexText } from '../config/schema/regex.ts';
-import { cleanPath, splitUrl } from './path.ts';
 import type { Middleware } from './middleware.ts';
+import { cleanPath, splitUrl } from './path.ts';
 
 export const replacePathOptions = z.strictObject({
   regex: regexText(),

@@ -17,7 +17,17 @@ export const securityHeadersOptions = z.strictObject({
   /** X-Frame-Options. */
   frame_options: z.enum(['DENY', 'SAMEORIGIN', 'off']).default('SAMEORIGIN'),
   referrer_policy: z
-    .enum(['no-referrer', 'no-referrer-when-downgrade', 'origin', 'origin-when-cross-origin', 'same-origin', 'strict-origin', 'strict-origin-when-cross-origin', 'unsafe-url', 'off'])
+    .enum([
+      'no-referrer',
+      'no-referrer-when-downgrade',
+      'origin',
+      'origin-when-cross-origin',
+      'same-origin',
+      'strict-origin',
+      'strict-origin-when-cross-origin',
+      'unsafe-url',
+      'off',
+    ])
     .default('strict-origin-when-cross-origin'),
   /** Content-Security-Policy for responses that carry none of their own. */
   content_security_policy: z

@@ -4,8 +4,8 @@
  * stripped in X-Forwarded-Prefix so it can build links.
  */
 import { z } from 'zod';
-import { cleanPath, splitUrl } from './path.ts';
 import type { Middleware } from './middleware.ts';
+import { cleanPath, splitUrl } from './path.ts';
 
 export const stripPrefixOptions = z.strictObject({
   /** The first that matches (on a segment boundary) is stripped. */

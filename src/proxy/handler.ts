@@ -252,7 +252,7 @@ export class RequestHandler {
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
     const path = run ? run.url : ctx.url;
     run?.forwarded(method, path, headers, body);
-    const clientRes = run ? (run.response() as unknown as typeof res) : res;
+    const clientRes = run ? run.response() : res;
 
     const abort = new AbortController();
     const onClientGone = () => {

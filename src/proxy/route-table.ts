@@ -116,7 +116,7 @@ function conditionCount(match: MatchConfig | undefined): number {
 /** Whether every request `b` matches also meets `a` (a conservative check: false when unsure). */
 function covers(a: MatchConfig | undefined, b: MatchConfig | undefined): boolean {
   if (!a) return true;
-  if (a.methods && !(b?.methods && b.methods.every((m) => a.methods?.includes(m)))) return false;
+  if (a.methods && !b?.methods?.every((m) => a.methods?.includes(m))) return false;
   for (const kind of ['headers', 'query'] as const) {
     for (const [name, cond] of Object.entries(a[kind] ?? {})) {
       const other = b?.[kind]?.[name];
@@ -125,7 +125,7 @@ function covers(a: MatchConfig | undefined, b: MatchConfig | undefined): boolean
       if (!samePresence && JSON.stringify(cond) !== JSON.stringify(other)) return false;
     }
   }
-  if (a.client_ip && !(b?.client_ip && b.client_ip.every((c) => a.client_ip?.includes(c)))) return false;
+  if (a.client_ip && !b?.client_ip?.every((c) => a.client_ip?.includes(c))) return false;
   if (a.path_regex !== undefined && a.path_regex !== b?.path_regex) return false;
   return true;
 }
@@ -135,10 +135,26 @@ export function shadowedRoutes(services: readonly ServiceConfig[]): { path: Prop
   const entries: Entry[] = [];
   services.forEach((s, i) => {
     if (s.mode !== 'http') return;
-    entries.push({ path: ['services', i, 'paths'], label: `service ${s.name}`, hosts: s.hosts, prefixes: s.paths, match: s.match, rank: conditionCount(s.match), order: entries.length });
+    entries.push({
+      path: ['services', i, 'paths'],
+      label: `service ${s.name}`,
+      hosts: s.hosts,
+      prefixes: s.paths,
+      match: s.match,
+      rank: conditionCount(s.match),
+      order: entries.length,
+    });
     s.routes.forEach((r, j) => {
       const match = mergeMatch(s.match, r.match);
-      entries.push({ path: ['services', i, 'routes', j], label: `route ${s.name}/${r.name ?? j}`, hosts: s.hosts, prefixes: r.paths ?? s.paths, match, rank: conditionCount(match), order: entries.length });
+      entries.push({
+        path: ['services', i, 'routes', j],
+        label: `route ${s.name}/${r.name ?? j}`,
+        hosts: s.hosts,
+        prefixes: r.paths ?? s.paths,
+        match,
+        rank: conditionCount(match),
+        order: entries.length,
+      });
     });
   });
   const found: { path: PropertyKey[]; message: string }[] = [];

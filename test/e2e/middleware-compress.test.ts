@@ -1,7 +1,7 @@
 /** Response compression through the binary: every encoding decoded byte-exact by curl and node:zlib, the rules of when not to, HTTP/2, and a 50 MB body with bounded memory. */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { describe, test } from 'node:test';
@@ -31,7 +31,11 @@ function curlBytes(args: string[]): Promise<{ code: number; body: Buffer; head: 
   return new Promise((resolve) => {
     execFile('curl', ['--silent', '--show-error', '--max-time', '30', '-D', '-', ...args], { encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       const end = stdout.indexOf('\r\n\r\n');
-      resolve({ code: err ? Number((err as { code?: unknown }).code ?? -1) : 0, body: stdout.subarray(end + 4), head: `${stdout.subarray(0, end).toString()}${stderr.toString()}` });
+      resolve({
+        code: err ? Number((err as { code?: unknown }).code ?? -1) : 0,
+        body: stdout.subarray(end + 4),
+        head: `${stdout.subarray(0, end).toString()}${stderr.toString()}`,
+      });
     });
   });
 }

@@ -105,7 +105,10 @@ services:
     assert.equal(r.code, 0, r.out);
     const warnings = r.out.split('\n').filter((l) => l.startsWith('warning:'));
     assert.equal(warnings.length, 1, r.out);
-    assert.match(warnings[0] as string, new RegExp(`^warning: ${r.file}:6:9: services\\[0\\]\\.routes\\[1\\]: route app/1 can never match host \\* path /api: route app/0 comes first`));
+    assert.match(
+      warnings[0] as string,
+      new RegExp(`^warning: ${r.file}:6:9: services\\[0\\]\\.routes\\[1\\]: route app/1 can never match host \\* path /api: route app/0 comes first`),
+    );
   });
 
   test('a bad regex, an unknown middleware, a plain-text password and an unknown service are errors at file:line:column', async (t) => {

@@ -10,12 +10,14 @@ import { middlewareListSchema } from '../../middleware/registry.ts';
 import { regexText } from './regex.ts';
 
 /** A header or query value condition: exact text, `{ present: true|false }` or `{ regex: "…" }`. */
-export const valueCondition = z.union(
-  [z.string(), z.strictObject({ present: z.boolean() }), z.strictObject({ regex: regexText() })],
-  { error: 'expected a value to match exactly, { present: true|false } or { regex: "…" }' },
-);
+export const valueCondition = z.union([z.string(), z.strictObject({ present: z.boolean() }), z.strictObject({ regex: regexText() })], {
+  error: 'expected a value to match exactly, { present: true|false } or { regex: "…" }',
+});
 
-const METHOD = z.string().regex(/^[A-Za-z]+$/, 'expected an HTTP method such as GET').transform((m) => m.toUpperCase());
+const METHOD = z
+  .string()
+  .regex(/^[A-Za-z]+$/, 'expected an HTTP method such as GET')
+  .transform((m) => m.toUpperCase());
 
 const cidrText = z.string({ error: 'expected a CIDR such as 10.0.0.0/8' }).refine((text) => parseCidr(text) !== undefined, {
   message: 'not an IP address or CIDR range; expected e.g. 10.0.0.0/8, 192.168.1.7 or 2001:db8::/32',
@@ -25,7 +27,12 @@ const cidrText = z.string({ error: 'expected a CIDR such as 10.0.0.0/8' }).refin
 export const matchSchema = z.strictObject({
   methods: z.array(METHOD).min(1).optional(),
   /** Header name → condition (names are case-insensitive). */
-  headers: z.record(z.string().transform((n) => n.toLowerCase()), valueCondition).optional(),
+  headers: z
+    .record(
+      z.string().transform((n) => n.toLowerCase()),
+      valueCondition,
+    )
+    .optional(),
   /** Query parameter name → condition. */
   query: z.record(z.string(), valueCondition).optional(),
   /** The client address (after trusted_proxies) is in one of these ranges. */
