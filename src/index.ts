@@ -9,3 +9,4 @@ export type { BlockEntry, Blocklist, BlockSource } from './guard/blocklist.ts';
 export type { RequestObserver, RequestRecord } from './observe/events.ts';
 export { createLogger, silentLogger } from './observe/logger.ts';
 export { type ReloadResult, type StartOptions, start, type Velocity } from './runtime/instance.ts';
+export type { Middleware, MiddlewareContext, MiddlewareFactory, MiddlewareRequest, Reply, RequestView, ResponseHead } from './middleware/middleware.ts';

@@ -29,6 +29,8 @@ interface MiddlewareEntry {
   services?(options: Record<string, unknown>): string[];
   /** One line for the docs table. */
   summary: string;
+  /** What the admin API shows of the options when not all of them (no password hashes). */
+  view?(options: Record<string, unknown>): unknown;
 }
 
 /** Keeps each factory typed by its own option schema. */
@@ -54,7 +56,10 @@ const MIDDLEWARE: Record<string, MiddlewareEntry> = {
   replace_path: entry(replacePathOptions, replacePath, 'rewrite the path by a regular expression with captures'),
   redirect: entry(redirectOptions, redirect, 'redirect by regex with captures, or to another scheme, host or port (301/302/307/308)'),
   compress: entry(compressOptions, compress, 'zstd, br, gzip by Accept-Encoding q-values, streamed with backpressure'),
-  basic_auth: entry(basicAuthOptions, basicAuth, 'HTTP Basic auth against bcrypt or argon2 hashes'),
+  basic_auth: {
+    ...entry(basicAuthOptions, basicAuth, 'HTTP Basic auth against bcrypt or argon2 hashes'),
+    view: (o) => ({ ...o, users: Object.keys(o.users as object) }),
+  },
   forward_auth: entry(forwardAuthOptions, forwardAuth, 'a subrequest to an auth service decides; fails closed with 503'),
   body_limit: entry(bodyLimitOptions, bodyLimit, 'refuse request bodies over a size with 413'),
   in_flight: entry(inFlightOptions, inFlight, 'refuse with 429 past N requests in progress'),
@@ -66,6 +71,12 @@ const MIDDLEWARE: Record<string, MiddlewareEntry> = {
 
 export function middlewareNames(): string[] {
   return Object.keys(MIDDLEWARE);
+}
+
+/** A middleware's options as the admin API shows them. */
+export function middlewareView(config: MiddlewareConfig): unknown {
+  const view = MIDDLEWARE[config.name]?.view;
+  return view ? view(config.options) : config.options;
 }
 
 export function middlewareEntry(name: string): MiddlewareEntry | undefined {
