@@ -8,11 +8,14 @@ import { parseConfig } from '../../src/config/load.ts';
 import { middlewareProblems } from '../../src/middleware/check.ts';
 
 const DOC = fileURLToPath(new URL('../../docs/routes-and-middleware.md', import.meta.url));
+const README = fileURLToPath(new URL('../../README.md', import.meta.url));
 
-test('every YAML block of docs/routes-and-middleware.md validates', async () => {
-  const text = readFileSync(DOC, 'utf8');
+test('every YAML block of docs/routes-and-middleware.md and the README section validates', async () => {
+  const readme = readFileSync(README, 'utf8');
+  const section = readme.slice(readme.indexOf('## Routes and middleware'), readme.indexOf('\n## ', readme.indexOf('## Routes and middleware') + 5));
+  const text = `${readFileSync(DOC, 'utf8')}\n${section}`;
   const blocks = [...text.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1] as string);
-  assert.ok(blocks.length >= 15, `only ${blocks.length} examples`);
+  assert.ok(blocks.length >= 16, `only ${blocks.length} examples`);
   for (const [i, yaml] of blocks.entries()) {
     const line = text.slice(0, text.indexOf(yaml)).split('\n').length;
     const loaded = (() => {
