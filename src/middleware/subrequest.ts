@@ -1,7 +1,7 @@
 /**
  * A request of Velocity's own to one server of a service (mirror copies, error
  * pages from a service): the server is taken through the service's policy and
- * counted while the request runs, like any other, and always given back.
+ * counted while the request runs, like any other, and always given back (a lease).
  */
 import { type Dispatcher, request } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
@@ -27,11 +27,11 @@ export interface SubrequestAnswer {
 export async function sendToService(context: MiddlewareContext, serviceName: string, pick: PickRequest, sub: Subrequest): Promise<SubrequestAnswer | Error> {
   const service = context.service(serviceName);
   if (!service) return new Error(`no service named "${serviceName}"`);
-  const server = service.acquire(pick, undefined);
-  if (!server) return new Error(`no available server in service "${serviceName}"`);
+  const lease = service.acquire(pick, undefined);
+  if (!lease) return new Error(`no available server in service "${serviceName}"`);
   const signal = AbortSignal.timeout(sub.timeout);
   try {
-    const answer = await request(`${server.url}${sub.path}`, {
+    const answer = await request(`${lease.server.url}${sub.path}`, {
       method: sub.method as Dispatcher.HttpMethod,
       headers: sub.headers,
       body: sub.body,
@@ -51,7 +51,7 @@ export async function sendToService(context: MiddlewareContext, serviceName: str
   } catch (err) {
     return signal.aborted ? new Error(`no answer within ${sub.timeout} ms`) : (err as Error);
   } finally {
-    server.release();
-    service.signalRelease();
+    // Says nothing about the server's health: a shadow's or a page service's failures are not counted.
+    lease.end();
   }
 }

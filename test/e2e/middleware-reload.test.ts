@@ -75,6 +75,8 @@ services:
   v.child.kill('SIGHUP');
   await eventually(async () => (await get(agent, `${v.url}/x`, { headers: { 'x-api-key': 'k-2' } })).headers['x-config'] === 'two', 30_000, 'the reloaded middleware answers');
   assert.equal((await get(agent, `${v.url}/x`, { headers: { 'x-api-key': 'k-1' } })).status, 401, 'the old key is gone');
-  const after = JSON.parse((await get(agent, `http://127.0.0.1:${admin}/api/v1/services/api`)).body) as { middleware: { headers?: { response: { set: Record<string, string> } } }[] };
+  const after = JSON.parse((await get(agent, `http://127.0.0.1:${admin}/api/v1/services/api`)).body) as {
+    middleware: { headers?: { response: { set: Record<string, string> } } }[];
+  };
   assert.equal(after.middleware[1]?.headers?.response.set['x-config'], 'two');
 });

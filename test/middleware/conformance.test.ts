@@ -24,7 +24,7 @@ const HASH = '$2a$10$/uaF/uaF/uaF/uaF/uaF/ud3F1gllu0o0DFRybVZzczxwG/rejnh6';
 /** One working option set per middleware; a middleware added to the registry without one fails this suite. */
 function examples(authUrl: string, pageFile: string): Record<string, Record<string, unknown>> {
   return {
-    headers: { request: { set: { 'x-a': '${client_ip}' }, remove: ['x-b'] }, response: { add: { 'x-c': '${request_id}' } } },
+    headers: { request: { set: { 'x-a': '\x24{client_ip}' }, remove: ['x-b'] }, response: { add: { 'x-c': '\x24{request_id}' } } },
     security_headers: { hsts: '1d' },
     strip_prefix: { prefixes: ['/api'] },
     add_prefix: { prefix: '/v1' },
