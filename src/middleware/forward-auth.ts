@@ -18,7 +18,10 @@ const headerName = z
 
 export const forwardAuthOptions = z.strictObject({
   /** The auth endpoint, e.g. http://127.0.0.1:9000/verify */
-  url: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }),
+  url: z
+    .string()
+    .regex(/^https?:\/\/\S+$/, 'expected an http:// or https:// URL')
+    .refine((u) => URL.canParse(u), { message: 'expected an http:// or https:// URL' }),
   timeout: positiveDuration().default(2_000),
   /** Request headers sent to the auth service (X-Forwarded-Method/-Proto/-Host/-Uri/-For always are). */
   forward_headers: z.array(headerName).default(['authorization', 'cookie']),

@@ -147,3 +147,13 @@ export const middlewareEntrySchema = z
   });
 
 export const middlewareListSchema = z.array(middlewareEntrySchema);
+
+/** The JSON Schema of one list entry, from the option schemas (built on demand: `velocity schema`, not startup). */
+export function middlewareEntryJsonSchema(): Record<string, unknown> {
+  const named = middlewareNames().map((name) => {
+    const { $schema: _drop, ...options } = z.toJSONSchema((MIDDLEWARE[name] as MiddlewareEntry).options, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' });
+    return { type: 'object', description: (MIDDLEWARE[name] as MiddlewareEntry).summary, properties: { [name]: { anyOf: [options, { type: 'null' }] } }, required: [name], additionalProperties: false };
+  });
+  const custom = { type: 'object', description: 'a custom middleware module', properties: { module: { type: 'string' }, options: { type: 'object' } }, required: ['module'], additionalProperties: false };
+  return { anyOf: [...named, custom] };
+}
