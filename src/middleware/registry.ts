@@ -152,8 +152,20 @@ export const middlewareListSchema = z.array(middlewareEntrySchema);
 export function middlewareEntryJsonSchema(): Record<string, unknown> {
   const named = middlewareNames().map((name) => {
     const { $schema: _drop, ...options } = z.toJSONSchema((MIDDLEWARE[name] as MiddlewareEntry).options, { io: 'input', unrepresentable: 'any', target: 'draft-2020-12' });
-    return { type: 'object', description: (MIDDLEWARE[name] as MiddlewareEntry).summary, properties: { [name]: { anyOf: [options, { type: 'null' }] } }, required: [name], additionalProperties: false };
+    return {
+      type: 'object',
+      description: (MIDDLEWARE[name] as MiddlewareEntry).summary,
+      properties: { [name]: { anyOf: [options, { type: 'null' }] } },
+      required: [name],
+      additionalProperties: false,
+    };
   });
-  const custom = { type: 'object', description: 'a custom middleware module', properties: { module: { type: 'string' }, options: { type: 'object' } }, required: ['module'], additionalProperties: false };
+  const custom = {
+    type: 'object',
+    description: 'a custom middleware module',
+    properties: { module: { type: 'string' }, options: { type: 'object' } },
+    required: ['module'],
+    additionalProperties: false,
+  };
   return { anyOf: [...named, custom] };
 }
