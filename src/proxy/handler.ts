@@ -194,7 +194,9 @@ export class RequestHandler {
 
   private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
     ctx.res.on('close', () => this.finish(ctx));
-    const service = await this.admit(ctx);
+    const routed = await this.admit(ctx);
+    // The route's middleware decides first (auth, limits, redirects); path and header rules apply to HTTP requests only.
+    const service = routed && ctx.run ? await ctx.run.start(routed) : routed;
     if (!service) return;
     if (this.plane.draining) return this.fail(ctx, new VelocityError('SHUTTING_DOWN'));
     const error = await proxyWebSocket(this.plane, ctx, service, socket, head, this.tunnels);
@@ -349,7 +351,8 @@ export class RequestHandler {
   private fail(ctx: RequestContext, error: VelocityError): void {
     ctx.record.status = error.status;
     ctx.record.errorCode = error.code;
-    if (ctx.run?.answersErrors) return void ctx.run.answerError(error, ctx.responseHeaders);
+    // Through the route's middleware when it has some: error pages, and response rules (CORS, security headers) on errors too.
+    if (ctx.run) return void ctx.run.answerError(error, ctx.responseHeaders);
     respondWithError(ctx.res, error, ctx.responseHeaders);
   }
 

@@ -63,11 +63,6 @@ export class MiddlewareRun implements MiddlewareRequest {
     return this.source.proto;
   }
 
-  /** Whether Velocity's own error answers go through this run (some middleware has error pages). */
-  get answersErrors(): boolean {
-    return this.chain.answersErrors;
-  }
-
   header(name: string): string | undefined {
     const lower = name.toLowerCase();
     const edited = this.edits?.get(lower);

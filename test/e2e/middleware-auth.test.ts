@@ -1,6 +1,7 @@
 /** Basic auth against bcrypt and argon2 hashes, and forward auth allowing, denying, timing out and dead, through the binary. */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { describe, test } from 'node:test';
 import { argon2id, bcrypt } from 'hash-wasm';
 import { startEcho } from '../middleware/echo.ts';
@@ -41,6 +42,23 @@ services:
     }
     const missing = await as();
     assert.equal(missing.status, 401);
+    // A WebSocket upgrade goes through the same middleware before any tunnel is opened.
+    const upgrade = await new Promise<number | undefined>((resolve, reject) => {
+      const r = httpRequest(`${v.url}/ws`, {
+        headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' },
+      });
+      r.on('response', (m) => {
+        m.resume();
+        resolve(m.statusCode);
+      });
+      r.on('upgrade', (_m, socket) => {
+        socket.destroy();
+        resolve(101);
+      });
+      r.on('error', reject);
+      r.end();
+    });
+    assert.equal(upgrade, 401);
     assert.equal(echo.seen.length, 3, 'only the authenticated requests reached the server');
   });
 
