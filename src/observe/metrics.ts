@@ -132,8 +132,16 @@ function sampleLines(state: SharedState, metric: MetricDeclaration, row: Row): s
   return lines;
 }
 
-/** The Prometheus text exposition of everything in the metric table. */
-export function renderMetrics(source: MetricsSource, queueLength: (service: string) => number): string {
+/** Where a feature writes metrics of its own after the table's (e.g. ACME certificates). */
+export interface MetricWriter {
+  declare(name: string, type: MetricDeclaration['type'], help: string): void;
+  sample(name: string, pairs: Record<string, string>, value: number | bigint): void;
+}
+
+export type MetricSource = (out: MetricWriter) => void;
+
+/** The Prometheus text exposition of everything in the metric table, then what `extra` sources write. */
+export function renderMetrics(source: MetricsSource, queueLength: (service: string) => number, extra: readonly MetricSource[] = []): string {
   const { state } = source;
   const now = Date.now();
   const rows: Record<MetricCells['scope'], Row[]> = { global: [{ slot: 0, labels: {}, live: { now } }], service: [], server: [] };
@@ -149,5 +157,10 @@ export function renderMetrics(source: MetricsSource, queueLength: (service: stri
     out.push(`# HELP ${metric.name} ${metric.help}`, `# TYPE ${metric.name} ${metric.type}`);
     for (const row of rows[scopeOf(metric)]) out.push(...sampleLines(state, metric, row));
   }
+  const writer: MetricWriter = {
+    declare: (name, type, help) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`),
+    sample: (name, pairs, value) => out.push(`${name}${labels(pairs)} ${value.toString()}`),
+  };
+  for (const write of extra) write(writer);
   return `${out.join('\n')}\n`;
 }

@@ -11,6 +11,7 @@ import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ForwardedInfo } from './headers.ts';
+import type { MiddlewareRun } from './middleware-run.ts';
 
 /** Per-request state shared by the steps and turned into the access-log record. */
 export class RequestContext implements PickRequest {
@@ -19,6 +20,8 @@ export class RequestContext implements PickRequest {
   private cookies: Map<string, string> | undefined;
   /** Headers steps add to the response (rate-limit headers, sticky cookie). */
   responseHeaders: [string, string | string[]][] | undefined;
+  /** The route's middleware for this request; undefined when the route has none. */
+  run: MiddlewareRun | undefined;
 
   readonly req: IncomingMessage;
   readonly res: ServerResponse;

@@ -5,14 +5,18 @@
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { Agent } from 'undici';
+import type { PickRequest } from '../balancer/policy.ts';
 import { CidrSet } from '../cidr.ts';
 import type { Config } from '../config/schema/root.ts';
 import { VelocityError } from '../errors.ts';
 import { ClientIpResolver } from '../guard/client-ip.ts';
+import type { MiddlewareContext } from '../middleware/middleware.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
+import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import type { SharedState } from '../state/shared-state.ts';
 import type { Lease } from '../upstream/lease.ts';
@@ -27,6 +31,8 @@ import type { Topology } from '../upstream/topology.ts';
 const NO_RULES: RequestRules = { clientIps: new ClientIpResolver(new CidrSet([])), guards: [] };
 
 export interface DataPlaneOptions {
+  /** The instance's config folder: custom policy and middleware modules resolve from it. */
+  baseDir?: string;
   /** Builds a service's policy (built-ins, and custom modules from the instance's folder). */
   loadPolicy?: PolicyLoader;
   /** The request rules of a config; asked again whenever the topology brings a new config. None: no guards. */
@@ -41,7 +47,11 @@ export class DataPlane {
   private requestRules = NO_RULES;
   private shuttingDown = false;
   private services = new Map<string, ServiceRuntime>();
-  private router = new Router<ServiceRuntime>([]);
+  private router = new Router<RouteTarget>([]);
+  /** Middleware subrequests (forward auth, mirroring, error pages) and what else middleware may use. */
+  private readonly subrequests = new Agent({ keepAliveTimeout: 4_000, connections: 64 });
+  private lastMiddlewareWarning = 0;
+  private readonly middlewareContext: MiddlewareContext;
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
@@ -70,7 +80,19 @@ export class DataPlane {
     this.state = state;
     this.thread = thread;
     this.log = log;
-    this.loadPolicy = options.loadPolicy ?? policyLoader(process.cwd(), (service, message) => log.warn({ service }, message));
+    const baseDir = options.baseDir ?? process.cwd();
+    this.loadPolicy = options.loadPolicy ?? policyLoader(baseDir, (service, message) => log.warn({ service }, message));
+    this.middlewareContext = {
+      service: (name) => this.services.get(name),
+      http: this.subrequests,
+      baseDir,
+      warn: (message) => {
+        const now = Date.now();
+        if (now - this.lastMiddlewareWarning < 1000) return;
+        this.lastMiddlewareWarning = now;
+        this.log.warn(message);
+      },
+    };
     this.rules = options.rules;
   }
 
@@ -105,7 +127,7 @@ export class DataPlane {
     }
     // TCP services take connections on their own listeners, never HTTP requests.
     const http = [...next.values()].filter((s) => s.config.mode === 'http');
-    this.router = new Router(http.map((s) => ({ hosts: s.config.hosts, paths: s.config.paths, target: s })));
+    this.router = new Router(buildRoutes(http, this.middlewareContext));
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
@@ -122,8 +144,13 @@ export class DataPlane {
     return this.services.values();
   }
 
-  route(host: string | undefined, path: string): ServiceRuntime | undefined {
-    return this.router.match(host, path);
+  route(host: string | undefined, path: string, request?: PickRequest): ServiceRuntime | undefined {
+    return this.router.match(host, path, request)?.service;
+  }
+
+  /** The route a request takes: its service and middleware. */
+  routeTarget(host: string | undefined, path: string, request: PickRequest): RouteTarget | undefined {
+    return this.router.match(host, path, request);
   }
 
   noteUnrouted(host: string, path: string): void {
@@ -226,6 +253,7 @@ export class DataPlane {
   }
 
   async close(): Promise<void> {
+    await this.subrequests.destroy().catch(() => undefined);
     await this.pools.closeAll();
   }
 }

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { autoscaleRoutes } from '../admin/api/autoscale.ts';
 import { blocklistRoutes } from '../admin/api/blocklist.ts';
+import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
@@ -25,6 +26,7 @@ import type { RequestObserver } from '../observe/events.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { METRIC_CELLS } from '../observe/metric-table.ts';
 import { count } from '../observe/metrics.ts';
+import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
 import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
@@ -102,7 +104,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
-  const plane = threaded ? new DataPlane(state, 0, log) : servingPlane(state, 0, log, traffic, baseDir);
+  const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
@@ -114,7 +116,10 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const discovery = new Discovery(control, log, baseDir, (fn) => plane.addObserver(fn));
   let observability: Observability | undefined;
   /** Everything after the listeners, in order: backends Velocity runs stop after the requests they served. */
+  // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
+  const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
+    automaticHttps.close();
     await adminServer?.close();
     await discovery.stop();
     await observability?.close();
@@ -123,13 +128,15 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await plane.close();
   };
   try {
-    observability = await Observability.start(config, plane, control, admin, log);
+    observability = await Observability.start(config, plane, control, admin, log, [automaticHttps.writeMetrics]);
     admin.add(...blocklistRoutes(traffic.blocklist));
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
     listeners = threaded
       ? await ThreadPool.start({ count: threadCount, state, control, log, policyDir: baseDir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist }, config)
-      : await ListenerSet.open(plane, config, log);
+      : await ListenerSet.open(plane, config, log, { onDemand: automaticHttps.onDemand });
+    // Orders start once the listeners that answer the CA's challenges are open.
+    automaticHttps.apply(config);
     threads = listeners instanceof ThreadPool ? listeners : undefined;
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, () => config.admin.token, admin, log);
     await discovery.apply(config);
@@ -154,6 +161,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       },
     },
     ...observers.subsystems(),
+    { name: 'automatic https', apply: (next) => void automaticHttps.apply(next) },
     {
       // Guards and client-IP rules go with the topology to every serving thread (DataPlane.apply).
       name: 'services',
@@ -217,6 +225,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
   admin.add(
     ...servicesRoutes(servicesDeps),
+    ...certificatesRoutes(automaticHttps),
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
     ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
   );

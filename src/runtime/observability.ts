@@ -12,7 +12,7 @@ import type { RequestRecord } from '../observe/events.ts';
 import { type LogStore, MemoryLogStore } from '../observe/log-store.ts';
 import { LogWriter } from '../observe/log-writer.ts';
 import type { Logger } from '../observe/logger.ts';
-import { count, renderMetrics } from '../observe/metrics.ts';
+import { count, type MetricSource, renderMetrics } from '../observe/metrics.ts';
 import { PostgresLogStore } from '../observe/postgres-store.ts';
 import { SqliteLogStore } from '../observe/sqlite-store.ts';
 import type { ControlPlane } from '../upstream/control-plane.ts';
@@ -49,7 +49,15 @@ export class Observability {
   }
 
   /** Opens the access log and the log store of `config`; throws when the access-log file cannot be opened. */
-  static async start(config: Config, plane: DataPlane, control: ControlPlane, admin: AdminRouter, log: Logger): Promise<Observability> {
+  /** `metricSources` are features' own metrics, written after the table's (ACME certificates). */
+  static async start(
+    config: Config,
+    plane: DataPlane,
+    control: ControlPlane,
+    admin: AdminRouter,
+    log: Logger,
+    metricSources: readonly MetricSource[] = [],
+  ): Promise<Observability> {
     const o = new Observability(config, plane, control, log);
     o.countEvents();
     o.sink = o.openSink(config);
@@ -59,10 +67,14 @@ export class Observability {
       ...observeRoutes({
         metrics: () =>
           o.config.metrics.enabled
-            ? renderMetrics(control, (service) => {
-                const s = plane.service(service);
-                return s ? plane.queueFor(s).length : 0;
-              })
+            ? renderMetrics(
+                control,
+                (service) => {
+                  const s = plane.service(service);
+                  return s ? plane.queueFor(s).length : 0;
+                },
+                metricSources,
+              )
             : undefined,
         store: () => o.writer?.store,
       }),

@@ -21,6 +21,7 @@ import { DataPlane } from './data-plane.ts';
 export function servingPlane(state: SharedState, thread: number, log: Logger, traffic: TrafficControl, policyDir: string): DataPlane {
   let counting = false;
   const plane = new DataPlane(state, thread, log, {
+    baseDir: policyDir,
     loadPolicy: policyLoader(policyDir, (service, message) => log.warn({ service }, message)),
     rules: (config) => {
       // `metrics.enabled` follows reloads too.
