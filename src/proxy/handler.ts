@@ -138,7 +138,7 @@ export class RequestHandler {
     const now = Date.now();
     service.retryBudget.recordRequest(now);
 
-    const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body);
+    const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body, record);
     const body = pending instanceof Promise ? await pending : pending;
     if (body instanceof VelocityError) return this.fail(ctx, body);
     const replayable = !(body && typeof (body as Readable).pipe === 'function');
@@ -230,14 +230,25 @@ export class RequestHandler {
   /**
    * The body to send: none, a buffer (small bodies, so retries can resend them),
    * or the client stream itself (large or unknown-length bodies, sent once).
-   * Only buffering waits; the other answers are immediate.
+   * Only buffering waits; the other answers are immediate. `record.bytesIn` counts
+   * the body bytes actually read (chunked ones too), not what Content-Length says.
    */
-  private requestBody(req: IncomingMessage, bufferLimit: number): Buffer | Readable | null | Promise<Buffer | VelocityError> {
+  private requestBody(req: IncomingMessage, bufferLimit: number, record: RequestRecord): Buffer | Readable | null | Promise<Buffer | VelocityError> {
     const length = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
     if (!chunked && (length === undefined || length === '0')) return null;
-    if (chunked || Number(length) > bufferLimit) return req;
-    return bufferBody(req);
+    if (chunked || Number(length) > bufferLimit) {
+      // Paused first: the counter must not start the flow; the forwarder resumes it when it sends.
+      req.pause();
+      req.on('data', (chunk: Buffer) => {
+        record.bytesIn += chunk.length;
+      });
+      return req;
+    }
+    return bufferBody(req).then((body) => {
+      if (!(body instanceof VelocityError)) record.bytesIn = body.length;
+      return body;
+    });
   }
 
   private fail(ctx: RequestContext, error: VelocityError): void {
@@ -249,9 +260,8 @@ export class RequestHandler {
   }
 
   private finish(ctx: RequestContext): void {
-    const { record, req } = ctx;
+    const { record } = ctx;
     record.totalMs = performance.now() - ctx.started;
-    record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
     this.plane.emit(record);
   }

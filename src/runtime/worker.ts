@@ -31,7 +31,13 @@ const post = (message: FromWorker) => port.postMessage(message);
 
 // Log lines go to the main thread, which writes them with its own logger (and its destination).
 const log = pino({ level: start.logLevel, base: { thread: start.thread }, timestamp: false }, { write: (line: string) => post({ type: 'log', line }) });
-process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception on a data-path thread (kept running)'));
+// After an uncaught exception the thread's state is unknown (Node says resuming is unsafe): it
+// reports and exits, and the pool starts a replacement (its in-flight counts are given back).
+process.on('uncaughtException', (err) => {
+  log.fatal({ err }, 'uncaught exception on a data-path thread; it exits and is replaced');
+  // One turn for the log line to be posted to the main thread.
+  setImmediate(() => process.exit(70));
+});
 process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection on a data-path thread (kept running)'));
 
 setLockOwner(start.thread);
