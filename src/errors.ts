@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   QUEUE_TIMEOUT: { status: 503, message: 'Service busy' },
   SHUTTING_DOWN: { status: 503, message: 'Shutting down' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway timeout' },
+  HTTP_VERSION_NOT_SUPPORTED: { status: 505, message: 'HTTP version not supported' },
   INTERNAL: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -15,6 +15,7 @@ import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { type AttemptOutcome, clientGoneError, forwardAttempt, isClientGone } from './forwarder.ts';
+import type { UnderscoreHeaders } from './header-names.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { checkRequestHead } from './request-head.ts';
@@ -132,17 +133,21 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class RequestHandler {
   private readonly plane: DataPlane;
   private readonly proto: 'http' | 'https';
+  private readonly underscores: UnderscoreHeaders;
 
-  constructor(plane: DataPlane, proto: 'http' | 'https') {
+  constructor(plane: DataPlane, proto: 'http' | 'https', underscores: UnderscoreHeaders) {
     this.plane = plane;
     this.proto = proto;
+    this.underscores = underscores;
   }
 
   /** Connections that sent a refused head: what was pipelined behind it is refused too, never forwarded. */
   private readonly refused = new WeakSet<object>();
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const headProblem = this.refused.has(req.socket) ? 'an earlier request on this connection was refused' : checkRequestHead(req);
+    const headProblem = this.refused.has(req.socket)
+      ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused')
+      : checkRequestHead(req, this.underscores);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
     if (headProblem) {
       this.refused.add(req.socket);
@@ -170,7 +175,7 @@ export class RequestHandler {
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());
-    const headProblem = checkRequestHead(req);
+    const headProblem = checkRequestHead(req, this.underscores);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
     if (headProblem) {
       this.refuse(ctx, headProblem);
@@ -182,10 +187,10 @@ export class RequestHandler {
     });
   };
 
-  /** Answers a request head that checkRequestHead refused with 400 (and records it). */
-  private refuse(ctx: RequestContext, problem: string): void {
+  /** Answers a request head that checkRequestHead refused (and records it). */
+  private refuse(ctx: RequestContext, problem: VelocityError): void {
     ctx.res.on('close', () => this.finish(ctx));
-    this.fail(ctx, new VelocityError('BAD_REQUEST', problem));
+    this.fail(ctx, problem);
   }
 
   private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
