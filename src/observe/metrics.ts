@@ -27,6 +27,7 @@ const SE = {
   QUEUE_WAIT_SUM: HIST_CELLS + 4,
   QUEUED: HIST_CELLS + 5,
   ERRORS: HIST_CELLS + 6,
+  RETRIES_DENIED_BY_BUDGET: HIST_CELLS + 7,
 } as const;
 /** Process-wide cells. */
 export const GM = {
@@ -43,7 +44,7 @@ export const GM = {
   SERVERS_REMOVED: 10,
 } as const;
 
-if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.ERRORS >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
+if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.RETRIES_DENIED_BY_BUDGET >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -68,6 +69,7 @@ export function metricsObserver(plane: DataPlane): (record: RequestRecord) => vo
     if (record.errorCode === 'RATE_LIMITED') Atomics.add(serviceMetrics, base + SE.RATE_LIMITED, 1n);
     if (record.errorCode === 'IP_DENIED') Atomics.add(serviceMetrics, base + SE.DENIED, 1n);
     if (record.errorCode) Atomics.add(serviceMetrics, base + SE.ERRORS, 1n);
+    if (record.retryDenied === 'budget') Atomics.add(serviceMetrics, base + SE.RETRIES_DENIED_BY_BUDGET, 1n);
     if (record.queueWaitMs > 0) {
       Atomics.add(serviceMetrics, base + SE.QUEUED, 1n);
       Atomics.add(serviceMetrics, base + SE.QUEUE_WAIT_SUM, BigInt(Math.round(record.queueWaitMs * 1000)));
@@ -144,6 +146,8 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
     out.histogram('velocity_request_duration_seconds', { service }, state.serviceMetrics, vbase + SE.HIST, cell(SE.SUM));
     out.declare('velocity_retries_total', 'counter', 'Retries sent to another server.');
     out.sample('velocity_retries_total', { service }, cell(SE.RETRIES));
+    out.declare('velocity_retries_denied_total', 'counter', 'Failed tries not retried because the retry budget was spent.');
+    out.sample('velocity_retries_denied_total', { service, reason: 'budget' }, cell(SE.RETRIES_DENIED_BY_BUDGET));
     out.declare('velocity_rate_limited_total', 'counter', 'Requests answered 429 by a rate limit.');
     out.sample('velocity_rate_limited_total', { service }, cell(SE.RATE_LIMITED));
     out.declare('velocity_denied_total', 'counter', 'Requests answered 403 by an IP filter or ban.');

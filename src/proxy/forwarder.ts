@@ -69,7 +69,7 @@ export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode
     default:
       // undici's HTTPParserError carries no code, only its name.
       return err.name === 'HTTPParserError' ||
-        err.code?.startsWith('HPE_') ||
+        (typeof err.code === 'string' && err.code.startsWith('HPE_')) ||
         err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
         err.code === 'UND_ERR_HEADERS_OVERFLOW' ||
         err.code === 'UND_ERR_INFO'

@@ -10,7 +10,7 @@ import { cappedBackoff } from '../backoff.ts';
 import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import { normalizeIp } from '../guard/client-ip.ts';
-import type { RequestRecord } from '../observe/events.ts';
+import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
@@ -63,6 +63,7 @@ export class RequestContext implements PickRequest {
       retries: 0,
       queueWaitMs: 0,
       decision: undefined,
+      retryDenied: undefined,
       errorCode: undefined,
       userAgent: headers['user-agent'],
     };
@@ -267,7 +268,7 @@ export class RequestHandler {
         tried.add(server);
         record.server = server.id;
         this.plane.stickTo(service, server, ctx);
-        const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried) && service.retryBudget.hasRoom(Date.now());
+        const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried);
         const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
         const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
@@ -281,7 +282,7 @@ export class RequestHandler {
               headers,
               body,
               timeouts: { responseHeader: cfg.timeouts.response_header, idle: cfg.timeouts.idle },
-              retryStatuses: mayRetryAfter && idempotent ? this.plane.retryStatuses(service) : undefined,
+              retryStatuses: mayRetryAfter && idempotent && service.retryBudget.hasRoom(Date.now()) ? this.plane.retryStatuses(service) : undefined,
               extraResponseHeaders: ctx.responseHeaders,
             },
             res,
@@ -309,9 +310,10 @@ export class RequestHandler {
           return;
         }
         const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
-        // Past the total timeout nothing is retried (and no budget is spent on it).
-        const retry = mayRetryAfter && safeToResend && !abort.signal.aborted && service.retryBudget.tryTake(Date.now());
-        if (!retry) {
+        // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
+        // so nothing is spent on a retry refused for another reason (past the total timeout, say).
+        record.retryDenied = retryRefusal(safeToResend, attempt < cfg.retries.attempts, replayable, abort.signal.aborted, service, tried);
+        if (record.retryDenied) {
           const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
           return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
         }
@@ -350,7 +352,9 @@ export class RequestHandler {
     record.totalMs = performance.now() - ctx.started;
     record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
-    this.plane.emit(record);
+    // A snapshot: an attempt still settling after the client went away must not change what was recorded
+    // (its upstreamMs, measured later, would exceed totalMs).
+    this.plane.emit({ ...record });
   }
 }
 
@@ -372,6 +376,23 @@ function bufferBody(req: IncomingMessage): Promise<Buffer | VelocityError> {
     };
     req.once('close', onClose);
   });
+}
+
+/** Why a failed try is not retried, or undefined when it is (one retry is then taken from the budget). */
+function retryRefusal(
+  safeToResend: boolean,
+  triesLeft: boolean,
+  replayable: boolean,
+  pastTotalTimeout: boolean,
+  service: ServiceRuntime,
+  tried: ReadonlySet<UpstreamServer>,
+): RetryRefusal | undefined {
+  if (!safeToResend) return 'not_idempotent';
+  if (!triesLeft) return 'attempts';
+  if (!replayable) return 'body_streamed';
+  if (pastTotalTimeout) return 'total_timeout';
+  if (!service.hasAvailableServer(tried)) return 'no_server';
+  return service.retryBudget.tryTake(Date.now()) ? undefined : 'budget';
 }
 
 function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' | 'UPSTREAM_BAD_RESPONSE' {

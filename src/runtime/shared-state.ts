@@ -62,7 +62,7 @@ export const V = {
   QUEUE_LENGTH: 2,
   /** Bumped whenever a server frees capacity; queued requests wait on it. */
   RELEASES: 3,
-  /** Requests and retries in the current budget second. */
+  /** Requests and retries in the current retry-budget window (retry-budget.ts). */
   BUDGET_SECOND: 4,
   BUDGET_REQUESTS: 5,
   BUDGET_RETRIES: 6,

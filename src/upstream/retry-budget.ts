@@ -1,32 +1,42 @@
 /**
- * Retries allowed as a fraction of recent requests, counted per second in the
- * service's shared slot, so that during an outage retries add at most
- * `budget` × traffic (plus a small floor) instead of multiplying it.
+ * Retries allowed as a fraction of recent requests, counted in windows of
+ * WINDOW_MS in the service's shared slot, so that during an outage retries add
+ * at most `budget` × traffic (plus a small floor) instead of multiplying it.
+ *
+ * The window is 10 s (Linkerd's retry-budget TTL), not 1 s: a server that
+ * freezes holds its share of requests for a whole per-try timeout and releases
+ * them as one burst of retries a second later, while the clients stuck on it
+ * send fewer new requests. A 1-second budget measured against that second's
+ * (shrunken) traffic refused part of the burst — a frozen server cost requests
+ * although over any longer span retries stayed far below the budget (#22).
  */
 import { type SharedState, V } from '../runtime/shared-state.ts';
+
+export const WINDOW_MS = 10_000;
 
 export class RetryBudget {
   private readonly ints: Int32Array;
   private readonly base: number;
 
   private readonly ratio: number;
-  private readonly floorPerSecond: number;
+  private readonly floorPerWindow: number;
 
   constructor(state: SharedState, slot: number, ratio: number, floorPerSecond: number) {
     this.ratio = ratio;
-    this.floorPerSecond = floorPerSecond;
+    this.floorPerWindow = floorPerSecond * (WINDOW_MS / 1000);
     this.ints = state.serviceInts;
     this.base = state.serviceIndex(slot, 0);
   }
 
   private roll(nowMs: number): void {
-    const second = Math.floor(nowMs / 1000) | 0;
+    // The BUDGET_* cells hold the window number and its counts.
+    const window = Math.floor(nowMs / WINDOW_MS) | 0;
     const seen = Atomics.load(this.ints, this.base + V.BUDGET_SECOND);
-    if (seen === second) return;
-    if (Atomics.compareExchange(this.ints, this.base + V.BUDGET_SECOND, seen, second) !== seen) return;
-    const lastSecond = Atomics.exchange(this.ints, this.base + V.BUDGET_REQUESTS, 0);
-    // A gap of more than a second means nothing was counted in the second just before.
-    const previous = second - seen === 1 ? lastSecond : 0;
+    if (seen === window) return;
+    if (Atomics.compareExchange(this.ints, this.base + V.BUDGET_SECOND, seen, window) !== seen) return;
+    const lastWindow = Atomics.exchange(this.ints, this.base + V.BUDGET_REQUESTS, 0);
+    // A gap of more than a window means nothing was counted in the window just before.
+    const previous = window - seen === 1 ? lastWindow : 0;
     Atomics.store(this.ints, this.base + V.BUDGET_PREV_REQUESTS, previous);
     Atomics.store(this.ints, this.base + V.BUDGET_RETRIES, 0);
   }
@@ -38,7 +48,7 @@ export class RetryBudget {
 
   private limit(): number {
     const recent = Math.max(Atomics.load(this.ints, this.base + V.BUDGET_PREV_REQUESTS), Atomics.load(this.ints, this.base + V.BUDGET_REQUESTS));
-    return this.floorPerSecond + this.ratio * recent;
+    return this.floorPerWindow + this.ratio * recent;
   }
 
   /** Whether a retry would fit, without taking it. */

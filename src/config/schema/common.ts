@@ -2,9 +2,14 @@
 import { z } from 'zod';
 import { parseDuration, parseRate, parseSize, parseStatusRange } from '../units.ts';
 
-/** A duration written as `250ms`, `2s`, `1m`; parsed to milliseconds. */
+/** A duration written as `250ms`, `2s`, `1m`; parsed to milliseconds. A bare `0` (YAML reads it as a number) is zero: "none"/"off" where documented. */
 export const duration = () =>
-  z.string({ error: 'expected a duration such as 250ms, 2s or 1m' }).transform((text, ctx) => {
+  z.union([z.number(), z.string()], { error: 'expected a duration such as 250ms, 2s or 1m' }).transform((text, ctx) => {
+    if (typeof text === 'number') {
+      if (text === 0) return 0;
+      ctx.addIssue({ code: 'custom', message: `${text} has no unit; write e.g. ${text}ms or ${text}s (only a bare 0 needs none)` });
+      return z.NEVER;
+    }
     const ms = parseDuration(text);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration; expected a number with ms, s, m, h or d (e.g. 250ms, 2s)` });
