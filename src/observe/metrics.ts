@@ -44,7 +44,8 @@ export const GM = {
   SERVERS_REMOVED: 10,
 } as const;
 
-if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.RETRIES_DENIED_BY_BUDGET >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
+if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.RETRIES_DENIED_BY_BUDGET >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS)
+  throw new Error('metric layout exceeds its cells');
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
