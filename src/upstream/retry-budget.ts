@@ -10,61 +10,50 @@
  * (shrunken) traffic refused part of the burst — a frozen server cost requests
  * although over any longer span retries stayed far below the budget (#22).
  */
-import { type SharedState, V } from '../runtime/shared-state.ts';
+import type { ServiceCells } from '../state/service-cells.ts';
 
 export const WINDOW_MS = 10_000;
 
 export class RetryBudget {
-  private readonly ints: Int32Array;
-  private readonly base: number;
-
+  private readonly cells: ServiceCells;
   private readonly ratio: number;
   private readonly floorPerWindow: number;
 
-  constructor(state: SharedState, slot: number, ratio: number, floorPerSecond: number) {
+  constructor(cells: ServiceCells, ratio: number, floorPerSecond: number) {
+    this.cells = cells;
     this.ratio = ratio;
     this.floorPerWindow = floorPerSecond * (WINDOW_MS / 1000);
-    this.ints = state.serviceInts;
-    this.base = state.serviceIndex(slot, 0);
   }
 
   private roll(nowMs: number): void {
-    // The BUDGET_* cells hold the window number and its counts.
+    // The budget's "second" cells hold the window number.
     const window = Math.floor(nowMs / WINDOW_MS) | 0;
-    const seen = Atomics.load(this.ints, this.base + V.BUDGET_SECOND);
+    const seen = this.cells.budgetSecond;
     if (seen === window) return;
-    if (Atomics.compareExchange(this.ints, this.base + V.BUDGET_SECOND, seen, window) !== seen) return;
-    const lastWindow = Atomics.exchange(this.ints, this.base + V.BUDGET_REQUESTS, 0);
+    if (!this.cells.claimBudgetSecond(seen, window)) return;
     // A gap of more than a window means nothing was counted in the window just before.
-    const previous = window - seen === 1 ? lastWindow : 0;
-    Atomics.store(this.ints, this.base + V.BUDGET_PREV_REQUESTS, previous);
-    Atomics.store(this.ints, this.base + V.BUDGET_RETRIES, 0);
+    this.cells.rollBudget(window - seen === 1);
   }
 
   recordRequest(nowMs: number): void {
     this.roll(nowMs);
-    Atomics.add(this.ints, this.base + V.BUDGET_REQUESTS, 1);
+    this.cells.countBudgetRequest();
   }
 
   private limit(): number {
-    const recent = Math.max(Atomics.load(this.ints, this.base + V.BUDGET_PREV_REQUESTS), Atomics.load(this.ints, this.base + V.BUDGET_REQUESTS));
+    const recent = Math.max(this.cells.budgetPreviousRequests, this.cells.budgetRequests);
     return this.floorPerWindow + this.ratio * recent;
   }
 
   /** Whether a retry would fit, without taking it. */
   hasRoom(nowMs: number): boolean {
     this.roll(nowMs);
-    return Atomics.load(this.ints, this.base + V.BUDGET_RETRIES) < this.limit();
+    return this.cells.budgetRetries < this.limit();
   }
 
   /** Takes one retry from the budget; false when it is spent. */
   tryTake(nowMs: number): boolean {
     this.roll(nowMs);
-    const limit = this.limit();
-    for (;;) {
-      const used = Atomics.load(this.ints, this.base + V.BUDGET_RETRIES);
-      if (used >= limit) return false;
-      if (Atomics.compareExchange(this.ints, this.base + V.BUDGET_RETRIES, used, used + 1) === used) return true;
-    }
+    return this.cells.tryTakeRetry(this.limit());
   }
 }
