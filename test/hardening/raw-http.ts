@@ -177,7 +177,8 @@ export interface RawExchange {
  * closes or stays quiet for `quietMs`.
  */
 export function rawExchange(port: number, chunks: (string | Buffer)[], options: { quietMs?: number; gapMs?: number; maxMs?: number } = {}): Promise<RawExchange> {
-  const quietMs = options.quietMs ?? 700;
+  // Generous: on a loaded machine an answer can take well over half a second; a server that closes ends the wait at once.
+  const quietMs = options.quietMs ?? 2_000;
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     const received: Buffer[] = [];

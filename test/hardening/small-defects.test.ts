@@ -33,7 +33,7 @@ test('a bare 0 for total and per_try_timeout means none, as the README documents
 
 test('a present value of the wrong kind is named, never reported as a missing field', () => {
   const cases: [string, RegExp][] = [
-    ['    timeouts: { connect: 5 }\n', /v\.yaml:4:\d+: services\[0\]\.timeouts\.connect: 5 has no unit/],
+    ['    timeouts: { connect: 5 }\n', /v\.yaml:4:\d+: services\[0\]\.timeouts\.connect: .*needs a unit/],
     ['    timeouts: { connect: 0 }\n', /services\[0\]\.timeouts\.connect: must be greater than 0/],
     ['    timeouts: { idle: true }\n', /services\[0\]\.timeouts\.idle: expected a duration .*; got the boolean true/],
     ['    timeouts: { idle: }\n', /services\[0\]\.timeouts\.idle: expected a duration .*; got an empty value/],
