@@ -28,6 +28,11 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 /** Per-request state shared by the steps and turned into the access-log record. */
 export class RequestContext implements PickRequest {
   readonly started = performance.now();
+  /**
+   * The record is emitted once both the response has closed and the data path is done with the
+   * request: an attempt that settles after the client left still fills in its fields first.
+   */
+  partsLeft = 2;
   readonly record: RequestRecord;
   private cookies: Map<string, string> | undefined;
   /** Headers steps add to the response (rate-limit headers, sticky cookie). */
@@ -157,10 +162,12 @@ export class RequestHandler {
       this.refuse(ctx, headProblem);
       return;
     }
-    this.run(ctx).catch((err: unknown) => {
-      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
-      this.fail(ctx, new VelocityError('INTERNAL'));
-    });
+    this.run(ctx)
+      .catch((err: unknown) => {
+        this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
+        this.fail(ctx, new VelocityError('INTERNAL'));
+      })
+      .finally(() => this.finish(ctx));
   };
 
   /** Open WebSocket tunnels of this listener. */
@@ -183,16 +190,19 @@ export class RequestHandler {
       this.refuse(ctx, headProblem);
       return;
     }
-    this.runUpgrade(ctx, socket, head).catch((err: unknown) => {
-      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the WebSocket path');
-      this.fail(ctx, new VelocityError('INTERNAL'));
-    });
+    this.runUpgrade(ctx, socket, head)
+      .catch((err: unknown) => {
+        this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the WebSocket path');
+        this.fail(ctx, new VelocityError('INTERNAL'));
+      })
+      .finally(() => this.finish(ctx));
   };
 
   /** Answers a request head that checkRequestHead refused (and records it). */
   private refuse(ctx: RequestContext, problem: VelocityError): void {
     ctx.res.on('close', () => this.finish(ctx));
     this.fail(ctx, problem);
+    this.finish(ctx);
   }
 
   private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
@@ -347,14 +357,15 @@ export class RequestHandler {
     respondWithError(ctx.res, error, ctx.responseHeaders);
   }
 
+  /** Called when the response closed and when the data path is done; the second call records the request. */
   private finish(ctx: RequestContext): void {
+    if (--ctx.partsLeft > 0) return;
     const { record, req } = ctx;
+    // Measured last, so no part of the record (upstreamMs, measured when a try settled) can exceed it.
     record.totalMs = performance.now() - ctx.started;
     record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
-    // A snapshot: an attempt still settling after the client went away must not change what was recorded
-    // (its upstreamMs, measured later, would exceed totalMs).
-    this.plane.emit({ ...record });
+    this.plane.emit(record);
   }
 }
 
