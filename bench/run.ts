@@ -104,6 +104,12 @@ async function bench(ctx: BenchContext): Promise<void> {
     }),
   );
   contenders.push(await startVelocity(ctx, `velocity workers=auto`, upstreams, { extra: 'workers: auto', threads: autoThreads }));
+  // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
+  const headerRules = '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n';
+  contenders.push(await startVelocity(ctx, 'velocity+3 header rules', upstreams, { service: headerRules }));
+  contenders.push(
+    await startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
+  );
 
   const post = ctx.file('post.lua', `wrk.method = "POST"\nwrk.body = string.rep("x", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
   const core = ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'velocity'];
@@ -112,8 +118,10 @@ async function bench(ctx: BenchContext): Promise<void> {
       name: 'GET c=50',
       path: '/',
       wrk: ['-t1', '-c50'],
-      contenders: [...core, 'velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)'],
+      contenders: [...core, 'velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)', 'velocity+3 header rules', 'velocity+compress'],
     },
+    // The 1 MB body with Accept-Encoding: gzip, passed through as it is, and gzipped (level 1) by Velocity.
+    { name: 'GET 1MB gzip c=10', path: '/big', wrk: ['-t1', '-c10', '-H', 'Accept-Encoding: gzip'], contenders: ['velocity', 'velocity+compress'] },
     { name: 'GET c=256', path: '/', wrk: ['-t1', '-c256'], contenders: [...core, 'velocity workers=auto'] },
     { name: 'GET 1MB c=10', path: '/big', wrk: ['-t1', '-c10'], contenders: core },
     { name: 'POST 64KB c=20', path: '/post', wrk: ['-t1', '-c20', '-s', post], contenders: core },
