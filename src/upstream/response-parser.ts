@@ -94,6 +94,7 @@ export class ResponseParser {
   private remaining = 0;
   private extensionBytes = 0;
   private sizeDigits = 0;
+  private inQuote = false;
   /** Response bytes seen since reset: a connection that saw none may be retried elsewhere. */
   bytesSeen = 0;
   private readonly events: ResponseParserEvents;
@@ -215,14 +216,20 @@ export class ResponseParser {
           else if (c === 0x3b) {
             this.state = CHUNK_EXTENSION;
             this.extensionBytes = 0;
+            this.inQuote = false;
           } else if (c === CR) this.state = CHUNK_SIZE_LF;
           else fail('invalid character after a chunk size');
           break;
         }
         case CHUNK_EXTENSION:
-          if (c === CR) this.state = CHUNK_SIZE_LF;
-          else if (FIELD[c] !== 1) fail('invalid character in a chunk extension');
-          else if (++this.extensionBytes > MAX_CHUNK_EXTENSION) fail('chunk extension too long');
+          // `;name=value;name="quoted"`: tokens outside quotes, no whitespace (as llhttp), field text inside.
+          if (++this.extensionBytes > MAX_CHUNK_EXTENSION) fail('chunk extension too long');
+          if (this.inQuote) {
+            if (c === 0x22) this.inQuote = false;
+            else if (FIELD[c] !== 1 || c === 0x5c) fail('invalid character in a chunk extension');
+          } else if (c === CR) this.state = CHUNK_SIZE_LF;
+          else if (c === 0x22) this.inQuote = true;
+          else if (TOKEN[c] !== 1 && c !== 0x3d && c !== 0x3b) fail('invalid character in a chunk extension');
           break;
         case CHUNK_SIZE_LF:
           if (c !== LF) fail('chunk size line not ended by CRLF');
@@ -291,6 +298,7 @@ export class ResponseParser {
     const headers: string[] = [];
     let length = -3;
     let chunked = false;
+    let transferEncoding = false;
     let close = minor === 0;
     let pos = lineEnd < 0 ? text.length : lineEnd + 2;
     while (pos < text.length) {
@@ -318,24 +326,28 @@ export class ResponseParser {
         }
         length = Number(value);
       } else if (n === 17 && name.toLowerCase() === 'transfer-encoding') {
-        if (chunked) fail('duplicate Transfer-Encoding');
-        if (value.toLowerCase() !== 'chunked') fail(`unsupported Transfer-Encoding "${value}"`);
-        chunked = true;
+        if (transferEncoding) fail('duplicate Transfer-Encoding');
+        transferEncoding = true;
+        chunked = endsInChunked(value);
       } else if (n === 10 && name.toLowerCase() === 'connection') {
         const v = value.toLowerCase();
         if (v === 'close' || (v.length > 5 && v.split(',').some((t) => t.trim() === 'close'))) close = true;
       }
       pos = next + 2;
     }
-    if (chunked && length !== -3) fail('both Content-Length and Transfer-Encoding');
+    if (transferEncoding && length !== -3) fail('both Content-Length and Transfer-Encoding');
 
     if (status < 200) {
       if (status === 101) fail('unexpected 101 Switching Protocols');
+      // An HTTP/1.0 (or closing) message ends the connection: no final response can follow it.
+      if (close) fail('interim response on a connection that closes');
       this.events.onInformational(status, headers);
       return;
     }
     if (this.noBody || status === 204 || status === 304) length = 0;
     else if (chunked) length = CHUNKED;
+    // A transfer coding that does not end in chunked: the body ends when the server closes (RFC 9112 §6.3 rule 4).
+    else if (transferEncoding) length = UNTIL_CLOSE;
     else if (length === -3) length = UNTIL_CLOSE;
     const head: ResponseHead = { status, reason, headers, keepAlive: !close && length !== UNTIL_CLOSE, closeDelimited: length === UNTIL_CLOSE, length };
     if (length === 0) this.state = DONE;
@@ -377,6 +389,24 @@ export class ResponseParser {
     this.pending = undefined;
     return start + at + 4 - (prior?.length ?? 0);
   }
+}
+
+/**
+ * Whether a Transfer-Encoding list ends in chunked. A list of other codings is
+ * close-delimited; chunked anywhere but last, or anything not a token, is refused.
+ */
+function endsInChunked(value: string): boolean {
+  const codings = value.split(',');
+  for (let k = 0; k < codings.length; k++) {
+    const coding = (codings[k] as string).trim().toLowerCase();
+    if (coding.length === 0) fail('empty Transfer-Encoding coding');
+    for (let j = 0; j < coding.length; j++) if (TOKEN[coding.charCodeAt(j)] !== 1) fail(`invalid Transfer-Encoding "${value}"`);
+    if (coding === 'chunked') {
+      if (k !== codings.length - 1) fail('chunked is not the last transfer coding');
+      return true;
+    }
+  }
+  return false;
 }
 
 function isBlank(c: number): boolean {
