@@ -35,6 +35,14 @@ export class DeadlineSweep {
 
   private sweep(): void {
     const now = performance.now();
-    for (const item of this.items) if (item.deadline !== 0 && now >= item.deadline) item.expire(now);
+    let due: Expiring[] | undefined;
+    for (const item of this.items) if (item.deadline !== 0 && now >= item.deadline) (due ??= []).push(item);
+    // Timers run before I/O in a loop turn: on a starved process the connect or the response that
+    // beat the deadline may be waiting in this very turn. Give it that turn, then look again.
+    if (due) setImmediate(() => this.expire(due, now));
+  }
+
+  private expire(due: Expiring[], now: number): void {
+    for (const item of due) if (item.deadline !== 0 && now >= item.deadline && this.items.has(item)) item.expire(now);
   }
 }

@@ -392,8 +392,8 @@ export class ResponseParser {
 }
 
 /**
- * Whether a Transfer-Encoding list ends in chunked. A list of other codings is
- * close-delimited; chunked anywhere but last, or anything not a token, is refused.
+ * Whether a Transfer-Encoding list ends in chunked; when it does not, the body
+ * is close-delimited (RFC 9112 §6.3 rule 4). A list with anything but tokens is refused.
  */
 function endsInChunked(value: string): boolean {
   const codings = value.split(',');
@@ -401,10 +401,7 @@ function endsInChunked(value: string): boolean {
     const coding = (codings[k] as string).trim().toLowerCase();
     if (coding.length === 0) fail('empty Transfer-Encoding coding');
     for (let j = 0; j < coding.length; j++) if (TOKEN[coding.charCodeAt(j)] !== 1) fail(`invalid Transfer-Encoding "${value}"`);
-    if (coding === 'chunked') {
-      if (k !== codings.length - 1) fail('chunked is not the last transfer coding');
-      return true;
-    }
+    if (coding === 'chunked' && k === codings.length - 1) return true;
   }
   return false;
 }
