@@ -171,7 +171,13 @@ class Attempt implements ExchangeSink {
   private readonly onAbort = (): void => {
     const reason = abortReason(this.signal);
     this.exchange?.abort();
-    this.settle({ kind: 'failed', code: classifyUpstreamError(reason), error: reason, responseStarted: this.responseStarted, requestSent: this.requestSent || (this.exchange?.headSent ?? false) });
+    this.settle({
+      kind: 'failed',
+      code: classifyUpstreamError(reason),
+      error: reason,
+      responseStarted: this.responseStarted,
+      requestSent: this.requestSent || (this.exchange?.headSent ?? false),
+    });
   };
 
   private readonly onDrain = (): void => {

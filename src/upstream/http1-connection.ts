@@ -138,11 +138,9 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
 
   private readonly onEnd = (): void => {
     if (this.phase !== WAITING && this.phase !== RECEIVING) return this.close();
-    try {
-      this.parser.finish();
-    } catch (err) {
-      return this.fail(err as Error);
-    }
+    // Only a close-delimited body ends well with the server's close; anything else was cut (a reset, not a bad response).
+    if (!this.parser.untilClose) return this.fail(upstreamError('VELOCITY_UPSTREAM_CLOSED', 'the server closed the connection before the response was complete'));
+    this.parser.finish();
     if (!this.closed) this.complete(false);
   };
 

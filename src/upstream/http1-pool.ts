@@ -6,7 +6,7 @@
  * connections.
  */
 import { DeadlineSweep, type Expiring } from './deadline-sweep.ts';
-import { Http1Connection, type ConnectionHome } from './http1-connection.ts';
+import { type ConnectionHome, Http1Connection } from './http1-connection.ts';
 import { Exchange, type ExchangeSink, type UpstreamRequest } from './http1-exchange.ts';
 
 export interface ServerPoolOptions {

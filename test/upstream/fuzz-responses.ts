@@ -16,7 +16,9 @@ for (let done = 0; done < cases; done += batch) {
     failed++;
     console.log(`${d.problem}\n  seed ${d.seed} index ${d.index} ${d.method} ${d.bytes}`);
   }
-  console.log(`seed ${seed + done}: ${s.cases} cases, both accept ${s.bothAccept}, both reject ${s.bothReject}, only llhttp accepts ${s.onlyNodeAccepts}, disagreements ${s.disagreements.length}`);
+  console.log(
+    `seed ${seed + done}: ${s.cases} cases, both accept ${s.bothAccept}, both reject ${s.bothReject}, only llhttp accepts ${s.onlyNodeAccepts}, disagreements ${s.disagreements.length}`,
+  );
 }
 console.log(`${cases} cases in ${((Date.now() - started) / 1000).toFixed(1)} s, ${failed} disagreements`);
 process.exitCode = failed > 0 ? 1 : 0;

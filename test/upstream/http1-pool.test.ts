@@ -8,9 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { type IncomingMessage, Agent as NodeAgent, request, createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, Agent as NodeAgent, request } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import { eventually, startInProcess } from '../support/velocity.ts';
 
 const MB = 1024 * 1024;
@@ -240,7 +240,10 @@ describe('responses without a body', () => {
 });
 
 /** A raw backend whose answer to each request on a connection is chosen by `answer(n, socket, head)`, n counting from 0 per connection. */
-async function startScriptedBackend(t: TestContext, answer: (n: number, socket: Socket, head: string) => void): Promise<{ url: string; connections: () => number; closed: () => number }> {
+async function startScriptedBackend(
+  t: TestContext,
+  answer: (n: number, socket: Socket, head: string) => void,
+): Promise<{ url: string; connections: () => number; closed: () => number }> {
   let connections = 0;
   let closed = 0;
   const sockets = new Set<Socket>();
@@ -287,7 +290,9 @@ describe('framing decided by the server', () => {
   });
 
   test('a server that sends bytes past a response is never asked again on that connection', async (t) => {
-    const backend = await startScriptedBackend(t, (_n, socket) => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled'));
+    const backend = await startScriptedBackend(t, (_n, socket) =>
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled'),
+    );
     const port = await proxyTo(t, backend.url);
     const agent = new NodeAgent({ keepAlive: true, maxSockets: 1 });
     t.after(() => agent.destroy());

@@ -99,7 +99,8 @@ function randomHead(r: () => number, status: string, framing: Framing, bodyLengt
   head += '\r\n';
   const lines: string[] = [];
   const count = Math.floor(r() * 5);
-  for (let i = 0; i < count; i++) lines.push(headLine(r, chance(r, 0.95) ? pick(r, NAMES) : pick(r, ['Bad Name', 'Na\x01me', 'Ä', '', 'x@y']), pick(r, VALUES.slice(0, chance(r, 0.85) ? 6 : VALUES.length))));
+  for (let i = 0; i < count; i++)
+    lines.push(headLine(r, chance(r, 0.95) ? pick(r, NAMES) : pick(r, ['Bad Name', 'Na\x01me', 'Ä', '', 'x@y']), pick(r, VALUES.slice(0, chance(r, 0.85) ? 6 : VALUES.length))));
   if (framing === 'length') lines.push(headLine(r, pick(r, ['Content-Length', 'content-length', 'CONTENT-LENGTH']), chance(r, 0.85) ? String(bodyLength) : pick(r, CL_VALUES)));
   if (framing === 'chunked') lines.push(headLine(r, pick(r, ['Transfer-Encoding', 'transfer-encoding']), chance(r, 0.8) ? 'chunked' : pick(r, TE_VALUES)));
   if (chance(r, 0.05)) lines.push(headLine(r, 'Content-Length', chance(r, 0.5) ? String(bodyLength) : pick(r, CL_VALUES)));
