@@ -25,6 +25,7 @@ import { createLogger, type Logger } from '../observe/logger.ts';
 import { countGlobal, GM } from '../observe/metrics.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
 import { policyModuleBase } from '../upstream/service.ts';
+import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
@@ -244,8 +245,6 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
   return velocity;
 }
-
-const VERSION = '0.1.0';
 
 export function formatAddress(a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
