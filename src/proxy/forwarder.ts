@@ -145,7 +145,10 @@ class Attempt implements ExchangeSink {
   }
 
   start(pool: ServerPool): void {
-    if (this.signal.aborted) return this.onAbort();
+    if (this.signal.aborted) {
+      this.onAbort();
+      return;
+    }
     this.signal.addEventListener('abort', this.onAbort, { once: true });
     const req = this.req;
     const request: UpstreamRequest = {
@@ -187,7 +190,10 @@ class Attempt implements ExchangeSink {
 
   onInformational(status: number, headers: string[]): void {
     const res = this.res;
-    if (res.writeInformational) return res.writeInformational(status, responseHeadersFromRaw(headers));
+    if (res.writeInformational) {
+      res.writeInformational(status, responseHeadersFromRaw(headers));
+      return;
+    }
     // node:http answers Expect: 100-continue itself; of the rest it can only send Early Hints.
     if (status !== 103 || !res.writeEarlyHints) return;
     const hints: Record<string, string[]> = {};

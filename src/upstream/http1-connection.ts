@@ -92,18 +92,22 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    if (this.phase === RECEIVING) this.deadline = performance.now() + (this.exchange?.request.idleTimeout ?? 0);
+    const idle = this.exchange?.request.idleTimeout ?? 0;
+    if (this.phase === RECEIVING && idle > 0) this.deadline = performance.now() + idle;
     this.socket.resume();
   }
 
   expire(): void {
     switch (this.phase) {
       case CONNECTING:
-        return this.fail(upstreamError('VELOCITY_CONNECT_TIMEOUT', `connect to ${this.home.host}:${this.home.port} timed out`));
+        this.fail(upstreamError('VELOCITY_CONNECT_TIMEOUT', `connect to ${this.home.host}:${this.home.port} timed out`));
+        return;
       case WAITING:
-        return this.fail(upstreamError('VELOCITY_HEADERS_TIMEOUT', 'no response head within the response-header timeout'));
+        this.fail(upstreamError('VELOCITY_HEADERS_TIMEOUT', 'no response head within the response-header timeout'));
+        return;
       case RECEIVING:
-        return this.fail(upstreamError('VELOCITY_BODY_TIMEOUT', 'the response body stalled past the idle timeout'));
+        this.fail(upstreamError('VELOCITY_BODY_TIMEOUT', 'the response body stalled past the idle timeout'));
+        return;
       default:
         this.close();
     }
@@ -117,7 +121,10 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
 
   private readonly onConnect = (): void => {
     const exchange = this.exchange;
-    if (!exchange || exchange.aborted) return this.close();
+    if (!exchange || exchange.aborted) {
+      this.close();
+      return;
+    }
     this.start(exchange);
   };
 
@@ -131,15 +138,22 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     try {
       used = this.parser.execute(chunk);
     } catch (err) {
-      return this.fail(err as Error);
+      this.fail(err as Error);
+      return;
     }
     if (this.parser.complete && !this.closed) this.complete(used === chunk.length);
   };
 
   private readonly onEnd = (): void => {
-    if (this.phase !== WAITING && this.phase !== RECEIVING) return this.close();
+    if (this.phase !== WAITING && this.phase !== RECEIVING) {
+      this.close();
+      return;
+    }
     // Only a close-delimited body ends well with the server's close; anything else was cut (a reset, not a bad response).
-    if (!this.parser.untilClose) return this.fail(upstreamError('VELOCITY_UPSTREAM_CLOSED', 'the server closed the connection before the response was complete'));
+    if (!this.parser.untilClose) {
+      this.fail(upstreamError('VELOCITY_UPSTREAM_CLOSED', 'the server closed the connection before the response was complete'));
+      return;
+    }
     this.parser.finish();
     if (!this.closed) this.complete(false);
   };

@@ -70,7 +70,10 @@ export class ServerPool implements ConnectionHome {
     }
     if (reuse) {
       for (let conn = this.idle.pop(); conn; conn = this.idle.pop()) {
-        if (conn.usable) return conn.start(exchange);
+        if (conn.usable) {
+          conn.start(exchange);
+          return;
+        }
         conn.close();
       }
     }
@@ -78,7 +81,10 @@ export class ServerPool implements ConnectionHome {
   }
 
   release(connection: Http1Connection): void {
-    if (this.closed || this.idle.length >= this.maxIdle) return connection.close();
+    if (this.closed || this.idle.length >= this.maxIdle) {
+      connection.close();
+      return;
+    }
     connection.idleUntil(performance.now() + this.keepAliveTimeout);
     this.idle.push(connection);
   }
