@@ -6,6 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { ErrorCode } from '../errors.ts';
+import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
 import { PoolSet, type ServerPool, type ServerPoolOptions } from '../upstream/http1-pool.ts';
 import type { ResponseHead } from '../upstream/response-parser.ts';
@@ -30,19 +31,6 @@ export interface AttemptRequest {
   extraResponseHeaders: [string, string | string[]][] | undefined;
 }
 
-export type AttemptOutcome =
-  | { kind: 'response'; status: number; bytesOut: number; firstByteMs: number; complete: boolean }
-  | { kind: 'retryable-status'; status: number; firstByteMs: number }
-  | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; requestSent: boolean };
-
-/** The client went away: the attempt ends, and it is nobody's fault on the server side. */
-export function clientGoneError(): Error {
-  return Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' });
-}
-
-export function isClientGone(err: unknown): boolean {
-  return (err as { code?: unknown } | undefined)?.code === 'VELOCITY_CLIENT_GONE';
-}
 
 export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode {
   if (isTlsFailure(err.code)) return 'UPSTREAM_TLS_FAILED';
