@@ -31,7 +31,6 @@ export interface AttemptRequest {
   extraResponseHeaders: [string, string | string[]][] | undefined;
 }
 
-
 export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode {
   if (isTlsFailure(err.code)) return 'UPSTREAM_TLS_FAILED';
   switch (err.code) {
