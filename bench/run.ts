@@ -106,6 +106,11 @@ async function bench(ctx: BenchContext): Promise<void> {
       service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
     }),
     startVelocity(ctx, `velocity workers=auto`, upstreams, { extra: 'workers: auto', threads: autoThreads }),
+    // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
+    startVelocity(ctx, 'velocity+3 header rules', upstreams, {
+      service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
+    }),
+    startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
   ]);
   if (!haproxy) say('haproxy is not installed: left out (sudo apt-get install haproxy)');
   const contenders: Contender[] = [{ name: 'direct', port: ports[0] as number, pid: undefined, threads: 1 }, nginxProxy, ...(haproxy ? [haproxy] : []), ...nodeContenders];
@@ -117,8 +122,10 @@ async function bench(ctx: BenchContext): Promise<void> {
       name: 'GET c=50',
       path: '/',
       wrk: ['-t1', '-c50'],
-      contenders: [...core, 'velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)'],
+      contenders: [...core, 'velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)', 'velocity+3 header rules', 'velocity+compress'],
     },
+    // The 1 MB body with Accept-Encoding: gzip, passed through as it is, and gzipped (level 1) by Velocity.
+    { name: 'GET 1MB gzip c=10', path: '/big', wrk: ['-t1', '-c10', '-H', 'Accept-Encoding: gzip'], contenders: ['velocity', 'velocity+compress'] },
     // @fastify/http-proxy is left out at c=256: cold, on a busy machine, it answers nothing within a quick run's second.
     { name: 'GET c=256', path: '/', wrk: ['-t1', '-c256'], contenders: [...core.filter((n) => n !== 'fastify-http-proxy'), 'velocity workers=auto'] },
     { name: 'GET 1MB c=10', path: '/big', wrk: ['-t1', '-c10'], contenders: core },
