@@ -11,6 +11,7 @@ import type { ClientConfig } from '../config/schema/root.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { RequestHandler } from './handler.ts';
 import { Http2Front, type RequestListener } from './http2.ts';
+import { withListenerProbes } from './probes.ts';
 import type { TlsTermination } from './tls.ts';
 
 export class ListenError extends Error {
@@ -56,12 +57,15 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
   const hsts = tls ? options.hsts : undefined;
   const onRequest: RequestListener =
     options.onRequest ??
-    (hsts
-      ? (req, res) => {
-          res.setHeader('strict-transport-security', hsts);
-          handler.handle(req, res);
-        }
-      : handler.handle);
+    withListenerProbes(
+      plane,
+      hsts
+        ? (req, res) => {
+            res.setHeader('strict-transport-security', hsts);
+            handler.handle(req, res);
+          }
+        : handler.handle,
+    );
   const http1: ServerOptions = {
     keepAliveTimeout: client.keepalive_timeout,
     headersTimeout: client.header_timeout,

@@ -6,6 +6,7 @@
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { configRoutes } from '../admin/api/config.ts';
+import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
@@ -196,6 +197,16 @@ export async function start(input: Config | string, options: StartOptions = {}):
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
     ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
   );
+  let listenersClosed = false;
+  admin.add(
+    ...probeRoutes({
+      config: () => config,
+      services: () => plane.allServices(),
+      listening: () => !listenersClosed && listenerSet.bound.length > 0,
+      draining: () => closing !== undefined,
+      silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
+    }),
+  );
   admin.add(openApiRoute(() => admin.list(), VERSION));
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
 
@@ -232,10 +243,18 @@ export async function start(input: Config | string, options: StartOptions = {}):
     close() {
       closing ??= (async () => {
         plane.draining = true;
+        threads?.markUnready();
+        stopWatching?.();
+        // Readiness fails first while requests are still served, so balancers in front stop sending.
+        const grace = config.probes.shutdown_grace;
+        if (grace > 0) {
+          log.info({ graceMs: grace }, 'shutting down: /readyz answers 503; still serving during the grace period');
+          await new Promise((resolve) => setTimeout(resolve, grace));
+        }
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
-        stopWatching?.();
         await listenerSet.close(deadline);
+        listenersClosed = true;
         await stopTheRest();
         log.info('stopped');
         log.flush?.();
