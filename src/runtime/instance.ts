@@ -30,6 +30,7 @@ import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
+import { assertPortsFree } from './ports.ts';
 import { prepareServingPlane } from './serving.ts';
 import { SharedState } from './shared-state.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
@@ -41,6 +42,11 @@ export interface StartOptions {
   configFile?: string;
   /** Reload when the config file changes (default: true when started from a file). */
   watchConfig?: boolean;
+  /**
+   * Share ports that another Velocity holds (SO_REUSEPORT) instead of refusing them: the new
+   * process of a takeover listens beside the old one, which then drains.
+   */
+  sharePorts?: boolean;
 }
 
 export interface ReloadResult {
@@ -123,12 +129,13 @@ export async function start(input: Config | string, options: StartOptions = {}):
     admin.add(...traffic.routes());
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
+    if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
       ? await ThreadPool.start(
           { count: threadCount, state, control, log, policyDir: policyModuleBase.dir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist },
           config,
         )
-      : await ListenerSet.open(plane, config, log);
+      : await ListenerSet.open(plane, config, log, { reusePort: true });
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
     admin.add(...autoscaleRoutes(() => discovery));
