@@ -4,11 +4,19 @@
  * and the access log; read from the running config, so a reload turns them on or off.
  */
 import type { ServerResponse } from 'node:http';
-import type { DataPlane } from '../runtime/data-plane.ts';
+import type { Config } from '../config/schema/root.ts';
 import { readiness } from '../upstream/readiness.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
 import type { RequestListener } from './http2.ts';
 
-export function withListenerProbes(plane: DataPlane, next: RequestListener): RequestListener {
+/** What the probes read from the serving thread's data plane. */
+export interface ProbeSource {
+  readonly currentTopology: { readonly config: Config } | undefined;
+  readonly draining: boolean;
+  allServices(): Iterable<ServiceRuntime>;
+}
+
+export function withListenerProbes(plane: ProbeSource, next: RequestListener): RequestListener {
   return (req, res) => {
     const probes = plane.currentTopology?.config.probes;
     const paths = probes?.listener_paths;
