@@ -197,8 +197,10 @@ async function backendCommand(args: string[]): Promise<number> {
     console.error('velocity backend: --port must be 0-65535 and --delay a number of milliseconds ≥ 0');
     return 2;
   }
-  const backend = await startBackend({ port, host: values.host ?? '127.0.0.1', name: values.name ?? `backend-${port}`, delayMs });
-  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${values.host ?? '127.0.0.1'}:${backend.port}`);
+  // HOST too, like PORT: the container image sets HOST=0.0.0.0.
+  const host = values.host ?? process.env.HOST ?? '127.0.0.1';
+  const backend = await startBackend({ port, host, name: values.name ?? `backend-${port}`, delayMs });
+  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${host}:${backend.port}`);
   const stop = () => void backend.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
