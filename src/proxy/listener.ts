@@ -9,6 +9,7 @@ import type { Server as TlsServer } from 'node:tls';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import type { Http01Answers } from './acme/http01.ts';
 import { closeGracefully, trackConnectionUse } from './graceful-close.ts';
 import { RequestHandler } from './handler.ts';
 import { Http2Front, type RequestListener } from './http2.ts';
@@ -50,13 +51,15 @@ export interface HttpListenerOptions {
   hsts?: string;
   /** Serve with this instead of the proxy (the HTTP→HTTPS redirect listener). */
   onRequest?: RequestListener;
+  /** ACME HTTP-01 challenge answers (plain HTTP listeners). */
+  http01?: Http01Answers;
 }
 
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
   const handler = new RequestHandler(plane, tls ? 'https' : 'http');
   const hsts = tls ? options.hsts : undefined;
-  const onRequest: RequestListener =
+  const serve: RequestListener =
     options.onRequest ??
     withListenerProbes(
       plane,
@@ -67,6 +70,8 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
           }
         : handler.handle,
     );
+  // ACME HTTP-01 answers come before routing and redirects, on plain HTTP only.
+  const onRequest = !tls && options.http01 ? options.http01.wrap(serve) : serve;
   const http1: ServerOptions = {
     keepAliveTimeout: client.keepalive_timeout,
     headersTimeout: client.header_timeout,
@@ -83,9 +88,8 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     ? (createHttpsServer(
         {
           ...http1,
-          ...tls.current.serverOptions(tls.settings),
-          SNICallback: tls.sniCallback,
-          ALPNProtocols: options.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
+          ...tls.serverOptions(),
+          ...tls.handshakeOptions(options.http2 ? ['h2', 'http/1.1'] : ['http/1.1']),
           // A client that opens a connection and never finishes the handshake is cut like a slow HTTP client.
           handshakeTimeout: client.header_timeout,
         },

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { before, describe, test } from 'node:test';
@@ -40,7 +40,8 @@ describe('the npm package', () => {
     const packed = JSON.parse(npm(['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT)) as { filename: string; files: { path: string }[] }[];
     tarball = join(work, packed[0]?.filename as string);
     files = packed[0]?.files.map((f) => f.path) ?? [];
-    npm(['init', '-y'], (spawnSync('mkdir', ['-p', prefix]), prefix));
+    mkdirSync(prefix);
+    npm(['init', '-y'], prefix);
     npm(['install', '--prefer-offline', tarball, `node@${pkg.devDependencies.node}`], prefix);
     process.on('exit', () => rmSync(work, { recursive: true, force: true }));
   });
