@@ -50,6 +50,13 @@ export const METRICS = [
     buckets: DURATION_BUCKETS,
   },
   { name: 'velocity_retries_total', type: 'counter', help: 'Retries sent to another server.', labels: ['service'] },
+  {
+    name: 'velocity_retries_denied_total',
+    type: 'counter',
+    help: 'Failed tries not retried because the retry budget was spent.',
+    labels: ['service', 'reason'],
+    values: ['budget'],
+  },
   { name: 'velocity_rate_limited_total', type: 'counter', help: 'Requests answered 429 by a rate limit.', labels: ['service'] },
   { name: 'velocity_denied_total', type: 'counter', help: 'Requests answered 403 by an IP filter or ban.', labels: ['service'] },
   { name: 'velocity_errors_total', type: 'counter', help: 'Responses Velocity made itself (x-velocity-error).', labels: ['service'] },

@@ -38,6 +38,7 @@ function observe(state: SharedState, cells: MetricCells, row: number, seconds: n
 const REQUEST_DURATION = cellsOf('velocity_request_duration_seconds');
 const UPSTREAM_DURATION = cellsOf('velocity_upstream_duration_seconds');
 const RETRIES = cellsOf('velocity_retries_total');
+const RETRIES_DENIED = cellsOf('velocity_retries_denied_total');
 const RATE_LIMITED = cellsOf('velocity_rate_limited_total');
 const DENIED = cellsOf('velocity_denied_total');
 const ERRORS = cellsOf('velocity_errors_total');
@@ -65,6 +66,7 @@ export function metricsObserver(state: SharedState, serviceOf: (name: string) =>
     const row = service.slot;
     observe(state, REQUEST_DURATION, row, record.totalMs / 1000);
     if (record.retries > 0) add(state, RETRIES, row, record.retries);
+    if (record.retryDenied) add(state, RETRIES_DENIED, row, 1, record.retryDenied);
     if (record.errorCode === 'RATE_LIMITED') add(state, RATE_LIMITED, row, 1);
     if (record.errorCode === 'IP_DENIED') add(state, DENIED, row, 1);
     if (record.errorCode) add(state, ERRORS, row, 1);

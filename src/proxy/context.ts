@@ -16,6 +16,11 @@ import type { MiddlewareRun } from './middleware-run.ts';
 /** Per-request state shared by the steps and turned into the access-log record. */
 export class RequestContext implements PickRequest {
   readonly started = performance.now();
+  /**
+   * The record is emitted once both the response has closed and the data path is done with the
+   * request: an attempt that settles after the client left still fills in its fields first.
+   */
+  partsLeft = 2;
   readonly record: RequestRecord;
   private cookies: Map<string, string> | undefined;
   /** Headers steps add to the response (rate-limit headers, sticky cookie). */
@@ -55,6 +60,7 @@ export class RequestContext implements PickRequest {
       queueWaitMs: 0,
       decision: undefined,
       errorCode: undefined,
+      retryDenied: undefined,
       userAgent: headers['user-agent'],
     };
   }

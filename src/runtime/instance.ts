@@ -9,6 +9,7 @@ import { autoscaleRoutes } from '../admin/api/autoscale.ts';
 import { blocklistRoutes } from '../admin/api/blocklist.ts';
 import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
+import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
@@ -34,6 +35,7 @@ import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { DataPlane } from './data-plane.ts';
 import { Observability } from './observability.ts';
+import { assertPortsFree } from './ports.ts';
 import { applySubsystems, changedFields, restartOnly, type Subsystem } from './reload.ts';
 import { servingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
@@ -45,6 +47,11 @@ export interface StartOptions {
   configFile?: string;
   /** Reload when the config file changes (default: true when started from a file). */
   watchConfig?: boolean;
+  /**
+   * Share ports that another Velocity holds (SO_REUSEPORT) instead of refusing them: the new
+   * process of a takeover listens beside the old one, which then drains.
+   */
+  sharePorts?: boolean;
 }
 
 export type { ReloadResult };
@@ -132,9 +139,10 @@ export async function start(input: Config | string, options: StartOptions = {}):
     admin.add(...blocklistRoutes(traffic.blocklist));
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
+    if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
       ? await ThreadPool.start({ count: threadCount, state, control, log, policyDir: baseDir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist }, config)
-      : await ListenerSet.open(plane, config, log, { onDemand: automaticHttps.onDemand });
+      : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand });
     // Orders start once the listeners that answer the CA's challenges are open.
     automaticHttps.apply(config);
     threads = listeners instanceof ThreadPool ? listeners : undefined;
@@ -229,6 +237,16 @@ export async function start(input: Config | string, options: StartOptions = {}):
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
     ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
   );
+  let listenersClosed = false;
+  admin.add(
+    ...probeRoutes({
+      config: () => config,
+      services: () => plane.allServices(),
+      listening: () => !listenersClosed && listenerSet.bound.length > 0,
+      draining: () => closing !== undefined,
+      silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
+    }),
+  );
   admin.add(openApiRoute(() => admin.list(), VERSION));
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
 
@@ -265,10 +283,18 @@ export async function start(input: Config | string, options: StartOptions = {}):
     close() {
       closing ??= (async () => {
         plane.drain();
+        threads?.markUnready();
+        stopWatching?.();
+        // Readiness fails first while requests are still served, so balancers in front stop sending.
+        const grace = config.probes.shutdown_grace;
+        if (grace > 0) {
+          log.info({ graceMs: grace }, 'shutting down: /readyz answers 503; still serving during the grace period');
+          await new Promise((resolve) => setTimeout(resolve, grace));
+        }
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
-        stopWatching?.();
         await listenerSet.close(deadline);
+        listenersClosed = true;
         await stopTheRest();
         log.info('stopped');
         log.flush?.();

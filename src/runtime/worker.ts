@@ -1,7 +1,7 @@
 /**
  * The entry of a data-path worker thread (`workers: N`): a data plane over the
  * shared state, the same guards and metrics as the main thread would run
- * (prepareServingPlane), and its own listeners on the shared ports (SO_REUSEPORT:
+ * (servingPlane in serving.ts), and its own listeners on the shared ports (SO_REUSEPORT:
  * the kernel spreads connections over the threads). Everything it is told comes
  * from the main thread in order; everything it reports goes back as messages.
  */
@@ -141,6 +141,11 @@ if (listeners) {
   // One message at a time, in the order sent: a topology never overtakes the reload before it.
   let chain = Promise.resolve();
   port.on('message', (message: ToWorker) => {
+    if (message.type === 'ping') return post({ type: 'reply', id: message.id });
+    if (message.type === 'unready') {
+      plane.drain();
+      return;
+    }
     chain = chain.then(() => handle(message, set)).catch((err: unknown) => log.error({ err }, 'a data-path thread failed to apply a change'));
   });
 }
