@@ -103,7 +103,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitPort(port: number, ms = 15_000): Promise<void> {
+export async function waitPort(port: number, ms = 60_000): Promise<void> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
     const ok = await new Promise<boolean>((resolve) => {
