@@ -29,6 +29,12 @@ export interface RequestRecord {
   /** Velocity error code when Velocity made the response. */
   errorCode: string | undefined;
   userAgent: string | undefined;
+  /** W3C trace id of the request (the client's or a new one) and Velocity's span id for it. */
+  traceId?: string;
+  spanId?: string;
+  /** gRPC calls: `/package.Service/Method` and the grpc-status the client got. */
+  grpcMethod?: string;
+  grpcStatus?: number;
 }
 
 export type RequestObserver = (record: RequestRecord) => void;

@@ -41,9 +41,11 @@ export const GM = {
   LOG_STORE_ERRORS: 8,
   REDIS_OUTAGES: 9,
   SERVERS_REMOVED: 10,
+  SPANS_EXPORTED: 11,
+  SPANS_DROPPED: 12,
 } as const;
 
-if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.ERRORS >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
+if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.ERRORS >= SERVICE_METRIC_CELLS || GM.SPANS_DROPPED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -199,6 +201,10 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   out.sample('velocity_state_store_outages_total', {}, g(GM.REDIS_OUTAGES));
   out.declare('velocity_servers_removed_total', 'counter', 'Servers removed at runtime or by a reload, after draining.');
   out.sample('velocity_servers_removed_total', {}, g(GM.SERVERS_REMOVED));
+  out.declare('velocity_trace_spans_exported_total', 'counter', 'Spans sent to the OTLP collector.');
+  out.sample('velocity_trace_spans_exported_total', {}, g(GM.SPANS_EXPORTED));
+  out.declare('velocity_trace_spans_dropped_total', 'counter', 'Spans dropped: export queue full or the collector failed.');
+  out.sample('velocity_trace_spans_dropped_total', {}, g(GM.SPANS_DROPPED));
   out.declare('velocity_config_reloads_total', 'counter', 'Config reloads by result.');
   out.sample('velocity_config_reloads_total', { result: 'success' }, g(GM.RELOAD_OK));
   out.sample('velocity_config_reloads_total', { result: 'failure' }, g(GM.RELOAD_FAILED));

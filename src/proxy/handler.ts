@@ -11,14 +11,18 @@ import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
+import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { type AttemptOutcome, clientGoneError, forwardAttempt, isClientGone } from './forwarder.ts';
+import { isGrpcRequest, respondGrpcError } from './grpc.ts';
+import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
+import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -35,13 +39,18 @@ export class RequestContext implements PickRequest {
   readonly res: ServerResponse;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
+  /** The request's trace (W3C Trace Context) and whether servers are told about it. */
+  readonly trace: RequestTrace | undefined;
+  readonly propagateTrace: boolean;
 
-  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https') {
+  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
     this.req = req;
     this.res = res;
     this.clientIp = clientIp;
     this.proto = proto;
     const headers = req.headers;
+    this.trace = tracer?.start(headers);
+    this.propagateTrace = tracer?.propagate ?? false;
     const incomingId = headers['x-request-id'];
     this.record = {
       time: Date.now(),
@@ -64,6 +73,8 @@ export class RequestContext implements PickRequest {
       decision: undefined,
       errorCode: undefined,
       userAgent: headers['user-agent'],
+      traceId: this.trace?.traceId,
+      spanId: this.trace?.spanId,
     };
   }
 
@@ -143,7 +154,7 @@ export class RequestHandler {
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
     const headProblem = this.refused.has(req.socket) ? 'an earlier request on this connection was refused' : checkRequestHead(req);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
       this.refused.add(req.socket);
       res.shouldKeepAlive = false;
@@ -171,7 +182,7 @@ export class RequestHandler {
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());
     const headProblem = checkRequestHead(req);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
       this.refuse(ctx, headProblem);
       return;
@@ -229,6 +240,7 @@ export class RequestHandler {
   }
 
   private async proxy(ctx: RequestContext, service: ServiceRuntime): Promise<void> {
+    if (speaksHttp2(service)) return proxyHttp2(this.plane, ctx, service, (error) => this.fail(ctx, error));
     const { req, res, record } = ctx;
     const cfg = service.config;
     const method = record.method;
@@ -241,6 +253,7 @@ export class RequestHandler {
     const replayable = !(body && typeof (body as Readable).pipe === 'function');
     const idempotent = IDEMPOTENT.has(method);
     const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
+    const traceAt = traceHeaderSlot(headers, ctx);
 
     const abort = new AbortController();
     const onClientGone = () => {
@@ -266,6 +279,8 @@ export class RequestHandler {
         const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
         const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
+        const span = ctx.trace?.startAttempt();
+        if (span && traceAt >= 0) headers[traceAt] = ctx.trace?.traceparent(span) as string;
         let outcome: AttemptOutcome;
         try {
           outcome = await forwardAttempt(
@@ -289,6 +304,7 @@ export class RequestHandler {
           service.signalRelease();
         }
         this.plane.recordOutcome(service, server, outcome, performance.now() - attemptStart);
+        if (span) ctx.trace?.endAttempt(span, attemptResultOf(server, outcome), method);
         record.upstreamMs = performance.now() - upstreamStart;
 
         if (outcome.kind === 'response') {
@@ -335,8 +351,15 @@ export class RequestHandler {
   }
 
   private fail(ctx: RequestContext, error: VelocityError): void {
-    ctx.record.status = error.status;
     ctx.record.errorCode = error.code;
+    if (isGrpcRequest(ctx.req)) {
+      // gRPC clients get a status they understand, not a text page.
+      ctx.record.status = 200;
+      ctx.record.grpcMethod ??= ctx.url.split('?')[0];
+      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders);
+      return;
+    }
+    ctx.record.status = error.status;
     respondWithError(ctx.res, error, ctx.responseHeaders);
   }
 
@@ -345,6 +368,7 @@ export class RequestHandler {
     record.totalMs = performance.now() - ctx.started;
     record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
+    ctx.trace?.end(record);
     this.plane.emit(record);
   }
 }

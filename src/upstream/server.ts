@@ -24,6 +24,8 @@ export interface ServerSpec {
   id: string;
   url: string;
   slot: number;
+  /** Spoken to in HTTP/2: h2c:// servers, and https:// ones with `http2: true`. */
+  http2?: boolean;
 }
 
 export class UpstreamServer implements BalancedServer {
@@ -33,6 +35,7 @@ export class UpstreamServer implements BalancedServer {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
+  readonly http2: boolean;
   private readonly ints: Int32Array;
   private readonly floats: Float64Array;
   private readonly i: number;
@@ -49,6 +52,7 @@ export class UpstreamServer implements BalancedServer {
     this.slot = spec.slot;
     const u = new URL(spec.url);
     this.tls = u.protocol === 'https:';
+    this.http2 = spec.http2 === true || u.protocol === 'h2c:';
     this.host = u.hostname.replace(/^\[|\]$/g, '');
     this.port = u.port ? Number(u.port) : this.tls ? 443 : 80;
     this.ints = state.serverInts;

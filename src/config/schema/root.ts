@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
-import { accessLogSchema, logStoreSchema } from './observe.ts';
+import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
 import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
@@ -47,6 +47,8 @@ export const configSchema = z
     /** The queryable access-log store; absent = none. */
     logs: logStoreSchema.optional(),
     metrics: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
+    /** W3C trace context and OTLP span export (see Tracing). */
+    tracing: tracingSchema.prefault({}),
     /** Peers whose X-Forwarded-For / Forwarded headers are believed (see Traffic control). */
     trusted_proxies: z.array(cidr()).default([]),
     ip_filter: ipFilterSchema.prefault({}),
