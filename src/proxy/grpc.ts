@@ -82,7 +82,7 @@ export function respondGrpcError(res: ServerResponse, error: VelocityError, extr
   const stream = (res as unknown as Http2ServerResponse).stream;
   if (res.headersSent || res.destroyed) {
     // The response started: the status goes in trailers, which only HTTP/2 can carry.
-    if (stream && !stream.destroyed && !stream.closed) sendStatusTrailers(stream, status, headers['grpc-message'] as string);
+    if (stream && !stream.destroyed && !stream.closed) sendStatusTrailers(res, status, headers['grpc-message'] as string);
     else res.destroy();
     return status;
   }
@@ -95,20 +95,13 @@ export function respondGrpcError(res: ServerResponse, error: VelocityError, extr
   return status;
 }
 
-/** Ends a started HTTP/2 gRPC response with a status in trailers. */
-export function sendStatusTrailers(
-  stream: { sendTrailers(t: OutgoingHttpHeaders): void; end(): void; once(e: 'wantTrailers', f: () => void): unknown },
-  status: number,
-  message: string,
-): void {
-  stream.once('wantTrailers', () => {
-    try {
-      stream.sendTrailers({ 'grpc-status': String(status), 'grpc-message': message });
-    } catch {
-      // The stream closed meanwhile: the client sees the reset instead.
-    }
-  });
-  stream.end();
+/**
+ * Ends a started HTTP/2 gRPC response with a status in trailers. The compatibility
+ * response sends its trailers when the stream asks for them, so they are set there.
+ */
+export function sendStatusTrailers(res: ServerResponse, status: number, message: string): void {
+  res.addTrailers({ 'grpc-status': String(status), 'grpc-message': message });
+  (res as unknown as Http2ServerResponse).stream.end();
 }
 
 const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000001 };

@@ -258,7 +258,7 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
       if (responseStarted && plan.grpc && h2client && !h2client.closed) {
         // The client sees a gRPC status, not a reset: UNAVAILABLE (or DEADLINE_EXCEEDED) in trailers.
         const gs = code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
-        sendStatusTrailers(h2client, gs, encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`));
+        sendStatusTrailers(res, gs, encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`));
       } else if (responseStarted) res.destroy();
       settle({ kind: 'failed', code, error, responseStarted, unprocessed: unprocessed && !responseStarted, connectFailed });
     };
@@ -341,19 +341,14 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
           if (!responseStarted || settled) return;
           if (h2client) {
             if (!h2client.closed) {
-              h2client.once('wantTrailers', () => {
-                const out = trailers ? clientHeaders(trailers, undefined) : {};
-                if (plan.grpc && out['grpc-status'] === undefined) {
-                  out['grpc-status'] = String(GRPC.UNKNOWN);
-                  out['grpc-message'] = 'server sent no grpc-status';
-                  grpcStatus = GRPC.UNKNOWN;
-                }
-                try {
-                  h2client.sendTrailers(out);
-                } catch {
-                  // Closed meanwhile (client gone).
-                }
-              });
+              // The compatibility response sends its trailers when the stream asks for them (waitForTrailers).
+              const out = trailers ? clientHeaders(trailers, undefined) : {};
+              if (plan.grpc && out['grpc-status'] === undefined) {
+                out['grpc-status'] = String(GRPC.UNKNOWN);
+                out['grpc-message'] = 'server sent no grpc-status';
+                grpcStatus = GRPC.UNKNOWN;
+              }
+              res.addTrailers(out as Record<string, string>);
               h2client.end();
             }
           } else {
