@@ -339,16 +339,15 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
         });
         stream.once('end', () => {
           if (!responseStarted || settled) return;
+          if (plan.grpc && trailers === undefined) {
+            // A call without its status: the connection was lost (a server killed mid-stream ends this way).
+            failWith(Object.assign(new Error('the server ended the call without a grpc-status'), { code: 'ECONNRESET' }), false);
+            return;
+          }
           if (h2client) {
             if (!h2client.closed) {
               // The compatibility response sends its trailers when the stream asks for them (waitForTrailers).
-              const out = trailers ? clientHeaders(trailers, undefined) : {};
-              if (plan.grpc && out['grpc-status'] === undefined) {
-                out['grpc-status'] = String(GRPC.UNKNOWN);
-                out['grpc-message'] = 'server sent no grpc-status';
-                grpcStatus = GRPC.UNKNOWN;
-              }
-              res.addTrailers(out as Record<string, string>);
+              if (trailers) res.addTrailers(clientHeaders(trailers, undefined) as Record<string, string>);
               h2client.end();
             }
           } else {

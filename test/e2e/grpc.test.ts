@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { echoClient, grpc, startGrpcBackends, unary } from '../support/grpc/index.ts';
-import { load, startVelocityProcess } from '../support/velocity.ts';
+import { type EchoClient, echoClient, grpc, startGrpcBackends, unary } from '../support/grpc/index.ts';
+import { eventually, load, startVelocityProcess } from '../support/velocity.ts';
 
 const velocityYaml = (servers: string[], extra = '') => `listeners:
   - type: http
@@ -34,3 +34,119 @@ describe('gRPC through the binary', () => {
     for (const [server, n] of per) assert.equal(n, 1000, `${server} got ${n} calls`);
   });
 });
+
+/** A unary call's server after a failure: it must be one that is still running. */
+async function nextCallIsServedBy(client: EchoClient, alive: string[]): Promise<void> {
+  const after = await unary(client, { text: 'after the kill' });
+  assert.ok(after.ok, `the next call failed: ${!after.ok && after.error.message}`);
+  assert.ok(alive.includes(after.reply.server), `the next call went to ${after.reply.server}`);
+}
+
+describe('gRPC streaming through the binary, with a server killed mid-stream', () => {
+  test('server, client and bidirectional streams carry 1,000 messages; a kill mid-stream ends the call UNAVAILABLE and the next call goes to a live server', async (t) => {
+    const backends = await startGrpcBackends(t, 3);
+    const velocity = await startVelocityProcess(t, velocityYaml(backends.map((b) => b.url)));
+    const client = echoClient(t, `127.0.0.1:${velocity.port}`);
+    const byName = new Map(backends.map((b) => [b.name, b]));
+    const alive = new Set(backends.map((b) => b.name));
+
+    // Complete calls of each kind: every message arrives, in order.
+    const serverStream = await collectServerStream(client, 1000);
+    assert.equal(serverStream.error, undefined);
+    assert.deepEqual(
+      serverStream.replies.map((r) => r.count),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
+    const clientStream = await clientStreamCall(client, 1000);
+    assert.equal(clientStream.count, 1000);
+    const bidi = await bidiCall(client, 1000);
+    assert.equal(bidi.replies.length, 1000);
+    assert.deepEqual(
+      bidi.replies.map((r) => r.text),
+      Array.from({ length: 1000 }, (_, i) => `m${i}`),
+    );
+
+    // Server streaming: kill the server after 100 of 1,000 messages.
+    const killedServerStream = await collectServerStream(client, 1000, 5, async (first) => {
+      alive.delete(first.server);
+      await byName.get(first.server)?.kill();
+    });
+    assert.equal(killedServerStream.error?.code, grpc.status.UNAVAILABLE, `got ${killedServerStream.error?.message}`);
+    assert.ok(killedServerStream.replies.length < 1000);
+    await nextCallIsServedBy(client, [...alive]);
+
+    // Client streaming: the server that took the call is killed after 300 messages are sent.
+    const before = new Map(backends.map((b) => [b.name, b.count('serves ClientStream')]));
+    const killedClientStream = await clientStreamCall(client, 1000, 5, async () => {
+      const takenBy = () => backends.find((b) => alive.has(b.name) && b.count('serves ClientStream') > (before.get(b.name) ?? 0));
+      await eventually(() => takenBy() !== undefined, 30_000, 'a server took the client stream');
+      const serving = takenBy() as (typeof backends)[number];
+      alive.delete(serving.name);
+      await serving.kill();
+    });
+    assert.equal(killedClientStream.error?.code, grpc.status.UNAVAILABLE, `got ${killedClientStream.error?.message}`);
+    await nextCallIsServedBy(client, [...alive]);
+
+    // Bidirectional: the echoing server is killed after 100 echoes.
+    const killedBidi = await bidiCall(client, 1000, 5, async (first) => {
+      alive.delete(first.server);
+      await byName.get(first.server)?.kill();
+    });
+    assert.equal(killedBidi.error?.code, grpc.status.UNAVAILABLE, `got ${killedBidi.error?.message}`);
+    assert.equal(alive.size, 0, 'each kind killed a different server');
+  });
+});
+
+type Reply = { text: string; server: string; count: number };
+
+/** A server stream of `count` messages; `onHundred` runs once after the 100th. */
+function collectServerStream(client: EchoClient, count: number, intervalMs = 0, onHundred?: (first: Reply) => Promise<void>): Promise<{ replies: Reply[]; error?: grpc.ServiceError }> {
+  return new Promise((resolve) => {
+    const replies: Reply[] = [];
+    const call = client.ServerStream({ count, interval_ms: intervalMs });
+    call.on('data', (r: Reply) => {
+      replies.push(r);
+      if (replies.length === 100 && onHundred) void onHundred(replies[0] as Reply);
+    });
+    call.on('error', (error: grpc.ServiceError) => resolve({ replies, error }));
+    call.on('end', () => resolve({ replies }));
+  });
+}
+
+/** Sends `count` messages (pausing `intervalMs` each after the first 300, where `at300` runs). */
+function clientStreamCall(client: EchoClient, count: number, intervalMs = 0, at300?: () => Promise<void>): Promise<{ count?: number; error?: grpc.ServiceError }> {
+  return new Promise((resolve) => {
+    const call = client.ClientStream((error: grpc.ServiceError | null, reply: Reply) => resolve(error ? { error } : { count: reply.count }));
+    void (async () => {
+      for (let i = 0; i < count; i++) {
+        if (i === 300 && at300) await at300();
+        if (i >= 300 && intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
+        if (call.destroyed || call.writableEnded) return;
+        if (!call.write({ text: `m${i}` })) await new Promise((r) => call.once('drain', r));
+      }
+      call.end();
+    })();
+  });
+}
+
+/** Writes `count` messages, each after the previous echo (so the call is truly interactive). */
+function bidiCall(client: EchoClient, count: number, intervalMs = 0, onHundred?: (first: Reply) => Promise<void>): Promise<{ replies: Reply[]; error?: grpc.ServiceError }> {
+  return new Promise((resolve) => {
+    const replies: Reply[] = [];
+    const call = client.Bidi();
+    let sent = 0;
+    const send = () => {
+      if (sent < count) call.write({ text: `m${sent++}` });
+      else call.end();
+    };
+    call.on('data', (r: Reply) => {
+      replies.push(r);
+      if (replies.length === 100 && onHundred) void onHundred(replies[0] as Reply);
+      if (intervalMs > 0 && replies.length >= 100) setTimeout(send, intervalMs);
+      else send();
+    });
+    call.on('error', (error: grpc.ServiceError) => resolve({ replies, error }));
+    call.on('end', () => resolve({ replies }));
+    send();
+  });
+}

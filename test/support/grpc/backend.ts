@@ -47,12 +47,14 @@ server.addService(loadEcho().Echo.service, {
     next();
   },
   ClientStream(call: grpc.ServerReadableStream<EchoRequest, Reply>, callback: grpc.sendUnaryData<Reply>) {
+    console.log(`${name} serves ClientStream`);
     let count = 0;
     call.on('data', () => count++);
     call.on('end', () => callback(null, reply('done', call.metadata, count)));
     call.on('error', () => undefined);
   },
   Bidi(call: grpc.ServerDuplexStream<EchoRequest, Reply>) {
+    console.log(`${name} serves Bidi`);
     let count = 0;
     call.on('data', (m: EchoRequest) => call.write(reply(m.text, call.metadata, count++)));
     call.on('end', () => call.end());

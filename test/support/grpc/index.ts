@@ -13,6 +13,10 @@ export interface GrpcBackend {
   /** h2c://127.0.0.1:PORT, as Velocity's config names it. */
   url: string;
   kill(): Promise<void>;
+  /** Waits until the server printed a line matching `pattern` (since its last start). */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** How many lines the server printed matching `text` since its last start. */
+  count(text: string): number;
   /** Starts it again on the same port. */
   restart(): Promise<void>;
 }
@@ -22,19 +26,22 @@ type Cleanup = { after(fn: () => unknown): void };
 export async function startGrpcBackend(t: Cleanup, name: string, extraArgs: string[] = [], port = 0): Promise<GrpcBackend> {
   const launch = async (p: number) => {
     const child = spawn(process.execPath, [BACKEND, '--name', name, '--port', String(p), ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const m = await watchOutput(child)
+    const output = watchOutput(child);
+    const m = await output
       .waitFor(/listening on 127\.0\.0\.1:(\d+)/, 60_000)
       .catch(async (err: unknown) => {
         await stopChild(child, 'SIGKILL');
         throw err;
       });
-    return { child, port: Number(m[1]) };
+    return { child, port: Number(m[1]), output };
   };
   let current = await launch(port);
   const backend: GrpcBackend = {
     name,
     port: current.port,
     url: `h2c://127.0.0.1:${current.port}`,
+    waitFor: (pattern, timeoutMs) => current.output.waitFor(pattern, timeoutMs),
+    count: (text) => current.output.output().split(text).length - 1,
     kill: async () => {
       await stopChild(current.child, 'SIGKILL');
     },
