@@ -168,6 +168,10 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
 
 /** The attempt as passive health and the breaker judge it. */
 function asAttemptOutcome(outcome: H2Outcome): AttemptOutcome {
+  // A stream refused by GOAWAY or REFUSED_STREAM is the server shedding connections in order, not failing:
+  // it says nothing about the server's health (like a client that went away).
+  if (outcome.kind === 'failed' && outcome.unprocessed && !outcome.connectFailed)
+    return { kind: 'failed', code: outcome.code, error: clientGoneError(), responseStarted: false, requestSent: false };
   if (outcome.kind === 'failed') return { kind: 'failed', code: outcome.code, error: outcome.error, responseStarted: outcome.responseStarted, requestSent: !outcome.unprocessed };
   // A gRPC UNAVAILABLE counts like a 503 from an HTTP server.
   const status = outcome.grpcStatus === GRPC.UNAVAILABLE ? 503 : outcome.status;

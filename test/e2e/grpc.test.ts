@@ -150,3 +150,68 @@ function bidiCall(client: EchoClient, count: number, intervalMs = 0, onHundred?:
     send();
   });
 }
+
+describe('gRPC deadlines, health, GOAWAY and rate limits through the binary', () => {
+  test("the client's deadline is honoured, and bounded by the service's total timeout, as DEADLINE_EXCEEDED", async (t) => {
+    const backends = await startGrpcBackends(t, 1);
+    const velocity = await startVelocityProcess(t, velocityYaml([backends[0]?.url as string], '    timeouts: { total: 800ms }\n'));
+    const client = echoClient(t, `127.0.0.1:${velocity.port}`);
+    const quick = await unary(client, { text: 'quick', delay_ms: 10 }, { deadlineMs: 20_000 });
+    assert.ok(quick.ok, 'a call within its deadline succeeds');
+    const clientDeadline = await unary(client, { text: 'slow', delay_ms: 5_000 }, { deadlineMs: 300 });
+    assert.equal(!clientDeadline.ok && clientDeadline.error.code, grpc.status.DEADLINE_EXCEEDED);
+    // No deadline from the client: the service's 800 ms total applies, answered by Velocity itself.
+    const serviceDeadline = await unary(client, { text: 'slow', delay_ms: 5_000 });
+    assert.ok(!serviceDeadline.ok);
+    assert.equal(serviceDeadline.error.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.equal(serviceDeadline.error.metadata.get('x-velocity-error')[0], 'UPSTREAM_TIMEOUT');
+    // A client deadline longer than the service's is cut to the service's.
+    const longer = await unary(client, { text: 'slow', delay_ms: 5_000 }, { deadlineMs: 60_000 });
+    assert.equal(!longer.ok && longer.error.metadata.get('x-velocity-error')[0], 'UPSTREAM_TIMEOUT');
+  });
+
+  test('the grpc health check takes a NOT_SERVING server out and brings it back when SERVING', async (t) => {
+    const backends = await startGrpcBackends(t, 2);
+    const velocity = await startVelocityProcess(
+      t,
+      velocityYaml(
+        backends.map((b) => b.url),
+        '    health: { type: grpc, interval: 200ms, timeout: 2s, healthy_threshold: 1, unhealthy_threshold: 1 }\n',
+      ),
+    );
+    const client = echoClient(t, `127.0.0.1:${velocity.port}`);
+    const g1 = echoClient(t, `127.0.0.1:${backends[0]?.port}`);
+    const servers = async (n: number) => new Set((await Promise.all(Array.from({ length: n }, () => unary(client, { text: 'x' })))).map((r) => (r.ok ? r.reply.server : 'failed')));
+    await eventually(async () => (await servers(6)).size === 2, 30_000, 'both servers serve');
+    const setHealth = (serving: boolean) => new Promise<void>((resolve, reject) => g1.SetHealth({ serving }, (e: unknown) => (e ? reject(e) : resolve())));
+    await setHealth(false);
+    await eventually(async () => [...(await servers(10))].join() === 'g2', 30_000, 'only g2 serves once g1 says NOT_SERVING');
+    await setHealth(true);
+    await eventually(async () => (await servers(10)).has('g1'), 30_000, 'g1 serves again once it says SERVING');
+  });
+
+  test('servers sending GOAWAY during load (max connection age) cost no call', async (t) => {
+    const backends = await startGrpcBackends(t, 2, ['--max-connection-age', '200']);
+    const velocity = await startVelocityProcess(t, velocityYaml(backends.map((b) => b.url)));
+    const client = echoClient(t, `127.0.0.1:${velocity.port}`);
+    const results = await load(1500, 40, (i) => unary(client, { text: `call ${i}`, delay_ms: i % 10 }));
+    const failed = results.filter((r) => !r.ok);
+    assert.equal(failed.length, 0, `failed: ${failed.map((f) => !f.ok && f.error.message).slice(0, 3)}`);
+  });
+
+  test('a rate-limited call gets RESOURCE_EXHAUSTED as a gRPC status, not a text page', async (t) => {
+    const backends = await startGrpcBackends(t, 1);
+    const velocity = await startVelocityProcess(t, velocityYaml([backends[0]?.url as string], '    rate_limits: [{ rate: 2/m, burst: 2 }]\n'));
+    const client = echoClient(t, `127.0.0.1:${velocity.port}`);
+    const results = [];
+    for (let i = 0; i < 4; i++) results.push(await unary(client, { text: `call ${i}` }));
+    assert.deepEqual(
+      results.map((r) => (r.ok ? 'OK' : grpc.status[r.error.code])),
+      ['OK', 'OK', 'RESOURCE_EXHAUSTED', 'RESOURCE_EXHAUSTED'],
+    );
+    const limited = results[3];
+    assert.ok(limited && !limited.ok);
+    assert.equal(limited.error.metadata.get('x-velocity-error')[0], 'RATE_LIMITED');
+    assert.match(limited.error.details, /RATE_LIMITED/);
+  });
+});
