@@ -4,11 +4,12 @@
  * Decides nothing about retries: it reports what happened, and whether the client
  * response was already started (after which nothing can be retried).
  */
-import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
+import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
+import type { ClientResponse } from './client-response.ts';
 import { responseHeadersForClient } from './headers.ts';
 import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from './upstream-tls.ts';
 
@@ -27,20 +28,6 @@ export interface AttemptRequest {
   retryStatuses: ReadonlySet<number> | undefined;
   /** Extra response headers Velocity adds (sticky cookies, rate-limit headers). */
   extraResponseHeaders: [string, string | string[]][] | undefined;
-}
-
-export type AttemptOutcome =
-  | { kind: 'response'; status: number; bytesOut: number; firstByteMs: number; complete: boolean }
-  | { kind: 'retryable-status'; status: number; firstByteMs: number }
-  | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; requestSent: boolean };
-
-/** The client went away: the attempt ends, and it is nobody's fault on the server side. */
-export function clientGoneError(): Error {
-  return Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' });
-}
-
-export function isClientGone(err: unknown): boolean {
-  return (err as { code?: unknown } | undefined)?.code === 'VELOCITY_CLIENT_GONE';
 }
 
 /** undici errors that mean no byte of the request reached the server. */
@@ -138,7 +125,7 @@ export class UpstreamPools {
  * One attempt. Resolves when the response has been streamed to the client, or
  * with the failure; `signal` aborts the attempt (client gone, total timeout).
  */
-export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ServerResponse, started: number, signal: AbortSignal): Promise<AttemptOutcome> {
+export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ClientResponse, started: number, signal: AbortSignal): Promise<AttemptOutcome> {
   return new Promise<AttemptOutcome>((resolve) => {
     let controller: Dispatcher.DispatchController | undefined;
     let responseStarted = false;
@@ -204,7 +191,7 @@ export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ServerRespo
           }
           const list = responseHeadersForClient(headers as Record<string, string | string[] | undefined>);
           // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
-          if (req.extraResponseHeaders) for (const [name, value] of req.extraResponseHeaders) list.push(name, value);
+          if (req.extraResponseHeaders) appendHeaders(list, req.extraResponseHeaders);
           // One writeHead with the whole list; HTTP/2 has no reason phrase (Node warns when given one).
           res.writeHead(statusCode, res.req?.httpVersionMajor === 2 ? undefined : statusMessage || undefined, list);
           responseStarted = true;
@@ -233,4 +220,12 @@ export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ServerRespo
       },
     );
   });
+}
+
+/** Appends `[name, value]` pairs to a flat header list, a list value as repeated names. */
+export function appendHeaders(list: string[], pairs: readonly [string, string | string[]][]): void {
+  for (const [name, value] of pairs) {
+    if (typeof value === 'string') list.push(name, value);
+    else for (const v of value) list.push(name, v);
+  }
 }

@@ -13,10 +13,11 @@ import { cappedBackoff } from '../backoff.ts';
 import { type ErrorCode, VelocityError } from '../errors.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { type AttemptOutcome, classifyUpstreamError, clientGoneError, isClientGone } from './forwarder.ts';
+import { classifyUpstreamError } from './forwarder.ts';
 import { encodeGrpcMessage, formatGrpcTimeout, GRPC, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
 import type { RequestContext } from './handler.ts';
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
@@ -91,8 +92,9 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
   try {
     for (let attempt = 1; ; ) {
       const picked = plane.select(service, ctx, tried, abort.signal);
-      const server = picked instanceof Promise ? await picked : picked;
-      if (server instanceof VelocityError) return fail(abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : server);
+      const lease = picked instanceof Promise ? await picked : picked;
+      if (lease instanceof VelocityError) return fail(abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : lease);
+      const server = lease.server;
       record.server = server.id;
       plane.stickTo(service, server, ctx);
       const pool = plane.h2.get(server, plane.h2Options(service));
@@ -101,15 +103,12 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
       if (deadline > 0) plan.headers['grpc-timeout'] = formatGrpcTimeout(deadline - performance.now());
       const mayRetry = (body === undefined || body.replayable) && service.hasAvailableServer(new Set([...tried, server]));
       const attemptStart = performance.now();
-      let outcome: H2Outcome;
+      let outcome: H2Outcome | undefined;
       try {
         outcome = await h2Attempt(pool, plan, res, attemptStart, abort.signal, mayRetry && attempt < cfg.retries.attempts);
       } finally {
-        server.release();
-        service.signalRelease();
+        lease.end(outcome && asAttemptOutcome(outcome), performance.now() - attemptStart);
       }
-      const latency = performance.now() - attemptStart;
-      plane.recordOutcome(service, server, asAttemptOutcome(outcome), latency);
       record.upstreamMs = performance.now() - upstreamStart;
       if (span && ctx.trace) ctx.trace.endAttempt(span, attemptResult(server, outcome), method);
 
@@ -166,12 +165,10 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
   }
 }
 
-/** The attempt as passive health and the breaker judge it. */
-function asAttemptOutcome(outcome: H2Outcome): AttemptOutcome {
-  // A stream refused by GOAWAY or REFUSED_STREAM is the server shedding connections in order, not failing:
-  // it says nothing about the server's health (like a client that went away).
-  if (outcome.kind === 'failed' && outcome.unprocessed && !outcome.connectFailed)
-    return { kind: 'failed', code: outcome.code, error: clientGoneError(), responseStarted: false, requestSent: false };
+/** The attempt as passive health and the breaker judge it; undefined when it says nothing about the server. */
+function asAttemptOutcome(outcome: H2Outcome): AttemptOutcome | undefined {
+  // A stream refused by GOAWAY or REFUSED_STREAM is the server shedding connections in order, not failing.
+  if (outcome.kind === 'failed' && outcome.unprocessed && !outcome.connectFailed) return undefined;
   if (outcome.kind === 'failed') return { kind: 'failed', code: outcome.code, error: outcome.error, responseStarted: outcome.responseStarted, requestSent: !outcome.unprocessed };
   // A gRPC UNAVAILABLE counts like a 503 from an HTTP server.
   const status = outcome.grpcStatus === GRPC.UNAVAILABLE ? 503 : outcome.status;

@@ -13,9 +13,10 @@ import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { type AttemptOutcome, clientGoneError, forwardAttempt, isClientGone } from './forwarder.ts';
+import { forwardAttempt } from './forwarder.ts';
 import { isGrpcRequest, respondGrpcError } from './grpc.ts';
 import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
@@ -268,10 +269,11 @@ export class RequestHandler {
     try {
       for (let attempt = 1; ; attempt++) {
         const picked = this.plane.select(service, ctx, tried, abort.signal);
-        const server = picked instanceof Promise ? await picked : picked;
-        if (server instanceof VelocityError) {
-          return this.fail(ctx, server);
+        const lease = picked instanceof Promise ? await picked : picked;
+        if (lease instanceof VelocityError) {
+          return this.fail(ctx, lease);
         }
+        const server = lease.server;
         tried.add(server);
         record.server = server.id;
         this.plane.stickTo(service, server, ctx);
@@ -281,7 +283,7 @@ export class RequestHandler {
         const attemptStart = performance.now();
         const span = ctx.trace?.startAttempt();
         if (span && traceAt >= 0) headers[traceAt] = ctx.trace?.traceparent(span) as string;
-        let outcome: AttemptOutcome;
+        let outcome: AttemptOutcome | undefined;
         try {
           outcome = await forwardAttempt(
             this.plane.pools.get(server, this.plane.poolOptions(service)),
@@ -300,10 +302,8 @@ export class RequestHandler {
           );
         } finally {
           perTry?.clear();
-          server.release();
-          service.signalRelease();
+          lease.end(outcome, performance.now() - attemptStart);
         }
-        this.plane.recordOutcome(service, server, outcome, performance.now() - attemptStart);
         if (span) ctx.trace?.endAttempt(span, attemptResultOf(server, outcome), method);
         record.upstreamMs = performance.now() - upstreamStart;
 

@@ -81,13 +81,14 @@ export function requestHeadersForUpstream(raw: readonly string[], info: Forwarde
  * the form `res.writeHead` takes in one go (no per-header setHeader): hop-by-hop
  * and Connection-listed ones removed.
  */
-export function responseHeadersForClient(headers: Record<string, string | string[] | undefined>): (string | string[])[] {
+export function responseHeadersForClient(headers: Record<string, string | string[] | undefined>): string[] {
   const listed = connectionListed(typeof headers.connection === 'string' ? headers.connection : undefined);
-  const out: (string | string[])[] = [];
+  const out: string[] = [];
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || HOP_BY_HOP.has(name) || listed?.has(name)) continue;
-    out.push(name, value);
+    if (typeof value === 'string') out.push(name, value);
+    else for (const v of value) out.push(name, v);
   }
   return out;
 }

@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { Logger } from '../observe/logger.ts';
+import type { ClientResponse } from './client-response.ts';
 
 /** Concurrent streams a client may open on one connection (nginx uses 128 too). */
 export const MAX_CONCURRENT_STREAMS = 128;
@@ -42,7 +43,8 @@ export class Http2Front {
     this.server.on('request', (req: Http2ServerRequest, res) => {
       // The router and the forwarded Host come from :authority when the client sent no Host.
       if (req.headers.host === undefined && req.authority) req.headers.host = req.authority;
-      onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse);
+      // The forwarder writes into it through ClientResponse, which the compatibility response fits.
+      onRequest(req as unknown as IncomingMessage, res satisfies ClientResponse as unknown as ServerResponse);
     });
     this.server.on('session', (session) => this.track(session));
     this.server.on('sessionError', (err) => log.debug({ err: err.message }, 'HTTP/2 session error'));

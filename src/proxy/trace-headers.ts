@@ -1,7 +1,7 @@
 /** Trace Context on the HTTP/1.1 path: the header slot each attempt fills, and what an attempt's span records. */
 import type { AttemptResult } from '../observe/tracing.ts';
+import type { AttemptOutcome } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import type { AttemptOutcome } from './forwarder.ts';
 import type { RequestContext } from './handler.ts';
 
 /**

@@ -100,7 +100,12 @@ describe('gRPC streaming through the binary, with a server killed mid-stream', (
 type Reply = { text: string; server: string; count: number };
 
 /** A server stream of `count` messages; `onHundred` runs once after the 100th. */
-function collectServerStream(client: EchoClient, count: number, intervalMs = 0, onHundred?: (first: Reply) => Promise<void>): Promise<{ replies: Reply[]; error?: grpc.ServiceError }> {
+function collectServerStream(
+  client: EchoClient,
+  count: number,
+  intervalMs = 0,
+  onHundred?: (first: Reply) => Promise<void>,
+): Promise<{ replies: Reply[]; error?: grpc.ServiceError }> {
   return new Promise((resolve) => {
     const replies: Reply[] = [];
     const call = client.ServerStream({ count, interval_ms: intervalMs });

@@ -27,12 +27,10 @@ export async function startGrpcBackend(t: Cleanup, name: string, extraArgs: stri
   const launch = async (p: number) => {
     const child = spawn(process.execPath, [BACKEND, '--name', name, '--port', String(p), ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     const output = watchOutput(child);
-    const m = await output
-      .waitFor(/listening on 127\.0\.0\.1:(\d+)/, 60_000)
-      .catch(async (err: unknown) => {
-        await stopChild(child, 'SIGKILL');
-        throw err;
-      });
+    const m = await output.waitFor(/listening on 127\.0\.0\.1:(\d+)/, 60_000).catch(async (err: unknown) => {
+      await stopChild(child, 'SIGKILL');
+      throw err;
+    });
     return { child, port: Number(m[1]), output };
   };
   let current = await launch(port);
@@ -82,8 +80,11 @@ export type CallResult = { ok: true; reply: EchoReply; metadata: grpc.Metadata }
 export function unary(client: EchoClient, request: object, options: { deadlineMs?: number; metadata?: grpc.Metadata } = {}): Promise<CallResult> {
   return new Promise((resolve) => {
     let metadata = new grpc.Metadata();
-    const call = client.Unary(request, options.metadata ?? new grpc.Metadata(), options.deadlineMs ? { deadline: Date.now() + options.deadlineMs } : {}, (error: grpc.ServiceError | null, reply: EchoReply) =>
-      resolve(error ? { ok: false, error } : { ok: true, reply, metadata }),
+    const call = client.Unary(
+      request,
+      options.metadata ?? new grpc.Metadata(),
+      options.deadlineMs ? { deadline: Date.now() + options.deadlineMs } : {},
+      (error: grpc.ServiceError | null, reply: EchoReply) => resolve(error ? { ok: false, error } : { ok: true, reply, metadata }),
     );
     call.on('metadata', (m: grpc.Metadata) => {
       metadata = m;

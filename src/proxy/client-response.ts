@@ -1,0 +1,47 @@
+/**
+ * What the forwarder writes an upstream answer into: the part of a client
+ * response it needs, and nothing of node:http. node:http's ServerResponse, the
+ * HTTP/2 compatibility response and Velocity's own HTTP/1.1 response all fit it,
+ * so one forwarder serves every listener.
+ *
+ * The contract:
+ * - `writeHead` is called once, with the status, the reason phrase (undefined
+ *   for HTTP/2, which has none) and a flat header list `name, value, name, value`
+ *   in which a repeated name (Set-Cookie) stays repeated. Hop-by-hop headers are
+ *   already removed; the response frames the body itself: it keeps a
+ *   Content-Length it is given, and otherwise chunks (HTTP/1.1) or closes
+ *   (HTTP/1.0) as its protocol requires.
+ * - `write(chunk)` returns false when the client is slow; the forwarder then
+ *   pauses the server's socket until `'drain'`.
+ * - `'close'` is emitted once when the response ended or the client went away;
+ *   `destroyed` is true once the client can no longer be written to.
+ * - `shouldKeepAlive = false` before `writeHead` asks for `Connection: close`
+ *   (a close-delimited upstream body, a draining listener); HTTP/2 ignores it.
+ */
+export interface ClientResponse {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  readonly writableFinished: boolean;
+  statusCode: number;
+  /** HTTP/1.x only: whether the client connection stays open after this response. */
+  shouldKeepAlive?: boolean;
+  /** The request this answers; the forwarder reads only its HTTP version. */
+  readonly req?: { readonly httpVersionMajor: number };
+
+  writeHead(statusCode: number, statusMessage: string | undefined, headers: string[]): unknown;
+  write(chunk: Uint8Array): boolean;
+  end(): unknown;
+  destroy(error?: Error): unknown;
+
+  /**
+   * An interim (1xx) response before the final one. Optional: node:http's
+   * responses have none, and get only 103 Early Hints through `writeEarlyHints`
+   * (they answer `Expect: 100-continue` themselves).
+   */
+  writeInformational?(statusCode: number, headers: string[]): void;
+  writeEarlyHints?(hints: Record<string, string | string[]>): void;
+
+  on(event: 'close' | 'drain', listener: () => void): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+  removeListener(event: 'close' | 'drain', listener: () => void): unknown;
+}
