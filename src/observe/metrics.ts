@@ -49,7 +49,7 @@ export const GM = {
 /** Cells each scope needs (SharedState sizes its rows by this). */
 export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.ERRORS + 1, global: GM.SPANS_DROPPED + 1 };
 
-function bucketOf(seconds: number): number {
+export function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
   return BUCKETS.length;
 }
@@ -104,7 +104,7 @@ const labels = (pairs: Record<string, string>) =>
     .join(',')}}`;
 
 /** Collects samples per family: the text format wants each family's lines in one group. */
-class Exposition {
+export class Exposition {
   private readonly families = new Map<string, string[]>();
   private current: string[] = [];
 
@@ -137,7 +137,7 @@ class Exposition {
 }
 
 /** The Prometheus text exposition of everything Velocity counts. */
-export function renderMetrics(control: ControlPlane, queueLength: (service: string) => number): string {
+export function renderMetrics(control: ControlPlane, queueLength: (service: string) => number, more?: (out: Exposition) => void): string {
   const { state } = control;
   const out = new Exposition();
   const now = Date.now();
@@ -210,5 +210,6 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   out.declare('velocity_config_reloads_total', 'counter', 'Config reloads by result.');
   out.sample('velocity_config_reloads_total', { result: 'success' }, g(GM.RELOAD_OK));
   out.sample('velocity_config_reloads_total', { result: 'failure' }, g(GM.RELOAD_FAILED));
+  more?.(out);
   return out.text();
 }

@@ -5,14 +5,16 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { request } from 'undici';
 import { type EchoClient, echoClient, grpc, startGrpcBackends, unary } from '../support/grpc/index.ts';
+import { freePort } from '../support/spawn.ts';
 import { eventually, load, startVelocityProcess } from '../support/velocity.ts';
 
-const velocityYaml = (servers: string[], extra = '') => `listeners:
+const velocityYaml = (servers: string[], extra = '', admin = 'enabled: false') => `listeners:
   - type: http
     listen: "127.0.0.1:0"
     http2: true
-admin: { enabled: false }
+admin: { ${admin} }
 services:
   - name: echo
     policy: round-robin
@@ -204,9 +206,10 @@ describe('gRPC deadlines, health, GOAWAY and rate limits through the binary', ()
     assert.equal(failed.length, 0, `failed: ${failed.map((f) => !f.ok && f.error.message).slice(0, 3)}`);
   });
 
-  test('a rate-limited call gets RESOURCE_EXHAUSTED as a gRPC status, not a text page', async (t) => {
+  test('a rate-limited call gets RESOURCE_EXHAUSTED as a gRPC status, not a text page; calls are counted per method and status', async (t) => {
     const backends = await startGrpcBackends(t, 1);
-    const velocity = await startVelocityProcess(t, velocityYaml([backends[0]?.url as string], '    rate_limits: [{ rate: 2/m, burst: 2 }]\n'));
+    const adminPort = await freePort();
+    const velocity = await startVelocityProcess(t, velocityYaml([backends[0]?.url as string], '    rate_limits: [{ rate: 2/m, burst: 2 }]\n', `listen: "127.0.0.1:${adminPort}"`));
     const client = echoClient(t, `127.0.0.1:${velocity.port}`);
     const results = [];
     for (let i = 0; i < 4; i++) results.push(await unary(client, { text: `call ${i}` }));
@@ -218,5 +221,11 @@ describe('gRPC deadlines, health, GOAWAY and rate limits through the binary', ()
     assert.ok(limited && !limited.ok);
     assert.equal(limited.error.metadata.get('x-velocity-error')[0], 'RATE_LIMITED');
     assert.match(limited.error.details, /RATE_LIMITED/);
+    const metrics = await (await request(`http://127.0.0.1:${adminPort}/metrics`)).body.text();
+    const calls = (code: string) =>
+      Number(new RegExp(`^velocity_grpc_calls_total\\{service="echo",grpc_method="/velocity.test.Echo/Unary",grpc_code="${code}"\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+    assert.equal(calls('OK'), 2);
+    assert.equal(calls('RESOURCE_EXHAUSTED'), 2);
+    assert.match(metrics, /^velocity_grpc_call_duration_seconds_count\{service="echo",grpc_method="\/velocity.test.Echo\/Unary"\} 4$/m);
   });
 });

@@ -103,7 +103,9 @@ services:
     const retried = receiver.spans.find((s) => s.kind === 2 && s.attributes['velocity.retries'] === 1);
     assert.ok(retried, 'a request was retried');
     assert.equal(retried.parentSpanId, '', 'a request without traceparent is a root span');
-    const attempts = receiver.spans.filter((s) => s.parentSpanId === retried.spanId).sort((a, b) => Number(a.attributes['velocity.attempt']) - Number(b.attributes['velocity.attempt']));
+    const attempts = receiver.spans
+      .filter((s) => s.parentSpanId === retried.spanId)
+      .sort((a, b) => Number(a.attributes['velocity.attempt']) - Number(b.attributes['velocity.attempt']));
     assert.equal(attempts.length, 2, 'two sibling attempt spans');
     assert.equal(attempts[0]?.attributes['velocity.server'], `127.0.0.1:${deadPort}`);
     assert.equal(attempts[0]?.attributes['error.type'], 'UPSTREAM_CONNECT_FAILED');
