@@ -34,8 +34,13 @@ export interface FinishedSpan {
 
 /** A protobuf writer: just the wire types OTLP spans use. */
 class ProtoWriter {
-  private buf = Buffer.allocUnsafe(1024);
+  private buf: Buffer;
   private at = 0;
+
+  /** Nested messages start small (most are a few bytes) and grow by doubling. */
+  constructor(capacity = 64) {
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
 
   private room(n: number): void {
     if (this.at + n <= this.buf.length) return;
@@ -132,7 +137,7 @@ const nanos = (ms: number) => BigInt(Math.round(ms * 1000)) * 1000n;
 
 /** Encodes spans as one ExportTraceServiceRequest. */
 export function encodeSpans(spans: readonly FinishedSpan[], resource: [string, AttributeValue][], scope: { name: string; version: string }): Buffer {
-  const w = new ProtoWriter();
+  const w = new ProtoWriter(spans.length * 256);
   w.message(1, (rs) => {
     rs.message(1, (r) => {
       for (const [k, v] of resource) keyValue(r, 1, k, v);
