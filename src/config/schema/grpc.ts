@@ -9,8 +9,8 @@ export const http2SessionsSchema = z.strictObject({
   max_sessions: positiveInt().default(16),
   /** A PING is sent after this much silence on a connection; 0 is not allowed (dead connections must be found). */
   ping_interval: positiveDuration().default(10_000),
-  /** No PING answer within this: the connection is closed and its calls fail. */
-  ping_timeout: positiveDuration().default(5_000),
+  /** No PING answer within this: the connection is closed and its calls fail (20 s, gRPC's keepalive default: a busy server is not a dead one). */
+  ping_timeout: positiveDuration().default(20_000),
   /** A connection with no open stream for this long is closed. */
   idle_timeout: positiveDuration().default(60_000),
 });
