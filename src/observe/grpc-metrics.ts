@@ -5,7 +5,7 @@
  * are counted under grpc_method="other" so a client cannot grow the label set.
  */
 import type { RequestRecord } from './events.ts';
-import { BUCKETS, bucketOf, type Exposition } from './metrics.ts';
+import { BUCKETS, bucketOf, type MetricSource } from './metrics.ts';
 
 const CODE_NAMES = [
   'OK',
@@ -66,7 +66,7 @@ export class GrpcMethodMetrics {
     cells.sumMicros += BigInt(Math.round(record.totalMs * 1000));
   };
 
-  render(out: Exposition): void {
+  render(out: Parameters<MetricSource>[0]): void {
     for (const cells of this.methods.values()) {
       out.declare('velocity_grpc_calls_total', 'counter', 'gRPC calls by service, method and the status the client got.');
       for (const [code, n] of cells.codes) out.sample('velocity_grpc_calls_total', { service: cells.service, grpc_method: cells.method, grpc_code: code }, n);

@@ -5,7 +5,9 @@
 
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
+import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
+import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
@@ -23,6 +25,7 @@ import type { RequestObserver } from '../observe/events.ts';
 import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { countGlobal, GM, METRIC_CELLS } from '../observe/metrics.ts';
+import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { policyModuleBase } from '../upstream/service.ts';
@@ -30,6 +33,7 @@ import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
+import { assertPortsFree } from './ports.ts';
 import { prepareServingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import { ThreadPool, type ThreadsInfo } from './threads.ts';
@@ -40,6 +44,11 @@ export interface StartOptions {
   configFile?: string;
   /** Reload when the config file changes (default: true when started from a file). */
   watchConfig?: boolean;
+  /**
+   * Share ports that another Velocity holds (SO_REUSEPORT) instead of refusing them: the new
+   * process of a takeover listens beside the old one, which then drains.
+   */
+  sharePorts?: boolean;
 }
 
 export interface ReloadResult {
@@ -109,7 +118,10 @@ export async function start(input: Config | string, options: StartOptions = {}):
   let discovery: Discovery | undefined;
   let observability: Observability | undefined;
   /** Everything after the listeners, in order: backends Velocity runs stop after the requests they served. */
+  // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
+  const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
+    automaticHttps.close();
     await adminServer?.close();
     await discovery?.stop();
     await observability?.close();
@@ -118,16 +130,19 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await plane.close();
   };
   try {
-    observability = await startObservability(config, plane, control, admin, log);
+    observability = await startObservability(config, plane, control, admin, log, [automaticHttps.writeMetrics]);
     admin.add(...traffic.routes());
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
+    if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
       ? await ThreadPool.start(
           { count: threadCount, state, control, log, policyDir: policyModuleBase.dir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist },
           config,
         )
-      : await ListenerSet.open(plane, config, log);
+      : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand });
+    // Orders start once the listeners that answer the CA's challenges are open.
+    automaticHttps.apply(config);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
     admin.add(...autoscaleRoutes(() => discovery));
@@ -167,6 +182,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       // New listeners open first: a port in use rejects the reload before anything changed.
       await listenerSet.reconcile(candidate);
       control.applyConfig(candidate);
+      automaticHttps.apply(candidate);
       if (!threads) traffic.apply(candidate, plane);
       await applied();
       if (candidate.workers !== config.workers) log.warn({ workers: candidate.workers }, 'workers changed: this takes effect on restart');
@@ -193,8 +209,19 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
   admin.add(
     ...servicesRoutes(servicesDeps),
+    ...certificatesRoutes(automaticHttps),
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
     ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
+  );
+  let listenersClosed = false;
+  admin.add(
+    ...probeRoutes({
+      config: () => config,
+      services: () => plane.allServices(),
+      listening: () => !listenersClosed && listenerSet.bound.length > 0,
+      draining: () => closing !== undefined,
+      silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
+    }),
   );
   admin.add(openApiRoute(() => admin.list(), VERSION));
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
@@ -232,10 +259,18 @@ export async function start(input: Config | string, options: StartOptions = {}):
     close() {
       closing ??= (async () => {
         plane.draining = true;
+        threads?.markUnready();
+        stopWatching?.();
+        // Readiness fails first while requests are still served, so balancers in front stop sending.
+        const grace = config.probes.shutdown_grace;
+        if (grace > 0) {
+          log.info({ graceMs: grace }, 'shutting down: /readyz answers 503; still serving during the grace period');
+          await new Promise((resolve) => setTimeout(resolve, grace));
+        }
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
-        stopWatching?.();
         await listenerSet.close(deadline);
+        listenersClosed = true;
         await stopTheRest();
         log.info('stopped');
         log.flush?.();

@@ -1,9 +1,11 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
+import { checkAcmeHosts } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
+import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
 import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
@@ -48,6 +50,8 @@ export const configSchema = z
     shutdown_timeout: positiveDuration().default(30_000),
     client: clientSchema.prefault({}),
     admin: adminSchema.prefault({}),
+    /** /livez and /readyz: what readiness needs, the shutdown grace, optional paths on the listeners. */
+    probes: probesSchema.prefault({}),
     /** Follow containers through the Docker (or Podman) Engine API (see Servers everywhere). */
     docker: dockerSchema.optional(),
     /** Per-request access log lines (see Observability). */
@@ -68,6 +72,7 @@ export const configSchema = z
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),
   })
   .superRefine(checkAddressConflicts)
+  .superRefine(checkAcmeHosts)
   .transform(({ listen, ...rest }) => ({
     listen: listen ?? (rest.listeners.length === 0 && rest.services.some((s) => s.mode === 'http') ? [{ host: '0.0.0.0', port: 8000 }] : []),
     ...rest,

@@ -6,6 +6,7 @@ import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './commo
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { grpcSchema, http2SessionsSchema } from './grpc.ts';
 import { serviceKnobsShape } from './resilience.ts';
+import { routingShape } from './routes.ts';
 import { stickySchema } from './sticky.ts';
 import { ipFilterSchema, rateLimitSchema } from './traffic.ts';
 import { upstreamTlsSchema } from './upstream-tls.ts';
@@ -148,6 +149,8 @@ export const serviceSchema = z
     http2_sessions: http2SessionsSchema.prefault({}),
     /** gRPC calls: which methods may be retried on UNAVAILABLE. */
     grpc: grpcSchema.prefault({}),
+    /** More conditions, routes inside the service, and middleware (see docs/routes-and-middleware.md). */
+    ...routingShape,
     ...serviceKnobsShape,
   })
   .superRefine(checkMode);
