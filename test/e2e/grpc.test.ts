@@ -189,19 +189,19 @@ describe('gRPC deadlines, health, GOAWAY and rate limits through the binary', ()
     const client = echoClient(t, `127.0.0.1:${velocity.port}`);
     const g1 = echoClient(t, `127.0.0.1:${backends[0]?.port}`);
     const servers = async (n: number) => new Set((await Promise.all(Array.from({ length: n }, () => unary(client, { text: 'x' })))).map((r) => (r.ok ? r.reply.server : 'failed')));
-    await eventually(async () => (await servers(6)).size === 2, 30_000, 'both servers serve');
+    await eventually(async () => (await servers(6)).size === 2, 90_000, 'both servers serve');
     const setHealth = (serving: boolean) => new Promise<void>((resolve, reject) => g1.SetHealth({ serving }, (e: unknown) => (e ? reject(e) : resolve())));
     await setHealth(false);
-    await eventually(async () => [...(await servers(10))].join() === 'g2', 30_000, 'only g2 serves once g1 says NOT_SERVING');
+    await eventually(async () => [...(await servers(10))].join() === 'g2', 90_000, 'only g2 serves once g1 says NOT_SERVING');
     await setHealth(true);
-    await eventually(async () => (await servers(10)).has('g1'), 30_000, 'g1 serves again once it says SERVING');
+    await eventually(async () => (await servers(10)).has('g1'), 90_000, 'g1 serves again once it says SERVING');
   });
 
   test('servers sending GOAWAY during load (max connection age) cost no call', async (t) => {
     const backends = await startGrpcBackends(t, 2, ['--max-connection-age', '200']);
     const velocity = await startVelocityProcess(t, velocityYaml(backends.map((b) => b.url)));
     const client = echoClient(t, `127.0.0.1:${velocity.port}`);
-    const results = await load(1500, 40, (i) => unary(client, { text: `call ${i}`, delay_ms: i % 10 }));
+    const results = await load(1000, 20, (i) => unary(client, { text: `call ${i}`, delay_ms: i % 10 }));
     const failed = results.filter((r) => !r.ok);
     assert.equal(failed.length, 0, `failed: ${failed.map((f) => !f.ok && f.error.message).slice(0, 3)}`);
   });
