@@ -21,6 +21,11 @@ export const clientSchema = z.strictObject({
   max_header_size: size().default(16 * 1024),
   /** Open client connections per listener (per thread); more are refused. 0 = unlimited. */
   max_connections: nonNegativeInt().default(10_000),
+  /**
+   * Request header names with `_`: drop them (nginx's default), reject the request (400), or allow
+   * them. Look-alikes of Content-Length, Transfer-Encoding, Host and Connection are never forwarded.
+   */
+  underscore_headers: z.enum(['drop', 'reject', 'allow']).default('drop'),
 });
 
 export const adminSchema = z.strictObject({
