@@ -5,6 +5,7 @@ import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, po
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema } from './observe.ts';
+import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
 import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
@@ -49,6 +50,8 @@ export const configSchema = z
     shutdown_timeout: positiveDuration().default(30_000),
     client: clientSchema.prefault({}),
     admin: adminSchema.prefault({}),
+    /** /livez and /readyz: what readiness needs, the shutdown grace, optional paths on the listeners. */
+    probes: probesSchema.prefault({}),
     /** Follow containers through the Docker (or Podman) Engine API (see Servers everywhere). */
     docker: dockerSchema.optional(),
     /** Per-request access log lines (see Observability). */
