@@ -17,8 +17,8 @@ test('the dashboard lists the ACME certificate and its Renew now button orders a
   await page.goto(`http://127.0.0.1:${velocity.adminAddress?.port}/`);
   const row = page.locator('#certs-table tr[data-name="shop.example.com"][data-status="valid"]');
   await row.waitFor({ timeout: 20_000 });
-  assert.match(await row.locator('.issuer').innerText(), /Pebble Intermediate/);
-  assert.match(await row.locator('.expires').innerText(), /^\d{4}-\d\d-\d\d \d\d:\d\d$/);
+  assert.match(String(await row.locator('.issuer').textContent()), /Pebble Intermediate/);
+  assert.match(String(await row.locator('.expires').textContent()), /^\d{4}-\d\d-\d\d \d\d:\d\d$/);
 
   await page.getByLabel('Admin token').fill(TOKEN);
   await page.getByRole('button', { name: 'Use token' }).click();
