@@ -57,7 +57,7 @@ export interface HttpListenerOptions {
 
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
-  const handler = new RequestHandler(plane, tls ? 'https' : 'http');
+  const handler = new RequestHandler(plane, tls ? 'https' : 'http', client.underscore_headers);
   const hsts = tls ? options.hsts : undefined;
   const serve: RequestListener =
     options.onRequest ??

@@ -11,6 +11,7 @@ import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
 import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from '../proxy/upstream-tls.ts';
+import { grpcHealthCheck } from './grpc-health.ts';
 import type { ServerSpec } from './server.ts';
 
 export interface HealthChange {
@@ -99,7 +100,7 @@ export class HealthChecker {
     const started = Date.now();
     let failure: string | undefined;
     try {
-      failure = target.config.type === 'tcp' ? await this.tcpCheck(target) : await this.httpCheck(target);
+      failure = target.config.type === 'tcp' ? await this.tcpCheck(target) : target.config.type === 'grpc' ? await this.grpcCheck(target) : await this.httpCheck(target);
     } catch (err) {
       failure = (err as Error).message;
     }
@@ -148,6 +149,12 @@ export class HealthChecker {
     });
   }
 
+  private grpcCheck(target: Target): Promise<string | undefined> {
+    const host = new URL(target.spec.url).hostname.replace(/^\[|\]$/g, '');
+    const tls = target.spec.url.startsWith('https:') ? this.tlsOptions(target, host) : undefined;
+    return grpcHealthCheck(target.spec.url, target.config.grpc_service, target.config.timeout, tls);
+  }
+
   private async httpCheck(target: Target): Promise<string | undefined> {
     const { config } = target;
     const url = new URL(config.path, target.spec.url);
@@ -171,8 +178,11 @@ export class HealthChecker {
       const { min, max } = config.expect_status;
       return res.statusCode >= min && res.statusCode <= max ? undefined : `status ${res.statusCode}, expected ${min}-${max}`;
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      throw code && isTlsFailure(code) ? new Error(`TLS: ${code}: ${(err as Error).message}`) : err;
+      const { code, name } = err as { code?: unknown; name?: unknown };
+      if (name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+        throw new Error(`no answer within ${config.timeout}ms`);
+      }
+      throw isTlsFailure(code) ? new Error(`TLS: ${code}: ${(err as Error).message}`) : err;
     } finally {
       void tlsAgent?.destroy().catch(() => undefined);
     }

@@ -4,7 +4,7 @@ import { checkAcmeHosts } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
-import { accessLogSchema, logStoreSchema } from './observe.ts';
+import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
 import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
@@ -21,6 +21,11 @@ export const clientSchema = z.strictObject({
   max_header_size: size().default(16 * 1024),
   /** Open client connections per listener (per thread); more are refused. 0 = unlimited. */
   max_connections: nonNegativeInt().default(10_000),
+  /**
+   * Request header names with `_`: drop them (nginx's default), reject the request (400), or allow
+   * them. Look-alikes of Content-Length, Transfer-Encoding, Host and Connection are never forwarded.
+   */
+  underscore_headers: z.enum(['drop', 'reject', 'allow']).default('drop'),
 });
 
 export const adminSchema = z.strictObject({
@@ -59,6 +64,8 @@ export const configSchema = z
     /** The queryable access-log store; absent = none. */
     logs: logStoreSchema.optional(),
     metrics: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
+    /** W3C trace context and OTLP span export (see Tracing). */
+    tracing: tracingSchema.prefault({}),
     /** Peers whose X-Forwarded-For / Forwarded headers are believed (see Traffic control). */
     trusted_proxies: z.array(cidr()).default([]),
     ip_filter: ipFilterSchema.prefault({}),
