@@ -27,7 +27,7 @@ const { values: args } = parseArgs({
 /** Groups perf's per-symbol shares into kernel, JavaScript (perf map), Node/V8 and libraries. */
 function groupOf(dso: string): string {
   if (dso.includes('kernel')) return 'kernel';
-  if (dso.startsWith('perf-') && dso.endsWith('.map')) return 'JavaScript (JIT)';
+  if (dso.startsWith('[JIT]') || (dso.startsWith('perf-') && dso.endsWith('.map'))) return 'JavaScript (JIT)';
   if (dso === 'node') return 'node + V8 (C++)';
   return dso;
 }
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     const url = `http://127.0.0.1:${target.port}/`;
     const seconds = Number(args.seconds);
     await runWrk(url, ['-t1', `-c${args.connections}`], 3, target.pid);
-    const data = join(ctx.dir, 'perf.data');
+    const data = process.env.PERF_DATA ?? join(ctx.dir, 'perf.data');
     const perf = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(target.pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' });
     const load = await runWrk(url, ['-t1', `-c${args.connections}`], seconds, target.pid);
     await new Promise((resolve) => perf.once('exit', resolve));
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     });
     const rows: { pct: number; dso: string; sym: string }[] = [];
     for (const line of report.split('\n')) {
-      const m = /^\s+([\d.]+)%\s+(\S+)\s+\[[.kx]\]\s+(.*)$/.exec(line);
+      const m = /^\s+([\d.]+)%\s+(\[JIT\] tid \d+|\S+)\s+\[[.kxj]\]\s+(.*)$/.exec(line);
       if (m) rows.push({ pct: Number(m[1]), dso: m[2] as string, sym: (m[3] as string).trim() });
     }
     const groups = new Map<string, number>();
