@@ -264,6 +264,8 @@ export interface VelocityOptions {
   cpuProfDir?: string;
   /** More Node flags (e.g. --perf-basic-prof for perf to name JavaScript frames). */
   nodeFlags?: string[];
+  /** How long to wait for it to listen (a loaded machine can take well over the default). */
+  startMs?: number;
 }
 
 /** The real binary (dist/cli.js start) with a config written from the options. */
@@ -288,7 +290,7 @@ ${options.service ?? ''}`,
     file,
   ];
   const child = ctx.run(process.execPath, argv, { VELOCITY_LOG_LEVEL: 'warn' });
-  await waitPort(port);
+  await waitPort(port, options.startMs);
   return {
     name,
     port,

@@ -10,8 +10,10 @@ import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { Http01Answers } from './acme/http01.ts';
+import { closeGracefully, trackConnectionUse } from './graceful-close.ts';
 import { RequestHandler } from './handler.ts';
 import { Http2Front, type RequestListener } from './http2.ts';
+import { withListenerProbes } from './probes.ts';
 import type { TlsTermination } from './tls.ts';
 
 export class ListenError extends Error {
@@ -55,16 +57,19 @@ export interface HttpListenerOptions {
 
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
-  const handler = new RequestHandler(plane, tls ? 'https' : 'http');
+  const handler = new RequestHandler(plane, tls ? 'https' : 'http', client.underscore_headers);
   const hsts = tls ? options.hsts : undefined;
   const serve: RequestListener =
     options.onRequest ??
-    (hsts
-      ? (req, res) => {
-          res.setHeader('strict-transport-security', hsts);
-          handler.handle(req, res);
-        }
-      : handler.handle);
+    withListenerProbes(
+      plane,
+      hsts
+        ? (req, res) => {
+            res.setHeader('strict-transport-security', hsts);
+            handler.handle(req, res);
+          }
+        : handler.handle,
+    );
   // ACME HTTP-01 answers come before routing and redirects, on plain HTTP only.
   const onRequest = !tls && options.http01 ? options.http01.wrap(serve) : serve;
   const http1: ServerOptions = {
@@ -126,6 +131,7 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     const code = status.startsWith('431') ? 'HEADERS_TOO_LARGE' : status.startsWith('414') ? 'URI_TOO_LONG' : status.startsWith('408') ? 'CLIENT_TIMEOUT' : 'BAD_REQUEST';
     socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-velocity-error: ${code}\r\n\r\n`);
   });
+  const connectionUse = trackConnectionUse(server);
   await bindServer(server, address, options.reusePort ?? false);
   server.on('error', (err) => plane.log.error({ err }, 'listener error'));
   const bound = server.address() as AddressInfo;
@@ -134,7 +140,7 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     address: { host: bound.address, port: bound.port },
     close: async (deadline) => {
       tls?.close();
-      await Promise.all([closeGracefully(server, deadline), h2?.close(deadline), handler.tunnels.close(deadline)]);
+      await Promise.all([closeGracefully(server, connectionUse, deadline), h2?.close(deadline), handler.tunnels.close(deadline)]);
     },
   };
 }
@@ -159,20 +165,6 @@ export function bindServer(server: NetServer, address: ListenAddress, reusePort:
     server.listen({ host: address.host, port: address.port, reusePort }, () => {
       server.removeListener('error', onError);
       resolve();
-    });
-  });
-}
-
-/** Stops accepting, closes idle keep-alive connections, and cuts the rest at the deadline. */
-export function closeGracefully(server: Server, deadline: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    server.closeIdleConnections();
-    const idle = setInterval(() => server.closeIdleConnections(), 100);
-    const cut = setTimeout(() => server.closeAllConnections(), Math.max(0, deadline - Date.now()));
-    server.once('close', () => {
-      clearInterval(idle);
-      clearTimeout(cut);
     });
   });
 }
