@@ -4,7 +4,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
 import type { PickRequest } from '../balancer/policy.ts';

@@ -152,7 +152,10 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     }
     this.scanned = 0;
     const head = parseRequestHead(buf, 0, end, limit);
-    if (head instanceof HeadError) return this.refuse(head);
+    if (head instanceof HeadError) {
+      this.refuse(head);
+      return;
+    }
     this.pending = end < buf.length ? buf.subarray(end) : undefined;
     this.start(head);
   }
@@ -164,7 +167,10 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.req = req;
     this.res = res;
     this.endPushed = false;
-    if (head.upgrade && req.bodyLength === 0 && host.wantsUpgrade(req)) return this.handOff(req, res);
+    if (head.upgrade && req.bodyLength === 0 && host.wantsUpgrade(req)) {
+      this.handOff(req, res);
+      return;
+    }
     if (req.bodyLength === 0) {
       req.complete = true;
       this.phase = SERVING;
@@ -213,7 +219,10 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     if (this.chunked) {
       const decoder = this.decoder as ChunkedDecoder;
       end = decoder.decode(buf, start, buf.length);
-      if (end < 0) return this.refuse(new HeadError(400, decoder.error ?? 'invalid chunked body'));
+      if (end < 0) {
+        this.refuse(new HeadError(400, decoder.error ?? 'invalid chunked body'));
+        return;
+      }
       if (!decoder.done) return;
     } else {
       const take = Math.min(this.bodyLeft, buf.length - start);
@@ -283,12 +292,18 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.res = undefined;
     this.req = undefined;
     // An upgrade refused with a response: the socket is the handler's now.
-    if (this.phase === GONE) return res.markFlushed();
+    if (this.phase === GONE) {
+      res.markFlushed();
+      return;
+    }
     if (!req.complete) req.destroy();
     const reuse = res.keepAlive && req.complete && !this.clientEnded && !this.host.draining && this.phase === SERVING;
     res.markFlushed();
     if (this.phase === GONE || this.phase === CLOSING) return;
-    if (!reuse) return this.close();
+    if (!reuse) {
+      this.close();
+      return;
+    }
     this.phase = IDLE;
     this.deadline = Date.now() + this.host.keepAliveTimeout;
     this.onDeadline = CUT;
