@@ -256,6 +256,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.phase = SERVING;
     this.deadline = 0;
     this.continueOwed = false;
+    // No _read comes after the end: a socket paused for the body resumes here (pipelined bytes are capped apart).
+    if (this.bodyPaused) {
+      this.bodyPaused = false;
+      if (!this.pipelinePaused) this.socket.resume();
+    }
   }
 
   /** The request's reader wants more (Readable._read). */

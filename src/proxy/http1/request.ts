@@ -30,6 +30,8 @@ const SINGLE = new Set([
   'user-agent',
 ]);
 
+const BODY_BUFFER = { highWaterMark: 64 * 1024 };
+
 /** What the request's body reading asks of its connection. */
 export interface BodySource {
   /** The body's reader wants more: resume the socket (and send 100 Continue if it is owed). */
@@ -52,7 +54,8 @@ export class Http1Request extends Readable {
   private readonly source: BodySource;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
-    super();
+    // One socket read (64 KB) fits before the socket is paused.
+    super(BODY_BUFFER);
     this.method = head.method;
     this.url = head.target;
     this.httpVersion = head.minor === 1 ? '1.1' : '1.0';
