@@ -1,18 +1,29 @@
 #!/usr/bin/env node
-/** `velocity start | validate | backend | bench`: a thin layer over the library. */
+/** `velocity start | validate | proxy | init | schema | backend | bench`: a thin layer over the library. */
 import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startBackend } from './backend/demo-backend.ts';
-import { loadConfigFile } from './config/load.ts';
+import { configJsonSchema } from './config/json-schema.ts';
+import { type LoadedConfig, loadConfigFile, parseConfig } from './config/load.ts';
+import { proxyConfig, SCHEMA_FILE_NAME, starterConfig } from './config/starter.ts';
 import { ConfigError, formatProblem } from './errors.ts';
 import { createLogger } from './observe/logger.ts';
 import { start } from './runtime/instance.ts';
 import { installSignalHandlers } from './runtime/signals.ts';
+import { VERSION } from './version.ts';
 
 const USAGE = `usage:
   velocity start [--config FILE]          run the load balancer (default ./velocity.yaml)
   velocity validate --config FILE         check a config file; exit 1 with every problem
+  velocity proxy --from :8000 --to HOST:PORT [--to …] [--policy NAME] [--health PATH]
+                 [--admin ADDR|off] [--print-config]
+                                          a reverse proxy from flags, no file (--print-config: the same as YAML)
+  velocity init [--config FILE] [--force] write a commented starter config and its JSON Schema
+  velocity schema [--output FILE]         the config's JSON Schema, for editors
+  velocity --version
   velocity backend --port N [--name NAME] [--delay MS]
                                           a demo/test backend server
   velocity bench [--quick]                compare with nginx, HAProxy, node-http-proxy`;
@@ -45,6 +56,17 @@ async function run(command: string | undefined, rest: string[]): Promise<number>
       return backendCommand(rest);
     case 'bench':
       return benchCommand(rest);
+    case 'proxy':
+      return proxyCommand(rest);
+    case 'init':
+      return initCommand(rest);
+    case 'schema':
+      return schemaCommand(rest);
+    case '-v':
+    case '--version':
+    case 'version':
+      console.log(VERSION);
+      return 0;
     case undefined:
     case '-h':
     case '--help':
@@ -60,14 +82,19 @@ async function run(command: string | undefined, rest: string[]): Promise<number>
 async function startCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' } } });
   const file = values.config as string;
+  return runConfig(() => loadConfigFile(file), file);
+}
+
+/** Loads a config (refusing a bad one with every problem) and runs Velocity on it until a signal stops it. */
+async function runConfig(load: () => Promise<LoadedConfig> | LoadedConfig, file: string | undefined): Promise<number> {
   const log = createLogger();
-  let loaded: Awaited<ReturnType<typeof loadConfigFile>>;
+  let loaded: LoadedConfig;
   try {
-    loaded = await loadConfigFile(file);
+    loaded = await load();
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const p of err.problems) console.error(formatProblem(p));
-      console.error(`velocity: ${file} has ${err.problems.length} problem(s); not starting`);
+      console.error(`velocity: ${file ?? 'the flags'} ha${file ? 's' : 've'} ${err.problems.length} problem(s); not starting`);
       return 1;
     }
     throw err;
@@ -76,13 +103,61 @@ async function startCommand(args: string[]): Promise<number> {
     log.warn({ file }, `this config is in the old Velocity format and was translated; the same config in the current format is:\n${loaded.legacyTranslation}`);
   }
   try {
-    const velocity = await start(loaded.config, { logger: log, configFile: file });
+    const velocity = await start(loaded.config, { logger: log, ...(file ? { configFile: file } : {}) });
     installSignalHandlers(velocity, log);
   } catch (err) {
     console.error(`velocity: ${(err as Error).message}`);
     return 1;
   }
   return -1; // keep running
+}
+
+async function proxyCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      from: { type: 'string', multiple: true, default: [] },
+      to: { type: 'string', multiple: true, default: [] },
+      policy: { type: 'string' },
+      health: { type: 'string' },
+      admin: { type: 'string' },
+      'print-config': { type: 'boolean', default: false },
+    },
+  });
+  if (values.to.length === 0) {
+    console.error(`velocity proxy: give at least one --to HOST:PORT\n${USAGE}`);
+    return 2;
+  }
+  const yaml = proxyConfig({ from: values.from, to: values.to, policy: values.policy, health: values.health, admin: values.admin });
+  if (values['print-config']) {
+    process.stdout.write(yaml);
+    return 0;
+  }
+  // The flags become the file --print-config shows, so an error points at the same line there.
+  return runConfig(() => parseConfig(yaml, '(velocity proxy --print-config)'), undefined);
+}
+
+async function initCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' }, force: { type: 'boolean', default: false } } });
+  const file = values.config as string;
+  const schemaFile = join(dirname(file), SCHEMA_FILE_NAME);
+  const existing = [file, schemaFile].filter((f) => existsSync(f));
+  if (existing.length > 0 && !values.force) {
+    console.error(`velocity init: ${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; not overwriting (--force to replace)`);
+    return 1;
+  }
+  writeFileSync(file, starterConfig());
+  writeFileSync(schemaFile, `${JSON.stringify(configJsonSchema(VERSION), null, 2)}\n`);
+  console.log(`wrote ${file} and ${schemaFile}\n  check: velocity validate --config ${file}\n  run:   velocity start --config ${file}`);
+  return 0;
+}
+
+async function schemaCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { output: { type: 'string', short: 'o' } } });
+  const text = `${JSON.stringify(configJsonSchema(VERSION), null, 2)}\n`;
+  if (values.output) writeFileSync(values.output, text);
+  else process.stdout.write(text);
+  return 0;
 }
 
 async function validateCommand(args: string[]): Promise<number> {

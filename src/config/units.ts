@@ -1,7 +1,7 @@
 /** Parsers for the human units used in config files: durations, sizes, rates. */
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+export const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 
 /** `250ms`, `2s`, `1.5m`, `1h`, `0` → milliseconds; undefined when malformed. */
 export function parseDuration(text: string): number | undefined {

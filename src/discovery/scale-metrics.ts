@@ -2,7 +2,6 @@
 import type { AutoscaleConfig } from '../config/schema/discovery.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { ControlPlane } from '../runtime/control-plane.ts';
-import { S } from '../runtime/shared-state.ts';
 import type { ScaleMetric } from './autoscaler.ts';
 
 function liveSlots(control: ControlPlane, service: string): number[] {
@@ -17,7 +16,7 @@ export function inFlightPerServer(control: ControlPlane, service: string): Scale
     read() {
       const slots = liveSlots(control, service);
       if (slots.length === 0) return undefined;
-      const total = slots.reduce((sum, slot) => sum + Atomics.load(control.state.serverInts, control.state.serverIndex(slot, S.IN_FLIGHT)), 0);
+      const total = slots.reduce((sum, slot) => sum + control.state.server(slot).inFlight, 0);
       return total / slots.length;
     },
   };
@@ -28,7 +27,7 @@ export function rpsPerServer(control: ControlPlane, service: string): ScaleMetri
   return {
     read(now) {
       const slots = liveSlots(control, service);
-      const total = control.servers(service).reduce((sum, s) => sum + Atomics.load(control.state.serverInts, control.state.serverIndex(s.spec.slot, S.REQUESTS)), 0);
+      const total = control.servers(service).reduce((sum, s) => sum + control.state.server(s.spec.slot).requests, 0);
       const previous = last;
       last = { at: now, total };
       if (!previous || slots.length === 0 || now <= previous.at) return undefined;

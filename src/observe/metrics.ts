@@ -6,7 +6,8 @@
  */
 import type { ControlPlane } from '../runtime/control-plane.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import { GLOBAL_METRIC_CELLS, S, SERVER_METRIC_CELLS, SERVICE_METRIC_CELLS, SF, type SharedState } from '../runtime/shared-state.ts';
+import type { MetricCells } from '../state/metric-cells.ts';
+import type { SharedState } from '../state/shared-state.ts';
 import { CIRCUIT_STATES } from '../upstream/server.ts';
 import type { RequestRecord } from './events.ts';
 
@@ -43,7 +44,8 @@ export const GM = {
   SERVERS_REMOVED: 10,
 } as const;
 
-if (SV.CHECK_FAIL >= SERVER_METRIC_CELLS || SE.ERRORS >= SERVICE_METRIC_CELLS || GM.SERVERS_REMOVED >= GLOBAL_METRIC_CELLS) throw new Error('metric layout exceeds its cells');
+/** Cells each scope needs (SharedState sizes its rows by this). */
+export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.ERRORS + 1, global: GM.SERVERS_REMOVED + 1 };
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -55,42 +57,42 @@ export function metricsObserver(plane: DataPlane): (record: RequestRecord) => vo
   const { serverMetrics, serviceMetrics, globalMetrics } = plane.state;
   return (record) => {
     if (!record.service) {
-      if (record.errorCode === 'NO_ROUTE') Atomics.add(globalMetrics, GM.UNROUTED, 1n);
+      if (record.errorCode === 'NO_ROUTE') globalMetrics.add(0, GM.UNROUTED, 1n);
       return;
     }
     const service = plane.service(record.service);
     if (!service) return;
-    const base = service.slot * SERVICE_METRIC_CELLS;
+    const base = service.slot;
     const seconds = record.totalMs / 1000;
-    Atomics.add(serviceMetrics, base + SE.HIST + bucketOf(seconds), 1n);
-    Atomics.add(serviceMetrics, base + SE.SUM, BigInt(Math.round(record.totalMs * 1000)));
-    if (record.retries > 0) Atomics.add(serviceMetrics, base + SE.RETRIES, BigInt(record.retries));
-    if (record.errorCode === 'RATE_LIMITED') Atomics.add(serviceMetrics, base + SE.RATE_LIMITED, 1n);
-    if (record.errorCode === 'IP_DENIED') Atomics.add(serviceMetrics, base + SE.DENIED, 1n);
-    if (record.errorCode) Atomics.add(serviceMetrics, base + SE.ERRORS, 1n);
+    serviceMetrics.add(base, SE.HIST + bucketOf(seconds), 1n);
+    serviceMetrics.add(base, SE.SUM, BigInt(Math.round(record.totalMs * 1000)));
+    if (record.retries > 0) serviceMetrics.add(base, SE.RETRIES, BigInt(record.retries));
+    if (record.errorCode === 'RATE_LIMITED') serviceMetrics.add(base, SE.RATE_LIMITED, 1n);
+    if (record.errorCode === 'IP_DENIED') serviceMetrics.add(base, SE.DENIED, 1n);
+    if (record.errorCode) serviceMetrics.add(base, SE.ERRORS, 1n);
     if (record.queueWaitMs > 0) {
-      Atomics.add(serviceMetrics, base + SE.QUEUED, 1n);
-      Atomics.add(serviceMetrics, base + SE.QUEUE_WAIT_SUM, BigInt(Math.round(record.queueWaitMs * 1000)));
+      serviceMetrics.add(base, SE.QUEUED, 1n);
+      serviceMetrics.add(base, SE.QUEUE_WAIT_SUM, BigInt(Math.round(record.queueWaitMs * 1000)));
     }
     const server = record.server ? service.servers.find((s) => s.id === record.server) : undefined;
     if (!server) return;
-    const sbase = server.slot * SERVER_METRIC_CELLS;
+    const sbase = server.slot;
     const cls = Math.floor(record.status / 100) - 1;
-    if (cls >= 0 && cls < 5) Atomics.add(serverMetrics, sbase + SV.CLASS + cls, 1n);
+    if (cls >= 0 && cls < 5) serverMetrics.add(sbase, SV.CLASS + cls, 1n);
     if (record.upstreamMs !== undefined) {
-      Atomics.add(serverMetrics, sbase + SV.HIST + bucketOf(record.upstreamMs / 1000), 1n);
-      Atomics.add(serverMetrics, sbase + SV.SUM, BigInt(Math.round(record.upstreamMs * 1000)));
+      serverMetrics.add(sbase, SV.HIST + bucketOf(record.upstreamMs / 1000), 1n);
+      serverMetrics.add(sbase, SV.SUM, BigInt(Math.round(record.upstreamMs * 1000)));
     }
   };
 }
 
 /** Counts an active health-check result (main thread). */
 export function countHealthCheck(state: SharedState, slot: number, ok: boolean): void {
-  Atomics.add(state.serverMetrics, slot * SERVER_METRIC_CELLS + (ok ? SV.CHECK_OK : SV.CHECK_FAIL), 1n);
+  state.serverMetrics.add(slot, ok ? SV.CHECK_OK : SV.CHECK_FAIL, 1n);
 }
 
 export function countGlobal(state: SharedState, cell: number, by = 1): void {
-  Atomics.add(state.globalMetrics, cell, BigInt(by));
+  state.globalMetrics.add(0, cell, BigInt(by));
 }
 
 const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
@@ -117,10 +119,10 @@ class Exposition {
     this.current.push(`${name}${Object.keys(pairs).length ? labels(pairs) : ''} ${value.toString()}`);
   }
 
-  histogram(name: string, pairs: Record<string, string>, cells: BigInt64Array, start: number, sumMicros: bigint): void {
+  histogram(name: string, pairs: Record<string, string>, cells: MetricCells, row: number, start: number, sumMicros: bigint): void {
     let cumulative = 0n;
     for (let i = 0; i < HIST_CELLS; i++) {
-      cumulative += Atomics.load(cells, start + i);
+      cumulative += cells.load(row, start + i);
       this.sample(`${name}_bucket`, { ...pairs, le: i < BUCKETS.length ? String(BUCKETS[i]) : '+Inf' }, cumulative);
     }
     this.sample(`${name}_sum`, pairs, Number(sumMicros) / 1e6);
@@ -138,10 +140,10 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   const out = new Exposition();
   const now = Date.now();
   for (const service of control.serviceNames()) {
-    const vbase = control.serviceSlot(service) * SERVICE_METRIC_CELLS;
-    const cell = (i: number) => Atomics.load(state.serviceMetrics, vbase + i);
+    const vslot = control.serviceSlot(service);
+    const cell = (i: number) => state.serviceMetrics.load(vslot, i);
     out.declare('velocity_request_duration_seconds', 'histogram', 'Time from request arrival to the end of the response, by service.');
-    out.histogram('velocity_request_duration_seconds', { service }, state.serviceMetrics, vbase + SE.HIST, cell(SE.SUM));
+    out.histogram('velocity_request_duration_seconds', { service }, state.serviceMetrics, vslot, SE.HIST, cell(SE.SUM));
     out.declare('velocity_retries_total', 'counter', 'Retries sent to another server.');
     out.sample('velocity_retries_total', { service }, cell(SE.RETRIES));
     out.declare('velocity_rate_limited_total', 'counter', 'Requests answered 429 by a rate limit.');
@@ -159,25 +161,25 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
     for (const entry of control.servers(service)) {
       const slot = entry.spec.slot;
       const server = entry.spec.id;
-      const sbase = slot * SERVER_METRIC_CELLS;
-      const int = (f: number) => Atomics.load(state.serverInts, state.serverIndex(slot, f));
+      const live = state.server(slot);
+      const cell = (i: number) => state.serverMetrics.load(slot, i);
       out.declare('velocity_requests_total', 'counter', 'Responses passed on from servers, by status class.');
-      for (const [i, code] of CLASSES.entries()) out.sample('velocity_requests_total', { service, server, code }, Atomics.load(state.serverMetrics, sbase + SV.CLASS + i));
+      for (const [i, code] of CLASSES.entries()) out.sample('velocity_requests_total', { service, server, code }, cell(SV.CLASS + i));
       out.declare('velocity_upstream_duration_seconds', 'histogram', 'Time spent with servers per request, all tries.');
-      out.histogram('velocity_upstream_duration_seconds', { service, server }, state.serverMetrics, sbase + SV.HIST, Atomics.load(state.serverMetrics, sbase + SV.SUM));
+      out.histogram('velocity_upstream_duration_seconds', { service, server }, state.serverMetrics, slot, SV.HIST, cell(SV.SUM));
       out.declare('velocity_in_flight_requests', 'gauge', 'Requests in flight on a server, all threads.');
-      out.sample('velocity_in_flight_requests', { service, server }, int(S.IN_FLIGHT));
-      const ejected = now < (state.serverFloats[state.serverFloatIndex(slot, SF.EJECTED_UNTIL)] as number);
+      out.sample('velocity_in_flight_requests', { service, server }, live.inFlight);
+      const ejected = now < live.ejectedUntil;
       out.declare('velocity_server_up', 'gauge', '1 when active health checks pass and passive health has not ejected the server.');
-      out.sample('velocity_server_up', { service, server }, int(S.ACTIVE_UP) === 1 && !ejected ? 1 : 0);
+      out.sample('velocity_server_up', { service, server }, live.activeUp && !ejected ? 1 : 0);
       out.declare('velocity_circuit_state', 'gauge', '1 for the circuit breaker state the server is in.');
-      for (const [i, name] of CIRCUIT_STATES.entries()) out.sample('velocity_circuit_state', { service, server, state: name }, int(S.CB_STATE) === i ? 1 : 0);
+      for (const [i, name] of CIRCUIT_STATES.entries()) out.sample('velocity_circuit_state', { service, server, state: name }, live.circuitState === i ? 1 : 0);
       out.declare('velocity_health_checks_total', 'counter', 'Active health-check results.');
-      out.sample('velocity_health_checks_total', { service, server, result: 'pass' }, Atomics.load(state.serverMetrics, sbase + SV.CHECK_OK));
-      out.sample('velocity_health_checks_total', { service, server, result: 'fail' }, Atomics.load(state.serverMetrics, sbase + SV.CHECK_FAIL));
+      out.sample('velocity_health_checks_total', { service, server, result: 'pass' }, cell(SV.CHECK_OK));
+      out.sample('velocity_health_checks_total', { service, server, result: 'fail' }, cell(SV.CHECK_FAIL));
     }
   }
-  const g = (i: number) => Atomics.load(state.globalMetrics, i);
+  const g = (i: number) => state.globalMetrics.load(0, i);
   out.declare('velocity_unrouted_requests_total', 'counter', 'Requests no service matched (404).');
   out.sample('velocity_unrouted_requests_total', {}, g(GM.UNROUTED));
   out.declare('velocity_log_entries_dropped_total', 'counter', 'Access-log entries dropped because the log store was slow or down.');

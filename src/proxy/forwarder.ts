@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
+import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersForClient } from './headers.ts';
@@ -27,20 +28,6 @@ export interface AttemptRequest {
   retryStatuses: ReadonlySet<number> | undefined;
   /** Extra response headers Velocity adds (sticky cookies, rate-limit headers). */
   extraResponseHeaders: [string, string | string[]][] | undefined;
-}
-
-export type AttemptOutcome =
-  | { kind: 'response'; status: number; bytesOut: number; firstByteMs: number; complete: boolean }
-  | { kind: 'retryable-status'; status: number; firstByteMs: number }
-  | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; requestSent: boolean };
-
-/** The client went away: the attempt ends, and it is nobody's fault on the server side. */
-export function clientGoneError(): Error {
-  return Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' });
-}
-
-export function isClientGone(err: unknown): boolean {
-  return (err as { code?: unknown } | undefined)?.code === 'VELOCITY_CLIENT_GONE';
 }
 
 /** undici errors that mean no byte of the request reached the server. */

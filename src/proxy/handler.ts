@@ -11,9 +11,10 @@ import { VelocityError } from '../errors.ts';
 import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { type AttemptOutcome, clientGoneError, forwardAttempt, isClientGone } from './forwarder.ts';
+import { forwardAttempt } from './forwarder.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { checkRequestHead } from './request-head.ts';
@@ -252,10 +253,11 @@ export class RequestHandler {
     try {
       for (let attempt = 1; ; attempt++) {
         const picked = this.plane.select(service, ctx, tried, abort.signal);
-        const server = picked instanceof Promise ? await picked : picked;
-        if (server instanceof VelocityError) {
-          return this.fail(ctx, server);
+        const lease = picked instanceof Promise ? await picked : picked;
+        if (lease instanceof VelocityError) {
+          return this.fail(ctx, lease);
         }
+        const server = lease.server;
         tried.add(server);
         record.server = server.id;
         this.plane.stickTo(service, server, ctx);
@@ -263,7 +265,7 @@ export class RequestHandler {
         const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
         const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
-        let outcome: AttemptOutcome;
+        let outcome: AttemptOutcome | undefined;
         try {
           outcome = await forwardAttempt(
             this.plane.pools.get(server, this.plane.poolOptions(service)),
@@ -282,10 +284,8 @@ export class RequestHandler {
           );
         } finally {
           perTry?.clear();
-          server.release();
-          service.signalRelease();
+          lease.end(outcome, performance.now() - attemptStart);
         }
-        this.plane.recordOutcome(service, server, outcome, performance.now() - attemptStart);
         record.upstreamMs = performance.now() - upstreamStart;
 
         if (outcome.kind === 'response') {

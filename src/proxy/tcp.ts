@@ -11,9 +11,12 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import type { AttemptOutcome } from '../upstream/attempt.ts';
+import { connectFirst } from '../upstream/connect-first.ts';
+import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { type AttemptOutcome, classifyUpstreamError } from './forwarder.ts';
+import { classifyUpstreamError } from './forwarder.ts';
 import { bindServer } from './listener.ts';
 import { proxyProtocolHeader } from './proxy-protocol.ts';
 import { splice } from './splice.ts';
@@ -79,35 +82,34 @@ export async function listenTcp(plane: DataPlane, serviceName: string, address: 
 }
 
 async function relay(plane: DataPlane, service: ServiceRuntime, client: Socket): Promise<void> {
-  const cfg = service.config;
   const clientIp = (client.remoteAddress ?? '').replace(/^::ffff:/, '');
   const request = pickRequest(clientIp);
-  const tried = new Set<UpstreamServer>();
-  for (let attempt = 1; attempt <= cfg.retries.attempts && !client.destroyed; attempt++) {
-    const server = service.acquire(request, tried);
-    if (!server) break;
-    tried.add(server);
-    const started = performance.now();
-    const upstream = await connectTo(server, cfg.timeouts.connect);
-    const ms = performance.now() - started;
-    if (upstream instanceof Error) {
-      server.release();
-      service.signalRelease();
-      plane.recordOutcome(service, server, { kind: 'failed', code: classifyUpstreamError(upstream), error: upstream, responseStarted: false, requestSent: false }, ms);
-      plane.log.debug({ service: service.name, server: server.id, err: upstream.message }, 'TCP connect failed; trying another server');
-      continue;
-    }
-    plane.recordOutcome(service, server, { ...CONNECTED, firstByteMs: ms }, ms);
+  const tried: string[] = [];
+  const result = await connectFirst<{ upstream: Socket; ms: number }>({
+    service,
+    pick: (exclude) => service.acquire(request, exclude),
+    connect: async (lease) => {
+      const started = performance.now();
+      const upstream = await connectTo(lease.server, service.config.timeouts.connect);
+      if (upstream instanceof Error) return { error: upstream, code: classifyUpstreamError(upstream), sent: false };
+      return { connected: { upstream, ms: performance.now() - started } };
+    },
+    stopped: () => client.destroyed,
+    onAttempt: (lease) => tried.push(lease.server.id),
+    onFailure: (lease, err) => plane.log.debug({ service: service.name, server: lease.server.id, err: err.message }, 'TCP connect failed; trying another server'),
+  });
+  if (result.kind === 'connected') {
+    const { lease, value } = result;
+    lease.record({ ...CONNECTED, firstByteMs: value.ms }, value.ms);
     if (client.destroyed) {
-      upstream.destroy();
-      server.release();
-      service.signalRelease();
+      value.upstream.destroy();
+      lease.end();
       return;
     }
-    pipeBoth(service, server, client, upstream);
+    pipeBoth(service, lease, client, value.upstream);
     return;
   }
-  if (!client.destroyed) plane.log.warn({ service: service.name, client: clientIp, tried: [...tried].map((s) => s.id) }, 'no server could take the TCP connection; closing it');
+  if (!client.destroyed) plane.log.warn({ service: service.name, client: clientIp, tried }, 'no server could take the TCP connection; closing it');
   client.destroy();
 }
 
@@ -132,7 +134,7 @@ function connectTo(server: UpstreamServer, timeout: number): Promise<Socket | Er
   });
 }
 
-function pipeBoth(service: ServiceRuntime, server: UpstreamServer, client: Socket, upstream: Socket): void {
+function pipeBoth(service: ServiceRuntime, lease: Lease, client: Socket, upstream: Socket): void {
   if (service.config.proxy_protocol !== 'off') {
     upstream.write(
       proxyProtocolHeader(service.config.proxy_protocol, {
@@ -143,8 +145,5 @@ function pipeBoth(service: ServiceRuntime, server: UpstreamServer, client: Socke
       }),
     );
   }
-  splice(client, upstream, service.config.timeouts.tunnel, () => {
-    server.release();
-    service.signalRelease();
-  });
+  splice(client, upstream, service.config.timeouts.tunnel, () => lease.end());
 }

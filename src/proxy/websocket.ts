@@ -12,9 +12,12 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VelocityError } from '../errors.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import { clientGoneError } from '../upstream/attempt.ts';
+import { connectFirst } from '../upstream/connect-first.ts';
+import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { classifyUpstreamError, clientGoneError } from './forwarder.ts';
+import { classifyUpstreamError } from './forwarder.ts';
 import type { RequestContext } from './handler.ts';
 import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
 import { splice } from './splice.ts';
@@ -77,40 +80,37 @@ export async function proxyWebSocket(
   tunnels: TunnelSet,
 ): Promise<VelocityError | undefined> {
   const { req, record } = ctx;
-  const cfg = service.config;
   const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(plane.trustsPeer(req)));
   headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
   const abort = new AbortController();
   const onClientGone = () => abort.abort(clientGoneError());
   client.once('close', onClientGone);
-  const tried = new Set<UpstreamServer>();
   try {
-    for (let attempt = 1; ; attempt++) {
-      const server = await plane.select(service, ctx, tried, abort.signal);
-      if (server instanceof VelocityError) return server;
-      tried.add(server);
-      record.server = server.id;
-      const started = performance.now();
-      const opened = await openUpstream(server, req.url ?? '/', headers, service, abort.signal);
-      const ms = performance.now() - started;
-      if (opened.kind === 'failed') {
-        server.release();
-        service.signalRelease();
-        const code = classifyUpstreamError(opened.error);
-        plane.recordOutcome(service, server, { kind: 'failed', code, error: opened.error, responseStarted: false, requestSent: opened.sent }, ms);
-        if (abort.signal.aborted) return new VelocityError(code);
-        const retry = !opened.sent && attempt < cfg.retries.attempts && service.hasAvailableServer(tried);
-        if (!retry) return new VelocityError(code, undefined, { cause: opened.error });
-        record.retries++;
-        continue;
-      }
-      record.upstreamFirstByteMs = ms;
-      record.upstreamMs = ms;
-      client.removeListener('close', onClientGone);
-      if (opened.kind === 'response') relayRefusal(plane, ctx, service, server, opened.res, ms);
-      else tunnel(plane, ctx, service, server, client, head, opened, tunnels, ms);
-      return undefined;
-    }
+    const result = await connectFirst<{ opened: Exclude<Opened, { kind: 'failed' }>; ms: number }>({
+      service,
+      pick: (tried) => plane.select(service, ctx, tried, abort.signal),
+      connect: async (lease) => {
+        const started = performance.now();
+        const opened = await openUpstream(lease.server, req.url ?? '/', headers, service, abort.signal);
+        if (opened.kind === 'failed') return { error: opened.error, code: classifyUpstreamError(opened.error), sent: opened.sent };
+        return { connected: { opened, ms: performance.now() - started } };
+      },
+      stopped: () => abort.signal.aborted,
+      onAttempt: (lease) => {
+        record.server = lease.server.id;
+      },
+    });
+    record.retries += result.retries;
+    if (result.kind === 'refused') return result.error;
+    if (result.kind === 'failed') return new VelocityError(result.code, undefined, { cause: result.error });
+    if (result.kind === 'none') return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
+    const { lease, value } = result;
+    record.upstreamFirstByteMs = value.ms;
+    record.upstreamMs = value.ms;
+    client.removeListener('close', onClientGone);
+    if (value.opened.kind === 'response') relayRefusal(ctx, lease, value.opened.res, value.ms);
+    else tunnel(ctx, service, lease, client, head, value.opened, tunnels, value.ms);
+    return undefined;
   } finally {
     client.removeListener('close', onClientGone);
   }
@@ -150,20 +150,15 @@ function openUpstream(server: UpstreamServer, path: string, headers: string[], s
 }
 
 /** The server answered without upgrading (401, 404, …): pass its answer on and close. */
-function relayRefusal(plane: DataPlane, ctx: RequestContext, service: ServiceRuntime, server: UpstreamServer, res: IncomingMessage, ms: number): void {
+function relayRefusal(ctx: RequestContext, lease: Lease, res: IncomingMessage, ms: number): void {
   const { record } = ctx;
   const out = ctx.res;
   const status = res.statusCode ?? 502;
   record.status = status;
   out.writeHead(status, res.statusMessage, responseHeadersForClient(res.headers));
-  let released = false;
   const release = () => {
-    if (released) return;
-    released = true;
-    server.release();
-    service.signalRelease();
     record.bytesOut = out.socket?.bytesWritten ?? 0;
-    plane.recordOutcome(service, server, { kind: 'response', status, bytesOut: record.bytesOut, firstByteMs: ms, complete: res.complete }, ms);
+    lease.end({ kind: 'response', status, bytesOut: record.bytesOut, firstByteMs: ms, complete: res.complete }, ms);
   };
   res.pipe(out);
   res.once('end', release);
@@ -172,10 +167,9 @@ function relayRefusal(plane: DataPlane, ctx: RequestContext, service: ServiceRun
 }
 
 function tunnel(
-  plane: DataPlane,
   ctx: RequestContext,
   service: ServiceRuntime,
-  server: UpstreamServer,
+  lease: Lease,
   client: Duplex,
   clientHead: Buffer,
   opened: Extract<Opened, { kind: 'upgraded' }>,
@@ -193,9 +187,7 @@ function tunnel(
   tunnels.add(client);
 
   splice(client, upstream, service.config.timeouts.tunnel, () => {
-    server.release();
-    service.signalRelease();
     record.bytesOut = upstream.bytesRead;
-    plane.recordOutcome(service, server, { kind: 'response', status: 101, bytesOut: record.bytesOut, firstByteMs: ms, complete: true }, ms);
+    lease.end({ kind: 'response', status: 101, bytesOut: record.bytesOut, firstByteMs: ms, complete: true }, ms);
   });
 }

@@ -8,10 +8,11 @@ import { EventEmitter } from 'node:events';
 import type { Config } from '../config/schema/root.ts';
 import type { ServerConfig, ServiceConfig } from '../config/schema/service.ts';
 import type { Logger } from '../observe/logger.ts';
-import { type HealthChange, HealthChecker } from '../upstream/health-check.ts';
+import { countHealthCheck } from '../observe/metrics.ts';
+import type { SharedState } from '../state/shared-state.ts';
+import { type HealthChange, HealthChecker, type HealthStatusSetter } from '../upstream/health-check.ts';
 import { ADMIN_DISABLED, ADMIN_DRAINING, ADMIN_ENABLED, type ServerSpec } from '../upstream/server.ts';
 import type { Topology } from '../upstream/topology.ts';
-import { S, SF, type SharedState } from './shared-state.ts';
 
 /** Where a server came from. `config` servers follow the file; others were added at runtime. */
 export type ServerSource = 'config' | 'api' | 'docker' | 'process';
@@ -76,12 +77,18 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     super();
     this.state = state;
     this.log = log;
-    this.health = new HealthChecker(
-      state,
-      log,
-      (change) => this.emit('health', change),
-      (service) => this.services.get(service)?.config.tls,
-    );
+    const status: HealthStatusSetter = {
+      isUp: (slot) => state.server(slot).activeUp,
+      setUp: (slot, up, change) => {
+        const server = state.server(slot);
+        // Slow start ramps from when checks let it back in.
+        if (change && up) server.usableSince = Date.now();
+        server.activeUp = up;
+        if (change) this.emit('health', change);
+      },
+      counted: (slot, passed) => countHealthCheck(state, slot, passed),
+    };
+    this.health = new HealthChecker(status, log, (service) => this.services.get(service)?.config.tls);
     this.drainTimer = setInterval(() => this.sweepDrained(), 100);
     this.drainTimer.unref();
   }
@@ -152,14 +159,15 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
   }
 
   private writeLimits(slot: number, server: ServerConfig, service: ServiceConfig): void {
-    Atomics.store(this.state.serverInts, this.state.serverIndex(slot, S.WEIGHT), server.weight);
-    Atomics.store(this.state.serverInts, this.state.serverIndex(slot, S.MAX_CONNECTIONS), server.max_connections ?? service.max_connections);
+    const cells = this.state.server(slot);
+    cells.configuredWeight = server.weight;
+    cells.maxConnections = server.max_connections ?? service.max_connections;
   }
 
   private beginDrain(entry: ServiceEntry, server: ServerEntry, now: number, reason: string): void {
     if (server.removeBy !== undefined) return;
     server.removeBy = now + entry.config.drain_timeout;
-    Atomics.store(this.state.serverInts, this.state.serverIndex(server.spec.slot, S.ADMIN), ADMIN_DRAINING);
+    this.state.server(server.spec.slot).swapAdmin(ADMIN_DRAINING);
     this.log.info({ server: server.spec.id, reason }, 'server draining before removal');
   }
 
@@ -179,7 +187,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
           keep.push(server);
           continue;
         }
-        const inFlight = Atomics.load(this.state.serverInts, this.state.serverIndex(server.spec.slot, S.IN_FLIGHT));
+        const inFlight = this.state.server(server.spec.slot).inFlight;
         if (inFlight > 0 && now < server.removeBy) {
           keep.push(server);
           continue;
@@ -254,15 +262,15 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
 
   setWeight(service: string, id: string, weight: number): void {
     const server = this.serverEntry(service, id);
-    Atomics.store(this.state.serverInts, this.state.serverIndex(server.spec.slot, S.WEIGHT), weight);
+    this.state.server(server.spec.slot).configuredWeight = weight;
   }
 
   setAdminState(service: string, id: string, state: 'enabled' | 'draining' | 'disabled'): void {
     const server = this.serverEntry(service, id);
     const value = state === 'enabled' ? ADMIN_ENABLED : state === 'draining' ? ADMIN_DRAINING : ADMIN_DISABLED;
-    const index = this.state.serverIndex(server.spec.slot, S.ADMIN);
-    const before = Atomics.exchange(this.state.serverInts, index, value);
-    if (before !== ADMIN_ENABLED && value === ADMIN_ENABLED) this.state.serverFloats[this.state.serverFloatIndex(server.spec.slot, SF.USABLE_SINCE)] = Date.now();
+    const cells = this.state.server(server.spec.slot);
+    const before = cells.swapAdmin(value);
+    if (before !== ADMIN_ENABLED && value === ADMIN_ENABLED) cells.usableSince = Date.now();
     this.log.info({ service, server: id, state }, 'server state changed');
   }
 

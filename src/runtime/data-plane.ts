@@ -10,17 +10,18 @@ import { CidrSet } from '../guard/cidr.ts';
 import { ClientIpResolver } from '../guard/client-ip.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
-import { type AttemptOutcome, type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
+import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
-import { logUpstreamChange, recordOutcome, type UpstreamChange } from '../upstream/outcome.ts';
+import type { SharedState } from '../state/shared-state.ts';
+import type { Lease } from '../upstream/lease.ts';
+import { logUpstreamChange, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import { type PolicyLoader, policyLoader, ServiceRuntime } from '../upstream/service.ts';
+import { type PolicyLoader, policyLoader, type ServiceEvents, ServiceRuntime } from '../upstream/service.ts';
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
 import type { Topology } from '../upstream/topology.ts';
-import type { SharedState } from './shared-state.ts';
 
 export class DataPlane {
   readonly pools = new UpstreamPools();
@@ -41,9 +42,12 @@ export class DataPlane {
    */
   readonly upstreamChanges = new EventEmitter<{ change: [UpstreamChange] }>();
   /** A change made on this thread: logged here, then told to observers. */
-  private readonly noteUpstreamChange = (change: UpstreamChange): void => {
-    logUpstreamChange(this.log, change);
-    this.upstreamChanges.emit('change', change);
+  private readonly serviceEvents: ServiceEvents = {
+    upstreamChange: (change: UpstreamChange): void => {
+      logUpstreamChange(this.log, change);
+      this.upstreamChanges.emit('change', change);
+    },
+    tlsFailure: (service, server, error) => warnTlsFailure(this.log, service.name, server, error),
   };
 
   readonly state: SharedState;
@@ -70,9 +74,7 @@ export class DataPlane {
     const next = new Map<string, ServiceRuntime>();
     for (const spec of topology.services) {
       const previous = this.services.get(spec.name);
-      const runtime = new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy);
-      runtime.onCircuitChange = (change) => this.noteUpstreamChange({ kind: 'circuit', service: spec.name, at: Date.now(), change });
-      next.set(spec.name, runtime);
+      next.set(spec.name, new ServiceRuntime(spec, this.state, this.thread, previous?.slot === spec.slot ? previous : undefined, this.loadPolicy, this.serviceEvents));
     }
     // TCP services take connections on their own listeners, never HTTP requests.
     const http = [...next.values()].filter((s) => s.config.mode === 'http');
@@ -115,30 +117,28 @@ export class DataPlane {
     return this.clientIps.peerTrusted(req);
   }
 
-  /** A server for this request, or the error to answer with. */
-  /** A promise only when the request has to wait in the queue: the usual pick costs no event-loop turn. */
-  select(
-    service: ServiceRuntime,
-    ctx: RequestContext,
-    tried: ReadonlySet<UpstreamServer>,
-    signal: AbortSignal,
-  ): UpstreamServer | VelocityError | Promise<UpstreamServer | VelocityError> {
+  /**
+   * A lease on a server for this request, or the error to answer with. A promise only
+   * when the request has to wait in the queue: the usual pick costs no event-loop turn.
+   */
+  select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Lease | VelocityError | Promise<Lease | VelocityError> {
     const sticky = service.config.sticky;
     if (sticky) {
       const target = stickyTarget(service.servers, ctx.cookie(sticky.cookie), stickySecret(service.name, sticky));
-      if (target && !tried.has(target) && service.acquireSpecific(target)) return target;
+      const lease = target && !tried.has(target) ? service.acquireSpecific(target) : undefined;
+      if (lease) return lease;
     }
     const queueing = service.config.queue.max_length > 0;
     // While requests wait in the queue, a new one gets in line behind them instead of taking a freed server first.
-    const server = queueing && this.queueFor(service).length > 0 ? undefined : service.acquire(ctx, tried);
-    if (server) return server;
+    const lease = queueing && this.queueFor(service).length > 0 ? undefined : service.acquire(ctx, tried);
+    if (lease) return lease;
     // Healthy servers exist but all are at their limit: wait in the queue.
     if (queueing && service.hasHealthyServer(tried)) return this.waitInQueue(service, ctx, tried, signal);
     if (service.hasHealthyServer(tried)) return new VelocityError('QUEUE_FULL', undefined, { retryAfter: 1 });
     return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
   }
 
-  private async waitInQueue(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+  private async waitInQueue(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<Lease | VelocityError> {
     const queuedAt = performance.now();
     const result = await this.queueFor(service).wait(ctx, tried, signal);
     ctx.record.queueWaitMs += performance.now() - queuedAt;
@@ -156,7 +156,7 @@ export class DataPlane {
   queueFor(service: ServiceRuntime): RequestQueue {
     let queue = this.queues.get(service.name);
     if (!queue || queue.service.slot !== service.slot) {
-      queue = new RequestQueue(service, this.state);
+      queue = new RequestQueue(service, service.cells);
       this.queues.set(service.name, queue);
     }
     queue.service = service;
@@ -182,11 +182,6 @@ export class DataPlane {
       this.retryStatusCache.set(service, set);
     }
     return set;
-  }
-
-  recordOutcome(service: ServiceRuntime, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
-    recordOutcome(service, server, outcome, latencyMs, Date.now(), this.noteUpstreamChange);
-    if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') warnTlsFailure(this.log, service.name, server, outcome.error);
   }
 
   /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */

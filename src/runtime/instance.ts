@@ -22,14 +22,15 @@ import { TrafficControl } from '../guard/index.ts';
 import type { RequestObserver } from '../observe/events.ts';
 import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
-import { countGlobal, GM } from '../observe/metrics.ts';
+import { countGlobal, GM, METRIC_CELLS } from '../observe/metrics.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
+import { SharedState } from '../state/shared-state.ts';
 import { policyModuleBase } from '../upstream/service.ts';
+import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
 import { prepareServingPlane } from './serving.ts';
-import { SharedState } from './shared-state.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import { ThreadPool, type ThreadsInfo } from './threads.ts';
 
@@ -92,7 +93,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   // state) while this one keeps the control plane, health checks, the admin API and the log sinks.
   const threadCount = config.workers === 'auto' ? availableParallelism() : config.workers;
   const threaded = threadCount > 1;
-  const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size, threads: threadCount + 1 });
+  const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size, threads: threadCount + 1, metricCells: METRIC_CELLS });
   // Each thread keeps its own blocklist object; in threaded mode changes travel between them as messages.
   const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list) : undefined;
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log, { wrapBlocklist: threadBlocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
@@ -244,8 +245,6 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
   return velocity;
 }
-
-const VERSION = '0.1.0';
 
 export function formatAddress(a: ListenAddress): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;

@@ -2,9 +2,9 @@
 import type { Config } from '../config/schema/root.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { BoundListener } from '../proxy/listener-set.ts';
+import type { SharedStateBuffers } from '../state/shared-state.ts';
 import type { UpstreamChange } from '../upstream/outcome.ts';
 import type { Topology } from '../upstream/topology.ts';
-import type { SharedStateBuffers } from './shared-state.ts';
 import type { BlocklistChange } from './thread-blocklist.ts';
 
 /** `workerData` of a data-path thread. */

@@ -18,10 +18,10 @@ import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { BoundListener } from '../proxy/listener-set.ts';
+import type { SharedState } from '../state/shared-state.ts';
 import type { Topology } from '../upstream/topology.ts';
 import type { ControlPlane } from './control-plane.ts';
 import type { DataPlane } from './data-plane.ts';
-import type { SharedState } from './shared-state.ts';
 import type { ThreadBlocklist } from './thread-blocklist.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
 

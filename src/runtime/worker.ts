@@ -14,11 +14,11 @@ import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import { countGlobal, GM } from '../observe/metrics.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
+import { SharedState, setLockOwner } from '../state/shared-state.ts';
 import { policyModuleBase } from '../upstream/service.ts';
 import type { Topology } from '../upstream/topology.ts';
 import { DataPlane } from './data-plane.ts';
 import { prepareServingPlane } from './serving.ts';
-import { SharedState, setLockOwner } from './shared-state.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
 

@@ -14,7 +14,7 @@
 
 import { cappedBackoff } from '../backoff.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
-import { S, SF, WINDOW_BUCKETS } from '../runtime/shared-state.ts';
+import { WINDOW_BUCKETS } from '../state/server-cells.ts';
 import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type CIRCUIT_STATES, type UpstreamServer } from './server.ts';
 
 export type BreakerConfig = ServiceConfig['circuit_breaker'];
@@ -31,10 +31,10 @@ export interface CircuitChange {
 
 /** Whether the circuit could let a request through now (closed, open long enough, or a trial free). Lock-free. */
 export function circuitAdmits(server: UpstreamServer, now: number, halfOpenLimit: number): boolean {
-  const state = server.int(S.CB_STATE);
+  const state = server.circuitState;
   if (state === CIRCUIT_CLOSED) return true;
-  if (state === CIRCUIT_OPEN) return now >= server.float(SF.CB_OPEN_UNTIL);
-  return server.int(S.CB_TRIALS) < halfOpenLimit;
+  if (state === CIRCUIT_OPEN) return now >= server.circuitOpenUntil;
+  return server.circuitTrials < halfOpenLimit;
 }
 
 /**
@@ -43,21 +43,21 @@ export function circuitAdmits(server: UpstreamServer, now: number, halfOpenLimit
  * the same locked step. False when the circuit is open or no trial is free.
  */
 export function enterCircuit(server: UpstreamServer, now: number, config: BreakerConfig, onChange: (c: CircuitChange) => void): boolean {
-  if (!config.enabled || server.int(S.CB_STATE) === CIRCUIT_CLOSED) return true;
+  if (!config.enabled || server.circuitState === CIRCUIT_CLOSED) return true;
   let change: CircuitChange | undefined;
   const admitted = server.locked(() => {
-    let state = server.int(S.CB_STATE);
+    let state = server.circuitState;
     if (state === CIRCUIT_OPEN) {
-      if (now < server.float(SF.CB_OPEN_UNTIL)) return false;
-      server.setInt(S.CB_TRIALS, 0);
-      server.setInt(S.CB_STATE, CIRCUIT_HALF_OPEN);
+      if (now < server.circuitOpenUntil) return false;
+      server.circuitTrials = 0;
+      server.circuitState = CIRCUIT_HALF_OPEN;
       state = CIRCUIT_HALF_OPEN;
       change = { server: server.id, from: 'open', to: 'half-open', reason: 'open duration passed; letting trial requests through' };
     }
     if (state === CIRCUIT_CLOSED) return true;
-    const trials = server.int(S.CB_TRIALS);
+    const trials = server.circuitTrials;
     if (trials >= config.half_open_requests) return false;
-    server.setInt(S.CB_TRIALS, trials + 1);
+    server.circuitTrials = trials + 1;
     return true;
   });
   // Observers run outside the lock: they log and may be slow.
@@ -68,22 +68,22 @@ export function enterCircuit(server: UpstreamServer, now: number, config: Breake
 /** Counts one finished request against the breaker. */
 export function recordCircuit(server: UpstreamServer, failed: boolean, now: number, config: BreakerConfig, onChange: (c: CircuitChange) => void): void {
   if (!config.enabled) return;
-  const state = server.int(S.CB_STATE);
+  const state = server.circuitState;
   // Late answers to requests sent before the circuit opened do not count.
   if (state === CIRCUIT_OPEN) return;
   if (state === CIRCUIT_HALF_OPEN) {
     const change = server.locked(() =>
-      server.int(S.CB_STATE) === CIRCUIT_HALF_OPEN ? (failed ? open(server, 'half-open', now, config, 'a trial request failed') : close(server, now)) : undefined,
+      server.circuitState === CIRCUIT_HALF_OPEN ? (failed ? open(server, 'half-open', now, config, 'a trial request failed') : close(server, now)) : undefined,
     );
     if (change) onChange(change);
     return;
   }
   countInWindow(server, failed, now, config.window);
   if (!failed) {
-    if (server.int(S.CB_FAILS) !== 0) server.setInt(S.CB_FAILS, 0);
+    if (server.circuitFailures !== 0) server.circuitFailures = 0;
     return;
   }
-  const consecutive = server.addInt(S.CB_FAILS, 1) + 1;
+  const consecutive = server.addCircuitFailure();
   let reason: string | undefined;
   if (consecutive >= config.consecutive_failures) reason = `${consecutive} failures in a row`;
   else {
@@ -92,16 +92,16 @@ export function recordCircuit(server: UpstreamServer, failed: boolean, now: numb
   }
   if (!reason) return;
   const why = reason;
-  const change = server.locked(() => (server.int(S.CB_STATE) === CIRCUIT_CLOSED ? open(server, 'closed', now, config, why) : undefined));
+  const change = server.locked(() => (server.circuitState === CIRCUIT_CLOSED ? open(server, 'closed', now, config, why) : undefined));
   if (change) onChange(change);
 }
 
 /** A trial that ended without an outcome (client gone) gives its token back. */
 export function leaveCircuit(server: UpstreamServer): void {
-  if (server.int(S.CB_STATE) !== CIRCUIT_HALF_OPEN) return;
+  if (server.circuitState !== CIRCUIT_HALF_OPEN) return;
   server.locked(() => {
-    const trials = server.int(S.CB_TRIALS);
-    if (server.int(S.CB_STATE) === CIRCUIT_HALF_OPEN && trials > 0) server.setInt(S.CB_TRIALS, trials - 1);
+    const trials = server.circuitTrials;
+    if (server.circuitState === CIRCUIT_HALF_OPEN && trials > 0) server.circuitTrials = trials - 1;
   });
 }
 
@@ -113,26 +113,26 @@ export function openDuration(config: BreakerConfig, opensInARow: number): number
 /** Under the lock. */
 function open(server: UpstreamServer, from: CircuitState, now: number, config: BreakerConfig, reason: string): CircuitChange {
   // The previous open ended at CB_OPEN_UNTIL; closed for long enough since then, the backoff starts over.
-  const lastUntil = server.float(SF.CB_OPEN_UNTIL);
-  const opens = from === 'closed' && now - lastUntil >= config.max_open_duration ? 0 : server.int(S.CB_OPENS);
+  const lastUntil = server.circuitOpenUntil;
+  const opens = from === 'closed' && now - lastUntil >= config.max_open_duration ? 0 : server.circuitOpens;
   const openForMs = openDuration(config, opens);
-  server.setInt(S.CB_OPENS, opens + 1);
-  server.setFloat(SF.CB_OPEN_UNTIL, now + openForMs);
+  server.circuitOpens = opens + 1;
+  server.circuitOpenUntil = now + openForMs;
   // Slow start ramps from when it can take requests again.
-  server.setFloat(SF.USABLE_SINCE, now + openForMs);
-  server.setInt(S.CB_FAILS, 0);
-  server.setInt(S.CB_TRIALS, 0);
-  for (let cell = 0; cell < WINDOW_BUCKETS * 3; cell++) server.setInt(S.WINDOW + cell, 0);
-  server.setInt(S.CB_STATE, CIRCUIT_OPEN);
+  server.usableSince = now + openForMs;
+  server.circuitFailures = 0;
+  server.circuitTrials = 0;
+  server.clearWindow();
+  server.circuitState = CIRCUIT_OPEN;
   return { server: server.id, from, to: 'open', reason, openForMs };
 }
 
 /** Under the lock. CB_OPENS is kept: a quick re-open continues the doubling. */
 function close(server: UpstreamServer, now: number): CircuitChange {
-  server.setInt(S.CB_TRIALS, 0);
-  server.setInt(S.CB_FAILS, 0);
-  server.setFloat(SF.USABLE_SINCE, now);
-  server.setInt(S.CB_STATE, CIRCUIT_CLOSED);
+  server.circuitTrials = 0;
+  server.circuitFailures = 0;
+  server.usableSince = now;
+  server.circuitState = CIRCUIT_CLOSED;
   return { server: server.id, from: 'half-open', to: 'closed', reason: 'a trial request succeeded' };
 }
 
@@ -147,19 +147,16 @@ function bucketOf(now: number, window: number): number {
 
 function countInWindow(server: UpstreamServer, failed: boolean, now: number, window: number): void {
   const bucket = bucketOf(now, window);
-  const cell = S.WINDOW + (((bucket % WINDOW_BUCKETS) + WINDOW_BUCKETS) % WINDOW_BUCKETS) * 3;
-  if (((bucket - server.int(cell)) | 0) > 0) {
+  const b = ((bucket % WINDOW_BUCKETS) + WINDOW_BUCKETS) % WINDOW_BUCKETS;
+  if (((bucket - server.windowBucket(b)) | 0) > 0) {
     // A new bucket reuses the oldest cell: one thread clears it. A thread whose clock read is a
     // little behind never rolls a cell back; it counts into the newer bucket.
     server.locked(() => {
-      if (((bucket - server.int(cell)) | 0) <= 0) return;
-      server.setInt(cell + 1, 0);
-      server.setInt(cell + 2, 0);
-      server.setInt(cell, bucket);
+      if (((bucket - server.windowBucket(b)) | 0) <= 0) return;
+      server.restartWindowBucket(b, bucket);
     });
   }
-  server.addInt(cell + 1, 1);
-  if (failed) server.addInt(cell + 2, 1);
+  server.countInWindowBucket(b, failed);
 }
 
 function windowCounts(server: UpstreamServer, now: number, window: number): { total: number; failures: number } {
@@ -167,11 +164,10 @@ function windowCounts(server: UpstreamServer, now: number, window: number): { to
   let total = 0;
   let failures = 0;
   for (let b = 0; b < WINDOW_BUCKETS; b++) {
-    const cell = S.WINDOW + b * 3;
-    const age = (bucket - server.int(cell)) | 0;
+    const age = (bucket - server.windowBucket(b)) | 0;
     if (age >= 0 && age < WINDOW_BUCKETS) {
-      total += server.int(cell + 1);
-      failures += server.int(cell + 2);
+      total += server.windowTotal(b);
+      failures += server.windowFailures(b);
     }
   }
   return { total, failures };

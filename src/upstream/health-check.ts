@@ -1,7 +1,8 @@
 /**
  * Active health checks, run once per process by the control plane (not per
- * thread). Results go to the server's shared slot; every change is logged with
- * its reason and reported to listeners.
+ * thread). A checker knows nothing of where health is kept: it reports each
+ * result and each change (logged here with its reason) through HealthStatusSetter,
+ * as Traefik's health checks report to their balancer through a StatusSetter.
  */
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -9,9 +10,7 @@ import { Agent, request } from 'undici';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
-import { countHealthCheck } from '../observe/metrics.ts';
 import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from '../proxy/upstream-tls.ts';
-import { S, SF, type SharedState } from '../runtime/shared-state.ts';
 import type { ServerSpec } from './server.ts';
 
 export interface HealthChange {
@@ -21,6 +20,16 @@ export interface HealthChange {
   reason: string;
 }
 
+/** What health checks may do to a server. */
+export interface HealthStatusSetter {
+  /** Whether the server in `slot` passes its active checks now. */
+  isUp(slot: number): boolean;
+  /** Sets whether it passes; `change` is given when this is a change to report (not the initial state). */
+  setUp(slot: number, up: boolean, change?: HealthChange): void;
+  /** Counts one check result. */
+  counted(slot: number, passed: boolean): void;
+}
+
 type HealthConfig = ServiceConfig['health'];
 
 interface Target {
@@ -28,7 +37,8 @@ interface Target {
   spec: ServerSpec;
   config: HealthConfig;
   timer: NodeJS.Timeout | undefined;
-  running: boolean;
+  /** Results in a row: + passes, - failures. */
+  streak: number;
 }
 
 export class HealthChecker {
@@ -39,16 +49,14 @@ export class HealthChecker {
   private readonly agents = new Map<number, Agent>();
   private stopped = false;
 
-  private readonly state: SharedState;
+  private readonly status: HealthStatusSetter;
   private readonly log: Logger;
-  private readonly onChange: (change: HealthChange) => void;
   /** A service's current TLS settings: checks of https:// servers verify them as requests do. */
   private readonly tlsFor: (service: string) => UpstreamTlsConfig | undefined;
 
-  constructor(state: SharedState, log: Logger, onChange: (change: HealthChange) => void = () => {}, tlsFor: (service: string) => UpstreamTlsConfig | undefined = () => undefined) {
-    this.state = state;
+  constructor(status: HealthStatusSetter, log: Logger, tlsFor: (service: string) => UpstreamTlsConfig | undefined = () => undefined) {
+    this.status = status;
     this.log = log;
-    this.onChange = onChange;
     this.tlsFor = tlsFor;
   }
 
@@ -57,13 +65,13 @@ export class HealthChecker {
     const existing = this.targets.get(spec.slot);
     if (existing && JSON.stringify(existing.config) === JSON.stringify(config) && existing.spec.url === spec.url) return;
     if (existing) this.unwatch(spec.slot);
-    const ints = this.state.serverInts;
     if (config.type === 'none') {
-      Atomics.store(ints, this.state.serverIndex(spec.slot, S.ACTIVE_UP), 1);
+      this.status.setUp(spec.slot, true);
       return;
     }
-    if (fresh && !config.start_healthy) Atomics.store(ints, this.state.serverIndex(spec.slot, S.ACTIVE_UP), 0);
-    const target: Target = { service, spec, config, timer: undefined, running: false };
+    if (fresh && !config.start_healthy) this.status.setUp(spec.slot, false);
+    // A changed check goes on from the results so far.
+    const target: Target = { service, spec, config, timer: undefined, streak: existing?.spec.url === spec.url ? existing.streak : 0 };
     this.targets.set(spec.slot, target);
     this.schedule(target, fresh ? 0 : config.interval);
   }
@@ -101,20 +109,15 @@ export class HealthChecker {
   }
 
   private applyResult(target: Target, failure: string | undefined): void {
-    const { state } = this;
-    countHealthCheck(state, target.spec.slot, failure === undefined);
-    const streakIndex = state.serverIndex(target.spec.slot, S.CHECK_STREAK);
-    const upIndex = state.serverIndex(target.spec.slot, S.ACTIVE_UP);
-    const streak = Atomics.load(state.serverInts, streakIndex);
+    const slot = target.spec.slot;
+    this.status.counted(slot, failure === undefined);
+    const streak = target.streak;
     const next = failure === undefined ? (streak > 0 ? streak + 1 : 1) : streak < 0 ? streak - 1 : -1;
-    Atomics.store(state.serverInts, streakIndex, next);
-    const up = Atomics.load(state.serverInts, upIndex) === 1;
+    target.streak = next;
+    const up = this.status.isUp(slot);
     if (up && failure !== undefined && -next >= target.config.unhealthy_threshold) {
-      Atomics.store(state.serverInts, upIndex, 0);
       this.report(target, false, `${-next} failed ${target.config.type} checks in a row; last: ${failure}`);
     } else if (!up && failure === undefined && next >= target.config.healthy_threshold) {
-      Atomics.store(state.serverInts, upIndex, 1);
-      state.serverFloats[state.serverFloatIndex(target.spec.slot, SF.USABLE_SINCE)] = Date.now();
       this.report(target, true, `${next} passed ${target.config.type} checks in a row`);
     }
   }
@@ -125,7 +128,7 @@ export class HealthChecker {
       { service: change.service, server: change.server, url: target.spec.url, reason },
       up ? 'server is healthy again' : 'server failed active health checks',
     );
-    this.onChange(change);
+    this.status.setUp(target.spec.slot, up, change);
   }
 
   private tcpCheck(target: Target): Promise<string | undefined> {

@@ -3,8 +3,7 @@
  * passive health and circuit breaker verdicts that follow from it.
  */
 import type { Logger } from '../observe/logger.ts';
-import { type AttemptOutcome, isClientGone } from '../proxy/forwarder.ts';
-import { S, SF } from '../runtime/shared-state.ts';
+import { type AttemptOutcome, isClientGone } from './attempt.ts';
 import { type CircuitChange, leaveCircuit, recordCircuit } from './circuit-breaker.ts';
 import { type EjectionChange, recordPassive } from './passive-health.ts';
 import { LATENCY_DECAY_MS, type UpstreamServer } from './server.ts';
@@ -40,14 +39,14 @@ export function recordOutcome(
   now: number,
   onChange: (change: UpstreamChange) => void,
 ): boolean {
-  server.addInt(S.REQUESTS, 1);
   if (clientGone(outcome)) {
+    server.countRequest(false);
     // Says nothing about the server; a half-open trial slot is given back.
     leaveCircuit(server);
     return false;
   }
   const failed = isServerFailure(service, outcome);
-  if (failed) server.addInt(S.FAILURES, 1);
+  server.countRequest(failed);
   updateEwma(server, failed ? Math.max(latencyMs, service.config.timeouts.response_header) : latencyMs, now);
   recordPassive(service, server, failed, now, service.config.passive_health, (change) => onChange({ kind: 'ejection', service: service.name, at: now, change }));
   recordCircuit(server, failed, now, service.config.circuit_breaker, (change) => onChange({ kind: 'circuit', service: service.name, at: now, change }));
@@ -59,13 +58,11 @@ export function recordOutcome(
  * once, faster ones pull it down with exponential decay over time.
  */
 export function updateEwma(server: UpstreamServer, sampleMs: number, now: number): void {
-  const previous = server.float(SF.EWMA);
-  const at = server.float(SF.EWMA_AT);
+  const previous = server.ewma;
   if (previous === 0 || sampleMs > previous) {
-    server.setFloat(SF.EWMA, sampleMs);
+    server.setEwma(sampleMs, now);
   } else {
-    const w = Math.exp(-Math.max(0, now - at) / LATENCY_DECAY_MS);
-    server.setFloat(SF.EWMA, previous * w + sampleMs * (1 - w));
+    const w = Math.exp(-Math.max(0, now - server.ewmaAt) / LATENCY_DECAY_MS);
+    server.setEwma(previous * w + sampleMs * (1 - w), now);
   }
-  server.setFloat(SF.EWMA_AT, now);
 }

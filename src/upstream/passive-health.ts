@@ -7,7 +7,6 @@
 
 import { cappedBackoff } from '../backoff.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
-import { S, SF } from '../runtime/shared-state.ts';
 import type { UpstreamServer } from './server.ts';
 
 export type PassiveHealthConfig = ServiceConfig['passive_health'];
@@ -48,26 +47,26 @@ export function recordPassive(
 ): void {
   if (!config.enabled) return;
   if (!failed) {
-    if (server.int(S.PASSIVE_FAILS) !== 0) server.setInt(S.PASSIVE_FAILS, 0);
-    if (server.int(S.EJECTIONS) > 0 && now > server.float(SF.EJECTED_UNTIL) + config.max_ejection) server.setInt(S.EJECTIONS, 0);
+    if (server.passiveFailures !== 0) server.passiveFailures = 0;
+    if (server.ejections > 0 && now > server.ejectedUntil + config.max_ejection) server.ejections = 0;
     return;
   }
-  const fails = server.addInt(S.PASSIVE_FAILS, 1) + 1;
+  const fails = server.addPassiveFailure();
   // Answers to requests sent before an ejection do not extend it.
-  if (fails < config.consecutive_failures || now < server.float(SF.EJECTED_UNTIL)) return;
+  if (fails < config.consecutive_failures || now < server.ejectedUntil) return;
   const change = scope.locked(() => {
-    if (server.int(S.PASSIVE_FAILS) < config.consecutive_failures || now < server.float(SF.EJECTED_UNTIL)) return undefined;
+    if (server.passiveFailures < config.consecutive_failures || now < server.ejectedUntil) return undefined;
     let ejected = 0;
-    for (const s of scope.servers) if (s !== server && now < s.float(SF.EJECTED_UNTIL)) ejected++;
+    for (const s of scope.servers) if (s !== server && now < s.ejectedUntil) ejected++;
     // Over the limit the server stays in and its failures keep counting, so it goes as soon as another returns.
     if (!mayEject(ejected, scope.servers.length, config.max_ejected_percent)) return undefined;
-    const before = server.int(S.EJECTIONS);
+    const before = server.ejections;
     const ejectedForMs = ejectionDuration(config, before);
-    server.setInt(S.EJECTIONS, before + 1);
-    server.setInt(S.PASSIVE_FAILS, 0);
+    server.ejections = before + 1;
+    server.passiveFailures = 0;
     // Slow start ramps from the end of the ejection.
-    server.setFloat(SF.USABLE_SINCE, now + ejectedForMs);
-    server.setFloat(SF.EJECTED_UNTIL, now + ejectedForMs);
+    server.usableSince = now + ejectedForMs;
+    server.ejectedUntil = now + ejectedForMs;
     return { server: server.id, ejectedForMs, ejections: before + 1, reason: `${fails} consecutive failures` };
   });
   if (change) onEject(change);

@@ -11,14 +11,15 @@
 
 import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
-import { type SharedState, V } from '../runtime/shared-state.ts';
+import type { ServiceCells } from '../state/service-cells.ts';
+import type { Lease } from './lease.ts';
 import type { UpstreamServer } from './server.ts';
 
 /** What the queue needs of a service (ServiceRuntime in production, a stand-in in unit tests). */
 export interface QueuedService {
   readonly slot: number;
   readonly config: { readonly queue: { readonly max_length: number; readonly timeout: number } };
-  acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer>): UpstreamServer | undefined;
+  acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer>): Lease | undefined;
   hasHealthyServer(exclude: ReadonlySet<UpstreamServer>): boolean;
   signalRelease(): void;
 }
@@ -26,7 +27,7 @@ export interface QueuedService {
 interface Waiter {
   request: PickRequest;
   exclude: ReadonlySet<UpstreamServer>;
-  resolve(result: UpstreamServer | VelocityError): void;
+  resolve(result: Lease | VelocityError): void;
   timer: NodeJS.Timeout;
   signal: AbortSignal;
   onAbort(): void;
@@ -39,34 +40,26 @@ const RECHECK_MS = 50;
 export class RequestQueue {
   private readonly waiters: Waiter[] = [];
   private pumping = false;
-  private readonly ints: Int32Array;
-  private readonly lengthIndex: number;
-  private readonly releasesIndex: number;
+  private readonly cells: ServiceCells;
   /** The service as currently configured (swapped on reload). */
   service: QueuedService;
 
-  constructor(service: QueuedService, state: SharedState) {
+  constructor(service: QueuedService, cells: ServiceCells) {
     this.service = service;
-    this.ints = state.serviceInts;
-    this.lengthIndex = state.serviceIndex(service.slot, V.QUEUE_LENGTH);
-    this.releasesIndex = state.serviceIndex(service.slot, V.RELEASES);
+    this.cells = cells;
   }
 
   /** Requests waiting on every thread. */
   get length(): number {
-    return Atomics.load(this.ints, this.lengthIndex);
+    return this.cells.queueLength;
   }
 
   /** Waits for a server (FIFO), or answers QUEUE_FULL / QUEUE_TIMEOUT. */
-  wait(request: PickRequest, exclude: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<UpstreamServer | VelocityError> {
+  wait(request: PickRequest, exclude: ReadonlySet<UpstreamServer>, signal: AbortSignal): Promise<Lease | VelocityError> {
     const { max_length, timeout } = this.service.config.queue;
     const retryAfter = Math.max(1, Math.ceil(timeout / 1000));
     if (signal.aborted) return Promise.resolve(new VelocityError('QUEUE_TIMEOUT', 'client went away before it was queued'));
-    for (;;) {
-      const length = Atomics.load(this.ints, this.lengthIndex);
-      if (length >= max_length) return Promise.resolve(new VelocityError('QUEUE_FULL', undefined, { retryAfter }));
-      if (Atomics.compareExchange(this.ints, this.lengthIndex, length, length + 1) === length) break;
-    }
+    if (!this.cells.tryEnqueue(max_length)) return Promise.resolve(new VelocityError('QUEUE_FULL', undefined, { retryAfter }));
     return new Promise((resolve) => {
       const waiter: Waiter = {
         request,
@@ -85,12 +78,12 @@ export class RequestQueue {
     });
   }
 
-  private settle(waiter: Waiter, result: UpstreamServer | VelocityError): void {
+  private settle(waiter: Waiter, result: Lease | VelocityError): void {
     if (waiter.done) return;
     waiter.done = true;
     clearTimeout(waiter.timer);
     waiter.signal.removeEventListener('abort', waiter.onAbort);
-    Atomics.sub(this.ints, this.lengthIndex, 1);
+    this.cells.dequeue();
     const at = this.waiters.indexOf(waiter);
     if (at >= 0) this.waiters.splice(at, 1);
     waiter.resolve(result);
@@ -101,10 +94,10 @@ export class RequestQueue {
     this.pumping = true;
     try {
       while (this.waiters.length > 0) {
-        const seen = Atomics.load(this.ints, this.releasesIndex);
+        const seen = this.cells.releases;
         if (this.serveOnePass()) continue;
-        const waited = Atomics.waitAsync(this.ints, this.releasesIndex, seen, RECHECK_MS);
-        if (waited.async) await waited.value;
+        const waited = this.cells.waitForRelease(seen, RECHECK_MS);
+        if (waited) await waited;
       }
     } finally {
       this.pumping = false;
@@ -118,9 +111,9 @@ export class RequestQueue {
       const unrestricted = waiter.exclude.size === 0;
       // An earlier waiter without exclusions found nothing: neither will this one.
       if (unrestricted && blockedWithoutExclusions) continue;
-      const server = this.service.acquire(waiter.request, waiter.exclude);
-      if (server) {
-        this.settle(waiter, server);
+      const lease = this.service.acquire(waiter.request, waiter.exclude);
+      if (lease) {
+        this.settle(waiter, lease);
         return true;
       }
       if (!this.service.hasHealthyServer(waiter.exclude)) {

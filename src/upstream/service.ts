@@ -7,9 +7,13 @@ import { customPolicy } from '../balancer/module-loader.ts';
 import type { PickRequest, Policy, SharedPolicyState } from '../balancer/policy.ts';
 import { policyFactory } from '../balancer/registry.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
-import { S, type SharedState, V, withSpinLock } from '../runtime/shared-state.ts';
+import type { ServiceCells } from '../state/service-cells.ts';
+import type { SharedState } from '../state/shared-state.ts';
+import type { AttemptOutcome } from './attempt.ts';
 import { isAvailable, isHealthy } from './availability.ts';
-import { type CircuitChange, enterCircuit } from './circuit-breaker.ts';
+import { enterCircuit, leaveCircuit } from './circuit-breaker.ts';
+import { Lease, type LeaseOwner } from './lease.ts';
+import { recordOutcome, type UpstreamChange } from './outcome.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
 import type { ServiceSpec } from './topology.ts';
@@ -35,50 +39,56 @@ export function policyLoader(onPolicyError: (service: string, message: string) =
   };
 }
 
-export class ServiceRuntime {
+/** What a service tells the thread that runs it. */
+export interface ServiceEvents {
+  /** A circuit or ejection change made on this thread (logged and told to observers). */
+  upstreamChange(change: UpstreamChange): void;
+  /** An attempt failed its TLS handshake with a server. */
+  tlsFailure(service: ServiceRuntime, server: UpstreamServer, error: Error): void;
+}
+
+export class ServiceRuntime implements LeaseOwner {
   readonly name: string;
   readonly slot: number;
   readonly config: ServiceConfig;
   readonly servers: readonly UpstreamServer[];
   readonly policy: Policy;
   readonly retryBudget: RetryBudget;
-  private readonly ints: Int32Array;
-  private readonly base: number;
+  readonly cells: ServiceCells;
+  private readonly events: ServiceEvents;
+  private readonly onCircuitChange: Parameters<typeof enterCircuit>[3];
 
-  /** Where circuit changes made while selecting are reported (the data plane logs and forwards them). */
-  onCircuitChange: (change: CircuitChange) => void = () => {};
-
-  constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader) {
+  constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader, events: ServiceEvents) {
     this.name = spec.name;
     this.slot = spec.slot;
     this.config = spec.config;
-    this.ints = state.serviceInts;
-    this.base = state.serviceIndex(spec.slot, 0);
+    this.events = events;
+    this.cells = state.service(spec.slot);
+    this.onCircuitChange = (change) => events.upstreamChange({ kind: 'circuit', service: spec.name, at: Date.now(), change });
     const known = new Map(previous?.servers.map((s) => [s.slot, s]));
+    const settings = {
+      slowStartMs: spec.config.slow_start.window,
+      halfOpenLimit: spec.config.circuit_breaker.enabled ? spec.config.circuit_breaker.half_open_requests : 1,
+    };
     this.servers = Object.freeze(
       spec.servers.map((s) => {
         const existing = known.get(s.slot);
-        const server = existing && existing.url === s.url ? existing : new UpstreamServer(s, state, thread);
-        server.slowStartMs = spec.config.slow_start.window;
-        server.halfOpenLimit = spec.config.circuit_breaker.enabled ? spec.config.circuit_breaker.half_open_requests : 1;
-        return server;
+        return existing && existing.url === s.url ? existing.withSettings(settings, state, thread) : new UpstreamServer(s, state, thread, settings);
       }),
     );
     const samePolicy = previous && JSON.stringify(previous.config.policy) === JSON.stringify(spec.config.policy);
-    this.policy = samePolicy ? previous.policy : loadPolicy(spec.config, this.policyState(state));
-    this.retryBudget = new RetryBudget(state, spec.slot, spec.config.retries.budget, spec.config.retries.min_retries_per_second);
+    this.policy = samePolicy ? previous.policy : loadPolicy(spec.config, this.policyState());
+    this.retryBudget = new RetryBudget(this.cells, spec.config.retries.budget, spec.config.retries.min_retries_per_second);
   }
 
-  private policyState(state: SharedState): SharedPolicyState {
-    const ints = this.ints;
-    const counter = this.base + V.COUNTER;
-    const cells = state.serverInts;
-    const cell = (slot: number, c: 0 | 1) => state.serverIndex(slot, c === 0 ? S.POLICY_A : S.POLICY_B);
+  private policyState(): SharedPolicyState {
+    const cells = this.cells;
+    // Policies are only ever handed this service's servers.
     return {
-      next: () => Atomics.add(ints, counter, 1) & 0x7fffffff,
-      locked: (fn) => this.locked(fn),
-      get: (server, c) => Atomics.load(cells, cell(server.slot, c)),
-      set: (server, c, value) => Atomics.store(cells, cell(server.slot, c), value),
+      next: () => cells.nextCounter(),
+      locked: (fn) => cells.locked(fn),
+      get: (server, c) => (server as UpstreamServer).policyCell(c),
+      set: (server, c, value) => (server as UpstreamServer).setPolicyCell(c, value),
     };
   }
 
@@ -86,7 +96,7 @@ export class ServiceRuntime {
    * Picks a usable server not in `exclude` and counts the request against it.
    * Undefined when none can take it now.
    */
-  acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer> | undefined): UpstreamServer | undefined {
+  acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer> | undefined): Lease | undefined {
     const now = Date.now();
     let skip: Set<UpstreamServer> | undefined;
     for (let tries = 0; tries <= this.servers.length; tries++) {
@@ -94,7 +104,7 @@ export class ServiceRuntime {
       const server = this.policy.pick(this.servers, request, usable);
       if (!server) return undefined;
       if (server.tryAcquire()) {
-        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return server;
+        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server);
         server.release();
       }
       // Another thread took its last connection between the check and the count.
@@ -104,13 +114,22 @@ export class ServiceRuntime {
     return undefined;
   }
 
-  /** Counts the request against this particular server (sticky sessions); false when it cannot take it now. */
-  acquireSpecific(server: UpstreamServer): boolean {
+  /** Counts the request against this particular server (sticky sessions); undefined when it cannot take it now. */
+  acquireSpecific(server: UpstreamServer): Lease | undefined {
     const now = Date.now();
-    if (!isAvailable(server, now) || !server.tryAcquire()) return false;
-    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return true;
+    if (!isAvailable(server, now) || !server.tryAcquire()) return undefined;
+    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server);
     server.release();
-    return false;
+    return undefined;
+  }
+
+  recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
+    recordOutcome(this, server, outcome, latencyMs, Date.now(), this.events.upstreamChange);
+    if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') this.events.tlsFailure(this, server, outcome.error);
+  }
+
+  abandon(server: UpstreamServer): void {
+    leaveCircuit(server);
   }
 
   /** Whether some healthy server (not excluded) exists, full or not. */
@@ -127,12 +146,11 @@ export class ServiceRuntime {
 
   /** Runs `fn` holding this service's spin lock (shared by every thread): e.g. "count the ejected servers, then eject". */
   locked<T>(fn: () => T): T {
-    return withSpinLock(this.ints, this.base + V.LOCK, fn);
+    return this.cells.locked(fn);
   }
 
   /** Wakes requests queued for this service on any thread: a server freed capacity. */
   signalRelease(): void {
-    Atomics.add(this.ints, this.base + V.RELEASES, 1);
-    Atomics.notify(this.ints, this.base + V.RELEASES);
+    this.cells.signalRelease();
   }
 }

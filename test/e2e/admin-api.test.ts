@@ -4,7 +4,6 @@ import { writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { request } from 'undici';
-import { S, SF } from '../../src/runtime/shared-state.ts';
 import { delay, eventually, get, load, startBackends, startInProcess, startVelocityProcess, testAgent } from '../support/velocity.ts';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -115,12 +114,14 @@ describe('admin API under load', () => {
     const backends = await startBackends(t, 2);
     const velocity = await startInProcess(t, yamlFor(backends.map((b) => b.url)));
     const server = () => velocity.dataPlane.service('app')?.servers[0];
-    server()?.setFloat(SF.EJECTED_UNTIL, Date.now() + 60_000);
-    server()?.setInt(S.EJECTIONS, 1);
+    const ejected = server();
+    assert.ok(ejected);
+    ejected.ejectedUntil = Date.now() + 60_000;
+    ejected.ejections = 1;
     const result = await velocity.reload({ ...velocity.config, shutdown_timeout: 1234 });
     assert.equal(result.ok, true);
-    assert.ok((server()?.float(SF.EJECTED_UNTIL) ?? 0) > Date.now() + 50_000);
-    assert.equal(server()?.int(S.EJECTIONS), 1);
+    assert.ok((server()?.ejectedUntil ?? 0) > Date.now() + 50_000);
+    assert.equal(server()?.ejections, 1);
   });
 });
 

@@ -1,7 +1,6 @@
 /** Circuit breaker, request queue, slow start and draining, end to end. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { S, SF } from '../../src/runtime/shared-state.ts';
 import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/upstream/server.ts';
 import { delay, eventually, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
@@ -32,8 +31,8 @@ services:
       const took = Date.now() - started;
       assert.ok(took >= 190 && took < 1500, `504 after ${took} ms`);
     }
-    assert.equal(server()?.int(S.CB_STATE), CIRCUIT_OPEN);
-    const firstOpen = (server()?.float(SF.CB_OPEN_UNTIL) ?? 0) - Date.now();
+    assert.equal(server()?.circuitState, CIRCUIT_OPEN);
+    const firstOpen = (server()?.circuitOpenUntil ?? 0) - Date.now();
     assert.ok(firstOpen > 200 && firstOpen <= 400, `open for ${firstOpen} ms`);
     const refused = await get(agent, `${url}/`);
     assert.equal(refused.status, 503, 'open circuit: no request reaches the server');
@@ -42,15 +41,15 @@ services:
     // After the open duration one trial goes through; it fails, so the circuit re-opens for twice as long.
     await delay(450);
     assert.equal((await get(agent, `${url}/hang?delay=3000`)).status, 504);
-    assert.equal(server()?.int(S.CB_STATE), CIRCUIT_OPEN);
-    const secondOpen = (server()?.float(SF.CB_OPEN_UNTIL) ?? 0) - Date.now();
+    assert.equal(server()?.circuitState, CIRCUIT_OPEN);
+    const secondOpen = (server()?.circuitOpenUntil ?? 0) - Date.now();
     assert.ok(secondOpen > 600 && secondOpen <= 800, `re-opened for ${secondOpen} ms (2 × 400)`);
 
     // After that, a successful trial closes it.
     await delay(850);
     const trial = await get(agent, `${url}/`);
     assert.equal(trial.status, 200);
-    assert.equal(server()?.int(S.CB_STATE), CIRCUIT_CLOSED);
+    assert.equal(server()?.circuitState, CIRCUIT_CLOSED);
     assert.equal((await get(agent, `${url}/`)).status, 200);
   });
 
@@ -77,7 +76,7 @@ services:
     const results = await Promise.all(Array.from({ length: 5 }, () => get(agent, `${url}/?delay=100`)));
     const statuses = results.map((r) => r.status).sort();
     assert.deepEqual(statuses, [200, 200, 503, 503, 503]);
-    assert.equal(velocity.dataPlane.service('app')?.servers[0]?.int(S.CB_STATE), CIRCUIT_CLOSED);
+    assert.equal(velocity.dataPlane.service('app')?.servers[0]?.circuitState, CIRCUIT_CLOSED);
     assert.notEqual(CIRCUIT_HALF_OPEN, CIRCUIT_CLOSED);
   });
 });

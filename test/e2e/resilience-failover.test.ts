@@ -1,7 +1,6 @@
 /** Servers die and hang under steady load: idempotent clients see no errors. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { S } from '../../src/runtime/shared-state.ts';
 import { isAvailable } from '../../src/upstream/availability.ts';
 import { delay, eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
@@ -43,9 +42,9 @@ services:
       detectMs = Date.now() - stoppedAt;
       // Attempts already sent to it end at the response timeout; from then on it gets none.
       await delay(800);
-      requestsAfterDetect = serverOf(stopped.port)?.int(S.REQUESTS) ?? -1;
+      requestsAfterDetect = serverOf(stopped.port)?.requests ?? -1;
       await delay(1_500);
-      requestsAtCont = serverOf(stopped.port)?.int(S.REQUESTS) ?? -1;
+      requestsAtCont = serverOf(stopped.port)?.requests ?? -1;
       stopped.child.kill('SIGCONT');
     })();
     const deadline = Date.now() + 60_000;

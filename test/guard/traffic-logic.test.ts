@@ -128,7 +128,7 @@ describe('local rate-limit table', () => {
     const table = new LocalRateLimitTable(LocalRateLimitTable.allocate(1024));
     const limit = { intervalMs: 1000, burst: 2 };
     for (let i = 0; i < 100_000; i++) table.take(`ip-${i}`, limit, 5_000);
-    assert.equal(table.cells.length, 2 * 1025, 'the table did not grow');
+    assert.equal(table.slots, 1024, 'the table did not grow');
     assert.ok(table.take('fresh', limit, 6_000).allowed);
     assert.ok(table.take('fresh', limit, 6_000).allowed);
     assert.equal(table.take('fresh', limit, 6_000).allowed, false);

@@ -14,7 +14,7 @@ export function inFlightByThread(velocity: Velocity, service: string): number[] 
   const state = velocity.controlPlane.state;
   const slots = velocity.controlPlane.servers(service).map((s) => s.spec.slot);
   const threads = (velocity.threads?.count ?? 0) + 1;
-  return Array.from({ length: threads }, (_, thread) => slots.reduce((sum, slot) => sum + Atomics.load(state.threadInFlight, thread * state.serverCapacity + slot), 0));
+  return Array.from({ length: threads }, (_, thread) => slots.reduce((sum, slot) => sum + state.threadInFlightOf(thread, slot), 0));
 }
 
 /** Requests in flight on each thread for one server of `service`. */
@@ -23,7 +23,7 @@ export function serverInFlightByThread(velocity: Velocity, service: string, serv
   const slot = velocity.controlPlane.servers(service).find((s) => s.spec.id === serverId)?.spec.slot;
   if (slot === undefined) throw new Error(`no server ${serverId}`);
   const threads = (velocity.threads?.count ?? 0) + 1;
-  return Array.from({ length: threads }, (_, thread) => Atomics.load(state.threadInFlight, thread * state.serverCapacity + slot));
+  return Array.from({ length: threads }, (_, thread) => state.threadInFlightOf(thread, slot));
 }
 
 export interface ThreadConnections {

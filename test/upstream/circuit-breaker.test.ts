@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { circuitBreakerSchema } from '../../src/config/schema/resilience.ts';
-import { S, SF, SharedState } from '../../src/runtime/shared-state.ts';
+import { SharedState } from '../../src/state/shared-state.ts';
 import { type CircuitChange, circuitAdmits, enterCircuit, leaveCircuit, openDuration, recordCircuit } from '../../src/upstream/circuit-breaker.ts';
 import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type UpstreamServer } from '../../src/upstream/server.ts';
 import { sharedServers } from './fixtures.ts';
@@ -32,17 +32,17 @@ describe('circuit breaker', () => {
     const changes: CircuitChange[] = [];
     const note = (c: CircuitChange) => changes.push(c);
     for (let i = 0; i < 3; i++) recordCircuit(s, true, 1000, config, note);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_OPEN);
-    assert.equal(s.float(SF.CB_OPEN_UNTIL), 2000);
+    assert.equal(s.circuitState, CIRCUIT_OPEN);
+    assert.equal(s.circuitOpenUntil, 2000);
     assert.equal(circuitAdmits(s, 1500, 1), false, 'open: not available to policies');
     assert.equal(enterCircuit(s, 1500, config, note), false, 'still open');
     assert.equal(circuitAdmits(s, 2000, 1), true, 'open duration passed: a policy may pick it for a trial');
     assert.equal(enterCircuit(s, 2000, config, note), true, 'first trial');
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_HALF_OPEN);
+    assert.equal(s.circuitState, CIRCUIT_HALF_OPEN);
     assert.equal(circuitAdmits(s, 2001, 1), false, 'the only trial token is taken');
     assert.equal(enterCircuit(s, 2001, config, note), false, 'only one trial at a time');
     recordCircuit(s, false, 2100, config, note);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_CLOSED);
+    assert.equal(s.circuitState, CIRCUIT_CLOSED);
     assert.deepEqual(
       changes.map((c) => `${c.from}>${c.to}`),
       ['closed>open', 'open>half-open', 'half-open>closed'],
@@ -57,7 +57,7 @@ describe('circuit breaker', () => {
     const note = (c: CircuitChange) => c.openForMs !== undefined && durations.push(c.openForMs);
     for (let i = 0; i < 3; i++) recordCircuit(s, true, 0, config, note);
     for (let round = 0; round < 4; round++) {
-      const now = s.float(SF.CB_OPEN_UNTIL);
+      const now = s.circuitOpenUntil;
       assert.ok(enterCircuit(s, now, config, note));
       recordCircuit(s, true, now, config, note);
     }
@@ -76,10 +76,10 @@ describe('circuit breaker', () => {
       for (let i = 0; i < 3; i++) recordCircuit(s, true, now, config, note);
     };
     const trialSucceeds = () => {
-      const now = s.float(SF.CB_OPEN_UNTIL);
+      const now = s.circuitOpenUntil;
       assert.ok(enterCircuit(s, now, config, note));
       recordCircuit(s, false, now, config, note);
-      assert.equal(s.int(S.CB_STATE), CIRCUIT_CLOSED);
+      assert.equal(s.circuitState, CIRCUIT_CLOSED);
       return now;
     };
     failUntilOpen(0); // open 1 s
@@ -95,21 +95,21 @@ describe('circuit breaker', () => {
     const reasons: string[] = [];
     // Alternate success and failure: never 3 in a row, but 50% fail.
     for (let i = 0; i < 9; i++) recordCircuit(s, i % 2 === 0, 100 + i, config, ignore);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_CLOSED, 'below min_requests');
+    assert.equal(s.circuitState, CIRCUIT_CLOSED, 'below min_requests');
     recordCircuit(s, false, 120, config, ignore);
     recordCircuit(s, true, 121, config, (c) => reasons.push(c.reason));
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_OPEN);
+    assert.equal(s.circuitState, CIRCUIT_OPEN);
     assert.deepEqual(reasons, ['6 of 11 requests failed in the last 10000 ms']);
   });
 
   test('failures older than the window are forgotten', () => {
     const s = one();
     for (let i = 0; i < 10; i++) recordCircuit(s, i % 2 === 0, 1000, config, ignore);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_CLOSED);
+    assert.equal(s.circuitState, CIRCUIT_CLOSED);
     // Had the old requests still counted, this failure would make 6 of 12 and open the circuit.
     recordCircuit(s, false, 30_000, config, ignore);
     recordCircuit(s, true, 30_001, config, ignore);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_CLOSED, 'only 2 requests in the current window');
+    assert.equal(s.circuitState, CIRCUIT_CLOSED, 'only 2 requests in the current window');
   });
 
   test('the window works at any clock value (bucket numbers past 2^31)', () => {
@@ -117,16 +117,16 @@ describe('circuit breaker', () => {
     const tiny = breaker({ window: '10ms' });
     const late = 2 ** 41 + 12_345; // ms: far beyond what an Int32 bucket number of 1 ms holds
     for (let i = 0; i < 10; i++) recordCircuit(s, i % 2 === 1, late + i / 10, tiny, ignore);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_OPEN, '5 of 10 within one window');
+    assert.equal(s.circuitState, CIRCUIT_OPEN, '5 of 10 within one window');
   });
 
   test('answers that arrive while the circuit is open do not count', () => {
     const s = one();
     for (let i = 0; i < 3; i++) recordCircuit(s, true, 0, config, ignore);
-    const until = s.float(SF.CB_OPEN_UNTIL);
+    const until = s.circuitOpenUntil;
     for (let i = 0; i < 10; i++) recordCircuit(s, true, 10, config, ignore);
-    assert.equal(s.float(SF.CB_OPEN_UNTIL), until, 'late failures do not extend the open time');
-    assert.equal(s.int(S.CB_FAILS), 0);
+    assert.equal(s.circuitOpenUntil, until, 'late failures do not extend the open time');
+    assert.equal(s.circuitFailures, 0);
   });
 
   test('a trial whose client went away gives its token back', () => {
@@ -135,24 +135,24 @@ describe('circuit breaker', () => {
     assert.ok(enterCircuit(s, 1000, config, ignore));
     assert.equal(enterCircuit(s, 1000, config, ignore), false);
     leaveCircuit(s);
-    assert.equal(s.int(S.CB_TRIALS), 0);
+    assert.equal(s.circuitTrials, 0);
     assert.ok(enterCircuit(s, 1001, config, ignore), 'the token is free again');
   });
 
   test('opening and closing set when the server became usable, so slow start ramps it', () => {
     const s = one();
     for (let i = 0; i < 3; i++) recordCircuit(s, true, 500, config, ignore);
-    assert.equal(s.float(SF.USABLE_SINCE), 1500, 'from the end of the open time');
+    assert.equal(s.usableSince, 1500, 'from the end of the open time');
     assert.ok(enterCircuit(s, 1600, config, ignore));
     recordCircuit(s, false, 1700, config, ignore);
-    assert.equal(s.float(SF.USABLE_SINCE), 1700, 'from the close');
+    assert.equal(s.usableSince, 1700, 'from the close');
   });
 
   test('a disabled breaker never opens', () => {
     const s = one();
     const off = circuitBreakerSchema.parse({ enabled: false });
     for (let i = 0; i < 100; i++) recordCircuit(s, true, i, off, ignore);
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_CLOSED);
+    assert.equal(s.circuitState, CIRCUIT_CLOSED);
     assert.ok(enterCircuit(s, 100, off, ignore));
   });
 });
@@ -179,7 +179,7 @@ describe('circuit breaker across threads', () => {
       `both threads got trials: ${admitted}`,
     );
     assert.equal(Atomics.load(probe, 1), 3, 'at most (and at some point exactly) 3 trials held at once');
-    assert.equal(s.int(S.CB_STATE), CIRCUIT_HALF_OPEN);
-    assert.equal(s.int(S.CB_TRIALS), 0, 'every token given back');
+    assert.equal(s.circuitState, CIRCUIT_HALF_OPEN);
+    assert.equal(s.circuitTrials, 0, 'every token given back');
   });
 });

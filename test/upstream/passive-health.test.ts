@@ -2,7 +2,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { passiveHealthSchema } from '../../src/config/schema/resilience.ts';
-import { S, SF } from '../../src/runtime/shared-state.ts';
 import { type EjectionChange, ejectionDuration, mayEject, recordPassive } from '../../src/upstream/passive-health.ts';
 import type { UpstreamServer } from '../../src/upstream/server.ts';
 import { scopeOf, sharedServers } from './fixtures.ts';
@@ -17,7 +16,7 @@ describe('passive health', () => {
     let now = 0;
     for (let round = 0; round < 5; round++) {
       for (let i = 0; i < 3; i++) recordPassive(scopeOf(list), s, true, now, config, (c) => changes.push(c));
-      now = s.float(SF.EJECTED_UNTIL);
+      now = s.ejectedUntil;
     }
     assert.deepEqual(
       changes.map((c) => c.ejectedForMs),
@@ -40,7 +39,7 @@ describe('passive health', () => {
     const ejected: number[] = [];
     for (const failed of [true, true, false, true, true]) recordPassive(scopeOf(list), s, failed, 0, config, () => ejected.push(1));
     assert.deepEqual(ejected, []);
-    assert.equal(s.int(S.PASSIVE_FAILS), 2);
+    assert.equal(s.passiveFailures, 2);
   });
 
   test('failures that arrive while a server is ejected do not extend the ejection', () => {
@@ -48,7 +47,7 @@ describe('passive health', () => {
     const s = list[0] as UpstreamServer;
     for (let i = 0; i < 3; i++) recordPassive(scopeOf(list), s, true, 0, config, () => undefined);
     for (let i = 0; i < 10; i++) recordPassive(scopeOf(list), s, true, 5_000, config, () => assert.fail('ejected again while ejected'));
-    assert.equal(s.float(SF.EJECTED_UNTIL), 10_000);
+    assert.equal(s.ejectedUntil, 10_000);
   });
 
   test('a server healthy for max_ejection after its last ejection starts over at base_ejection', () => {
@@ -91,7 +90,7 @@ describe('passive health', () => {
     const list = sharedServers(2);
     const s = list[0] as UpstreamServer;
     for (let i = 0; i < 3; i++) recordPassive(scopeOf(list), s, true, 1_000, config, () => undefined);
-    assert.equal(s.float(SF.USABLE_SINCE), 11_000);
+    assert.equal(s.usableSince, 11_000);
   });
 
   test('disabled passive health never ejects', () => {

@@ -5,7 +5,8 @@ import { parseConfig } from '../../src/config/load.ts';
 import type { VelocityError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/observe/logger.ts';
 import { ControlPlane } from '../../src/runtime/control-plane.ts';
-import { S, SharedState } from '../../src/runtime/shared-state.ts';
+import { SharedState } from '../../src/state/shared-state.ts';
+import type { Lease } from '../../src/upstream/lease.ts';
 import { RequestQueue } from '../../src/upstream/queue.ts';
 import type { UpstreamServer } from '../../src/upstream/server.ts';
 import { policyLoader, ServiceRuntime } from '../../src/upstream/service.ts';
@@ -22,45 +23,43 @@ function setup(t: { after(fn: () => unknown): void }, servers: number, queue: st
   t.after(() => control.close());
   const spec = control.applyConfig(config).services[0];
   assert.ok(spec);
-  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader());
-  return { service, queue: new RequestQueue(service, state) };
+  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(), { upstreamChange: () => {}, tlsFailure: () => {} });
+  return { service, queue: new RequestQueue(service, service.cells) };
 }
 
 /** Takes every server's only slot. */
-function fill(service: ServiceRuntime): UpstreamServer[] {
-  const taken: UpstreamServer[] = [];
+function fill(service: ServiceRuntime): Lease[] {
+  const taken: Lease[] = [];
   for (let s = service.acquire(request, none); s; s = service.acquire(request, none)) taken.push(s);
   assert.equal(taken.length, service.servers.length);
   return taken;
 }
 
-function free(service: ServiceRuntime, server: UpstreamServer): void {
-  server.release();
-  service.signalRelease();
-}
+/** The server a queue wait was answered with. */
+const serverOf = (result: Lease | VelocityError) => (result as Lease).server;
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
 describe('request queue', () => {
   test('waiters are served in arrival order as capacity frees', async (t) => {
     const { service, queue } = setup(t, 1, '{ max_length: 10, timeout: 5s }');
-    const [busy] = fill(service) as [UpstreamServer];
+    const [busy] = fill(service) as [Lease];
     const served: number[] = [];
     const waits = [0, 1, 2].map((i) =>
       queue.wait(request, none, new AbortController().signal).then((result) => {
         served.push(i);
-        return result as UpstreamServer;
+        return result as Lease;
       }),
     );
     await tick();
     assert.equal(queue.length, 3);
     assert.deepEqual(served, [], 'nobody is served while the server is full');
-    free(service, busy);
-    const first = await waits[0];
-    assert.equal(first, busy);
+    busy.end();
+    const first = (await waits[0]) as Lease;
+    assert.equal(first.server, busy.server);
     assert.deepEqual(served, [0]);
-    free(service, first);
-    free(service, (await waits[1]) as UpstreamServer);
+    first.end();
+    ((await waits[1]) as Lease).end();
     await waits[2];
     assert.deepEqual(served, [0, 1, 2]);
     assert.equal(queue.length, 0);
@@ -68,15 +67,15 @@ describe('request queue', () => {
 
   test('past max_length a request is refused at once with QUEUE_FULL and Retry-After', async (t) => {
     const { service, queue } = setup(t, 1, '{ max_length: 2, timeout: 3s }');
-    const [busy] = fill(service) as [UpstreamServer];
+    const [busy] = fill(service) as [Lease];
     const signal = new AbortController().signal;
     const queued = [queue.wait(request, none, signal), queue.wait(request, none, signal)];
     const refused = (await queue.wait(request, none, signal)) as VelocityError;
     assert.equal(refused.code, 'QUEUE_FULL');
     assert.equal(refused.status, 503);
     assert.equal(refused.retryAfter, 3);
-    free(service, busy);
-    free(service, (await queued[0]) as UpstreamServer);
+    busy.end();
+    ((await queued[0]) as Lease).end();
     await queued[1];
   });
 
@@ -91,7 +90,7 @@ describe('request queue', () => {
 
   test('a waiter whose client went away is dropped, and the next one gets the server', async (t) => {
     const { service, queue } = setup(t, 1, '{ max_length: 5, timeout: 5s }');
-    const [busy] = fill(service) as [UpstreamServer];
+    const [busy] = fill(service) as [Lease];
     const leaving = new AbortController();
     const gone = queue.wait(request, none, leaving.signal);
     const next = queue.wait(request, none, new AbortController().signal);
@@ -100,29 +99,29 @@ describe('request queue', () => {
     leaving.abort();
     assert.equal(((await gone) as VelocityError).code, 'QUEUE_TIMEOUT');
     assert.equal(queue.length, 1);
-    free(service, busy);
-    assert.equal(await next, busy);
-    assert.equal(busy.inFlight, 1, 'the server was counted once, for the waiter that got it');
+    busy.end();
+    assert.equal(serverOf(await next), busy.server);
+    assert.equal(busy.server.inFlight, 1, 'the server was counted once, for the waiter that got it');
   });
 
   test('a retry that excludes the freed server does not hold up the requests behind it', async (t) => {
     const { service, queue } = setup(t, 2, '{ max_length: 5, timeout: 5s }');
-    const [a, b] = fill(service) as [UpstreamServer, UpstreamServer];
-    const retry = queue.wait(request, new Set([a]), new AbortController().signal);
+    const [a, b] = fill(service) as [Lease, Lease];
+    const retry = queue.wait(request, new Set([a.server]), new AbortController().signal);
     const fresh = queue.wait(request, none, new AbortController().signal);
     await tick();
-    free(service, a);
-    assert.equal(await fresh, a, 'the request behind the retry takes the server the retry already tried');
-    free(service, b);
-    assert.equal(await retry, b);
+    a.end();
+    assert.equal(serverOf(await fresh), a.server, 'the request behind the retry takes the server the retry already tried');
+    b.end();
+    assert.equal(serverOf(await retry), b.server);
   });
 
   test('waiters are answered NO_HEALTHY_SERVER when every server they could use goes down', async (t) => {
     const { service, queue } = setup(t, 1, '{ max_length: 5, timeout: 5s }');
-    const [busy] = fill(service) as [UpstreamServer];
+    const [busy] = fill(service) as [Lease];
     const waiting = queue.wait(request, none, new AbortController().signal);
     await tick();
-    busy.setInt(S.ACTIVE_UP, 0);
+    busy.server.activeUp = false;
     const result = (await waiting) as VelocityError;
     assert.equal(result.code, 'NO_HEALTHY_SERVER');
     assert.equal(queue.length, 0);

@@ -1,14 +1,14 @@
 /** The retry budget on its own, with an injected clock. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { SharedState } from '../../src/runtime/shared-state.ts';
+import { SharedState } from '../../src/state/shared-state.ts';
 import { RetryBudget } from '../../src/upstream/retry-budget.ts';
 
 function budgets(count: number, ratio: number, floor: number): RetryBudget[] {
   const state = new SharedState(undefined, { servers: 4, services: 4, threads: 1 });
   const slot = state.allocateService();
   // One RetryBudget per thread, all over the same service slot.
-  return Array.from({ length: count }, () => new RetryBudget(state, slot, ratio, floor));
+  return Array.from({ length: count }, () => new RetryBudget(state.service(slot), ratio, floor));
 }
 
 const drain = (budget: RetryBudget, now: number) => {

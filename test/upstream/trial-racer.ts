@@ -1,6 +1,6 @@
 /** A worker for circuit-breaker.test.ts: takes and gives back half-open trial tokens as fast as it can. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { SharedState, setLockOwner } from '../../src/runtime/shared-state.ts';
+import { SharedState, setLockOwner } from '../../src/state/shared-state.ts';
 import type { BreakerConfig } from '../../src/upstream/circuit-breaker.ts';
 import { enterCircuit, leaveCircuit } from '../../src/upstream/circuit-breaker.ts';
 import { UpstreamServer } from '../../src/upstream/server.ts';
@@ -15,7 +15,7 @@ const { buffers, thread, slot, config, probe, rounds } = workerData as {
 };
 setLockOwner(thread);
 const state = new SharedState(buffers);
-const server = new UpstreamServer({ id: 's', url: 'http://127.0.0.1:9', slot }, state, thread);
+const server = new UpstreamServer({ id: 's', url: 'http://127.0.0.1:9', slot }, state, thread, { slowStartMs: 0, halfOpenLimit: config.half_open_requests });
 // [0] tokens held now, [1] the most ever held.
 const held = new Int32Array(probe);
 let admitted = 0;

@@ -5,7 +5,6 @@ import { serverObjectSchema } from '../../config/schema/service.ts';
 import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
 import { ServerChangeError } from '../../runtime/control-plane.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
-import { S, SF } from '../../runtime/shared-state.ts';
 import { isAvailable } from '../../upstream/availability.ts';
 import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
@@ -37,37 +36,35 @@ function rethrow(err: unknown): never {
  * describing every server of a service look it up once and pass it.
  */
 export function describeServer(deps: ServicesApiDeps, service: string, entry: ServerEntry, fromFileServers = deps.fileServers(service)) {
-  const { state } = deps.control;
   const slot = entry.spec.slot;
-  const int = (f: number) => Atomics.load(state.serverInts, state.serverIndex(slot, f));
-  const float = (f: number) => state.serverFloats[state.serverFloatIndex(slot, f)] as number;
+  const cells = deps.control.state.server(slot);
   const live = deps.plane.service(service)?.servers.find((s) => s.slot === slot);
   const now = Date.now();
   const fromFile = fromFileServers?.get(entry.spec.id);
-  const weight = int(S.WEIGHT);
+  const weight = cells.configuredWeight;
   const divergence: string[] = [];
   if (!fromFile) divergence.push(entry.source === 'config' ? 'not in the file' : `added by ${entry.source}`);
   else if (fromFile.weight !== weight) divergence.push(`weight ${weight} (file: ${fromFile.weight})`);
-  if (int(S.ADMIN) !== 0) divergence.push(`state ${ADMIN_STATES[int(S.ADMIN)]}`);
+  if (cells.admin !== 0) divergence.push(`state ${ADMIN_STATES[cells.admin]}`);
   return {
     id: entry.spec.id,
     url: entry.spec.url,
     source: entry.source,
-    state: entry.removeBy !== undefined ? 'removing' : ADMIN_STATES[int(S.ADMIN)],
+    state: entry.removeBy !== undefined ? 'removing' : ADMIN_STATES[cells.admin],
     available: live ? isAvailable(live, now) : false,
     health: {
-      active: int(S.ACTIVE_UP) === 1 ? 'up' : 'down',
-      passive: now < float(SF.EJECTED_UNTIL) ? 'ejected' : 'ok',
-      ejected_until: now < float(SF.EJECTED_UNTIL) ? new Date(float(SF.EJECTED_UNTIL)).toISOString() : null,
+      active: cells.activeUp ? 'up' : 'down',
+      passive: now < cells.ejectedUntil ? 'ejected' : 'ok',
+      ejected_until: now < cells.ejectedUntil ? new Date(cells.ejectedUntil).toISOString() : null,
     },
-    circuit: CIRCUIT_STATES[int(S.CB_STATE)] ?? 'closed',
+    circuit: CIRCUIT_STATES[cells.circuitState] ?? 'closed',
     weight,
     effective_weight: live ? Math.round(live.weight * 100) / 100 : weight,
-    max_connections: int(S.MAX_CONNECTIONS),
-    in_flight: int(S.IN_FLIGHT),
-    requests: int(S.REQUESTS),
-    failures: int(S.FAILURES),
-    latency_ms: Math.round(float(SF.EWMA) * 10) / 10,
+    max_connections: cells.maxConnections,
+    in_flight: cells.inFlight,
+    requests: cells.requests,
+    failures: cells.failures,
+    latency_ms: Math.round(cells.ewma * 10) / 10,
     diverges_from_file: divergence.length > 0,
     divergence,
   };

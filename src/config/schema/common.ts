@@ -1,14 +1,24 @@
 /** Building blocks shared by every section of the config schema. */
 import { z } from 'zod';
-import { parseDuration, parseRate, parseSize, parseStatusRange } from '../units.ts';
+import { DURATION_RE, parseDuration, parseRate, parseSize, parseStatusRange } from '../units.ts';
+
+/**
+ * What a unit field looks like, for the JSON Schema editors use (validation itself parses the
+ * value). A `${ENV}` reference anywhere is left to `velocity validate`, which sees the value.
+ */
+const unanchored = (re: RegExp) => re.source.slice(1, -1);
+const shape = (pattern: string) => ({ pattern: `^(?:${pattern}|.*\\$\\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\\}.*)$` });
 
 /** A duration written as `250ms`, `2s`, `1m`; parsed to milliseconds. */
 export const duration = () =>
   // A bare 0 is how YAML writes "off" for timeouts (`total: 0`), so the number 0 is a duration too.
   z
-    .union([z.string(), z.number().min(0).max(0, { error: 'a duration needs a unit, e.g. 5s or 250ms (only 0 may be written bare)' })], {
-      error: 'expected a duration such as 250ms, 2s or 1m',
-    })
+    .union(
+      [z.string().meta(shape(`0|${unanchored(DURATION_RE)}`)), z.number().min(0).max(0, { error: 'a duration needs a unit, e.g. 5s or 250ms (only 0 may be written bare)' })],
+      {
+        error: 'expected a duration such as 250ms, 2s or 1m',
+      },
+    )
     .transform((text, ctx) => {
       const ms = parseDuration(String(text));
       if (ms === undefined) {
@@ -23,26 +33,31 @@ export const positiveDuration = () => duration().refine((ms) => ms > 0, { messag
 
 /** A byte size such as `64kb` or `1mb`; parsed to bytes. */
 export const size = () =>
-  z.union([z.number().int().nonnegative(), z.string()], { error: 'expected a size such as 64kb or 1mb' }).transform((v, ctx) => {
-    if (typeof v === 'number') return v;
-    const bytes = parseSize(v);
-    if (bytes === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${v}" is not a size; expected e.g. 512b, 64kb, 1mb` });
-      return z.NEVER;
-    }
-    return bytes;
-  });
+  z
+    .union([z.number().int().nonnegative(), z.string().meta(shape('\\d+(?:\\.\\d+)?\\s*(?:[bBkKmMgG]|[kKmMgG][bB])?'))], { error: 'expected a size such as 64kb or 1mb' })
+    .transform((v, ctx) => {
+      if (typeof v === 'number') return v;
+      const bytes = parseSize(v);
+      if (bytes === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${v}" is not a size; expected e.g. 512b, 64kb, 1mb` });
+        return z.NEVER;
+      }
+      return bytes;
+    });
 
 /** A rate such as `100/s` or `1000/m`. */
 export const rate = () =>
-  z.string({ error: 'expected a rate such as 100/s or 1000/m' }).transform((text, ctx) => {
-    const r = parseRate(text);
-    if (!r) {
-      ctx.addIssue({ code: 'custom', message: `"${text}" is not a rate; expected COUNT/PERIOD with PERIOD s, m, h or d (e.g. 100/s)` });
-      return z.NEVER;
-    }
-    return r;
-  });
+  z
+    .string({ error: 'expected a rate such as 100/s or 1000/m' })
+    .meta(shape('\\d+(?:\\.\\d+)?\\s*/\\s*\\d*\\s*[A-Za-z]+'))
+    .transform((text, ctx) => {
+      const r = parseRate(text);
+      if (!r) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" is not a rate; expected COUNT/PERIOD with PERIOD s, m, h or d (e.g. 100/s)` });
+        return z.NEVER;
+      }
+      return r;
+    });
 
 /** An HTTP status range such as `200-399`, `2xx` or `200`. */
 export const statusRange = () =>
@@ -59,11 +74,13 @@ export const positiveInt = () => z.number({ error: 'expected a whole number' }).
 export const nonNegativeInt = () => z.number({ error: 'expected a whole number' }).int('expected a whole number').nonnegative('must be 0 or more');
 export const ratio = () => z.number({ error: 'expected a number between 0 and 1' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1');
 
+const LISTEN_RE = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d{1,5})$/;
+
 /** `host:port`, `:port` or a bare port; host defaults to 0.0.0.0. */
 export const listenAddress = () =>
-  z.union([z.number().int(), z.string()]).transform((v, ctx) => {
+  z.union([z.number().int(), z.string().meta(shape(unanchored(LISTEN_RE)))]).transform((v, ctx) => {
     const text = String(v).trim();
-    const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d{1,5})$/.exec(text);
+    const m = LISTEN_RE.exec(text);
     const port = m ? Number(m[3]) : Number.NaN;
     if (!m || port > 65535) {
       ctx.addIssue({ code: 'custom', message: `"${text}" is not a listen address; expected HOST:PORT (e.g. 0.0.0.0:8000, [::]:8000, :8000)` });

@@ -24,8 +24,16 @@ export const clientSchema = z.strictObject({
 export const adminSchema = z.strictObject({
   enabled: z.boolean().default(true),
   listen: listenAddress().default({ host: '127.0.0.1', port: 9090 }),
-  /** Bearer token for changes (and for everything when not on loopback). Use ${ENV_VAR}. */
-  token: z.string().min(16, 'an admin token must be at least 16 characters').optional(),
+  /**
+   * Bearer token for changes (and for everything when not on loopback). Use ${ENV_VAR}. Empty means
+   * none (changes are refused), so `${VELOCITY_ADMIN_TOKEN:-}` works whether or not the variable is set.
+   */
+  token: z
+    .string()
+    .meta({ pattern: '^(?:.{16,})?$' })
+    .refine((t) => t === '' || t.length >= 16, 'an admin token must be at least 16 characters (or empty for none)')
+    .transform((t) => t || undefined)
+    .optional(),
 });
 
 export const configSchema = z

@@ -66,12 +66,15 @@ export const serverSchema = z.union(
   { error: 'expected a URL string or { url, weight }' },
 );
 
-const policyNameSchema = z.string().superRefine((name, ctx) => {
-  if (!policyNames().includes(name)) {
-    const hint = suggest(name, policyNames());
-    ctx.addIssue({ code: 'custom', message: `unknown policy "${name}"; expected one of ${policyNames().join(', ')}${hint ? ` (did you mean "${hint}"?)` : ''}` });
-  }
-});
+const policyNameSchema = z
+  .string()
+  .meta({ enum: policyNames() })
+  .superRefine((name, ctx) => {
+    if (!policyNames().includes(name)) {
+      const hint = suggest(name, policyNames());
+      ctx.addIssue({ code: 'custom', message: `unknown policy "${name}"; expected one of ${policyNames().join(', ')}${hint ? ` (did you mean "${hint}"?)` : ''}` });
+    }
+  });
 
 /**
  * `policy: least-connections`, `policy: { name: header-hash, header: x-user }`

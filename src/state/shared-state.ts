@@ -3,124 +3,89 @@
  * SharedArrayBuffers read and written with Atomics. One thread (the control
  * plane) allocates slots; any thread may update the counters in a slot.
  *
+ * This folder is the only code that knows where a cell is: the rest of Velocity
+ * reads and writes through the typed views made here (a server, a service, metric
+ * cells, the local limiter table).
+ *
  * Times and averages are Float64 cells written with plain stores: 8-byte aligned
  * stores do not tear on the 64-bit platforms Node supports, and each such cell
  * has one logical writer at a time (guarded by an Int32 state word).
  */
+import { S, SERVER_FLOATS, SERVER_INTS, SERVICE_INTS, SF, V } from './layout.ts';
+import { LIMITER_SLOT_BYTES } from './limiter-table.ts';
+import { MetricCells } from './metric-cells.ts';
+import { ServerCells } from './server-cells.ts';
+import { ServiceCells } from './service-cells.ts';
 
-/** Int32 fields of a server slot. */
-export const S = {
-  IN_FLIGHT: 0,
-  /** 1 while active health checks pass (or none are configured). */
-  ACTIVE_UP: 1,
-  /** 0 enabled, 1 draining, 2 disabled. */
-  ADMIN: 2,
-  /** Passive health: consecutive failures and how often the server was ejected. */
-  PASSIVE_FAILS: 3,
-  EJECTIONS: 4,
-  /** Circuit breaker: state (0 closed, 1 open, 2 half-open), trials in flight, opens in a row, failures in a row. */
-  CB_STATE: 5,
-  CB_TRIALS: 6,
-  CB_OPENS: 7,
-  CB_FAILS: 8,
-  /** Two cells a balancing policy may keep per server (e.g. smooth WRR's current weight). */
-  POLICY_A: 9,
-  POLICY_B: 10,
-  /** Consecutive active check results (+ successes, - failures), written by the checker only. */
-  CHECK_STREAK: 11,
-  /** Per-slot spin lock for multi-cell updates. */
-  LOCK: 12,
-  /** Totals for the API and dashboard. */
-  REQUESTS: 13,
-  FAILURES: 14,
-  /** Configured weight and connection limit, here so API changes reach every thread at once. */
-  WEIGHT: 15,
-  MAX_CONNECTIONS: 16,
-  /** Rolling window of the circuit breaker: WINDOW_BUCKETS × (second, total, failures). */
-  WINDOW: 17,
-} as const;
-export const WINDOW_BUCKETS = 10;
-const SERVER_INTS = S.WINDOW + WINDOW_BUCKETS * 3;
-
-/** Float64 fields of a server slot. */
-export const SF = {
-  EJECTED_UNTIL: 0,
-  CB_OPEN_UNTIL: 1,
-  /** Peak-EWMA latency in ms and when it was last updated. */
-  EWMA: 2,
-  EWMA_AT: 3,
-  /** When the server last became usable (slow start ramps from here). */
-  USABLE_SINCE: 4,
-} as const;
-const SERVER_FLOATS = 5;
-
-/** Int32 fields of a service slot. */
-export const V = {
-  /** Rotation counter for round-robin style policies. */
-  COUNTER: 0,
-  LOCK: 1,
-  QUEUE_LENGTH: 2,
-  /** Bumped whenever a server frees capacity; queued requests wait on it. */
-  RELEASES: 3,
-  /** Requests and retries in the current budget second. */
-  BUDGET_SECOND: 4,
-  BUDGET_REQUESTS: 5,
-  BUDGET_RETRIES: 6,
-  BUDGET_PREV_REQUESTS: 7,
-} as const;
-const SERVICE_INTS = 8;
+/** How many BigInt64 metric cells a server slot, a service slot and the process hold. */
+export interface MetricCellCounts {
+  server: number;
+  service: number;
+  global: number;
+}
 
 export interface SharedStateBuffers {
   serverCapacity: number;
   serviceCapacity: number;
   maxThreads: number;
+  metricCells: MetricCellCounts;
   serverInts: SharedArrayBuffer;
   serverFloats: SharedArrayBuffer;
   serviceInts: SharedArrayBuffer;
   threadInFlight: SharedArrayBuffer;
-  /** Prometheus counters and histograms (BigInt64 cells, see src/observe/metrics.ts for the layout). */
   serverMetrics: SharedArrayBuffer;
   serviceMetrics: SharedArrayBuffer;
   globalMetrics: SharedArrayBuffer;
-  /** The local rate-limit table (see src/guard/rate-limit-store.ts): 16 bytes a slot. */
+  /** The local rate-limit table (see limiter-table.ts). */
   rateLimits: SharedArrayBuffer;
 }
 
-/** BigInt64 metric cells per server slot, per service slot, and process-wide. */
-export const SERVER_METRIC_CELLS = 24;
-export const SERVICE_METRIC_CELLS = 24;
-export const GLOBAL_METRIC_CELLS = 16;
+export interface SharedStateOptions {
+  servers?: number;
+  services?: number;
+  threads?: number;
+  rateLimitSlots?: number;
+  /** Cells per scope, as the metric table asks (src/observe/metric-table.ts). */
+  metricCells?: MetricCellCounts;
+}
 
 export class SharedState {
   readonly serverCapacity: number;
   readonly serviceCapacity: number;
   readonly maxThreads: number;
+  /** @internal to src/state: the views below reach the cells through these. */
   readonly serverInts: Int32Array;
   readonly serverFloats: Float64Array;
   readonly serviceInts: Int32Array;
   /** In-flight per (thread, server) so a crashed thread's counts can be given back. */
   readonly threadInFlight: Int32Array;
-  readonly serverMetrics: BigInt64Array;
-  readonly serviceMetrics: BigInt64Array;
-  readonly globalMetrics: BigInt64Array;
+  /** Counters and histograms by server slot, by service slot, and process-wide. */
+  readonly serverMetrics: MetricCells;
+  readonly serviceMetrics: MetricCells;
+  readonly globalMetrics: MetricCells;
   readonly buffers: SharedStateBuffers;
 
   private readonly freeServerSlots: number[] = [];
   private readonly freeServiceSlots: number[] = [];
 
-  constructor(buffers?: SharedStateBuffers, options: { servers?: number; services?: number; threads?: number; rateLimitSlots?: number } = {}) {
+  constructor(buffers?: SharedStateBuffers, options: SharedStateOptions = {}) {
+    const servers = options.servers ?? 4096;
+    const services = options.services ?? 512;
+    const threads = options.threads ?? 64;
+    const cells = options.metricCells ?? { server: 24, service: 24, global: 16 };
     this.buffers = buffers ?? {
-      serverCapacity: options.servers ?? 4096,
-      serviceCapacity: options.services ?? 512,
-      maxThreads: options.threads ?? 64,
-      serverInts: new SharedArrayBuffer((options.servers ?? 4096) * SERVER_INTS * 4),
-      serverFloats: new SharedArrayBuffer((options.servers ?? 4096) * SERVER_FLOATS * 8),
-      serviceInts: new SharedArrayBuffer((options.services ?? 512) * SERVICE_INTS * 4),
-      threadInFlight: new SharedArrayBuffer((options.threads ?? 64) * (options.servers ?? 4096) * 4),
-      serverMetrics: new SharedArrayBuffer((options.servers ?? 4096) * SERVER_METRIC_CELLS * 8),
-      serviceMetrics: new SharedArrayBuffer((options.services ?? 512) * SERVICE_METRIC_CELLS * 8),
-      globalMetrics: new SharedArrayBuffer(GLOBAL_METRIC_CELLS * 8),
-      rateLimits: new SharedArrayBuffer((options.rateLimitSlots ?? 65_536) * 16),
+      serverCapacity: servers,
+      serviceCapacity: services,
+      maxThreads: threads,
+      metricCells: cells,
+      serverInts: new SharedArrayBuffer(servers * SERVER_INTS * 4),
+      serverFloats: new SharedArrayBuffer(servers * SERVER_FLOATS * 8),
+      serviceInts: new SharedArrayBuffer(services * SERVICE_INTS * 4),
+      threadInFlight: new SharedArrayBuffer(threads * servers * 4),
+      serverMetrics: new SharedArrayBuffer(servers * cells.server * 8),
+      serviceMetrics: new SharedArrayBuffer(services * cells.service * 8),
+      globalMetrics: new SharedArrayBuffer(cells.global * 8),
+      rateLimits: new SharedArrayBuffer((options.rateLimitSlots ?? 65_536) * LIMITER_SLOT_BYTES),
     };
     this.serverCapacity = this.buffers.serverCapacity;
     this.serviceCapacity = this.buffers.serviceCapacity;
@@ -129,13 +94,23 @@ export class SharedState {
     this.serverFloats = new Float64Array(this.buffers.serverFloats);
     this.serviceInts = new Int32Array(this.buffers.serviceInts);
     this.threadInFlight = new Int32Array(this.buffers.threadInFlight);
-    this.serverMetrics = new BigInt64Array(this.buffers.serverMetrics);
-    this.serviceMetrics = new BigInt64Array(this.buffers.serviceMetrics);
-    this.globalMetrics = new BigInt64Array(this.buffers.globalMetrics);
+    this.serverMetrics = new MetricCells(this.buffers.serverMetrics, this.buffers.metricCells.server);
+    this.serviceMetrics = new MetricCells(this.buffers.serviceMetrics, this.buffers.metricCells.service);
+    this.globalMetrics = new MetricCells(this.buffers.globalMetrics, this.buffers.metricCells.global);
     if (!buffers) {
       for (let i = this.serverCapacity - 1; i >= 0; i--) this.freeServerSlots.push(i);
       for (let i = this.serviceCapacity - 1; i >= 0; i--) this.freeServiceSlots.push(i);
     }
+  }
+
+  /** The live state of a server slot, as `thread` counts its requests. */
+  server(slot: number, thread = 0): ServerCells {
+    return new ServerCells(this, slot, thread);
+  }
+
+  /** The live state of a service slot. */
+  service(slot: number): ServiceCells {
+    return new ServiceCells(this, slot);
   }
 
   /** Control plane only: a fresh server slot, zeroed and marked up. */
@@ -144,7 +119,7 @@ export class SharedState {
     if (slot === undefined) throw new Error(`server capacity (${this.serverCapacity}) exhausted`);
     this.serverInts.fill(0, slot * SERVER_INTS, (slot + 1) * SERVER_INTS);
     this.serverFloats.fill(0, slot * SERVER_FLOATS, (slot + 1) * SERVER_FLOATS);
-    this.serverMetrics.fill(0n, slot * SERVER_METRIC_CELLS, (slot + 1) * SERVER_METRIC_CELLS);
+    this.serverMetrics.clear(slot);
     Atomics.store(this.serverInts, slot * SERVER_INTS + S.ACTIVE_UP, 1);
     this.serverFloats[slot * SERVER_FLOATS + SF.USABLE_SINCE] = now;
     return slot;
@@ -158,7 +133,7 @@ export class SharedState {
     const slot = this.freeServiceSlots.pop();
     if (slot === undefined) throw new Error(`service capacity (${this.serviceCapacity}) exhausted`);
     this.serviceInts.fill(0, slot * SERVICE_INTS, (slot + 1) * SERVICE_INTS);
-    this.serviceMetrics.fill(0n, slot * SERVICE_METRIC_CELLS, (slot + 1) * SERVICE_METRIC_CELLS);
+    this.serviceMetrics.clear(slot);
     return slot;
   }
 
@@ -166,16 +141,9 @@ export class SharedState {
     this.freeServiceSlots.push(slot);
   }
 
-  serverIndex(slot: number, field: number): number {
-    return slot * SERVER_INTS + field;
-  }
-
-  serverFloatIndex(slot: number, field: number): number {
-    return slot * SERVER_FLOATS + field;
-  }
-
-  serviceIndex(slot: number, field: number): number {
-    return slot * SERVICE_INTS + field;
+  /** Requests `thread` has in flight on the server in `slot`. */
+  threadInFlightOf(thread: number, slot: number): number {
+    return Atomics.load(this.threadInFlight, thread * this.serverCapacity + slot);
   }
 
   /** Gives back the in-flight counts and spin locks a dead thread held. */
@@ -196,6 +164,15 @@ let lockOwner = 1;
 /** Called once at the start of a data-path thread. */
 export function setLockOwner(thread: number): void {
   lockOwner = thread + 1;
+}
+
+/** Adds 1 to `array[index]` unless it already holds `max` or more; true when it added. */
+export function incrementBelow(array: Int32Array, index: number, max: number): boolean {
+  for (;;) {
+    const current = Atomics.load(array, index);
+    if (current >= max) return false;
+    if (Atomics.compareExchange(array, index, current, current + 1) === current) return true;
+  }
 }
 
 /** Runs `fn` holding a spin lock on `array[index]`. Critical sections here are a few loads and stores. */

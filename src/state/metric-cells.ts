@@ -1,0 +1,29 @@
+/**
+ * Counter cells for metrics, one row per slot (a server, a service, or the one
+ * process-wide row): BigInt64 so sums of microseconds never overflow. Every thread
+ * adds; the admin listener reads. Which cell holds which metric is decided by the
+ * metric table (src/observe/metric-table.ts), which also sizes the rows.
+ */
+export class MetricCells {
+  private readonly cells: BigInt64Array;
+  /** Cells per row. */
+  readonly width: number;
+
+  constructor(buffer: SharedArrayBuffer, width: number) {
+    this.cells = new BigInt64Array(buffer);
+    this.width = width;
+  }
+
+  add(row: number, cell: number, by: bigint): void {
+    Atomics.add(this.cells, row * this.width + cell, by);
+  }
+
+  load(row: number, cell: number): bigint {
+    return Atomics.load(this.cells, row * this.width + cell);
+  }
+
+  /** Zeroes a row for a slot given to a new server or service. */
+  clear(row: number): void {
+    this.cells.fill(0n, row * this.width, (row + 1) * this.width);
+  }
+}

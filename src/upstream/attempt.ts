@@ -1,0 +1,20 @@
+/**
+ * What one attempt at a server ended with, as every protocol (HTTP, WebSocket,
+ * TCP) reports it to the server's lease: the words passive health, the circuit
+ * breaker and the retry loop share.
+ */
+import type { ErrorCode } from '../errors.ts';
+
+export type AttemptOutcome =
+  | { kind: 'response'; status: number; bytesOut: number; firstByteMs: number; complete: boolean }
+  | { kind: 'retryable-status'; status: number; firstByteMs: number }
+  | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; requestSent: boolean };
+
+/** The client went away: the attempt ends, and it is nobody's fault on the server side. */
+export function clientGoneError(): Error {
+  return Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' });
+}
+
+export function isClientGone(err: unknown): boolean {
+  return (err as { code?: unknown } | undefined)?.code === 'VELOCITY_CLIENT_GONE';
+}

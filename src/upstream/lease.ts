@@ -1,0 +1,68 @@
+/**
+ * A request's hold on one server. `acquire` counts the request against the server
+ * (connection limit, half-open trial) and returns a lease; `end(outcome)` gives
+ * the server back, wakes requests queued for the service on any thread, and
+ * records what the attempt said about the server (counters, latency, passive
+ * health, circuit breaker). Each happens exactly once: a second `end` does
+ * nothing, so every error path may end the lease without asking whether another
+ * one did.
+ *
+ * A tunnel (WebSocket, TCP) knows whether the server answered long before it gives
+ * the server back: it calls `record(outcome)` then, and `end()` when it closes.
+ */
+import type { AttemptOutcome } from './attempt.ts';
+import type { UpstreamServer } from './server.ts';
+
+/** What a lease reports to: the service the server was acquired from. */
+export interface LeaseOwner {
+  /** Counters, latency, passive health and circuit breaker for one finished attempt. */
+  recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void;
+  /** An attempt that ended without saying anything about the server (never tried): its half-open trial is given back. */
+  abandon(server: UpstreamServer): void;
+  /** Wakes requests queued for this service on any thread. */
+  signalRelease(): void;
+}
+
+export class Lease {
+  readonly server: UpstreamServer;
+  private readonly owner: LeaseOwner;
+  private readonly started = performance.now();
+  private recorded = false;
+  private ended = false;
+
+  constructor(owner: LeaseOwner, server: UpstreamServer) {
+    this.owner = owner;
+    this.server = server;
+  }
+
+  /** Whether end() was called. */
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Records the attempt's outcome now, while the server stays held; only the first call counts. */
+  record(outcome: AttemptOutcome, latencyMs = performance.now() - this.started): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.owner.recordOutcome(this.server, outcome, latencyMs);
+  }
+
+  /**
+   * Gives the server back and records `outcome` (unless recorded already). Without
+   * any outcome the attempt counts for nothing. Only the first call counts.
+   */
+  end(outcome?: AttemptOutcome, latencyMs?: number): void {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      if (outcome) this.record(outcome, latencyMs);
+      else if (!this.recorded) {
+        this.recorded = true;
+        this.owner.abandon(this.server);
+      }
+    } finally {
+      this.server.release();
+      this.owner.signalRelease();
+    }
+  }
+}
