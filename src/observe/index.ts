@@ -9,7 +9,7 @@ import type { RequestRecord } from './events.ts';
 import { type LogStore, MemoryLogStore } from './log-store.ts';
 import { LogWriter } from './log-writer.ts';
 import type { Logger } from './logger.ts';
-import { countGlobal, GM, renderMetrics } from './metrics.ts';
+import { countGlobal, GM, type MetricSource, renderMetrics } from './metrics.ts';
 import { PostgresLogStore } from './postgres-store.ts';
 import { SqliteLogStore } from './sqlite-store.ts';
 
@@ -26,7 +26,14 @@ function makeStore(config: NonNullable<Config['logs']>): LogStore {
   return new SqliteLogStore(config.path);
 }
 
-export async function startObservability(config: Config, plane: DataPlane, control: ControlPlane, admin: AdminRouter, log: Logger): Promise<Observability> {
+export async function startObservability(
+  config: Config,
+  plane: DataPlane,
+  control: ControlPlane,
+  admin: AdminRouter,
+  log: Logger,
+  metricSources: readonly MetricSource[] = [],
+): Promise<Observability> {
   // Metrics are counted on each serving thread (src/runtime/serving.ts); the observers here run where
   // records arrive: the one data plane, or the main thread's plane that worker threads forward records to.
   const unsubscribe: (() => void)[] = [];
@@ -77,10 +84,14 @@ export async function startObservability(config: Config, plane: DataPlane, contr
     ...observeRoutes({
       metrics: () =>
         config.metrics.enabled
-          ? renderMetrics(control, (service) => {
-              const s = plane.service(service);
-              return s ? plane.queueFor(s).length : 0;
-            })
+          ? renderMetrics(
+              control,
+              (service) => {
+                const s = plane.service(service);
+                return s ? plane.queueFor(s).length : 0;
+              },
+              metricSources,
+            )
           : undefined,
       store: () => writer?.store,
     }),

@@ -134,8 +134,11 @@ class Exposition {
   }
 }
 
+/** A feature's own metrics, written after the built-in ones (e.g. ACME certificates). */
+export type MetricSource = (out: Pick<Exposition, 'declare' | 'sample'>) => void;
+
 /** The Prometheus text exposition of everything Velocity counts. */
-export function renderMetrics(control: ControlPlane, queueLength: (service: string) => number): string {
+export function renderMetrics(control: ControlPlane, queueLength: (service: string) => number, sources: readonly MetricSource[] = []): string {
   const { state } = control;
   const out = new Exposition();
   const now = Date.now();
@@ -204,5 +207,6 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   out.declare('velocity_config_reloads_total', 'counter', 'Config reloads by result.');
   out.sample('velocity_config_reloads_total', { result: 'success' }, g(GM.RELOAD_OK));
   out.sample('velocity_config_reloads_total', { result: 'failure' }, g(GM.RELOAD_FAILED));
+  for (const source of sources) source(out);
   return out.text();
 }

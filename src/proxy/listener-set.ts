@@ -4,15 +4,19 @@
  * together, reconciled on reload (new ones open, removed ones drain and close,
  * certificate changes apply in place) and closed together.
  */
+import { type AcmeConfig, acmeHosts } from '../config/schema/acme.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { HstsConfig, ListenerConfig } from '../config/schema/listeners.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import { Http01Answers } from './acme/http01.ts';
+import { ManagedCertificates } from './acme/served.ts';
+import { acmeStorage, caKey } from './acme/storage.ts';
 import { listenHttp } from './listener.ts';
 import { redirectToHttps } from './redirect.ts';
 import { listenTcp } from './tcp.ts';
-import { TlsTermination } from './tls.ts';
+import { protocolOptions, TlsTermination } from './tls.ts';
 
 export type ListenerKind = 'http' | 'https' | 'redirect' | 'tcp';
 
@@ -64,21 +68,42 @@ function wantedBy(config: Config): Wanted[] {
   return out;
 }
 
+export interface ListenerSetOptions {
+  reusePort?: boolean;
+  /** On-demand TLS: obtains a certificate for a name first seen in a handshake; true when one may now be in storage. */
+  onDemand?: (acme: AcmeConfig, name: string) => Promise<boolean>;
+}
+
+/** One storage per distinct acme `storage` that answers HTTP-01. */
+function acmeStoragesOf(config: Config) {
+  const seen = new Map<string, ReturnType<typeof acmeStorage>>();
+  for (const l of config.listeners) {
+    const acme = l.type === 'https' ? l.tls.acme : undefined;
+    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme) : undefined;
+    if (storage && !seen.has(storage.description)) seen.set(storage.description, storage);
+  }
+  return [...seen.values()];
+}
+
 export class ListenerSet {
   private readonly open = new Map<string, Open>();
   private readonly plane: DataPlane;
   private readonly log: Logger;
   private readonly reusePort: boolean;
+  private readonly onDemand: ListenerSetOptions['onDemand'];
+  /** ACME HTTP-01 answers, shared by every plain-HTTP listener. */
+  private readonly http01 = new Http01Answers();
 
-  private constructor(plane: DataPlane, log: Logger, reusePort: boolean) {
+  private constructor(plane: DataPlane, log: Logger, options: ListenerSetOptions) {
     this.plane = plane;
     this.log = log;
-    this.reusePort = reusePort;
+    this.reusePort = options.reusePort ?? false;
+    this.onDemand = options.onDemand;
   }
 
   /** Opens every listener of `config`; on any failure closes those already open and throws (ListenError, CertificateError). */
-  static async open(plane: DataPlane, config: Config, log: Logger, options: { reusePort?: boolean } = {}): Promise<ListenerSet> {
-    const set = new ListenerSet(plane, log, options.reusePort ?? false);
+  static async open(plane: DataPlane, config: Config, log: Logger, options: ListenerSetOptions = {}): Promise<ListenerSet> {
+    const set = new ListenerSet(plane, log, options);
     await set.reconcile(config);
     return set;
   }
@@ -102,6 +127,7 @@ export class ListenerSet {
   async reconcile(config: Config): Promise<void> {
     const wanted = wantedBy(config);
     const opened: Open[] = [];
+    this.http01.use(acmeStoragesOf(config));
     try {
       for (const w of wanted) {
         const existing = this.open.get(w.key);
@@ -111,7 +137,10 @@ export class ListenerSet {
       }
       for (const w of wanted) {
         const existing = this.open.get(w.key);
-        if (existing?.tls && w.listener?.type === 'https') existing.tls.update(w.listener.tls);
+        if (existing?.tls && w.listener?.type === 'https') {
+          existing.tls.update(w.listener.tls);
+          if (w.listener.tls.acme) existing.tls.managed?.setNames(acmeHosts(w.listener.tls.acme, config.services));
+        }
         if (existing?.retarget && w.service && existing.service !== w.service) existing.retarget(w.service);
       }
     } catch (err) {
@@ -147,7 +176,19 @@ export class ListenerSet {
     }
     const listener = w.listener;
     if (listener?.type === 'https') {
-      const tls = new TlsTermination(listener.tls, this.log);
+      const acme = listener.tls.acme;
+      const onDemand = this.onDemand;
+      const managed = acme
+        ? await ManagedCertificates.create({
+            storage: acmeStorage(acme),
+            ca: caKey(acme.ca),
+            names: acmeHosts(acme, config.services),
+            protocol: protocolOptions(listener.tls),
+            log: this.log,
+            onUnknownName: acme.on_demand && onDemand ? (name) => onDemand(acme, name) : undefined,
+          })
+        : undefined;
+      const tls = new TlsTermination(listener.tls, this.log, managed);
       try {
         const http = await listenHttp(plane, w.address, config.client, { reusePort, tls, http2: listener.http2, hsts: listener.hsts ? hstsHeader(listener.hsts) : undefined });
         return { ...w, bound: { kind: 'https', address: http.address }, tls, close: (d) => http.close(d) };
@@ -157,7 +198,7 @@ export class ListenerSet {
       }
     }
     const onRequest = listener?.type === 'redirect' ? redirectToHttps(listener.status, () => listener.port ?? this.httpsPort()) : undefined;
-    const http = await listenHttp(plane, w.address, config.client, { reusePort, http2: listener?.type === 'http' && listener.http2, onRequest });
+    const http = await listenHttp(plane, w.address, config.client, { reusePort, http2: listener?.type === 'http' && listener.http2, onRequest, http01: this.http01 });
     return { ...w, bound: { kind: w.kind, address: http.address }, tls: undefined, close: (d) => http.close(d) };
   }
 

@@ -10,6 +10,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
+import type { Http01Answers } from './acme/http01.ts';
 import { RequestHandler } from './handler.ts';
 import type { Http1Request } from './http1/request.ts';
 import type { Http1Response } from './http1/response.ts';
@@ -53,13 +54,15 @@ export interface HttpListenerOptions {
   hsts?: string;
   /** Serve with this instead of the proxy (the HTTP→HTTPS redirect listener). */
   onRequest?: RequestListener;
+  /** ACME HTTP-01 challenge answers (plain HTTP listeners). */
+  http01?: Http01Answers;
 }
 
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
   const handler = new RequestHandler(plane, tls ? 'https' : 'http');
   const hsts = tls ? options.hsts : undefined;
-  const onRequest: RequestListener =
+  const serve: RequestListener =
     options.onRequest ??
     (hsts
       ? (req, res) => {
@@ -67,6 +70,8 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
           handler.handle(req, res);
         }
       : handler.handle);
+  // ACME HTTP-01 answers come before routing and redirects, on plain HTTP only.
+  const onRequest = !tls && options.http01 ? options.http01.wrap(serve) : serve;
   // The handler reads requests and writes responses through the fields node:http's have; Http1Request/Http1Response carry them.
   const asNode = onRequest as unknown as (req: Http1Request, res: Http1Response) => void;
   const http1 = new Http1Server(client, {
@@ -84,9 +89,8 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
   if (tls) {
     const tlsServer = createTlsServer(
       {
-        ...tls.current.serverOptions(tls.settings),
-        SNICallback: tls.sniCallback,
-        ALPNProtocols: options.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
+        ...tls.serverOptions(),
+        ...tls.handshakeOptions(options.http2 ? ['h2', 'http/1.1'] : ['http/1.1']),
         // A client that opens a connection and never finishes the handshake is cut like a slow HTTP client.
         handshakeTimeout: client.header_timeout,
         allowHalfOpen: true,

@@ -5,9 +5,13 @@
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync, type StatWatcher, unwatchFile, watchFile } from 'node:fs';
-import { createSecureContext, type SecureContext, type SecureContextOptions, type Server as TlsServer } from 'node:tls';
+import { createSecureContext, type SecureContext, type SecureContextOptions, type TLSSocket, type TlsOptions, type Server as TlsServer } from 'node:tls';
 import type { TlsConfig } from '../config/schema/listeners.ts';
 import type { Logger } from '../observe/logger.ts';
+import type { ManagedCertificates } from './acme/served.ts';
+
+/** The ALPN protocol of TLS-ALPN-01 validation (RFC 8737): the handshake is the whole conversation. */
+export const ACME_TLS_ALPN = 'acme-tls/1';
 
 /** A certificate or key file that cannot be used, with the file named. */
 export class CertificateError extends Error {
@@ -137,10 +141,11 @@ interface Entry {
  */
 export class CertificateStore {
   readonly certificates: readonly LoadedCertificate[];
-  readonly defaultCertificate: LoadedCertificate;
+  /** Undefined when the listener has no certificate files (ACME only). */
+  readonly defaultCertificate: LoadedCertificate | undefined;
   private readonly exact = new Map<string, Entry>();
   private readonly wildcard = new Map<string, Entry>();
-  private readonly fallback: Entry;
+  private readonly fallback: Entry | undefined;
 
   constructor(config: TlsConfig) {
     const protocol = protocolOptions(config);
@@ -155,21 +160,26 @@ export class CertificateStore {
         if (!map.has(key)) map.set(key, entry);
       }
     }
-    this.fallback = entries.find((e) => e.isDefault) ?? (entries[0] as Entry);
+    this.fallback = entries.find((e) => e.isDefault) ?? entries[0];
     this.certificates = entries.map((e) => e.cert);
-    this.defaultCertificate = this.fallback.cert;
+    this.defaultCertificate = this.fallback?.cert;
   }
 
-  /** The secure context for a client's SNI name. */
-  contextFor(servername: string | undefined): SecureContext {
-    return this.entryFor(servername).context;
+  /** The secure context for a client's SNI name (undefined only when there are no certificate files). */
+  contextFor(servername: string | undefined): SecureContext | undefined {
+    return this.entryFor(servername)?.context;
   }
 
-  certificateFor(servername: string | undefined): LoadedCertificate {
-    return this.entryFor(servername).cert;
+  /** The context of a certificate file naming exactly this (lower-case) name. */
+  exactContextFor(name: string): SecureContext | undefined {
+    return this.exact.get(name)?.context;
   }
 
-  private entryFor(servername: string | undefined): Entry {
+  certificateFor(servername: string | undefined): LoadedCertificate | undefined {
+    return this.entryFor(servername)?.cert;
+  }
+
+  private entryFor(servername: string | undefined): Entry | undefined {
     if (!servername) return this.fallback;
     const name = servername.toLowerCase();
     const exact = this.exact.get(name);
@@ -178,9 +188,10 @@ export class CertificateStore {
     return (dot > 0 && this.wildcard.get(name.slice(dot + 1))) || this.fallback;
   }
 
-  /** Options for the server's own (no-SNI) context. */
-  serverOptions(config: TlsConfig): SecureContextOptions {
-    return { ...protocolOptions(config), cert: this.defaultCertificate.pem.cert, key: this.defaultCertificate.pem.key };
+  /** Options for the server's own (no-SNI) context; without certificate files, the ACME placeholder's. */
+  serverOptions(config: TlsConfig, placeholder?: { cert: string; key: string }): SecureContextOptions {
+    const def = this.defaultCertificate;
+    return { ...protocolOptions(config), ...(def ? { cert: def.pem.cert, key: def.pem.key } : placeholder) };
   }
 }
 
@@ -202,10 +213,15 @@ export class TlsTermination {
   private readonly expiryTimer: NodeJS.Timeout;
   private server: TlsServer | undefined;
   private readonly log: Logger;
+  /** Certificates obtained by ACME, when the listener has `tls.acme`. */
+  readonly managed: ManagedCertificates | undefined;
+  /** Handshakes that asked for acme-tls/1 (marked by the ALPN callback, which OpenSSL runs before the SNI one). */
+  private readonly acmeHandshakes = new WeakSet<object>();
 
   /** Throws CertificateError when a file is missing, unreadable or mismatched. */
-  constructor(config: TlsConfig, log: Logger) {
+  constructor(config: TlsConfig, log: Logger, managed?: ManagedCertificates) {
     this.log = log;
+    this.managed = managed;
     this.config = config;
     this.store = new CertificateStore(config);
     this.warnExpiry();
@@ -224,12 +240,55 @@ export class TlsTermination {
   /** The server whose default (no-SNI) certificate follows reloads. */
   attach(server: TlsServer): void {
     this.server = server;
+    // A TLS-ALPN-01 validation ends with the handshake: nothing is served on that connection.
+    server.on('secureConnection', (socket: TLSSocket) => {
+      if (socket.alpnProtocol === ACME_TLS_ALPN) socket.end();
+    });
   }
 
-  /** For the server's SNICallback. */
-  readonly sniCallback = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void => {
-    cb(null, this.store.contextFor(servername));
-  };
+  /** Options for the TLS server: its default certificate, and SNI and ALPN callbacks. */
+  serverOptions(): SecureContextOptions {
+    return this.store.serverOptions(this.config, this.managed?.placeholderPem);
+  }
+
+  /**
+   * The handshake hooks of a server speaking `protocols` (by preference): the
+   * certificate by SNI, and ACME's acme-tls/1 answered with the challenge
+   * certificate. Any server that terminates TLS for this listener uses these.
+   */
+  handshakeOptions(protocols: readonly string[]): Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> {
+    const termination = this;
+    return {
+      // Node calls both with the TLSSocket as `this`: the one link between the two callbacks of a handshake.
+      ALPNCallback(this: TLSSocket | undefined, { protocols: offered }) {
+        if (termination.managed && offered.includes(ACME_TLS_ALPN) && this) {
+          termination.acmeHandshakes.add(this);
+          return ACME_TLS_ALPN;
+        }
+        return protocols.find((p) => offered.includes(p));
+      },
+      SNICallback(this: TLSSocket | undefined, servername, cb) {
+        termination.selectContext(servername, this !== undefined && termination.acmeHandshakes.has(this)).then(
+          (context) => cb(null, context),
+          (err: Error) => cb(err),
+        );
+      },
+    };
+  }
+
+  /**
+   * Certificate files naming the host exactly come first, then ACME's for the
+   * names it manages (or its placeholder), then file wildcards and the default.
+   */
+  private async selectContext(servername: string, acmeChallenge: boolean): Promise<SecureContext | undefined> {
+    const name = servername.toLowerCase();
+    const managed = this.managed;
+    if (acmeChallenge && managed) return (await managed.challengeContext(name)) ?? managed.placeholder;
+    const exact = this.store.exactContextFor(name);
+    if (exact || !managed) return exact ?? this.store.contextFor(name);
+    const context = managed.contextFor(name) ?? this.store.contextFor(name) ?? (await managed.onDemand(name));
+    return context ?? managed.placeholder;
+  }
 
   /** Applies changed settings (reload). Throws CertificateError and keeps the old ones when they don't load. */
   update(config: TlsConfig): void {
@@ -240,6 +299,7 @@ export class TlsTermination {
   }
 
   close(): void {
+    this.managed?.close();
     clearInterval(this.expiryTimer);
     if (this.settleTimer) clearTimeout(this.settleTimer);
     for (const file of this.watched.keys()) unwatchFile(file);
@@ -249,7 +309,7 @@ export class TlsTermination {
   private swap(store: CertificateStore, reason: string): void {
     this.store = store;
     this.syncWatches();
-    this.server?.setSecureContext(store.serverOptions(this.config));
+    this.server?.setSecureContext(store.serverOptions(this.config, this.managed?.placeholderPem));
     this.log.info({ reason, certificates: store.certificates.map((c) => ({ file: c.files.cert, names: c.names, notAfter: c.notAfter.toISOString() })) }, 'TLS certificates loaded');
     this.warnExpiry();
   }

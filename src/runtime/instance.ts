@@ -5,6 +5,7 @@
 
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
+import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
@@ -23,6 +24,7 @@ import type { RequestObserver } from '../observe/events.ts';
 import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { countGlobal, GM, METRIC_CELLS } from '../observe/metrics.ts';
+import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { policyModuleBase } from '../upstream/service.ts';
@@ -109,7 +111,10 @@ export async function start(input: Config | string, options: StartOptions = {}):
   let discovery: Discovery | undefined;
   let observability: Observability | undefined;
   /** Everything after the listeners, in order: backends Velocity runs stop after the requests they served. */
+  // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
+  const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
+    automaticHttps.close();
     await adminServer?.close();
     await discovery?.stop();
     await observability?.close();
@@ -118,7 +123,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await plane.close();
   };
   try {
-    observability = await startObservability(config, plane, control, admin, log);
+    observability = await startObservability(config, plane, control, admin, log, [automaticHttps.writeMetrics]);
     admin.add(...traffic.routes());
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
@@ -127,7 +132,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
           { count: threadCount, state, control, log, policyDir: policyModuleBase.dir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist },
           config,
         )
-      : await ListenerSet.open(plane, config, log);
+      : await ListenerSet.open(plane, config, log, { onDemand: automaticHttps.onDemand });
+    // Orders start once the listeners that answer the CA's challenges are open.
+    automaticHttps.apply(config);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
     discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
     admin.add(...autoscaleRoutes(() => discovery));
@@ -167,6 +174,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       // New listeners open first: a port in use rejects the reload before anything changed.
       await listenerSet.reconcile(candidate);
       control.applyConfig(candidate);
+      automaticHttps.apply(candidate);
       if (!threads) traffic.apply(candidate, plane);
       await applied();
       if (candidate.workers !== config.workers) log.warn({ workers: candidate.workers }, 'workers changed: this takes effect on restart');
@@ -193,6 +201,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   };
   admin.add(
     ...servicesRoutes(servicesDeps),
+    ...certificatesRoutes(automaticHttps),
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
     ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
   );

@@ -68,12 +68,12 @@ test('SNI picks the exact name, then a one-label wildcard, then the default cert
   const wild = issueCert(ca, ['*.b.test'], { file: 'wild-b' });
   const fallback = issueCert(ca, ['default.test']);
   const store = new CertificateStore(tlsConfig([{ ...a }, { ...wild }, { ...fallback, default: true }]));
-  assert.equal(store.certificateFor('a.test').files.cert, a.cert);
-  assert.equal(store.certificateFor('A.TEST').files.cert, a.cert, 'names are case-insensitive');
-  assert.equal(store.certificateFor('x.b.test').files.cert, wild.cert);
-  assert.equal(store.certificateFor('y.x.b.test').files.cert, fallback.cert, 'a wildcard covers one label only');
-  assert.equal(store.certificateFor('unknown.test').files.cert, fallback.cert);
-  assert.equal(store.certificateFor(undefined).files.cert, fallback.cert, 'no SNI gets the default');
+  assert.equal(store.certificateFor('a.test')?.files.cert, a.cert);
+  assert.equal(store.certificateFor('A.TEST')?.files.cert, a.cert, 'names are case-insensitive');
+  assert.equal(store.certificateFor('x.b.test')?.files.cert, wild.cert);
+  assert.equal(store.certificateFor('y.x.b.test')?.files.cert, fallback.cert, 'a wildcard covers one label only');
+  assert.equal(store.certificateFor('unknown.test')?.files.cert, fallback.cert);
+  assert.equal(store.certificateFor(undefined)?.files.cert, fallback.cert, 'no SNI gets the default');
 });
 
 test('without a default flag the first certificate is the default; hosts override the names in the certificate', (t) => {
@@ -81,9 +81,9 @@ test('without a default flag the first certificate is the default; hosts overrid
   const a = issueCert(ca, ['a.test']);
   const b = issueCert(ca, ['b.test']);
   const store = new CertificateStore(tlsConfig([{ ...a }, { ...b, hosts: ['api.example'] }]));
-  assert.equal(store.certificateFor('nothing.test').files.cert, a.cert);
-  assert.equal(store.certificateFor('api.example').files.cert, b.cert);
-  assert.equal(store.certificateFor('b.test').files.cert, a.cert, 'hosts replace the certificate names');
+  assert.equal(store.certificateFor('nothing.test')?.files.cert, a.cert);
+  assert.equal(store.certificateFor('api.example')?.files.cert, b.cert);
+  assert.equal(store.certificateFor('b.test')?.files.cert, a.cert, 'hosts replace the certificate names');
 });
 
 test('an expired certificate gives a warning; one valid for months gives none', (t) => {

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { CertificateError, loadCertificate } from '../../proxy/tls.ts';
+import { acmeSchema } from './acme.ts';
 import { duration, listenAddress } from './common.ts';
 import { hostPattern } from './service.ts';
 import { filePath } from './upstream-tls.ts';
@@ -46,7 +47,10 @@ export const certificateSchema = z
 
 export const tlsSchema = z
   .strictObject({
-    certificates: z.array(certificateSchema).min(1, 'at least one certificate is needed'),
+    /** Certificate files; may be empty when `acme` obtains the certificates. */
+    certificates: z.array(certificateSchema).default([]),
+    /** Certificates from an ACME CA, obtained and renewed automatically (see docs/automatic-https.md). */
+    acme: acmeSchema.optional(),
     min_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'expected TLSv1.2 or TLSv1.3' }).default('TLSv1.2'),
     /** OpenSSL cipher list for TLS 1.2. */
     ciphers: z.string().min(1).default(DEFAULT_CIPHERS),
@@ -54,6 +58,8 @@ export const tlsSchema = z
     watch: z.boolean().default(true),
   })
   .superRefine((tls, ctx) => {
+    if (tls.certificates.length === 0 && !tls.acme)
+      ctx.addIssue({ code: 'custom', path: ['certificates'], message: 'at least one certificate is needed (or acme, to obtain them)' });
     const defaults = tls.certificates.flatMap((c, i) => (c.default ? [i] : []));
     for (const i of defaults.slice(1))
       ctx.addIssue({ code: 'custom', path: ['certificates', i, 'default'], message: `only one certificate can be the default (certificates[${defaults[0]}] already is)` });

@@ -1,5 +1,6 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
+import { checkAcmeHosts } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
@@ -66,6 +67,7 @@ export const configSchema = z
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),
   })
   .superRefine(checkAddressConflicts)
+  .superRefine(checkAcmeHosts)
   .transform(({ listen, ...rest }) => ({
     listen: listen ?? (rest.listeners.length === 0 && rest.services.some((s) => s.mode === 'http') ? [{ host: '0.0.0.0', port: 8000 }] : []),
     ...rest,
