@@ -37,7 +37,12 @@ try {
       const result = await runWrk(`http://127.0.0.1:${c.port}/`, ['-t1', '-c50'], seconds, c.pid);
       const after = cpuSplit(c.pid);
       const per = (ms: number) => (ms * 1000) / result.requests;
-      c.samples.push({ rps: result.rps, total: per(after.user - before.user + after.system - before.system), user: per(after.user - before.user), system: per(after.system - before.system) });
+      c.samples.push({
+        rps: result.rps,
+        total: per(after.user - before.user + after.system - before.system),
+        user: per(after.user - before.user),
+        system: per(after.system - before.system),
+      });
     }
   }
   console.log('server            req/s   CPU µs/req  (user / system)');

@@ -20,4 +20,6 @@ const http1 = new Http1Server(
     onUpgrade: (_req, _res, socket) => socket.destroy(),
   },
 );
-createServer({ allowHalfOpen: true, noDelay: true }, (socket) => http1.accept(socket)).listen(port, '127.0.0.1', () => console.log(`velocity http1 reference listening on ${port}`));
+createServer({ allowHalfOpen: true, noDelay: true }, (socket) => http1.accept(socket)).listen(port, '127.0.0.1', () =>
+  console.log(`velocity http1 reference listening on ${port}`),
+);

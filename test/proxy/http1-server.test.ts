@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { type Agent, createServer, request, Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { type Agent, createServer, Agent as HttpAgent, type IncomingMessage, request } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startInProcess } from '../support/velocity.ts';
@@ -247,7 +247,10 @@ services:
   test('HEAD answers with the length and no body; 204 and 304 carry no body; the connection serves the next request', async () => {
     const { text } = await raw(
       port,
-      async (s) => void s.write('HEAD /bytes/5000 HTTP/1.1\r\nHost: a\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: a\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nHost: a\r\n\r\n'),
+      async (s) =>
+        void s.write(
+          'HEAD /bytes/5000 HTTP/1.1\r\nHost: a\r\n\r\nGET /status/204 HTTP/1.1\r\nHost: a\r\n\r\nGET /status/304 HTTP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nHost: a\r\n\r\n',
+        ),
       /path \/last\n/,
     );
     const responses = text.split(/(?=HTTP\/1\.1 \d{3} )/);
