@@ -5,7 +5,7 @@
  * Every process is a child of the bench; all are killed when it ends.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,9 +61,10 @@ export class BenchContext {
     return path;
   }
 
-  /** Starts a process in the foreground (never a daemon) so it can be stopped by PID. */
-  run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  /** Starts a process in the foreground (never a daemon) so it can be stopped by PID; its stdout goes to `stdoutFile` if given. */
+  run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}, stdoutFile?: string): ChildProcess {
+    const stdout = stdoutFile ? openSync(stdoutFile, 'a') : 'ignore';
+    const child = spawn(cmd, argv, { stdio: ['ignore', stdout, 'pipe'], env: { ...process.env, ...env } });
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => {
       stderr = (stderr + chunk.toString()).slice(-4000);
@@ -103,7 +104,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitPort(port: number, ms = 15_000): Promise<void> {
+export async function waitPort(port: number, ms = 60_000): Promise<void> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -178,7 +179,9 @@ export async function startNginxProxy(ctx: BenchContext, upstreams: string[]): P
     'nginx.conf',
     `${NGINX_FOREGROUND} pid ${ctx.dir}/nginx.pid; error_log ${ctx.dir}/nginx.err;
 events { worker_connections 10000; }
-http { access_log off; keepalive_requests 1000000;
+http { keepalive_requests 1000000;
+log_format json escape=json '{"time":"$time_iso8601","remote":"$remote_addr","method":"$request_method","uri":"$request_uri","status":$status,"bytes":$body_bytes_sent,"upstream":"$upstream_addr","ms":$request_time}';
+access_log ${ctx.dir}/nginx-access.log json buffer=64k flush=1s;
 upstream b { ${upstreams.map((u) => `server ${u};`).join(' ')} keepalive 128; }
 server { listen 127.0.0.1:${port}; client_max_body_size 1m;
   location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } } }`,
@@ -195,8 +198,11 @@ export async function startHaproxy(ctx: BenchContext, upstreams: string[]): Prom
     `global
   nbthread 1
   maxconn 9000
+  log stdout format raw local0
 defaults
   mode http
+  log global
+  option httplog
   timeout connect 5s
   timeout client 60s
   timeout server 60s
@@ -209,7 +215,8 @@ backend b
 ${upstreams.map((u, i) => `  server s${i} ${u}`).join('\n')}
 `,
   );
-  const child = ctx.run('haproxy', ['-f', conf, '-db']);
+  // Its request log goes to stdout, and stdout to a file: HAProxy has no file logging of its own.
+  const child = ctx.run('haproxy', ['-f', conf, '-db'], {}, join(ctx.dir, 'haproxy-access.log'));
   await waitPort(port);
   return { name: 'haproxy', port, pid: child.pid, threads: 1 };
 }
@@ -229,6 +236,10 @@ export const startNodeHttpProxy = (ctx: BenchContext, upstreams: string[]) =>
     'node-http-proxy.ts',
     upstreams.map((u) => `http://${u}`),
   );
+
+/** @fastify/http-proxy with Fastify's request log to a file (one upstream: the plugin takes one). */
+export const startFastifyProxy = async (ctx: BenchContext, upstreams: string[]) =>
+  startNodeScript(ctx, 'fastify-http-proxy', 'fastify-proxy.ts', [join(ctx.dir, 'fastify-access.log'), `http://${upstreams[0]}`]);
 
 /** node:http answering by itself (no upstream): the ceiling of one Node event loop here. */
 export const startNodeHello = (ctx: BenchContext) => startNodeScript(ctx, 'node http (no proxy)', 'node-hello.ts');
@@ -307,17 +318,23 @@ export function parseWrk(out: string): WrkResult {
   return { rps: num(/Requests\/sec:\s+([\d.]+)/), p50: ms('50'), p99: ms('99'), errors, requests: num(/(\d+) requests in/) };
 }
 
-/** CPU time a process used so far (user + system, all threads), in ms; 0 when unknown. */
-export function cpuMs(pid: number | undefined): number {
-  if (!pid) return 0;
+/** CPU time a process used so far in user and in system mode (all threads), in ms; zeros when unknown. */
+export function cpuTimes(pid: number | undefined): { user: number; sys: number } {
+  if (!pid) return { user: 0, sys: 0 };
   try {
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+    return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, sys: (Number(fields[12]) * 1000) / CLOCK_TICKS };
   } catch {
-    return 0;
+    return { user: 0, sys: 0 };
   }
+}
+
+/** CPU time a process used so far (user + system, all threads), in ms; 0 when unknown. */
+export function cpuMs(pid: number | undefined): number {
+  const { user, sys } = cpuTimes(pid);
+  return user + sys;
 }
 const CLOCK_TICKS = 100;
 
@@ -326,6 +343,9 @@ export interface LoadResult extends WrkResult {
   rssMb: number;
   /** CPU time the contender spent per request, µs (0 when unknown): less noisy than req/s on a shared machine. */
   cpuUsPerRequest: number;
+  /** The same, split: user-space and kernel time per request, µs. */
+  userUsPerRequest: number;
+  systemUsPerRequest: number;
 }
 
 /** One bounded wrk run; samples the contender's RSS while it runs and reports the peak and its CPU per request. */
@@ -340,7 +360,7 @@ export function runWrk(url: string, args: string[], seconds: number, pid: number
       out += c.toString();
     });
     let peak = rssMb(pid);
-    const cpuBefore = cpuMs(pid);
+    const cpuBefore = cpuTimes(pid);
     const sampler = setInterval(() => {
       peak = Math.max(peak, rssMb(pid));
     }, 250);
@@ -351,8 +371,11 @@ export function runWrk(url: string, args: string[], seconds: number, pid: number
       clearTimeout(killer);
       if (code !== 0) return reject(new Error(`wrk exited with ${code}: ${out.trim()}`));
       const result = parseWrk(out);
-      const cpu = cpuMs(pid) - cpuBefore;
-      resolve({ ...result, rssMb: Math.max(peak, rssMb(pid)), cpuUsPerRequest: pid && result.requests > 0 ? (cpu * 1000) / result.requests : 0 });
+      const after = cpuTimes(pid);
+      const perRequest = (ms: number) => (pid && result.requests > 0 ? (ms * 1000) / result.requests : 0);
+      const user = perRequest(after.user - cpuBefore.user);
+      const system = perRequest(after.sys - cpuBefore.sys);
+      resolve({ ...result, rssMb: Math.max(peak, rssMb(pid)), cpuUsPerRequest: user + system, userUsPerRequest: user, systemUsPerRequest: system });
     });
   });
 }
@@ -378,8 +401,10 @@ export interface Row {
   p99: number;
   errors: number;
   rssMb: number;
-  /** CPU time per request, µs (all threads of the process). */
+  /** CPU time per request, µs (all threads of the process), and its user/system split. */
   cpuUs: number;
+  userUs: number;
+  systemUs: number;
   /** Data-path threads (RSS per thread = rssMb / threads). */
   threads: number;
   /** Median over rounds of (this req/s ÷ nginx req/s in the same round). */

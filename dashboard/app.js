@@ -1,6 +1,8 @@
 // The Velocity dashboard: renders /api/v1/live snapshots, keeps the last few
 // minutes for the charts, and sends changes through the admin API with the token
 // the user typed (kept in sessionStorage only, so it dies with the tab).
+
+import { loadCertificates } from './certificates.js';
 import { drawChart } from './charts.js';
 import { clockTime, el, fillStats, fmt, pct, setText } from './dom.js';
 import { loadLogs } from './logs.js';
@@ -302,6 +304,7 @@ $('block-form').addEventListener('submit', async (e) => {
 });
 
 loadLogs(authHeaders);
+loadCertificates(authHeaders, change, say);
 
 runStream('/api/v1/live', authHeaders, {
   snapshot: render,

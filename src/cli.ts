@@ -99,6 +99,7 @@ async function runConfig(load: () => Promise<LoadedConfig> | LoadedConfig, file:
     }
     throw err;
   }
+  for (const w of loaded.warnings ?? []) log.warn(`warning: ${formatProblem(w)}`);
   if (loaded.legacyTranslation) {
     log.warn({ file }, `this config is in the old Velocity format and was translated; the same config in the current format is:\n${loaded.legacyTranslation}`);
   }
@@ -164,7 +165,8 @@ async function validateCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' } } });
   const file = values.config as string;
   try {
-    const { config, legacyTranslation } = await loadConfigFile(file);
+    const { config, legacyTranslation, warnings } = await loadConfigFile(file);
+    for (const w of warnings ?? []) console.error(`warning: ${formatProblem(w)}`);
     const servers = config.services.reduce((n, s) => n + s.servers.length, 0);
     console.log(
       `${file}: ok — ${config.services.length} service(s), ${servers} server(s), listening on ${[...config.listen.map((a) => `${a.host}:${a.port}`), ...config.listeners.map((l) => `${l.listen.host}:${l.listen.port} (${l.type})`), ...config.services.flatMap((s) => (s.listen ? [`${s.listen.host}:${s.listen.port} (tcp ${s.name})`] : []))].join(', ')}${legacyTranslation ? ' (old Velocity format, translated)' : ''}`,

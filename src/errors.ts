@@ -5,12 +5,14 @@
  */
 export const ERROR_CODES = {
   BAD_REQUEST: { status: 400, message: 'Bad request' },
+  AUTH_REQUIRED: { status: 401, message: 'Authentication required' },
   IP_DENIED: { status: 403, message: 'Forbidden' },
   NO_ROUTE: { status: 404, message: 'No service for this host and path' },
   CLIENT_TIMEOUT: { status: 408, message: 'Request timeout' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'Payload too large' },
   URI_TOO_LONG: { status: 414, message: 'URI too long' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  IN_FLIGHT_LIMIT: { status: 429, message: 'Too many requests in progress' },
   HEADERS_TOO_LARGE: { status: 431, message: 'Request header fields too large' },
   UPSTREAM_CONNECT_FAILED: { status: 502, message: 'Bad gateway' },
   UPSTREAM_RESET: { status: 502, message: 'Bad gateway' },
@@ -20,8 +22,10 @@ export const ERROR_CODES = {
   QUEUE_FULL: { status: 503, message: 'Service busy' },
   QUEUE_TIMEOUT: { status: 503, message: 'Service busy' },
   SHUTTING_DOWN: { status: 503, message: 'Shutting down' },
+  AUTH_UNAVAILABLE: { status: 503, message: 'Authentication service unavailable' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway timeout' },
   INTERNAL: { status: 500, message: 'Internal error' },
+  MIDDLEWARE_FAILED: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -6,6 +6,7 @@ export type { Config } from './config/schema/root.ts';
 export type { ServerConfig, ServiceConfig } from './config/schema/service.ts';
 export { ConfigError, type ConfigProblem, ERROR_CODES, type ErrorCode, formatProblem, VelocityError } from './errors.ts';
 export type { BlockEntry, Blocklist, BlockSource } from './guard/blocklist.ts';
+export type { Middleware, MiddlewareContext, MiddlewareFactory, MiddlewareRequest, Reply, RequestView, ResponseHead } from './middleware/middleware.ts';
 export type { RequestObserver, RequestRecord } from './observe/events.ts';
 export { createLogger, silentLogger } from './observe/logger.ts';
 export { type ReloadResult, type StartOptions, start, type Velocity } from './runtime/instance.ts';

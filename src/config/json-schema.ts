@@ -5,6 +5,7 @@
  * policy modules, cross-field rules).
  */
 import { z } from 'zod';
+import { middlewareEntryJsonSchema, middlewareEntrySchema } from '../middleware/registry.ts';
 import { configSchema, defaultsSchema } from './schema/root.ts';
 
 type JsonSchema = Record<string, unknown>;
@@ -15,8 +16,13 @@ const toJson = (schema: z.ZodType): JsonSchema => {
 };
 
 /** zod writes `format: starts_with` beside the pattern that says the same; it is no JSON Schema format. */
-function dropZodFormats({ jsonSchema }: { jsonSchema: JsonSchema }): void {
+function dropZodFormats({ jsonSchema, zodSchema }: { jsonSchema: JsonSchema; zodSchema: unknown }): void {
   if (jsonSchema.format === 'starts_with') delete jsonSchema.format;
+  // A middleware entry is checked against its registry entry's options (see middleware/registry.ts).
+  if (zodSchema === middlewareEntrySchema) {
+    for (const key of Object.keys(jsonSchema)) delete jsonSchema[key];
+    Object.assign(jsonSchema, middlewareEntryJsonSchema());
+  }
 }
 
 export function configJsonSchema(version: string): JsonSchema {

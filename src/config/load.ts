@@ -8,6 +8,9 @@ import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringif
 import type { z } from 'zod';
 import { loadPolicyModule } from '../balancer/module-loader.ts';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
+import { middlewareProblems } from '../middleware/check.ts';
+import { REQUEST_PLACEHOLDERS } from '../middleware/head.ts';
+import { shadowedRoutes } from '../proxy/route-table.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
 import { suggest } from './suggest.ts';
@@ -18,6 +21,8 @@ export interface LoadedConfig {
   locate?: (path: PropertyKey[], message: string) => ConfigProblem;
   /** Set when the file was in the Go Velocity format: the same config in the current format. */
   legacyTranslation?: string;
+  /** Problems that do not stop the config (a route an earlier one shadows). */
+  warnings?: ConfigProblem[];
 }
 
 type Path = PropertyKey[];
@@ -49,6 +54,8 @@ export async function checkPolicyModules(loaded: LoadedConfig, baseDir: string):
       problems.push(loaded.locate ? loaded.locate(['services', i, 'policy', 'module'], message) : { file: '', line: 1, column: 1, path: `services[${i}].policy.module`, message });
     }
   }
+  for (const p of await middlewareProblems(loaded.config.services, baseDir))
+    problems.push(loaded.locate ? loaded.locate(p.path, p.message) : { file: '', line: 1, column: 1, path: p.path.join('.'), message: p.message });
   if (problems.length > 0) throw new ConfigError(problems);
 }
 
@@ -109,7 +116,8 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
   if (!result.success) problems.push(...issuesToProblems(result.error.issues, [], locate));
   for (const dup of duplicateNames(raw)) problems.push(locate(dup.path, dup.message));
   if (problems.length > 0 || !result.success) throw new ConfigError(dedupe(problems));
-  return { config: deepFreeze(result.data), locate: (path, message) => locate(path, message), ...(legacyTranslation ? { legacyTranslation } : {}) };
+  const warnings = shadowedRoutes(result.data.services).map((w) => locate(w.path, w.message));
+  return { config: deepFreeze(result.data), locate: (path, message) => locate(path, message), warnings, ...(legacyTranslation ? { legacyTranslation } : {}) };
 }
 
 function issuesToProblems(issues: readonly z.core.$ZodIssue[], prefix: Path, locate: (path: Path, message: string, keyOf?: string) => ConfigProblem): ConfigProblem[] {
@@ -184,9 +192,11 @@ function substituteEnv(root: Node | null, env: NodeJS.ProcessEnv, report: (offse
   visit(root, {
     Scalar(_key, node) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
-      node.value = node.value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback: string | undefined) => {
+      node.value = node.value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (whole, name: string, fallback: string | undefined) => {
         const value = env[name];
         if (value !== undefined && value !== '') return value;
+        // ${client_ip}, ${request_id}, ${host}… are request values for middleware, filled per request.
+        if (fallback === undefined && (REQUEST_PLACEHOLDERS as readonly string[]).includes(name)) return whole;
         if (fallback !== undefined) return fallback;
         report(node.range?.[0] ?? 0, `environment variable ${name} is not set (write \${${name}:-default} for a default)`);
         return '';

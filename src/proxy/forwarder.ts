@@ -1,18 +1,19 @@
 /**
- * Sends one attempt of a request to one server through undici's dispatch API and
+ * Sends one attempt of a request to one server over the upstream pool and
  * streams the answer into the client response, with backpressure both ways.
  * Decides nothing about retries: it reports what happened, and whether the client
  * response was already started (after which nothing can be retried).
  */
 import type { Readable } from 'node:stream';
-import { type Dispatcher, Pool } from 'undici';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
+import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
+import { PoolSet, type ServerPool, type ServerPoolOptions } from '../upstream/http1-pool.ts';
+import type { ResponseHead } from '../upstream/response-parser.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ClientResponse } from './client-response.ts';
-import { responseHeadersForClient } from './headers.ts';
+import { responseHeadersFromRaw } from './headers.ts';
 import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from './upstream-tls.ts';
-
 export interface AttemptTimeouts {
   responseHeader: number;
   idle: number;
@@ -30,16 +31,14 @@ export interface AttemptRequest {
   extraResponseHeaders: [string, string | string[]][] | undefined;
 }
 
-/** undici errors that mean no byte of the request reached the server. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'EADDRNOTAVAIL', 'ECONNABORTED_CONNECT']);
-
 export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode {
   if (isTlsFailure(err.code)) return 'UPSTREAM_TLS_FAILED';
   switch (err.code) {
-    case 'UND_ERR_CONNECT_TIMEOUT':
-    case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_BODY_TIMEOUT':
+    case 'VELOCITY_CONNECT_TIMEOUT':
+    case 'VELOCITY_HEADERS_TIMEOUT':
+    case 'VELOCITY_BODY_TIMEOUT':
     case 'VELOCITY_ATTEMPT_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
       return 'UPSTREAM_TIMEOUT';
     case 'ECONNREFUSED':
     case 'EHOSTUNREACH':
@@ -48,20 +47,11 @@ export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode
     case 'EAI_AGAIN':
     case 'EADDRNOTAVAIL':
       return 'UPSTREAM_CONNECT_FAILED';
-    case 'ECONNRESET':
-    case 'EPIPE':
-    case 'UND_ERR_SOCKET':
-    case 'UND_ERR_CLOSED':
-      return 'UPSTREAM_RESET';
+    case 'VELOCITY_BAD_RESPONSE':
+      return 'UPSTREAM_BAD_RESPONSE';
     default:
-      // undici's HTTPParserError carries no code, only its name.
-      return err.name === 'HTTPParserError' ||
-        err.code?.startsWith('HPE_') ||
-        err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
-        err.code === 'UND_ERR_HEADERS_OVERFLOW' ||
-        err.code === 'UND_ERR_INFO'
-        ? 'UPSTREAM_BAD_RESPONSE'
-        : 'UPSTREAM_RESET';
+      // Node's own parser (the WebSocket path) names its errors HPE_*.
+      return err.code?.startsWith('HPE_') ? 'UPSTREAM_BAD_RESPONSE' : 'UPSTREAM_RESET';
   }
 }
 
@@ -74,50 +64,177 @@ export interface UpstreamPoolOptions {
 
 /** Keep-alive connection pools, one per server, owned by one thread. */
 export class UpstreamPools {
-  private readonly pools = new Map<string, Pool>();
-  /** The TLS settings each https pool was made with: changed settings (a reload) get a new pool. */
-  private readonly tlsOf = new Map<string, UpstreamTlsOptions>();
+  private readonly pools = new PoolSet();
+  private readonly optionsOf = new WeakMap<UpstreamPoolOptions, Map<string, ServerPoolOptions>>();
 
-  get(server: UpstreamServer, options: UpstreamPoolOptions): Pool {
-    const key = server.url;
-    let pool = this.pools.get(key);
-    if (pool && server.tls && this.tlsOf.get(key) !== options.tls) {
-      void pool.close().catch(() => undefined);
-      pool = undefined;
+  get(server: UpstreamServer, options: UpstreamPoolOptions): ServerPool {
+    return this.pools.get(server.url, server, this.serverOptions(server, options));
+  }
+
+  /** Built once per service options and host (the hot path asks on every request). */
+  private serverOptions(server: UpstreamServer, options: UpstreamPoolOptions): ServerPoolOptions {
+    let byHost = this.optionsOf.get(options);
+    if (!byHost) {
+      byHost = new Map();
+      this.optionsOf.set(options, byHost);
     }
-    if (!pool) {
-      if (server.tls && options.tls) this.tlsOf.set(key, options.tls);
-      pool = new Pool(server.url, {
-        connectTimeout: options.connectTimeout,
-        keepAliveTimeout: options.keepAliveTimeout,
-        // Velocity enforces its own per-request timeouts; these are per dispatch.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        pipelining: 1,
-        maxHeaderSize: 32 * 1024,
-        connect: server.tls && options.tls ? tlsConnectOptions(options.tls, server.host) : undefined,
-      });
-      this.pools.set(key, pool);
+    const key = server.tls ? server.host : '';
+    let made = byHost.get(key);
+    if (!made) {
+      const tls = server.tls ? tlsConnectOptions(options.tls ?? { rejectUnauthorized: true }, server.host) : undefined;
+      made = { connectTimeout: options.connectTimeout, keepAliveTimeout: options.keepAliveTimeout, tls };
+      byHost.set(key, made);
     }
-    return pool;
+    return made;
   }
 
   /** Closes pools of servers no longer in use (after they drained). */
   async retain(urls: ReadonlySet<string>): Promise<void> {
-    const closing: Promise<void>[] = [];
-    for (const [url, pool] of this.pools) {
-      if (!urls.has(url)) {
-        this.pools.delete(url);
-        this.tlsOf.delete(url);
-        closing.push(pool.close().catch(() => undefined));
-      }
-    }
-    await Promise.all(closing);
+    this.pools.retain(urls);
   }
 
   async closeAll(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((p) => p.destroy().catch(() => undefined)));
-    this.pools.clear();
+    this.pools.destroyAll();
+  }
+}
+
+/** How a timed-out or aborted attempt is told apart from a server failure. */
+function abortReason(signal: AbortSignal): Error & { code?: string } {
+  return signal.reason instanceof Error ? signal.reason : new Error('aborted');
+}
+
+/**
+ * One attempt: the sink of one exchange, writing into the client response.
+ * Resolves when the response has been streamed to the client, or with the
+ * failure; `signal` aborts it (client gone, total or per-try timeout).
+ */
+class Attempt implements ExchangeSink {
+  private readonly res: ClientResponse;
+  private readonly req: AttemptRequest;
+  private readonly started: number;
+  private readonly signal: AbortSignal;
+  private readonly resolve: (outcome: AttemptOutcome) => void;
+  private exchange: Exchange | undefined;
+  private settled = false;
+  private responseStarted = false;
+  private requestSent = false;
+  private bytesOut = 0;
+  private firstByteMs = 0;
+  private status = 0;
+  private waitingForDrain = false;
+
+  constructor(res: ClientResponse, req: AttemptRequest, started: number, signal: AbortSignal, resolve: (outcome: AttemptOutcome) => void) {
+    this.res = res;
+    this.req = req;
+    this.started = started;
+    this.signal = signal;
+    this.resolve = resolve;
+  }
+
+  start(pool: ServerPool): void {
+    if (this.signal.aborted) {
+      this.onAbort();
+      return;
+    }
+    this.signal.addEventListener('abort', this.onAbort, { once: true });
+    const req = this.req;
+    const request: UpstreamRequest = {
+      method: req.method,
+      path: req.path,
+      headers: req.headers,
+      body: req.body,
+      responseHeaderTimeout: req.timeouts.responseHeader,
+      idleTimeout: req.timeouts.idle,
+    };
+    const exchange = pool.request(request, this);
+    if (!this.settled) this.exchange = exchange;
+  }
+
+  private settle(outcome: AttemptOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.signal.removeEventListener('abort', this.onAbort);
+    if (this.waitingForDrain) this.res.removeListener('drain', this.onDrain);
+    this.resolve(outcome);
+  }
+
+  private readonly onAbort = (): void => {
+    const reason = abortReason(this.signal);
+    this.exchange?.abort();
+    this.settle({
+      kind: 'failed',
+      code: classifyUpstreamError(reason),
+      error: reason,
+      responseStarted: this.responseStarted,
+      requestSent: this.requestSent || (this.exchange?.headSent ?? false),
+    });
+  };
+
+  private readonly onDrain = (): void => {
+    this.waitingForDrain = false;
+    this.exchange?.resume();
+  };
+
+  onInformational(status: number, headers: string[]): void {
+    const res = this.res;
+    if (res.writeInformational) {
+      res.writeInformational(status, responseHeadersFromRaw(headers));
+      return;
+    }
+    // node:http answers Expect: 100-continue itself; of the rest it can only send Early Hints.
+    if (status !== 103 || !res.writeEarlyHints) return;
+    const hints: Record<string, string[]> = {};
+    for (let i = 0; i < headers.length; i += 2) (hints[(headers[i] as string).toLowerCase()] ??= []).push(headers[i + 1] as string);
+    if (hints.link) res.writeEarlyHints(hints);
+  }
+
+  onHead(head: ResponseHead, requestDone: boolean): void {
+    this.requestSent = true;
+    this.status = head.status;
+    this.firstByteMs = performance.now() - this.started;
+    const res = this.res;
+    if (this.req.retryStatuses?.has(head.status)) {
+      this.exchange?.abort();
+      this.settle({ kind: 'retryable-status', status: head.status, firstByteMs: this.firstByteMs });
+      return;
+    }
+    if (res.destroyed) {
+      // Says nothing about the server: not a failure for passive health or the breaker.
+      this.exchange?.abort();
+      const error = clientGoneError();
+      this.settle({ kind: 'failed', code: 'UPSTREAM_RESET', error, responseStarted: false, requestSent: true });
+      return;
+    }
+    const list = responseHeadersFromRaw(head.headers);
+    // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
+    if (this.req.extraResponseHeaders) appendHeaders(list, this.req.extraResponseHeaders);
+    // A body that ends when the server closes, or an answer that came before the whole request body
+    // (the rest of which is never read): the client connection cannot carry another request.
+    if (head.closeDelimited || !requestDone) res.shouldKeepAlive = false;
+    // HTTP/2 has no reason phrase (Node warns when given one).
+    res.writeHead(head.status, res.req?.httpVersionMajor === 2 ? undefined : head.reason || undefined, list);
+    this.responseStarted = true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.settled) return true;
+    this.bytesOut += chunk.length;
+    if (this.res.write(chunk)) return true;
+    if (!this.waitingForDrain) {
+      this.waitingForDrain = true;
+      this.res.once('drain', this.onDrain);
+    }
+    return false;
+  }
+
+  onEnd(): void {
+    if (this.settled) return;
+    this.res.end();
+    this.settle({ kind: 'response', status: this.status, bytesOut: this.bytesOut, firstByteMs: this.firstByteMs, complete: true });
+  }
+
+  onError(error: Error & { code?: string }, requestSent: boolean): void {
+    this.settle({ kind: 'failed', code: classifyUpstreamError(error), error, responseStarted: this.responseStarted, requestSent: requestSent || this.requestSent });
   }
 }
 
@@ -125,101 +242,8 @@ export class UpstreamPools {
  * One attempt. Resolves when the response has been streamed to the client, or
  * with the failure; `signal` aborts the attempt (client gone, total timeout).
  */
-export function forwardAttempt(pool: Pool, req: AttemptRequest, res: ClientResponse, started: number, signal: AbortSignal): Promise<AttemptOutcome> {
-  return new Promise<AttemptOutcome>((resolve) => {
-    let controller: Dispatcher.DispatchController | undefined;
-    let responseStarted = false;
-    let requestSent = false;
-    let settled = false;
-    let bytesOut = 0;
-    let firstByteMs = 0;
-    let status = 0;
-    let retrying = false;
-
-    const settle = (outcome: AttemptOutcome) => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener('abort', onAbort);
-      res.removeListener('drain', onDrain);
-      resolve(outcome);
-    };
-    const onAbort = () => {
-      const reason = signal.reason instanceof Error ? signal.reason : new Error('aborted');
-      controller?.abort(reason);
-      settle({ kind: 'failed', code: classifyUpstreamError(reason), error: reason, responseStarted, requestSent });
-    };
-    const onDrain = () => controller?.resume();
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-
-    pool.dispatch(
-      {
-        path: req.path,
-        method: req.method as Dispatcher.HttpMethod,
-        headers: req.headers,
-        body: req.body,
-        headersTimeout: req.timeouts.responseHeader,
-        bodyTimeout: req.timeouts.idle,
-        // Velocity decides retries itself; undici must not replay requests on its own.
-        idempotent: false,
-        blocking: true,
-      },
-      {
-        onRequestStart(c) {
-          controller = c;
-        },
-        onBodySent() {
-          requestSent = true;
-        },
-        onRequestSent() {
-          requestSent = true;
-        },
-        onResponseStart(c, statusCode, headers, statusMessage) {
-          requestSent = true;
-          status = statusCode;
-          firstByteMs = performance.now() - started;
-          if (req.retryStatuses?.has(statusCode)) {
-            retrying = true;
-            c.abort(Object.assign(new Error('retryable status'), { code: 'VELOCITY_RETRY_STATUS' }));
-            settle({ kind: 'retryable-status', status: statusCode, firstByteMs });
-            return;
-          }
-          if (res.destroyed) {
-            // Says nothing about the server: not a failure for passive health or the breaker.
-            c.abort(clientGoneError());
-            return;
-          }
-          const list = responseHeadersForClient(headers as Record<string, string | string[] | undefined>);
-          // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
-          if (req.extraResponseHeaders) appendHeaders(list, req.extraResponseHeaders);
-          // One writeHead with the whole list; HTTP/2 has no reason phrase (Node warns when given one).
-          res.writeHead(statusCode, res.req?.httpVersionMajor === 2 ? undefined : statusMessage || undefined, list);
-          responseStarted = true;
-        },
-        onResponseData(c, chunk) {
-          bytesOut += chunk.length;
-          if (!res.write(chunk)) {
-            c.pause();
-            res.once('drain', onDrain);
-          }
-        },
-        onResponseEnd() {
-          res.end();
-          settle({ kind: 'response', status, bytesOut, firstByteMs, complete: true });
-        },
-        onResponseError(_c, err: Error & { code?: string }) {
-          if (retrying) return;
-          settle({
-            kind: 'failed',
-            code: classifyUpstreamError(err),
-            error: err,
-            responseStarted,
-            requestSent: requestSent || !(NOT_SENT.has(err.code ?? '') || isTlsFailure(err.code)),
-          });
-        },
-      },
-    );
-  });
+export function forwardAttempt(pool: ServerPool, req: AttemptRequest, res: ClientResponse, started: number, signal: AbortSignal): Promise<AttemptOutcome> {
+  return new Promise<AttemptOutcome>((resolve) => new Attempt(res, req, started, signal, resolve).start(pool));
 }
 
 /** Appends `[name, value]` pairs to a flat header list, a list value as repeated names. */

@@ -17,6 +17,7 @@ import type { ServiceRuntime } from '../upstream/service.ts';
 import { forwardAttempt } from './forwarder.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
+import { MiddlewareRun } from './middleware-run.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
@@ -30,6 +31,8 @@ export class RequestContext implements PickRequest {
   private cookies: Map<string, string> | undefined;
   /** Headers steps add to the response (rate-limit headers, sticky cookie). */
   responseHeaders: [string, string | string[]][] | undefined;
+  /** The route's middleware for this request; undefined when the route has none. */
+  run: MiddlewareRun | undefined;
 
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
@@ -188,7 +191,9 @@ export class RequestHandler {
 
   private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
     ctx.res.on('close', () => this.finish(ctx));
-    const service = await this.admit(ctx);
+    const routed = await this.admit(ctx);
+    // The route's middleware decides first (auth, limits, redirects); path and header rules apply to HTTP requests only.
+    const service = routed && ctx.run ? await ctx.run.start(routed) : routed;
     if (!service) return;
     if (this.plane.draining) return this.fail(ctx, new VelocityError('SHUTTING_DOWN'));
     const error = await proxyWebSocket(this.plane, ctx, service, socket, head, this.tunnels);
@@ -207,7 +212,9 @@ export class RequestHandler {
   /** Routing and guards: the service to proxy to, or undefined once an error was answered. */
   private async admit(ctx: RequestContext): Promise<ServiceRuntime | undefined> {
     const plane = this.plane;
-    const service = plane.route(ctx.req.headers.host, ctx.url);
+    const target = plane.routeTarget(ctx.req.headers.host, ctx.url, ctx);
+    const service = target?.service;
+    if (target?.chain) ctx.run = new MiddlewareRun(ctx, target.chain);
     // Known before the guards, so their refusals count in the service's metrics and logs.
     ctx.record.service = service?.name;
     for (const guard of plane.guards) {
@@ -226,19 +233,26 @@ export class RequestHandler {
     return service;
   }
 
-  private async proxy(ctx: RequestContext, service: ServiceRuntime): Promise<void> {
-    const { req, res, record } = ctx;
+  private async proxy(ctx: RequestContext, routed: ServiceRuntime): Promise<void> {
+    const { req, res, record, run } = ctx;
+    const service = run ? await run.start(routed) : routed;
+    if (!service) return;
+    record.service = service.name;
     const cfg = service.config;
     const method = record.method;
     const now = Date.now();
     service.retryBudget.recordRequest(now);
 
-    const pending = this.requestBody(req, cfg.retries.buffer_body);
+    const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body);
     const body = pending instanceof Promise ? await pending : pending;
     if (body instanceof VelocityError) return this.fail(ctx, body);
     const replayable = !(body && typeof (body as Readable).pipe === 'function');
     const idempotent = IDEMPOTENT.has(method);
-    const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
+    const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
+    const headers = run ? run.requestHeaders(forwarded) : forwarded;
+    const path = run ? run.url : ctx.url;
+    run?.forwarded(method, path, headers, body);
+    const clientRes = run ? run.response() : res;
 
     const abort = new AbortController();
     const onClientGone = () => {
@@ -271,14 +285,14 @@ export class RequestHandler {
             this.plane.pools.get(server, this.plane.poolOptions(service)),
             {
               method,
-              path: ctx.url,
+              path,
               headers,
               body,
               timeouts: { responseHeader: cfg.timeouts.response_header, idle: cfg.timeouts.idle },
               retryStatuses: mayRetryAfter && idempotent ? this.plane.retryStatuses(service) : undefined,
               extraResponseHeaders: ctx.responseHeaders,
             },
-            res,
+            clientRes,
             attemptStart,
             attemptSignal,
           );
@@ -334,6 +348,8 @@ export class RequestHandler {
   private fail(ctx: RequestContext, error: VelocityError): void {
     ctx.record.status = error.status;
     ctx.record.errorCode = error.code;
+    // Through the route's middleware when it has some: error pages, and response rules (CORS, security headers) on errors too.
+    if (ctx.run) return void ctx.run.answerError(error, ctx.responseHeaders);
     respondWithError(ctx.res, error, ctx.responseHeaders);
   }
 

@@ -94,3 +94,34 @@ export function responseHeadersForClient(headers: Record<string, string | string
   }
   return out;
 }
+
+/** Lengths of the hop-by-hop names: a header whose name has none of them is kept without lowercasing it. */
+const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length));
+
+/**
+ * Response headers for the client from a server's flat raw list (names as the
+ * server wrote them, repeats kept): hop-by-hop and Connection-listed ones removed.
+ */
+export function responseHeadersFromRaw(raw: readonly string[]): string[] {
+  let listed: Set<string> | undefined;
+  let hop = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (!HOP_LENGTHS.has(name.length) || !HOP_BY_HOP.has(name.toLowerCase())) continue;
+    hop = true;
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      const more = connectionListed(raw[i + 1]);
+      if (more) for (const n of more) (listed ??= new Set()).add(n);
+    }
+  }
+  // The usual answer names no hop-by-hop header: its list is passed on as it is.
+  if (!hop) return raw as string[];
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase())) continue;
+    if (listed?.has(name.toLowerCase())) continue;
+    out.push(name, raw[i + 1] as string);
+  }
+  return out;
+}

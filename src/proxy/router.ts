@@ -2,18 +2,28 @@
  * Host then path routing. Host patterns: exact names beat `*.suffix` wildcards
  * (longest suffix first), which beat `*` (the default). Within the chosen host
  * group the longest matching path prefix wins; a prefix matches on segment
- * boundaries, so `/api` takes `/api` and `/api/x` but not `/apix`.
+ * boundaries, so `/api` takes `/api` and `/api/x` but not `/apix`. Among equal
+ * prefixes a route with more conditions (method, header, query, client IP, path
+ * regex: `rank`) comes first, then the order of the file.
  */
+import type { PickRequest } from '../balancer/policy.ts';
 
 export interface Route<T> {
   hosts: readonly string[];
   paths: readonly string[];
   target: T;
+  /** Further conditions; absent for a plain host + path route (which costs nothing more). */
+  when?: ((request: PickRequest) => boolean) | undefined;
+  /** How many conditions `when` holds: more conditions rank first among equal prefixes. */
+  rank?: number;
 }
 
 interface PathEntry<T> {
   prefix: string;
   target: T;
+  when: ((request: PickRequest) => boolean) | undefined;
+  rank: number;
+  order: number;
 }
 
 export class Router<T> {
@@ -23,6 +33,7 @@ export class Router<T> {
 
   constructor(routes: readonly Route<T>[]) {
     const wild = new Map<string, PathEntry<T>[]>();
+    let order = 0;
     for (const route of routes) {
       for (const rawHost of route.hosts) {
         const host = rawHost.toLowerCase();
@@ -36,34 +47,37 @@ export class Router<T> {
           list = this.exact.get(host) ?? [];
           this.exact.set(host, list);
         }
-        for (const prefix of route.paths) list.push({ prefix: normalizePrefix(prefix), target: route.target });
+        for (const prefix of route.paths) list.push({ prefix: normalizePrefix(prefix), target: route.target, when: route.when, rank: route.rank ?? 0, order: order++ });
       }
     }
     for (const [suffix, entries] of wild) this.wildcards.push({ suffix, entries });
     this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
-    const byLength = (a: PathEntry<T>, b: PathEntry<T>) => b.prefix.length - a.prefix.length;
+    const byLength = (a: PathEntry<T>, b: PathEntry<T>) => b.prefix.length - a.prefix.length || b.rank - a.rank || a.order - b.order;
     for (const list of this.exact.values()) list.sort(byLength);
     for (const w of this.wildcards) w.entries.sort(byLength);
     this.fallback.sort(byLength);
   }
 
-  /** `host` is the Host header (port and trailing dot ignored); `path` may carry a query. */
-  match(host: string | undefined, path: string): T | undefined {
+  /**
+   * `host` is the Host header (port and trailing dot ignored); `path` may carry a query.
+   * Without `request`, routes with conditions are passed over.
+   */
+  match(host: string | undefined, path: string, request?: PickRequest): T | undefined {
     const name = normalizeHost(host);
     const exact = name ? this.exact.get(name) : undefined;
     if (exact) {
-      const hit = matchPath(exact, path);
+      const hit = matchPath(exact, path, request);
       if (hit !== undefined) return hit;
     }
     if (name) {
       for (const w of this.wildcards) {
         if (name.endsWith(w.suffix) && name.length > w.suffix.length) {
-          const hit = matchPath(w.entries, path);
+          const hit = matchPath(w.entries, path, request);
           if (hit !== undefined) return hit;
         }
       }
     }
-    return matchPath(this.fallback, path);
+    return matchPath(this.fallback, path, request);
   }
 }
 
@@ -83,14 +97,16 @@ export function normalizeHost(host: string | undefined): string | undefined {
   return name.endsWith('.') ? name.slice(0, -1) : name;
 }
 
-function matchPath<T>(entries: readonly PathEntry<T>[], path: string): T | undefined {
+function matchPath<T>(entries: readonly PathEntry<T>[], path: string, request: PickRequest | undefined): T | undefined {
   for (const e of entries) {
-    if (e.prefix === '/') return e.target;
-    if (path.startsWith(e.prefix)) {
+    if (e.prefix !== '/') {
+      if (!path.startsWith(e.prefix)) continue;
       const next = path.charCodeAt(e.prefix.length);
       // end of path, '/', '?' or '#'
-      if (Number.isNaN(next) || next === 47 || next === 63 || next === 35) return e.target;
+      if (!(Number.isNaN(next) || next === 47 || next === 63 || next === 35)) continue;
     }
+    if (e.when === undefined) return e.target;
+    if (request && e.when(request)) return e.target;
   }
   return undefined;
 }

@@ -5,13 +5,17 @@
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { Agent } from 'undici';
+import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import { CidrSet } from '../guard/cidr.ts';
 import { ClientIpResolver } from '../guard/client-ip.ts';
+import type { MiddlewareContext } from '../middleware/middleware.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import type { Guard, RequestContext } from '../proxy/handler.ts';
+import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
 import type { SharedState } from '../state/shared-state.ts';
@@ -19,7 +23,7 @@ import type { Lease } from '../upstream/lease.ts';
 import { logUpstreamChange, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import { type PolicyLoader, policyLoader, type ServiceEvents, ServiceRuntime } from '../upstream/service.ts';
+import { type PolicyLoader, policyLoader, policyModuleBase, type ServiceEvents, ServiceRuntime } from '../upstream/service.ts';
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
 import type { Topology } from '../upstream/topology.ts';
 
@@ -29,7 +33,21 @@ export class DataPlane {
   guards: readonly Guard[] = [];
   draining = false;
   private services = new Map<string, ServiceRuntime>();
-  private router = new Router<ServiceRuntime>([]);
+  private router = new Router<RouteTarget>([]);
+  /** Middleware subrequests (forward auth, mirroring, error pages) and what else middleware may use. */
+  private readonly subrequests = new Agent({ keepAliveTimeout: 4_000, connections: 64 });
+  private lastMiddlewareWarning = 0;
+  private readonly middlewareContext: MiddlewareContext = {
+    service: (name) => this.services.get(name),
+    http: this.subrequests,
+    baseDir: policyModuleBase.dir,
+    warn: (message) => {
+      const now = Date.now();
+      if (now - this.lastMiddlewareWarning < 1000) return;
+      this.lastMiddlewareWarning = now;
+      this.log.warn(message);
+    },
+  };
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
@@ -78,7 +96,7 @@ export class DataPlane {
     }
     // TCP services take connections on their own listeners, never HTTP requests.
     const http = [...next.values()].filter((s) => s.config.mode === 'http');
-    this.router = new Router(http.map((s) => ({ hosts: s.config.hosts, paths: s.config.paths, target: s })));
+    this.router = new Router(buildRoutes(http, { ...this.middlewareContext, baseDir: policyModuleBase.dir }));
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
@@ -95,8 +113,13 @@ export class DataPlane {
     return this.services.values();
   }
 
-  route(host: string | undefined, path: string): ServiceRuntime | undefined {
-    return this.router.match(host, path);
+  route(host: string | undefined, path: string, request?: PickRequest): ServiceRuntime | undefined {
+    return this.router.match(host, path, request)?.service;
+  }
+
+  /** The route a request takes: its service and middleware. */
+  routeTarget(host: string | undefined, path: string, request: PickRequest): RouteTarget | undefined {
+    return this.router.match(host, path, request);
   }
 
   noteUnrouted(host: string, path: string): void {
@@ -202,6 +225,7 @@ export class DataPlane {
   }
 
   async close(): Promise<void> {
+    await this.subrequests.destroy().catch(() => undefined);
     await this.pools.closeAll();
   }
 }

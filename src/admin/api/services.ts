@@ -2,11 +2,13 @@
 import { z } from 'zod';
 import { positiveInt } from '../../config/schema/common.ts';
 import { serverObjectSchema } from '../../config/schema/service.ts';
+import { type MiddlewareConfig, middlewareView } from '../../middleware/registry.ts';
 import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
 import { ServerChangeError } from '../../runtime/control-plane.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
 import { isAvailable } from '../../upstream/availability.ts';
 import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
+import type { ServiceRuntime } from '../../upstream/service.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
 const addServerBody = serverObjectSchema;
@@ -70,6 +72,16 @@ export function describeServer(deps: ServicesApiDeps, service: string, entry: Se
   };
 }
 
+/** The service's conditions, middleware and routes as the config gave them (options after defaults). */
+function routingView(config: ServiceRuntime['config']) {
+  const list = (m: readonly MiddlewareConfig[]) => m.map((x) => (x.module ? { module: x.module, options: x.options } : { [x.name]: middlewareView(x) }));
+  return {
+    match: config.match ?? null,
+    middleware: list(config.middleware),
+    routes: config.routes.map((r, i) => ({ name: r.name ?? String(i), paths: r.paths ?? config.paths, match: r.match ?? null, middleware: list(r.middleware) })),
+  };
+}
+
 export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
   const describeService = (name: string) => {
     const runtime = deps.plane.service(name);
@@ -79,6 +91,7 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       policy: runtime?.config.policy.name,
       hosts: runtime?.config.hosts,
       paths: runtime?.config.paths,
+      ...(runtime ? routingView(runtime.config) : {}),
       queue_length: runtime ? deps.plane.queueFor(runtime).length : 0,
       servers: deps.control.servers(name).map((e) => describeServer(deps, name, e, fromFile)),
     };

@@ -14,6 +14,7 @@ const ROOT = new URL('../../../dashboard/', import.meta.url);
 const TYPES: Record<string, string> = {
   'index.html': 'text/html; charset=utf-8',
   'app.js': 'text/javascript; charset=utf-8',
+  'certificates.js': 'text/javascript; charset=utf-8',
   'charts.js': 'text/javascript; charset=utf-8',
   'dom.js': 'text/javascript; charset=utf-8',
   'logs.js': 'text/javascript; charset=utf-8',

@@ -62,7 +62,8 @@ export const acmeSchema = z
     eab: z
       .strictObject({
         kid: z.string().min(1, 'expected the key id the CA gave you'),
-        hmac: z.string().regex(/^[A-Za-z0-9_-]+={0,2}$/, 'expected the base64url HMAC key the CA gave you'),
+        // A refinement, not a pattern: the JSON Schema sees `${ENV}` references before they are replaced.
+        hmac: z.string().refine((key) => /^[A-Za-z0-9_-]+={0,2}$/.test(key), 'expected the base64url HMAC key the CA gave you'),
       })
       .optional(),
     /** Names to obtain certificates for; by default every exact host of the services. */

@@ -5,6 +5,7 @@ import { suggest } from '../suggest.ts';
 import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { serviceKnobsShape } from './resilience.ts';
+import { routingShape } from './routes.ts';
 import { stickySchema } from './sticky.ts';
 import { ipFilterSchema, rateLimitSchema } from './traffic.ts';
 import { upstreamTlsSchema } from './upstream-tls.ts';
@@ -132,6 +133,8 @@ export const serviceSchema = z
     tls: upstreamTlsSchema.prefault({}),
     /** Pass WebSocket upgrades through to the servers. */
     websocket: z.boolean().default(true),
+    /** More conditions, routes inside the service, and middleware (see docs/routes-and-middleware.md). */
+    ...routingShape,
     ...serviceKnobsShape,
   })
   .superRefine(checkMode);

@@ -50,6 +50,8 @@ export class AutomaticHttps {
       this.managers.set(key, manager);
       if (!acme.challenges.includes('tls-alpn-01') && !config.listeners.some((l) => l.type !== 'https') && config.listen.length === 0)
         this.log.warn({ ca: acme.ca }, 'ACME http-01 needs a plain-HTTP listener on port 80 (a redirect or http listener); none is configured');
+      if (acme.on_demand && config.workers !== 1)
+        this.log.warn({ ca: acme.ca }, 'ACME on_demand needs workers: 1 (handshakes on worker threads cannot ask for a certificate yet); listed hosts are still obtained');
       manager.start();
     }
   }

@@ -12,6 +12,8 @@ import type { Logger } from '../../observe/logger.ts';
 import { ACME_ERROR_KINDS, AcmeError, type AcmeErrorKind, AcmeIssuer } from './issuer.ts';
 import { type AcmeStorage, joinBundle, keys, LockTimeoutError, readCertificate, type StoredCertificate } from './storage.ts';
 
+/** How long a name the ask endpoint refused is refused without asking again. */
+const REFUSAL_MEMORY_MS = 60_000;
 /** Longest single timer: Node's limit is 2^31-1 ms; waking daily also notices certificates another instance renewed. */
 const MAX_SLEEP_MS = 86_400_000;
 /** Warn when a certificate's remaining life falls under this share of its lifetime (half its renewal window)… */
@@ -115,6 +117,8 @@ export class AcmeManager {
   private readonly rate: OrderRate;
   private readonly lockOptions: { waitMs?: number; ttlMs?: number } | undefined;
   private readonly onDemandRate: OrderRate | undefined;
+  /** Names the ask endpoint refused, and when: a scanner's handshakes don't each become a request to it. */
+  private readonly refused = new Map<string, number>();
   private closed = false;
 
   constructor(options: AcmeManagerOptions) {
@@ -180,7 +184,13 @@ export class AcmeManager {
       await known.running;
       return known.cert !== undefined;
     }
-    if (!(await this.approved(ask, name))) return false;
+    const refusedAt = this.refused.get(name);
+    if (refusedAt !== undefined && Date.now() - refusedAt < REFUSAL_MEMORY_MS) return false;
+    if (!(await this.approved(ask, name))) {
+      if (this.refused.size >= 10_000) this.refused.clear();
+      this.refused.set(name, Date.now());
+      return false;
+    }
     const wait = this.onDemandRate?.take(Date.now()) ?? 0;
     if (wait > 0) {
       this.log.warn({ name, retryInMs: wait }, 'on-demand TLS: rate reached; the name is not obtained now');

@@ -89,6 +89,7 @@ export class ManagedCertificates {
   /** On-demand TLS: obtains a certificate for an unknown name if allowed, then serves it (or nothing). */
   async onDemand(name: string): Promise<SecureContext | undefined> {
     if (!this.onUnknownName || !(await this.onUnknownName(name))) return undefined;
+    this.names.add(name);
     await this.refresh(true);
     return this.served.get(name)?.context;
   }

@@ -1,0 +1,190 @@
+/**
+ * Response compression (nginx gzip, Traefik Compress, Caddy encode): zstd, br or
+ * gzip from node:zlib, chosen by the client's Accept-Encoding q-values and the
+ * configured preference. Streams through a decorator of ClientResponse that keeps
+ * backpressure both ways, so it works on any listener. Never on a response that is
+ * already encoded, `Cache-Control: no-transform`, a range (206 or Content-Range),
+ * a HEAD, a 204/304, a body under `min_size` or a type not in `types`.
+ * `Vary: Accept-Encoding` is added whenever the answer could have differed.
+ */
+import { EventEmitter } from 'node:events';
+import type { Transform } from 'node:stream';
+import { constants, createBrotliCompress, createGzip, createZstdCompress } from 'node:zlib';
+import { z } from 'zod';
+import { size } from '../config/schema/common.ts';
+import type { ClientResponse } from '../proxy/client-response.ts';
+import { addToken, headerValue, removeHeader, setHeader } from './head.ts';
+import type { Middleware, RequestView } from './middleware.ts';
+import { ResponseDecorator } from './response-decorator.ts';
+
+const ENCODINGS = ['zstd', 'br', 'gzip'] as const;
+type Encoding = (typeof ENCODINGS)[number];
+
+export const compressOptions = z.strictObject({
+  /** Offered encodings, preferred first when the client rates them equally. */
+  encodings: z
+    .array(z.enum(ENCODINGS, { error: 'expected zstd, br or gzip' }))
+    .min(1)
+    .default(['zstd', 'br', 'gzip']),
+  /** Bodies with a Content-Length below this are sent as they are. */
+  min_size: size().default(1024),
+  /** Content types compressed (a trailing * matches a family, e.g. text/*). */
+  types: z
+    .array(z.string().regex(/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/i, 'a media type such as text/html or text/*'))
+    .default(['text/*', 'application/json', 'application/javascript', 'application/xml', 'application/problem+json', 'application/ld+json', 'image/svg+xml']),
+  /** Compression level: fast (the default, what nginx's gzip 1 and Caddy choose) or best. */
+  level: z.enum(['fast', 'default', 'best']).default('fast'),
+});
+
+/**
+ * The encoding to use for an Accept-Encoding value, or undefined for identity.
+ * Highest q wins; ties go to the configured order; q=0 refuses; `*` rates the rest.
+ */
+export function chooseEncoding(accept: string | undefined, offered: readonly Encoding[]): Encoding | undefined {
+  if (!accept) return undefined;
+  const q = new Map<string, number>();
+  for (const part of accept.split(',')) {
+    const [rawName, ...params] = part.split(';');
+    const name = (rawName as string).trim().toLowerCase();
+    if (!name) continue;
+    let value = 1;
+    for (const p of params) {
+      const m = /^\s*q\s*=\s*([0-9.]+)\s*$/i.exec(p);
+      if (m) value = Number(m[1]);
+    }
+    if (Number.isFinite(value)) q.set(name, Math.max(0, Math.min(1, value)));
+  }
+  let best: Encoding | undefined;
+  let bestQ = 0;
+  for (const encoding of offered) {
+    const value = q.get(encoding) ?? q.get('*') ?? 0;
+    if (value > bestQ) {
+      best = encoding;
+      bestQ = value;
+    }
+  }
+  return best;
+}
+
+function typeMatcher(types: readonly string[]): (contentType: string | undefined) => boolean {
+  const exact = new Set(types.filter((t) => !t.endsWith('/*')).map((t) => t.toLowerCase()));
+  const families = types.filter((t) => t.endsWith('/*')).map((t) => t.slice(0, -1).toLowerCase());
+  return (contentType) => {
+    if (!contentType) return false;
+    const semi = contentType.indexOf(';');
+    const type = (semi >= 0 ? contentType.slice(0, semi) : contentType).trim().toLowerCase();
+    return exact.has(type) || families.some((f) => type.startsWith(f));
+  };
+}
+
+export function compress(o: z.output<typeof compressOptions>): Middleware {
+  const typeAllowed = typeMatcher(o.types);
+  const makeEncoder = (encoding: Encoding): Transform => {
+    if (encoding === 'gzip') return createGzip({ level: o.level === 'fast' ? 1 : o.level === 'best' ? 9 : 6 });
+    if (encoding === 'br') return createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: o.level === 'fast' ? 1 : o.level === 'best' ? 11 : 5 } });
+    return createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: o.level === 'fast' ? 1 : o.level === 'best' ? 19 : 3 } });
+  };
+  return {
+    wrap(req: RequestView, res: ClientResponse): ClientResponse {
+      if (req.method === 'HEAD') return res;
+      return new CompressingResponse(
+        res,
+        chooseEncoding(req.header('accept-encoding'), o.encodings),
+        (status, headers) => {
+          if (status < 200 || status === 204 || status === 304 || status === 206) return false;
+          if (headerValue(headers, 'content-encoding') !== undefined || headerValue(headers, 'content-range') !== undefined) return false;
+          if (/(^|,)\s*no-transform\s*(,|$)/i.test(headerValue(headers, 'cache-control') ?? '')) return false;
+          if (!typeAllowed(headerValue(headers, 'content-type'))) return false;
+          const length = headerValue(headers, 'content-length');
+          return length === undefined || Number(length) >= o.min_size;
+        },
+        makeEncoder,
+      );
+    },
+  };
+}
+
+/**
+ * A ClientResponse that compresses what is written to it into the one it wraps.
+ * write() returns false while the encoder's input buffer is full; the encoder is
+ * paused while the client is slow, so memory stays bounded by the two buffers.
+ */
+class CompressingResponse extends ResponseDecorator {
+  private encoder: Transform | undefined;
+  /** The encoder's 'drain', for the writer of this response. */
+  private readonly drains = new EventEmitter<{ drain: [] }>();
+  private readonly encoding: Encoding | undefined;
+  private readonly eligible: (status: number, headers: string[]) => boolean;
+  private readonly makeEncoder: (encoding: Encoding) => Transform;
+  constructor(inner: ClientResponse, encoding: Encoding | undefined, eligible: (status: number, headers: string[]) => boolean, makeEncoder: (encoding: Encoding) => Transform) {
+    super(inner);
+    this.encoding = encoding;
+    this.eligible = eligible;
+    this.makeEncoder = makeEncoder;
+  }
+
+  override writeHead(status: number, message: string | undefined, headers: string[]): unknown {
+    const list = [...headers];
+    const eligible = this.eligible(status, list);
+    // The answer depends on Accept-Encoding whenever this type could be compressed.
+    if (eligible || (status === 304 && this.encoding)) addToken(list, 'vary', 'Accept-Encoding');
+    if (eligible && this.encoding) {
+      removeHeader(list, 'content-length');
+      list.push('content-encoding', this.encoding);
+      // The bytes differ from the identity representation: a strong validator becomes weak (as nginx does).
+      const etag = headerValue(list, 'etag');
+      if (etag?.startsWith('"')) setHeader(list, 'etag', `W/${etag}`);
+      this.start(this.encoding);
+    }
+    return this.inner.writeHead(status, message, list);
+  }
+
+  private start(encoding: Encoding): void {
+    const encoder = this.makeEncoder(encoding);
+    this.encoder = encoder;
+    encoder.on('data', (chunk: Buffer) => {
+      if (!this.inner.write(chunk)) {
+        encoder.pause();
+        this.inner.once('drain', () => encoder.resume());
+      }
+    });
+    encoder.on('drain', () => this.drains.emit('drain'));
+    encoder.once('end', () => this.inner.end());
+    encoder.once('error', (err) => this.inner.destroy(err));
+    this.inner.once('close', () => {
+      if (!encoder.writableFinished) encoder.destroy();
+    });
+  }
+
+  override write(chunk: Uint8Array): boolean {
+    if (!this.encoder) return this.inner.write(chunk);
+    return this.encoder.write(chunk);
+  }
+
+  override end(): unknown {
+    if (!this.encoder) return this.inner.end();
+    this.encoder.end();
+    return this;
+  }
+
+  override destroy(error?: Error): unknown {
+    this.encoder?.destroy();
+    return this.inner.destroy(error);
+  }
+
+  override on(event: 'close' | 'drain', listener: () => void): unknown {
+    // 'drain' is the encoder's once it runs; otherwise (and 'close' always) the client's.
+    if (event === 'close' || !this.encoder) return this.inner.on(event, listener);
+    return this.drains.on(event, listener);
+  }
+  override once(event: 'close' | 'drain', listener: () => void): unknown {
+    // 'drain' is the encoder's once it runs; otherwise (and 'close' always) the client's.
+    if (event === 'close' || !this.encoder) return this.inner.once(event, listener);
+    return this.drains.once(event, listener);
+  }
+  override removeListener(event: 'close' | 'drain', listener: () => void): unknown {
+    // 'drain' is the encoder's once it runs; otherwise (and 'close' always) the client's.
+    if (event === 'close' || !this.encoder) return this.inner.removeListener(event, listener);
+    return this.drains.removeListener(event, listener);
+  }
+}

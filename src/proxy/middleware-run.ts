@@ -1,0 +1,283 @@
+/**
+ * One request's pass through its route's middleware: the transport-neutral view
+ * the middleware see (implemented over the incoming request), the edits they make
+ * (path, request headers, service, response headers), their answers, and the
+ * decorated client response the forwarder writes into. Made only for routes that
+ * have middleware; a route without pays nothing.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
+import { ERROR_CODES, type VelocityError } from '../errors.ts';
+import type { MiddlewareChain } from '../middleware/chain.ts';
+import type { ForwardedRequest, Middleware, MiddlewareRequest, Reply } from '../middleware/middleware.ts';
+import { HeadHookResponse } from '../middleware/response-decorator.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import type { ClientResponse } from './client-response.ts';
+import { hasHttp2BodyWithoutLength } from './http2.ts';
+
+/** What the run needs of the handler's request context (RequestContext fits it). */
+export interface RunSource {
+  readonly req: IncomingMessage;
+  readonly res: ClientResponse;
+  readonly clientIp: string;
+  readonly proto: 'http' | 'https';
+  readonly record: { readonly requestId: string; readonly host: string; readonly method: string; readonly path: string; status: number; errorCode: string | undefined };
+  cookie(name: string): string | undefined;
+}
+
+export class MiddlewareRun implements MiddlewareRequest {
+  url: string;
+  /** Set by a traffic split. */
+  serviceName: string | undefined;
+  /** Set when a middleware read the body into memory. */
+  body: Buffer | undefined;
+  private readonly source: RunSource;
+  private readonly chain: MiddlewareChain;
+  /** Request header edits by lowercase name: the values to send, or null to send none. */
+  private edits: Map<string, string[] | null> | undefined;
+  private extraResponseHeaders: string[] | undefined;
+  /** Middleware whose request hook ran (or that have none) and did not answer: their response hooks apply. */
+  private reached = 0;
+  private doneHooks: (() => void)[] | undefined;
+  private forwardHooks: ((request: ForwardedRequest) => void)[] | undefined;
+
+  constructor(source: RunSource, chain: MiddlewareChain) {
+    this.source = source;
+    this.chain = chain;
+    this.url = source.record.path;
+  }
+
+  get method(): string {
+    return this.source.record.method;
+  }
+  get clientIp(): string {
+    return this.source.clientIp;
+  }
+  get requestId(): string {
+    return this.source.record.requestId;
+  }
+  get host(): string {
+    return this.source.record.host;
+  }
+  get proto(): 'http' | 'https' {
+    return this.source.proto;
+  }
+
+  header(name: string): string | undefined {
+    const lower = name.toLowerCase();
+    const edited = this.edits?.get(lower);
+    if (edited !== undefined) return edited === null ? undefined : edited.join(', ');
+    const v = this.source.req.headers[lower];
+    return Array.isArray(v) ? v.join(', ') : v;
+  }
+
+  cookie(name: string): string | undefined {
+    return this.source.cookie(name);
+  }
+
+  setUrl(url: string): void {
+    this.url = url;
+  }
+
+  setHeader(name: string, value: string): void {
+    (this.edits ??= new Map()).set(name.toLowerCase(), [value]);
+  }
+
+  addHeader(name: string, value: string): void {
+    const lower = name.toLowerCase();
+    const current = this.edits?.get(lower);
+    if (current) current.push(value);
+    else {
+      const original = this.source.req.headers[lower];
+      const before = current === null || original === undefined ? [] : Array.isArray(original) ? original : [original];
+      (this.edits ??= new Map()).set(lower, [...before, value]);
+    }
+  }
+
+  removeHeader(name: string): void {
+    (this.edits ??= new Map()).set(name.toLowerCase(), null);
+  }
+
+  addResponseHeader(name: string, value: string): void {
+    (this.extraResponseHeaders ??= []).push(name, value);
+  }
+
+  useService(name: string): void {
+    this.serviceName = name;
+  }
+
+  get bodyLength(): number | undefined {
+    const length = this.source.req.headers['content-length'];
+    return length === undefined || this.chunked ? undefined : Number(length);
+  }
+
+  get hasBody(): boolean {
+    const length = this.bodyLength;
+    return length === undefined ? this.chunked : length > 0;
+  }
+
+  private get chunked(): boolean {
+    return this.source.req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(this.source.req);
+  }
+
+  bufferBody(max: number): Promise<boolean> {
+    return readUpTo(this.source.req, max).then((body) => {
+      if (body === undefined) {
+        // The rest of an over-long body is not read: the connection cannot be reused.
+        this.source.res.shouldKeepAlive = false;
+        return false;
+      }
+      this.body = body;
+      return true;
+    });
+  }
+
+  onDone(fn: () => void): void {
+    if (!this.doneHooks) {
+      const hooks: (() => void)[] = [];
+      this.doneHooks = hooks;
+      this.source.res.once('close', () => {
+        for (const hook of hooks) hook();
+      });
+    }
+    this.doneHooks.push(fn);
+  }
+
+  onForward(fn: (request: ForwardedRequest) => void): void {
+    (this.forwardHooks ??= []).push(fn);
+  }
+
+  /**
+   * Runs the request hooks in order. Returns the service to forward to, or
+   * undefined when a middleware answered (the answer is written).
+   */
+  async start(routed: ServiceRuntime): Promise<ServiceRuntime | undefined> {
+    const items = this.chain.items;
+    for (let i = 0; i < items.length; i++) {
+      const hook = (items[i] as Middleware).request;
+      if (hook) {
+        const pending = hook.call(items[i], this);
+        const reply = pending instanceof Promise ? await pending : pending;
+        if (reply) {
+          await this.answer(reply);
+          return undefined;
+        }
+      }
+      this.reached = i + 1;
+    }
+    if (this.serviceName === undefined) return routed;
+    const chosen = this.chain.context.service(this.serviceName);
+    return chosen ?? routed;
+  }
+
+  /** The flat header list for the server with the middleware's edits applied. */
+  requestHeaders(list: string[]): string[] {
+    const edits = this.edits;
+    if (!edits) return list;
+    const out: string[] = [];
+    for (let i = 0; i < list.length; i += 2) if (!edits.has((list[i] as string).toLowerCase())) out.push(list[i] as string, list[i + 1] as string);
+    for (const [name, values] of edits) if (values) for (const v of values) out.push(name, v);
+    return out;
+  }
+
+  /** Tells the onForward listeners (mirroring) what goes to the server. */
+  forwarded(method: string, path: string, headers: readonly string[], body: Buffer | Readable | null): void {
+    if (!this.forwardHooks) return;
+    const request: ForwardedRequest = { method, path, headers, body: body === null || Buffer.isBuffer(body) ? body : undefined };
+    for (const hook of this.forwardHooks) hook(request);
+  }
+
+  /** The client response as the forwarder writes it: through the response hooks of the middleware reached, last first. */
+  response(): ClientResponse {
+    return this.decorate(this.reached);
+  }
+
+  private decorate(upTo: number): ClientResponse {
+    let res: ClientResponse = this.source.res;
+    const extra = this.extraResponseHeaders;
+    if (extra) res = new HeadHookResponse(res, (head) => head.headers.push(...extra));
+    const items = this.chain.items;
+    for (let i = 0; i < upTo; i++) {
+      const m = items[i] as Middleware;
+      if (m.response) {
+        const hook = m.response;
+        res = new HeadHookResponse(res, (head) => hook.call(m, this, head));
+      }
+      if (m.wrap) res = m.wrap(this, res);
+    }
+    return res;
+  }
+
+  /** Writes a middleware's answer (error pages may replace it) through the middleware before it. */
+  private async answer(reply: Reply): Promise<void> {
+    const final = reply.code ? await this.replaced(reply) : reply;
+    const record = this.source.record;
+    record.status = final.status;
+    if (final.code) record.errorCode = final.code;
+    writeReply(this.decorate(this.reached), final);
+  }
+
+  /** Velocity's own error answer, given to the error pages first (only when some middleware has them). */
+  async answerError(error: VelocityError, extraHeaders: [string, string | string[]][] | undefined): Promise<void> {
+    const res = this.source.res;
+    if (res.headersSent || res.destroyed) return void res.destroy();
+    const headers = ['content-type', 'text/plain; charset=utf-8', 'cache-control', 'no-store'];
+    if (error.retryAfter !== undefined) headers.push('retry-after', String(Math.max(1, Math.ceil(error.retryAfter))));
+    for (const [name, value] of extraHeaders ?? []) for (const v of Array.isArray(value) ? value : [value]) headers.push(name, v);
+    const reply = await this.replaced({ status: error.status, code: error.code, headers, body: `${error.status} ${error.message}\n` });
+    if (res.headersSent || res.destroyed) return;
+    writeReply(this.decorate(this.reached), reply);
+  }
+
+  private async replaced(reply: Reply): Promise<Reply> {
+    if (!this.chain.answersErrors) return reply;
+    for (const m of this.chain.items) {
+      if (!m.error) continue;
+      try {
+        const page = await m.error(this, reply);
+        if (page) return page;
+      } catch (err) {
+        this.chain.context.warn(`error page failed: ${(err as Error).message}`);
+      }
+    }
+    return reply;
+  }
+}
+
+/** Writes a whole answer: head with Content-Length (none for 204/304), then the body. */
+export function writeReply(res: ClientResponse, reply: Reply): void {
+  const body = reply.body === undefined ? undefined : typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body;
+  const headers = [...(reply.headers ?? [])];
+  if (reply.code && reply.code in ERROR_CODES) headers.push('x-velocity-error', reply.code);
+  if (reply.status !== 204 && reply.status !== 304) headers.push('content-length', String(body?.length ?? 0));
+  res.writeHead(reply.status, undefined, headers);
+  if (body && body.length > 0 && reply.status !== 204 && reply.status !== 304) res.write(body);
+  res.end();
+}
+
+/** The whole body when it is at most `max` bytes; undefined when longer (reading stops there). */
+function readUpTo(req: Readable, max: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (result: Buffer | undefined) => {
+      req.removeListener('data', onData);
+      req.removeListener('end', onEnd);
+      req.removeListener('error', onError);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        req.pause();
+        return done(undefined);
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => done(Buffer.concat(chunks));
+    const onError = () => done(undefined);
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onError);
+  });
+}

@@ -1,0 +1,153 @@
+/**
+ * One request/response exchange with a server over a pooled HTTP/1.1
+ * connection: what is sent (head, then a buffered or streamed body) and whom
+ * the answer goes to. The connection drives it; the exchange keeps what must
+ * survive a move to a fresh connection (a stale keep-alive socket).
+ */
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { ResponseHead } from './response-parser.ts';
+
+export interface UpstreamRequest {
+  method: string;
+  /** Origin-form target as the client sent it. */
+  path: string;
+  /** Flat list, name, value, …, hop-by-hop headers already removed. */
+  headers: string[];
+  /** None, a buffer (replayable), or a stream sent once with backpressure. */
+  body: Buffer | Readable | null;
+  /** From the end of the request to the response head. */
+  responseHeaderTimeout: number;
+  /** Between two reads of the response body. */
+  idleTimeout: number;
+}
+
+/** Where an exchange reports; the forwarder implements it. */
+export interface ExchangeSink {
+  /** A 1xx response before the final one. */
+  onInformational(status: number, headers: string[]): void;
+  /** The final head. `requestDone` is false when the server answered before the whole request body was sent. */
+  onHead(head: ResponseHead, requestDone: boolean): void;
+  /** Body payload. false: the client is slow; call `exchange.resume()` when it drained. */
+  onData(chunk: Buffer): boolean;
+  onEnd(): void;
+  /** The exchange failed; `requestSent` is false when no byte of it can have reached the server. */
+  onError(error: Error & { code?: string }, requestSent: boolean): void;
+}
+
+/** Methods whose requests carry a body: an empty one still gets `content-length: 0`. */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+
+export class Exchange {
+  readonly request: UpstreamRequest;
+  readonly sink: ExchangeSink;
+  /** Request body bytes handed to a socket: after one, the exchange can never move to another connection. */
+  bodyBytes = 0;
+  requestDone = false;
+  /** Moved once to a fresh connection after a stale keep-alive one failed. */
+  moved = false;
+  aborted = false;
+  /** The request head was written to a connected socket: the server may have seen the request. */
+  headSent = false;
+  /** The connection carrying it, for `abort` and `resume`. */
+  carrier: { abort(): void; resume(): void } | undefined;
+  private socket: Socket | undefined;
+  private chunked = false;
+
+  constructor(request: UpstreamRequest, sink: ExchangeSink) {
+    this.request = request;
+    this.sink = sink;
+  }
+
+  /** Stops the exchange without another word to the sink (the client left, a total timeout, a status to retry). */
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.detachBody();
+    this.carrier?.abort();
+  }
+
+  /** The client drained: read from the server again. */
+  resume(): void {
+    this.carrier?.resume();
+  }
+
+  /** Writes the request to a connected socket: head and buffered body in one writev, a stream with backpressure. */
+  send(socket: Socket): void {
+    const { method, path, headers, body } = this.request;
+    this.headSent = true;
+    let head = `${method} ${path} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    if (body === null) {
+      if (BODY_METHODS.has(method) && !hasHeader(headers, 'content-length')) head += 'content-length: 0\r\n';
+      socket.write(`${head}\r\n`, 'latin1');
+      this.requestDone = true;
+    } else if (Buffer.isBuffer(body)) {
+      socket.cork();
+      socket.write(`${head}\r\n`, 'latin1');
+      socket.write(body);
+      socket.uncork();
+      this.bodyBytes = body.length;
+      this.requestDone = true;
+    } else {
+      // A stream of unknown length (chunked from the client, HTTP/2 without content-length) is chunked toward the server.
+      this.chunked = !hasHeader(headers, 'content-length');
+      if (this.chunked) head += 'transfer-encoding: chunked\r\n';
+      socket.write(`${head}\r\n`, 'latin1');
+      this.socket = socket;
+      body.on('data', this.onBodyData);
+      body.once('end', this.onBodyEnd);
+      body.resume();
+    }
+  }
+
+  /** Stops reading the request body (the exchange ended, failed, or moves to another connection). */
+  detachBody(): void {
+    const body = this.request.body;
+    if (!this.socket || body === null || Buffer.isBuffer(body)) return;
+    body.pause();
+    body.removeListener('data', this.onBodyData);
+    body.removeListener('end', this.onBodyEnd);
+    this.socket.removeListener('drain', this.onSocketDrain);
+    this.socket = undefined;
+  }
+
+  private readonly onBodyData = (chunk: Buffer): void => {
+    const socket = this.socket as Socket;
+    this.bodyBytes += chunk.length;
+    let more: boolean;
+    if (this.chunked) {
+      socket.cork();
+      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      socket.write(chunk);
+      more = socket.write('\r\n', 'latin1');
+      socket.uncork();
+    } else more = socket.write(chunk);
+    if (!more) {
+      (this.request.body as Readable).pause();
+      socket.once('drain', this.onSocketDrain);
+    }
+  };
+
+  private readonly onSocketDrain = (): void => {
+    (this.request.body as Readable | null)?.resume();
+  };
+
+  private readonly onBodyEnd = (): void => {
+    if (this.chunked) this.socket?.write('0\r\n\r\n', 'latin1');
+    this.detachBody();
+    this.requestDone = true;
+    this.onRequestDone?.();
+  };
+
+  /** Told when a streamed body was sent whole (the response-header timeout starts then). */
+  onRequestDone: (() => void) | undefined;
+}
+
+function hasHeader(headers: string[], lowerName: string): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) return true;
+  }
+  return false;
+}

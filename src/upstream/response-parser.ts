@@ -1,0 +1,421 @@
+/**
+ * An incremental HTTP/1.x response parser for the upstream side, on latin1
+ * bytes. It frames bodies (Content-Length, chunked, close-delimited, none for
+ * HEAD/1xx/204/304) and hands body bytes out as slices of the socket's buffers,
+ * without copies. It is at least as strict as llhttp (a differential fuzzer
+ * checks that): what it cannot frame one way only, it refuses, and the
+ * connection is dropped with a 502.
+ *
+ * One parser per connection, reset for each response.
+ */
+
+export interface ResponseHead {
+  status: number;
+  reason: string;
+  /** Flat list, name, value, …, names as the server wrote them. */
+  headers: string[];
+  /** HTTP/1.1 without `Connection: close`: the connection may carry another request. */
+  keepAlive: boolean;
+  /** The body ends when the server closes (no length, not chunked): the client connection cannot stay open either. */
+  closeDelimited: boolean;
+  /** Framing: -1 chunked, -2 until close, otherwise the byte count (0 for none). */
+  length: number;
+}
+
+export interface ResponseParserEvents {
+  onInformational(status: number, headers: string[]): void;
+  onResponseHead(head: ResponseHead): void;
+  /** A slice of body payload (chunk framing already removed). */
+  onResponseBody(chunk: Buffer): void;
+  onResponseComplete(): void;
+}
+
+export const MAX_HEAD_BYTES = 32 * 1024;
+const MAX_HEADERS = 256;
+const MAX_CHUNK_SIZE_DIGITS = 12;
+const MAX_CHUNK_EXTENSION = 1024;
+const MAX_TRAILER_BYTES = 8 * 1024;
+
+const CHUNKED = -1;
+const UNTIL_CLOSE = -2;
+
+// States.
+const HEAD = 0;
+const BODY_LENGTH = 1;
+const BODY_UNTIL_CLOSE = 2;
+const CHUNK_SIZE = 3;
+const CHUNK_EXTENSION = 4;
+const CHUNK_SIZE_LF = 5;
+const CHUNK_DATA = 6;
+const CHUNK_DATA_CR = 7;
+const CHUNK_DATA_LF = 8;
+const TRAILERS = 9;
+const DONE = 10;
+const FAILED = 11;
+
+const CR = 13;
+const LF = 10;
+const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+
+/** RFC 9110 tchar. */
+const TOKEN = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
+
+/** field-vchar, SP, HTAB and obs-text: what a header value (or reason phrase) may hold. */
+const FIELD = new Uint8Array(256);
+FIELD[9] = 1;
+for (let c = 0x20; c <= 0x7e; c++) FIELD[c] = 1;
+for (let c = 0x80; c <= 0xff; c++) FIELD[c] = 1;
+
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) {
+  HEX[0x41 + c] = 10 + c;
+  HEX[0x61 + c] = 10 + c;
+}
+
+/** Thrown inside the parser; the connection turns it into a 502. */
+export class ResponseParseError extends Error {
+  readonly code = 'VELOCITY_BAD_RESPONSE';
+}
+
+function fail(message: string): never {
+  throw new ResponseParseError(`upstream response: ${message}`);
+}
+
+export class ResponseParser {
+  private state = HEAD;
+  private noBody = false;
+  /** Head bytes not yet ending in CRLFCRLF (or trailer bytes). */
+  private pending: Buffer | undefined;
+  private remaining = 0;
+  private extensionBytes = 0;
+  private sizeDigits = 0;
+  private inQuote = false;
+  /** Response bytes seen since reset: a connection that saw none may be retried elsewhere. */
+  bytesSeen = 0;
+  private readonly events: ResponseParserEvents;
+
+  constructor(events: ResponseParserEvents) {
+    this.events = events;
+  }
+
+  /** Ready for the response to the next request; `head` when it was a HEAD request (no body whatever the headers say). */
+  reset(head: boolean): void {
+    this.state = HEAD;
+    this.noBody = head;
+    this.pending = undefined;
+    this.bytesSeen = 0;
+  }
+
+  get complete(): boolean {
+    return this.state === DONE;
+  }
+
+  /** Whether the response so far ends only when the server closes. */
+  get untilClose(): boolean {
+    return this.state === BODY_UNTIL_CLOSE;
+  }
+
+  /**
+   * Feeds bytes. Returns how many belong to the current response: fewer than
+   * `data.length` means the response completed and more bytes followed it.
+   * Throws ResponseParseError on a malformed response.
+   */
+  execute(data: Buffer): number {
+    this.bytesSeen += data.length;
+    try {
+      return this.run(data);
+    } catch (err) {
+      this.state = FAILED;
+      throw err;
+    }
+  }
+
+  /** The server closed its side: completes a close-delimited body; anything else was cut short. */
+  finish(): void {
+    if (this.state === BODY_UNTIL_CLOSE) {
+      this.state = DONE;
+      this.events.onResponseComplete();
+    } else if (this.state !== DONE) {
+      this.state = FAILED;
+      fail(this.bytesSeen === 0 ? 'connection closed before any response byte' : 'connection closed before the response was complete');
+    }
+  }
+
+  private run(data: Buffer): number {
+    const end = data.length;
+    let i = 0;
+    while (i < end) {
+      switch (this.state) {
+        case HEAD: {
+          const used = this.takeHead(data, i);
+          if (used < 0) return end;
+          i = used;
+          break;
+        }
+        case BODY_LENGTH: {
+          const n = Math.min(this.remaining, end - i);
+          this.remaining -= n;
+          const slice = i === 0 && n === end ? data : data.subarray(i, i + n);
+          i += n;
+          if (this.remaining === 0) this.state = DONE;
+          this.events.onResponseBody(slice);
+          if (this.state === DONE) this.events.onResponseComplete();
+          break;
+        }
+        case BODY_UNTIL_CLOSE:
+          this.events.onResponseBody(i === 0 ? data : data.subarray(i));
+          return end;
+        case CHUNK_DATA: {
+          const n = Math.min(this.remaining, end - i);
+          this.remaining -= n;
+          const slice = data.subarray(i, i + n);
+          i += n;
+          if (this.remaining === 0) this.state = CHUNK_DATA_CR;
+          this.events.onResponseBody(slice);
+          break;
+        }
+        case TRAILERS: {
+          const used = this.takeTrailers(data, i);
+          if (used < 0) return end;
+          i = used;
+          this.state = DONE;
+          this.events.onResponseComplete();
+          break;
+        }
+        case DONE:
+          return i;
+        case FAILED:
+          fail('bytes after a parse error');
+          break;
+        default:
+          i = this.chunkFraming(data, i);
+      }
+    }
+    if (this.state === DONE) return i;
+    return end;
+  }
+
+  /** The byte-wise part of chunked framing: sizes, extensions, CRLFs. */
+  private chunkFraming(data: Buffer, start: number): number {
+    let i = start;
+    const end = data.length;
+    while (i < end) {
+      const c = data[i] as number;
+      switch (this.state) {
+        case CHUNK_SIZE: {
+          const v = HEX[c] as number;
+          if (v >= 0) {
+            if (++this.sizeDigits > MAX_CHUNK_SIZE_DIGITS) fail('chunk size too long');
+            this.remaining = this.remaining * 16 + v;
+          } else if (this.sizeDigits === 0) fail('invalid chunk size');
+          else if (c === 0x3b) {
+            this.state = CHUNK_EXTENSION;
+            this.extensionBytes = 0;
+            this.inQuote = false;
+          } else if (c === CR) this.state = CHUNK_SIZE_LF;
+          else fail('invalid character after a chunk size');
+          break;
+        }
+        case CHUNK_EXTENSION:
+          // `;name=value;name="quoted"`: tokens outside quotes, no whitespace (as llhttp), field text inside.
+          if (++this.extensionBytes > MAX_CHUNK_EXTENSION) fail('chunk extension too long');
+          if (this.inQuote) {
+            if (c === 0x22) this.inQuote = false;
+            else if (FIELD[c] !== 1 || c === 0x5c) fail('invalid character in a chunk extension');
+          } else if (c === CR) this.state = CHUNK_SIZE_LF;
+          else if (c === 0x22) this.inQuote = true;
+          else if (TOKEN[c] !== 1 && c !== 0x3d && c !== 0x3b) fail('invalid character in a chunk extension');
+          break;
+        case CHUNK_SIZE_LF:
+          if (c !== LF) fail('chunk size line not ended by CRLF');
+          if (this.remaining === 0) {
+            this.state = TRAILERS;
+            this.pending = undefined;
+            return i + 1;
+          }
+          this.state = CHUNK_DATA;
+          return i + 1;
+        case CHUNK_DATA_CR:
+          if (c !== CR) fail('chunk data longer than its size');
+          this.state = CHUNK_DATA_LF;
+          break;
+        case CHUNK_DATA_LF:
+          if (c !== LF) fail('chunk data not ended by CRLF');
+          this.state = CHUNK_SIZE;
+          this.remaining = 0;
+          this.sizeDigits = 0;
+          break;
+        default:
+          return i;
+      }
+      i++;
+    }
+    return i;
+  }
+
+  /** Collects head bytes; on a whole head, parses it and returns the index in `data` after it, or -1 when more bytes are needed. */
+  private takeHead(data: Buffer, start: number): number {
+    const prior = this.pending;
+    const buf = prior ? Buffer.concat([prior, data.subarray(start)]) : data;
+    const from = prior ? 0 : start;
+    const at = buf.indexOf(HEAD_END, prior ? Math.max(0, prior.length - 3) : start);
+    if (at < 0) {
+      if (buf.length - from > MAX_HEAD_BYTES) fail('head too large');
+      checkNoBareLineFeed(buf, from);
+      this.pending = prior ? buf : Buffer.from(data.subarray(start));
+      return -1;
+    }
+    if (at - from > MAX_HEAD_BYTES) fail('head too large');
+    this.pending = undefined;
+    this.parseHead(buf.toString('latin1', from, at));
+    return prior ? start + at + 4 - prior.length : at + 4;
+  }
+
+  private parseHead(text: string): void {
+    // The status line.
+    const lineEnd = text.indexOf('\r\n');
+    const statusLine = lineEnd < 0 ? text : text.slice(0, lineEnd);
+    if (statusLine.length < 12 || !statusLine.startsWith('HTTP/1.') || statusLine.charCodeAt(8) !== 0x20) fail('invalid status line');
+    const minor = statusLine.charCodeAt(7) - 0x30;
+    if (minor !== 0 && minor !== 1) fail('unsupported HTTP version');
+    const d0 = statusLine.charCodeAt(9) - 0x30;
+    const d1 = statusLine.charCodeAt(10) - 0x30;
+    const d2 = statusLine.charCodeAt(11) - 0x30;
+    if (d0 < 1 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) fail('invalid status code');
+    const status = d0 * 100 + d1 * 10 + d2;
+    let reason = '';
+    if (statusLine.length > 12) {
+      if (statusLine.charCodeAt(12) !== 0x20) fail('invalid status line');
+      reason = statusLine.slice(13);
+      checkField(reason, 'reason phrase');
+    }
+
+    const headers: string[] = [];
+    let length = -3;
+    let chunked = false;
+    let transferEncoding = false;
+    let close = minor === 0;
+    let pos = lineEnd < 0 ? text.length : lineEnd + 2;
+    while (pos < text.length) {
+      let next = text.indexOf('\r\n', pos);
+      if (next < 0) next = text.length;
+      const colon = text.indexOf(':', pos);
+      if (colon < 0 || colon >= next || colon === pos) fail('invalid header line');
+      for (let k = pos; k < colon; k++) if (TOKEN[text.charCodeAt(k)] !== 1) fail('invalid header name');
+      let vs = colon + 1;
+      let ve = next;
+      while (vs < ve && isBlank(text.charCodeAt(vs))) vs++;
+      while (ve > vs && isBlank(text.charCodeAt(ve - 1))) ve--;
+      for (let k = vs; k < ve; k++) if (FIELD[text.charCodeAt(k)] !== 1) fail('invalid character in a header value');
+      const name = text.slice(pos, colon);
+      const value = text.slice(vs, ve);
+      if (headers.length >= MAX_HEADERS * 2) fail('too many headers');
+      headers.push(name, value);
+      const n = name.length;
+      if (n === 14 && name.toLowerCase() === 'content-length') {
+        if (length !== -3) fail('duplicate Content-Length');
+        if (value.length === 0 || value.length > 15) fail('invalid Content-Length');
+        for (let k = 0; k < value.length; k++) {
+          const c = value.charCodeAt(k);
+          if (c < 0x30 || c > 0x39) fail('invalid Content-Length');
+        }
+        length = Number(value);
+      } else if (n === 17 && name.toLowerCase() === 'transfer-encoding') {
+        if (transferEncoding) fail('duplicate Transfer-Encoding');
+        transferEncoding = true;
+        chunked = endsInChunked(value);
+      } else if (n === 10 && name.toLowerCase() === 'connection') {
+        const v = value.toLowerCase();
+        if (v === 'close' || (v.length > 5 && v.split(',').some((t) => t.trim() === 'close'))) close = true;
+      }
+      pos = next + 2;
+    }
+    if (transferEncoding && length !== -3) fail('both Content-Length and Transfer-Encoding');
+
+    if (status < 200) {
+      if (status === 101) fail('unexpected 101 Switching Protocols');
+      // An HTTP/1.0 (or closing) message ends the connection: no final response can follow it.
+      if (close) fail('interim response on a connection that closes');
+      this.events.onInformational(status, headers);
+      return;
+    }
+    if (this.noBody || status === 204 || status === 304) length = 0;
+    else if (chunked) length = CHUNKED;
+    // A transfer coding that does not end in chunked: the body ends when the server closes (RFC 9112 §6.3 rule 4).
+    else if (transferEncoding) length = UNTIL_CLOSE;
+    else if (length === -3) length = UNTIL_CLOSE;
+    const head: ResponseHead = { status, reason, headers, keepAlive: !close && length !== UNTIL_CLOSE, closeDelimited: length === UNTIL_CLOSE, length };
+    if (length === 0) this.state = DONE;
+    else if (length === CHUNKED) {
+      this.state = CHUNK_SIZE;
+      this.remaining = 0;
+      this.sizeDigits = 0;
+    } else if (length === UNTIL_CLOSE) this.state = BODY_UNTIL_CLOSE;
+    else {
+      this.state = BODY_LENGTH;
+      this.remaining = length;
+    }
+    this.events.onResponseHead(head);
+    if (this.state === DONE) this.events.onResponseComplete();
+  }
+
+  /** Trailer fields after the last chunk: checked, then dropped. Returns the index after them, or -1. */
+  private takeTrailers(data: Buffer, start: number): number {
+    const prior = this.pending;
+    const buf = prior ? Buffer.concat([prior, data.subarray(start)]) : data.subarray(start);
+    // No trailers: the last chunk is followed directly by CRLF.
+    if (buf.length >= 2 && buf[0] === CR && buf[1] === LF) return start + 2 - (prior?.length ?? 0);
+    if (buf.length >= 1 && buf[0] !== CR && TOKEN[buf[0] as number] !== 1) fail('invalid trailer');
+    const at = buf.indexOf(HEAD_END);
+    if (at < 0) {
+      if (buf.length > MAX_TRAILER_BYTES) fail('trailers too large');
+      checkNoBareLineFeed(buf, 0);
+      this.pending = Buffer.from(buf);
+      return -1;
+    }
+    if (at > MAX_TRAILER_BYTES) fail('trailers too large');
+    const text = buf.toString('latin1', 0, at);
+    for (const line of text.split('\r\n')) {
+      const colon = line.indexOf(':');
+      if (colon <= 0) fail('invalid trailer');
+      for (let k = 0; k < colon; k++) if (TOKEN[line.charCodeAt(k)] !== 1) fail('invalid trailer name');
+      checkField(line.slice(colon + 1), 'trailer value');
+    }
+    this.pending = undefined;
+    return start + at + 4 - (prior?.length ?? 0);
+  }
+}
+
+/**
+ * Whether a Transfer-Encoding list ends in chunked; when it does not, the body
+ * is close-delimited (RFC 9112 §6.3 rule 4). A list with anything but tokens is refused.
+ */
+function endsInChunked(value: string): boolean {
+  const codings = value.split(',');
+  for (let k = 0; k < codings.length; k++) {
+    const coding = (codings[k] as string).trim().toLowerCase();
+    if (coding.length === 0) fail('empty Transfer-Encoding coding');
+    for (let j = 0; j < coding.length; j++) if (TOKEN[coding.charCodeAt(j)] !== 1) fail(`invalid Transfer-Encoding "${value}"`);
+    if (coding === 'chunked' && k === codings.length - 1) return true;
+  }
+  return false;
+}
+
+function isBlank(c: number): boolean {
+  return c === 0x20 || c === 9;
+}
+
+function checkField(text: string, what: string): void {
+  for (let k = 0; k < text.length; k++) if (FIELD[text.charCodeAt(k)] !== 1) fail(`invalid character in the ${what}`);
+}
+
+/** A head that is not complete yet may already show a line ended by LF alone, or a CR not followed by LF: refuse it now, not at the timeout. */
+function checkNoBareLineFeed(buf: Buffer, from: number): void {
+  for (let k = buf.indexOf(LF, from); k >= 0; k = buf.indexOf(LF, k + 1)) if (k === from || buf[k - 1] !== CR) fail('line ended by a bare LF');
+  for (let k = buf.indexOf(CR, from); k >= 0 && k + 1 < buf.length; k = buf.indexOf(CR, k + 1)) if (buf[k + 1] !== LF) fail('CR not followed by LF');
+}
