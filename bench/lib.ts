@@ -262,6 +262,8 @@ export interface VelocityOptions {
   threads?: number;
   /** Write a V8 CPU profile of the process to this directory (on exit). */
   cpuProfDir?: string;
+  /** How long to wait for it to listen (a loaded machine can take well over the default). */
+  startMs?: number;
 }
 
 /** The real binary (dist/cli.js start) with a config written from the options. */
@@ -279,7 +281,7 @@ ${options.service ?? ''}`,
   );
   const argv = [...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : []), join(ROOT, 'dist/cli.js'), 'start', '--config', file];
   const child = ctx.run(process.execPath, argv, { VELOCITY_LOG_LEVEL: 'warn' });
-  await waitPort(port);
+  await waitPort(port, options.startMs);
   return {
     name,
     port,

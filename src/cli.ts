@@ -13,10 +13,13 @@ import { ConfigError, formatProblem } from './errors.ts';
 import { createLogger } from './observe/logger.ts';
 import { start } from './runtime/instance.ts';
 import { installSignalHandlers } from './runtime/signals.ts';
+import { type Handover, takeOver } from './runtime/takeover.ts';
 import { VERSION } from './version.ts';
 
 const USAGE = `usage:
-  velocity start [--config FILE]          run the load balancer (default ./velocity.yaml)
+  velocity start [--config FILE] [--pid-file FILE] [--takeover]
+                                          run the load balancer (default ./velocity.yaml); --takeover
+                                          listens beside the Velocity named by --pid-file, then has it drain
   velocity validate --config FILE         check a config file; exit 1 with every problem
   velocity proxy --from :8000 --to HOST:PORT [--to …] [--policy NAME] [--health PATH]
                  [--admin ADDR|off] [--print-config]
@@ -80,13 +83,21 @@ async function run(command: string | undefined, rest: string[]): Promise<number>
 }
 
 async function startCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' } } });
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: 'string', short: 'c', default: 'velocity.yaml' }, 'pid-file': { type: 'string' }, takeover: { type: 'boolean', default: false } },
+  });
   const file = values.config as string;
-  return runConfig(() => loadConfigFile(file), file);
+  const pidFile = values['pid-file'];
+  if (values.takeover && !pidFile) {
+    console.error('velocity start: --takeover needs --pid-file FILE (where the running Velocity wrote its PID)');
+    return 2;
+  }
+  return runConfig(() => loadConfigFile(file), file, pidFile ? { pidFile, takeover: values.takeover } : undefined);
 }
 
 /** Loads a config (refusing a bad one with every problem) and runs Velocity on it until a signal stops it. */
-async function runConfig(load: () => Promise<LoadedConfig> | LoadedConfig, file: string | undefined): Promise<number> {
+async function runConfig(load: () => Promise<LoadedConfig> | LoadedConfig, file: string | undefined, handover?: Handover): Promise<number> {
   const log = createLogger();
   let loaded: LoadedConfig;
   try {
@@ -104,8 +115,9 @@ async function runConfig(load: () => Promise<LoadedConfig> | LoadedConfig, file:
     log.warn({ file }, `this config is in the old Velocity format and was translated; the same config in the current format is:\n${loaded.legacyTranslation}`);
   }
   try {
-    const velocity = await start(loaded.config, { logger: log, ...(file ? { configFile: file } : {}) });
+    const velocity = await start(loaded.config, { logger: log, sharePorts: handover?.takeover ?? false, ...(file ? { configFile: file } : {}) });
     installSignalHandlers(velocity, log);
+    if (handover) takeOver(handover, log);
   } catch (err) {
     console.error(`velocity: ${(err as Error).message}`);
     return 1;
@@ -187,8 +199,10 @@ async function backendCommand(args: string[]): Promise<number> {
     console.error('velocity backend: --port must be 0-65535 and --delay a number of milliseconds ≥ 0');
     return 2;
   }
-  const backend = await startBackend({ port, host: values.host ?? '127.0.0.1', name: values.name ?? `backend-${port}`, delayMs });
-  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${values.host ?? '127.0.0.1'}:${backend.port}`);
+  // HOST too, like PORT: the container image sets HOST=0.0.0.0.
+  const host = values.host ?? process.env.HOST ?? '127.0.0.1';
+  const backend = await startBackend({ port, host, name: values.name ?? `backend-${port}`, delayMs });
+  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${host}:${backend.port}`);
   const stop = () => void backend.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   SHUTTING_DOWN: { status: 503, message: 'Shutting down' },
   AUTH_UNAVAILABLE: { status: 503, message: 'Authentication service unavailable' },
   UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway timeout' },
+  HTTP_VERSION_NOT_SUPPORTED: { status: 505, message: 'HTTP version not supported' },
   INTERNAL: { status: 500, message: 'Internal error' },
   MIDDLEWARE_FAILED: { status: 500, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;

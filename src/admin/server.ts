@@ -88,7 +88,8 @@ export async function startAdminServer(address: ListenAddress, token: string | u
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new ListenError(address, err)));
-    server.listen(address.port, address.host, () => resolve());
+    // SO_REUSEPORT like the data listeners, so a takeover's new process can open it beside the old one.
+    server.listen({ port: address.port, host: address.host, reusePort: true }, () => resolve());
   });
   const bound = server.address() as AddressInfo;
   return {

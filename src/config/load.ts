@@ -104,7 +104,7 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
   if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
     const obj = raw as Record<string, unknown>;
     if (obj.defaults !== undefined) {
-      const result = defaultsSchema.safeParse(obj.defaults);
+      const result = defaultsSchema.safeParse(obj.defaults, { reportInput: true });
       if (!result.success) problems.push(...issuesToProblems(result.error.issues, ['defaults'], locate));
       else if (Array.isArray(obj.services) && isPlainObject(obj.defaults)) {
         obj.services = obj.services.map((s) => (isPlainObject(s) ? deepMerge(obj.defaults as Record<string, unknown>, s) : s));
@@ -112,7 +112,7 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
     }
   }
 
-  const result = configSchema.safeParse(raw);
+  const result = configSchema.safeParse(raw, { reportInput: true });
   if (!result.success) problems.push(...issuesToProblems(result.error.issues, [], locate));
   for (const dup of duplicateNames(raw)) problems.push(locate(dup.path, dup.message));
   if (problems.length > 0 || !result.success) throw new ConfigError(dedupe(problems));
@@ -141,10 +141,23 @@ function issuesToProblems(issues: readonly z.core.$ZodIssue[], prefix: Path, loc
         continue;
       }
     }
-    const missing = issue.code === 'invalid_type' && (issue as { input?: unknown }).input === undefined;
-    out.push(locate(path, missing ? `required field is missing (${issue.message.replace(/^Invalid input: /, '')})` : issue.message.replace(/^Invalid input: /, '')));
+    // Issues carry their input (safeParse with reportInput): only an absent value is "missing"; a present one is named.
+    const message = issue.message.replace(/^Invalid input: /, '');
+    if (issue.code === 'invalid_type' || issue.code === 'invalid_union') {
+      const input = (issue as { input?: unknown }).input;
+      out.push(locate(path, input === undefined ? `required field is missing (${message})` : `${message}; got ${describeValue(input)}`));
+    } else out.push(locate(path, message));
   }
   return out;
+}
+
+/** A YAML value as a user would name it in an error message. */
+function describeValue(value: unknown): string {
+  if (value === null) return 'an empty value (null)';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  if (typeof value === 'string') return `the text ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+  return `the ${typeof value} ${String(value)}`;
 }
 
 const depth = (issues: readonly z.core.$ZodIssue[]): number => Math.max(0, ...issues.map((i) => i.path.length + (i.code === 'invalid_type' ? 0 : 0.5)));

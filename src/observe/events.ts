@@ -26,10 +26,15 @@ export interface RequestRecord {
   queueWaitMs: number;
   /** Why Velocity answered itself: rate-limited, denied, banned, circuit-open… */
   decision: string | undefined;
+  /** Why a failed try was not retried (absent when it was, or nothing failed). */
+  retryDenied?: RetryRefusal | undefined;
   /** Velocity error code when Velocity made the response. */
   errorCode: string | undefined;
   userAgent: string | undefined;
 }
+
+/** Why a failed try was not retried: the retry budget was spent, no tries left, no other server, a streamed body, a non-idempotent request already sent, or past the total timeout. */
+export type RetryRefusal = 'budget' | 'attempts' | 'no_server' | 'body_streamed' | 'not_idempotent' | 'total_timeout';
 
 export type RequestObserver = (record: RequestRecord) => void;
 

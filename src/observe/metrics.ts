@@ -28,6 +28,7 @@ const SE = {
   QUEUE_WAIT_SUM: HIST_CELLS + 4,
   QUEUED: HIST_CELLS + 5,
   ERRORS: HIST_CELLS + 6,
+  RETRIES_DENIED_BY_BUDGET: HIST_CELLS + 7,
 } as const;
 /** Process-wide cells. */
 export const GM = {
@@ -45,7 +46,7 @@ export const GM = {
 } as const;
 
 /** Cells each scope needs (SharedState sizes its rows by this). */
-export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.ERRORS + 1, global: GM.SERVERS_REMOVED + 1 };
+export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.RETRIES_DENIED_BY_BUDGET + 1, global: GM.SERVERS_REMOVED + 1 };
 
 function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -70,6 +71,7 @@ export function metricsObserver(plane: DataPlane): (record: RequestRecord) => vo
     if (record.errorCode === 'RATE_LIMITED') serviceMetrics.add(base, SE.RATE_LIMITED, 1n);
     if (record.errorCode === 'IP_DENIED') serviceMetrics.add(base, SE.DENIED, 1n);
     if (record.errorCode) serviceMetrics.add(base, SE.ERRORS, 1n);
+    if (record.retryDenied === 'budget') serviceMetrics.add(base, SE.RETRIES_DENIED_BY_BUDGET, 1n);
     if (record.queueWaitMs > 0) {
       serviceMetrics.add(base, SE.QUEUED, 1n);
       serviceMetrics.add(base, SE.QUEUE_WAIT_SUM, BigInt(Math.round(record.queueWaitMs * 1000)));
@@ -149,6 +151,8 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
     out.histogram('velocity_request_duration_seconds', { service }, state.serviceMetrics, vslot, SE.HIST, cell(SE.SUM));
     out.declare('velocity_retries_total', 'counter', 'Retries sent to another server.');
     out.sample('velocity_retries_total', { service }, cell(SE.RETRIES));
+    out.declare('velocity_retries_denied_total', 'counter', 'Failed tries not retried because the retry budget was spent.');
+    out.sample('velocity_retries_denied_total', { service, reason: 'budget' }, cell(SE.RETRIES_DENIED_BY_BUDGET));
     out.declare('velocity_rate_limited_total', 'counter', 'Requests answered 429 by a rate limit.');
     out.sample('velocity_rate_limited_total', { service }, cell(SE.RATE_LIMITED));
     out.declare('velocity_denied_total', 'counter', 'Requests answered 403 by an IP filter or ban.');

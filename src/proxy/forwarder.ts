@@ -50,8 +50,8 @@ export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode
     case 'VELOCITY_BAD_RESPONSE':
       return 'UPSTREAM_BAD_RESPONSE';
     default:
-      // Node's own parser (the WebSocket path) names its errors HPE_*.
-      return err.code?.startsWith('HPE_') ? 'UPSTREAM_BAD_RESPONSE' : 'UPSTREAM_RESET';
+      // Node's own parser (the WebSocket path) names its errors HPE_*; not every error's code is a string.
+      return typeof err.code === 'string' && err.code.startsWith('HPE_') ? 'UPSTREAM_BAD_RESPONSE' : 'UPSTREAM_RESET';
   }
 }
 

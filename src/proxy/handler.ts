@@ -9,12 +9,13 @@ import { cappedBackoff } from '../backoff.ts';
 import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import { normalizeIp } from '../guard/client-ip.ts';
-import type { RequestRecord } from '../observe/events.ts';
+import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { forwardAttempt } from './forwarder.ts';
+import type { UnderscoreHeaders } from './header-names.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
@@ -27,6 +28,11 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 /** Per-request state shared by the steps and turned into the access-log record. */
 export class RequestContext implements PickRequest {
   readonly started = performance.now();
+  /**
+   * The record is emitted once both the response has closed and the data path is done with the
+   * request: an attempt that settles after the client left still fills in its fields first.
+   */
+  partsLeft = 2;
   readonly record: RequestRecord;
   private cookies: Map<string, string> | undefined;
   /** Headers steps add to the response (rate-limit headers, sticky cookie). */
@@ -65,6 +71,7 @@ export class RequestContext implements PickRequest {
       retries: 0,
       queueWaitMs: 0,
       decision: undefined,
+      retryDenied: undefined,
       errorCode: undefined,
       userAgent: headers['user-agent'],
     };
@@ -135,17 +142,21 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class RequestHandler {
   private readonly plane: DataPlane;
   private readonly proto: 'http' | 'https';
+  private readonly underscores: UnderscoreHeaders;
 
-  constructor(plane: DataPlane, proto: 'http' | 'https') {
+  constructor(plane: DataPlane, proto: 'http' | 'https', underscores: UnderscoreHeaders) {
     this.plane = plane;
     this.proto = proto;
+    this.underscores = underscores;
   }
 
   /** Connections that sent a refused head: what was pipelined behind it is refused too, never forwarded. */
   private readonly refused = new WeakSet<object>();
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const headProblem = this.refused.has(req.socket) ? 'an earlier request on this connection was refused' : checkRequestHead(req);
+    const headProblem = this.refused.has(req.socket)
+      ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused')
+      : checkRequestHead(req, this.underscores);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
     if (headProblem) {
       this.refused.add(req.socket);
@@ -153,10 +164,12 @@ export class RequestHandler {
       this.refuse(ctx, headProblem);
       return;
     }
-    this.run(ctx).catch((err: unknown) => {
-      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
-      this.fail(ctx, new VelocityError('INTERNAL'));
-    });
+    this.run(ctx)
+      .catch((err: unknown) => {
+        this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
+        this.fail(ctx, new VelocityError('INTERNAL'));
+      })
+      .finally(() => this.finish(ctx));
   };
 
   /** Open WebSocket tunnels of this listener. */
@@ -171,22 +184,25 @@ export class RequestHandler {
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());
-    const headProblem = checkRequestHead(req);
+    const headProblem = checkRequestHead(req, this.underscores);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
     if (headProblem) {
       this.refuse(ctx, headProblem);
       return;
     }
-    this.runUpgrade(ctx, socket, head).catch((err: unknown) => {
-      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the WebSocket path');
-      this.fail(ctx, new VelocityError('INTERNAL'));
-    });
+    this.runUpgrade(ctx, socket, head)
+      .catch((err: unknown) => {
+        this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the WebSocket path');
+        this.fail(ctx, new VelocityError('INTERNAL'));
+      })
+      .finally(() => this.finish(ctx));
   };
 
-  /** Answers a request head that checkRequestHead refused with 400 (and records it). */
-  private refuse(ctx: RequestContext, problem: string): void {
+  /** Answers a request head that checkRequestHead refused (and records it). */
+  private refuse(ctx: RequestContext, problem: VelocityError): void {
     ctx.res.on('close', () => this.finish(ctx));
-    this.fail(ctx, new VelocityError('BAD_REQUEST', problem));
+    this.fail(ctx, problem);
+    this.finish(ctx);
   }
 
   private async runUpgrade(ctx: RequestContext, socket: Duplex, head: Buffer): Promise<void> {
@@ -275,7 +291,7 @@ export class RequestHandler {
         tried.add(server);
         record.server = server.id;
         this.plane.stickTo(service, server, ctx);
-        const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried) && service.retryBudget.hasRoom(Date.now());
+        const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried);
         const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
         const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
@@ -289,7 +305,7 @@ export class RequestHandler {
               headers,
               body,
               timeouts: { responseHeader: cfg.timeouts.response_header, idle: cfg.timeouts.idle },
-              retryStatuses: mayRetryAfter && idempotent ? this.plane.retryStatuses(service) : undefined,
+              retryStatuses: mayRetryAfter && idempotent && service.retryBudget.hasRoom(Date.now()) ? this.plane.retryStatuses(service) : undefined,
               extraResponseHeaders: ctx.responseHeaders,
             },
             clientRes,
@@ -315,9 +331,10 @@ export class RequestHandler {
           return;
         }
         const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
-        // Past the total timeout nothing is retried (and no budget is spent on it).
-        const retry = mayRetryAfter && safeToResend && !abort.signal.aborted && service.retryBudget.tryTake(Date.now());
-        if (!retry) {
+        // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
+        // so nothing is spent on a retry refused for another reason (past the total timeout, say).
+        record.retryDenied = retryRefusal(safeToResend, attempt < cfg.retries.attempts, replayable, abort.signal.aborted, service, tried);
+        if (record.retryDenied) {
           const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
           return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
         }
@@ -353,8 +370,11 @@ export class RequestHandler {
     respondWithError(ctx.res, error, ctx.responseHeaders);
   }
 
+  /** Called when the response closed and when the data path is done; the second call records the request. */
   private finish(ctx: RequestContext): void {
+    if (--ctx.partsLeft > 0) return;
     const { record, req } = ctx;
+    // Measured last, so no part of the record (upstreamMs, measured when a try settled) can exceed it.
     record.totalMs = performance.now() - ctx.started;
     record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
@@ -380,6 +400,23 @@ function bufferBody(req: IncomingMessage): Promise<Buffer | VelocityError> {
     };
     req.once('close', onClose);
   });
+}
+
+/** Why a failed try is not retried, or undefined when it is (one retry is then taken from the budget). */
+function retryRefusal(
+  safeToResend: boolean,
+  triesLeft: boolean,
+  replayable: boolean,
+  pastTotalTimeout: boolean,
+  service: ServiceRuntime,
+  tried: ReadonlySet<UpstreamServer>,
+): RetryRefusal | undefined {
+  if (!safeToResend) return 'not_idempotent';
+  if (!triesLeft) return 'attempts';
+  if (!replayable) return 'body_streamed';
+  if (pastTotalTimeout) return 'total_timeout';
+  if (!service.hasAvailableServer(tried)) return 'no_server';
+  return service.retryBudget.tryTake(Date.now()) ? undefined : 'budget';
 }
 
 function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' | 'UPSTREAM_BAD_RESPONSE' {

@@ -20,9 +20,17 @@ const SNIFF_BYTES = 4;
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
+/**
+ * Whether a request came over an HTTP/2 stream, not from an HTTP/1 parser (whose
+ * request line may claim "HTTP/2.0": the version says nothing about the transport).
+ */
+export function isHttp2Stream(req: IncomingMessage): boolean {
+  return (req as unknown as Partial<Http2ServerRequest>).stream !== undefined;
+}
+
 /** Whether an HTTP/2 request carries a body of unknown length (HTTP/2 has no chunked encoding). */
 export function hasHttp2BodyWithoutLength(req: IncomingMessage): boolean {
-  return req.httpVersionMajor === 2 && req.headers['content-length'] === undefined && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
+  return isHttp2Stream(req) && req.headers['content-length'] === undefined && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
 }
 
 export class Http2Front {

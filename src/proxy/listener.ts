@@ -16,6 +16,7 @@ import type { Http1Request } from './http1/request.ts';
 import type { Http1Response } from './http1/response.ts';
 import { Http1Server } from './http1/server.ts';
 import { Http2Front, type RequestListener } from './http2.ts';
+import { withListenerProbes } from './probes.ts';
 import type { TlsTermination } from './tls.ts';
 
 export class ListenError extends Error {
@@ -60,16 +61,19 @@ export interface HttpListenerOptions {
 
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
-  const handler = new RequestHandler(plane, tls ? 'https' : 'http');
+  const handler = new RequestHandler(plane, tls ? 'https' : 'http', client.underscore_headers);
   const hsts = tls ? options.hsts : undefined;
   const serve: RequestListener =
     options.onRequest ??
-    (hsts
-      ? (req, res) => {
-          res.setHeader('strict-transport-security', hsts);
-          handler.handle(req, res);
-        }
-      : handler.handle);
+    withListenerProbes(
+      plane,
+      hsts
+        ? (req, res) => {
+            res.setHeader('strict-transport-security', hsts);
+            handler.handle(req, res);
+          }
+        : handler.handle,
+    );
   // ACME HTTP-01 answers come before routing and redirects, on plain HTTP only.
   const onRequest = !tls && options.http01 ? options.http01.wrap(serve) : serve;
   // The handler reads requests and writes responses through the fields node:http's have; Http1Request/Http1Response carry them.

@@ -4,34 +4,49 @@
  * and target a request names (RFC 9112 §3.2, §3.2.2; Kettle 2017 host-header attacks).
  */
 import type { IncomingMessage } from 'node:http';
+import { VelocityError } from '../errors.ts';
+import { applyHeaderNamePolicy, type UnderscoreHeaders } from './header-names.ts';
+import { isHttp2Stream } from './http2.ts';
 
 /** A reg-name, IPv4 or bracketed IPv6 literal, with an optional port (RFC 3986 §3.2.2). */
 const HOST = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::\d{0,5})?$/;
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)(.*)$/i;
 
+const refused = (why: string) => new VelocityError('BAD_REQUEST', why);
+
 /**
- * Returns why the head is refused (→ 400), or undefined. An absolute-form target
- * is rewritten in place to origin-form, with its authority as the Host: the
- * server must ignore Host then (RFC 9112 §3.2.2), so Velocity routes by it too.
+ * Returns the refusal for a head (400, or 505 for an HTTP version other than
+ * 1.0 and 1.1), or undefined. Header names are cleaned by the underscore policy
+ * (header-names.ts). An absolute-form target is rewritten in place to
+ * origin-form, with its authority as the Host: the server must ignore Host then
+ * (RFC 9112 §3.2.2), so Velocity routes by it too.
  */
-export function checkRequestHead(req: IncomingMessage): string | undefined {
-  if (req.httpVersionMajor !== 1) return undefined;
+export function checkRequestHead(req: IncomingMessage, underscores: UnderscoreHeaders): VelocityError | undefined {
+  const namesRefused = applyHeaderNamePolicy(req, underscores);
+  if (namesRefused) return namesRefused;
+  if (isHttp2Stream(req)) return undefined;
+  // An HTTP/1 parser may accept "HTTP/2.0" or "HTTP/0.9" in a request line; only 1.0 and 1.1 are HTTP/1 messages Velocity can frame.
+  if (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1) return new VelocityError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${req.httpVersion} in an HTTP/1 request line`);
   const raw = req.rawHeaders;
   let hostAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') {
-      if (hostAt >= 0) return 'more than one Host header';
+    const length = (raw[i] as string).length;
+    if (length === 4 && (raw[i] as string).toLowerCase() === 'host') {
+      if (hostAt >= 0) return refused('more than one Host header');
       hostAt = i + 1;
+    } else if (length === 17 && req.httpVersionMinor === 0 && (raw[i] as string).toLowerCase() === 'transfer-encoding') {
+      // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing; the connection must close.
+      return refused('Transfer-Encoding in an HTTP/1.0 request');
     }
   }
-  if (hostAt < 0 && req.httpVersionMinor >= 1) return 'missing Host header';
-  if (hostAt >= 0 && raw[hostAt] !== '' && !HOST.test(raw[hostAt] as string)) return 'invalid Host header';
+  if (hostAt < 0 && req.httpVersionMinor >= 1) return refused('missing Host header');
+  if (hostAt >= 0 && raw[hostAt] !== '' && !HOST.test(raw[hostAt] as string)) return refused('invalid Host header');
   const target = req.url ?? '';
   if (target.startsWith('/') || (target === '*' && req.method === 'OPTIONS')) return undefined;
   const absolute = ABSOLUTE_FORM.exec(target);
-  if (!absolute) return 'invalid request target';
+  if (!absolute) return refused('invalid request target');
   const authority = absolute[1] as string;
-  if (!HOST.test(authority)) return 'invalid authority in the request target';
+  if (!HOST.test(authority)) return refused('invalid authority in the request target');
   const rest = absolute[2] as string;
   req.url = rest.startsWith('/') ? rest : `/${rest}`;
   req.headers.host = authority;

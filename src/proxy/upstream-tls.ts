@@ -58,8 +58,9 @@ const CERTIFICATE_ERRORS = new Set([
 ]);
 
 /** Whether an upstream error is a TLS handshake or verification failure (no request byte was sent). */
-export function isTlsFailure(code: string | undefined): boolean {
-  return code !== undefined && (CERTIFICATE_ERRORS.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_'));
+export function isTlsFailure(code: unknown): boolean {
+  // Not every error's code is a string: a DOMException (an aborted or timed-out signal) has a number.
+  return typeof code === 'string' && (CERTIFICATE_ERRORS.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_'));
 }
 
 const lastWarned = new Map<string, number>();

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
+import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
@@ -32,6 +33,7 @@ import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
+import { assertPortsFree } from './ports.ts';
 import { prepareServingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import { ThreadPool, type ThreadsInfo } from './threads.ts';
@@ -42,6 +44,11 @@ export interface StartOptions {
   configFile?: string;
   /** Reload when the config file changes (default: true when started from a file). */
   watchConfig?: boolean;
+  /**
+   * Share ports that another Velocity holds (SO_REUSEPORT) instead of refusing them: the new
+   * process of a takeover listens beside the old one, which then drains.
+   */
+  sharePorts?: boolean;
 }
 
 export interface ReloadResult {
@@ -127,12 +134,13 @@ export async function start(input: Config | string, options: StartOptions = {}):
     admin.add(...traffic.routes());
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
+    if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
       ? await ThreadPool.start(
           { count: threadCount, state, control, log, policyDir: policyModuleBase.dir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist },
           config,
         )
-      : await ListenerSet.open(plane, config, log, { onDemand: automaticHttps.onDemand });
+      : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand });
     // Orders start once the listeners that answer the CA's challenges are open.
     automaticHttps.apply(config);
     if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
@@ -205,6 +213,16 @@ export async function start(input: Config | string, options: StartOptions = {}):
     ...configRoutes({ config: () => config, lastReload: () => lastReload, reload: (next) => velocity.reload(next), configFile }),
     ...dashboardRoutes({ services: servicesDeps, blocklist: traffic.blocklist, lastReload: () => lastReload, observe: (o) => plane.addObserver(o), log }),
   );
+  let listenersClosed = false;
+  admin.add(
+    ...probeRoutes({
+      config: () => config,
+      services: () => plane.allServices(),
+      listening: () => !listenersClosed && listenerSet.bound.length > 0,
+      draining: () => closing !== undefined,
+      silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
+    }),
+  );
   admin.add(openApiRoute(() => admin.list(), VERSION));
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
 
@@ -241,10 +259,18 @@ export async function start(input: Config | string, options: StartOptions = {}):
     close() {
       closing ??= (async () => {
         plane.draining = true;
+        threads?.markUnready();
+        stopWatching?.();
+        // Readiness fails first while requests are still served, so balancers in front stop sending.
+        const grace = config.probes.shutdown_grace;
+        if (grace > 0) {
+          log.info({ graceMs: grace }, 'shutting down: /readyz answers 503; still serving during the grace period');
+          await new Promise((resolve) => setTimeout(resolve, grace));
+        }
         const deadline = Date.now() + config.shutdown_timeout;
         log.info({ timeoutMs: config.shutdown_timeout }, 'shutting down: finishing in-flight requests');
-        stopWatching?.();
         await listenerSet.close(deadline);
+        listenersClosed = true;
         await stopTheRest();
         log.info('stopped');
         log.flush?.();

@@ -28,7 +28,11 @@ export type ToWorker =
   | { type: 'listeners'; id: number; config: Config }
   | { type: 'forward-records'; on: boolean }
   | { type: 'blocklist'; change: BlocklistChange }
-  | { type: 'drain'; deadline: number };
+  | { type: 'drain'; deadline: number }
+  /** Shutting down: readiness probes fail from now on, while requests are still served. */
+  | { type: 'unready' }
+  /** Liveness: answered with a `reply` straight from the event loop, not queued behind changes. */
+  | { type: 'ping'; id: number };
 
 export type FromWorker =
   | { type: 'ready'; bound: BoundListener[]; version: number }

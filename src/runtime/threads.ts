@@ -316,6 +316,36 @@ export class ThreadPool extends EventEmitter<{ replaced: [number] }> implements 
     });
   }
 
+  /** The threads whose event loop did not answer a ping within `timeoutMs`. */
+  async silentThreads(timeoutMs: number): Promise<number[]> {
+    const answers = await Promise.all(
+      this.threads.map(
+        (thread) =>
+          new Promise<boolean>((resolve) => {
+            const id = ++this.nextRequest;
+            const timer = setTimeout(() => {
+              this.pending.delete(id);
+              resolve(false);
+            }, timeoutMs);
+            this.pending.set(id, {
+              thread,
+              resolve: (reply) => {
+                clearTimeout(timer);
+                resolve(reply.error === undefined);
+              },
+            });
+            this.post(thread, { type: 'ping', id });
+          }),
+      ),
+    );
+    return this.threads.filter((_, i) => !answers[i]).map((t) => t.index);
+  }
+
+  /** Readiness fails on every thread from now on (a shutdown begins); requests are still served. */
+  markUnready(): void {
+    this.broadcast({ type: 'unready' });
+  }
+
   /** Graceful stop: every thread stops accepting and finishes its requests until `deadline`. */
   async close(deadline: number): Promise<void> {
     this.closing = true;

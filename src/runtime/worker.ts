@@ -141,6 +141,11 @@ if (listeners) {
   // One message at a time, in the order sent: a topology never overtakes the reload before it.
   let chain = Promise.resolve();
   port.on('message', (message: ToWorker) => {
+    if (message.type === 'ping') return post({ type: 'reply', id: message.id });
+    if (message.type === 'unready') {
+      plane.draining = true;
+      return;
+    }
     chain = chain.then(() => handle(message, set)).catch((err: unknown) => log.error({ err }, 'a data-path thread failed to apply a change'));
   });
 }

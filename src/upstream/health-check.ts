@@ -171,8 +171,11 @@ export class HealthChecker {
       const { min, max } = config.expect_status;
       return res.statusCode >= min && res.statusCode <= max ? undefined : `status ${res.statusCode}, expected ${min}-${max}`;
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      throw code && isTlsFailure(code) ? new Error(`TLS: ${code}: ${(err as Error).message}`) : err;
+      const { code, name } = err as { code?: unknown; name?: unknown };
+      if (name === 'TimeoutError' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+        throw new Error(`no answer within ${config.timeout}ms`);
+      }
+      throw isTlsFailure(code) ? new Error(`TLS: ${code}: ${(err as Error).message}`) : err;
     } finally {
       void tlsAgent?.destroy().catch(() => undefined);
     }

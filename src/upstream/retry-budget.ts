@@ -1,28 +1,38 @@
 /**
- * Retries allowed as a fraction of recent requests, counted per second in the
- * service's shared slot, so that during an outage retries add at most
- * `budget` × traffic (plus a small floor) instead of multiplying it.
+ * Retries allowed as a fraction of recent requests, counted in windows of
+ * WINDOW_MS in the service's shared slot, so that during an outage retries add
+ * at most `budget` × traffic (plus a small floor) instead of multiplying it.
+ *
+ * The window is 10 s (Linkerd's retry-budget TTL), not 1 s: a server that
+ * freezes holds its share of requests for a whole per-try timeout and releases
+ * them as one burst of retries a second later, while the clients stuck on it
+ * send fewer new requests. A 1-second budget measured against that second's
+ * (shrunken) traffic refused part of the burst — a frozen server cost requests
+ * although over any longer span retries stayed far below the budget (#22).
  */
 import type { ServiceCells } from '../state/service-cells.ts';
+
+export const WINDOW_MS = 10_000;
 
 export class RetryBudget {
   private readonly cells: ServiceCells;
   private readonly ratio: number;
-  private readonly floorPerSecond: number;
+  private readonly floorPerWindow: number;
 
   constructor(cells: ServiceCells, ratio: number, floorPerSecond: number) {
     this.cells = cells;
     this.ratio = ratio;
-    this.floorPerSecond = floorPerSecond;
+    this.floorPerWindow = floorPerSecond * (WINDOW_MS / 1000);
   }
 
   private roll(nowMs: number): void {
-    const second = Math.floor(nowMs / 1000) | 0;
+    // The budget's "second" cells hold the window number.
+    const window = Math.floor(nowMs / WINDOW_MS) | 0;
     const seen = this.cells.budgetSecond;
-    if (seen === second) return;
-    if (!this.cells.claimBudgetSecond(seen, second)) return;
-    // A gap of more than a second means nothing was counted in the second just before.
-    this.cells.rollBudget(second - seen === 1);
+    if (seen === window) return;
+    if (!this.cells.claimBudgetSecond(seen, window)) return;
+    // A gap of more than a window means nothing was counted in the window just before.
+    this.cells.rollBudget(window - seen === 1);
   }
 
   recordRequest(nowMs: number): void {
@@ -32,7 +42,7 @@ export class RetryBudget {
 
   private limit(): number {
     const recent = Math.max(this.cells.budgetPreviousRequests, this.cells.budgetRequests);
-    return this.floorPerSecond + this.ratio * recent;
+    return this.floorPerWindow + this.ratio * recent;
   }
 
   /** Whether a retry would fit, without taking it. */

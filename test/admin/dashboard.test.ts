@@ -16,6 +16,9 @@ import { launchChromium } from '../support/chromium.ts';
 import { type BackendProcess, delay, eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 import { rawGet, startForwarder } from './dashboard-support.ts';
 
+/** How long to wait for the page to show a condition: generous, since CI shares a loaded machine (a 5 s wait for a log row failed there). */
+const CONDITION_WAIT = 30_000;
+
 const TOKEN = 'dashboard-token-0123456789';
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', import.meta.url));
 
@@ -53,7 +56,7 @@ async function setup(t: TestContext, options: { backends?: number; viaForwarder?
   const pageErrors: string[] = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));
   await page.goto(`http://127.0.0.1:${forwarder?.port ?? adminPort}/`);
-  await page.waitForSelector('body[data-connection="live"]', { timeout: 10_000 });
+  await page.waitForSelector('body[data-connection="live"]', { timeout: CONDITION_WAIT });
   return { browser, page, backends, velocity, adminPort, forwarder, pageErrors };
 }
 
@@ -123,7 +126,7 @@ describe('dashboard in Chromium', () => {
     const killed = Date.now();
     await b2.stop('SIGKILL');
     // 2 failed checks at 200 ms intervals (+ timeouts) plus one snapshot second.
-    await page.locator('[data-service="app"] tr[data-server="b2"][data-health="down"]').waitFor({ timeout: 6_000 });
+    await page.locator('[data-service="app"] tr[data-server="b2"][data-health="down"]').waitFor({ timeout: CONDITION_WAIT });
     console.log(`dashboard: killed backend shown unhealthy after ${Date.now() - killed} ms`);
     assert.equal(await rowOf(page, 'app', 'b1').getAttribute('data-health'), 'up');
     assert.match((await rowOf(page, 'app', 'b2').locator('td.health').textContent()) ?? '', /down/);
@@ -136,7 +139,7 @@ describe('dashboard in Chromium', () => {
     await useToken(page, TOKEN);
     await page.getByRole('button', { name: 'Drain b1' }).click();
     await eventually(async () => (await api(adminPort, 'GET', '/api/v1/services/app')).json.servers[0].state === 'draining', 3_000, 'b1 draining in the API');
-    await page.locator('[data-service="app"] tr[data-server="b1"][data-state="draining"]').waitFor({ timeout: 3_000 });
+    await page.locator('[data-service="app"] tr[data-server="b1"][data-state="draining"]').waitFor({ timeout: CONDITION_WAIT });
     await page.getByRole('button', { name: 'Enable b1' }).click();
     await eventually(async () => (await api(adminPort, 'GET', '/api/v1/services/app')).json.servers[0].state === 'enabled', 3_000, 'b1 enabled again');
     // Weight through the keyboard: focus the field, type, tab to the button, press Enter.
@@ -162,7 +165,7 @@ describe('dashboard in Chromium', () => {
     await page.getByRole('button', { name: 'Drain b1' }).click();
     // The same alert line first says the token was kept: wait for it to report the refusal.
     const message = page.getByRole('alert').filter({ hasText: /refused \(401/ });
-    await message.waitFor({ timeout: 10_000 });
+    await message.waitFor({ timeout: CONDITION_WAIT });
     assert.match((await message.textContent()) ?? '', /Nothing was changed/);
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}wrong-token.png` });
@@ -190,8 +193,8 @@ describe('dashboard in Chromium', () => {
     assert.ok(status > 0, 'the request with markup in its path was answered');
     assert.equal((await api(adminPort, 'POST', '/api/v1/blocklist', { cidr: '203.0.113.9', reason: evil })).status, 201);
     await page.getByRole('button', { name: 'Show' }).click();
-    await page.locator('#logs-table td.path', { hasText: '<script>window.__pwned=1</script>' }).first().waitFor({ timeout: 5_000 });
-    await page.locator('#block-table td', { hasText: evil }).waitFor({ timeout: 5_000 });
+    await page.locator('#logs-table td.path', { hasText: '<script>window.__pwned=1</script>' }).first().waitFor({ timeout: CONDITION_WAIT });
+    await page.locator('#block-table td', { hasText: evil }).waitFor({ timeout: CONDITION_WAIT });
     assert.equal(await page.evaluate('window.__pwned'), undefined);
     assert.equal(await page.locator('img').count(), 0, 'no element was made from the data');
     assert.equal(await page.locator('script').count(), 1, 'only the page’s own module script');
@@ -202,14 +205,14 @@ describe('dashboard in Chromium', () => {
     if (!s) return;
     const { page, forwarder } = s;
     forwarder?.cut();
-    await page.getByText('disconnected — retrying').waitFor({ timeout: 3_000 });
+    await page.getByText('disconnected — retrying').waitFor({ timeout: CONDITION_WAIT });
     assert.equal(await page.locator('body').getAttribute('data-connection'), 'down');
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}disconnected.png` });
     await delay(2_500); // a few failed reconnects while the admin listener is unreachable
     forwarder?.resume();
-    await page.locator('body[data-connection="live"]').waitFor({ timeout: 12_000 });
-    await page.getByText(/^live · /).waitFor({ timeout: 3_000 });
+    await page.locator('body[data-connection="live"]').waitFor({ timeout: CONDITION_WAIT });
+    await page.getByText(/^live · /).waitFor({ timeout: CONDITION_WAIT });
   });
 });
 
@@ -221,11 +224,11 @@ describe('dashboard off loopback', () => {
     const velocity = await startInProcess(t, `listen: "127.0.0.1:0"\nadmin: { listen: "0.0.0.0:0", token: ${TOKEN} }\nservices:\n  - name: app\n    servers: [${b1?.url}]\n`);
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${velocity.adminAddress?.port}/`);
-    await page.locator('body[data-connection="auth"]').waitFor({ timeout: 5_000 });
+    await page.locator('body[data-connection="auth"]').waitFor({ timeout: CONDITION_WAIT });
     await page.getByText('needs the admin token even to read').waitFor();
     await useToken(page, TOKEN);
-    await page.locator('body[data-connection="live"]').waitFor({ timeout: 5_000 });
-    await page.locator('[data-service="app"] tr[data-health="up"]').waitFor({ timeout: 5_000 });
+    await page.locator('body[data-connection="live"]').waitFor({ timeout: CONDITION_WAIT });
+    await page.locator('[data-service="app"] tr[data-health="up"]').waitFor({ timeout: CONDITION_WAIT });
   });
 
   test('the page is public off loopback, the live stream is not', async (t) => {

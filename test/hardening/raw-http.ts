@@ -94,6 +94,7 @@ export async function startRawBackend(t: Pick<TestContext, 'after'>): Promise<Ra
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FRAMING_NAMES = new Set(['content-length', 'transfer-encoding', 'host', 'connection']);
 
 /** Strict RFC 9112 framing of one request at the start of `data`. */
 export function frameRequest(data: Buffer): { request: SeenRequest; consumed: number } | 'incomplete' | Error {
@@ -114,6 +115,11 @@ export function frameRequest(data: Buffer): { request: SeenRequest; consumed: nu
     // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this looks for
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value) || line.includes('\n') || line.includes('\r')) ambiguities.push(`control character in ${name}`);
     headers.push([name.toLowerCase(), value]);
+  }
+  // A server that folds `_` (or `.`) into `-`, as CGI-style environments do, reads these as the framing header itself.
+  for (const [name] of headers) {
+    const folded = name.replace(/[_.]/g, '-');
+    if (folded !== name && FRAMING_NAMES.has(folded)) ambiguities.push(`look-alike of ${folded}: ${JSON.stringify(name)}`);
   }
   const named = (n: string) => headers.filter(([h]) => h === n).map(([, v]) => v);
   const cl = named('content-length');
@@ -171,7 +177,8 @@ export interface RawExchange {
  * closes or stays quiet for `quietMs`.
  */
 export function rawExchange(port: number, chunks: (string | Buffer)[], options: { quietMs?: number; gapMs?: number; maxMs?: number } = {}): Promise<RawExchange> {
-  const quietMs = options.quietMs ?? 700;
+  // Generous: on a loaded machine an answer can take well over half a second; a server that closes ends the wait at once.
+  const quietMs = options.quietMs ?? 2_000;
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     const received: Buffer[] = [];

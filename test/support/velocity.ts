@@ -13,6 +13,7 @@ import { Agent, request } from 'undici';
 import { parseConfig } from '../../src/config/load.ts';
 import { type Logger, silentLogger } from '../../src/observe/logger.ts';
 import { start, type Velocity } from '../../src/runtime/instance.ts';
+import { assertNoInternalErrors, internalErrorLines, watchLogger } from './internal-errors.ts';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 /** The compiled binary, as installed users run it (built by `npm test` before the tests). */
@@ -114,11 +115,18 @@ export async function startBackends(t: Cleanup, count: number, extraArgs: string
   return Promise.all(Array.from({ length: count }, (_, i) => startBackendProcess(t, `b${i + 1}`, extraArgs)));
 }
 
-/** Velocity in this process, from YAML text (listen on 127.0.0.1:0 unless the YAML says otherwise). */
+/**
+ * Velocity in this process, from YAML text (listen on 127.0.0.1:0 unless the YAML says otherwise).
+ * The test fails at its end when Velocity logged an internal error.
+ */
 export async function startInProcess(t: Cleanup, yaml: string, options: { logger?: Logger } = {}): Promise<Velocity> {
   const { config } = parseConfig(yaml, 'test.yaml');
-  const velocity = await start(config, { logger: options.logger ?? silentLogger() });
-  t.after(() => velocity.close());
+  const internal: string[] = [];
+  const velocity = await start(config, { logger: watchLogger(options.logger ?? silentLogger(), internal) });
+  t.after(async () => {
+    await velocity.close();
+    assertNoInternalErrors(internal, 'Velocity (in process)');
+  });
   return velocity;
 }
 
@@ -141,6 +149,7 @@ export async function startVelocityProcess(t: Cleanup, yaml: string, options: { 
   t.after(async () => {
     await stopChild(child, 'SIGKILL');
     rmSync(dir, { recursive: true, force: true });
+    assertNoInternalErrors(internalErrorLines(logs.output()), 'the Velocity process');
   });
   const m = await logs.waitFor(/"listen":\["[^"]*:(\d+)"/);
   const port = Number(m[1]);

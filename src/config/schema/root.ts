@@ -5,6 +5,7 @@ import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, po
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema } from './observe.ts';
+import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
 import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
@@ -20,6 +21,11 @@ export const clientSchema = z.strictObject({
   max_header_size: size().default(16 * 1024),
   /** Open client connections per listener (per thread); more are refused. 0 = unlimited. */
   max_connections: nonNegativeInt().default(10_000),
+  /**
+   * Request header names with `_`: drop them (nginx's default), reject the request (400), or allow
+   * them. Look-alikes of Content-Length, Transfer-Encoding, Host and Connection are never forwarded.
+   */
+  underscore_headers: z.enum(['drop', 'reject', 'allow']).default('drop'),
 });
 
 export const adminSchema = z.strictObject({
@@ -49,6 +55,8 @@ export const configSchema = z
     shutdown_timeout: positiveDuration().default(30_000),
     client: clientSchema.prefault({}),
     admin: adminSchema.prefault({}),
+    /** /livez and /readyz: what readiness needs, the shutdown grace, optional paths on the listeners. */
+    probes: probesSchema.prefault({}),
     /** Follow containers through the Docker (or Podman) Engine API (see Servers everywhere). */
     docker: dockerSchema.optional(),
     /** Per-request access log lines (see Observability). */

@@ -30,6 +30,11 @@ export interface ConnectionHost {
 const PIPELINE_BYTES = 64 * 1024;
 /** How long a refused client may keep sending before the socket is destroyed (its answer gets out first). */
 const LINGER_MS = 2_000;
+/**
+ * How long a keep-alive connection must sit idle before shutdown closes it: closing one at once
+ * races a client that is sending its next request on it, which then sees a reset.
+ */
+const IDLE_BEFORE_CLOSE_MS = 1_000;
 const EMPTY = Buffer.alloc(0);
 
 /** Phases of a connection. */
@@ -84,6 +89,8 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private pipelinePaused = false;
   private clientEnded = false;
   private endPushed = false;
+  /** When the connection last became idle (accepted, or its last response flushed). */
+  private idleSince = Date.now();
 
   constructor(host: ConnectionHost, socket: Socket) {
     this.host = host;
@@ -310,7 +317,8 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       return;
     }
     this.phase = IDLE;
-    this.deadline = Date.now() + this.host.keepAliveTimeout;
+    this.idleSince = Date.now();
+    this.deadline = this.idleSince + this.host.keepAliveTimeout;
     this.onDeadline = CUT;
     if (this.pipelinePaused) {
       this.pipelinePaused = false;
@@ -400,9 +408,9 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.socket.destroy();
   }
 
-  /** Server shutdown: an idle connection closes now; a busy one closes after its response. */
-  closeIfIdle(): void {
-    if (this.idle) this.close();
+  /** Server shutdown: a connection idle for a while closes now; a busy one closes after its response. */
+  closeIfIdle(now: number): void {
+    if (this.idle && now - this.idleSince >= IDLE_BEFORE_CLOSE_MS) this.close();
   }
 }
 

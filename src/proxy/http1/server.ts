@@ -2,8 +2,8 @@
  * The HTTP/1.1 server on raw `net`/`tls` sockets: it owns the connections a
  * listener gives it, checks their deadlines in one periodic sweep (header,
  * body and keep-alive timeouts: no timer per request), and stops gracefully
- * (idle connections close at once, busy ones after their response, the rest
- * are cut at the deadline).
+ * (connections idle for a second close, busy ones after their response, the
+ * rest are cut at the deadline).
  */
 import type { Socket } from 'node:net';
 import type { ClientConfig } from '../../config/schema/root.ts';
@@ -75,14 +75,15 @@ export class Http1Server implements ConnectionHost {
     const now = Date.now();
     for (const c of this.connections) {
       if (c.deadline !== 0 && now >= c.deadline) c.expire();
-      else if (this.draining) c.closeIfIdle();
+      else if (this.draining) c.closeIfIdle(now);
     }
   }
 
   /** Stops serving: idle connections close now, busy ones after their response; at `deadline` the rest are cut. */
   close(deadline: number): Promise<void> {
     this.draining = true;
-    for (const c of this.connections) c.closeIfIdle();
+    const now = Date.now();
+    for (const c of this.connections) c.closeIfIdle(now);
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(cut);
