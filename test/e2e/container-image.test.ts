@@ -75,7 +75,7 @@ async function trustThisMachinesCa(d: NonNullable<Awaited<ReturnType<typeof star
   }
 }
 
-test('the Dockerfile builds a small non-root image that discovers a labelled container beside the Docker socket and serves through it', async (t) => {
+test('the Dockerfile builds a small non-root image that discovers a labelled container beside the Docker socket and serves through it', { timeout: 900_000 }, async (t) => {
   if (!existsSync('/usr/sbin/debootstrap')) return serviceUnavailable(t, 'debootstrap', 'not installed (apt-get install debootstrap)');
   let base: string;
   try {
