@@ -17,6 +17,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { formatGrpcTable, grpcScenario } from './grpc.ts';
 import {
   BenchContext,
   type Contender,
@@ -165,8 +166,12 @@ async function bench(ctx: BenchContext): Promise<void> {
   console.log(table);
   console.log('\nTargets (issue 17):');
   for (const t of targets) console.log(`  ${t.met === undefined ? '·' : t.met ? '✓' : '✗'} ${t.name}: ${t.value} (target ${t.target})`);
+  // gRPC unary (bench/grpc.ts): needs h2load (Debian nghttp2-client); not part of the quick smoke run.
+  const grpcRows = !quick && !args.only && has('h2load') ? await grpcScenario(ctx, seconds, rounds, say) : undefined;
+  if (grpcRows) console.log(`\ngRPC unary (h2load -c 10 -m 10, 2 node:http2 gRPC servers):\n\n${formatGrpcTable(grpcRows)}`);
+  else if (!quick) say('gRPC unary scenario skipped (h2load not installed, or --only given): apt-get install nghttp2-client');
   const file = resultsFile('bench');
-  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), seconds, rounds, cpus: cpus().length, versions: versions(), rows, targets, runs }, null, 2));
+  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), seconds, rounds, cpus: cpus().length, versions: versions(), rows, grpcRows, targets, runs }, null, 2));
   console.log(`\nresults: ${file}`);
 }
 

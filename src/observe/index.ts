@@ -6,6 +6,7 @@ import type { ControlPlane } from '../runtime/control-plane.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { AccessLogSink, formatAccessLine } from './access-log.ts';
 import type { RequestRecord } from './events.ts';
+import { GrpcMethodMetrics } from './grpc-metrics.ts';
 import { type LogStore, MemoryLogStore } from './log-store.ts';
 import { LogWriter } from './log-writer.ts';
 import type { Logger } from './logger.ts';
@@ -56,6 +57,10 @@ export async function startObservability(
   const output = config.access_log.output;
   if (output !== 'off') sink = new AccessLogSink(output === 'stdout' ? undefined : output);
 
+  // Per-method gRPC counts, from the records of every thread (bounded labels; see grpc-metrics.ts).
+  const grpcMetrics = new GrpcMethodMetrics();
+  if (config.metrics.enabled) unsubscribe.push(plane.addObserver(grpcMetrics.observe));
+
   let writer: LogWriter | undefined;
   if (config.logs) {
     writer = new LogWriter(makeStore(config.logs), config.logs, log, {
@@ -90,7 +95,7 @@ export async function startObservability(
                 const s = plane.service(service);
                 return s ? plane.queueFor(s).length : 0;
               },
-              metricSources,
+              [...metricSources, (out) => grpcMetrics.render(out)],
             )
           : undefined,
       store: () => writer?.store,

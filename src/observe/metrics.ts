@@ -43,12 +43,14 @@ export const GM = {
   LOG_STORE_ERRORS: 8,
   REDIS_OUTAGES: 9,
   SERVERS_REMOVED: 10,
+  SPANS_EXPORTED: 11,
+  SPANS_DROPPED: 12,
 } as const;
 
 /** Cells each scope needs (SharedState sizes its rows by this). */
-export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.RETRIES_DENIED_BY_BUDGET + 1, global: GM.SERVERS_REMOVED + 1 };
+export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.RETRIES_DENIED_BY_BUDGET + 1, global: GM.SPANS_DROPPED + 1 };
 
-function bucketOf(seconds: number): number {
+export function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
   return BUCKETS.length;
 }
@@ -104,7 +106,7 @@ const labels = (pairs: Record<string, string>) =>
     .join(',')}}`;
 
 /** Collects samples per family: the text format wants each family's lines in one group. */
-class Exposition {
+export class Exposition {
   private readonly families = new Map<string, string[]>();
   private current: string[] = [];
 
@@ -208,6 +210,10 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
   out.sample('velocity_state_store_outages_total', {}, g(GM.REDIS_OUTAGES));
   out.declare('velocity_servers_removed_total', 'counter', 'Servers removed at runtime or by a reload, after draining.');
   out.sample('velocity_servers_removed_total', {}, g(GM.SERVERS_REMOVED));
+  out.declare('velocity_trace_spans_exported_total', 'counter', 'Spans sent to the OTLP collector.');
+  out.sample('velocity_trace_spans_exported_total', {}, g(GM.SPANS_EXPORTED));
+  out.declare('velocity_trace_spans_dropped_total', 'counter', 'Spans dropped: export queue full or the collector failed.');
+  out.sample('velocity_trace_spans_dropped_total', {}, g(GM.SPANS_DROPPED));
   out.declare('velocity_config_reloads_total', 'counter', 'Config reloads by result.');
   out.sample('velocity_config_reloads_total', { result: 'success' }, g(GM.RELOAD_OK));
   out.sample('velocity_config_reloads_total', { result: 'failure' }, g(GM.RELOAD_FAILED));

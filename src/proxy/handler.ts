@@ -11,17 +11,21 @@ import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
 import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
+import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { forwardAttempt } from './forwarder.ts';
+import { isGrpcRequest, respondGrpcError } from './grpc.ts';
+import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import type { UnderscoreHeaders } from './header-names.ts';
 import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
+import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -45,13 +49,18 @@ export class RequestContext implements PickRequest {
   readonly res: ServerResponse;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
+  /** The request's trace (W3C Trace Context) and whether servers are told about it. */
+  readonly trace: RequestTrace | undefined;
+  readonly propagateTrace: boolean;
 
-  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https') {
+  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
     this.req = req;
     this.res = res;
     this.clientIp = clientIp;
     this.proto = proto;
     const headers = req.headers;
+    this.trace = tracer?.start(headers);
+    this.propagateTrace = tracer?.propagate ?? false;
     const incomingId = headers['x-request-id'];
     this.record = {
       time: Date.now(),
@@ -75,6 +84,8 @@ export class RequestContext implements PickRequest {
       retryDenied: undefined,
       errorCode: undefined,
       userAgent: headers['user-agent'],
+      traceId: this.trace?.traceId,
+      spanId: this.trace?.spanId,
     };
   }
 
@@ -158,7 +169,7 @@ export class RequestHandler {
     const headProblem = this.refused.has(req.socket)
       ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused')
       : checkRequestHead(req, this.underscores);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
       this.refused.add(req.socket);
       res.shouldKeepAlive = false;
@@ -188,7 +199,7 @@ export class RequestHandler {
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());
     const headProblem = checkRequestHead(req, this.underscores);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
       this.refuse(ctx, headProblem);
       return;
@@ -257,6 +268,7 @@ export class RequestHandler {
     const service = run ? await run.start(routed) : routed;
     if (!service) return;
     record.service = service.name;
+    if (speaksHttp2(service)) return proxyHttp2(this.plane, ctx, service, (error) => this.fail(ctx, error));
     const cfg = service.config;
     const method = record.method;
     const now = Date.now();
@@ -269,6 +281,7 @@ export class RequestHandler {
     const idempotent = IDEMPOTENT.has(method);
     const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
+    const traceAt = traceHeaderSlot(headers, ctx);
     const path = run ? run.url : ctx.url;
     run?.forwarded(method, path, headers, body);
     const clientRes = run ? run.response() : res;
@@ -298,6 +311,8 @@ export class RequestHandler {
         const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
         const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
+        const span = ctx.trace?.startAttempt();
+        if (span && traceAt >= 0) headers[traceAt] = ctx.trace?.traceparent(span) as string;
         let outcome: AttemptOutcome | undefined;
         try {
           outcome = await forwardAttempt(
@@ -319,6 +334,7 @@ export class RequestHandler {
           perTry?.clear();
           lease.end(outcome, performance.now() - attemptStart);
         }
+        if (span) ctx.trace?.endAttempt(span, attemptResultOf(server, outcome), method);
         record.upstreamMs = performance.now() - upstreamStart;
 
         if (outcome.kind === 'response') {
@@ -366,8 +382,15 @@ export class RequestHandler {
   }
 
   private fail(ctx: RequestContext, error: VelocityError): void {
-    ctx.record.status = error.status;
     ctx.record.errorCode = error.code;
+    if (isGrpcRequest(ctx.req)) {
+      // gRPC clients get a status they understand, not a text page.
+      ctx.record.status = 200;
+      ctx.record.grpcMethod ??= ctx.url.split('?')[0];
+      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders);
+      return;
+    }
+    ctx.record.status = error.status;
     // Through the route's middleware when it has some: error pages, and response rules (CORS, security headers) on errors too.
     if (ctx.run) return void ctx.run.answerError(error, ctx.responseHeaders);
     respondWithError(ctx.res, error, ctx.responseHeaders);
@@ -381,6 +404,7 @@ export class RequestHandler {
     record.totalMs = performance.now() - ctx.started;
     record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
+    ctx.trace?.end(record);
     this.plane.emit(record);
   }
 }

@@ -13,12 +13,15 @@ import { ClientIpResolver } from '../guard/client-ip.ts';
 import type { MiddlewareContext } from '../middleware/middleware.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
+import { countGlobal, GM } from '../observe/metrics.ts';
+import { Tracer } from '../observe/tracing.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
 import type { SharedState } from '../state/shared-state.ts';
+import { type H2PoolOptions, H2Pools } from '../upstream/h2-pool.ts';
 import type { Lease } from '../upstream/lease.ts';
 import { logUpstreamChange, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
@@ -29,6 +32,10 @@ import type { Topology } from '../upstream/topology.ts';
 
 export class DataPlane {
   readonly pools = new UpstreamPools();
+  /** HTTP/2 connections to h2c:// and `http2: true` servers. */
+  readonly h2 = new H2Pools();
+  /** Trace context and span export (per thread). */
+  readonly tracer: Tracer;
   readonly observers = new ObserverList();
   guards: readonly Guard[] = [];
   draining = false;
@@ -78,6 +85,10 @@ export class DataPlane {
     this.thread = thread;
     this.log = log;
     this.loadPolicy = loadPolicy ?? policyLoader((service, message) => log.warn({ service }, message));
+    this.tracer = new Tracer(log, {
+      exported: (n) => countGlobal(state, GM.SPANS_EXPORTED, n),
+      dropped: (n) => countGlobal(state, GM.SPANS_DROPPED, n),
+    });
   }
 
   get version(): number {
@@ -100,9 +111,11 @@ export class DataPlane {
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
+    this.tracer.configure(topology.config.tracing);
     const urls = new Set<string>();
     for (const s of next.values()) for (const server of s.servers) urls.add(server.url);
     void this.pools.retain(urls);
+    this.h2.retain(urls);
   }
 
   service(name: string): ServiceRuntime | undefined {
@@ -195,6 +208,17 @@ export class DataPlane {
     return options;
   }
 
+  h2Options(service: ServiceRuntime): H2PoolOptions {
+    let options = this.h2OptionsCache.get(service);
+    if (!options) {
+      options = { connectTimeout: service.config.timeouts.connect, sessions: service.config.http2_sessions, tls: upstreamTlsOptions(service.config.tls) };
+      this.h2OptionsCache.set(service, options);
+    }
+    return options;
+  }
+
+  private readonly h2OptionsCache = new WeakMap<ServiceRuntime, H2PoolOptions>();
+
   /** Built once per service runtime (the hot path asks on every request). */
   private readonly poolOptionsCache = new WeakMap<ServiceRuntime, UpstreamPoolOptions>();
 
@@ -225,7 +249,8 @@ export class DataPlane {
   }
 
   async close(): Promise<void> {
+    this.h2.closeAll();
     await this.subrequests.destroy().catch(() => undefined);
-    await this.pools.closeAll();
+    await Promise.all([this.pools.closeAll(), this.tracer.close()]);
   }
 }
