@@ -98,7 +98,6 @@ async function bench(ctx: BenchContext): Promise<void> {
     startNginxProxy(ctx, upstreams),
     has('haproxy') ? startHaproxy(ctx, upstreams) : undefined,
     startNodeHttpProxy(ctx, upstreams),
-    startFastifyProxy(ctx, upstreams),
     startNodeHello(ctx),
     startUndiciFloor(ctx, upstreams),
     startVelocity(ctx, 'velocity', upstreams),
@@ -107,11 +106,18 @@ async function bench(ctx: BenchContext): Promise<void> {
       service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
     }),
     startVelocity(ctx, `velocity workers=auto`, upstreams, { extra: 'workers: auto', threads: autoThreads }),
-    // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
-    startVelocity(ctx, 'velocity+3 header rules', upstreams, {
-      service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
-    }),
-    startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
+    // The smoke run (--quick) leaves out the contenders that only compare costs: each Node process
+    // takes many seconds to start on a loaded machine, and the smoke run has a time bound.
+    ...(quick
+      ? []
+      : [
+          startFastifyProxy(ctx, upstreams),
+          // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
+          startVelocity(ctx, 'velocity+3 header rules', upstreams, {
+            service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
+          }),
+          startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
+        ]),
   ]);
   if (!haproxy) say('haproxy is not installed: left out (sudo apt-get install haproxy)');
   const contenders: Contender[] = [{ name: 'direct', port: ports[0] as number, pid: undefined, threads: 1 }, nginxProxy, ...(haproxy ? [haproxy] : []), ...nodeContenders];
