@@ -3,8 +3,7 @@
  * retries, and one record to observers at the end. Never throws to the server.
  */
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
 import type { PickRequest } from '../balancer/policy.ts';
@@ -191,10 +190,8 @@ export class RequestHandler {
   readonly wantsUpgrade = (req: IncomingMessage): boolean => isWebSocketUpgrade(req) && this.plane.route(req.headers.host, req.url ?? '/')?.config.websocket === true;
 
   /** A WebSocket upgrade (HTTP/1.1): routed and guarded like a request, then tunnelled to a server. */
-  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    // A response bound to the raw socket, so refusals and errors are written like any other.
-    const res = new ServerResponse(req);
-    res.assignSocket(socket as Socket);
+  readonly handleUpgrade = (req: IncomingMessage, res: ServerResponse, socket: Duplex, head: Buffer): void => {
+    // `res` is bound to the raw socket, so refusals and errors are written like any other.
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());

@@ -12,6 +12,8 @@ export const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
   'http2-settings',
+  // Answered by Velocity's own server (100 Continue when the body is read); the server gets the body outright.
+  'expect',
 ]);
 
 /** Headers Velocity sets itself toward the server; a client's copies are dropped. */
