@@ -104,7 +104,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function waitPort(port: number, ms = 60_000): Promise<void> {
+export async function waitPort(port: number, ms = 180_000): Promise<void> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -262,6 +262,8 @@ export interface VelocityOptions {
   threads?: number;
   /** Write a V8 CPU profile of the process to this directory (on exit). */
   cpuProfDir?: string;
+  /** More Node flags (e.g. --perf-basic-prof for perf to name JavaScript frames). */
+  nodeFlags?: string[];
   /** How long to wait for it to listen (a loaded machine can take well over the default). */
   startMs?: number;
 }
@@ -279,7 +281,14 @@ services:
     servers: [${upstreams.map((u) => `http://${u}`).join(', ')}]
 ${options.service ?? ''}`,
   );
-  const argv = [...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : []), join(ROOT, 'dist/cli.js'), 'start', '--config', file];
+  const argv = [
+    ...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : []),
+    ...(options.nodeFlags ?? []),
+    join(ROOT, 'dist/cli.js'),
+    'start',
+    '--config',
+    file,
+  ];
   const child = ctx.run(process.execPath, argv, { VELOCITY_LOG_LEVEL: 'warn' });
   await waitPort(port, options.startMs);
   return {

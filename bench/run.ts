@@ -17,6 +17,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { formatGrpcTable, grpcScenario } from './grpc.ts';
 import {
   BenchContext,
   type Contender,
@@ -97,7 +98,6 @@ async function bench(ctx: BenchContext): Promise<void> {
     startNginxProxy(ctx, upstreams),
     has('haproxy') ? startHaproxy(ctx, upstreams) : undefined,
     startNodeHttpProxy(ctx, upstreams),
-    startFastifyProxy(ctx, upstreams),
     startNodeHello(ctx),
     startUndiciFloor(ctx, upstreams),
     startVelocity(ctx, 'velocity', upstreams),
@@ -106,11 +106,18 @@ async function bench(ctx: BenchContext): Promise<void> {
       service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
     }),
     startVelocity(ctx, `velocity workers=auto`, upstreams, { extra: 'workers: auto', threads: autoThreads }),
-    // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
-    startVelocity(ctx, 'velocity+3 header rules', upstreams, {
-      service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
-    }),
-    startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
+    // The smoke run (--quick) leaves out the contenders that only compare costs: each Node process
+    // takes many seconds to start on a loaded machine, and the smoke run has a time bound.
+    ...(quick
+      ? []
+      : [
+          startFastifyProxy(ctx, upstreams),
+          // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
+          startVelocity(ctx, 'velocity+3 header rules', upstreams, {
+            service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
+          }),
+          startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
+        ]),
   ]);
   if (!haproxy) say('haproxy is not installed: left out (sudo apt-get install haproxy)');
   const contenders: Contender[] = [{ name: 'direct', port: ports[0] as number, pid: undefined, threads: 1 }, nginxProxy, ...(haproxy ? [haproxy] : []), ...nodeContenders];
@@ -165,8 +172,12 @@ async function bench(ctx: BenchContext): Promise<void> {
   console.log(table);
   console.log('\nTargets (issue 17):');
   for (const t of targets) console.log(`  ${t.met === undefined ? '·' : t.met ? '✓' : '✗'} ${t.name}: ${t.value} (target ${t.target})`);
+  // gRPC unary (bench/grpc.ts): needs h2load (Debian nghttp2-client); not part of the quick smoke run.
+  const grpcRows = !quick && !args.only && has('h2load') ? await grpcScenario(ctx, seconds, rounds, say) : undefined;
+  if (grpcRows) console.log(`\ngRPC unary (h2load -c 10 -m 10, 2 node:http2 gRPC servers):\n\n${formatGrpcTable(grpcRows)}`);
+  else if (!quick) say('gRPC unary scenario skipped (h2load not installed, or --only given): apt-get install nghttp2-client');
   const file = resultsFile('bench');
-  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), seconds, rounds, cpus: cpus().length, versions: versions(), rows, targets, runs }, null, 2));
+  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), seconds, rounds, cpus: cpus().length, versions: versions(), rows, grpcRows, targets, runs }, null, 2));
   console.log(`\nresults: ${file}`);
 }
 

@@ -15,7 +15,8 @@ export function starterConfig(schemaRef = `./${SCHEMA_FILE_NAME}`): string {
 #   check:  velocity validate --config velocity.yaml
 #   run:    velocity start --config velocity.yaml      (a changed file is reloaded; so is SIGHUP)
 # Durations are written 250ms, 2s, 1m; sizes 16kb, 1mb; \${VAR} (or \${VAR:-default}) takes a
-# value from the environment. Every field: docs/configuration.md in the Velocity package.
+# value from the environment. Every field: docs/configuration.md in the Velocity repository;
+# \`velocity schema\` prints the JSON Schema.
 
 listeners:
   - type: http                     # plain HTTP/1.1 on every interface

@@ -40,7 +40,11 @@ export class Reconciler implements ServerSetSink {
     for (const proposal of servers) {
       if (live.has(proposal.name)) continue;
       this.apply(() =>
-        this.control.addServer(service, { url: proposal.url, weight: proposal.weight, name: proposal.name, max_connections: undefined, health_path: proposal.healthPath }, source),
+        this.control.addServer(
+          service,
+          { url: proposal.url, weight: proposal.weight, name: proposal.name, max_connections: undefined, health_path: proposal.healthPath, http2: false },
+          source,
+        ),
       );
     }
   }

@@ -31,6 +31,12 @@ export interface RequestRecord {
   /** Velocity error code when Velocity made the response. */
   errorCode: string | undefined;
   userAgent: string | undefined;
+  /** W3C trace id of the request (the client's or a new one) and Velocity's span id for it. */
+  traceId?: string;
+  spanId?: string;
+  /** gRPC calls: `/package.Service/Method` and the grpc-status the client got. */
+  grpcMethod?: string;
+  grpcStatus?: number;
 }
 
 /** Why a failed try was not retried: the retry budget was spent, no tries left, no other server, a streamed body, a non-idempotent request already sent, or past the total timeout. */

@@ -16,6 +16,7 @@ export interface LogQuery {
   /** Path prefix. */
   path?: string;
   client?: string;
+  traceId?: string;
   limit: number;
   /** Rows with an id below this (pages go from newest to oldest). */
   cursor?: number;
@@ -67,6 +68,8 @@ export const COLUMNS = [
   'decision',
   'error_code',
   'user_agent',
+  'trace_id',
+  'span_id',
 ] as const;
 
 export function recordToRow(r: RequestRecord): (string | number | null)[] {
@@ -91,6 +94,8 @@ export function recordToRow(r: RequestRecord): (string | number | null)[] {
     r.decision ?? null,
     r.errorCode ?? null,
     r.userAgent ?? null,
+    r.traceId ?? null,
+    r.spanId ?? null,
   ];
 }
 
@@ -119,6 +124,8 @@ export function rowToRecord(row: Record<string, unknown>): StoredRecord {
     decision: str(row.decision),
     errorCode: str(row.error_code),
     userAgent: str(row.user_agent),
+    traceId: str(row.trace_id),
+    spanId: str(row.span_id),
   };
 }
 
@@ -141,6 +148,7 @@ export function whereClause(q: Omit<LogQuery, 'limit'>, placeholder: (n: number)
   // A prefix compare both databases do the same way (SQLite's LIKE ignores case, PostgreSQL's does not).
   if (q.path !== undefined) add(`substr(path, 1, ${Number(q.path.length)}) = ?`, q.path);
   if (q.client !== undefined) add('client_ip = ?', q.client);
+  if (q.traceId !== undefined) add('trace_id = ?', q.traceId);
   if (q.cursor !== undefined) add('id < ?', q.cursor);
   return { sql: parts.length ? `WHERE ${parts.join(' AND ')}` : '', params };
 }
@@ -166,6 +174,7 @@ export class MemoryLogStore implements LogStore {
       (q.until === undefined || r.time < q.until) &&
       (q.path === undefined || r.path.startsWith(q.path)) &&
       (q.client === undefined || r.clientIp === q.client) &&
+      (q.traceId === undefined || r.traceId === q.traceId) &&
       (q.cursor === undefined || r.id < q.cursor)
     );
   }

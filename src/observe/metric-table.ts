@@ -7,7 +7,10 @@
  *
  * Labels `service` and `server` say whose row a metric lives in; any other label
  * lists its values (`values`), one cell each. Gauges hold no cells: `read` takes
- * them from live state when /metrics is scraped.
+ * them from live state when /metrics is scraped. `collected` metrics hold no cells
+ * either: their label values are open-ended (gRPC methods, certificate names), so a
+ * collector on the main thread keeps them, bounded, and hands its samples over when
+ * scraped; their name, type, help, labels and buckets are still declared here.
  */
 import type { ServerCells } from '../state/server-cells.ts';
 import type { MetricCellCounts } from '../state/shared-state.ts';
@@ -36,6 +39,8 @@ export interface MetricDeclaration {
   readonly seconds?: boolean;
   /** Gauges: the value now (for `value` of the extra label, when there is one). */
   readonly read?: (row: GaugeRow, value: string | undefined) => number;
+  /** Samples come from a collector (see the top of this file), not from cells. */
+  readonly collected?: true;
 }
 
 const CIRCUITS = ['closed', 'open', 'half-open'];
@@ -122,10 +127,56 @@ export const METRICS = [
   },
   { name: 'velocity_servers_removed_total', type: 'counter', help: 'Servers removed at runtime or by a reload, after draining.', labels: [] },
   { name: 'velocity_config_reloads_total', type: 'counter', help: 'Config reloads by result.', labels: ['result'], values: ['success', 'failure'] },
+  { name: 'velocity_trace_spans_exported_total', type: 'counter', help: 'Spans sent to the OTLP collector.', labels: [] },
+  { name: 'velocity_trace_spans_dropped_total', type: 'counter', help: 'Spans dropped: export queue full or the collector failed.', labels: [] },
+  // ---- collected on the main thread ----
+  {
+    name: 'velocity_grpc_calls_total',
+    type: 'counter',
+    help: 'gRPC calls by service, method and the status the client got.',
+    labels: ['service', 'grpc_method', 'grpc_code'],
+    collected: true,
+  },
+  {
+    name: 'velocity_grpc_call_duration_seconds',
+    type: 'histogram',
+    help: 'gRPC call duration by service and method.',
+    labels: ['service', 'grpc_method'],
+    buckets: DURATION_BUCKETS,
+    collected: true,
+  },
+  {
+    name: 'velocity_acme_certificate_expiry_timestamp_seconds',
+    type: 'gauge',
+    help: 'When an ACME certificate expires (Unix seconds).',
+    labels: ['name'],
+    collected: true,
+  },
+  {
+    name: 'velocity_acme_certificate_expiring',
+    type: 'gauge',
+    help: '1 when an ACME certificate is close to expiry and not renewed (the expiry warning).',
+    labels: ['name'],
+    collected: true,
+  },
+  { name: 'velocity_acme_orders_total', type: 'counter', help: 'ACME orders by result.', labels: ['result'], collected: true },
+  {
+    name: 'velocity_acme_errors_total',
+    type: 'counter',
+    help: 'Failed ACME attempts by kind (ca_unreachable, rate_limited, account, validation, ca_error, storage, lock).',
+    labels: ['kind'],
+    collected: true,
+  },
 ] as const satisfies readonly MetricDeclaration[];
 
 export type MetricName = (typeof METRICS)[number]['name'];
 export type Scope = keyof MetricCellCounts;
+
+/** The histogram bucket of `seconds`: the first bound it does not exceed, or +Inf (one past the last). */
+export function bucketIndex(buckets: readonly number[], seconds: number): number {
+  const at = buckets.findIndex((b) => seconds <= b);
+  return at < 0 ? buckets.length : at;
+}
 
 /** Where a metric's cells are: its row's scope, its first cell, and how many cells one label value takes. */
 export interface MetricCells {
@@ -146,7 +197,7 @@ function layout(): { cells: Map<string, MetricCells>; counts: MetricCellCounts }
   const counts: MetricCellCounts = { server: 0, service: 0, global: 0 };
   const cells = new Map<string, MetricCells>();
   for (const metric of METRICS as readonly MetricDeclaration[]) {
-    if (metric.type === 'gauge') continue;
+    if (metric.type === 'gauge' || metric.collected) continue;
     const scope = scopeOf(metric);
     const stride = strideOf(metric);
     cells.set(metric.name, { metric, scope, offset: counts[scope], stride });

@@ -8,7 +8,7 @@
 import type { ServerCells } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
 import type { RequestRecord } from './events.ts';
-import { cellsOf, type GaugeRow, METRICS, type MetricCells, type MetricDeclaration, type MetricName, scopeOf } from './metric-table.ts';
+import { bucketIndex, cellsOf, type GaugeRow, METRICS, type MetricCells, type MetricDeclaration, type MetricName, scopeOf } from './metric-table.ts';
 
 /** Adds to a counter of the process, or of the row (service or server slot) it belongs to; `value` picks the extra label's value. */
 export function count(state: SharedState, name: MetricName, options: { row?: number; value?: string; by?: number } = {}): void {
@@ -28,10 +28,8 @@ function add(state: SharedState, cells: MetricCells, row: number, by: number, va
 /** Counts one observation into a histogram: its bucket, and its sum in microseconds. */
 function observe(state: SharedState, cells: MetricCells, row: number, seconds: number): void {
   const buckets = cells.metric.buckets ?? [];
-  let bucket = buckets.findIndex((b) => seconds <= b);
-  if (bucket < 0) bucket = buckets.length;
   const rows = rowsOf(state, cells.scope);
-  rows.add(row, cells.offset + bucket, 1n);
+  rows.add(row, cells.offset + bucketIndex(buckets, seconds), 1n);
   rows.add(row, cells.offset + buckets.length + 1, BigInt(Math.round(seconds * 1e6)));
 }
 
@@ -103,6 +101,20 @@ interface Row {
   live: GaugeRow;
 }
 
+/** A histogram's lines: cumulative buckets from the per-bucket counts (`countAt(buckets.length)` is +Inf), sum and count. */
+function histogramLines(metric: MetricDeclaration, pairs: Record<string, string>, countAt: (bucket: number) => bigint, sumSeconds: number): string[] {
+  const buckets = metric.buckets ?? [];
+  const lines: string[] = [];
+  let cumulative = 0n;
+  for (let b = 0; b <= buckets.length; b++) {
+    cumulative += countAt(b);
+    lines.push(`${metric.name}_bucket${labels({ ...pairs, le: b < buckets.length ? String(buckets[b]) : '+Inf' })} ${cumulative}`);
+  }
+  lines.push(`${metric.name}_sum${labels(pairs)} ${sumSeconds}`);
+  lines.push(`${metric.name}_count${labels(pairs)} ${cumulative}`);
+  return lines;
+}
+
 /** The lines of one metric for one row. */
 function sampleLines(state: SharedState, metric: MetricDeclaration, row: Row): string[] {
   const extra = metric.labels.find((l) => l !== 'service' && l !== 'server');
@@ -119,13 +131,7 @@ function sampleLines(state: SharedState, metric: MetricDeclaration, row: Row): s
     const base = cells.offset + i * cells.stride;
     if (metric.type === 'histogram') {
       const buckets = metric.buckets ?? [];
-      let cumulative = 0n;
-      for (let b = 0; b <= buckets.length; b++) {
-        cumulative += rows.load(row.slot, base + b);
-        lines.push(`${metric.name}_bucket${labels({ ...pairs, le: b < buckets.length ? String(buckets[b]) : '+Inf' })} ${cumulative}`);
-      }
-      lines.push(`${metric.name}_sum${labels(pairs)} ${Number(rows.load(row.slot, base + buckets.length + 1)) / 1e6}`);
-      lines.push(`${metric.name}_count${labels(pairs)} ${cumulative}`);
+      lines.push(...histogramLines(metric, pairs, (b) => rows.load(row.slot, base + b), Number(rows.load(row.slot, base + buckets.length + 1)) / 1e6));
     } else {
       const raw = rows.load(row.slot, base);
       lines.push(`${metric.name}${labels(pairs)} ${metric.seconds ? Number(raw) / 1e6 : raw}`);
@@ -134,16 +140,26 @@ function sampleLines(state: SharedState, metric: MetricDeclaration, row: Row): s
   return lines;
 }
 
-/** Where a feature writes metrics of its own after the table's (e.g. ACME certificates). */
-export interface MetricWriter {
-  declare(name: string, type: MetricDeclaration['type'], help: string): void;
-  sample(name: string, pairs: Record<string, string>, value: number | bigint): void;
+/** One sample of a collected metric: a counter's or gauge's value, or a histogram's per-bucket counts (the last is +Inf) and sum in seconds. */
+export type CollectedSample =
+  | { readonly labels: Record<string, string>; readonly value: number | bigint }
+  | { readonly labels: Record<string, string>; readonly buckets: readonly bigint[]; readonly sum: number };
+
+/** Hands over the samples of one `collected` metric of the table when /metrics is scraped. */
+export type Collector = () => Iterable<CollectedSample>;
+export type Collectors = Partial<Record<MetricName, Collector>>;
+
+function collectedLines(metric: MetricDeclaration, collector: Collector | undefined): string[] {
+  const lines: string[] = [];
+  for (const sample of collector?.() ?? []) {
+    if ('value' in sample) lines.push(`${metric.name}${labels(sample.labels)} ${sample.value.toString()}`);
+    else lines.push(...histogramLines(metric, sample.labels, (b) => sample.buckets[b] ?? 0n, sample.sum));
+  }
+  return lines;
 }
 
-export type MetricSource = (out: MetricWriter) => void;
-
-/** The Prometheus text exposition of everything in the metric table, then what `extra` sources write. */
-export function renderMetrics(source: MetricsSource, queueLength: (service: string) => number, extra: readonly MetricSource[] = []): string {
+/** The Prometheus text exposition of everything in the metric table; `collectors` hand over the samples of its collected metrics. */
+export function renderMetrics(source: MetricsSource, queueLength: (service: string) => number, collectors: Collectors = {}): string {
   const { state } = source;
   const now = Date.now();
   const rows: Record<MetricCells['scope'], Row[]> = { global: [{ slot: 0, labels: {}, live: { now } }], service: [], server: [] };
@@ -156,13 +172,10 @@ export function renderMetrics(source: MetricsSource, queueLength: (service: stri
   }
   const out: string[] = [];
   for (const metric of METRICS as readonly MetricDeclaration[]) {
-    out.push(`# HELP ${metric.name} ${metric.help}`, `# TYPE ${metric.name} ${metric.type}`);
-    for (const row of rows[scopeOf(metric)]) out.push(...sampleLines(state, metric, row));
+    const lines = metric.collected ? collectedLines(metric, collectors[metric.name as MetricName]) : rows[scopeOf(metric)].flatMap((row) => sampleLines(state, metric, row));
+    // A collector with nothing to tell (no gRPC calls, no ACME block) leaves its metric out.
+    if (metric.collected && lines.length === 0) continue;
+    out.push(`# HELP ${metric.name} ${metric.help}`, `# TYPE ${metric.name} ${metric.type}`, ...lines);
   }
-  const writer: MetricWriter = {
-    declare: (name, type, help) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`),
-    sample: (name, pairs, value) => out.push(`${name}${labels(pairs)} ${value.toString()}`),
-  };
-  for (const write of extra) write(writer);
   return `${out.join('\n')}\n`;
 }

@@ -13,6 +13,9 @@ const MIGRATIONS = [
     retries INTEGER NOT NULL, queue_wait_ms DOUBLE PRECISION NOT NULL, decision TEXT, error_code TEXT, user_agent TEXT);
    CREATE INDEX IF NOT EXISTS access_log_time ON access_log (time);
    CREATE INDEX IF NOT EXISTS access_log_service_time ON access_log (service, time);`,
+  `ALTER TABLE access_log ADD COLUMN IF NOT EXISTS trace_id TEXT;
+   ALTER TABLE access_log ADD COLUMN IF NOT EXISTS span_id TEXT;
+   CREATE INDEX IF NOT EXISTS access_log_trace ON access_log (trace_id);`,
 ];
 
 export class PostgresLogStore implements LogStore {

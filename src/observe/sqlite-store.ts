@@ -15,6 +15,9 @@ const MIGRATIONS = [
     queue_wait_ms REAL NOT NULL, decision TEXT, error_code TEXT, user_agent TEXT)`,
   'CREATE INDEX access_log_time ON access_log (time)',
   'CREATE INDEX access_log_service_time ON access_log (service, time)',
+  'ALTER TABLE access_log ADD COLUMN trace_id TEXT',
+  'ALTER TABLE access_log ADD COLUMN span_id TEXT',
+  'CREATE INDEX access_log_trace ON access_log (trace_id)',
 ];
 
 export class SqliteLogStore implements LogStore {

@@ -9,6 +9,7 @@ import type { PickRequest } from '../balancer/policy.ts';
 import type { VelocityError } from '../errors.ts';
 import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
+import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ForwardedInfo } from './headers.ts';
 import type { MiddlewareRun } from './middleware-run.ts';
@@ -32,13 +33,18 @@ export class RequestContext implements PickRequest {
   readonly res: ServerResponse;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
+  /** The request's trace (W3C Trace Context) and whether servers are told about it. */
+  readonly trace: RequestTrace | undefined;
+  readonly propagateTrace: boolean;
 
-  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https') {
+  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
     this.req = req;
     this.res = res;
     this.clientIp = clientIp;
     this.proto = proto;
     const headers = req.headers;
+    this.trace = tracer?.start(headers);
+    this.propagateTrace = tracer?.propagate ?? false;
     const incomingId = headers['x-request-id'];
     this.record = {
       time: Date.now(),
@@ -62,6 +68,8 @@ export class RequestContext implements PickRequest {
       errorCode: undefined,
       retryDenied: undefined,
       userAgent: headers['user-agent'],
+      traceId: this.trace?.traceId,
+      spanId: this.trace?.spanId,
     };
   }
 

@@ -2,8 +2,7 @@
  * The HTTP data path for one request: route → guards → select → forward, with
  * retries, and one record to observers at the end. Never throws to the server.
  */
-import { type IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
@@ -14,12 +13,15 @@ import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { RequestContext } from './context.ts';
 import { forwardAttempt } from './forwarder.ts';
+import { isGrpcRequest, respondGrpcError } from './grpc.ts';
+import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import type { UnderscoreHeaders } from './header-names.ts';
 import { requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
+import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -44,7 +46,7 @@ export class RequestHandler {
     const headProblem = this.refused.has(req.socket)
       ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused')
       : checkRequestHead(req, this.underscores);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
       this.refused.add(req.socket);
       res.shouldKeepAlive = false;
@@ -66,15 +68,13 @@ export class RequestHandler {
   readonly wantsUpgrade = (req: IncomingMessage): boolean => isWebSocketUpgrade(req) && this.plane.route(req.headers.host, req.url ?? '/')?.config.websocket === true;
 
   /** A WebSocket upgrade (HTTP/1.1): routed and guarded like a request, then tunnelled to a server. */
-  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    // A response bound to the raw socket, so refusals and errors are written like any other.
-    const res = new ServerResponse(req);
-    res.assignSocket(socket as Socket);
+  readonly handleUpgrade = (req: IncomingMessage, res: ServerResponse, socket: Duplex, head: Buffer): void => {
+    // `res` is bound to the raw socket, so refusals and errors are written like any other.
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     socket.on('error', () => socket.destroy());
     const headProblem = checkRequestHead(req, this.underscores);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
       this.refuse(ctx, headProblem);
       return;
@@ -143,6 +143,7 @@ export class RequestHandler {
     const service = run ? await run.start(routed) : routed;
     if (!service) return;
     record.service = service.name;
+    if (speaksHttp2(service)) return proxyHttp2(this.plane, ctx, service, (error) => this.fail(ctx, error));
     const cfg = service.config;
     const method = record.method;
     const now = Date.now();
@@ -155,6 +156,7 @@ export class RequestHandler {
     const idempotent = IDEMPOTENT.has(method);
     const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
+    const traceAt = traceHeaderSlot(headers, ctx);
     const path = run ? run.url : ctx.url;
     run?.forwarded(method, path, headers, body);
     const clientRes = run ? run.response() : res;
@@ -184,6 +186,8 @@ export class RequestHandler {
         const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
         const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
         const attemptStart = performance.now();
+        const span = ctx.trace?.startAttempt();
+        if (span && traceAt >= 0) headers[traceAt] = ctx.trace?.traceparent(span) as string;
         let outcome: AttemptOutcome | undefined;
         try {
           outcome = await forwardAttempt(
@@ -205,6 +209,7 @@ export class RequestHandler {
           perTry?.clear();
           lease.end(outcome, performance.now() - attemptStart);
         }
+        if (span) ctx.trace?.endAttempt(span, attemptResultOf(server, outcome), method);
         record.upstreamMs = performance.now() - upstreamStart;
 
         if (outcome.kind === 'response') {
@@ -263,8 +268,15 @@ export class RequestHandler {
   }
 
   private fail(ctx: RequestContext, error: VelocityError): void {
-    ctx.record.status = error.status;
     ctx.record.errorCode = error.code;
+    if (isGrpcRequest(ctx.req)) {
+      // gRPC clients get a status they understand, not a text page.
+      ctx.record.status = 200;
+      ctx.record.grpcMethod ??= ctx.url.split('?')[0];
+      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders);
+      return;
+    }
+    ctx.record.status = error.status;
     // Through the route's middleware when it has some: error pages, and response rules (CORS, security headers) on errors too.
     if (ctx.run) return void ctx.run.answerError(error, ctx.responseHeaders);
     respondWithError(ctx.res, error, ctx.responseHeaders);
@@ -277,6 +289,7 @@ export class RequestHandler {
     // Measured last, so no part of the record (upstreamMs, measured when a try settled) can exceed it.
     record.totalMs = performance.now() - ctx.started;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
+    ctx.trace?.end(record);
     this.plane.emit(record);
   }
 }

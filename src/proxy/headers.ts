@@ -1,7 +1,7 @@
 /** Header rules for both directions of the proxy. */
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus ones a proxy must not pass on. */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -12,10 +12,12 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
   'http2-settings',
+  // Answered by Velocity's own server (100 Continue when the body is read); the server gets the body outright.
+  'expect',
 ]);
 
 /** Headers Velocity sets itself toward the server; a client's copies are dropped. */
-const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);
+export const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);
 
 /** Headers a Connection value names beyond the hop-by-hop ones (removed anyway); undefined when none. */
 function connectionListed(value: string | undefined): Set<string> | undefined {

@@ -1,15 +1,13 @@
 /**
- * HTTP/2 toward clients. A listener's node:http(s) server keeps every HTTP/1.1
- * connection (with its timeouts, limits and upgrade handling); connections that
- * speak HTTP/2 — chosen by ALPN over TLS, or by the connection preface without
- * TLS (h2c, "prior knowledge") — are handed to one node:http2 server that never
- * listens itself. Its compatibility API gives request/response objects the
+ * HTTP/2 toward clients. A listener's own HTTP/1.1 server (src/proxy/http1)
+ * keeps every HTTP/1.1 connection; connections that speak HTTP/2 — chosen by
+ * ALPN over TLS, or by the connection preface without TLS (h2c, "prior
+ * knowledge") — are handed to one node:http2 server that never listens itself. Its compatibility API gives request/response objects the
  * handler serves like HTTP/1.1 ones; servers are always spoken to in HTTP/1.1.
  */
-import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ClientResponse } from './client-response.ts';
@@ -58,23 +56,8 @@ export class Http2Front {
     this.server.on('sessionError', (err) => log.debug({ err: err.message }, 'HTTP/2 session error'));
   }
 
-  /**
-   * Takes the HTTP/2 connections of an HTTP/1.1 server: by ALPN (`secure`), or
-   * by sniffing the first bytes for the HTTP/2 preface (h2c).
-   */
-  attach(server: HttpServer, secure: boolean): void {
-    const event = secure ? 'secureConnection' : 'connection';
-    const [http1] = server.listeners(event) as ((socket: Socket) => void)[];
-    if (!http1) throw new Error(`the server has no ${event} listener to share`);
-    server.removeListener(event, http1);
-    if (secure) {
-      server.on(event, (socket: TLSSocket) => (socket.alpnProtocol === 'h2' ? this.accept(socket) : http1.call(server, socket)));
-    } else {
-      server.on(event, (socket: Socket) => this.sniff(socket, () => http1.call(server, socket)));
-    }
-  }
-
-  private accept(socket: Socket): void {
+  /** Serves a connection whose client chose h2 by ALPN (or sent the h2c preface). */
+  accept(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
       return;
@@ -82,8 +65,8 @@ export class Http2Front {
     this.server.emit('connection', socket);
   }
 
-  /** Reads the first bytes, puts them back, and gives the socket to HTTP/2 or HTTP/1.1. */
-  private sniff(socket: Socket, http1: () => void): void {
+  /** Reads the first bytes of a plain connection, puts them back, and gives the socket to HTTP/2 (h2c) or to `http1`. */
+  sniff(socket: Socket, http1: (socket: Socket) => void): void {
     let seen: Buffer = Buffer.alloc(0);
     const done = () => {
       socket.removeListener('data', onData);
@@ -99,7 +82,7 @@ export class Http2Front {
       if (h2 && seen.length < SNIFF_BYTES) return;
       done();
       if (h2) return this.accept(socket);
-      http1();
+      http1(socket);
       process.nextTick(() => socket.resume());
     };
     const onError = () => socket.destroy();

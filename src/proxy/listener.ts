@@ -1,17 +1,20 @@
 /**
  * An HTTP listener bound to one address, feeding the request handler: plain
- * HTTP/1.1, optionally with h2c, or HTTPS (SNI certificates, HTTP/2 by ALPN).
+ * HTTP/1.1 (Velocity's own server on raw sockets), optionally with h2c, or
+ * HTTPS (SNI certificates; by ALPN HTTP/2 goes to node:http2, http/1.1 to the
+ * same raw-socket server).
  */
-import { createServer, type Server, type ServerOptions } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
-import type { Server as TlsServer } from 'node:tls';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { Http01Answers } from './acme/http01.ts';
-import { closeGracefully, trackConnectionUse } from './graceful-close.ts';
 import { RequestHandler } from './handler.ts';
+import type { Http1Request } from './http1/request.ts';
+import type { Http1Response } from './http1/response.ts';
+import { Http1Server } from './http1/server.ts';
 import { Http2Front, type RequestListener } from './http2.ts';
 import { withListenerProbes } from './probes.ts';
 import type { TlsTermination } from './tls.ts';
@@ -36,8 +39,9 @@ export class ListenError extends Error {
 }
 
 export interface HttpListener {
-  readonly server: Server;
   readonly address: ListenAddress;
+  /** Open HTTP/1.1 connections (for tests and shutdown). */
+  readonly connections: () => number;
   close(deadline: number): Promise<void>;
 }
 
@@ -72,89 +76,56 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     );
   // ACME HTTP-01 answers come before routing and redirects, on plain HTTP only.
   const onRequest = !tls && options.http01 ? options.http01.wrap(serve) : serve;
-  const http1: ServerOptions = {
-    keepAliveTimeout: client.keepalive_timeout,
-    headersTimeout: client.header_timeout,
-    requestTimeout: client.body_timeout,
-    maxHeaderSize: client.max_header_size,
-    connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(client.header_timeout / 4))),
-    // Host is checked by checkRequestHead (request-head.ts), which also refuses what is pipelined behind a bad head.
-    requireHostHeader: false,
-    noDelay: true,
+  // The handler reads requests and writes responses through the fields node:http's have; Http1Request/Http1Response carry them.
+  const asNode = onRequest as unknown as (req: Http1Request, res: Http1Response) => void;
+  const http1 = new Http1Server(client, {
+    onRequest: asNode,
     // Only WebSocket upgrades leave the request path; any other Upgrade header is dropped as hop-by-hop.
-    shouldUpgradeCallback: options.onRequest ? () => false : handler.wantsUpgrade,
-  };
-  const server: Server = tls
-    ? (createHttpsServer(
-        {
-          ...http1,
-          ...tls.serverOptions(),
-          ...tls.handshakeOptions(options.http2 ? ['h2', 'http/1.1'] : ['http/1.1']),
-          // A client that opens a connection and never finishes the handshake is cut like a slow HTTP client.
-          handshakeTimeout: client.header_timeout,
-        },
-        onRequest,
-      ) as unknown as Server)
-    : createServer(http1, onRequest);
+    wantsUpgrade: options.onRequest ? () => false : (req) => handler.wantsUpgrade(req as unknown as IncomingMessage),
+    onUpgrade: (req, res, socket, head) => {
+      if (hsts) res.setHeader('strict-transport-security', hsts);
+      handler.handleUpgrade(req as unknown as IncomingMessage, res as unknown as ServerResponse, socket, head);
+    },
+  });
+  const h2 = options.http2 ? new Http2Front(onRequest, client, plane.log) : undefined;
+  const accept = (socket: Socket) => http1.accept(socket);
+  let server: NetServer;
   if (tls) {
-    tls.attach(server as unknown as TlsServer);
+    const tlsServer = createTlsServer(
+      {
+        ...tls.serverOptions(),
+        ...tls.handshakeOptions(options.http2 ? ['h2', 'http/1.1'] : ['http/1.1']),
+        // A client that opens a connection and never finishes the handshake is cut like a slow HTTP client.
+        handshakeTimeout: client.header_timeout,
+        allowHalfOpen: true,
+      },
+      (socket: TLSSocket) => (h2 && socket.alpnProtocol === 'h2' ? h2.accept(socket) : accept(socket)),
+    );
+    tls.attach(tlsServer);
     // A failed handshake (plain HTTP or a scanner on the TLS port) only ends that connection.
-    server.removeAllListeners('tlsClientError');
-    server.on('tlsClientError', (err: Error, socket: Socket) => {
+    tlsServer.on('tlsClientError', (err: Error, socket: Socket) => {
       plane.log.debug({ err: err.message, client: socket.remoteAddress }, 'TLS handshake failed');
       socket.destroy();
     });
+    server = tlsServer;
+  } else {
+    // allowHalfOpen: a client that half-closes after its request still gets the response.
+    server = createNetServer({ allowHalfOpen: true, noDelay: true }, (socket) => (h2 ? h2.sniff(socket, accept) : accept(socket)));
   }
-  const h2 = options.http2 ? new Http2Front(onRequest, client, plane.log) : undefined;
-  h2?.attach(server, tls !== undefined);
-  if (!options.onRequest) server.on('upgrade', handler.handleUpgrade);
   if (client.max_connections > 0) server.maxConnections = client.max_connections;
-  // Node's headersTimeout starts at the first byte: a connection that never sends one would hold a slot forever.
-  server.on('connection', (socket: Socket) => {
-    const silent = setTimeout(() => {
-      if (socket.bytesRead === 0) socket.destroy();
-    }, client.header_timeout);
-    silent.unref();
-    socket.once('close', () => clearTimeout(silent));
-  });
-  // A malformed request gets 400 from Node's parser and is never forwarded; the socket closes.
-  server.on('clientError', (err: Error & { code?: string }, socket) => {
-    if (!socket.writable) return socket.destroy();
-    const status =
-      err.code === 'HPE_HEADER_OVERFLOW'
-        ? requestLineOverflowed(err as Error & { rawPacket?: Buffer }, client.max_header_size)
-          ? '414 URI Too Long'
-          : '431 Request Header Fields Too Large'
-        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? '408 Request Timeout'
-          : '400 Bad Request';
-    const code = status.startsWith('431') ? 'HEADERS_TOO_LARGE' : status.startsWith('414') ? 'URI_TOO_LONG' : status.startsWith('408') ? 'CLIENT_TIMEOUT' : 'BAD_REQUEST';
-    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\nx-velocity-error: ${code}\r\n\r\n`);
-  });
-  const connectionUse = trackConnectionUse(server);
   await bindServer(server, address, options.reusePort ?? false);
   server.on('error', (err) => plane.log.error({ err }, 'listener error'));
   const bound = server.address() as AddressInfo;
   return {
-    server,
     address: { host: bound.address, port: bound.port },
+    connections: () => http1.connectionCount,
     close: async (deadline) => {
       tls?.close();
-      await Promise.all([closeGracefully(server, connectionUse, deadline), h2?.close(deadline), handler.tunnels.close(deadline)]);
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      await Promise.all([http1.close(deadline), h2?.close(deadline), handler.tunnels.close(deadline)]);
+      await stopped;
     },
   };
-}
-
-/**
- * Whether a head overflow happened in the request line itself (→ 414, not 431):
- * the packet Node was parsing starts with a method and has no line end within the limit.
- * A request line trickled in over many packets is seen only as a 431.
- */
-function requestLineOverflowed(err: { rawPacket?: Buffer }, limit: number): boolean {
-  const packet = err.rawPacket;
-  if (!packet || !/^[A-Z]{1,20} /.test(packet.subarray(0, 21).toString('latin1'))) return false;
-  const lineEnd = packet.indexOf(10);
-  return lineEnd < 0 ? packet.length >= limit : lineEnd >= limit;
 }
 
 /** Binds a server to an address; a failure becomes a ListenError naming the address. */

@@ -172,6 +172,8 @@ export class MiddlewareRun implements MiddlewareRequest {
 
   /** The flat header list for the server with the middleware's edits applied. */
   requestHeaders(list: string[]): string[] {
+    // A body read into memory (body_limit on a chunked body) is sent with its length: any pool frames it right.
+    if (this.body) this.setHeader('content-length', String(this.body.length));
     const edits = this.edits;
     if (!edits) return list;
     const out: string[] = [];

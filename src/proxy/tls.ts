@@ -5,7 +5,7 @@
  */
 import { type StatWatcher, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext, type SecureContext, type SecureContextOptions, type TLSSocket, type TlsOptions, type Server as TlsServer } from 'node:tls';
-import { type CertificateError, type CertificateFiles, expiryWarning, type LoadedCertificate, loadCertificate } from '../certificates.ts';
+import { type CertificateError, expiryWarning, type LoadedCertificate, loadCertificate } from '../certificates.ts';
 import type { TlsConfig } from '../config/schema/listeners.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ManagedCertificates } from './acme/served.ts';

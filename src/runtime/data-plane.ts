@@ -14,11 +14,14 @@ import { ClientIpResolver } from '../guard/client-ip.ts';
 import type { MiddlewareContext } from '../middleware/middleware.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
+import { count } from '../observe/metrics.ts';
+import { Tracer } from '../observe/tracing.ts';
 import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import type { SharedState } from '../state/shared-state.ts';
+import { type H2PoolOptions, H2Pools } from '../upstream/h2-pool.ts';
 import type { Lease } from '../upstream/lease.ts';
 import { logUpstreamChange, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
@@ -41,6 +44,10 @@ export interface DataPlaneOptions {
 
 export class DataPlane {
   readonly pools = new UpstreamPools();
+  /** HTTP/2 connections to h2c:// and `http2: true` servers. */
+  readonly h2 = new H2Pools();
+  /** Trace context and span export (per thread). */
+  readonly tracer: Tracer;
   readonly observers = new ObserverList();
   /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */
   readonly observersChanged = new EventEmitter<{ change: [count: number] }>();
@@ -94,6 +101,10 @@ export class DataPlane {
       },
     };
     this.rules = options.rules;
+    this.tracer = new Tracer(log, {
+      exported: (n) => count(state, 'velocity_trace_spans_exported_total', { by: n }),
+      dropped: (n) => count(state, 'velocity_trace_spans_dropped_total', { by: n }),
+    });
   }
 
   /** The guards requests go through, from the current config. */
@@ -131,9 +142,11 @@ export class DataPlane {
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
+    this.tracer.configure(topology.config.tracing);
     const urls = new Set<string>();
     for (const s of next.values()) for (const server of s.servers) urls.add(server.url);
     void this.pools.retain(urls);
+    this.h2.retain(urls);
   }
 
   service(name: string): ServiceRuntime | undefined {
@@ -226,6 +239,17 @@ export class DataPlane {
     return options;
   }
 
+  h2Options(service: ServiceRuntime): H2PoolOptions {
+    let options = this.h2OptionsCache.get(service);
+    if (!options) {
+      options = { connectTimeout: service.config.timeouts.connect, sessions: service.config.http2_sessions, tls: upstreamTlsOptions(service.config.tls) };
+      this.h2OptionsCache.set(service, options);
+    }
+    return options;
+  }
+
+  private readonly h2OptionsCache = new WeakMap<ServiceRuntime, H2PoolOptions>();
+
   /** Built once per service runtime (the hot path asks on every request). */
   private readonly poolOptionsCache = new WeakMap<ServiceRuntime, UpstreamPoolOptions>();
 
@@ -253,7 +277,8 @@ export class DataPlane {
   }
 
   async close(): Promise<void> {
+    this.h2.closeAll();
     await this.subrequests.destroy().catch(() => undefined);
-    await this.pools.closeAll();
+    await Promise.all([this.pools.closeAll(), this.tracer.close()]);
   }
 }

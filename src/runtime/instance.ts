@@ -135,7 +135,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await plane.close();
   };
   try {
-    observability = await Observability.start(config, plane, control, admin, log, [automaticHttps.writeMetrics]);
+    observability = await Observability.start(config, plane, control, admin, log, automaticHttps.metrics);
     admin.add(...blocklistRoutes(traffic.blocklist));
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();

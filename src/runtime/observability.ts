@@ -9,10 +9,11 @@ import type { AdminRouter } from '../admin/router.ts';
 import type { Config } from '../config/schema/root.ts';
 import { AccessLogSink, formatAccessLine } from '../observe/access-log.ts';
 import type { RequestRecord } from '../observe/events.ts';
+import { GrpcMethodMetrics } from '../observe/grpc-metrics.ts';
 import { type LogStore, MemoryLogStore } from '../observe/log-store.ts';
 import { LogWriter } from '../observe/log-writer.ts';
 import type { Logger } from '../observe/logger.ts';
-import { count, type MetricSource, renderMetrics } from '../observe/metrics.ts';
+import { type Collectors, count, renderMetrics } from '../observe/metrics.ts';
 import { PostgresLogStore } from '../observe/postgres-store.ts';
 import { SqliteLogStore } from '../observe/sqlite-store.ts';
 import type { ControlPlane } from '../upstream/control-plane.ts';
@@ -40,6 +41,10 @@ export class Observability {
   private readonly unsubscribe: (() => void)[] = [];
   private lastWriteErrorLog = 0;
   private linesLostSinceLog = 0;
+  /** Per-method gRPC counts from the records of every thread (bounded labels; see grpc-metrics.ts). */
+  private readonly grpcMetrics = new GrpcMethodMetrics();
+  /** Stops counting gRPC calls; set while metrics are enabled (records travel from worker threads only while someone listens). */
+  private stopGrpcCounting: (() => void) | undefined;
 
   private constructor(config: Config, plane: DataPlane, control: ControlPlane, log: Logger) {
     this.config = config;
@@ -48,21 +53,17 @@ export class Observability {
     this.log = log;
   }
 
-  /** Opens the access log and the log store of `config`; throws when the access-log file cannot be opened. */
-  /** `metricSources` are features' own metrics, written after the table's (ACME certificates). */
-  static async start(
-    config: Config,
-    plane: DataPlane,
-    control: ControlPlane,
-    admin: AdminRouter,
-    log: Logger,
-    metricSources: readonly MetricSource[] = [],
-  ): Promise<Observability> {
+  /**
+   * Opens the access log and the log store of `config`; throws when the access-log file cannot be opened.
+   * `collectors` hand over the samples of features' collected metrics (ACME certificates).
+   */
+  static async start(config: Config, plane: DataPlane, control: ControlPlane, admin: AdminRouter, log: Logger, collectors: Collectors = {}): Promise<Observability> {
     const o = new Observability(config, plane, control, log);
     o.countEvents();
     o.sink = o.openSink(config);
     o.writer = await o.startWriter(config);
     o.unsubscribe.push(plane.addObserver((record) => o.observe(record)));
+    o.countGrpcCalls(config.metrics.enabled);
     admin.add(
       ...observeRoutes({
         metrics: () =>
@@ -73,7 +74,7 @@ export class Observability {
                   const s = plane.service(service);
                   return s ? plane.queueFor(s).length : 0;
                 },
-                metricSources,
+                { ...collectors, ...o.grpcMetrics.collectors },
               )
             : undefined,
         store: () => o.writer?.store,
@@ -98,6 +99,14 @@ export class Observability {
       control.off('removed', onRemoved);
       plane.upstreamChanges.off('change', onUpstream);
     });
+  }
+
+  private countGrpcCalls(enabled: boolean): void {
+    if (enabled && !this.stopGrpcCounting) this.stopGrpcCounting = this.plane.addObserver(this.grpcMetrics.observe);
+    if (!enabled && this.stopGrpcCounting) {
+      this.stopGrpcCounting();
+      this.stopGrpcCounting = undefined;
+    }
   }
 
   private observe(record: RequestRecord): void {
@@ -174,6 +183,7 @@ export class Observability {
         apply: (next) => {
           // Counting follows on every serving thread with the new topology (serving.ts).
           this.config = { ...this.config, metrics: next.metrics };
+          this.countGrpcCalls(next.metrics.enabled);
           return undefined;
         },
       },
@@ -187,6 +197,7 @@ export class Observability {
 
   async close(): Promise<void> {
     for (const u of this.unsubscribe) u();
+    this.countGrpcCalls(false);
     this.sink?.close();
     await this.writer?.close();
   }

@@ -151,7 +151,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
 
   private addEntry(entry: ServiceEntry, service: string, server: ServerConfig, source: ServerSource, now: number): ServerEntry {
     const slot = this.state.allocateServer(now);
-    const spec: ServerSpec = { id: serverIdFor(server), url: server.url, slot };
+    const spec: ServerSpec = { id: serverIdFor(server), url: server.url, slot, http2: server.http2 || server.url.startsWith('h2c://') };
     const added: ServerEntry = { spec, source, removeBy: undefined, healthPath: server.health_path };
     entry.servers.push(added);
     this.writeLimits(slot, server, entry.config);

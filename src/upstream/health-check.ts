@@ -10,6 +10,7 @@ import { Agent, request } from 'undici';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
+import { grpcHealthCheck } from './grpc-health.ts';
 import type { ServerSpec } from './server.ts';
 import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from './tls.ts';
 
@@ -99,7 +100,7 @@ export class HealthChecker {
     const started = Date.now();
     let failure: string | undefined;
     try {
-      failure = target.config.type === 'tcp' ? await this.tcpCheck(target) : await this.httpCheck(target);
+      failure = target.config.type === 'tcp' ? await this.tcpCheck(target) : target.config.type === 'grpc' ? await this.grpcCheck(target) : await this.httpCheck(target);
     } catch (err) {
       failure = (err as Error).message;
     }
@@ -146,6 +147,12 @@ export class HealthChecker {
       socket.once(u.protocol === 'https:' ? 'secureConnect' : 'connect', () => done(undefined));
       socket.once('error', (err) => done(err.message));
     });
+  }
+
+  private grpcCheck(target: Target): Promise<string | undefined> {
+    const host = new URL(target.spec.url).hostname.replace(/^\[|\]$/g, '');
+    const tls = target.spec.url.startsWith('https:') ? this.tlsOptions(target, host) : undefined;
+    return grpcHealthCheck(target.spec.url, target.config.grpc_service, target.config.timeout, tls);
   }
 
   private async httpCheck(target: Target): Promise<string | undefined> {

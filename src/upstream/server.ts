@@ -20,6 +20,8 @@ export interface ServerSpec {
   id: string;
   url: string;
   slot: number;
+  /** Spoken to in HTTP/2: h2c:// servers, and https:// ones with `http2: true`. */
+  http2?: boolean;
 }
 
 export class UpstreamServer extends ServerCells implements BalancedServer {
@@ -28,6 +30,7 @@ export class UpstreamServer extends ServerCells implements BalancedServer {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
+  readonly http2: boolean;
   /** Slow-start ramp length, from the service's config; 0 = none. */
   readonly slowStartMs: number;
   /** Trial requests a half-open circuit admits, from the service's config. */
@@ -39,6 +42,7 @@ export class UpstreamServer extends ServerCells implements BalancedServer {
     this.url = spec.url;
     const u = new URL(spec.url);
     this.tls = u.protocol === 'https:';
+    this.http2 = spec.http2 === true || u.protocol === 'h2c:';
     this.host = u.hostname.replace(/^\[|\]$/g, '');
     this.port = u.port ? Number(u.port) : this.tls ? 443 : 80;
     this.slowStartMs = settings.slowStartMs;

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import { captureLog } from '../proxy/log-capture.ts';
 import { runCommand } from '../support/spawn.ts';
-import { acmeLab, acmeYaml, adminApi, metricValue, servedCertificate, startAcmeVelocity, waitForIssued } from './acme-support.ts';
+import { acmeLab, acmeYaml, adminApi, metricValue, servedCertificate, startAcmeVelocity, waitForIssued, waitUntil } from './acme-support.ts';
 
 async function opensslVerifies(port: number, servername: string, root: string): Promise<{ ok: boolean; output: string }> {
   const r = await runCommand(
@@ -79,4 +79,18 @@ test('TLS-ALPN-01: pebble validates in the TLS handshake of the https listener a
   // A name nobody manages gets the placeholder (no file certificates on this listener), not a failed handshake.
   const unknown = await servedCertificate(lab.httpsPort, 'unknown.example.com');
   assert.match(String(unknown.issuer.CN), /placeholder/);
+});
+
+test('with worker threads (workers: 2), the threads answer TLS-ALPN-01 and serve the certificate from storage', async (t) => {
+  const lab = await acmeLab(t);
+  if (!lab) return;
+  await startAcmeVelocity(t, acmeYaml(lab, { challenges: ['tls-alpn-01'], redirect: false, workers: 2 }));
+  const cert = await waitForIssued(lab.httpsPort, 'shop.example.com');
+  // New connections spread over both threads: soon (each thread polls storage every second) every one serves it.
+  await waitUntil('eight connections in a row served the issued certificate', async () => {
+    for (let i = 0; i < 8; i++) if ((await servedCertificate(lab.httpsPort, 'shop.example.com')).serialNumber !== cert.serialNumber) return false;
+    return true;
+  });
+  const verified = await opensslVerifies(lab.httpsPort, 'shop.example.com', lab.pebble.issuingRoot);
+  assert.ok(verified.ok, verified.output);
 });

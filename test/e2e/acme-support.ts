@@ -41,6 +41,8 @@ export interface AcmeYaml {
   storage?: string;
   httpsPort?: number;
   httpPort?: number;
+  /** Data-path threads (`workers`). */
+  workers?: number;
 }
 
 export function acmeYaml(lab: AcmeLab, o: AcmeYaml = {}): string {
@@ -60,6 +62,7 @@ listeners:
 ${(o.extra ?? []).map((l) => `        ${l}`).join('\n')}
 ${o.redirect === false ? '' : `  - type: redirect\n    listen: 127.0.0.1:${o.httpPort ?? lab.httpPort}`}
 admin: { listen: "127.0.0.1:0", token: ${TOKEN} }
+workers: ${o.workers ?? 1}
 services:
   - name: shop
     hosts: [${hosts.join(', ')}]

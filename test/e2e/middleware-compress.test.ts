@@ -202,8 +202,9 @@ services:
     assert.equal(zipped.length, total);
     assert.equal(zipped.digest, hash.digest('hex'));
     // While the client read nothing, the server could send only what the buffers on the way hold
-    // (kernel socket buffers of both legs, the compressed one holding twice its size in body).
-    assert.ok(zipped.servedWhilePaused < total / 2, `${zipped.servedWhilePaused} bytes left the server while the client read nothing`);
+    // (kernel socket buffers of both legs, autotuned up to several MB each on loopback, the compressed
+    // one holding twice its size in body: 33 MB was seen in CI). Without backpressure all 50 MB leave.
+    assert.ok(zipped.servedWhilePaused < total * 0.8, `${zipped.servedWhilePaused} bytes left the server while the client read nothing`);
     const grown = (peakRssKb(pid) - baseline) / 1024;
     assert.ok(grown < 32, `compressing grew peak RSS by ${grown.toFixed(1)} MB beyond an uncompressed 50 MB transfer`);
   });

@@ -34,17 +34,21 @@ function velocity(args: string[], cwd = prefix) {
 let tarball: string;
 let files: string[];
 
-describe('the npm package', () => {
-  before(() => {
-    // --ignore-scripts: pack the dist/ that `npm test` built, without rebuilding it under running tests.
-    const packed = JSON.parse(npm(['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT)) as { filename: string; files: { path: string }[] }[];
-    tarball = join(work, packed[0]?.filename as string);
-    files = packed[0]?.files.map((f) => f.path) ?? [];
-    mkdirSync(prefix);
-    npm(['init', '-y'], prefix);
-    npm(['install', '--prefer-offline', tarball, `node@${pkg.devDependencies.node}`], prefix);
-    process.on('exit', () => rmSync(work, { recursive: true, force: true }));
-  });
+// npm pack and an install take minutes on a loaded machine: beyond the suite's 3-minute default.
+describe('the npm package', { timeout: 900_000 }, () => {
+  before(
+    () => {
+      // --ignore-scripts: pack the dist/ that `npm test` built, without rebuilding it under running tests.
+      const packed = JSON.parse(npm(['pack', '--ignore-scripts', '--json', '--pack-destination', work], ROOT)) as { filename: string; files: { path: string }[] }[];
+      tarball = join(work, packed[0]?.filename as string);
+      files = packed[0]?.files.map((f) => f.path) ?? [];
+      mkdirSync(prefix);
+      npm(['init', '-y'], prefix);
+      npm(['install', '--prefer-offline', tarball, `node@${pkg.devDependencies.node}`], prefix);
+      process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+    },
+    { timeout: 900_000 },
+  );
 
   test('holds only runtime files: the built code, the schema, the dashboard, examples and the README', () => {
     const allowed = /^(package\.json|README\.md|bin\/velocity\.js|dist\/.+\.(js|d\.ts|js\.map|json)|dashboard\/[^/]+|examples\/[^/]+)$/;

@@ -72,7 +72,7 @@ describe('request heads the parser refuses', () => {
     ['an asterisk with more after it', 'OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n'],
     ['a lower-case version', 'GET / http/1.1\r\nHost: a\r\n\r\n'],
     ['a version with two digits', 'GET / HTTP/1.10\r\nHost: a\r\n\r\n'],
-    ['HTTP/1.2', 'GET / HTTP/1.2\r\nHost: a\r\n\r\n', 505],
+    ['HTTP/1.2 (llhttp: an invalid version)', 'GET / HTTP/1.2\r\nHost: a\r\n\r\n'],
     ['HTTP/2.0 (a prior-knowledge h2 client that got the preface wrong)', 'GET / HTTP/2.0\r\nHost: a\r\n\r\n', 505],
     ['HTTP/0.9', 'GET / HTTP/0.9\r\n\r\n', 505],
     ['an unknown expectation', get('Expect: 200-ok\r\n'), 417],

@@ -21,6 +21,9 @@ export const BIN = fileURLToPath(new URL('../../bin/velocity.js', import.meta.ur
 
 type Cleanup = Pick<TestContext, 'after'>;
 
+/** How long a started process gets to say it listens: generous, since a loaded CI machine took over 30 s. */
+const START_WAIT_MS = 90_000;
+
 export interface OutputWatcher {
   readonly output: () => string;
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
@@ -85,7 +88,7 @@ export async function startBackendProcess(t: Cleanup, name: string, extraArgs: s
     const child = spawn(process.execPath, [CLI, 'backend', '--port', String(p), '--name', name, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     // A backend that never came up is stopped, not left holding the test process open.
     const m = await watchOutput(child)
-      .waitFor(/listening on 127\.0\.0\.1:(\d+)/)
+      .waitFor(/listening on 127\.0\.0\.1:(\d+)/, START_WAIT_MS)
       .catch(async (err: unknown) => {
         await stopChild(child, 'SIGKILL');
         throw err;
@@ -151,7 +154,7 @@ export async function startVelocityProcess(t: Cleanup, yaml: string, options: { 
     rmSync(dir, { recursive: true, force: true });
     assertNoInternalErrors(internalErrorLines(logs.output()), 'the Velocity process');
   });
-  const m = await logs.waitFor(/"listen":\["[^"]*:(\d+)"/);
+  const m = await logs.waitFor(/"listen":\["[^"]*:(\d+)"/, START_WAIT_MS);
   const port = Number(m[1]);
   return { child, port, url: `http://127.0.0.1:${port}`, configFile, logs, stop: (signal) => stopChild(child, signal) };
 }

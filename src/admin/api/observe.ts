@@ -14,7 +14,7 @@ function parseTime(value: string, field: string): number {
 }
 
 function filterFrom(query: URLSearchParams): Omit<LogQuery, 'limit' | 'cursor'> {
-  const known = new Set(['service', 'server', 'status', 'since', 'until', 'path', 'client', 'limit', 'cursor', 'group_by']);
+  const known = new Set(['service', 'server', 'status', 'since', 'until', 'path', 'client', 'trace_id', 'limit', 'cursor', 'group_by']);
   for (const key of query.keys()) if (!known.has(key)) throw new AdminError(400, `unknown query parameter "${key}"`, key);
   const f: Omit<LogQuery, 'limit' | 'cursor'> = {};
   const service = query.get('service');
@@ -36,6 +36,11 @@ function filterFrom(query: URLSearchParams): Omit<LogQuery, 'limit' | 'cursor'> 
   if (path) f.path = path;
   const client = query.get('client');
   if (client) f.client = client;
+  const traceId = query.get('trace_id');
+  if (traceId) {
+    if (!/^[0-9a-f]{32}$/.test(traceId)) throw new AdminError(400, 'trace_id: expected 32 lowercase hex digits', 'trace_id');
+    f.traceId = traceId;
+  }
   return f;
 }
 
@@ -73,7 +78,7 @@ export function observeRoutes(deps: { metrics(): string | undefined; store(): Lo
       method: 'GET',
       path: '/api/v1/logs',
       mutates: false,
-      summary: 'Access-log entries, newest first: ?service=&server=&status=5xx&since=&until=&path=&client=&limit=&cursor=',
+      summary: 'Access-log entries, newest first: ?service=&server=&status=5xx&since=&until=&path=&client=&trace_id=&limit=&cursor=',
       handle: async ({ query }) => {
         const filter = filterFrom(query);
         const limit = integer(query, 'limit', 1, 1000, 100) as number;

@@ -31,3 +31,28 @@ export const logStoreSchema = z
 
 export type AccessLogConfig = z.output<typeof accessLogSchema>;
 export type LogStoreConfig = z.output<typeof logStoreSchema>;
+
+/** W3C Trace Context on every request, and optional span export over OTLP/HTTP (protobuf). */
+export const tracingSchema = z.strictObject({
+  /** Send `traceparent` (and the client's `tracestate`) to servers, with Velocity's attempt span as the parent. */
+  propagate: z.boolean().default(true),
+  /** Share of new traces (requests without a sampled parent) whose spans are exported; a parent's decision is followed. */
+  sample_ratio: ratio().default(1),
+  /** `service.name` of the exported spans. */
+  service_name: z.string().min(1).default('velocity'),
+  otlp: z
+    .strictObject({
+      /** The collector's traces endpoint, e.g. http://127.0.0.1:4318/v1/traces. */
+      endpoint: z.string().refine((u) => /^https?:\/\//.test(u) && URL.canParse(u), 'expected an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces'),
+      headers: z.record(z.string(), z.string()).default({}),
+      /** Spans per export request. */
+      batch_size: positiveInt().default(512),
+      /** Spans held while the collector is slow or down; more are dropped and counted. */
+      queue_size: positiveInt().default(4096),
+      flush_interval: positiveDuration().default(1_000),
+      timeout: positiveDuration().default(5_000),
+    })
+    .optional(),
+});
+
+export type TracingConfig = z.output<typeof tracingSchema>;

@@ -85,7 +85,7 @@ export const slowStartSchema = z.strictObject({
 });
 
 export const healthCheckSchema = z.strictObject({
-  type: z.enum(['http', 'tcp', 'none'], { error: 'expected one of http, tcp, none' }).default('none'),
+  type: z.enum(['http', 'tcp', 'grpc', 'none'], { error: 'expected one of http, tcp, grpc, none' }).default('none'),
   path: requestPath().default('/health'),
   expect_status: statusRange().default({ min: 200, max: 399 }),
   interval: positiveDuration().default(2_000),
@@ -96,6 +96,8 @@ export const healthCheckSchema = z.strictObject({
   start_healthy: z.boolean().default(true),
   /** Host header for HTTP checks; defaults to the server's host. */
   host: hostHeader().optional(),
+  /** For `type: grpc`: the service name asked about in grpc.health.v1.Health/Check ("" = the whole server). */
+  grpc_service: z.string().default(''),
 });
 
 /** Knobs a service can set and a top-level `defaults` block can set for all services. */

@@ -4,7 +4,7 @@ import { checkAcmeHosts } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
-import { accessLogSchema, logStoreSchema } from './observe.ts';
+import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
 import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
@@ -64,6 +64,8 @@ export const configSchema = z
     /** The queryable access-log store; absent = none. */
     logs: logStoreSchema.optional(),
     metrics: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
+    /** W3C trace context and OTLP span export (see Tracing). */
+    tracing: tracingSchema.prefault({}),
     /** Peers whose X-Forwarded-For / Forwarded headers are believed (see Traffic control). */
     trusted_proxies: z.array(cidr()).default([]),
     ip_filter: ipFilterSchema.prefault({}),

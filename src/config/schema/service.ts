@@ -4,6 +4,7 @@ import { policyNames, policyOptionProblems, policyOptionsSchema } from '../../ba
 import { suggest } from '../../suggest.ts';
 import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
+import { grpcSchema, http2SessionsSchema } from './grpc.ts';
 import { serviceKnobsShape } from './resilience.ts';
 import { routingShape } from './routes.ts';
 import { stickySchema } from './sticky.ts';
@@ -27,8 +28,16 @@ export const serverUrl = () =>
       }
       return `tcp://${url.host}`;
     }
+    if (url.protocol === 'h2c:') {
+      // HTTP/2 without TLS ("prior knowledge"): h2c://HOST:PORT.
+      if (!url.port || (url.pathname !== '' && url.pathname !== '/') || url.search || url.hash || url.username) {
+        ctx.addIssue({ code: 'custom', message: `"${text}" must be h2c://HOST:PORT, with a port and nothing after it` });
+        return z.NEVER;
+      }
+      return `h2c://${url.host}`;
+    }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol}"; expected http://, https:// or (for mode: tcp) tcp://` });
+      ctx.addIssue({ code: 'custom', message: `unsupported scheme "${url.protocol}"; expected http://, https://, h2c:// or (for mode: tcp) tcp://` });
       return z.NEVER;
     }
     if (url.pathname !== '/' || url.search || url.hash || url.username) {
@@ -51,6 +60,8 @@ export const serverObjectSchema = z.strictObject({
     .optional(),
   /** Health-check path for this server when it differs from the service's `health.path`. */
   health_path: requestPath().optional(),
+  /** Speak HTTP/2 to this https:// server (agreed by ALPN); h2c:// servers always do. */
+  http2: z.boolean().default(false),
 });
 
 export const serverSchema = z.union(
@@ -61,6 +72,7 @@ export const serverSchema = z.union(
       max_connections: undefined as number | undefined,
       name: undefined as string | undefined,
       health_path: undefined as string | undefined,
+      http2: false,
     })),
     serverObjectSchema,
   ],
@@ -133,6 +145,10 @@ export const serviceSchema = z
     tls: upstreamTlsSchema.prefault({}),
     /** Pass WebSocket upgrades through to the servers. */
     websocket: z.boolean().default(true),
+    /** HTTP/2 connections to h2c:// and `http2: true` servers (see gRPC and HTTP/2 to servers). */
+    http2_sessions: http2SessionsSchema.prefault({}),
+    /** gRPC calls: which methods may be retried on UNAVAILABLE. */
+    grpc: grpcSchema.prefault({}),
     /** More conditions, routes inside the service, and middleware (see docs/routes-and-middleware.md). */
     ...routingShape,
     ...serviceKnobsShape,
@@ -140,20 +156,35 @@ export const serviceSchema = z
   .superRefine(checkMode);
 
 /** Fields that only make sense in one mode, and servers whose scheme fits the mode. */
-function checkMode(service: { mode: 'http' | 'tcp'; listen?: unknown; proxy_protocol: string; health: { type: string }; servers: { url: string }[] }, ctx: z.RefinementCtx): void {
+function checkMode(
+  service: { mode: 'http' | 'tcp'; listen?: unknown; proxy_protocol: string; health: { type: string }; servers: { url: string; http2: boolean }[] },
+  ctx: z.RefinementCtx,
+): void {
   const tcp = service.mode === 'tcp';
   if (tcp && service.listen === undefined) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'a mode: tcp service needs listen: HOST:PORT' });
   if (!tcp && service.listen !== undefined)
     ctx.addIssue({ code: 'custom', path: ['listen'], message: 'listen is for mode: tcp services; HTTP services share the top-level listeners' });
   if (!tcp && service.proxy_protocol !== 'off') ctx.addIssue({ code: 'custom', path: ['proxy_protocol'], message: 'proxy_protocol is for mode: tcp services' });
-  if (tcp && service.health.type === 'http') ctx.addIssue({ code: 'custom', path: ['health', 'type'], message: 'a mode: tcp service can use health type tcp or none, not http' });
+  if (tcp && (service.health.type === 'http' || service.health.type === 'grpc'))
+    ctx.addIssue({ code: 'custom', path: ['health', 'type'], message: `a mode: tcp service can use health type tcp or none, not ${service.health.type}` });
+  const http2 = service.servers.map((s) => s.url.startsWith('h2c://') || s.http2);
+  if (!tcp && http2.includes(true) && http2.includes(false))
+    ctx.addIssue({
+      code: 'custom',
+      path: ['servers'],
+      message: "a service's servers all speak HTTP/2 (h2c:// or http2: true) or all HTTP/1.1; put them in two services",
+    });
+  if (service.health.type === 'grpc' && !tcp && http2.includes(false))
+    ctx.addIssue({ code: 'custom', path: ['health', 'type'], message: 'health type grpc needs HTTP/2 servers (h2c:// or https:// with http2: true)' });
   service.servers.forEach((server, i) => {
+    if (server.http2 && !server.url.startsWith('https://'))
+      ctx.addIssue({ code: 'custom', path: ['servers', i, 'http2'], message: `http2: true is for https:// servers; use h2c://HOST:PORT for HTTP/2 without TLS` });
     const isTcp = server.url.startsWith('tcp://');
     if (tcp !== isTcp) {
       ctx.addIssue({
         code: 'custom',
         path: ['servers', i],
-        message: tcp ? `a mode: tcp service needs tcp://HOST:PORT servers, not ${server.url}` : `${server.url} is for mode: tcp services; expected http:// or https://`,
+        message: tcp ? `a mode: tcp service needs tcp://HOST:PORT servers, not ${server.url}` : `${server.url} is for mode: tcp services; expected http://, https:// or h2c://`,
       });
     }
   });

@@ -107,7 +107,9 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
   const major = (buf[i + 5] as number) - 0x30;
   const minor = (buf[i + 7] as number) - 0x30;
   if (major < 0 || major > 9 || buf[i + 6] !== 0x2e || minor < 0 || minor > 9 || buf[i + 8] !== CR || buf[i + 9] !== LF) return new HeadError(400, 'invalid HTTP version');
-  if (major !== 1 || minor > 1) return new HeadError(505, `HTTP/${major}.${minor} is not supported`);
+  // Another major version is one Velocity does not speak (505); an unknown 1.x is a malformed request, as llhttp has it (400).
+  if (major !== 1) return new HeadError(505, `HTTP/${major}.${minor} is not supported`);
+  if (minor > 1) return new HeadError(400, `HTTP/1.${minor} is not a known version`);
   i += 10;
 
   const rawHeaders: string[] = [];

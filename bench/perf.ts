@@ -1,0 +1,85 @@
+/**
+ * Where the CPU goes, measured with `perf` (not `--cpu-prof`, which samples
+ * wall-clock time and shows a thread descheduled inside write() as JavaScript
+ * work): Velocity with features on (health checks, metrics, JSON access log to a
+ * file) under wrk, sampled with `perf record -g`, JavaScript frames named through
+ * --perf-basic-prof. Prints the split between the kernel, Node/V8 and JavaScript,
+ * and the heaviest symbols. `--nginx` profiles nginx the same way, for comparison.
+ *
+ *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx] [--top 40]
+ *
+ * Needs perf (Debian linux-perf) and root or perf_event_paranoid ≤ 1.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { BenchContext, ensureBuilt, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity } from './lib.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '50' },
+    nginx: { type: 'boolean', default: false },
+    top: { type: 'string', default: '40' },
+  },
+});
+
+/** Groups perf's per-symbol shares into kernel, JavaScript (perf map), Node/V8 and libraries. */
+function groupOf(dso: string): string {
+  if (dso.includes('kernel')) return 'kernel';
+  if (dso.startsWith('[JIT]') || (dso.startsWith('perf-') && dso.endsWith('.map'))) return 'JavaScript (JIT)';
+  if (dso === 'node') return 'node + V8 (C++)';
+  return dso;
+}
+
+async function main(): Promise<void> {
+  requireTools(['nginx', 'wrk', 'perf']);
+  ensureBuilt((l) => console.error(l));
+  const ctx = new BenchContext();
+  try {
+    const { upstreams } = await startNginxBackends(ctx);
+    const target = args.nginx
+      ? await startNginxProxy(ctx, upstreams)
+      : await startVelocity(ctx, 'velocity+features', upstreams, {
+          nodeFlags: ['--perf-basic-prof'],
+          extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, 'access.log')}, format: json }`,
+          service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
+        });
+    const url = `http://127.0.0.1:${target.port}/`;
+    const seconds = Number(args.seconds);
+    await runWrk(url, ['-t1', `-c${args.connections}`], 3, target.pid);
+    const data = process.env.PERF_DATA ?? join(ctx.dir, 'perf.data');
+    const perf = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(target.pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' });
+    const load = await runWrk(url, ['-t1', `-c${args.connections}`], seconds, target.pid);
+    await new Promise((resolve) => perf.once('exit', resolve));
+    console.log(
+      `${target.name}: ${Math.round(load.rps)} req/s, CPU ${load.cpuUsPerRequest.toFixed(1)} µs/request (user ${load.userUsPerRequest.toFixed(1)}, system ${load.systemUsPerRequest.toFixed(1)})`,
+    );
+    const report = execFileSync('perf', ['report', '-i', data, '--no-children', '--stdio', '--sort', 'dso,sym', '-g', 'none', '--percent-limit', '0.01'], {
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const rows: { pct: number; dso: string; sym: string }[] = [];
+    for (const line of report.split('\n')) {
+      const m = /^\s+([\d.]+)%\s+(\[JIT\] tid \d+|\S+)\s+\[[.kxj]\]\s+(.*)$/.exec(line);
+      if (m) rows.push({ pct: Number(m[1]), dso: m[2] as string, sym: (m[3] as string).trim() });
+    }
+    const groups = new Map<string, number>();
+    for (const r of rows) groups.set(groupOf(r.dso), (groups.get(groupOf(r.dso)) ?? 0) + r.pct);
+    console.log('\nshare of samples by where the code lives:');
+    for (const [g, pct] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)} %  ${g}`);
+    console.log(`\nheaviest symbols (top ${args.top}):`);
+    for (const r of rows.slice(0, Number(args.top))) console.log(`  ${r.pct.toFixed(2).padStart(6)} %  ${groupOf(r.dso).padEnd(16)}  ${r.sym.slice(0, 110)}`);
+  } finally {
+    ctx.cleanup();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`perf failed: ${(err as Error).message}`);
+    process.exit(1);
+  },
+);

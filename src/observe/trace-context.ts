@@ -1,0 +1,72 @@
+/**
+ * W3C Trace Context (https://www.w3.org/TR/trace-context/): reading a client's
+ * `traceparent`/`tracestate`, starting a trace when there is none, and the ids of
+ * Velocity's own spans. Ids come from a pooled random buffer: one system call per
+ * few hundred requests, not one per id.
+ */
+import { randomFillSync } from 'node:crypto';
+
+const POOL_BYTES = 4096;
+let pool = Buffer.alloc(POOL_BYTES);
+let poolAt = POOL_BYTES;
+
+function randomHex(bytes: number): string {
+  if (poolAt + bytes > POOL_BYTES) {
+    pool = randomFillSync(pool);
+    poolAt = 0;
+  }
+  const hex = pool.toString('hex', poolAt, poolAt + bytes);
+  poolAt += bytes;
+  return hex;
+}
+
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
+
+export function newTraceId(): string {
+  const id = randomHex(16);
+  return id === ZERO_TRACE ? newTraceId() : id;
+}
+
+export function newSpanId(): string {
+  const id = randomHex(8);
+  return id === ZERO_SPAN ? newSpanId() : id;
+}
+
+export interface ParentContext {
+  traceId: string;
+  spanId: string;
+  sampled: boolean;
+}
+
+const HEX = /^[0-9a-f]+$/;
+
+/**
+ * A valid `traceparent`, or undefined (the spec says: start a new trace then).
+ * Version 00 has exactly four fields; a higher version may append more, which are ignored.
+ */
+export function parseTraceparent(value: string | string[] | undefined): ParentContext | undefined {
+  if (typeof value !== 'string' || value.length < 55) return undefined;
+  const v = value.trim();
+  if (v.charCodeAt(2) !== 45 || v.charCodeAt(35) !== 45 || v.charCodeAt(52) !== 45) return undefined;
+  const version = v.slice(0, 2);
+  const traceId = v.slice(3, 35);
+  const spanId = v.slice(36, 52);
+  const flags = v.slice(53, 55);
+  if (!HEX.test(version) || version === 'ff' || !HEX.test(traceId) || !HEX.test(spanId) || !HEX.test(flags)) return undefined;
+  if (version === '00' ? v.length !== 55 : v.length > 55 && v.charCodeAt(55) !== 45) return undefined;
+  if (traceId === ZERO_TRACE || spanId === ZERO_SPAN) return undefined;
+  return { traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 };
+}
+
+/** A `tracestate` passed on unchanged when it is well-formed enough (at most 32 members, 512 chars). */
+export function cleanTracestate(value: string | string[] | undefined): string | undefined {
+  const v = Array.isArray(value) ? value.join(',') : value;
+  if (!v || v.length > 512) return undefined;
+  if (v.split(',').length > 32) return undefined;
+  return v;
+}
+
+export function formatTraceparent(traceId: string, spanId: string, sampled: boolean): string {
+  return `00-${traceId}-${spanId}-${sampled ? '01' : '00'}`;
+}

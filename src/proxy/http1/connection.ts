@@ -1,0 +1,419 @@
+/**
+ * One client connection of the HTTP/1.1 server: bytes are parsed into
+ * requests, one at a time (pipelined requests wait their turn, and the socket
+ * is paused when too many bytes wait), bodies are fed to the request with
+ * backpressure, and the connection is reused, closed or handed off (WebSocket)
+ * after each response. Deadlines are plain numbers the server's sweep checks:
+ * no timer per request.
+ */
+import type { Socket } from 'node:net';
+import { ChunkedDecoder, type ChunkSink } from './chunked.ts';
+import { checkPartialHead, findHeadEnd, HeadError, parseRequestHead, type RequestHead } from './head-parser.ts';
+import { type BodySource, Http1Request } from './request.ts';
+import { Http1Response, type ResponseOwner } from './response.ts';
+
+/** What the server tells each connection: limits, the handlers and whether it is draining. */
+export interface ConnectionHost {
+  readonly maxHeaderSize: number;
+  readonly headerTimeout: number;
+  readonly bodyTimeout: number;
+  readonly keepAliveTimeout: number;
+  readonly draining: boolean;
+  onRequest(req: Http1Request, res: Http1Response): void;
+  /** Whether this upgrade request leaves HTTP (a WebSocket the handler takes). */
+  wantsUpgrade(req: Http1Request): boolean;
+  onUpgrade(req: Http1Request, res: Http1Response, socket: Socket, head: Buffer): void;
+  forget(connection: Http1Connection): void;
+}
+
+/** Pipelined bytes kept while a request is served; past this the socket is paused (at least one whole head fits). */
+const PIPELINE_BYTES = 64 * 1024;
+/** How long a refused client may keep sending before the socket is destroyed (its answer gets out first). */
+const LINGER_MS = 2_000;
+/**
+ * How long a keep-alive connection must sit idle before shutdown closes it: closing one at once
+ * races a client that is sending its next request on it, which then sees a reset.
+ */
+const IDLE_BEFORE_CLOSE_MS = 1_000;
+const EMPTY = Buffer.alloc(0);
+
+/** Phases of a connection. */
+const IDLE = 0;
+const HEAD = 1;
+const BODY = 2;
+const SERVING = 3;
+const CLOSING = 4;
+const GONE = 5;
+
+/** What happens at the deadline. */
+const CUT = 0;
+const TIMEOUT_408 = 1;
+
+const STATUS_CODES_BY_ERROR: Record<number, string> = {
+  400: 'BAD_REQUEST',
+  405: 'BAD_REQUEST',
+  408: 'CLIENT_TIMEOUT',
+  414: 'URI_TOO_LONG',
+  417: 'BAD_REQUEST',
+  431: 'HEADERS_TOO_LARGE',
+  505: 'BAD_REQUEST',
+};
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  414: 'URI Too Long',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
+  505: 'HTTP Version Not Supported',
+};
+
+export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
+  readonly socket: Socket;
+  private readonly host: ConnectionHost;
+  private phase = IDLE;
+  /** Epoch ms at which `onDeadline` applies; 0 for none. */
+  deadline: number;
+  private onDeadline = CUT;
+  /** Bytes received and not yet parsed (a partial head, or pipelined requests). */
+  private pending: Buffer | undefined;
+  /** How far `pending` was searched for a head's end. */
+  private scanned = 0;
+  private req: Http1Request | undefined;
+  private res: Http1Response | undefined;
+  private bodyLeft = 0;
+  private decoder: ChunkedDecoder | undefined;
+  private chunked = false;
+  private continueOwed = false;
+  private bodyPaused = false;
+  private pipelinePaused = false;
+  private clientEnded = false;
+  private endPushed = false;
+  /** When the connection last became idle (accepted, or its last response flushed). */
+  private idleSince = Date.now();
+
+  constructor(host: ConnectionHost, socket: Socket) {
+    this.host = host;
+    this.socket = socket;
+    // A connection that never sends a byte is cut at the header timeout, silently.
+    this.deadline = Date.now() + host.headerTimeout;
+    socket.setNoDelay(true);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('drain', this.onDrain);
+    socket.on('error', onSocketError);
+    socket.on('close', this.onClose);
+  }
+
+  /** No request in progress and nothing received toward one. */
+  get idle(): boolean {
+    return this.phase === IDLE && (this.pending === undefined || this.pending.length === 0);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    switch (this.phase) {
+      case BODY:
+        this.feedBody(chunk, 0);
+        return;
+      case IDLE:
+      case HEAD:
+        this.append(chunk);
+        this.parseNext();
+        return;
+      case SERVING:
+        this.append(chunk);
+        this.capPipeline();
+        return;
+      default:
+      // CLOSING: what a refused client still sends is read and dropped.
+    }
+  };
+
+  private append(chunk: Buffer): void {
+    this.pending = this.pending === undefined || this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+  }
+
+  private capPipeline(): void {
+    if (this.pending !== undefined && this.pending.length > PIPELINE_BYTES && !this.pipelinePaused) {
+      this.pipelinePaused = true;
+      this.socket.pause();
+    }
+  }
+
+  /** Parses the head at the start of `pending`, and starts its request when it is complete. */
+  private parseNext(): void {
+    const buf = this.pending;
+    if (buf === undefined || buf.length === 0) return;
+    if (this.phase === IDLE) {
+      this.phase = HEAD;
+      this.deadline = Date.now() + this.host.headerTimeout;
+      this.onDeadline = TIMEOUT_408;
+    }
+    const limit = this.host.maxHeaderSize;
+    const end = findHeadEnd(buf, 0, this.scanned);
+    if (end < 0) {
+      const problem = checkPartialHead(buf, 0, Math.max(0, this.scanned - 1), limit);
+      this.scanned = buf.length;
+      if (problem) this.refuse(problem);
+      return;
+    }
+    this.scanned = 0;
+    const head = parseRequestHead(buf, 0, end, limit);
+    if (head instanceof HeadError) {
+      this.refuse(head);
+      return;
+    }
+    this.pending = end < buf.length ? buf.subarray(end) : undefined;
+    this.start(head);
+  }
+
+  private start(head: RequestHead): void {
+    const host = this.host;
+    const req = new Http1Request(head, this.socket, this);
+    const res = new Http1Response(req, this.socket, this, head.keepAlive && !host.draining);
+    this.req = req;
+    this.res = res;
+    this.endPushed = false;
+    if (head.upgrade && req.bodyLength === 0 && host.wantsUpgrade(req)) {
+      this.handOff(req, res);
+      return;
+    }
+    if (req.bodyLength === 0) {
+      req.complete = true;
+      this.phase = SERVING;
+      this.deadline = 0;
+    } else {
+      this.phase = BODY;
+      this.deadline = Date.now() + host.bodyTimeout;
+      this.onDeadline = TIMEOUT_408;
+      this.continueOwed = head.expectContinue;
+      this.chunked = req.bodyLength < 0;
+      this.bodyLeft = req.bodyLength;
+      if (this.chunked) {
+        this.decoder ??= new ChunkedDecoder(this, host.maxHeaderSize);
+        this.decoder.reset();
+      }
+    }
+    host.onRequest(req, res);
+    if (this.phase === BODY && this.pending !== undefined) {
+      const rest = this.pending;
+      this.pending = undefined;
+      this.feedBody(rest, 0);
+    } else this.capPipeline();
+  }
+
+  /** A WebSocket upgrade: the socket leaves this server with whatever followed the head. */
+  private handOff(req: Http1Request, res: Http1Response): void {
+    const socket = this.socket;
+    const head = this.pending ?? EMPTY;
+    this.pending = undefined;
+    this.phase = GONE;
+    this.deadline = 0;
+    socket.removeListener('data', this.onData);
+    socket.removeListener('end', this.onEnd);
+    socket.removeListener('drain', this.onDrain);
+    socket.removeListener('close', this.onClose);
+    this.host.forget(this);
+    req.complete = true;
+    // The response (a refusal, or nothing once tunnelled) still learns when the client goes or is slow.
+    socket.once('close', () => res.emitClose());
+    socket.on('drain', () => res.emit('drain'));
+    this.host.onUpgrade(req, res, socket, head);
+  }
+
+  private feedBody(buf: Buffer, start: number): void {
+    let end: number;
+    if (this.chunked) {
+      const decoder = this.decoder as ChunkedDecoder;
+      end = decoder.decode(buf, start, buf.length);
+      if (end < 0) {
+        this.refuse(new HeadError(400, decoder.error ?? 'invalid chunked body'));
+        return;
+      }
+      if (!decoder.done) return;
+    } else {
+      const take = Math.min(this.bodyLeft, buf.length - start);
+      this.bodyLeft -= take;
+      end = start + take;
+      this.chunkData(buf, start, end);
+      if (this.bodyLeft > 0) return;
+    }
+    this.bodyDone();
+    if (end < buf.length) {
+      this.pending = buf.subarray(end);
+      this.capPipeline();
+    }
+  }
+
+  /** Decoded body bytes: to the request, pausing the socket when its buffer is full. */
+  chunkData(buf: Buffer, start: number, end: number): void {
+    if (end <= start) return;
+    const req = this.req as Http1Request;
+    if (!req.push(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.bodyPaused) {
+      this.bodyPaused = true;
+      this.socket.pause();
+    }
+  }
+
+  private bodyDone(): void {
+    const req = this.req as Http1Request;
+    req.complete = true;
+    this.endPushed = true;
+    req.push(null);
+    this.phase = SERVING;
+    this.deadline = 0;
+    this.continueOwed = false;
+    // No _read comes after the end: a socket paused for the body resumes here (pipelined bytes are capped apart).
+    if (this.bodyPaused) {
+      this.bodyPaused = false;
+      if (!this.pipelinePaused) this.socket.resume();
+    }
+  }
+
+  /** The request's reader wants more (Readable._read). */
+  bodyWanted(): void {
+    const req = this.req;
+    if (req === undefined) return;
+    if (req.complete && !this.endPushed && this.phase !== BODY) {
+      this.endPushed = true;
+      req.push(null);
+      return;
+    }
+    if (this.continueOwed) {
+      this.continueOwed = false;
+      (this.res as Http1Response).writeContinue();
+    }
+    if (this.bodyPaused) {
+      this.bodyPaused = false;
+      if (!this.pipelinePaused) this.socket.resume();
+    }
+  }
+
+  /** ResponseOwner: whether the connection may serve another request after `res`. */
+  mayKeepAlive(res: Http1Response): boolean {
+    // A body still arriving when the answer starts (an early refusal) is not read to its end: the connection closes.
+    return res === this.res && !this.host.draining && !this.clientEnded && this.phase === SERVING;
+  }
+
+  /** ResponseOwner: the last byte of the current response reached the socket. */
+  readonly responseFlushed = (err?: Error | null): void => {
+    const res = this.res;
+    const req = this.req;
+    // A failed write is followed by 'close', which cleans up.
+    if (err || res === undefined || req === undefined) return;
+    this.res = undefined;
+    this.req = undefined;
+    // An upgrade refused with a response: the socket is the handler's now.
+    if (this.phase === GONE) {
+      res.markFlushed();
+      return;
+    }
+    if (!req.complete) req.destroy();
+    const reuse = res.keepAlive && req.complete && !this.clientEnded && !this.host.draining && this.phase === SERVING;
+    res.markFlushed();
+    if (this.phase === GONE || this.phase === CLOSING) return;
+    if (!reuse) {
+      this.close();
+      return;
+    }
+    this.phase = IDLE;
+    this.idleSince = Date.now();
+    this.deadline = this.idleSince + this.host.keepAliveTimeout;
+    this.onDeadline = CUT;
+    if (this.pipelinePaused) {
+      this.pipelinePaused = false;
+      if (!this.bodyPaused) this.socket.resume();
+    }
+    this.parseNext();
+  };
+
+  private readonly onDrain = (): void => {
+    this.res?.emit('drain');
+  };
+
+  /** The client half-closed: what it sent is still answered, then the connection ends. */
+  private readonly onEnd = (): void => {
+    this.clientEnded = true;
+    switch (this.phase) {
+      case IDLE:
+      case HEAD:
+        this.close();
+        return;
+      case BODY:
+        // The body can never complete now.
+        this.req?.destroy();
+        return;
+      case CLOSING:
+        this.socket.destroySoon();
+        return;
+      default:
+    }
+  };
+
+  private readonly onClose = (): void => {
+    const phase = this.phase;
+    this.phase = GONE;
+    this.deadline = 0;
+    this.host.forget(this);
+    if (phase === GONE) return;
+    const req = this.req;
+    if (req !== undefined && !req.complete) req.destroy();
+    this.res?.emitClose();
+    this.req = undefined;
+    this.res = undefined;
+  };
+
+  /** Ends the connection after what was written (keep-alive over, or the client asked for close). */
+  close(): void {
+    if (this.phase === GONE || this.phase === CLOSING) return;
+    this.phase = CLOSING;
+    this.pending = undefined;
+    this.deadline = Date.now() + LINGER_MS;
+    this.onDeadline = CUT;
+    const socket = this.socket;
+    socket.resume();
+    // Our FIN; the socket goes when the client's comes (or at the linger deadline).
+    socket.end();
+    if (this.clientEnded) socket.destroySoon();
+  }
+
+  /** Answers a refused request with its status and closes; nothing after it on this connection is read. */
+  refuse(error: HeadError): void {
+    if (this.phase === GONE || this.phase === CLOSING) return;
+    const res = this.res;
+    const req = this.req;
+    if (req !== undefined && !req.complete) req.destroy();
+    if (res?.headersSent) {
+      this.socket.destroy();
+      return;
+    }
+    res?.abandon();
+    const code = STATUS_CODES_BY_ERROR[error.status] ?? 'BAD_REQUEST';
+    this.socket.write(
+      `HTTP/1.1 ${error.status} ${REASONS[error.status] ?? 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\nx-velocity-error: ${code}\r\n\r\n`,
+      'latin1',
+    );
+    this.close();
+    // The handler's response (if any) is over: it sees 'close' and records the request.
+    res?.emitClose();
+  }
+
+  /** The sweep found the deadline passed. */
+  expire(): void {
+    if (this.onDeadline === TIMEOUT_408 && (this.phase === HEAD || this.phase === BODY)) {
+      this.refuse(new HeadError(408, 'request timeout'));
+      return;
+    }
+    this.deadline = 0;
+    this.socket.destroy();
+  }
+
+  /** Server shutdown: a connection idle for a while closes now; a busy one closes after its response. */
+  closeIfIdle(now: number): void {
+    if (this.idle && now - this.idleSince >= IDLE_BEFORE_CLOSE_MS) this.close();
+  }
+}
+
+function onSocketError(): void {
+  // 'close' follows every socket error; the connection is cleaned up there.
+}

@@ -1,0 +1,283 @@
+/**
+ * A response written by the HTTP/1.1 server: it fits ClientResponse (what the
+ * forwarder streams into) and the part of node:http's ServerResponse the
+ * handler, error answers and the redirect listener use. The head goes out with
+ * the first body bytes in one write; the body is framed by the Content-Length
+ * it was given, else chunked for HTTP/1.1 clients and close-delimited for
+ * HTTP/1.0 ones (a chunked upstream body reaches them de-chunked); HEAD, 1xx,
+ * 204 and 304 carry none. `write()` returns the socket's answer, so a slow
+ * client pauses whoever feeds the response.
+ */
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ClientResponse } from '../client-response.ts';
+import type { Http1Request } from './request.ts';
+
+/** What a response needs from its connection. */
+export interface ResponseOwner {
+  /** Whether the connection may carry another request after this one (not draining, body read, client not gone). */
+  mayKeepAlive(res: Http1Response): boolean;
+  /** The last byte of `res` was handed to the socket and flushed (called once). */
+  readonly responseFlushed: (err?: Error | null) => void;
+}
+
+type HeaderValue = string | number | readonly string[];
+type HeaderInput = Record<string, HeaderValue | undefined> | readonly (string | readonly string[])[];
+
+const CRLF = '\r\n';
+const LAST_CHUNK = '0\r\n\r\n';
+/** Bytes that would end a header line early (response splitting). */
+const UNSAFE = /[\r\n\0]/;
+
+let dateSecond = 0;
+let dateText = '';
+/** The Date header value, formatted once per second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+function headerLines(name: string, value: HeaderValue): string {
+  if (typeof value === 'object') {
+    let out = '';
+    for (const v of value) out += headerLines(name, v);
+    return out;
+  }
+  const text = typeof value === 'number' ? String(value) : value;
+  if (UNSAFE.test(text) || UNSAFE.test(name)) throw new TypeError(`invalid character in the ${name} response header`);
+  return `${name}: ${text}${CRLF}`;
+}
+
+export class Http1Response extends EventEmitter implements ClientResponse {
+  statusCode = 200;
+  statusMessage = '';
+  shouldKeepAlive: boolean;
+  sendDate = true;
+  headersSent = false;
+  writableEnded = false;
+  writableFinished = false;
+  destroyed = false;
+  readonly req: Http1Request;
+  readonly socket: Socket;
+  /** The connection stays open after this response (decided with the head). */
+  keepAlive = false;
+  private readonly owner: ResponseOwner;
+  private stored: Map<string, [string, HeaderValue]> | undefined;
+  /** The head, built by writeHead and sent with the first body bytes. */
+  private head: string | undefined;
+  private chunked = false;
+  private bodyless = false;
+  private closed = false;
+  /** The server answered in its place: destroying this response leaves the socket alone. */
+  private abandoned = false;
+
+  constructor(req: Http1Request, socket: Socket, owner: ResponseOwner, keepAlive: boolean) {
+    super();
+    this.req = req;
+    this.socket = socket;
+    this.owner = owner;
+    this.shouldKeepAlive = keepAlive;
+  }
+
+  get finished(): boolean {
+    return this.writableEnded;
+  }
+
+  setHeader(name: string, value: HeaderValue): this {
+    (this.stored ??= new Map()).set(name.toLowerCase(), [name, value]);
+    return this;
+  }
+
+  getHeader(name: string): HeaderValue | undefined {
+    return this.stored?.get(name.toLowerCase())?.[1];
+  }
+
+  hasHeader(name: string): boolean {
+    return this.stored?.has(name.toLowerCase()) ?? false;
+  }
+
+  removeHeader(name: string): void {
+    this.stored?.delete(name.toLowerCase());
+  }
+
+  getHeaders(): Record<string, HeaderValue> {
+    const out: Record<string, HeaderValue> = {};
+    if (this.stored) for (const [key, [, value]] of this.stored) out[key] = value;
+    return out;
+  }
+
+  /**
+   * Builds the head (sent with the first write): the status, headers set before
+   * and given here (an object, or a flat name, value… list), and the framing and
+   * connection headers the server owns.
+   */
+  writeHead(statusCode: number, reasonOrHeaders?: string | HeaderInput, headers?: HeaderInput): this {
+    if (this.head !== undefined || this.headersSent) return this;
+    const given = typeof reasonOrHeaders === 'string' || reasonOrHeaders === undefined ? headers : reasonOrHeaders;
+    if (typeof reasonOrHeaders === 'string') this.statusMessage = reasonOrHeaders;
+    this.statusCode = statusCode;
+    let lines = '';
+    let length = -1;
+    let hasDate = false;
+    let closeAsked = false;
+    const add = (name: string, value: HeaderValue): void => {
+      switch (name.length) {
+        case 4:
+          if (name.toLowerCase() === 'date') hasDate = true;
+          break;
+        case 10:
+          // The server frames the connection itself; a given `Connection: close` is honoured.
+          if (name.toLowerCase() === 'connection') {
+            if (String(value).toLowerCase().includes('close')) closeAsked = true;
+            return;
+          }
+          break;
+        case 14:
+          if (name.toLowerCase() === 'content-length') length = Number(value);
+          break;
+        case 17:
+          if (name.toLowerCase() === 'transfer-encoding') return;
+          break;
+      }
+      lines += headerLines(name, value);
+    };
+    if (this.stored) {
+      for (const [key, [name, value]] of this.stored) {
+        if (given && !Array.isArray(given) && Object.keys(given).some((k) => k.toLowerCase() === key)) continue;
+        add(name, value);
+      }
+    }
+    if (Array.isArray(given)) {
+      for (let i = 0; i < given.length; i += 2) add(given[i] as string, given[i + 1] as HeaderValue);
+    } else if (given) {
+      for (const name in given) {
+        const value = (given as Record<string, HeaderValue | undefined>)[name];
+        if (value !== undefined) add(name, value);
+      }
+    }
+    this.bodyless = this.req.method === 'HEAD' || statusCode === 204 || statusCode === 304 || statusCode < 200;
+    const http10 = this.req.httpVersionMinor === 0;
+    let keepAlive = this.shouldKeepAlive && !closeAsked && this.owner.mayKeepAlive(this);
+    if (length < 0 && !this.bodyless && statusCode >= 200) {
+      if (http10) keepAlive = false;
+      else {
+        this.chunked = true;
+        lines += 'transfer-encoding: chunked\r\n';
+      }
+    }
+    if (!keepAlive) lines += 'connection: close\r\n';
+    else if (http10) lines += 'connection: keep-alive\r\n';
+    if (this.sendDate && !hasDate) lines += `date: ${httpDate()}\r\n`;
+    this.keepAlive = keepAlive;
+    this.head = `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${lines}\r\n`;
+    return this;
+  }
+
+  /** An interim response (100 Continue, 103 Early Hints) before the final one; HTTP/1.0 clients get none. */
+  writeInformational(statusCode: number, headers: string[]): void {
+    if (this.headersSent || this.destroyed || this.req.httpVersionMinor === 0) return;
+    let text = `HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode] ?? 'Informational'}\r\n`;
+    for (let i = 0; i < headers.length; i += 2) text += headerLines(headers[i] as string, headers[i + 1] as string);
+    this.socket.write(`${text}\r\n`, 'latin1');
+  }
+
+  writeContinue(): void {
+    this.writeInformational(100, []);
+  }
+
+  write(chunk: Uint8Array | string): boolean {
+    if (this.writableEnded || this.destroyed) return false;
+    if (this.head === undefined) this.writeHead(this.statusCode);
+    const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    if (this.bodyless || data.length === 0) return this.flushHead();
+    const socket = this.socket;
+    if (!this.chunked && this.headersSent) return socket.write(data);
+    // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
+    socket.cork();
+    this.flushHead();
+    let ok: boolean;
+    if (this.chunked) {
+      socket.write(`${data.length.toString(16)}\r\n`, 'latin1');
+      socket.write(data);
+      ok = socket.write(CRLF, 'latin1');
+    } else ok = socket.write(data);
+    socket.uncork();
+    return ok;
+  }
+
+  end(chunk?: Uint8Array | string | (() => void), _encoding?: unknown): this {
+    if (this.writableEnded || this.destroyed) return this;
+    const data = typeof chunk === 'function' ? undefined : typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    // A whole body given at once gets its Content-Length, as node:http does.
+    if (this.head === undefined && data && !this.hasHeader('content-length')) this.setHeader('content-length', data.length);
+    if (this.head === undefined) this.writeHead(this.statusCode);
+    this.writableEnded = true;
+    const socket = this.socket;
+    const head = this.headersSent ? undefined : this.head;
+    this.headersSent = true;
+    const body = this.bodyless || !data || data.length === 0 ? undefined : data;
+    if (!this.chunked) {
+      if (head !== undefined && body) {
+        socket.cork();
+        socket.write(head, 'latin1');
+        socket.write(body, this.owner.responseFlushed);
+        socket.uncork();
+      } else if (head !== undefined) socket.write(head, 'latin1', this.owner.responseFlushed);
+      else socket.write(body ?? '', this.owner.responseFlushed);
+      return this;
+    }
+    if (head !== undefined || body) {
+      socket.cork();
+      if (head !== undefined) socket.write(head, 'latin1');
+      if (body) socket.write(`${body.length.toString(16)}\r\n`, 'latin1');
+      if (body) socket.write(body);
+      socket.write(body ? `\r\n${LAST_CHUNK}` : LAST_CHUNK, 'latin1', this.owner.responseFlushed);
+      socket.uncork();
+    } else socket.write(LAST_CHUNK, 'latin1', this.owner.responseFlushed);
+    return this;
+  }
+
+  /** Sends the head if it is still pending; true (nothing was refused). */
+  private flushHead(): boolean {
+    if (!this.headersSent && this.head !== undefined) {
+      this.headersSent = true;
+      return this.socket.write(this.head, 'latin1');
+    }
+    return true;
+  }
+
+  /** Cuts the client connection: the response can no longer be completed. */
+  destroy(_error?: Error): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    if (!this.abandoned) this.socket.destroy();
+    this.emitClose();
+    return this;
+  }
+
+  /** The server answered in this response's place (a refused body, a timeout): later writes go nowhere. */
+  abandon(): void {
+    this.destroyed = true;
+    this.abandoned = true;
+  }
+
+  /** The connection flushed the last byte: 'finish', then 'close'. */
+  markFlushed(): void {
+    this.writableFinished = true;
+    this.emit('finish');
+    this.emitClose();
+  }
+
+  emitClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.destroyed = true;
+    this.emit('close');
+  }
+}

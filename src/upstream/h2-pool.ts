@@ -1,0 +1,258 @@
+/**
+ * HTTP/2 connections to servers (node:http2), pooled per server: calls share a
+ * connection up to a stream cap (ours, or lower if the server says so), and more
+ * connections open past it. A connection that receives GOAWAY takes no new
+ * streams and closes once its open ones end; the server's last-stream-id tells
+ * which of our streams it never processed (those may be sent again anywhere).
+ * PINGs find connections that died without a word.
+ */
+import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants, type OutgoingHttpHeaders } from 'node:http2';
+import type { Http2SessionsConfig } from '../config/schema/grpc.ts';
+import type { UpstreamServer } from './server.ts';
+import { tlsConnectOptions, type UpstreamTlsOptions } from './tls.ts';
+
+/** Per-stream receive window we announce: large enough for fast transfers, small enough to bound memory per stream. */
+const STREAM_WINDOW = 1 << 20;
+/** Receive window of the whole connection. */
+const SESSION_WINDOW = 8 << 20;
+
+export interface H2PoolOptions {
+  connectTimeout: number;
+  sessions: Http2SessionsConfig;
+  tls: UpstreamTlsOptions | undefined;
+}
+
+/** An error opening or running a stream, with whether the server can have seen the request. */
+export class H2StreamError extends Error {
+  readonly code: string;
+  /** True when the server never processed the stream (connect failed, refused, above GOAWAY's last-stream-id). */
+  readonly unprocessed: boolean;
+  constructor(message: string, code: string, unprocessed: boolean, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.unprocessed = unprocessed;
+  }
+}
+
+/** One connection to a server. */
+export class H2Connection {
+  readonly session: ClientHttp2Session;
+  active = 0;
+  draining = false;
+  /** From GOAWAY: streams with a higher id were never processed. */
+  lastStreamId = Number.POSITIVE_INFINITY;
+  readonly ready: Promise<void>;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly pingTimer: NodeJS.Timeout;
+  private readonly options: H2PoolOptions;
+
+  constructor(server: UpstreamServer, options: H2PoolOptions, onGone: (c: H2Connection) => void) {
+    this.options = options;
+    const authority = `${server.tls ? 'https' : 'http'}://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`;
+    const tls = server.tls ? { ...tlsConnectOptions(options.tls ?? { rejectUnauthorized: true }, server.host), ALPNProtocols: ['h2'] } : {};
+    this.session = connect(authority, {
+      ...tls,
+      settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
+      // Velocity's own cap decides how many streams it opens; this is node's guard against a runaway peer.
+      peerMaxConcurrentStreams: options.sessions.max_streams,
+    });
+    const session = this.session;
+    this.ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const err = new H2StreamError(`connect to ${server.id} timed out after ${options.connectTimeout}ms`, 'UND_ERR_CONNECT_TIMEOUT', true);
+        session.destroy(err);
+        reject(err);
+      }, options.connectTimeout);
+      session.once('connect', () => {
+        clearTimeout(timer);
+        const alpn = (session.socket as { alpnProtocol?: string | false } | undefined)?.alpnProtocol;
+        if (server.tls && alpn !== 'h2') {
+          const err = new H2StreamError(`${server.id} did not agree to HTTP/2 over TLS (ALPN gave ${alpn || 'nothing'})`, 'VELOCITY_NO_H2', true);
+          session.destroy(err);
+          reject(err);
+          return;
+        }
+        session.setLocalWindowSize(SESSION_WINDOW);
+        resolve();
+      });
+      session.once('error', (err: Error & { code?: string }) => {
+        clearTimeout(timer);
+        reject(new H2StreamError(err.message, err.code ?? 'ECONNRESET', true, { cause: err }));
+      });
+    });
+    // A rejection nobody awaits yet (the opener awaits it) must not be reported as unhandled.
+    this.ready.catch(() => undefined);
+    session.on('error', () => undefined);
+    session.on('goaway', (_code: number, lastStreamId: number) => {
+      this.draining = true;
+      this.lastStreamId = Math.min(this.lastStreamId, lastStreamId);
+      onGone(this);
+    });
+    session.once('close', () => {
+      this.draining = true;
+      clearInterval(this.pingTimer);
+      if (this.idleTimer) clearTimeout(this.idleTimer);
+      onGone(this);
+    });
+    this.pingTimer = setInterval(() => this.ping(), options.sessions.ping_interval);
+    this.pingTimer.unref();
+  }
+
+  /** Sends a PING; no answer within ping_timeout means the connection is dead: it is destroyed, failing its streams. */
+  private ping(): void {
+    const session = this.session;
+    if (session.destroyed || session.closed || session.connecting) return;
+    const timer = setTimeout(() => session.destroy(new Error('PING timeout')), this.options.sessions.ping_timeout);
+    timer.unref();
+    const sent = session.ping((err) => {
+      clearTimeout(timer);
+      if (err && !session.destroyed) session.destroy(err);
+    });
+    if (!sent) clearTimeout(timer);
+  }
+
+  /** Streams this connection may carry now: our cap, or the server's when lower. */
+  get capacity(): number {
+    const theirs = this.session.remoteSettings?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
+    return Math.min(this.options.sessions.max_streams, theirs);
+  }
+
+  get usable(): boolean {
+    return !this.draining && !this.session.closed && !this.session.destroyed;
+  }
+
+  /** Counts a stream about to be opened here (so a burst spreads before the streams exist). */
+  reserve(): void {
+    this.active++;
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+    }
+  }
+
+  /** Opens the reserved stream. Errors carry whether the server can have seen it. */
+  open(headers: OutgoingHttpHeaders, endStream: boolean): ClientHttp2Stream {
+    let stream: ClientHttp2Stream;
+    try {
+      stream = this.session.request(headers, { endStream });
+    } catch (err) {
+      this.active--;
+      // Closed by a GOAWAY between the pick and now: nothing was sent.
+      throw new H2StreamError((err as Error).message, (err as { code?: string }).code ?? 'ERR_HTTP2_GOAWAY_SESSION', true, { cause: err });
+    }
+    stream.once('close', () => {
+      this.active--;
+      if (this.active === 0 && !this.draining) {
+        this.idleTimer = setTimeout(() => {
+          if (this.active === 0) this.session.close();
+        }, this.options.sessions.idle_timeout);
+        this.idleTimer.unref();
+      }
+      if (this.active === 0 && this.draining && !this.session.destroyed) this.session.close();
+    });
+    return stream;
+  }
+
+  /** Whether a stream that ended without a response was never processed by the server. */
+  neverProcessed(stream: ClientHttp2Stream): boolean {
+    return stream.id === undefined || stream.id > this.lastStreamId || stream.rstCode === constants.NGHTTP2_REFUSED_STREAM;
+  }
+
+  destroy(): void {
+    this.session.destroy();
+  }
+}
+
+/** The connections to one server. */
+export class H2ServerPool {
+  private connections: H2Connection[] = [];
+  private readonly server: UpstreamServer;
+  readonly options: H2PoolOptions;
+
+  constructor(server: UpstreamServer, options: H2PoolOptions) {
+    this.server = server;
+    this.options = options;
+  }
+
+  /**
+   * A connection for one more stream: the first usable one with room, else a new
+   * one (up to max_sessions), else the least busy (the stream waits there for a slot).
+   */
+  async connection(): Promise<H2Connection> {
+    const picked = this.pick();
+    // Counted before it is up, so that a burst fills one connection before opening another.
+    picked.reserve();
+    try {
+      await picked.ready;
+    } catch (err) {
+      picked.active--;
+      throw err;
+    }
+    return picked;
+  }
+
+  private pick(): H2Connection {
+    let least: H2Connection | undefined;
+    for (const c of this.connections) {
+      if (!c.usable) continue;
+      if (c.active < c.capacity) return c;
+      if (!least || c.active < least.active) least = c;
+    }
+    if (least && this.connections.length >= this.options.sessions.max_sessions) return least;
+    const fresh = new H2Connection(this.server, this.options, (gone) => this.forget(gone));
+    this.connections.push(fresh);
+    return fresh;
+  }
+
+  private forget(connection: H2Connection): void {
+    this.connections = this.connections.filter((c) => c !== connection);
+  }
+
+  get size(): number {
+    return this.connections.length;
+  }
+
+  /** Closes every connection gracefully (open streams finish). */
+  close(): void {
+    for (const c of this.connections) c.session.close();
+    this.connections = [];
+  }
+
+  destroy(): void {
+    for (const c of this.connections) c.destroy();
+    this.connections = [];
+  }
+}
+
+/** HTTP/2 pools of one thread, one per server URL; rebuilt when a reload changes the options. */
+export class H2Pools {
+  private readonly pools = new Map<string, H2ServerPool>();
+
+  get(server: UpstreamServer, options: H2PoolOptions): H2ServerPool {
+    let pool = this.pools.get(server.url);
+    if (pool && pool.options !== options) {
+      pool.close();
+      pool = undefined;
+    }
+    if (!pool) {
+      pool = new H2ServerPool(server, options);
+      this.pools.set(server.url, pool);
+    }
+    return pool;
+  }
+
+  /** Closes pools of servers no longer in use. */
+  retain(urls: ReadonlySet<string>): void {
+    for (const [url, pool] of this.pools) {
+      if (!urls.has(url)) {
+        this.pools.delete(url);
+        pool.close();
+      }
+    }
+  }
+
+  closeAll(): void {
+    for (const pool of this.pools.values()) pool.destroy();
+    this.pools.clear();
+  }
+}
