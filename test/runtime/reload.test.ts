@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -13,6 +15,7 @@ import { startBackend } from '../../src/backend/demo-backend.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { Velocity } from '../../src/runtime/instance.ts';
 import { captureLog } from '../proxy/log-capture.ts';
+import { startOtlpReceiver } from '../support/otlp.ts';
 import { eventually, get, startInProcess, testAgent } from '../support/velocity.ts';
 
 const node = JSON.stringify(process.execPath);
@@ -139,6 +142,41 @@ services:
     assert.equal((await reloadYaml(velocity, yaml(true))).ok, true);
     await get(agent, url);
     assert.equal(await served(), 2, 'the request served while metrics were off was not counted');
+  });
+
+  test('tracing: an OTLP endpoint added by reload receives the spans of the next request; propagation follows too', async (t) => {
+    const collector = await startOtlpReceiver(t);
+    const seen: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.headers.traceparent as string | undefined);
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const yaml = (tracing: string) => `listen: "127.0.0.1:0"
+admin: { enabled: false }
+tracing: ${tracing}
+services:
+  - name: app
+    servers: [http://127.0.0.1:${(server.address() as AddressInfo).port}]
+`;
+    const velocity = await startInProcess(t, yaml('{ propagate: false }'));
+    const agent = testAgent(t);
+    const url = `http://127.0.0.1:${velocity.address.port}/`;
+    assert.equal((await get(agent, `${url}before`)).status, 200);
+    assert.equal(seen.at(-1), undefined, 'no traceparent while propagation is off');
+
+    const result = await reloadYaml(velocity, yaml(`{ propagate: true, otlp: { endpoint: ${JSON.stringify(collector.endpoint)}, flush_interval: 100ms } }`));
+    assert.equal(result.ok, true);
+    assert.equal(result.restart_required, undefined);
+    assert.equal((await get(agent, `${url}after`)).status, 200);
+    assert.match(seen.at(-1) ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'the server is told the trace');
+    await eventually(() => collector.spans.some((s) => s.attributes['url.path'] === '/after'), 30_000, 'the new collector gets the request span');
+    assert.equal(
+      collector.spans.some((s) => s.attributes['url.path'] === '/before'),
+      false,
+      'the request before the reload had no exporter',
+    );
   });
 
   test('guards: an IP filter added by reload refuses the next request', async (t) => {
