@@ -124,6 +124,10 @@ describe('shared state on highly available Redis', () => {
       `{ store: redis, sentinels: [${sentinels}], master: ${set.master}, password: ${PASSWORD}, sentinel_password: ${SENTINEL_PASSWORD}, on_failure: open, timeout: 3s }`,
     );
 
+    const shown = (await adminCall(instances[0]?.admin as string, 'GET', '/api/v1/config')).text;
+    assert.equal(JSON.parse(shown).config.state.password, '(set)');
+    assert.ok(![PASSWORD, SENTINEL_PASSWORD].some((pw) => shown.includes(pw)), 'the config API shows no password');
+
     // Through the sentinels, the three count one limit: 20 of 60 spread over them.
     assert.equal(await allowedOf(t, instances, '/before', 60), 20, 'one shared limit before the failover');
     assert.equal((await adminCall(instances[0]?.admin as string, 'POST', '/api/v1/blocklist', { cidr: '198.51.100.1', ttl: '10m' })).status, 201);
@@ -171,6 +175,7 @@ describe('shared state on highly available Redis', () => {
       };
       await eventually(has, 30_000, `every entry on ${i.admin}`);
     }
+    for (const i of instances) assert.ok(![PASSWORD, SENTINEL_PASSWORD].some((pw) => i.process.logs.output().includes(pw)), 'no password in the log');
     const keys = await redisCli(newPort, ['--scan', '--pattern', 'velocity:block:*'], PASSWORD);
     assert.deepEqual(keys.trim().split('\n').sort(), ['velocity:block:198.51.100.1', 'velocity:block:198.51.100.2', 'velocity:block:198.51.100.3']);
   });
