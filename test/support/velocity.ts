@@ -140,6 +140,16 @@ export async function startInProcess(t: Cleanup, yaml: string, options: { logger
   return velocity;
 }
 
+/** Velocity in process with one service named `app` and the admin API off; `service` holds that service's keys (servers, policy, …) at the left margin. */
+export function startApp(t: Cleanup, service: string): Promise<Velocity> {
+  const keys = service
+    .trimEnd()
+    .split('\n')
+    .map((line) => `    ${line}`)
+    .join('\n');
+  return startInProcess(t, `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n  - name: app\n${keys}\n`);
+}
+
 export interface VelocityProcess {
   child: ChildProcess;
   port: number;
