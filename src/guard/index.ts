@@ -38,7 +38,12 @@ export class TrafficControl {
    * `wrapBlocklist` lets a thread pool put its own layer around this thread's list
    * (to pass changes to the other threads); the guards and auto-ban then use that layer.
    */
-  constructor(config: Config, tableBuffer: SharedArrayBuffer, log: Logger, options: { wrapBlocklist?: (list: Blocklist) => Blocklist; onRedisDown?: () => void; onLocalAllow?: () => void } = {}) {
+  constructor(
+    config: Config,
+    tableBuffer: SharedArrayBuffer,
+    log: Logger,
+    options: { wrapBlocklist?: (list: Blocklist) => Blocklist; onRedisDown?: () => void; onLocalAllow?: () => void } = {},
+  ) {
     this.log = log;
     this.state = config.state;
     const table = new LocalRateLimitTable(tableBuffer);

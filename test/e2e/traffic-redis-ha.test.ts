@@ -6,11 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, type TestContext, test } from 'node:test';
-import { request } from 'undici';
 import { redisCli, startRedisCluster, startSentinelSet } from '../support/redis-ha.ts';
-import { CLI, delay, eventually, get, load, startBackends, startVelocityProcess, testAgent, type VelocityProcess } from '../support/velocity.ts';
+import { ADMIN_TOKEN, adminCall, type SharedInstance, startSharedInstances } from '../support/shared-instances.ts';
+import { delay, eventually, get, load, startBackends, testAgent } from '../support/velocity.ts';
 
-const TOKEN = 'redis-ha-token-0123456789';
 const PASSWORD = 'data-pw-0123';
 const SENTINEL_PASSWORD = 'sentinel-pw-0123';
 
@@ -22,43 +21,23 @@ const RULES = `rate_limits:
   - { name: keyed, paths: ["/keyed"], key: ["header:x-api-key"], rate: 1/m, burst: 5 }
 `;
 
-interface Instance {
-  process: VelocityProcess;
-  admin: string;
-}
-
-/** Three instances sharing `state` (YAML flow text), in front of one backend. */
-async function startInstances(t: TestContext, state: string, count = 3): Promise<Instance[]> {
+/** Instances sharing `state` (YAML flow text), in front of one backend. */
+async function startInstances(t: TestContext, state: string, count = 3): Promise<SharedInstance[]> {
   const [backend] = await startBackends(t, 1);
   const yaml = `listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0", token: ${TOKEN} }
+admin: { listen: "127.0.0.1:0", token: ${ADMIN_TOKEN} }
 state: ${state}
 ${RULES}services:
   - name: app
     servers: [${backend?.url}]
 `;
-  return Promise.all(
-    Array.from({ length: count }, async () => {
-      const process = await startVelocityProcess(t, yaml, { bin: CLI });
-      const port = (await process.logs.waitFor(/"admin":"127\.0\.0\.1:(\d+)"/))[1];
-      return { process, admin: `http://127.0.0.1:${port}` };
-    }),
-  );
+  return startSharedInstances(t, yaml, count);
 }
 
-const adminCall = async (base: string, method: 'POST' | 'DELETE' | 'GET', path: string, body?: unknown) => {
-  const res = await request(`${base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.statusCode, text: await res.body.text() };
-};
-
-const blocked = async (i: Instance) => (JSON.parse((await adminCall(i.admin, 'GET', '/api/v1/blocklist')).text).entries as { cidr: string }[]).map((e) => e.cidr);
+const blocked = async (i: SharedInstance) => ((await adminCall(i.admin, 'GET', '/api/v1/blocklist')).body.entries as { cidr: string }[]).map((e) => e.cidr);
 
 /** A process-wide counter from an instance's /metrics. */
-async function metric(i: Instance, name: string): Promise<number> {
+async function metric(i: SharedInstance, name: string): Promise<number> {
   const text = (await adminCall(i.admin, 'GET', '/metrics')).text;
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
   assert.ok(line, `${name} is exposed`);
@@ -66,7 +45,7 @@ async function metric(i: Instance, name: string): Promise<number> {
 }
 
 /** `total` requests to `path` spread over the instances, 12 at a time; the count answered 200. */
-async function allowedOf(t: TestContext, instances: Instance[], path: string, total: number, headers: Record<string, string> = {}): Promise<number> {
+async function allowedOf(t: TestContext, instances: SharedInstance[], path: string, total: number, headers: Record<string, string> = {}): Promise<number> {
   const agent = testAgent(t);
   const statuses = await load(total, 12, (i) => get(agent, `${instances[i % instances.length]?.process.url}${path}`, { headers }).then((r) => r.status));
   assert.deepEqual(
@@ -78,7 +57,7 @@ async function allowedOf(t: TestContext, instances: Instance[], path: string, to
 }
 
 /** Requests from 6 loops over the instances until stopped, capped in count and time; every answer and error kept. */
-function backgroundLoad(t: TestContext, instances: Instance[], path: string, limits = { requests: 40_000, ms: 120_000 }) {
+function backgroundLoad(t: TestContext, instances: SharedInstance[], path: string, limits = { requests: 40_000, ms: 120_000 }) {
   const agent = testAgent(t);
   const outcomes: { status: number | string; at: number }[] = [];
   const started = performance.now();
@@ -109,8 +88,8 @@ function backgroundLoad(t: TestContext, instances: Instance[], path: string, lim
 }
 
 /** Every instance that logged losing Redis has logged finding it again. */
-async function allReconnected(instances: Instance[]): Promise<void> {
-  const count = (i: Instance, re: RegExp) => i.process.logs.output().match(re)?.length ?? 0;
+async function allReconnected(instances: SharedInstance[]): Promise<void> {
+  const count = (i: SharedInstance, re: RegExp) => i.process.logs.output().match(re)?.length ?? 0;
   await eventually(() => instances.every((i) => count(i, /redis reachable again/g) >= count(i, /redis unreachable/g)), 60_000, 'every instance back on Redis');
 }
 
@@ -206,7 +185,7 @@ describe('shared state on highly available Redis', () => {
 
     // A fourth instance starting later reads the whole list from every master.
     const [late] = await startInstances(t, state, 1);
-    await eventually(async () => (await blocked(late as Instance)).sort().join() === [...cidrs].sort().join(), 30_000, 'the late instance has every entry');
+    await eventually(async () => (await blocked(late as SharedInstance)).sort().join() === [...cidrs].sort().join(), 30_000, 'the late instance has every entry');
     const agent = testAgent(t);
     assert.equal((await get(agent, `${late?.process.url}/after`)).status, 200, 'the late instance serves');
   });

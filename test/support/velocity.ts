@@ -19,7 +19,7 @@ export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 /** The compiled binary, as installed users run it (built by `npm test` before the tests). */
 export const BIN = fileURLToPath(new URL('../../bin/velocity.js', import.meta.url));
 
-type Cleanup = Pick<TestContext, 'after'>;
+export type Cleanup = Pick<TestContext, 'after'>;
 
 /**
  * The least time any condition is given. CI shares its machine with other work: at load average 40 a

@@ -107,5 +107,6 @@ export function checkRedisTarget(state: StateConfig, ctx: z.RefinementCtx): void
     ctx.addIssue({ code: 'custom', message, path: [given[1] ?? 'url'] });
   }
   if (state.sentinels && !state.master) ctx.addIssue({ code: 'custom', message: 'sentinels need master: the name they monitor the primary under', path: ['master'] });
-  if (state.url && (state.username || state.password)) ctx.addIssue({ code: 'custom', message: 'with url, put the user and password in it (redis://user:password@host:port)', path: ['password'] });
+  if (state.url && (state.username || state.password))
+    ctx.addIssue({ code: 'custom', message: 'with url, put the user and password in it (redis://user:password@host:port)', path: ['password'] });
 }
