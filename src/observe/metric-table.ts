@@ -125,6 +125,12 @@ export const METRICS = [
     help: 'Times the Redis state store became unreachable, per connection (one per data-path thread); rate limits and the blocklist fell back to this instance.',
     labels: [],
   },
+  {
+    name: 'velocity_state_store_fallback_allowed_total',
+    type: 'counter',
+    help: "Requests a shared rate limit let through on this instance's own count while Redis was unreachable: the most a Redis outage or failover added to the shared limits.",
+    labels: [],
+  },
   { name: 'velocity_servers_removed_total', type: 'counter', help: 'Servers removed at runtime or by a reload, after draining.', labels: [] },
   { name: 'velocity_config_reloads_total', type: 'counter', help: 'Config reloads by result.', labels: ['result'], values: ['success', 'failure'] },
   { name: 'velocity_trace_spans_exported_total', type: 'counter', help: 'Spans sent to the OTLP collector.', labels: [] },

@@ -108,6 +108,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log, {
     wrapBlocklist: threadBlocklist,
     onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
+    onLocalAllow: () => count(state, 'velocity_state_store_fallback_allowed_total'),
   });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.

@@ -46,6 +46,7 @@ const blocklist = (list: Blocklist) => new ThreadBlocklist(list, (change) => pos
 const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, {
   wrapBlocklist: blocklist,
   onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
+  onLocalAllow: () => count(state, 'velocity_state_store_fallback_allowed_total'),
 });
 const plane = servingPlane(state, start.thread, log, traffic, start.policyDir);
 
