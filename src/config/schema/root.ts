@@ -1,7 +1,7 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
+import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from '../../config-fields.ts';
 import { checkAcmeHosts } from './acme.ts';
-import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
