@@ -7,18 +7,22 @@ import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
+import { fleetRoutes, fleetServerChanges } from '../admin/api/fleet.ts';
 import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
+import { EtcdConfigStore } from '../config/etcd-source.ts';
 import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
 import { autoscaleRoutes } from '../discovery/admin-routes.ts';
 import { type Discovery, startDiscovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
+import { FleetMember } from '../fleet/member.ts';
+import { SharedConfigEditor } from '../fleet/shared-edits.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestObserver } from '../observe/events.ts';
@@ -55,6 +59,8 @@ export interface ReloadResult {
   ok: boolean;
   at: string;
   version: number;
+  /** Fleet mode: the etcd revision of the shared config this reload read. */
+  revision?: number;
   errors?: string[];
 }
 
@@ -108,6 +114,11 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log, { wrapBlocklist: threadBlocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
   const control = new ControlPlane(state, log);
   const plane = new DataPlane(state, 0, log);
+  // Fleet mode (config_source.etcd): reloads read the shared config through one etcd client.
+  const fleetSource = config.config_source?.etcd;
+  if (fleetSource && !configFile) throw new Error('config_source needs Velocity started from a config file (the file is re-read with the shared config on each change)');
+  const etcd = fleetSource && configFile ? new EtcdConfigStore(fleetSource, dirname(configFile)) : undefined;
+  let fleet: FleetMember | undefined;
   control.on('topology', (t) => plane.apply(t));
   if (!threaded) prepareServingPlane(plane, config, traffic);
   control.applyConfig(config);
@@ -121,6 +132,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
   // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
   const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
+    // Leaving the fleet first: its record goes at once rather than at the lease's expiry.
+    await fleet?.close();
+    etcd?.close();
     automaticHttps.close();
     await adminServer?.close();
     await discovery?.stop();
@@ -130,7 +144,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await plane.close();
   };
   try {
-    observability = await startObservability(config, plane, control, admin, log, [automaticHttps.writeMetrics]);
+    observability = await startObservability(config, plane, control, admin, log, [automaticHttps.writeMetrics, (out) => fleet?.writeMetrics(out)]);
     admin.add(...traffic.routes());
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
@@ -177,7 +191,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
     try {
       const source = next ?? configFile;
       if (source === undefined) throw new Error('no config file to reload from');
-      const candidate = typeof source === 'string' ? (await loadConfigFile(source)).config : source;
+      const loaded = typeof source === 'string' ? await loadConfigFile(source, process.env, etcd) : undefined;
+      const candidate = loaded?.config ?? (source as Config);
       if (typeof source !== 'string') await checkPolicyModules({ config: candidate }, policyModuleBase.dir);
       // New listeners open first: a port in use rejects the reload before anything changed.
       await listenerSet.reconcile(candidate);
@@ -187,7 +202,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       await applied();
       if (candidate.workers !== config.workers) log.warn({ workers: candidate.workers }, 'workers changed: this takes effect on restart');
       config = candidate;
-      lastReload = { ok: true, at, version: control.current.version };
+      lastReload = { ok: true, at, version: control.current.version, ...(loaded?.revision !== undefined ? { revision: loaded.revision } : {}) };
       countGlobal(state, GM.RELOAD_OK);
       log.info({ version: lastReload.version }, 'config reloaded');
     } catch (err) {
@@ -196,12 +211,37 @@ export async function start(input: Config | string, options: StartOptions = {}):
       countGlobal(state, GM.RELOAD_FAILED);
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
+    fleet?.reloaded(lastReload);
     return lastReload;
   };
 
+  if (etcd && fleetSource) {
+    const facts = () => {
+      const servers = control.serviceNames().flatMap((name) => control.servers(name).map((s) => state.server(s.spec.slot)));
+      return {
+        listen: listenerSet.bound.map((l) => formatAddress(l.address)),
+        admin: adminServer ? formatAddress(adminServer.address) : undefined,
+        threads: threadCount,
+        draining: closing !== undefined,
+        requests: servers.reduce((n, s) => n + s.requests, 0),
+        errors: servers.reduce((n, s) => n + s.failures, 0),
+      };
+    };
+    const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
+      try {
+        control.setAdminState(service, server, wanted);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);
+    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState }, id);
+  }
   const servicesDeps = {
     control,
     plane,
+    ...(fleet && etcd ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd)) } : {}),
     fileServers: (name: string) => {
       const service = config.services.find((s) => s.name === name);
       return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;
@@ -223,7 +263,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
       silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
     }),
   );
+  if (fleet) admin.add(...fleetRoutes(fleet));
   admin.add(openApiRoute(() => admin.list(), VERSION));
+  fleet?.start();
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
 
   const velocity: Velocity = {
