@@ -35,7 +35,10 @@ export class EtcdConfigStore {
     };
     if (source.tls) {
       const read = (file: string) => readFileSync(resolve(baseDir, file));
-      options.credentials = { rootCertificate: read(source.tls.ca), ...(source.tls.cert && source.tls.key ? { certChain: read(source.tls.cert), privateKey: read(source.tls.key) } : {}) };
+      options.credentials = {
+        rootCertificate: read(source.tls.ca),
+        ...(source.tls.cert && source.tls.key ? { certChain: read(source.tls.cert), privateKey: read(source.tls.key) } : {}),
+      };
     }
     if (source.auth) options.auth = { username: source.auth.username, password: source.auth.password };
     this.client = new Etcd3(options);

@@ -68,7 +68,9 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
     read = await store.readShared();
   } catch (err) {
     const where = readConfigText(text, file, env).locate(['config_source', 'etcd', 'endpoints'], '');
-    throw new ConfigError([{ ...where, message: `cannot read the shared config at ${source.prefix}/config from etcd (${source.endpoints.join(', ')}): ${(err as Error).message}` }]);
+    throw new ConfigError([
+      { ...where, message: `cannot read the shared config at ${source.prefix}/config from etcd (${source.endpoints.join(', ')}): ${(err as Error).message}` },
+    ]);
   } finally {
     if (!given) store?.close();
   }
@@ -120,7 +122,8 @@ export function parseLayeredConfig(shared: { text: string; file: string }, local
   if (!isPlainObject(base.raw)) return validateConfig(base.raw, base.locate);
   const localRaw = over.raw;
   if (!isPlainObject(localRaw)) return validateConfig(localRaw, over.locate);
-  if (base.raw.config_source !== undefined) throw new ConfigError([base.locate(['config_source'], 'config_source belongs in each instance’s own file, not in the shared config', 'config_source')]);
+  if (base.raw.config_source !== undefined)
+    throw new ConfigError([base.locate(['config_source'], 'config_source belongs in each instance’s own file, not in the shared config', 'config_source')]);
   return validateConfig({ ...base.raw, ...localRaw }, (path, message, keyOf) => (String(path[0]) in localRaw ? over : base).locate(path, message, keyOf));
 }
 

@@ -70,9 +70,15 @@ async function body(agent: Agent, url: string): Promise<{ status: number; text: 
   return { status: res.statusCode, text: await res.body.text() };
 }
 
-const serverIds = async (agent: Agent, m: Member) => ((await call(agent, 'GET', `${m.admin}/api/v1/services/web`)).json.servers as { id: string; state: string }[]).filter((s) => s.state !== 'removing').map((s) => s.id);
+const serverIds = async (agent: Agent, m: Member) =>
+  ((await call(agent, 'GET', `${m.admin}/api/v1/services/web`)).json.servers as { id: string; state: string }[]).filter((s) => s.state !== 'removing').map((s) => s.id);
 
-type FleetView = { self: string; etcd: { reachable: boolean }; revision: number | null; instances: { id: string; config: { revision: number | null; ok: boolean; errors?: string[] } }[] };
+type FleetView = {
+  self: string;
+  etcd: { reachable: boolean };
+  revision: number | null;
+  instances: { id: string; config: { revision: number | null; ok: boolean; errors?: string[] } }[];
+};
 const fleetView = async (agent: Agent, m: Member) => (await call(agent, 'GET', `${m.admin}/api/v1/fleet`)).json as unknown as FleetView;
 
 /** Bounded load over every member's listener; counts what did not come back 200. */
@@ -178,7 +184,9 @@ config_source:
 
   await t.test('50 concurrent server changes through all three instances: none lost', async () => {
     const ids = Array.from({ length: 50 }, (_, i) => `extra-${i}`);
-    const results = await Promise.all(ids.map((name, i) => call(agent, 'POST', `${(members[i % 3] as Member).admin}/api/v1/services/web/servers`, { url: `http://127.0.0.1:${20_000 + i}`, name })));
+    const results = await Promise.all(
+      ids.map((name, i) => call(agent, 'POST', `${(members[i % 3] as Member).admin}/api/v1/services/web/servers`, { url: `http://127.0.0.1:${20_000 + i}`, name })),
+    );
     assert.deepEqual(
       results.filter((r) => r.status !== 201),
       [],
@@ -201,7 +209,10 @@ config_source:
     assert.equal(changed.status, 200, JSON.stringify(changed.json));
     for (const m of members) {
       await eventually(
-        async () => ((await call(agent, 'GET', `${m.admin}/api/v1/services/web`)).json.servers as { id: string; state: string }[]).some((s) => s.id === new URL(b1.url).host && s.state === 'draining'),
+        async () =>
+          ((await call(agent, 'GET', `${m.admin}/api/v1/services/web`)).json.servers as { id: string; state: string }[]).some(
+            (s) => s.id === new URL(b1.url).host && s.state === 'draining',
+          ),
         WAIT,
         `${m.name} drains b1`,
       );
@@ -222,14 +233,21 @@ config_source:
     await eventually(
       async () => {
         const view = await fleetView(agent, A);
-        return view.instances.length === 3 && view.instances.every((i) => !i.config.ok && i.config.revision === before && (i.config.errors ?? []).some((e) => e.startsWith(`etcd:${PREFIX}/config:3:`)));
+        return (
+          view.instances.length === 3 &&
+          view.instances.every((i) => !i.config.ok && i.config.revision === before && (i.config.errors ?? []).some((e) => e.startsWith(`etcd:${PREFIX}/config:3:`)))
+        );
       },
       WAIT,
       'every instance reports the refused config with its position in etcd',
     );
     for (const m of members) assert.equal((await body(agent, `${m.url}/`)).status, 200, `${m.name} still serves`);
     await push(cluster, dir, sharedConfig([b1.url, b2.url]));
-    await eventually(async () => (await fleetView(agent, A)).instances.every((i) => i.config.ok && (i.config.revision ?? 0) > before), WAIT, 'every instance takes the fixed config');
+    await eventually(
+      async () => (await fleetView(agent, A)).instances.every((i) => i.config.ok && (i.config.revision ?? 0) > before),
+      WAIT,
+      'every instance takes the fixed config',
+    );
   });
 
   await t.test('the etcd leader killed under load: changes still propagate, no request fails', async () => {

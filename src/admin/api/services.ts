@@ -10,6 +10,7 @@ import { isAvailable } from '../../upstream/availability.ts';
 import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
 
 type ServerState = 'enabled' | 'draining' | 'disabled';
+
 import type { ServiceRuntime } from '../../upstream/service.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
