@@ -59,6 +59,15 @@ function rethrow(err: unknown): never {
   throw err;
 }
 
+/** Runs a change (sync or async); a refused one becomes its HTTP status. */
+async function attempt(change: () => Promise<void> | void): Promise<void> {
+  try {
+    await change();
+  } catch (err) {
+    rethrow(err);
+  }
+}
+
 /**
  * One server as the API shows it: config, live state from shared memory, and divergence
  * from the file. `fromFileServers` is the service's servers as the file lists them; callers
@@ -153,7 +162,7 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       handle: async ({ params, body }) => {
         const service = known(params.service as string);
         const server = body as z.output<typeof addServerBody>;
-        await Promise.resolve(changes.add(service, server)).catch(rethrow);
+        await attempt(() => changes.add(service, server));
         const id = serverIdFor(server);
         const entry = deps.control.servers(service).find((e) => e.spec.id === id && e.removeBy === undefined);
         return entry ? describeServer(deps, service, entry) : { id };
@@ -167,7 +176,7 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       body: changeServerBody,
       handle: async ({ params, body }) => {
         const service = known(params.service as string);
-        await Promise.resolve(changes.change(service, params.server as string, body as z.output<typeof changeServerBody>)).catch(rethrow);
+        await attempt(() => changes.change(service, params.server as string, body as z.output<typeof changeServerBody>));
         const entry = deps.control.servers(service).find((e) => e.spec.id === params.server && e.removeBy === undefined);
         return entry ? describeServer(deps, service, entry) : {};
       },
@@ -180,7 +189,7 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       status: 202,
       handle: async ({ params }) => {
         const service = known(params.service as string);
-        await Promise.resolve(changes.remove(service, params.server as string)).catch(rethrow);
+        await attempt(() => changes.remove(service, params.server as string));
         return { removing: params.server };
       },
     },
