@@ -38,18 +38,23 @@ export class TrafficControl {
    * `wrapBlocklist` lets a thread pool put its own layer around this thread's list
    * (to pass changes to the other threads); the guards and auto-ban then use that layer.
    */
-  constructor(config: Config, tableBuffer: SharedArrayBuffer, log: Logger, options: { wrapBlocklist?: (list: Blocklist) => Blocklist; onRedisDown?: () => void } = {}) {
+  constructor(
+    config: Config,
+    tableBuffer: SharedArrayBuffer,
+    log: Logger,
+    options: { wrapBlocklist?: (list: Blocklist) => Blocklist; onRedisDown?: () => void; onLocalAllow?: () => void } = {},
+  ) {
     this.log = log;
     this.state = config.state;
     const table = new LocalRateLimitTable(tableBuffer);
-    const { store, url, prefix, on_failure, timeout } = config.state;
+    const { store, prefix, on_failure, timeout } = config.state;
     let blocklist: Blocklist;
-    if (store === 'redis' && url) {
-      const redis = new RedisConnection(url, prefix, timeout, log, options.onRedisDown);
+    if (store === 'redis') {
+      const redis = new RedisConnection(config.state, prefix, timeout, log, options.onRedisDown);
       this.redis = redis;
       this.shared = new RedisBlocklist(redis, log);
       blocklist = this.shared;
-      this.store = new FailoverRateLimitStore(new RedisRateLimitStore(redis), table, redis, on_failure);
+      this.store = new FailoverRateLimitStore(new RedisRateLimitStore(redis), table, redis, on_failure, options.onLocalAllow);
     } else {
       blocklist = new MemoryBlocklist(log);
       this.store = table;

@@ -45,10 +45,11 @@ export const GM = {
   SERVERS_REMOVED: 10,
   SPANS_EXPORTED: 11,
   SPANS_DROPPED: 12,
+  FALLBACK_ALLOWED: 13,
 } as const;
 
 /** Cells each scope needs (SharedState sizes its rows by this). */
-export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.RETRIES_DENIED_BY_BUDGET + 1, global: GM.SPANS_DROPPED + 1 };
+export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.RETRIES_DENIED_BY_BUDGET + 1, global: GM.FALLBACK_ALLOWED + 1 };
 
 export function bucketOf(seconds: number): number {
   for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
@@ -208,6 +209,12 @@ export function renderMetrics(control: ControlPlane, queueLength: (service: stri
     'Times the Redis state store became unreachable, per connection (one per data-path thread); rate limits and the blocklist fell back to this instance.',
   );
   out.sample('velocity_state_store_outages_total', {}, g(GM.REDIS_OUTAGES));
+  out.declare(
+    'velocity_state_store_fallback_allowed_total',
+    'counter',
+    "Requests a shared rate limit let through on this instance's own count while Redis was unreachable: the most a Redis outage or failover added to the shared limits.",
+  );
+  out.sample('velocity_state_store_fallback_allowed_total', {}, g(GM.FALLBACK_ALLOWED));
   out.declare('velocity_servers_removed_total', 'counter', 'Servers removed at runtime or by a reload, after draining.');
   out.sample('velocity_servers_removed_total', {}, g(GM.SERVERS_REMOVED));
   out.declare('velocity_trace_spans_exported_total', 'counter', 'Spans sent to the OTLP collector.');

@@ -135,7 +135,8 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
           continue;
         }
       } else tried.add(server);
-      const safe = outcome.kind === 'retryable' || unprocessed || (!grpc && IDEMPOTENT.has(method));
+      // A call cut before any answer (its server died) is as unavailable as one answered UNAVAILABLE: sent again only when safe.
+      const safe = outcome.kind === 'retryable' || unprocessed || (grpc ? plan.retryUnavailable : IDEMPOTENT.has(method));
       const retry =
         safe &&
         replayable &&

@@ -111,7 +111,11 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size, threads: threadCount + 1, metricCells: METRIC_CELLS });
   // Each thread keeps its own blocklist object; in threaded mode changes travel between them as messages.
   const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list) : undefined;
-  const traffic = new TrafficControl(config, state.buffers.rateLimits, log, { wrapBlocklist: threadBlocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
+  const traffic = new TrafficControl(config, state.buffers.rateLimits, log, {
+    wrapBlocklist: threadBlocklist,
+    onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES),
+    onLocalAllow: () => countGlobal(state, GM.FALLBACK_ALLOWED),
+  });
   const control = new ControlPlane(state, log);
   const plane = new DataPlane(state, 0, log);
   // Fleet mode (config_source.etcd): reloads read the shared config through one etcd client.

@@ -44,7 +44,11 @@ const blocklist = (list: Blocklist) => {
   synced.send = (change) => post({ type: 'blocklist', change });
   return synced;
 };
-const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, { wrapBlocklist: blocklist, onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES) });
+const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, {
+  wrapBlocklist: blocklist,
+  onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES),
+  onLocalAllow: () => countGlobal(state, GM.FALLBACK_ALLOWED),
+});
 
 let forwardRecords = start.forwardRecords;
 let batch: RequestRecord[] = [];

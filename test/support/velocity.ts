@@ -19,7 +19,7 @@ export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 /** The compiled binary, as installed users run it (built by `npm test` before the tests). */
 export const BIN = fileURLToPath(new URL('../../bin/velocity.js', import.meta.url));
 
-type Cleanup = Pick<TestContext, 'after'>;
+export type Cleanup = Pick<TestContext, 'after'>;
 
 /**
  * The least time any condition is given. CI shares its machine with other work: at load average 40 a
@@ -37,30 +37,40 @@ export interface OutputWatcher {
 
 export function watchOutput(child: ChildProcess): OutputWatcher {
   let text = '';
+  // Set once the process has exited and its output is read to the end: a pattern not seen by then never
+  // comes, so a wait fails at once (with the output) instead of at its bound.
+  let ended: string | undefined;
   const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const w of waiters) w();
+  };
   const onData = (chunk: Buffer) => {
     text += chunk.toString();
-    for (const w of waiters) w();
+    wake();
   };
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
+  child.once('close', (code, signal) => {
+    ended = `exited (${signal ?? code})`;
+    wake();
+  });
   return {
     output: () => text,
     waitFor(pattern, requestedMs = LEAST_WAIT_MS) {
       const timeoutMs = Math.max(requestedMs, LEAST_WAIT_MS);
       return new Promise((resolve, reject) => {
+        const settle = (result: RegExpMatchArray | Error) => {
+          waiters.delete(check);
+          clearTimeout(timer);
+          if (result instanceof Error) reject(result);
+          else resolve(result);
+        };
         const check = () => {
           const m = text.match(pattern);
-          if (m) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(m);
-          }
+          if (m) settle(m);
+          else if (ended) settle(new Error(`the process ${ended} before printing ${pattern}; its output:\n${text}`));
         };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`timed out after ${timeoutMs}ms waiting for ${pattern}; output so far:\n${text}`));
-        }, timeoutMs);
+        const timer = setTimeout(() => settle(new Error(`timed out after ${timeoutMs}ms waiting for ${pattern}; output so far:\n${text}`)), timeoutMs);
         waiters.add(check);
         check();
       });

@@ -9,7 +9,7 @@ import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
 import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
-import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
+import { checkRedisTarget, cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
 
 export const clientSchema = z.strictObject({
   /** Time a client has to send the complete request head (slowloris guard) → 408. */
@@ -72,7 +72,7 @@ export const configSchema = z
     ip_filter: ipFilterSchema.prefault({}),
     rate_limits: z.array(rateLimitSchema).default([]),
     /** Where rate-limit counters, the blocklist and bans live: memory (this instance) or redis (shared). */
-    state: stateSchema.prefault({}).refine((s) => s.store !== 'redis' || s.url !== undefined, { message: 'store redis needs url', path: ['url'] }),
+    state: stateSchema.prefault({}).superRefine(checkRedisTarget),
     /** Values for every service that doesn't set its own. */
     defaults: z.looseObject({}).default({}),
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),
