@@ -15,7 +15,7 @@ import { cappedBackoff } from '../backoff.ts';
 import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { MetricSource } from '../observe/metrics.ts';
+import type { Collectors } from '../observe/metrics.ts';
 
 export type ServerState = 'enabled' | 'draining' | 'disabled';
 
@@ -332,14 +332,10 @@ export class FleetMember {
     return { instances: [this.record(), ...this.lastMembers], fresh: false };
   }
 
-  readonly writeMetrics: MetricSource = (out) => {
-    out.declare('velocity_fleet_etcd_up', 'gauge', '1 while this instance reaches etcd (fleet mode), 0 while it serves its last config without it.');
-    out.sample('velocity_fleet_etcd_up', {}, this.link.reachable ? 1 : 0);
-    out.declare('velocity_fleet_etcd_outages_total', 'counter', 'Times this instance lost etcd.');
-    out.sample('velocity_fleet_etcd_outages_total', {}, this.outages);
-    out.declare('velocity_fleet_config_revision', 'gauge', 'The etcd revision of the shared config this instance applied.');
-    out.sample('velocity_fleet_config_revision', {}, this.appliedRevision ?? 0);
-  };
+  /** Samples for the fleet metrics (declared in metric-table.ts). */
+  samples(): { up: number; outages: number; revision: number } {
+    return { up: this.link.reachable ? 1 : 0, outages: this.outages, revision: this.appliedRevision ?? 0 };
+  }
 
   async close(): Promise<void> {
     this.closed = true;
@@ -350,4 +346,17 @@ export class FleetMember {
     // Leaving on purpose: the record goes at once instead of at the lease's expiry.
     await this.lease?.revoke().catch(() => undefined);
   }
+}
+
+/** The fleet metrics of an instance (none when it is not in a fleet). */
+export function fleetMetrics(member: () => FleetMember | undefined): Collectors {
+  const one = (pick: (s: ReturnType<FleetMember['samples']>) => number) => () => {
+    const m = member();
+    return m ? [{ labels: {}, value: pick(m.samples()) }] : [];
+  };
+  return {
+    velocity_fleet_etcd_up: one((s) => s.up),
+    velocity_fleet_etcd_outages_total: one((s) => s.outages),
+    velocity_fleet_config_revision: one((s) => s.revision),
+  };
 }

@@ -8,7 +8,7 @@ import { isMap, isScalar, isSeq, parseDocument, type YAMLMap, type YAMLSeq } fro
 import { cappedBackoff } from '../backoff.ts';
 import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { ServerConfig } from '../config/schema/service.ts';
-import { ServerChangeError, serverIdFor } from '../runtime/control-plane.ts';
+import { ServerChangeError, serverIdFor } from '../upstream/control-plane.ts';
 
 type Doc = ReturnType<typeof parseDocument>;
 

@@ -1,7 +1,7 @@
 /** Fleet mode: the fleet's members, and server changes that go to every instance through etcd. */
 import type { FleetMember } from '../../fleet/member.ts';
 import { addServer, removeServer, type SharedConfigEditor, setServerWeight } from '../../fleet/shared-edits.ts';
-import { ServerChangeError } from '../../runtime/control-plane.ts';
+import { ServerChangeError } from '../../upstream/control-plane.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 import type { ServerChanges } from './services.ts';
 

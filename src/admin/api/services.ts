@@ -3,11 +3,11 @@ import { z } from 'zod';
 import { positiveInt } from '../../config/schema/common.ts';
 import { type ServerConfig, serverObjectSchema } from '../../config/schema/service.ts';
 import { type MiddlewareConfig, middlewareView } from '../../middleware/registry.ts';
-import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
-import { ServerChangeError, serverIdFor } from '../../runtime/control-plane.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
+import { ADMIN_STATES, CIRCUIT_STATES } from '../../state/server-cells.ts';
 import { isAvailable } from '../../upstream/availability.ts';
-import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
+import type { ControlPlane, ServerEntry } from '../../upstream/control-plane.ts';
+import { ServerChangeError, serverIdFor } from '../../upstream/control-plane.ts';
 
 type ServerState = 'enabled' | 'draining' | 'disabled';
 
