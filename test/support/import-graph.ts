@@ -28,6 +28,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['guard'],
   ['proxy'],
   ['discovery'],
+  ['fleet'],
   ['admin'],
   ['runtime'],
   ['backend'],
