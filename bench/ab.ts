@@ -4,9 +4,10 @@
  * nginx, A, B (B before A every other round); medians of CPU µs per request (user/system) and req/s, and each against nginx
  * in the same round.
  *
- *   node bench/ab.ts --base DIR [--seconds 5] [--rounds 5] [--connections 50] [--path /]
+ *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /]
  *
- * DIR is a checkout (or a copy of one with `dist/` and a `node_modules` link) built before the change.
+ * DIR is a checkout (or a copy of one with `dist/` and a `node_modules` link) built before the change;
+ * `--other` runs another such copy as B instead of this checkout.
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,6 +16,7 @@ import { BenchContext, type Contender, ensureBuilt, type LoadResult, median, req
 const { values: args } = parseArgs({
   options: {
     base: { type: 'string' },
+    other: { type: 'string' },
     seconds: { type: 'string', default: '5' },
     rounds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '50' },
@@ -35,7 +37,7 @@ try {
       extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, `${name}-access.log`)}, format: json }`,
       service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
     });
-  const contenders: Contender[] = await Promise.all([startNginxProxy(ctx, upstreams), features('A (base)', args.base), features('B (this tree)')]);
+  const contenders: Contender[] = await Promise.all([startNginxProxy(ctx, upstreams), features('A (base)', args.base), features('B (this tree)', args.other)]);
   const wrk = ['-t1', `-c${args.connections}`];
   const runs = new Map<string, LoadResult[]>(contenders.map((c) => [c.name, []]));
   for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, 1, c.pid);
