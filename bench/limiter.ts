@@ -14,7 +14,7 @@ import { LocalRateLimitTable } from '../src/guard/rate-limit-store.ts';
 import { RedisConnection } from '../src/guard/redis-connection.ts';
 import { RedisRateLimitStore } from '../src/guard/redis-rate-limit-store.ts';
 import { silentLogger } from '../src/observe/logger.ts';
-import type { RequestContext } from '../src/proxy/handler.ts';
+import type { RequestContext } from '../src/proxy/context.ts';
 import { startRedis } from '../test/support/redis.ts';
 
 const quick = process.argv.includes('--quick');
@@ -78,7 +78,7 @@ const cleanups: (() => unknown)[] = [];
 const context = { after: (fn: () => unknown) => cleanups.push(fn), skip: (why: string) => console.log(why) } as unknown as TestContext;
 const redisServer = await startRedis(context);
 if (redisServer) {
-  const redis = new RedisConnection(redisServer.url, 'bench:', 1_000, log);
+  const redis = new RedisConnection({ url: redisServer.url }, 'bench:', 1_000, log);
   await redis.waitReady(5_000);
   const store = new RedisRateLimitStore(redis);
   await time('redis take, sequential (latency)', REDIS_OPS, async () => {

@@ -23,12 +23,15 @@ export class FailoverRateLimitStore implements RateLimitStore {
   private readonly local: RateLimitStore;
   private readonly redis: RedisConnection;
   private readonly failClosed: boolean;
+  private readonly onLocalAllow: () => void;
 
-  constructor(shared: SharedStore, local: RateLimitStore, redis: RedisConnection, onFailure: 'open' | 'closed') {
+  /** `onLocalAllow`: a request was let through on the local count (for a metric: the most a failover can add to a shared limit). */
+  constructor(shared: SharedStore, local: RateLimitStore, redis: RedisConnection, onFailure: 'open' | 'closed', onLocalAllow: () => void = () => undefined) {
     this.shared = shared;
     this.local = local;
     this.redis = redis;
     this.failClosed = onFailure === 'closed';
+    this.onLocalAllow = onLocalAllow;
   }
 
   take(key: string, limit: Limit, now: number): Verdict | Promise<Verdict> {
@@ -47,6 +50,13 @@ export class FailoverRateLimitStore implements RateLimitStore {
 
   private fallback(key: string, limit: Limit, now: number): Verdict | Promise<Verdict> {
     if (this.failClosed) throw new LimiterUnavailableError();
-    return this.local.take(key, limit, now);
+    const verdict = this.local.take(key, limit, now);
+    if (verdict instanceof Promise) return verdict.then((v) => this.counted(v));
+    return this.counted(verdict);
+  }
+
+  private counted(verdict: Verdict): Verdict {
+    if (verdict.allowed) this.onLocalAllow();
+    return verdict;
   }
 }

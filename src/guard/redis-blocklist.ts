@@ -7,9 +7,11 @@
  * changes made while Redis was unreachable apply locally at once and are written
  * when it is back.
  */
+
+import { parseCidr } from '../cidr.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type BlockEntry, type Blocklist, BlocklistError, type BlockSource, blockEntry, MAX_BLOCK_ENTRIES, MemoryBlocklist, type Stored } from './blocklist.ts';
-import { parseCidr } from './cidr.ts';
+import type { RedisClient } from './redis-clients.ts';
 import type { RedisConnection } from './redis-connection.ts';
 
 type Change = { op: 'add'; entry: BlockEntry; ttlMs: number | null } | { op: 'remove'; cidr: string };
@@ -134,28 +136,9 @@ export class RedisBlocklist implements Blocklist {
     for (const change of [...this.pending.values()]) await this.share(change);
     if (this.pending.size > 0) return false;
     try {
-      const client = this.redis.client;
-      const keys: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, found] = await client.scan(cursor, 'MATCH', `${escapeGlob(this.redis.key('block:'))}*`, 'COUNT', 1000);
-        cursor = next;
-        keys.push(...found);
-      } while (cursor !== '0');
-      const pipeline = client.pipeline();
-      for (const key of keys) pipeline.get(key).pttl(key);
-      const results = (await pipeline.exec()) ?? [];
       const entries: Stored[] = [];
-      for (let i = 0; i < keys.length; i++) {
-        const value = results[2 * i]?.[1] as string | null;
-        const pttl = Number(results[2 * i + 1]?.[1]);
-        if (!value || pttl === -2) continue;
-        try {
-          entries.push(this.mirrored(JSON.parse(value) as BlockEntry, pttl > 0 ? pttl : null));
-        } catch {
-          this.log.warn({ key: keys[i] }, 'ignored a malformed blocklist entry in redis');
-        }
-      }
+      // A cluster spreads the keys over its masters: each is scanned, and read, on its own.
+      for (const node of this.redis.keyHolders()) entries.push(...(await this.readEntries(node)));
       this.local.replace(entries);
       this.log.debug({ entries: entries.length }, 'blocklist copied from redis');
       return true;
@@ -163,6 +146,32 @@ export class RedisBlocklist implements Blocklist {
       this.redis.failed(err as Error);
       return false;
     }
+  }
+
+  /** Every blocklist entry one Redis server holds. */
+  private async readEntries(node: RedisClient): Promise<Stored[]> {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', `${escapeGlob(this.redis.key('block:'))}*`, 'COUNT', 1000);
+      cursor = next;
+      keys.push(...found);
+    } while (cursor !== '0');
+    const pipeline = node.pipeline();
+    for (const key of keys) pipeline.get(key).pttl(key);
+    const results = (await pipeline.exec()) ?? [];
+    const entries: Stored[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const value = results[2 * i]?.[1] as string | null;
+      const pttl = Number(results[2 * i + 1]?.[1]);
+      if (!value || pttl === -2) continue;
+      try {
+        entries.push(this.mirrored(JSON.parse(value) as BlockEntry, pttl > 0 ? pttl : null));
+      } catch {
+        this.log.warn({ key: keys[i] }, 'ignored a malformed blocklist entry in redis');
+      }
+    }
+    return entries;
   }
 
   close(): void {

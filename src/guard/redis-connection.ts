@@ -6,25 +6,18 @@
  * every request). ioredis reconnects by itself; going down and coming back are each
  * logged once.
  */
-import { Redis, type RedisOptions } from 'ioredis';
-import { cappedBackoff } from '../backoff.ts';
 import type { Logger } from '../observe/logger.ts';
+import { describeTarget, keyHolders, openRedis, type RedisClient, type RedisTarget } from './redis-clients.ts';
 
 /** How long a failed command keeps Redis out of the request path. */
 const SUSPEND_MS = 1_000;
 
-const OPTIONS: RedisOptions = {
-  enableOfflineQueue: false,
-  maxRetriesPerRequest: 0,
-  connectTimeout: 1_000,
-  // Reconnect forever, backing off to at most 2 s between attempts.
-  retryStrategy: (attempt: number) => cappedBackoff(100, 2_000, attempt),
-};
-
 export class RedisConnection {
-  readonly client: Redis;
-  readonly subscriber: Redis;
+  readonly client: RedisClient;
+  readonly subscriber: RedisClient;
   readonly prefix: string;
+  /** Where Redis is, for logs. */
+  readonly where: string;
   private readonly log: Logger;
   private readonly onDown: () => void;
   private down = false;
@@ -33,13 +26,15 @@ export class RedisConnection {
   private readonly subscribedListeners: (() => void)[] = [];
 
   /** `timeoutMs`: how long a command may take before it counts as failed; `onDown`: called once per outage (for a metric). */
-  constructor(url: string, prefix: string, timeoutMs: number, log: Logger, onDown: () => void = () => undefined) {
+  constructor(target: RedisTarget, prefix: string, timeoutMs: number, log: Logger, onDown: () => void = () => undefined) {
     this.prefix = prefix;
     this.log = log;
     this.onDown = onDown;
-    this.client = new Redis(url, { ...OPTIONS, commandTimeout: timeoutMs });
-    this.subscriber = new Redis(url, { ...OPTIONS, autoResubscribe: false });
+    this.where = describeTarget(target);
+    ({ client: this.client, subscriber: this.subscriber } = openRedis(target, timeoutMs));
     for (const c of [this.client, this.subscriber]) c.on('error', (err: Error) => this.failed(err));
+    // A connection that drops (a primary killed in a failover) may end without an error event.
+    this.client.on('reconnecting', () => this.failed(new Error('connection lost')));
     this.client.on('ready', () => this.recovered());
     this.subscriber.on('message', (channel: string, message: string) => this.handlers.get(channel)?.(message));
     // Without an offline queue, subscribing waits for each (re)connection; then listeners
@@ -68,7 +63,7 @@ export class RedisConnection {
     if (this.down) return;
     this.down = true;
     this.onDown();
-    this.log.error({ err: err.message }, 'redis unreachable: rate limits and the blocklist fall back to this instance; reconnecting');
+    this.log.error({ err: err.message, redis: this.where }, 'redis unreachable: rate limits and the blocklist fall back to this instance; reconnecting');
   }
 
   /** A command succeeded or the connection is ready again. */
@@ -76,7 +71,7 @@ export class RedisConnection {
     if (!this.down) return;
     this.down = false;
     this.suspendedUntil = 0;
-    this.log.info('redis reachable again: shared rate limits and blocklist resumed');
+    this.log.info({ redis: this.where }, 'redis reachable again: shared rate limits and blocklist resumed');
   }
 
   /** Resolves true once the command connection is ready, false after `timeoutMs`. */
@@ -99,6 +94,11 @@ export class RedisConnection {
     this.handlers.set(this.key(channel), onMessage);
     this.subscribedListeners.push(onSubscribed);
     if (this.subscriber.status === 'ready') void this.resubscribe();
+  }
+
+  /** The servers holding keys (every master of a cluster), for scans. */
+  keyHolders(): RedisClient[] {
+    return keyHolders(this.client);
   }
 
   key(name: string): string {

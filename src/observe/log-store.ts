@@ -4,7 +4,7 @@
  * Filtering happens in SQL; statistics are computed here, in TypeScript, from the
  * matching rows, so both databases give exactly the same answers.
  */
-import type { RequestRecord } from './events.ts';
+import type { RequestRecord, RetryRefusal } from './events.ts';
 
 export interface LogQuery {
   service?: string;
@@ -70,6 +70,7 @@ export const COLUMNS = [
   'user_agent',
   'trace_id',
   'span_id',
+  'retry_denied',
 ] as const;
 
 export function recordToRow(r: RequestRecord): (string | number | null)[] {
@@ -96,6 +97,7 @@ export function recordToRow(r: RequestRecord): (string | number | null)[] {
     r.userAgent ?? null,
     r.traceId ?? null,
     r.spanId ?? null,
+    r.retryDenied ?? null,
   ];
 }
 
@@ -126,6 +128,7 @@ export function rowToRecord(row: Record<string, unknown>): StoredRecord {
     userAgent: str(row.user_agent),
     traceId: str(row.trace_id),
     spanId: str(row.span_id),
+    retryDenied: str(row.retry_denied) as RetryRefusal | undefined,
   };
 }
 

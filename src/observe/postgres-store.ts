@@ -16,6 +16,7 @@ const MIGRATIONS = [
   `ALTER TABLE access_log ADD COLUMN IF NOT EXISTS trace_id TEXT;
    ALTER TABLE access_log ADD COLUMN IF NOT EXISTS span_id TEXT;
    CREATE INDEX IF NOT EXISTS access_log_trace ON access_log (trace_id);`,
+  'ALTER TABLE access_log ADD COLUMN IF NOT EXISTS retry_denied TEXT',
 ];
 
 export class PostgresLogStore implements LogStore {

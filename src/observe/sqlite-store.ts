@@ -18,6 +18,7 @@ const MIGRATIONS = [
   'ALTER TABLE access_log ADD COLUMN trace_id TEXT',
   'ALTER TABLE access_log ADD COLUMN span_id TEXT',
   'CREATE INDEX access_log_trace ON access_log (trace_id)',
+  'ALTER TABLE access_log ADD COLUMN retry_denied TEXT',
 ];
 
 export class SqliteLogStore implements LogStore {

@@ -18,7 +18,9 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
     child.stderr.on('data', (d) => {
       stderr += d;
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    // These commands end by themselves; the kill is only a backstop for a hung CLI, far past what a loaded
+    // machine needs to start Node and load the config (14–30 s was seen under load average 40).
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
     child.on('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });

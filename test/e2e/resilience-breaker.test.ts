@@ -2,23 +2,19 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { describe, test } from 'node:test';
-import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/upstream/server.ts';
-import { delay, eventually, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { CIRCUIT_CLOSED, CIRCUIT_OPEN } from '../../src/state/server-cells.ts';
+import { delay, eventually, get, startApp, startBackends, testAgent } from '../support/velocity.ts';
 
 describe('circuit breaker', () => {
   test('a hanging path gives 504 at the timeout, opens the circuit after 3, half-opens, closes on success, and re-opens for twice as long', async (t) => {
     const [backend] = await startBackends(t, 1);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [${backend?.url}]
-    timeouts: { response_header: 200ms }
-    retries: { attempts: 1 }
-    passive_health: { enabled: false }
-    circuit_breaker: { consecutive_failures: 3, open_duration: 400ms, max_open_duration: 5s, half_open_requests: 1 }
+      `servers: [${backend?.url}]
+timeouts: { response_header: 200ms }
+retries: { attempts: 1 }
+passive_health: { enabled: false }
+circuit_breaker: { consecutive_failures: 3, open_duration: 400ms, max_open_duration: 5s, half_open_requests: 1 }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;
@@ -56,43 +52,40 @@ services:
 
   test('a half-open circuit admits only the configured number of trials at once', async (t) => {
     const [backend] = await startBackends(t, 1);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [${backend?.url}]
-    timeouts: { response_header: 150ms }
-    retries: { attempts: 1 }
-    passive_health: { enabled: false }
-    queue: { max_length: 0 }
-    circuit_breaker: { consecutive_failures: 2, open_duration: 300ms, half_open_requests: 2 }
+      `servers: [${backend?.url}]
+timeouts: { response_header: 150ms }
+retries: { attempts: 1 }
+passive_health: { enabled: false }
+queue: { max_length: 0 }
+circuit_breaker: { consecutive_failures: 2, open_duration: 300ms, half_open_requests: 2 }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;
     const agent = testAgent(t);
+    const transitions: string[] = [];
+    velocity.dataPlane.upstreamChanges.on('change', (c) => {
+      if (c.kind === 'circuit') transitions.push(`${c.change.from} → ${c.change.to}`);
+    });
     for (let i = 0; i < 2; i++) await get(agent, `${url}/?delay=1000`);
     await delay(350);
     const results = await Promise.all(Array.from({ length: 5 }, () => get(agent, `${url}/?delay=100`)));
     const statuses = results.map((r) => r.status).sort();
     assert.deepEqual(statuses, [200, 200, 503, 503, 503]);
     assert.equal(velocity.dataPlane.service('app')?.servers[0]?.circuitState, CIRCUIT_CLOSED);
-    assert.notEqual(CIRCUIT_HALF_OPEN, CIRCUIT_CLOSED);
+    // The two trials ran while the circuit was half-open, and their successes closed it.
+    assert.deepEqual(transitions, ['closed → open', 'open → half-open', 'half-open → closed']);
   });
 });
 
 describe('request queue', () => {
   test('with max_connections 1 and a slow backend, requests past the queue get 503 with Retry-After and queued ones complete in order', async (t) => {
     const [backend] = await startBackends(t, 1);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [{ url: ${backend?.url}, max_connections: 1 }]
-    queue: { max_length: 3, timeout: 5s }
+      `servers: [{ url: ${backend?.url}, max_connections: 1 }]
+queue: { max_length: 3, timeout: 5s }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;
@@ -123,14 +116,10 @@ services:
 
   test('a queued request times out with 503 QUEUE_TIMEOUT, and one whose client left is dropped from the queue', async (t) => {
     const [backend] = await startBackends(t, 1);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [{ url: ${backend?.url}, max_connections: 1 }]
-    queue: { max_length: 5, timeout: 300ms }
+      `servers: [{ url: ${backend?.url}, max_connections: 1 }]
+queue: { max_length: 5, timeout: 300ms }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;
@@ -159,15 +148,11 @@ services:
 describe('slow start and draining', () => {
   test('a server that comes back ramps its share up over the slow-start window', async (t) => {
     const backends = await startBackends(t, 2);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    policy: weighted-round-robin
-    servers: [${backends.map((b) => b.url).join(', ')}]
-    slow_start: { window: 3s }
+      `policy: weighted-round-robin
+servers: [${backends.map((b) => b.url).join(', ')}]
+slow_start: { window: 3s }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}/`;
@@ -192,15 +177,11 @@ services:
 
   test('a server removed while busy takes no new requests, finishes its in-flight one, then is removed', async (t) => {
     const backends = await startBackends(t, 2);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    policy: round-robin
-    servers: [${backends.map((b) => b.url).join(', ')}]
-    drain_timeout: 10s
+      `policy: round-robin
+servers: [${backends.map((b) => b.url).join(', ')}]
+drain_timeout: 10s
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}/`;

@@ -2,22 +2,18 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isAvailable } from '../../src/upstream/availability.ts';
-import { delay, eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { delay, eventually, get, load, startApp, startBackends, testAgent } from '../support/velocity.ts';
 
 describe('failover under load', () => {
   test('kill -9 of one backend and SIGSTOP of another cost zero failed GETs out of 2,000 (concurrency 20)', async (t) => {
     const backends = await startBackends(t, 3);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [${backends.map((b) => b.url).join(', ')}]
-    health: { type: http, interval: 250ms, timeout: 250ms, unhealthy_threshold: 2, healthy_threshold: 2 }
-    timeouts: { connect: 250ms, response_header: 600ms }
-    retries: { attempts: 3, budget: 1, backoff: { base: 5ms, max: 20ms } }
-    passive_health: { consecutive_failures: 2, base_ejection: 5s }
+      `servers: [${backends.map((b) => b.url).join(', ')}]
+health: { type: http, interval: 250ms, timeout: 250ms, unhealthy_threshold: 2, healthy_threshold: 2 }
+timeouts: { connect: 250ms, response_header: 600ms }
+retries: { attempts: 3, budget: 1, backoff: { base: 5ms, max: 20ms } }
+passive_health: { consecutive_failures: 2, base_ejection: 5s }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}/`;

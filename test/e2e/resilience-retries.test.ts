@@ -4,7 +4,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { delay, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { delay, get, startApp, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
 async function count(agent: ReturnType<typeof testAgent>, url: string): Promise<number> {
   return JSON.parse((await get(agent, `${url}/_count`)).body).count;
@@ -26,15 +26,11 @@ async function rawBackend(t: { after(fn: () => unknown): void }, reply: (socket:
 describe('retries', () => {
   test('a POST that reached a server is never sent twice, even when it fails', async (t) => {
     const backends = await startBackends(t, 2);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [${backends.map((b) => b.url).join(', ')}]
-    retries: { attempts: 3, retry_on: [502, 503] }
-    passive_health: { enabled: false }
+      `servers: [${backends.map((b) => b.url).join(', ')}]
+retries: { attempts: 3, retry_on: [502, 503] }
+passive_health: { enabled: false }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;
@@ -48,17 +44,13 @@ services:
   test('a retried GET lands on a different server; a POST whose connect failed is retried too', async (t) => {
     const [alive, dead] = await startBackends(t, 2);
     await dead?.stop('SIGKILL');
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    policy: round-robin
-    servers: [${dead?.url}, ${alive?.url}]
-    retries: { attempts: 2, budget: 1 }
-    passive_health: { enabled: false }
-    circuit_breaker: { enabled: false }
+      `policy: round-robin
+servers: [${dead?.url}, ${alive?.url}]
+retries: { attempts: 2, budget: 1 }
+passive_health: { enabled: false }
+circuit_breaker: { enabled: false }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;
@@ -78,16 +70,12 @@ services:
 
   test('retries stop at the retry budget so an outage cannot multiply load', async (t) => {
     const backends = await startBackends(t, 2);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [${backends.map((b) => b.url).join(', ')}]
-    retries: { attempts: 2, retry_on: [503], budget: 0.1, min_retries_per_second: 0 }
-    passive_health: { enabled: false }
-    circuit_breaker: { enabled: false }
+      `servers: [${backends.map((b) => b.url).join(', ')}]
+retries: { attempts: 2, retry_on: [503], budget: 0.1, min_retries_per_second: 0 }
+passive_health: { enabled: false }
+circuit_breaker: { enabled: false }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;

@@ -6,16 +6,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
 import { type RedisServer, startRedis } from '../support/redis.ts';
-import { CLI, eventually, get, load, startBackends, startInProcess, startVelocityProcess, testAgent, type VelocityProcess } from '../support/velocity.ts';
-
-const TOKEN = 'traffic-token-0123456789';
+import { ADMIN_TOKEN, adminCall, type SharedInstance, startSharedInstances } from '../support/shared-instances.ts';
+import { eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
 // A generous command timeout: on a loaded machine a slow (not dead) Redis must not send an instance
 // to its local fallback in the middle of the shared-count checks. A stopped Redis is noticed at once.
 const sharedYaml = (backend: string, redisUrl: string) => `listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0", token: ${TOKEN} }
+admin: { listen: "127.0.0.1:0", token: ${ADMIN_TOKEN} }
 state: { store: redis, url: "${redisUrl}", on_failure: open, timeout: 3s }
 rate_limits:
   - { name: count, paths: ["/count"], rate: 1/m, burst: 20 }
@@ -28,31 +26,10 @@ services:
     servers: [${backend}]
 `;
 
-interface Instance {
-  process: VelocityProcess;
-  admin: string;
-}
-
-async function startInstances(t: Parameters<typeof startBackends>[0], count: number, redis: RedisServer): Promise<Instance[]> {
+async function startInstances(t: Parameters<typeof startBackends>[0], count: number, redis: RedisServer): Promise<SharedInstance[]> {
   const [backend] = await startBackends(t, 1);
-  // The source CLI: these tests need no build, and they test the code as it is.
-  return Promise.all(
-    Array.from({ length: count }, async () => {
-      const process = await startVelocityProcess(t, sharedYaml(backend?.url as string, redis.url), { bin: CLI });
-      const port = (await process.logs.waitFor(/"admin":"127\.0\.0\.1:(\d+)"/))[1];
-      return { process, admin: `http://127.0.0.1:${port}` };
-    }),
-  );
+  return startSharedInstances(t, sharedYaml(backend?.url as string, redis.url), count);
 }
-
-const adminCall = async (base: string, method: 'POST' | 'DELETE' | 'GET', path: string, body?: unknown) => {
-  const res = await request(`${base}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
-};
 
 describe('shared through Redis', () => {
   test('three instances allow one limit together, share the blocklist and bans within a second, and survive Redis going away', async (t) => {

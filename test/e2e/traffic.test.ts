@@ -1,7 +1,7 @@
 /** Rate limits, IP filters and bans end to end on one Velocity with its local state (shared mode: traffic-shared.test.ts). */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { delay, get, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { delay, get, startApp, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
 describe('local rate limits and IP filters', () => {
   test('exactly burst requests pass at once, then the steady rate; 429 carries Retry-After and RateLimit headers', async (t) => {
@@ -38,17 +38,13 @@ services:
 
   test('per-endpoint rules count independently, and header keys separate API clients', async (t) => {
     const [b] = await startBackends(t, 1);
-    const velocity = await startInProcess(
+    const velocity = await startApp(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: app
-    servers: [${b?.url}]
-    rate_limits:
-      - { name: orders, paths: ["/api/*/orders"], key: [endpoint], rate: 1/m, burst: 2 }
-      - { name: search, paths: ["/search"], key: [endpoint], rate: 1/m, burst: 3 }
-      - { name: keyed, paths: ["/keyed"], key: ["header:x-api-key"], rate: 1/m, burst: 1 }
+      `servers: [${b?.url}]
+rate_limits:
+  - { name: orders, paths: ["/api/*/orders"], key: [endpoint], rate: 1/m, burst: 2 }
+  - { name: search, paths: ["/search"], key: [endpoint], rate: 1/m, burst: 3 }
+  - { name: keyed, paths: ["/keyed"], key: ["header:x-api-key"], rate: 1/m, burst: 1 }
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}`;

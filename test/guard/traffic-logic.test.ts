@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
+import { CidrSet, ipToBig, parseCidr } from '../../src/cidr.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { rateLimitSchema } from '../../src/config/schema/traffic.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { MAX_BLOCK_ENTRIES, MemoryBlocklist } from '../../src/guard/blocklist.ts';
-import { CidrSet, ipToBig, parseCidr } from '../../src/guard/cidr.ts';
 import { ClientIpResolver, parseHop } from '../../src/guard/client-ip.ts';
 import { gcra } from '../../src/guard/gcra.ts';
 import { compileRule, normalizePath } from '../../src/guard/rate-limit.ts';
@@ -270,5 +270,23 @@ describe('traffic config errors', () => {
     assert.equal(missing?.path, 'state.url');
     const key = problem('rate_limits:\n  - { rate: 1/s, key: [cookie] }\n');
     assert.match(key?.message ?? '', /client_ip, endpoint or header:NAME/);
+  });
+
+  test('Sentinel and Cluster: node addresses, the master name and one way to Redis are checked with their position', () => {
+    const node = problem('state:\n  store: redis\n  sentinels: ["127.0.0.1:26379", "sentinel-b"]\n  master: m\n');
+    assert.deepEqual([node?.path, node?.line, node?.column], ['state.sentinels[1]', 3, 34]);
+    assert.match(node?.message ?? '', /not a node address; expected HOST:PORT/);
+    const master = problem('state:\n  store: redis\n  sentinels: ["127.0.0.1:26379"]\n');
+    assert.equal(master?.path, 'state.master');
+    assert.match(master?.message ?? '', /name they monitor the primary under/);
+    const both = problem('state:\n  store: redis\n  url: redis://127.0.0.1:6379\n  cluster: ["127.0.0.1:7000"]\n');
+    assert.deepEqual([both?.path, both?.line, both?.message], ['state.cluster', 4, 'give only one of url, cluster']);
+    const secret = problem('state:\n  store: redis\n  url: redis://127.0.0.1:6379\n  password: pw\n');
+    assert.equal(secret?.path, 'state.password');
+    const { config } = parseConfig('state:\n  store: redis\n  cluster: ["10.0.0.1:7000", "[2001:db8::1]:7001"]\nservices:\n  - name: a\n', 'v.yaml');
+    assert.deepEqual(config.state.cluster, [
+      { host: '10.0.0.1', port: 7000 },
+      { host: '2001:db8::1', port: 7001 },
+    ]);
   });
 });

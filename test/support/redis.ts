@@ -23,27 +23,44 @@ function ping(port: number): Promise<boolean> {
     });
     socket.once('data', (d) => {
       socket.destroy();
-      resolve(d.toString().startsWith('+PONG'));
+      // A server with a password answers NOAUTH: it is up all the same.
+      resolve(/^(\+PONG|-NOAUTH)/.test(d.toString()));
     });
     socket.once('error', () => resolve(false));
   });
 }
 
-export async function startRedis(t: TestContext): Promise<RedisServer | undefined> {
-  const port = await freePort();
+export interface RedisStartOptions {
+  /** A port chosen beforehand (a sentinel's config file names it); default: a free one. */
+  port?: number;
+  /** Arguments after the standard ones, e.g. ['--replicaof', '127.0.0.1', '6379']. */
+  args?: string[];
+  /** Start `redis-sentinel FILE` instead (the file sets the port). */
+  sentinelConf?: string;
+  /** Put into the URL (the server's own `--requirepass` goes in args). */
+  password?: string;
+}
+
+export async function startRedis(t: TestContext, options: RedisStartOptions = {}): Promise<RedisServer | undefined> {
+  const port = options.port ?? (await freePort());
+  const what = options.sentinelConf ? 'redis-sentinel' : 'redis-server';
+  const args = options.sentinelConf
+    ? [options.sentinelConf]
+    : ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', ...(options.args ?? [])];
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'], { stdio: 'ignore' });
+    const proc = spawn(what, args, { stdio: 'ignore' });
     const failed = new Promise<Error>((resolve) => proc.once('error', resolve));
     child = proc;
-    for (let i = 0; i < 100; i++) {
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
       const outcome = await Promise.race([ping(port), failed.then((e) => e)]);
       if (outcome instanceof Error) throw outcome;
       if (outcome) return;
-      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`);
+      if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}`);
       await sleep(30);
     }
-    throw new Error('redis-server did not answer PING within 3 s');
+    throw new Error(`${what} did not answer PING within 15 s`);
   };
   const stop = async () => {
     const proc = child;
@@ -56,13 +73,13 @@ export async function startRedis(t: TestContext): Promise<RedisServer | undefine
     await launch();
   } catch (err) {
     await stop();
-    serviceUnavailable(t, 'redis-server', (err as Error).message);
+    serviceUnavailable(t, what, (err as Error).message);
     return undefined;
   }
   t.after(stop);
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `redis://${options.password ? `:${encodeURIComponent(options.password)}@` : ''}127.0.0.1:${port}`,
     get pid() {
       return child?.pid;
     },

@@ -19,8 +19,14 @@ export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 /** The compiled binary, as installed users run it (built by `npm test` before the tests). */
 export const BIN = fileURLToPath(new URL('../../bin/velocity.js', import.meta.url));
 
-type Cleanup = Pick<TestContext, 'after'>;
+export type Cleanup = Pick<TestContext, 'after'>;
 
+/**
+ * The least time any condition is given. CI shares its machine with other work: at load average 40 a
+ * health flip or a log flush that takes 100 ms alone took 5–10 s, and a tight bound failed runs that
+ * were correct. A bound only ends a wait for a condition that is false; it never asserts a timing.
+ */
+const LEAST_WAIT_MS = 30_000;
 /** How long a started process gets to say it listens: generous, since a loaded CI machine took over 30 s. */
 const START_WAIT_MS = 90_000;
 
@@ -31,29 +37,40 @@ export interface OutputWatcher {
 
 export function watchOutput(child: ChildProcess): OutputWatcher {
   let text = '';
+  // Set once the process has exited and its output is read to the end: a pattern not seen by then never
+  // comes, so a wait fails at once (with the output) instead of at its bound.
+  let ended: string | undefined;
   const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const w of waiters) w();
+  };
   const onData = (chunk: Buffer) => {
     text += chunk.toString();
-    for (const w of waiters) w();
+    wake();
   };
   child.stdout?.on('data', onData);
   child.stderr?.on('data', onData);
+  child.once('close', (code, signal) => {
+    ended = `exited (${signal ?? code})`;
+    wake();
+  });
   return {
     output: () => text,
-    waitFor(pattern, timeoutMs = 30_000) {
+    waitFor(pattern, requestedMs = LEAST_WAIT_MS) {
+      const timeoutMs = Math.max(requestedMs, LEAST_WAIT_MS);
       return new Promise((resolve, reject) => {
+        const settle = (result: RegExpMatchArray | Error) => {
+          waiters.delete(check);
+          clearTimeout(timer);
+          if (result instanceof Error) reject(result);
+          else resolve(result);
+        };
         const check = () => {
           const m = text.match(pattern);
-          if (m) {
-            waiters.delete(check);
-            clearTimeout(timer);
-            resolve(m);
-          }
+          if (m) settle(m);
+          else if (ended) settle(new Error(`the process ${ended} before printing ${pattern}; its output:\n${text}`));
         };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`timed out after ${timeoutMs}ms waiting for ${pattern}; output so far:\n${text}`));
-        }, timeoutMs);
+        const timer = setTimeout(() => settle(new Error(`timed out after ${timeoutMs}ms waiting for ${pattern}; output so far:\n${text}`)), timeoutMs);
         waiters.add(check);
         check();
       });
@@ -133,6 +150,16 @@ export async function startInProcess(t: Cleanup, yaml: string, options: { logger
   return velocity;
 }
 
+/** Velocity in process with one service named `app` and the admin API off; `service` holds that service's keys (servers, policy, …) at the left margin. */
+export function startApp(t: Cleanup, service: string): Promise<Velocity> {
+  const keys = service
+    .trimEnd()
+    .split('\n')
+    .map((line) => `    ${line}`)
+    .join('\n');
+  return startInProcess(t, `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n  - name: app\n${keys}\n`);
+}
+
 export interface VelocityProcess {
   child: ChildProcess;
   port: number;
@@ -194,12 +221,13 @@ export async function load<T>(total: number, concurrency: number, send: (i: numb
 
 export const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Polls `check` until it returns true or `timeoutMs` passes; returns the elapsed ms. */
+/** Polls `check` until it returns true or the bound (`timeoutMs`, at least 30 s) passes; returns the elapsed ms. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, stepMs = 25): Promise<number> {
   const started = Date.now();
+  const bound = Math.max(timeoutMs, LEAST_WAIT_MS);
   for (;;) {
     if (await check()) return Date.now() - started;
-    if (Date.now() - started > timeoutMs) throw new Error(`not within ${timeoutMs}ms: ${what}`);
+    if (Date.now() - started > bound) throw new Error(`not within ${bound}ms: ${what}`);
     await delay(stepMs);
   }
 }

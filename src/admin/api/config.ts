@@ -1,8 +1,8 @@
 /** The running config, validation of a posted one, and reloads. */
 import { parseConfig } from '../../config/load.ts';
+import type { ReloadResult } from '../../config/reload-result.ts';
 import type { Config } from '../../config/schema/root.ts';
 import { ConfigError, formatProblem } from '../../errors.ts';
-import type { ReloadResult } from '../../runtime/instance.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
 export interface ConfigApiDeps {
@@ -29,12 +29,13 @@ function redactUrls(value: unknown): unknown {
   if (typeof value === 'string') return withoutPassword(value);
   if (Array.isArray(value)) return value.map(redactUrls);
   if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactUrls(v)]));
+    // Password fields (state.password, state.sentinel_password) are shown as set, never their value.
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, /password$/.test(k) && typeof v === 'string' ? '(set)' : redactUrls(v)]));
   }
   return value;
 }
 
-/** The config as JSON, with the admin token left out and passwords in URLs (state.url, logs.url…) replaced. */
+/** The config as JSON, with the admin token left out and passwords (in URLs too: state.url, logs.url…) replaced. */
 function redacted(config: Config): unknown {
   return redactUrls({ ...config, admin: { ...config.admin, token: config.admin.token ? '(set)' : undefined } });
 }

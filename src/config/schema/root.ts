@@ -3,12 +3,13 @@ import { z } from 'zod';
 import { checkAcmeHosts } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
+import { configSourceSchema } from './fleet.ts';
 import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
 import { probesSchema } from './probes.ts';
 import { serviceKnobsSchema } from './resilience.ts';
 import { serviceSchema } from './service.ts';
-import { cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
+import { checkRedisTarget, cidr, ipFilterSchema, rateLimitSchema, stateSchema } from './traffic.ts';
 
 export const clientSchema = z.strictObject({
   /** Time a client has to send the complete request head (slowloris guard) → 408. */
@@ -71,10 +72,12 @@ export const configSchema = z
     ip_filter: ipFilterSchema.prefault({}),
     rate_limits: z.array(rateLimitSchema).default([]),
     /** Where rate-limit counters, the blocklist and bans live: memory (this instance) or redis (shared). */
-    state: stateSchema.prefault({}).refine((s) => s.store !== 'redis' || s.url !== undefined, { message: 'store redis needs url', path: ['url'] }),
+    state: stateSchema.prefault({}).superRefine(checkRedisTarget),
     /** Values for every service that doesn't set its own. */
     defaults: z.looseObject({}).default({}),
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),
+    /** Shared config from etcd for a fleet of instances (see Running a fleet); absent = this file only. */
+    config_source: configSourceSchema.optional(),
   })
   .superRefine(checkAddressConflicts)
   .superRefine(checkAcmeHosts)

@@ -1,6 +1,6 @@
 /** Client IP, IP filters, rate limits, and where shared state lives. */
 import { z } from 'zod';
-import { parseCidr } from '../../guard/cidr.ts';
+import { parseCidr } from '../../cidr.ts';
 import { positiveDuration, positiveInt, rate } from './common.ts';
 
 export const cidr = () =>
@@ -47,12 +47,40 @@ export const rateLimitSchema = z.strictObject({
 
 export type RateLimitRule = z.output<typeof rateLimitSchema>;
 
+const NODE_RE = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/;
+
+/** A Redis or Sentinel node, `host:port` (`[v6]:port`). */
+const redisNode = () =>
+  z.string({ error: 'expected host:port' }).transform((text, ctx) => {
+    const m = NODE_RE.exec(text);
+    const port = Number(m?.[3]);
+    if (!m || port < 1 || port > 65535) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not a node address; expected HOST:PORT (e.g. 10.0.0.1:26379 or [2001:db8::1]:6379)` });
+      return z.NEVER;
+    }
+    return { host: (m[1] ?? m[2]) as string, port };
+  });
+
+export type RedisNode = { host: string; port: number };
+
 export const stateSchema = z.strictObject({
   store: z.enum(['memory', 'redis'], { error: 'expected memory or redis' }).default('memory'),
+  /** One Redis (a single server, or a proxy in front of several). */
   url: z
     .string()
     .refine((u) => /^rediss?:\/\//.test(u) && URL.canParse(u), 'expected redis://host:port (or rediss://)')
     .optional(),
+  /** Redis Sentinel: the sentinels to ask where the primary named `master` is; Velocity follows failovers. */
+  sentinels: z.array(redisNode()).min(1, 'at least one sentinel').optional(),
+  /** The name the sentinels monitor the primary under (`sentinel monitor NAME …`). */
+  master: z.string().min(1).optional(),
+  /** Redis Cluster: some of its nodes (the rest are discovered). */
+  cluster: z.array(redisNode()).min(1, 'at least one node').optional(),
+  /** With sentinels or cluster: the Redis nodes' ACL user and password (with url they go in the URL). */
+  username: z.string().min(1).optional(),
+  password: z.string().min(1).optional(),
+  /** The sentinels' own password, when they have one (`requirepass` in sentinel.conf). */
+  sentinel_password: z.string().min(1).optional(),
   /** When Redis is unreachable: open = count locally and let requests through; closed = refuse (429). */
   on_failure: z.enum(['open', 'closed']).default('open'),
   /** How long a Redis command may take before this instance falls back (and leaves Redis alone for a second). */
@@ -69,3 +97,16 @@ export const stateSchema = z.strictObject({
 });
 
 export type StateConfig = z.output<typeof stateSchema>;
+
+/** `store: redis` names exactly one way to reach Redis; sentinels come with the master's name. */
+export function checkRedisTarget(state: StateConfig, ctx: z.RefinementCtx): void {
+  if (state.store !== 'redis') return;
+  const given = (['url', 'sentinels', 'cluster'] as const).filter((k) => state[k] !== undefined);
+  if (given.length !== 1) {
+    const message = given.length === 0 ? 'store redis needs url (one Redis), sentinels (with master) or cluster' : `give only one of ${given.join(', ')}`;
+    ctx.addIssue({ code: 'custom', message, path: [given[1] ?? 'url'] });
+  }
+  if (state.sentinels && !state.master) ctx.addIssue({ code: 'custom', message: 'sentinels need master: the name they monitor the primary under', path: ['master'] });
+  if (state.url && (state.username || state.password))
+    ctx.addIssue({ code: 'custom', message: 'with url, put the user and password in it (redis://user:password@host:port)', path: ['password'] });
+}
