@@ -26,6 +26,7 @@ import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { countGlobal, GM, METRIC_CELLS } from '../observe/metrics.ts';
 import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
+import { closeAcmeStorages } from '../proxy/acme/stores.ts';
 import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { policyModuleBase } from '../upstream/service.ts';
@@ -126,6 +127,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
     automaticHttps.close();
+    closeAcmeStorages();
     await adminServer?.close();
     await discovery?.stop();
     await observability?.close();

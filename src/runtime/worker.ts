@@ -13,6 +13,7 @@ import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import { countGlobal, GM } from '../observe/metrics.ts';
+import { closeAcmeStorages } from '../proxy/acme/stores.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState, setLockOwner } from '../state/shared-state.ts';
 import { policyModuleBase } from '../upstream/service.ts';
@@ -131,6 +132,7 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
     case 'drain':
       plane.draining = true;
       await set.close(message.deadline);
+      closeAcmeStorages();
       flushRecords();
       await traffic.close();
       await plane.close();

@@ -1,6 +1,6 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
-import { checkAcmeHosts } from './acme.ts';
+import { checkAcmeHosts, checkAcmeStorage } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { listenerSchema } from './listeners.ts';
@@ -78,6 +78,7 @@ export const configSchema = z
   })
   .superRefine(checkAddressConflicts)
   .superRefine(checkAcmeHosts)
+  .superRefine(checkAcmeStorage)
   .transform(({ listen, ...rest }) => ({
     listen: listen ?? (rest.listeners.length === 0 && rest.services.some((s) => s.mode === 'http') ? [{ host: '0.0.0.0', port: 8000 }] : []),
     ...rest,

@@ -2,13 +2,12 @@
  * Where ACME state lives — the account key, certificates, challenge answers —
  * and the lock that makes instances sharing it order a name once. The file
  * implementation serves one machine or a shared directory (NFS and the like);
- * a Redis or etcd one for fleets implements the same interface.
+ * redis-storage.ts serves a fleet; stores.ts picks one for a config.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { defaultAcmeStorage } from '../../config/schema/acme.ts';
 
 /** A held lock: `end()` releases it exactly once. */
 export interface StorageLock {
@@ -40,8 +39,14 @@ const KEY = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** A key checked: relative paths of safe segments only. */
+export function storageKey(key: string): string {
+  if (!KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid storage key ${JSON.stringify(key)}`);
+  return key;
+}
+
 /** The owner of the process's locks: host, pid and a random part (two instances in one process differ too). */
-function lockOwner(): string {
+export function lockOwner(): string {
   return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
 }
 
@@ -55,8 +60,7 @@ export class FileStorage implements AcmeStorage {
   }
 
   path(key: string): string {
-    if (!KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid storage key ${JSON.stringify(key)}`);
-    return join(this.root, key);
+    return join(this.root, storageKey(key));
   }
 
   async read(key: string): Promise<Buffer | undefined> {
@@ -160,11 +164,6 @@ export class FileStorage implements AcmeStorage {
       return { owner: 'unreadable lock file', expires: Date.now() + 1_000 };
     }
   }
-}
-
-/** The storage an acme block names (a directory; fleet stores plug in here). */
-export function acmeStorage(config: { storage?: string | undefined }): AcmeStorage {
-  return new FileStorage(config.storage ?? defaultAcmeStorage());
 }
 
 /** Storage keys, in one place: per CA (its directory URL), so two CAs never mix accounts or certificates. */
