@@ -11,9 +11,9 @@ import { ConfigError, type ConfigProblem } from '../errors.ts';
 import { middlewareProblems } from '../middleware/check.ts';
 import { REQUEST_PLACEHOLDERS } from '../middleware/head.ts';
 import { shadowedRoutes } from '../proxy/route-table.ts';
+import { suggest } from '../suggest.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
-import { suggest } from './suggest.ts';
 
 export interface LoadedConfig {
   config: Config;

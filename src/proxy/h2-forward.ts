@@ -17,9 +17,9 @@ import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/
 import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
 import { encodeGrpcMessage, formatGrpcTimeout, GRPC, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
-import type { RequestContext } from './handler.ts';
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
 import { ReplayableBody } from './replayable-body.ts';
 
@@ -135,7 +135,8 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
           continue;
         }
       } else tried.add(server);
-      const safe = outcome.kind === 'retryable' || unprocessed || (!grpc && IDEMPOTENT.has(method));
+      // A call cut before any answer (its server died) is as unavailable as one answered UNAVAILABLE: sent again only when safe.
+      const safe = outcome.kind === 'retryable' || unprocessed || (grpc ? plan.retryUnavailable : IDEMPOTENT.has(method));
       const retry =
         safe &&
         replayable &&

@@ -8,8 +8,8 @@
  */
 import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants, type OutgoingHttpHeaders } from 'node:http2';
 import type { Http2SessionsConfig } from '../config/schema/grpc.ts';
-import { tlsConnectOptions, type UpstreamTlsOptions } from '../proxy/upstream-tls.ts';
 import type { UpstreamServer } from './server.ts';
+import { tlsConnectOptions, type UpstreamTlsOptions } from './tls.ts';
 
 /** Per-stream receive window we announce: large enough for fast transfers, small enough to bound memory per stream. */
 const STREAM_WINDOW = 1 << 20;
@@ -78,6 +78,11 @@ export class H2Connection {
       session.once('error', (err: Error & { code?: string }) => {
         clearTimeout(timer);
         reject(new H2StreamError(err.message, err.code ?? 'ECONNRESET', true, { cause: err }));
+      });
+      // Closed before it connected (pool closed by a reload): the streams waiting for it go elsewhere, never hang.
+      session.once('close', () => {
+        clearTimeout(timer);
+        reject(new H2StreamError(`connection to ${server.id} closed before it was up`, 'ECONNRESET', true));
       });
     });
     // A rejection nobody awaits yet (the opener awaits it) must not be reported as unhandled.
@@ -174,6 +179,10 @@ export class H2ServerPool {
     this.options = options;
   }
 
+  get url(): string {
+    return this.server.url;
+  }
+
   /**
    * A connection for one more stream: the first usable one with room, else a new
    * one (up to max_sessions), else the least busy (the stream waits there for a slot).
@@ -224,28 +233,40 @@ export class H2ServerPool {
   }
 }
 
-/** HTTP/2 pools of one thread, one per server URL; rebuilt when a reload changes the options. */
+/**
+ * HTTP/2 pools of one thread, one per server URL and connection settings: services
+ * that share a server with different settings get a pool each (never closing each
+ * other's). A reload that changes the settings makes a new pool; the old one's
+ * connections close when idle, or at once when the server leaves (retain).
+ */
 export class H2Pools {
   private readonly pools = new Map<string, H2ServerPool>();
+  private readonly keys = new WeakMap<H2PoolOptions, string>();
 
   get(server: UpstreamServer, options: H2PoolOptions): H2ServerPool {
-    let pool = this.pools.get(server.url);
-    if (pool && pool.options !== options) {
-      pool.close();
-      pool = undefined;
-    }
+    const key = `${this.keyOf(options)} ${server.url}`;
+    let pool = this.pools.get(key);
     if (!pool) {
       pool = new H2ServerPool(server, options);
-      this.pools.set(server.url, pool);
+      this.pools.set(key, pool);
     }
     return pool;
   }
 
+  private keyOf(options: H2PoolOptions): string {
+    let key = this.keys.get(options);
+    if (key === undefined) {
+      key = JSON.stringify([options.connectTimeout, options.sessions, options.tls]);
+      this.keys.set(options, key);
+    }
+    return key;
+  }
+
   /** Closes pools of servers no longer in use. */
   retain(urls: ReadonlySet<string>): void {
-    for (const [url, pool] of this.pools) {
-      if (!urls.has(url)) {
-        this.pools.delete(url);
+    for (const [key, pool] of this.pools) {
+      if (!urls.has(pool.url)) {
+        this.pools.delete(key);
         pool.close();
       }
     }

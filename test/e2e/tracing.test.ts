@@ -137,4 +137,49 @@ services:
     };
     await eventually(async () => (await dropped()) >= 100, 30_000, 'the 100 spans of 50 requests are counted as dropped');
   });
+  test('new traces are sampled at sample_ratio, a parent decides for its own; the server is told the decision and only sampled requests are exported', async (t) => {
+    const live = await startBackendProcess(t, 'live');
+    const receiver = await startOtlpReceiver(t);
+    const velocity = await startVelocityProcess(
+      t,
+      `listen: "127.0.0.1:0"
+admin: { enabled: false }
+tracing:
+  sample_ratio: 0.25
+  otlp: { endpoint: "${receiver.endpoint}", flush_interval: 50ms }
+services:
+  - name: web
+    servers: [ ${live.url} ]
+`,
+    );
+    const agent = testAgent(t);
+    /** The sampled flag of the traceparent the server received. */
+    const sampledFlag = async (headers: Record<string, string> = {}) => {
+      const res = await get(agent, `${velocity.url}/headers`, { headers });
+      assert.equal(res.status, 200);
+      const seen = (JSON.parse(res.body) as { headers: Record<string, string> }).headers;
+      return { traceId: seen.traceparent?.split('-')[1] as string, sampled: seen.traceparent?.endsWith('-01') === true };
+    };
+    const fresh = [];
+    for (let i = 0; i < 400; i++) fresh.push(await sampledFlag());
+    const parented = (n: number, flags: string) => Array.from({ length: n }, (_, i) => `00-${`${flags}${i}`.padStart(32, 'a')}-${CLIENT_SPAN}-${flags}`);
+    for (const traceparent of parented(20, '01')) assert.equal((await sampledFlag({ traceparent })).sampled, true, 'a sampled parent is followed');
+    for (const traceparent of parented(20, '00')) assert.equal((await sampledFlag({ traceparent })).sampled, false, 'an unsampled parent is followed');
+    // Spans leave in the order requests end: once this last one is exported, every earlier one is.
+    await sampledFlag({ traceparent: `00-${CLIENT_TRACE}-${CLIENT_SPAN}-01` });
+    await eventually(() => receiver.spans.some((s) => s.traceId === CLIENT_TRACE && s.kind === 2), 30_000, 'the last request span is exported');
+
+    // 400 draws at 0.25: 100 expected, standard deviation 8.7; [50, 150] is more than 5 deviations each way,
+    // and far from 0 or 400 (the ratio ignored).
+    const sampled = fresh.filter((f) => f.sampled);
+    assert.ok(sampled.length >= 50 && sampled.length <= 150, `${sampled.length} of 400 new traces sampled at 0.25`);
+    const exported = new Set(receiver.spans.filter((s) => s.kind === 2).map((s) => s.traceId));
+    assert.deepEqual(
+      fresh.filter((f) => exported.has(f.traceId)),
+      sampled,
+      'exactly the sampled new traces are exported',
+    );
+    assert.equal(parented(20, '01').filter((p) => exported.has(p.split('-')[1] as string)).length, 20);
+    assert.equal(parented(20, '00').filter((p) => exported.has(p.split('-')[1] as string)).length, 0);
+  });
 });

@@ -3,11 +3,11 @@ import { z } from 'zod';
 import { positiveInt } from '../../config/schema/common.ts';
 import { serverObjectSchema } from '../../config/schema/service.ts';
 import { type MiddlewareConfig, middlewareView } from '../../middleware/registry.ts';
-import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
-import { ServerChangeError } from '../../runtime/control-plane.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
+import { ADMIN_STATES, CIRCUIT_STATES } from '../../state/server-cells.ts';
 import { isAvailable } from '../../upstream/availability.ts';
-import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
+import type { ControlPlane, ServerEntry } from '../../upstream/control-plane.ts';
+import { ServerChangeError } from '../../upstream/control-plane.ts';
 import type { ServiceRuntime } from '../../upstream/service.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 

@@ -7,7 +7,17 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { loadEcho, loadHealth } from './protos.ts';
 
-const { values } = parseArgs({ options: { name: { type: 'string', default: 'grpc' }, port: { type: 'string', default: '0' }, 'max-connection-age': { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    name: { type: 'string', default: 'grpc' },
+    port: { type: 'string', default: '0' },
+    'max-connection-age': { type: 'string' },
+    'fail-unary': { type: 'string' },
+    'log-calls': { type: 'boolean' },
+  },
+});
+/** Every Unary call answered with this gRPC status (a server that says UNAVAILABLE). */
+const failUnary = Number(values['fail-unary'] ?? 0);
 const name = values.name as string;
 
 interface EchoRequest {
@@ -15,7 +25,7 @@ interface EchoRequest {
   delay_ms: number;
   fail_code: number;
 }
-type Reply = { text: string; server: string; traceparent: string; count: number };
+type Reply = { text: string; server: string; traceparent: string; count: number; peer?: string };
 const traceparent = (md: grpc.Metadata) => String(md.get('traceparent')[0] ?? '');
 const reply = (text: string, md: grpc.Metadata, count = 0): Reply => ({ text, server: name, traceparent: traceparent(md), count });
 
@@ -29,8 +39,11 @@ if (values['max-connection-age']) {
 const server = new grpc.Server(options);
 server.addService(loadEcho().Echo.service, {
   Unary(call: grpc.ServerUnaryCall<EchoRequest, Reply>, callback: grpc.sendUnaryData<Reply>) {
-    const { text, delay_ms, fail_code } = call.request;
-    const answer = () => (fail_code ? callback({ code: fail_code, details: `asked to fail with ${fail_code}` }) : callback(null, reply(text, call.metadata)));
+    const { text, delay_ms } = call.request;
+    const fail_code = call.request.fail_code || failUnary;
+    if (values['log-calls']) console.log(`${name} serves Unary ${text}`);
+    const answer = () =>
+      fail_code ? callback({ code: fail_code, details: `asked to fail with ${fail_code}` }) : callback(null, { ...reply(text, call.metadata), peer: call.getPeer() });
     if (delay_ms > 0) setTimeout(answer, delay_ms);
     else answer();
   },

@@ -61,6 +61,7 @@ export interface EchoReply {
   server: string;
   traceparent: string;
   count: number;
+  peer: string;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a generated client
