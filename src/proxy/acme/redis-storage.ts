@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { openRedisClient, type RedisClient, type RedisTarget } from '../../guard/redis-clients.ts';
 import type { Logger } from '../../observe/logger.ts';
-import { type AcmeStorage, LockTimeoutError, lockOwner, type StorageLock, storageKey } from './storage.ts';
+import { type AcmeStorage, heldLock, LockTimeoutError, lockOwner, type StorageLock, storageKey } from './storage.ts';
 
 /** How long one Redis command may take: storage is off the request path, so a slow Redis is waited for. */
 const COMMAND_TIMEOUT_MS = 5_000;
@@ -78,20 +78,11 @@ export class RedisStorage implements AcmeStorage {
       if (Date.now() >= giveUp) throw new LockTimeoutError(name, (await client.get(key)) ?? 'another instance', waitMs);
       await sleep(250 + Math.random() * 250);
     }
-    const keepAlive = setInterval(() => {
-      this.client.eval(KEEP_ALIVE, 1, key, owner, ttlMs).catch(() => undefined);
-    }, ttlMs / 3);
-    keepAlive.unref();
-    let ended = false;
-    return {
-      end: async () => {
-        if (ended) return;
-        ended = true;
-        clearInterval(keepAlive);
-        // Not released (Redis away): it expires after ttlMs.
-        await this.client.eval(RELEASE, 1, key, owner).catch(() => undefined);
-      },
-    };
+    return heldLock(ttlMs, {
+      refresh: () => this.client.eval(KEEP_ALIVE, 1, key, owner, ttlMs),
+      // Not released (Redis away): it expires after ttlMs.
+      release: () => this.client.eval(RELEASE, 1, key, owner),
+    });
   }
 
   close(): void {

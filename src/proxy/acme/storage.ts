@@ -50,6 +50,24 @@ export function lockOwner(): string {
   return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
 }
 
+/**
+ * A lock just taken: refreshed every third of its TTL while held, released once by `end()`.
+ * Both only touch the lock while this owner holds it; their failures are ignored (it then expires).
+ */
+export function heldLock(ttlMs: number, lock: { refresh(): Promise<unknown>; release(): Promise<unknown> }): StorageLock {
+  const keepAlive = setInterval(() => void lock.refresh().catch(() => undefined), ttlMs / 3);
+  keepAlive.unref();
+  let ended = false;
+  return {
+    end: async () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(keepAlive);
+      await lock.release().catch(() => undefined);
+    },
+  };
+}
+
 export class FileStorage implements AcmeStorage {
   readonly root: string;
   readonly description: string;
@@ -136,22 +154,14 @@ export class FileStorage implements AcmeStorage {
       if (Date.now() >= giveUp) throw new LockTimeoutError(name, held?.owner ?? 'another instance', waitMs);
       await sleep(250 + Math.random() * 250);
     }
-    const keepAlive = setInterval(() => {
-      void this.readLock(file)
-        .then((held) => (held?.owner === owner ? this.write(`locks/${name}.lock`, body()) : undefined))
-        .catch(() => undefined);
-    }, ttlMs / 3);
-    keepAlive.unref();
-    let ended = false;
-    return {
-      end: async () => {
-        if (ended) return;
-        ended = true;
-        clearInterval(keepAlive);
-        const held = await this.readLock(file);
-        if (held?.owner === owner) await unlink(file).catch(() => undefined);
+    return heldLock(ttlMs, {
+      refresh: async () => {
+        if ((await this.readLock(file))?.owner === owner) await this.write(`locks/${name}.lock`, body());
       },
-    };
+      release: async () => {
+        if ((await this.readLock(file))?.owner === owner) await unlink(file);
+      },
+    });
   }
 
   private async readLock(file: string): Promise<{ owner: string; expires: number } | undefined> {
