@@ -4,6 +4,8 @@ export interface ReloadResult {
   at: string;
   version: number;
   errors?: string[];
+  /** Fleet mode: the etcd revision of the shared config this reload read. */
+  revision?: number;
   /**
    * Config fields that changed but only take effect when Velocity restarts (the rest of
    * the reload is applied). Absent when every change was applied live.

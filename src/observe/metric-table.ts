@@ -173,6 +173,10 @@ export const METRICS = [
     labels: ['kind'],
     collected: true,
   },
+  // ---- fleet mode (config_source.etcd) ----
+  { name: 'velocity_fleet_etcd_up', type: 'gauge', help: '1 while this instance reaches etcd; 0 while it serves its last config without it.', labels: [], collected: true },
+  { name: 'velocity_fleet_etcd_outages_total', type: 'counter', help: 'Times this instance lost etcd.', labels: [], collected: true },
+  { name: 'velocity_fleet_config_revision', type: 'gauge', help: 'The etcd revision of the shared config this instance runs.', labels: [], collected: true },
 ] as const satisfies readonly MetricDeclaration[];
 
 export type MetricName = (typeof METRICS)[number]['name'];

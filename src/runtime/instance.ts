@@ -9,18 +9,22 @@ import { autoscaleRoutes } from '../admin/api/autoscale.ts';
 import { blocklistRoutes } from '../admin/api/blocklist.ts';
 import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
+import { fleetRoutes, fleetServerChanges } from '../admin/api/fleet.ts';
 import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
+import { EtcdConfigStore } from '../config/etcd-source.ts';
 import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
 import type { ReloadResult } from '../config/reload-result.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
 import { Discovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
+import { FleetMember, fleetMetrics } from '../fleet/member.ts';
+import { SharedConfigEditor } from '../fleet/shared-edits.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestObserver } from '../observe/events.ts';
@@ -114,6 +118,11 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
   const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
+  // Fleet mode (config_source.etcd): reloads read the shared config through one etcd client.
+  const fleetSource = config.config_source?.etcd;
+  if (fleetSource && !configFile) throw new Error('config_source needs Velocity started from a config file (the file is re-read with the shared config on each change)');
+  const etcd = fleetSource && configFile ? new EtcdConfigStore(fleetSource, dirname(configFile)) : undefined;
+  let fleet: FleetMember | undefined;
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
@@ -128,6 +137,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
   // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
   const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
+    // Leaving the fleet first: its record goes at once rather than at the lease's expiry.
+    await fleet?.close();
+    etcd?.close();
     automaticHttps.close();
     closeAcmeStorages();
     await adminServer?.close();
@@ -138,7 +150,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await plane.close();
   };
   try {
-    observability = await Observability.start(config, plane, control, admin, log, automaticHttps.metrics);
+    observability = await Observability.start(config, plane, control, admin, log, { ...automaticHttps.metrics, ...fleetMetrics(() => fleet) });
     admin.add(...blocklistRoutes(traffic.blocklist));
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
@@ -208,12 +220,19 @@ export async function start(input: Config | string, options: StartOptions = {}):
     try {
       const source = next ?? configFile;
       if (source === undefined) throw new Error('no config file to reload from');
-      const candidate = typeof source === 'string' ? (await loadConfigFile(source)).config : source;
+      const loaded = typeof source === 'string' ? await loadConfigFile(source, process.env, etcd) : undefined;
+      const candidate = loaded?.config ?? (source as Config);
       if (typeof source !== 'string') await checkPolicyModules({ config: candidate }, baseDir);
       const previous = config;
       const restart = await applySubsystems(subsystems, candidate, previous);
       config = candidate;
-      lastReload = { ok: true, at, version: control.current.version, ...(restart.length > 0 ? { restart_required: restart } : {}) };
+      lastReload = {
+        ok: true,
+        at,
+        version: control.current.version,
+        ...(loaded?.revision !== undefined ? { revision: loaded.revision } : {}),
+        ...(restart.length > 0 ? { restart_required: restart } : {}),
+      };
       count(state, 'velocity_config_reloads_total', { value: 'success' });
       if (restart.length > 0) log.warn({ version: lastReload.version, restart_required: restart }, 'config reloaded; these changes take effect on restart');
       else log.info({ version: lastReload.version }, 'config reloaded');
@@ -223,12 +242,37 @@ export async function start(input: Config | string, options: StartOptions = {}):
       count(state, 'velocity_config_reloads_total', { value: 'failure' });
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
+    fleet?.reloaded(lastReload);
     return lastReload;
   };
 
+  if (etcd && fleetSource) {
+    const facts = () => {
+      const servers = control.serviceNames().flatMap((name) => control.servers(name).map((s) => state.server(s.spec.slot)));
+      return {
+        listen: listenerSet.bound.map((l) => formatAddress(l.address)),
+        admin: adminServer ? formatAddress(adminServer.address) : undefined,
+        threads: threadCount,
+        draining: closing !== undefined,
+        requests: servers.reduce((n, s) => n + s.requests, 0),
+        errors: servers.reduce((n, s) => n + s.failures, 0),
+      };
+    };
+    const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
+      try {
+        control.setAdminState(service, server, wanted);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);
+    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState }, id);
+  }
   const servicesDeps = {
     control,
     plane,
+    ...(fleet && etcd ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd)) } : {}),
     fileServers: (name: string) => {
       const service = config.services.find((s) => s.name === name);
       return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;
@@ -250,7 +294,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
       silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
     }),
   );
+  if (fleet) admin.add(...fleetRoutes(fleet));
   admin.add(openApiRoute(() => admin.list(), VERSION));
+  fleet?.start();
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
 
   const velocity: Velocity = {

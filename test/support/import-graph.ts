@@ -27,6 +27,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['middleware'],
   ['proxy'],
   ['discovery'],
+  ['fleet'],
   ['admin'],
   ['runtime'],
   ['backend'],
