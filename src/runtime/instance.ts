@@ -32,6 +32,7 @@ import { createLogger, type Logger } from '../observe/logger.ts';
 import { METRIC_CELLS } from '../observe/metric-table.ts';
 import { count } from '../observe/metrics.ts';
 import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
+import { closeAcmeStorages } from '../proxy/acme/stores.ts';
 import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
@@ -140,6 +141,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await fleet?.close();
     etcd?.close();
     automaticHttps.close();
+    closeAcmeStorages();
     await adminServer?.close();
     await discovery.stop();
     await observability?.close();
