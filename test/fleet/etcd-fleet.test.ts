@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { start, type Velocity } from '../../src/runtime/instance.ts';
+import { launchChromium } from '../support/chromium.ts';
 import { type EtcdCluster, startEtcdCluster } from '../support/etcd.ts';
 import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
 import { runCommand } from '../support/spawn.ts';
@@ -167,6 +168,21 @@ config_source:
     'every instance sees the three members',
   );
   for (const m of members) assert.equal((await body(agent, `${m.url}/`)).text, 'b1', `${m.name} serves the shared config`);
+
+  await t.test('B’s dashboard shows the whole fleet', async (tt) => {
+    const browser = await launchChromium(tt);
+    if (!browser) return;
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    await page.goto(`${B.admin}/`);
+    await page.waitForSelector('#fleet-section[data-etcd="reachable"]', { timeout: WAIT });
+    await page.waitForFunction('document.querySelectorAll(\'#fleet-table tbody tr[data-config="ok"]\').length === 3', undefined, { timeout: WAIT });
+    const rows = await Promise.all((await page.$$('#fleet-table tbody tr')).map((tr) => tr.getAttribute('data-id')));
+    assert.deepEqual([...rows].sort(), ['A', 'B', 'C']);
+    assert.match((await page.textContent('#fleet-table tbody tr[data-id="B"] .id')) ?? '', /this one/);
+    assert.deepEqual(pageErrors, []);
+  });
 
   await t.test('a server added through A’s admin API serves on B and C', async () => {
     const started = Date.now();
