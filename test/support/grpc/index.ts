@@ -62,6 +62,7 @@ export interface EchoReply {
   traceparent: string;
   count: number;
   peer: string;
+  tag: string;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a generated client
