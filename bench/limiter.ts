@@ -14,7 +14,7 @@ import { LocalRateLimitTable } from '../src/guard/rate-limit-store.ts';
 import { RedisConnection } from '../src/guard/redis-connection.ts';
 import { RedisRateLimitStore } from '../src/guard/redis-rate-limit-store.ts';
 import { silentLogger } from '../src/observe/logger.ts';
-import type { RequestContext } from '../src/proxy/handler.ts';
+import type { RequestContext } from '../src/proxy/context.ts';
 import { startRedis } from '../test/support/redis.ts';
 
 const quick = process.argv.includes('--quick');

@@ -273,6 +273,7 @@ function render(snap) {
     ['Blocked addresses', snap.blocklist.count],
     ['Config version', snap.reload.version],
     ['Last reload', reload ? `${reload.ok ? 'ok' : 'FAILED'} at ${clockTime(reload.at)}${reload.errors ? `: ${reload.errors.join('; ')}` : ''}` : 'none yet'],
+    ['Restart required for', reload?.restart_required ? reload.restart_required.join(', ') : 'nothing'],
   ]);
   const names = new Set(snap.services.map((s) => s.name));
   for (const [name, view] of sections) {

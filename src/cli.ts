@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 /** `velocity start | validate | proxy | init | schema | backend | bench`: a thin layer over the library. */
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startBackend } from './backend/demo-backend.ts';
+import { EtcdConfigStore } from './config/etcd-source.ts';
 import { configJsonSchema } from './config/json-schema.ts';
 import { type LoadedConfig, loadConfigFile, parseConfig } from './config/load.ts';
+import { etcdSourceSchema } from './config/schema/fleet.ts';
 import { proxyConfig, SCHEMA_FILE_NAME, starterConfig } from './config/starter.ts';
 import { ConfigError, formatProblem } from './errors.ts';
 import { createLogger } from './observe/logger.ts';
@@ -21,6 +23,10 @@ const USAGE = `usage:
                                           run the load balancer (default ./velocity.yaml); --takeover
                                           listens beside the Velocity named by --pid-file, then has it drain
   velocity validate --config FILE         check a config file; exit 1 with every problem
+  velocity config push FILE --etcd HOST:PORT[,…] [--prefix /velocity]
+                                          validate FILE and make it a fleet's shared config in etcd
+  velocity config pull --etcd HOST:PORT[,…] [--prefix /velocity] [--output FILE]
+                                          the fleet's shared config (with the admin API's changes)
   velocity proxy --from :8000 --to HOST:PORT [--to …] [--policy NAME] [--health PATH]
                  [--admin ADDR|off] [--print-config]
                                           a reverse proxy from flags, no file (--print-config: the same as YAML)
@@ -55,6 +61,8 @@ async function run(command: string | undefined, rest: string[]): Promise<number>
       return startCommand(rest);
     case 'validate':
       return validateCommand(rest);
+    case 'config':
+      return fleetConfigCommand(rest);
     case 'backend':
       return backendCommand(rest);
     case 'bench':
@@ -189,6 +197,69 @@ async function validateCommand(args: string[]): Promise<number> {
     for (const p of err.problems) console.error(formatProblem(p));
     return 1;
   }
+}
+
+/** `config push FILE` / `config pull`: move a fleet's shared config in and out of etcd. */
+async function fleetConfigCommand(args: string[]): Promise<number> {
+  const [action, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { etcd: { type: 'string' }, prefix: { type: 'string', default: '/velocity' }, output: { type: 'string', short: 'o' } },
+  });
+  if ((action !== 'push' && action !== 'pull') || !values.etcd || (action === 'push') !== (positionals.length === 1)) {
+    console.error(`velocity config: expected push FILE --etcd … or pull --etcd …\n${USAGE}`);
+    return 2;
+  }
+  const parsed = etcdSourceSchema.safeParse({ endpoints: values.etcd.split(','), prefix: values.prefix });
+  if (!parsed.success) {
+    console.error(`velocity config: ${parsed.error.issues.map((i) => `--${String(i.path[0]) === 'prefix' ? 'prefix' : 'etcd'}: ${i.message}`).join('; ')}`);
+    return 2;
+  }
+  const store = new EtcdConfigStore(parsed.data, process.cwd());
+  try {
+    return action === 'push' ? await pushConfig(store, positionals[0] as string) : await pullConfig(store, values.output);
+  } catch (err) {
+    console.error(`velocity config ${action}: etcd (${parsed.data.endpoints.join(', ')}): ${(err as Error).message}`);
+    return 1;
+  } finally {
+    store.close();
+  }
+}
+
+async function pushConfig(store: EtcdConfigStore, file: string): Promise<number> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+    parseConfig(text, file);
+  } catch (err) {
+    if (err instanceof ConfigError) for (const p of err.problems) console.error(formatProblem(p));
+    else console.error(`velocity config push: ${(err as Error).message}`);
+    console.error(`velocity config push: ${file} not pushed`);
+    return 1;
+  }
+  // Compare-and-swap against what was read, so a change made meanwhile (an admin API edit) is not silently lost.
+  const { shared } = await store.readShared();
+  const revision = await store.writeShared(text, shared?.revision ?? 0);
+  if (revision === undefined) {
+    console.error(`velocity config push: ${store.configKey} changed while pushing; pull it, merge, and push again`);
+    return 1;
+  }
+  console.log(`pushed ${file} to ${store.configKey} at revision ${revision}${shared ? ` (was ${shared.revision})` : ''}`);
+  return 0;
+}
+
+async function pullConfig(store: EtcdConfigStore, output: string | undefined): Promise<number> {
+  const { shared } = await store.readShared();
+  if (!shared) {
+    console.error(`velocity config pull: nothing at ${store.configKey}; push a config first`);
+    return 1;
+  }
+  if (output) {
+    writeFileSync(output, shared.text);
+    console.error(`wrote ${output} from ${store.configKey} at revision ${shared.revision}`);
+  } else process.stdout.write(shared.text);
+  return 0;
 }
 
 async function backendCommand(args: string[]): Promise<number> {

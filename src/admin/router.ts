@@ -59,7 +59,11 @@ export class AdminRouter {
    * Resolves once the last change is live on every data-path thread. The admin
    * server awaits it after each mutating call, so an API answer means "applied everywhere".
    */
-  applied: () => Promise<void> = () => Promise.resolve();
+  readonly applied: () => Promise<void>;
+
+  constructor(applied: () => Promise<void> = () => Promise.resolve()) {
+    this.applied = applied;
+  }
 
   add(...routes: AdminRoute[]): void {
     for (const route of routes) {

@@ -25,14 +25,21 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export async function startAdminServer(address: ListenAddress, token: string | undefined, router: AdminRouter, log: Logger): Promise<AdminServer> {
-  if (!isLoopback(address.host) && !token) {
+/** `token` is asked on every request: a reload that changes admin.token applies at once. */
+export async function startAdminServer(address: ListenAddress, token: () => string | undefined, router: AdminRouter, log: Logger): Promise<AdminServer> {
+  if (!isLoopback(address.host) && !token()) {
     throw new Error(
       `admin.listen is ${address.host}:${address.port}, which is not loopback, and admin.token is not set: set a token (e.g. token: \${VELOCITY_ADMIN_TOKEN}) or listen on 127.0.0.1`,
     );
   }
-  const expected = token ? Buffer.from(token) : undefined;
+  let current: { token: string | undefined; expected: Buffer | undefined } = { token: undefined, expected: undefined };
+  const expectedToken = () => {
+    const now = token();
+    if (now !== current.token) current = { token: now, expected: now ? Buffer.from(now) : undefined };
+    return current.expected;
+  };
   const authorized = (req: IncomingMessage): boolean => {
+    const expected = expectedToken();
     if (!expected) return false;
     const header = req.headers.authorization ?? '';
     const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
@@ -61,7 +68,7 @@ export async function startAdminServer(address: ListenAddress, token: string | u
     const { route, params } = found;
     if ((route.mutates || (readAll && !route.public)) && !authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer realm="velocity-admin"');
-      return sendJson(res, 401, { error: expected ? 'missing or wrong bearer token' : 'changes need admin.token to be set in the config' });
+      return sendJson(res, 401, { error: expectedToken() ? 'missing or wrong bearer token' : 'changes need admin.token to be set in the config' });
     }
     let body: unknown;
     try {

@@ -1,6 +1,6 @@
 /** Policy names → factories. One file per policy; this is the only list of them. */
 import { z } from 'zod';
-import { suggest } from '../config/suggest.ts';
+import { suggest } from '../suggest.ts';
 import { fallbackOption, hashPolicy } from './consistent-hash.ts';
 import { cookieHashOptions, cookieKey } from './cookie-hash.ts';
 import { headerHashOptions, headerKey } from './header-hash.ts';

@@ -11,9 +11,11 @@ import { ConfigError, type ConfigProblem } from '../errors.ts';
 import { middlewareProblems } from '../middleware/check.ts';
 import { REQUEST_PLACEHOLDERS } from '../middleware/head.ts';
 import { shadowedRoutes } from '../proxy/route-table.ts';
+import { suggest } from '../suggest.ts';
+import { EtcdConfigStore } from './etcd-source.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
+import { configSourceSchema, type EtcdSourceConfig } from './schema/fleet.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
-import { suggest } from './suggest.ts';
 
 export interface LoadedConfig {
   config: Config;
@@ -23,12 +25,18 @@ export interface LoadedConfig {
   legacyTranslation?: string;
   /** Problems that do not stop the config (a route an earlier one shadows). */
   warnings?: ConfigProblem[];
+  /** In a fleet: the etcd revision of the shared config it was built from (0: none pushed yet). */
+  revision?: number;
 }
 
 type Path = PropertyKey[];
 
-/** Reads and validates a config file. Throws ConfigError with every problem found. */
-export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+/**
+ * Reads and validates a config file. Throws ConfigError with every problem found. A file with
+ * `config_source: { etcd }` is one instance's part of a fleet: the shared config is read from
+ * etcd (through `store` when given, else a client of its own) and the file's keys go over it.
+ */
+export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, store?: EtcdConfigStore): Promise<LoadedConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -36,9 +44,39 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
     throw new ConfigError([{ file, line: 1, column: 1, path: '', message: `cannot read config: ${reason}` }]);
   }
-  const loaded = parseConfig(text, file, env);
+  const source = configSourceOf(text, file, env);
+  const loaded = source ? await loadLayered(text, file, env, source, store) : parseConfig(text, file, env);
   await checkPolicyModules(loaded, dirname(file));
   return loaded;
+}
+
+/** The etcd source a config text names, validated; undefined when it names none. */
+export function configSourceOf(text: string, file: string, env: NodeJS.ProcessEnv = process.env): EtcdSourceConfig | undefined {
+  const read = readConfigText(text, file, env);
+  const section = isPlainObject(read.raw) ? read.raw.config_source : undefined;
+  if (section === undefined) return undefined;
+  const result = configSourceSchema.safeParse(section, { reportInput: true });
+  if (!result.success) throw new ConfigError(dedupe(issuesToProblems(result.error.issues, ['config_source'], read.locate)));
+  return result.data.etcd;
+}
+
+async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, source: EtcdSourceConfig, given: EtcdConfigStore | undefined): Promise<LoadedConfig> {
+  let store = given;
+  let read: Awaited<ReturnType<EtcdConfigStore['readShared']>>;
+  try {
+    store ??= new EtcdConfigStore(source, dirname(file));
+    read = await store.readShared();
+  } catch (err) {
+    const where = readConfigText(text, file, env).locate(['config_source', 'etcd', 'endpoints'], '');
+    throw new ConfigError([
+      { ...where, message: `cannot read the shared config at ${source.prefix}/config from etcd (${source.endpoints.join(', ')}): ${(err as Error).message}` },
+    ]);
+  } finally {
+    if (!given) store?.close();
+  }
+  // Nothing pushed yet: the file alone (an instance can seed the fleet with `velocity config push`).
+  if (!read.shared) return { ...parseConfig(text, file, env), revision: 0 };
+  return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
 }
 
 /** Custom policy modules must load and implement the interface; otherwise it is a config error at `module`. */
@@ -61,6 +99,35 @@ export async function checkPolicyModules(loaded: LoadedConfig, baseDir: string):
 
 /** Validates config text; `file` is only used in error positions. */
 export function parseConfig(text: string, file = '<config>', env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const read = readConfigText(text, file, env);
+  return validateConfig(read.raw, read.locate, read.legacyTranslation);
+}
+
+/** One config text read as YAML: its value, and where a field path sits in it. */
+interface ReadConfig {
+  raw: unknown;
+  locate: (path: Path, message: string, keyOf?: string) => ConfigProblem;
+  legacyTranslation?: string;
+}
+
+/**
+ * A fleet's config: the shared document (from etcd) under the instance's local file, whose
+ * top-level keys (listen, admin, workers, config_source…) win. Each problem points into the
+ * text its field came from.
+ */
+export function parseLayeredConfig(shared: { text: string; file: string }, local: { text: string; file: string }, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const base = readConfigText(shared.text, shared.file, env);
+  const over = readConfigText(local.text, local.file, env);
+  // A document that is not a mapping fails validation on its own, with its own position.
+  if (!isPlainObject(base.raw)) return validateConfig(base.raw, base.locate);
+  const localRaw = over.raw;
+  if (!isPlainObject(localRaw)) return validateConfig(localRaw, over.locate);
+  if (base.raw.config_source !== undefined)
+    throw new ConfigError([base.locate(['config_source'], 'config_source belongs in each instance’s own file, not in the shared config', 'config_source')]);
+  return validateConfig({ ...base.raw, ...localRaw }, (path, message, keyOf) => (String(path[0]) in localRaw ? over : base).locate(path, message, keyOf));
+}
+
+function readConfigText(text: string, file: string, env: NodeJS.ProcessEnv): ReadConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   const at = (offset: number, path: string, message: string): ConfigProblem => {
@@ -99,7 +166,11 @@ export function parseConfig(text: string, file = '<config>', env: NodeJS.Process
     const shown = formatPath(path);
     return at(node?.range?.[0] ?? 0, shown, message);
   };
+  return { raw, locate, ...(legacyTranslation ? { legacyTranslation } : {}) };
+}
 
+function validateConfig(raw: unknown, locate: ReadConfig['locate'], legacyTranslation?: string): LoadedConfig {
+  const problems: ConfigProblem[] = [];
   // `defaults` is checked on its own so its mistakes point at it, then merged under each service.
   if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
     const obj = raw as Record<string, unknown>;

@@ -9,7 +9,7 @@
 import { cappedBackoff } from '../backoff.ts';
 import type { DockerConfig } from '../config/schema/discovery.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { ControlPlane } from '../runtime/control-plane.ts';
+import type { ControlPlane } from '../upstream/control-plane.ts';
 import type { Scalable } from './autoscaler.ts';
 import { type ContainerSummary, DockerClient } from './docker-client.ts';
 import type { DiscoveryProvider, ProposedServer, ServerSetSink } from './provider.ts';

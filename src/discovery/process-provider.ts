@@ -10,7 +10,7 @@ import { connect, createServer } from 'node:net';
 import { cappedBackoff } from '../backoff.ts';
 import type { ProcessConfig } from '../config/schema/discovery.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { ControlPlane } from '../runtime/control-plane.ts';
+import type { ControlPlane } from '../upstream/control-plane.ts';
 import type { DiscoveryProvider, ProposedServer, ServerSetSink } from './provider.ts';
 
 interface Instance {

@@ -3,7 +3,7 @@
  * it through the same add/drain/remove path the admin API uses, so health, slow
  * start and draining behave the same wherever a server came from.
  */
-import type { ServerSource } from '../runtime/control-plane.ts';
+import type { ServerSource } from '../upstream/control-plane.ts';
 
 export interface ProposedServer {
   url: string;

@@ -4,7 +4,7 @@
  * source are touched, so the static list, the API and each provider coexist.
  */
 import type { Logger } from '../observe/logger.ts';
-import { type ControlPlane, ServerChangeError, type ServerSource } from '../runtime/control-plane.ts';
+import { type ControlPlane, ServerChangeError, type ServerSource } from '../upstream/control-plane.ts';
 import type { ProposedServer, ServerSetSink } from './provider.ts';
 
 export class Reconciler implements ServerSetSink {

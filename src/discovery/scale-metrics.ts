@@ -1,7 +1,7 @@
 /** The autoscaler's inputs, read from shared state (exact across threads) or from request records. */
 import type { AutoscaleConfig } from '../config/schema/discovery.ts';
 import type { RequestRecord } from '../observe/events.ts';
-import type { ControlPlane } from '../runtime/control-plane.ts';
+import type { ControlPlane } from '../upstream/control-plane.ts';
 import type { ScaleMetric } from './autoscaler.ts';
 
 function liveSlots(control: ControlPlane, service: string): number[] {

@@ -4,8 +4,9 @@
  * with an optional expiry. MemoryBlocklist is this instance's; RedisBlocklist
  * (redis-blocklist.ts) shares one list between every instance.
  */
+
+import { type Cidr, cidrContains, parseCidr } from '../cidr.ts';
 import type { Logger } from '../observe/logger.ts';
-import { type Cidr, cidrContains, parseCidr } from './cidr.ts';
 
 export type BlockSource = 'operator' | 'auto-ban';
 

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
-import { type CidrSet, parseCidr } from './cidr.ts';
+import { type CidrSet, parseCidr } from '../cidr.ts';
 
 /** `::ffff:1.2.3.4` (how Node reports IPv4 on a dual-stack socket) → `1.2.3.4`. */
 export function normalizeIp(ip: string): string {

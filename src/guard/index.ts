@@ -3,15 +3,14 @@
  * what outlives a reload — the rate-limit store (local table, or Redis with the
  * table as fallback), the blocklist, and the Redis connections.
  */
-import type { AdminRoute } from '../admin/router.ts';
+
+import { CidrSet } from '../cidr.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { StateConfig } from '../config/schema/traffic.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { DataPlane } from '../runtime/data-plane.ts';
-import { blocklistRoutes } from './admin-routes.ts';
+import type { RequestRules } from '../proxy/context.ts';
 import { AutoBan } from './auto-ban.ts';
 import { type Blocklist, MemoryBlocklist } from './blocklist.ts';
-import { CidrSet } from './cidr.ts';
 import { ClientIpResolver } from './client-ip.ts';
 import { FailoverRateLimitStore } from './failover-rate-limit-store.ts';
 import { IpFilterGuard } from './ip-filter-guard.ts';
@@ -70,15 +69,12 @@ export class TrafficControl {
     else this.log.warn({ waitedMs: REDIS_START_WAIT_MS, onFailure: this.state.on_failure }, 'redis not reachable at start: serving with the local fallback until it is');
   }
 
-  /** Installs client-IP resolution and the guards for `config` on a data plane (at start and on every reload). */
-  apply(config: Config, plane: DataPlane): void {
-    if (JSON.stringify(config.state) !== JSON.stringify(this.state)) this.log.warn('the state section changed: it applies at the next restart');
-    plane.clientIps = new ClientIpResolver(new CidrSet(config.trusted_proxies));
-    plane.guards = [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.store, this.bans)];
-  }
-
-  routes(): AdminRoute[] {
-    return blocklistRoutes(this.blocklist);
+  /** Client-IP resolution and the guards of `config` (at start and on every reload, on every serving thread). */
+  rules(config: Config): RequestRules {
+    return {
+      clientIps: new ClientIpResolver(new CidrSet(config.trusted_proxies)),
+      guards: [new IpFilterGuard(config, this.blocklist), new RateLimitGuard(config, this.store, this.bans)],
+    };
   }
 
   async close(): Promise<void> {

@@ -4,13 +4,14 @@
  * the service's. Deny beats allow: a client in both is refused. A client address
  * that is not an IP (it cannot be checked) is refused wherever an allow list is set.
  */
+
+import { CidrSet, ipToBig } from '../cidr.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { VelocityError } from '../errors.ts';
-import type { Guard, RequestContext } from '../proxy/handler.ts';
+import type { Guard, RequestContext } from '../proxy/context.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { Blocklist } from './blocklist.ts';
-import { CidrSet, ipToBig } from './cidr.ts';
 
 interface FilterSets {
   allow: CidrSet;

@@ -8,7 +8,7 @@
 import type { Config } from '../config/schema/root.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import { VelocityError } from '../errors.ts';
-import type { Guard, RequestContext } from '../proxy/handler.ts';
+import type { Guard, RequestContext } from '../proxy/context.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { AutoBan } from './auto-ban.ts';
 import { LimiterUnavailableError } from './failover-rate-limit-store.ts';

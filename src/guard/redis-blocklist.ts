@@ -7,9 +7,10 @@
  * changes made while Redis was unreachable apply locally at once and are written
  * when it is back.
  */
+
+import { parseCidr } from '../cidr.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type BlockEntry, type Blocklist, BlocklistError, type BlockSource, blockEntry, MAX_BLOCK_ENTRIES, MemoryBlocklist, type Stored } from './blocklist.ts';
-import { parseCidr } from './cidr.ts';
 import type { RedisClient } from './redis-clients.ts';
 import type { RedisConnection } from './redis-connection.ts';
 

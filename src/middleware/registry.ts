@@ -4,7 +4,7 @@
  * load and the docs table derive from it.
  */
 import { z } from 'zod';
-import { suggest } from '../config/suggest.ts';
+import { suggest } from '../suggest.ts';
 import { addPrefix, addPrefixOptions } from './add-prefix.ts';
 import { basicAuth, basicAuthOptions } from './basic-auth.ts';
 import { bodyLimit, bodyLimitOptions } from './body-limit.ts';

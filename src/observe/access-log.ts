@@ -29,13 +29,18 @@ export function formatAccessLine(r: RequestRecord, format: AccessLogConfig['form
  */
 export class AccessLogSink {
   private fd: number;
-  private readonly path: string | undefined;
+  readonly path: string | undefined;
   private pending: string[] = [];
   private scheduled = false;
+  private readonly onWriteError: (err: Error, lines: number) => void;
 
-  /** `path` undefined = stdout. Throws when the file cannot be opened: an unwritable access log refuses to start, as nginx does. */
-  constructor(path: string | undefined) {
+  /**
+   * `path` undefined = stdout. Throws when the file cannot be opened: an unwritable access log
+   * refuses to start (or to reload), as nginx does. `onWriteError` is told of lines a failed write lost.
+   */
+  constructor(path: string | undefined, onWriteError: (err: Error, lines: number) => void) {
     this.path = path;
+    this.onWriteError = onWriteError;
     try {
       this.fd = path === undefined ? 1 : openSync(path, 'a');
     } catch (err) {
@@ -54,12 +59,14 @@ export class AccessLogSink {
   flush(): void {
     this.scheduled = false;
     if (this.pending.length === 0) return;
+    const lines = this.pending.length;
     const chunk = `${this.pending.join('\n')}\n`;
     this.pending = [];
     try {
       writeSync(this.fd, chunk);
-    } catch {
-      // A full disk or closed pipe must not take the data path down; the lines are lost.
+    } catch (err) {
+      // A full disk or closed pipe must not take the data path down; the lines are lost, and counted.
+      this.onWriteError(err as Error, lines);
     }
   }
 

@@ -5,7 +5,8 @@
  * are counted under grpc_method="other" so a client cannot grow the label set.
  */
 import type { RequestRecord } from './events.ts';
-import { BUCKETS, bucketOf, type MetricSource } from './metrics.ts';
+import { bucketIndex, DURATION_BUCKETS } from './metric-table.ts';
+import type { CollectedSample, Collectors } from './metrics.ts';
 
 const CODE_NAMES = [
   'OK',
@@ -55,32 +56,31 @@ export class GrpcMethodMetrics {
       key = `${service} ${method}`;
       cells = this.methods.get(key);
       if (!cells) {
-        cells = { service, method, codes: new Map(), histogram: new BigInt64Array(BUCKETS.length + 1), sumMicros: 0n };
+        cells = { service, method, codes: new Map(), histogram: new BigInt64Array(DURATION_BUCKETS.length + 1), sumMicros: 0n };
         this.methods.set(key, cells);
       }
     }
     const code = grpcCodeName(record);
     cells.codes.set(code, (cells.codes.get(code) ?? 0) + 1);
-    const bucket = bucketOf(record.totalMs / 1000);
+    const bucket = bucketIndex(DURATION_BUCKETS, record.totalMs / 1000);
     cells.histogram[bucket] = (cells.histogram[bucket] as bigint) + 1n;
     cells.sumMicros += BigInt(Math.round(record.totalMs * 1000));
   };
 
-  render(out: Parameters<MetricSource>[0]): void {
-    for (const cells of this.methods.values()) {
-      out.declare('velocity_grpc_calls_total', 'counter', 'gRPC calls by service, method and the status the client got.');
-      for (const [code, n] of cells.codes) out.sample('velocity_grpc_calls_total', { service: cells.service, grpc_method: cells.method, grpc_code: code }, n);
-    }
-    for (const cells of this.methods.values()) {
-      out.declare('velocity_grpc_call_duration_seconds', 'histogram', 'gRPC call duration by service and method.');
-      const labels = { service: cells.service, grpc_method: cells.method };
-      let cumulative = 0n;
-      cells.histogram.forEach((n, i) => {
-        cumulative += n;
-        out.sample('velocity_grpc_call_duration_seconds_bucket', { ...labels, le: i < BUCKETS.length ? String(BUCKETS[i]) : '+Inf' }, cumulative);
-      });
-      out.sample('velocity_grpc_call_duration_seconds_sum', labels, Number(cells.sumMicros) / 1e6);
-      out.sample('velocity_grpc_call_duration_seconds_count', labels, cumulative);
-    }
-  }
+  /** The samples of `velocity_grpc_calls_total` and `velocity_grpc_call_duration_seconds` (declared in metric-table.ts). */
+  readonly collectors: Collectors = {
+    velocity_grpc_calls_total: () => {
+      const samples: CollectedSample[] = [];
+      for (const cells of this.methods.values()) {
+        for (const [code, n] of cells.codes) samples.push({ labels: { service: cells.service, grpc_method: cells.method, grpc_code: code }, value: n });
+      }
+      return samples;
+    },
+    velocity_grpc_call_duration_seconds: () =>
+      [...this.methods.values()].map((cells) => ({
+        labels: { service: cells.service, grpc_method: cells.method },
+        buckets: [...cells.histogram],
+        sum: Number(cells.sumMicros) / 1e6,
+      })),
+  };
 }

@@ -1,229 +1,181 @@
 /**
- * Prometheus metrics. Counters and histograms live in shared memory (BigInt64
- * cells in SharedState) so every data-path thread adds to the same numbers; the
+ * Prometheus metrics. Counters and histograms live in shared memory (MetricCells
+ * rows in SharedState) so every data-path thread adds to the same numbers; the
  * data path only increments, and /metrics on the admin listener reads and formats.
+ * What exists, and where each one's cells are, is declared in metric-table.ts.
  * Labels are bounded: service, server, status class — never paths or client IPs.
  */
-import type { ControlPlane } from '../runtime/control-plane.ts';
-import type { DataPlane } from '../runtime/data-plane.ts';
-import type { MetricCells } from '../state/metric-cells.ts';
+import type { ServerCells } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
-import { CIRCUIT_STATES } from '../upstream/server.ts';
 import type { RequestRecord } from './events.ts';
+import { bucketIndex, cellsOf, type GaugeRow, METRICS, type MetricCells, type MetricDeclaration, type MetricName, scopeOf } from './metric-table.ts';
 
-/** Histogram bucket upper bounds, seconds. */
-export const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-const HIST_CELLS = BUCKETS.length + 1;
-const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+/** Adds to a counter of the process, or of the row (service or server slot) it belongs to; `value` picks the extra label's value. */
+export function count(state: SharedState, name: MetricName, options: { row?: number; value?: string; by?: number } = {}): void {
+  add(state, cellsOf(name), options.row ?? 0, options.by ?? 1, options.value);
+}
 
-/** Cell offsets inside a server slot. */
-const SV = { CLASS: 0, HIST: 5, SUM: 5 + HIST_CELLS, CHECK_OK: 6 + HIST_CELLS, CHECK_FAIL: 7 + HIST_CELLS } as const;
-/** Cell offsets inside a service slot. */
-const SE = {
-  HIST: 0,
-  SUM: HIST_CELLS,
-  RETRIES: HIST_CELLS + 1,
-  RATE_LIMITED: HIST_CELLS + 2,
-  DENIED: HIST_CELLS + 3,
-  QUEUE_WAIT_SUM: HIST_CELLS + 4,
-  QUEUED: HIST_CELLS + 5,
-  ERRORS: HIST_CELLS + 6,
-  RETRIES_DENIED_BY_BUDGET: HIST_CELLS + 7,
-} as const;
-/** Process-wide cells. */
-export const GM = {
-  LOG_DROPPED: 0,
-  RELOAD_OK: 1,
-  RELOAD_FAILED: 2,
-  UNROUTED: 3,
-  LOG_WRITTEN: 4,
-  HEALTH_DOWN: 5,
-  HEALTH_UP: 6,
-  EJECTIONS: 7,
-  LOG_STORE_ERRORS: 8,
-  REDIS_OUTAGES: 9,
-  SERVERS_REMOVED: 10,
-  SPANS_EXPORTED: 11,
-  SPANS_DROPPED: 12,
-  FALLBACK_ALLOWED: 13,
-} as const;
+function rowsOf(state: SharedState, scope: MetricCells['scope']) {
+  return scope === 'server' ? state.serverMetrics : scope === 'service' ? state.serviceMetrics : state.globalMetrics;
+}
 
-/** Cells each scope needs (SharedState sizes its rows by this). */
-export const METRIC_CELLS = { server: SV.CHECK_FAIL + 1, service: SE.RETRIES_DENIED_BY_BUDGET + 1, global: GM.FALLBACK_ALLOWED + 1 };
+function add(state: SharedState, cells: MetricCells, row: number, by: number, value?: string): void {
+  const index = value === undefined ? 0 : (cells.metric.values?.indexOf(value) ?? -1);
+  if (index < 0) return;
+  rowsOf(state, cells.scope).add(row, cells.offset + index * cells.stride, BigInt(Math.round(cells.metric.seconds ? by * 1e6 : by)));
+}
 
-export function bucketOf(seconds: number): number {
-  for (let i = 0; i < BUCKETS.length; i++) if (seconds <= (BUCKETS[i] as number)) return i;
-  return BUCKETS.length;
+/** Counts one observation into a histogram: its bucket, and its sum in microseconds. */
+function observe(state: SharedState, cells: MetricCells, row: number, seconds: number): void {
+  const buckets = cells.metric.buckets ?? [];
+  const rows = rowsOf(state, cells.scope);
+  rows.add(row, cells.offset + bucketIndex(buckets, seconds), 1n);
+  rows.add(row, cells.offset + buckets.length + 1, BigInt(Math.round(seconds * 1e6)));
+}
+
+const REQUEST_DURATION = cellsOf('velocity_request_duration_seconds');
+const UPSTREAM_DURATION = cellsOf('velocity_upstream_duration_seconds');
+const RETRIES = cellsOf('velocity_retries_total');
+const RETRIES_DENIED = cellsOf('velocity_retries_denied_total');
+const RATE_LIMITED = cellsOf('velocity_rate_limited_total');
+const DENIED = cellsOf('velocity_denied_total');
+const ERRORS = cellsOf('velocity_errors_total');
+const QUEUED = cellsOf('velocity_queued_requests_total');
+const QUEUE_WAIT = cellsOf('velocity_queue_wait_seconds_total');
+const REQUESTS = cellsOf('velocity_requests_total');
+const UNROUTED = cellsOf('velocity_unrouted_requests_total');
+const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+
+/** What the observer needs to know of a service: its slot and its servers' slots. */
+export interface CountedService {
+  readonly slot: number;
+  readonly servers: readonly { readonly id: string; readonly slot: number }[];
 }
 
 /** The data-path side: one call per finished request, on the thread that served it. */
-export function metricsObserver(plane: DataPlane): (record: RequestRecord) => void {
-  const { serverMetrics, serviceMetrics, globalMetrics } = plane.state;
+export function metricsObserver(state: SharedState, serviceOf: (name: string) => CountedService | undefined): (record: RequestRecord) => void {
   return (record) => {
     if (!record.service) {
-      if (record.errorCode === 'NO_ROUTE') globalMetrics.add(0, GM.UNROUTED, 1n);
+      if (record.errorCode === 'NO_ROUTE') add(state, UNROUTED, 0, 1);
       return;
     }
-    const service = plane.service(record.service);
+    const service = serviceOf(record.service);
     if (!service) return;
-    const base = service.slot;
-    const seconds = record.totalMs / 1000;
-    serviceMetrics.add(base, SE.HIST + bucketOf(seconds), 1n);
-    serviceMetrics.add(base, SE.SUM, BigInt(Math.round(record.totalMs * 1000)));
-    if (record.retries > 0) serviceMetrics.add(base, SE.RETRIES, BigInt(record.retries));
-    if (record.errorCode === 'RATE_LIMITED') serviceMetrics.add(base, SE.RATE_LIMITED, 1n);
-    if (record.errorCode === 'IP_DENIED') serviceMetrics.add(base, SE.DENIED, 1n);
-    if (record.errorCode) serviceMetrics.add(base, SE.ERRORS, 1n);
-    if (record.retryDenied === 'budget') serviceMetrics.add(base, SE.RETRIES_DENIED_BY_BUDGET, 1n);
+    const row = service.slot;
+    observe(state, REQUEST_DURATION, row, record.totalMs / 1000);
+    if (record.retries > 0) add(state, RETRIES, row, record.retries);
+    if (record.retryDenied) add(state, RETRIES_DENIED, row, 1, record.retryDenied);
+    if (record.errorCode === 'RATE_LIMITED') add(state, RATE_LIMITED, row, 1);
+    if (record.errorCode === 'IP_DENIED') add(state, DENIED, row, 1);
+    if (record.errorCode) add(state, ERRORS, row, 1);
     if (record.queueWaitMs > 0) {
-      serviceMetrics.add(base, SE.QUEUED, 1n);
-      serviceMetrics.add(base, SE.QUEUE_WAIT_SUM, BigInt(Math.round(record.queueWaitMs * 1000)));
+      add(state, QUEUED, row, 1);
+      add(state, QUEUE_WAIT, row, record.queueWaitMs / 1000);
     }
     const server = record.server ? service.servers.find((s) => s.id === record.server) : undefined;
     if (!server) return;
-    const sbase = server.slot;
-    const cls = Math.floor(record.status / 100) - 1;
-    if (cls >= 0 && cls < 5) serverMetrics.add(sbase, SV.CLASS + cls, 1n);
-    if (record.upstreamMs !== undefined) {
-      serverMetrics.add(sbase, SV.HIST + bucketOf(record.upstreamMs / 1000), 1n);
-      serverMetrics.add(sbase, SV.SUM, BigInt(Math.round(record.upstreamMs * 1000)));
-    }
+    add(state, REQUESTS, server.slot, 1, CLASSES[Math.floor(record.status / 100) - 1]);
+    if (record.upstreamMs !== undefined) observe(state, UPSTREAM_DURATION, server.slot, record.upstreamMs / 1000);
   };
 }
 
-/** Counts an active health-check result (main thread). */
-export function countHealthCheck(state: SharedState, slot: number, ok: boolean): void {
-  state.serverMetrics.add(slot, ok ? SV.CHECK_OK : SV.CHECK_FAIL, 1n);
-}
-
-export function countGlobal(state: SharedState, cell: number, by = 1): void {
-  state.globalMetrics.add(0, cell, BigInt(by));
+/** What the exposition reads: the services and servers that exist now (the control plane). */
+export interface MetricsSource {
+  readonly state: SharedState;
+  serviceNames(): string[];
+  serviceSlot(name: string): number;
+  servers(service: string): readonly { readonly spec: { readonly id: string; readonly slot: number } }[];
 }
 
 const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 const labels = (pairs: Record<string, string>) =>
-  `{${Object.entries(pairs)
-    .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
-    .join(',')}}`;
+  Object.keys(pairs).length === 0
+    ? ''
+    : `{${Object.entries(pairs)
+        .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+        .join(',')}}`;
 
-/** Collects samples per family: the text format wants each family's lines in one group. */
-export class Exposition {
-  private readonly families = new Map<string, string[]>();
-  private current: string[] = [];
-
-  declare(name: string, type: 'counter' | 'gauge' | 'histogram', help: string): void {
-    let lines = this.families.get(name);
-    if (!lines) {
-      lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
-      this.families.set(name, lines);
-    }
-    this.current = lines;
-  }
-
-  sample(name: string, pairs: Record<string, string>, value: number | bigint): void {
-    this.current.push(`${name}${Object.keys(pairs).length ? labels(pairs) : ''} ${value.toString()}`);
-  }
-
-  histogram(name: string, pairs: Record<string, string>, cells: MetricCells, row: number, start: number, sumMicros: bigint): void {
-    let cumulative = 0n;
-    for (let i = 0; i < HIST_CELLS; i++) {
-      cumulative += cells.load(row, start + i);
-      this.sample(`${name}_bucket`, { ...pairs, le: i < BUCKETS.length ? String(BUCKETS[i]) : '+Inf' }, cumulative);
-    }
-    this.sample(`${name}_sum`, pairs, Number(sumMicros) / 1e6);
-    this.sample(`${name}_count`, pairs, cumulative);
-  }
-
-  text(): string {
-    return `${[...this.families.values()].flat().join('\n')}\n`;
-  }
+interface Row {
+  slot: number;
+  labels: Record<string, string>;
+  live: GaugeRow;
 }
 
-/** A feature's own metrics, written after the built-in ones (e.g. ACME certificates). */
-export type MetricSource = (out: Pick<Exposition, 'declare' | 'sample'>) => void;
+/** A histogram's lines: cumulative buckets from the per-bucket counts (`countAt(buckets.length)` is +Inf), sum and count. */
+function histogramLines(metric: MetricDeclaration, pairs: Record<string, string>, countAt: (bucket: number) => bigint, sumSeconds: number): string[] {
+  const buckets = metric.buckets ?? [];
+  const lines: string[] = [];
+  let cumulative = 0n;
+  for (let b = 0; b <= buckets.length; b++) {
+    cumulative += countAt(b);
+    lines.push(`${metric.name}_bucket${labels({ ...pairs, le: b < buckets.length ? String(buckets[b]) : '+Inf' })} ${cumulative}`);
+  }
+  lines.push(`${metric.name}_sum${labels(pairs)} ${sumSeconds}`);
+  lines.push(`${metric.name}_count${labels(pairs)} ${cumulative}`);
+  return lines;
+}
 
-/** The Prometheus text exposition of everything Velocity counts. */
-export function renderMetrics(control: ControlPlane, queueLength: (service: string) => number, sources: readonly MetricSource[] = []): string {
-  const { state } = control;
-  const out = new Exposition();
-  const now = Date.now();
-  for (const service of control.serviceNames()) {
-    const vslot = control.serviceSlot(service);
-    const cell = (i: number) => state.serviceMetrics.load(vslot, i);
-    out.declare('velocity_request_duration_seconds', 'histogram', 'Time from request arrival to the end of the response, by service.');
-    out.histogram('velocity_request_duration_seconds', { service }, state.serviceMetrics, vslot, SE.HIST, cell(SE.SUM));
-    out.declare('velocity_retries_total', 'counter', 'Retries sent to another server.');
-    out.sample('velocity_retries_total', { service }, cell(SE.RETRIES));
-    out.declare('velocity_retries_denied_total', 'counter', 'Failed tries not retried because the retry budget was spent.');
-    out.sample('velocity_retries_denied_total', { service, reason: 'budget' }, cell(SE.RETRIES_DENIED_BY_BUDGET));
-    out.declare('velocity_rate_limited_total', 'counter', 'Requests answered 429 by a rate limit.');
-    out.sample('velocity_rate_limited_total', { service }, cell(SE.RATE_LIMITED));
-    out.declare('velocity_denied_total', 'counter', 'Requests answered 403 by an IP filter or ban.');
-    out.sample('velocity_denied_total', { service }, cell(SE.DENIED));
-    out.declare('velocity_errors_total', 'counter', 'Responses Velocity made itself (x-velocity-error).');
-    out.sample('velocity_errors_total', { service }, cell(SE.ERRORS));
-    out.declare('velocity_queue_length', 'gauge', 'Requests waiting for a free server.');
-    out.sample('velocity_queue_length', { service }, queueLength(service));
-    out.declare('velocity_queued_requests_total', 'counter', 'Requests that waited in the queue.');
-    out.sample('velocity_queued_requests_total', { service }, cell(SE.QUEUED));
-    out.declare('velocity_queue_wait_seconds_total', 'counter', 'Total time requests spent in the queue.');
-    out.sample('velocity_queue_wait_seconds_total', { service }, Number(cell(SE.QUEUE_WAIT_SUM)) / 1e6);
-    for (const entry of control.servers(service)) {
-      const slot = entry.spec.slot;
-      const server = entry.spec.id;
-      const live = state.server(slot);
-      const cell = (i: number) => state.serverMetrics.load(slot, i);
-      out.declare('velocity_requests_total', 'counter', 'Responses passed on from servers, by status class.');
-      for (const [i, code] of CLASSES.entries()) out.sample('velocity_requests_total', { service, server, code }, cell(SV.CLASS + i));
-      out.declare('velocity_upstream_duration_seconds', 'histogram', 'Time spent with servers per request, all tries.');
-      out.histogram('velocity_upstream_duration_seconds', { service, server }, state.serverMetrics, slot, SV.HIST, cell(SV.SUM));
-      out.declare('velocity_in_flight_requests', 'gauge', 'Requests in flight on a server, all threads.');
-      out.sample('velocity_in_flight_requests', { service, server }, live.inFlight);
-      const ejected = now < live.ejectedUntil;
-      out.declare('velocity_server_up', 'gauge', '1 when active health checks pass and passive health has not ejected the server.');
-      out.sample('velocity_server_up', { service, server }, live.activeUp && !ejected ? 1 : 0);
-      out.declare('velocity_circuit_state', 'gauge', '1 for the circuit breaker state the server is in.');
-      for (const [i, name] of CIRCUIT_STATES.entries()) out.sample('velocity_circuit_state', { service, server, state: name }, live.circuitState === i ? 1 : 0);
-      out.declare('velocity_health_checks_total', 'counter', 'Active health-check results.');
-      out.sample('velocity_health_checks_total', { service, server, result: 'pass' }, cell(SV.CHECK_OK));
-      out.sample('velocity_health_checks_total', { service, server, result: 'fail' }, cell(SV.CHECK_FAIL));
+/** The lines of one metric for one row. */
+function sampleLines(state: SharedState, metric: MetricDeclaration, row: Row): string[] {
+  const extra = metric.labels.find((l) => l !== 'service' && l !== 'server');
+  const values: (string | undefined)[] = metric.values ? [...metric.values] : [undefined];
+  const lines: string[] = [];
+  for (const [i, value] of values.entries()) {
+    const pairs = extra && value !== undefined ? { ...row.labels, [extra]: value } : row.labels;
+    if (metric.read) {
+      lines.push(`${metric.name}${labels(pairs)} ${metric.read(row.live, value)}`);
+      continue;
+    }
+    const cells = cellsOf(metric.name as MetricName);
+    const rows = rowsOf(state, cells.scope);
+    const base = cells.offset + i * cells.stride;
+    if (metric.type === 'histogram') {
+      const buckets = metric.buckets ?? [];
+      lines.push(...histogramLines(metric, pairs, (b) => rows.load(row.slot, base + b), Number(rows.load(row.slot, base + buckets.length + 1)) / 1e6));
+    } else {
+      const raw = rows.load(row.slot, base);
+      lines.push(`${metric.name}${labels(pairs)} ${metric.seconds ? Number(raw) / 1e6 : raw}`);
     }
   }
-  const g = (i: number) => state.globalMetrics.load(0, i);
-  out.declare('velocity_unrouted_requests_total', 'counter', 'Requests no service matched (404).');
-  out.sample('velocity_unrouted_requests_total', {}, g(GM.UNROUTED));
-  out.declare('velocity_log_entries_dropped_total', 'counter', 'Access-log entries dropped because the log store was slow or down.');
-  out.sample('velocity_log_entries_dropped_total', {}, g(GM.LOG_DROPPED));
-  out.declare('velocity_log_entries_written_total', 'counter', 'Access-log entries written to the log store.');
-  out.sample('velocity_log_entries_written_total', {}, g(GM.LOG_WRITTEN));
-  out.declare('velocity_log_store_errors_total', 'counter', 'Failed writes to the log store (entries stay buffered and are retried).');
-  out.sample('velocity_log_store_errors_total', {}, g(GM.LOG_STORE_ERRORS));
-  out.declare('velocity_health_changes_total', 'counter', 'Servers going down or up by active health checks.');
-  out.sample('velocity_health_changes_total', { to: 'down' }, g(GM.HEALTH_DOWN));
-  out.sample('velocity_health_changes_total', { to: 'up' }, g(GM.HEALTH_UP));
-  out.declare('velocity_passive_ejections_total', 'counter', 'Servers ejected by passive health.');
-  out.sample('velocity_passive_ejections_total', {}, g(GM.EJECTIONS));
-  out.declare(
-    'velocity_state_store_outages_total',
-    'counter',
-    'Times the Redis state store became unreachable, per connection (one per data-path thread); rate limits and the blocklist fell back to this instance.',
-  );
-  out.sample('velocity_state_store_outages_total', {}, g(GM.REDIS_OUTAGES));
-  out.declare(
-    'velocity_state_store_fallback_allowed_total',
-    'counter',
-    "Requests a shared rate limit let through on this instance's own count while Redis was unreachable: the most a Redis outage or failover added to the shared limits.",
-  );
-  out.sample('velocity_state_store_fallback_allowed_total', {}, g(GM.FALLBACK_ALLOWED));
-  out.declare('velocity_servers_removed_total', 'counter', 'Servers removed at runtime or by a reload, after draining.');
-  out.sample('velocity_servers_removed_total', {}, g(GM.SERVERS_REMOVED));
-  out.declare('velocity_trace_spans_exported_total', 'counter', 'Spans sent to the OTLP collector.');
-  out.sample('velocity_trace_spans_exported_total', {}, g(GM.SPANS_EXPORTED));
-  out.declare('velocity_trace_spans_dropped_total', 'counter', 'Spans dropped: export queue full or the collector failed.');
-  out.sample('velocity_trace_spans_dropped_total', {}, g(GM.SPANS_DROPPED));
-  out.declare('velocity_config_reloads_total', 'counter', 'Config reloads by result.');
-  out.sample('velocity_config_reloads_total', { result: 'success' }, g(GM.RELOAD_OK));
-  out.sample('velocity_config_reloads_total', { result: 'failure' }, g(GM.RELOAD_FAILED));
-  for (const source of sources) source(out);
-  return out.text();
+  return lines;
+}
+
+/** One sample of a collected metric: a counter's or gauge's value, or a histogram's per-bucket counts (the last is +Inf) and sum in seconds. */
+export type CollectedSample =
+  | { readonly labels: Record<string, string>; readonly value: number | bigint }
+  | { readonly labels: Record<string, string>; readonly buckets: readonly bigint[]; readonly sum: number };
+
+/** Hands over the samples of one `collected` metric of the table when /metrics is scraped. */
+export type Collector = () => Iterable<CollectedSample>;
+export type Collectors = Partial<Record<MetricName, Collector>>;
+
+function collectedLines(metric: MetricDeclaration, collector: Collector | undefined): string[] {
+  const lines: string[] = [];
+  for (const sample of collector?.() ?? []) {
+    if ('value' in sample) lines.push(`${metric.name}${labels(sample.labels)} ${sample.value.toString()}`);
+    else lines.push(...histogramLines(metric, sample.labels, (b) => sample.buckets[b] ?? 0n, sample.sum));
+  }
+  return lines;
+}
+
+/** The Prometheus text exposition of everything in the metric table; `collectors` hand over the samples of its collected metrics. */
+export function renderMetrics(source: MetricsSource, queueLength: (service: string) => number, collectors: Collectors = {}): string {
+  const { state } = source;
+  const now = Date.now();
+  const rows: Record<MetricCells['scope'], Row[]> = { global: [{ slot: 0, labels: {}, live: { now } }], service: [], server: [] };
+  for (const service of source.serviceNames()) {
+    rows.service.push({ slot: source.serviceSlot(service), labels: { service }, live: { now, queueLength: queueLength(service) } });
+    for (const entry of source.servers(service)) {
+      const server: ServerCells = state.server(entry.spec.slot);
+      rows.server.push({ slot: entry.spec.slot, labels: { service, server: entry.spec.id }, live: { now, server } });
+    }
+  }
+  const out: string[] = [];
+  for (const metric of METRICS as readonly MetricDeclaration[]) {
+    const lines = metric.collected ? collectedLines(metric, collectors[metric.name as MetricName]) : rows[scopeOf(metric)].flatMap((row) => sampleLines(state, metric, row));
+    // A collector with nothing to tell (no gRPC calls, no ACME block) leaves its metric out.
+    if (metric.collected && lines.length === 0) continue;
+    out.push(`# HELP ${metric.name} ${metric.help}`, `# TYPE ${metric.name} ${metric.type}`, ...lines);
+  }
+  return `${out.join('\n')}\n`;
 }

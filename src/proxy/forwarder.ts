@@ -11,9 +11,9 @@ import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-
 import { PoolSet, type ServerPool, type ServerPoolOptions } from '../upstream/http1-pool.ts';
 import type { ResponseHead } from '../upstream/response-parser.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
+import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
-import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from './upstream-tls.ts';
 export interface AttemptTimeouts {
   responseHeader: number;
   idle: number;

@@ -20,10 +20,10 @@ import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ClientResponse } from './client-response.ts';
+import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
 import { encodeGrpcMessage, flatHeaders, formatGrpcTimeout, GRPC, headerObject, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
 import { type GrpcWebMode, GrpcWebResponse, grpcWebMode, grpcWebRequestBody, toGrpcRequestHeaders } from './grpc-web.ts';
-import type { RequestContext } from './handler.ts';
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
 import { ReplayableBody } from './replayable-body.ts';
 

@@ -2,24 +2,21 @@
  * The HTTP data path for one request: route → guards → select → forward, with
  * retries, and one record to observers at the end. Never throws to the server.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
-import type { PickRequest } from '../balancer/policy.ts';
 import { VelocityError } from '../errors.ts';
-import { normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
-import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import { RequestContext } from './context.ts';
 import { forwardAttempt } from './forwarder.ts';
 import { isGrpcRequest, respondGrpcError } from './grpc.ts';
 import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import type { UnderscoreHeaders } from './header-names.ts';
-import { type ForwardedInfo, requestHeadersForUpstream } from './headers.ts';
+import { requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
 import { checkRequestHead } from './request-head.ts';
@@ -28,125 +25,6 @@ import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-
-/** Per-request state shared by the steps and turned into the access-log record. */
-export class RequestContext implements PickRequest {
-  readonly started = performance.now();
-  /**
-   * The record is emitted once both the response has closed and the data path is done with the
-   * request: an attempt that settles after the client left still fills in its fields first.
-   */
-  partsLeft = 2;
-  readonly record: RequestRecord;
-  private cookies: Map<string, string> | undefined;
-  /** Headers steps add to the response (rate-limit headers, sticky cookie). */
-  responseHeaders: [string, string | string[]][] | undefined;
-  /** The route's middleware for this request; undefined when the route has none. */
-  run: MiddlewareRun | undefined;
-
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
-  readonly clientIp: string;
-  readonly proto: 'http' | 'https';
-  /** The request's trace (W3C Trace Context) and whether servers are told about it. */
-  readonly trace: RequestTrace | undefined;
-  readonly propagateTrace: boolean;
-
-  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
-    this.req = req;
-    this.res = res;
-    this.clientIp = clientIp;
-    this.proto = proto;
-    const headers = req.headers;
-    this.trace = tracer?.start(headers);
-    this.propagateTrace = tracer?.propagate ?? false;
-    const incomingId = headers['x-request-id'];
-    this.record = {
-      time: Date.now(),
-      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : randomUUID(),
-      clientIp,
-      method: req.method ?? 'GET',
-      host: headers.host ?? '',
-      path: req.url ?? '/',
-      protocol: `HTTP/${req.httpVersion}`,
-      status: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-      service: undefined,
-      server: undefined,
-      upstreamFirstByteMs: undefined,
-      upstreamMs: undefined,
-      totalMs: 0,
-      retries: 0,
-      queueWaitMs: 0,
-      decision: undefined,
-      retryDenied: undefined,
-      errorCode: undefined,
-      userAgent: headers['user-agent'],
-      traceId: this.trace?.traceId,
-      spanId: this.trace?.spanId,
-    };
-  }
-
-  get method(): string {
-    return this.record.method;
-  }
-
-  get url(): string {
-    return this.record.path;
-  }
-
-  header(name: string): string | undefined {
-    const v = this.req.headers[name.toLowerCase()];
-    return Array.isArray(v) ? v.join(', ') : v;
-  }
-
-  cookie(name: string): string | undefined {
-    if (!this.cookies) {
-      this.cookies = new Map();
-      const raw = this.req.headers.cookie;
-      if (raw) {
-        for (const part of raw.split(';')) {
-          const eq = part.indexOf('=');
-          if (eq > 0) this.cookies.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
-        }
-      }
-    }
-    return this.cookies.get(name);
-  }
-
-  /**
-   * What the server is told about the client. X-Forwarded-For gets the address
-   * that connected to Velocity appended; a client's own list is kept only when
-   * that peer is a trusted proxy, and replaced otherwise.
-   */
-  forwardedInfo(peerTrusted: boolean): ForwardedInfo {
-    return {
-      clientIp: normalizeIp(this.req.socket.remoteAddress ?? ''),
-      priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
-      proto: this.proto,
-      host: this.record.host,
-      requestId: this.record.requestId,
-    };
-  }
-
-  /** Sets a response header Velocity adds, replacing an earlier value of the same name. */
-  setResponseHeader(name: string, value: string): void {
-    const list = (this.responseHeaders ??= []);
-    const at = list.findIndex(([n]) => n === name);
-    if (at >= 0) list[at] = [name, value];
-    else list.push([name, value]);
-  }
-
-  addResponseHeader(name: string, value: string | string[]): void {
-    (this.responseHeaders ??= []).push([name, value]);
-  }
-}
-
-/** A step before balancing (IP filter, rate limit). Returns an error to answer with, or nothing. */
-export interface Guard {
-  check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined | Promise<VelocityError | undefined>;
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -271,7 +149,7 @@ export class RequestHandler {
     const now = Date.now();
     service.retryBudget.recordRequest(now);
 
-    const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body);
+    const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body, record);
     const body = pending instanceof Promise ? await pending : pending;
     if (body instanceof VelocityError) return this.fail(ctx, body);
     const replayable = !(body && typeof (body as Readable).pipe === 'function');
@@ -368,14 +246,25 @@ export class RequestHandler {
   /**
    * The body to send: none, a buffer (small bodies, so retries can resend them),
    * or the client stream itself (large or unknown-length bodies, sent once).
-   * Only buffering waits; the other answers are immediate.
+   * Only buffering waits; the other answers are immediate. `record.bytesIn` counts
+   * the body bytes actually read (chunked ones too), not what Content-Length says.
    */
-  private requestBody(req: IncomingMessage, bufferLimit: number): Buffer | Readable | null | Promise<Buffer | VelocityError> {
+  private requestBody(req: IncomingMessage, bufferLimit: number, record: RequestRecord): Buffer | Readable | null | Promise<Buffer | VelocityError> {
     const length = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
     if (!chunked && (length === undefined || length === '0')) return null;
-    if (chunked || Number(length) > bufferLimit) return req;
-    return bufferBody(req);
+    if (chunked || Number(length) > bufferLimit) {
+      // Paused first: the counter must not start the flow; the forwarder resumes it when it sends.
+      req.pause();
+      req.on('data', (chunk: Buffer) => {
+        record.bytesIn += chunk.length;
+      });
+      return req;
+    }
+    return bufferBody(req).then((body) => {
+      if (!(body instanceof VelocityError)) record.bytesIn = body.length;
+      return body;
+    });
   }
 
   private fail(ctx: RequestContext, error: VelocityError): void {
@@ -396,10 +285,9 @@ export class RequestHandler {
   /** Called when the response closed and when the data path is done; the second call records the request. */
   private finish(ctx: RequestContext): void {
     if (--ctx.partsLeft > 0) return;
-    const { record, req } = ctx;
+    const { record } = ctx;
     // Measured last, so no part of the record (upstreamMs, measured when a try settled) can exceed it.
     record.totalMs = performance.now() - ctx.started;
-    record.bytesIn = req.socket?.bytesRead !== undefined ? Number(req.headers['content-length'] ?? 0) : 0;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
     ctx.trace?.end(record);
     this.plane.emit(record);

@@ -68,6 +68,20 @@ function wantedBy(config: Config): Wanted[] {
   return out;
 }
 
+/**
+ * What a reload cannot change on a listener that stays open: its settings other than
+ * certificates (HTTP/2, HSTS, redirect target), and the client limits its sockets
+ * were made with. Named as the config names them.
+ */
+export function listenerFieldsNeedingRestart(next: Config, previous: Config): string[] {
+  const before = new Map(wantedBy(previous).map((w) => [w.key, w.settings]));
+  const fields = wantedBy(next)
+    .filter((w) => before.has(w.key) && before.get(w.key) !== w.settings)
+    .map((w) => `listeners[${next.listeners.indexOf(w.listener as ListenerConfig)}]`);
+  if (JSON.stringify(next.client) !== JSON.stringify(previous.client)) fields.push('client');
+  return fields;
+}
+
 export interface ListenerSetOptions {
   reusePort?: boolean;
   /** On-demand TLS: obtains a certificate for a name first seen in a handshake; true when one may now be in storage. */
@@ -122,7 +136,8 @@ export class ListenerSet {
    * Makes the open listeners match `config`: opens new ones first (if one fails,
    * the new ones close again and this throws, leaving the old set), applies
    * certificate changes in place, and drains removed ones in the background.
-   * Other changed settings of a listener that stays take effect on restart.
+   * Other changed settings of a listener that stays take effect on restart
+   * (listenerFieldsNeedingRestart names them for the reload's result).
    */
   async reconcile(config: Config): Promise<void> {
     const wanted = wantedBy(config);
@@ -133,7 +148,6 @@ export class ListenerSet {
         const existing = this.open.get(w.key);
         // Never two sockets for one key: the second could not be found again to close it.
         if (!existing && !opened.some((o) => o.key === w.key)) opened.push(await this.start(w, config));
-        else if (existing && existing.settings !== w.settings) this.log.warn({ listener: w.key }, 'listener settings changed: they take effect on restart');
       }
       for (const w of wanted) {
         const existing = this.open.get(w.key);

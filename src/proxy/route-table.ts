@@ -5,9 +5,9 @@
  * routes an earlier one shadows.
  */
 import type { PickRequest } from '../balancer/policy.ts';
+import { CidrSet, parseCidr } from '../cidr.ts';
 import type { MatchConfig } from '../config/schema/routes.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
-import { CidrSet, parseCidr } from '../guard/cidr.ts';
 import { buildChain, type MiddlewareChain } from '../middleware/chain.ts';
 import type { MiddlewareContext } from '../middleware/middleware.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';

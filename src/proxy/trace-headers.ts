@@ -2,7 +2,7 @@
 import type { AttemptResult } from '../observe/tracing.ts';
 import type { AttemptOutcome } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import type { RequestContext } from './handler.ts';
+import type { RequestContext } from './context.ts';
 
 /**
  * Replaces the client's traceparent/tracestate in a flat header list with

@@ -17,11 +17,11 @@ import { connectFirst } from '../upstream/connect-first.ts';
 import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import { tlsConnectOptions, upstreamTlsOptions } from '../upstream/tls.ts';
+import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
-import type { RequestContext } from './handler.ts';
 import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
 import { splice } from './splice.ts';
-import { tlsConnectOptions, upstreamTlsOptions } from './upstream-tls.ts';
 
 export function isWebSocketUpgrade(req: IncomingMessage): boolean {
   const upgrade = req.headers.upgrade;

@@ -7,28 +7,40 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { Agent } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
+import { CidrSet } from '../cidr.ts';
+import type { Config } from '../config/schema/root.ts';
 import { VelocityError } from '../errors.ts';
-import { CidrSet } from '../guard/cidr.ts';
 import { ClientIpResolver } from '../guard/client-ip.ts';
 import type { MiddlewareContext } from '../middleware/middleware.ts';
 import { ObserverList, type RequestObserver, type RequestRecord } from '../observe/events.ts';
 import type { Logger } from '../observe/logger.ts';
-import { countGlobal, GM } from '../observe/metrics.ts';
+import { count } from '../observe/metrics.ts';
 import { Tracer } from '../observe/tracing.ts';
+import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
-import type { Guard, RequestContext } from '../proxy/handler.ts';
 import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
-import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../proxy/upstream-tls.ts';
 import type { SharedState } from '../state/shared-state.ts';
 import { type H2PoolOptions, H2Pools } from '../upstream/h2-pool.ts';
 import type { Lease } from '../upstream/lease.ts';
 import { logUpstreamChange, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import { type PolicyLoader, policyLoader, policyModuleBase, type ServiceEvents, ServiceRuntime } from '../upstream/service.ts';
+import { type PolicyLoader, policyLoader, type ServiceEvents, ServiceRuntime } from '../upstream/service.ts';
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
+import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../upstream/tls.ts';
 import type { Topology } from '../upstream/topology.ts';
+
+const NO_RULES: RequestRules = { clientIps: new ClientIpResolver(new CidrSet([])), guards: [] };
+
+export interface DataPlaneOptions {
+  /** The instance's config folder: custom policy and middleware modules resolve from it. */
+  baseDir?: string;
+  /** Builds a service's policy (built-ins, and custom modules from the instance's folder). */
+  loadPolicy?: PolicyLoader;
+  /** The request rules of a config; asked again whenever the topology brings a new config. None: no guards. */
+  rules?: (config: Config) => RequestRules;
+}
 
 export class DataPlane {
   readonly pools = new UpstreamPools();
@@ -37,29 +49,19 @@ export class DataPlane {
   /** Trace context and span export (per thread). */
   readonly tracer: Tracer;
   readonly observers = new ObserverList();
-  guards: readonly Guard[] = [];
-  draining = false;
+  /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */
+  readonly observersChanged = new EventEmitter<{ change: [count: number] }>();
+  private requestRules = NO_RULES;
+  private shuttingDown = false;
   private services = new Map<string, ServiceRuntime>();
   private router = new Router<RouteTarget>([]);
   /** Middleware subrequests (forward auth, mirroring, error pages) and what else middleware may use. */
   private readonly subrequests = new Agent({ keepAliveTimeout: 4_000, connections: 64 });
   private lastMiddlewareWarning = 0;
-  private readonly middlewareContext: MiddlewareContext = {
-    service: (name) => this.services.get(name),
-    http: this.subrequests,
-    baseDir: policyModuleBase.dir,
-    warn: (message) => {
-      const now = Date.now();
-      if (now - this.lastMiddlewareWarning < 1000) return;
-      this.lastMiddlewareWarning = now;
-      this.log.warn(message);
-    },
-  };
+  private readonly middlewareContext: MiddlewareContext;
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
-  /** Socket address, or the forwarded one when the peer is a trusted proxy (set from the config). */
-  clientIps = new ClientIpResolver(new CidrSet([]));
   private readonly queues = new Map<string, RequestQueue>();
   /**
    * Circuit and ejection changes, for metrics, the dashboard and the API. On the main
@@ -79,16 +81,44 @@ export class DataPlane {
   readonly thread: number;
   readonly log: Logger;
   private readonly loadPolicy: PolicyLoader;
+  private readonly rules: ((config: Config) => RequestRules) | undefined;
 
-  constructor(state: SharedState, thread: number, log: Logger, loadPolicy?: PolicyLoader) {
+  constructor(state: SharedState, thread: number, log: Logger, options: DataPlaneOptions = {}) {
     this.state = state;
     this.thread = thread;
     this.log = log;
-    this.loadPolicy = loadPolicy ?? policyLoader((service, message) => log.warn({ service }, message));
+    const baseDir = options.baseDir ?? process.cwd();
+    this.loadPolicy = options.loadPolicy ?? policyLoader(baseDir, (service, message) => log.warn({ service }, message));
+    this.middlewareContext = {
+      service: (name) => this.services.get(name),
+      http: this.subrequests,
+      baseDir,
+      warn: (message) => {
+        const now = Date.now();
+        if (now - this.lastMiddlewareWarning < 1000) return;
+        this.lastMiddlewareWarning = now;
+        this.log.warn(message);
+      },
+    };
+    this.rules = options.rules;
     this.tracer = new Tracer(log, {
-      exported: (n) => countGlobal(state, GM.SPANS_EXPORTED, n),
-      dropped: (n) => countGlobal(state, GM.SPANS_DROPPED, n),
+      exported: (n) => count(state, 'velocity_trace_spans_exported_total', { by: n }),
+      dropped: (n) => count(state, 'velocity_trace_spans_dropped_total', { by: n }),
     });
+  }
+
+  /** The guards requests go through, from the current config. */
+  get guards(): readonly Guard[] {
+    return this.requestRules.guards;
+  }
+
+  /** Whether the instance is shutting down: requests still arriving are refused, connections closed after. */
+  get draining(): boolean {
+    return this.shuttingDown;
+  }
+
+  drain(): void {
+    this.shuttingDown = true;
   }
 
   get version(): number {
@@ -100,6 +130,7 @@ export class DataPlane {
   }
 
   apply(topology: Topology): void {
+    if (this.rules && topology.config !== this.topology?.config) this.requestRules = this.rules(topology.config);
     const next = new Map<string, ServiceRuntime>();
     for (const spec of topology.services) {
       const previous = this.services.get(spec.name);
@@ -107,7 +138,7 @@ export class DataPlane {
     }
     // TCP services take connections on their own listeners, never HTTP requests.
     const http = [...next.values()].filter((s) => s.config.mode === 'http');
-    this.router = new Router(buildRoutes(http, { ...this.middlewareContext, baseDir: policyModuleBase.dir }));
+    this.router = new Router(buildRoutes(http, this.middlewareContext));
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
@@ -145,12 +176,12 @@ export class DataPlane {
 
   /** The client's address as Velocity sees it (the socket peer; trusted proxies are handled by guards). */
   clientIp(req: IncomingMessage): string {
-    return this.clientIps.resolve(req);
+    return this.requestRules.clientIps.resolve(req);
   }
 
   /** Whether the peer is a trusted proxy whose X-Forwarded-For may be kept. */
   trustsPeer(req: IncomingMessage): boolean {
-    return this.clientIps.peerTrusted(req);
+    return this.requestRules.clientIps.peerTrusted(req);
   }
 
   /**
@@ -231,15 +262,12 @@ export class DataPlane {
     return set;
   }
 
-  /** Told when observers come or go: worker threads forward records to this plane only while someone listens. */
-  onObserversChanged: (() => void) | undefined;
-
   addObserver(observer: RequestObserver): () => void {
     const remove = this.observers.add(observer);
-    this.onObserversChanged?.();
+    this.observersChanged.emit('change', this.observers.size);
     return () => {
       remove();
-      this.onObserversChanged?.();
+      this.observersChanged.emit('change', this.observers.size);
     };
   }
 

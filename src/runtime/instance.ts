@@ -5,36 +5,43 @@
 
 import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
+import { autoscaleRoutes } from '../admin/api/autoscale.ts';
+import { blocklistRoutes } from '../admin/api/blocklist.ts';
 import { certificatesRoutes } from '../admin/api/certificates.ts';
 import { configRoutes } from '../admin/api/config.ts';
+import { fleetRoutes, fleetServerChanges } from '../admin/api/fleet.ts';
 import { probeRoutes } from '../admin/api/probes.ts';
 import { servicesRoutes } from '../admin/api/services.ts';
 import { dashboardRoutes } from '../admin/dashboard/index.ts';
 import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
+import { EtcdConfigStore } from '../config/etcd-source.ts';
 import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
+import type { ReloadResult } from '../config/reload-result.ts';
 import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
-import { autoscaleRoutes } from '../discovery/admin-routes.ts';
-import { type Discovery, startDiscovery } from '../discovery/index.ts';
+import { Discovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
+import { FleetMember, fleetMetrics } from '../fleet/member.ts';
+import { SharedConfigEditor } from '../fleet/shared-edits.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestObserver } from '../observe/events.ts';
-import { type Observability, startObservability } from '../observe/index.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
-import { countGlobal, GM, METRIC_CELLS } from '../observe/metrics.ts';
+import { METRIC_CELLS } from '../observe/metric-table.ts';
+import { count } from '../observe/metrics.ts';
 import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
-import { type BoundListener, ListenerSet } from '../proxy/listener-set.ts';
+import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
-import { policyModuleBase } from '../upstream/service.ts';
+import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
 import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
-import { ControlPlane, serverIdFor } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
+import { Observability } from './observability.ts';
 import { assertPortsFree } from './ports.ts';
-import { prepareServingPlane } from './serving.ts';
+import { applySubsystems, changedFields, restartOnly, type Subsystem } from './reload.ts';
+import { servingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import { ThreadPool, type ThreadsInfo } from './threads.ts';
 
@@ -51,12 +58,7 @@ export interface StartOptions {
   sharePorts?: boolean;
 }
 
-export interface ReloadResult {
-  ok: boolean;
-  at: string;
-  version: number;
-  errors?: string[];
-}
+export type { ReloadResult };
 
 export interface Velocity {
   /** The first listener's bound address (port resolved when 0 was asked): a plain `listen` one when there is one. */
@@ -95,60 +97,70 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const log = options.logger ?? createLogger();
   const configFile = typeof input === 'string' ? input : options.configFile;
   let config = typeof input === 'string' ? (await loadConfigFile(input)).config : input;
-  policyModuleBase.dir = configFile ? dirname(configFile) : process.cwd();
-  if (typeof input !== 'string') await checkPolicyModules({ config }, policyModuleBase.dir);
+  // Custom policy modules and process commands resolve against the config file's folder, per instance.
+  const baseDir = configFile ? dirname(configFile) : process.cwd();
+  if (typeof input !== 'string') await checkPolicyModules({ config }, baseDir);
 
   // One thread serves in this thread; more run the data path on worker threads (thread 1…N in shared
   // state) while this one keeps the control plane, health checks, the admin API and the log sinks.
   const threadCount = config.workers === 'auto' ? availableParallelism() : config.workers;
   const threaded = threadCount > 1;
   const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size, threads: threadCount + 1, metricCells: METRIC_CELLS });
+  let threads: ThreadPool | undefined;
   // Each thread keeps its own blocklist object; in threaded mode changes travel between them as messages.
-  const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list) : undefined;
+  const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list, (change) => threads?.relayBlocklist(change)) : undefined;
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log, {
     wrapBlocklist: threadBlocklist,
-    onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES),
-    onLocalAllow: () => countGlobal(state, GM.FALLBACK_ALLOWED),
+    onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
+    onLocalAllow: () => count(state, 'velocity_state_store_fallback_allowed_total'),
   });
   const control = new ControlPlane(state, log);
-  const plane = new DataPlane(state, 0, log);
+  // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
+  const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
+  // Fleet mode (config_source.etcd): reloads read the shared config through one etcd client.
+  const fleetSource = config.config_source?.etcd;
+  if (fleetSource && !configFile) throw new Error('config_source needs Velocity started from a config file (the file is re-read with the shared config on each change)');
+  const etcd = fleetSource && configFile ? new EtcdConfigStore(fleetSource, dirname(configFile)) : undefined;
+  let fleet: FleetMember | undefined;
   control.on('topology', (t) => plane.apply(t));
-  if (!threaded) prepareServingPlane(plane, config, traffic);
   control.applyConfig(config);
 
   let listeners: ListenerSet | ThreadPool | undefined;
-  const admin = new AdminRouter();
+  /** Resolves once the latest topology runs on every data-path thread. */
+  const applied = () => threads?.applied() ?? Promise.resolve();
+  const admin = new AdminRouter(applied);
   let adminServer: AdminServer | undefined;
-  let discovery: Discovery | undefined;
+  const discovery = new Discovery(control, log, baseDir, (fn) => plane.addObserver(fn));
   let observability: Observability | undefined;
   /** Everything after the listeners, in order: backends Velocity runs stop after the requests they served. */
   // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
   const automaticHttps = new AutomaticHttps(log);
   const stopTheRest = async () => {
+    // Leaving the fleet first: its record goes at once rather than at the lease's expiry.
+    await fleet?.close();
+    etcd?.close();
     automaticHttps.close();
     await adminServer?.close();
-    await discovery?.stop();
+    await discovery.stop();
     await observability?.close();
     await traffic.close();
     await control.close();
     await plane.close();
   };
   try {
-    observability = await startObservability(config, plane, control, admin, log, [automaticHttps.writeMetrics]);
-    admin.add(...traffic.routes());
+    observability = await Observability.start(config, plane, control, admin, log, { ...automaticHttps.metrics, ...fleetMetrics(() => fleet) });
+    admin.add(...blocklistRoutes(traffic.blocklist));
     // With a Redis state store, the first requests already count together (bounded wait).
     await traffic.ready();
     if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
-      ? await ThreadPool.start(
-          { count: threadCount, state, control, log, policyDir: policyModuleBase.dir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist },
-          config,
-        )
+      ? await ThreadPool.start({ count: threadCount, state, control, log, policyDir: baseDir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist }, config)
       : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand });
     // Orders start once the listeners that answer the CA's challenges are open.
     automaticHttps.apply(config);
-    if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, config.admin.token, admin, log);
-    discovery = await startDiscovery(config, control, log, configFile ? dirname(configFile) : process.cwd(), (fn) => plane.addObserver(fn));
+    threads = listeners instanceof ThreadPool ? listeners : undefined;
+    if (config.admin.enabled) adminServer = await startAdminServer(config.admin.listen, () => config.admin.token, admin, log);
+    await discovery.apply(config);
     admin.add(...autoscaleRoutes(() => discovery));
   } catch (err) {
     await listeners?.close(Date.now());
@@ -156,10 +168,35 @@ export async function start(input: Config | string, options: StartOptions = {}):
     throw err;
   }
   const listenerSet = listeners;
-  const threads = listenerSet instanceof ThreadPool ? listenerSet : undefined;
-  /** Resolves once the latest topology runs on every data-path thread. */
-  const applied = () => threads?.applied() ?? Promise.resolve();
-  admin.applied = applied;
+  const observers = observability;
+  /**
+   * What a reload goes through, in order. The first two may refuse a config (a port in
+   * use, an access-log file that cannot be opened) before anything else changed.
+   */
+  const subsystems: Subsystem[] = [
+    {
+      name: 'listeners',
+      apply: async (next, previous) => {
+        await listenerSet.reconcile(next);
+        return [...changedFields(next, previous, { workers: (c) => c.workers }), ...listenerFieldsNeedingRestart(next, previous)];
+      },
+    },
+    ...observers.subsystems(),
+    { name: 'automatic https', apply: (next) => void automaticHttps.apply(next) },
+    {
+      // Guards and client-IP rules go with the topology to every serving thread (DataPlane.apply).
+      name: 'services',
+      apply: async (next) => {
+        control.applyConfig(next);
+        await applied();
+        return undefined;
+      },
+    },
+    restartOnly('guards', { state: (c) => c.state }),
+    { name: 'discovery', apply: (next) => discovery.apply(next).then(() => undefined) },
+    // The admin token is read on every request; the listener itself stays.
+    restartOnly('admin', { 'admin.enabled': (c) => c.admin.enabled, 'admin.listen': (c) => c.admin.listen }),
+  ];
   let stopWatching: (() => void) | undefined;
   log.info(
     {
@@ -181,31 +218,59 @@ export async function start(input: Config | string, options: StartOptions = {}):
     try {
       const source = next ?? configFile;
       if (source === undefined) throw new Error('no config file to reload from');
-      const candidate = typeof source === 'string' ? (await loadConfigFile(source)).config : source;
-      if (typeof source !== 'string') await checkPolicyModules({ config: candidate }, policyModuleBase.dir);
-      // New listeners open first: a port in use rejects the reload before anything changed.
-      await listenerSet.reconcile(candidate);
-      control.applyConfig(candidate);
-      automaticHttps.apply(candidate);
-      if (!threads) traffic.apply(candidate, plane);
-      await applied();
-      if (candidate.workers !== config.workers) log.warn({ workers: candidate.workers }, 'workers changed: this takes effect on restart');
+      const loaded = typeof source === 'string' ? await loadConfigFile(source, process.env, etcd) : undefined;
+      const candidate = loaded?.config ?? (source as Config);
+      if (typeof source !== 'string') await checkPolicyModules({ config: candidate }, baseDir);
+      const previous = config;
+      const restart = await applySubsystems(subsystems, candidate, previous);
       config = candidate;
-      lastReload = { ok: true, at, version: control.current.version };
-      countGlobal(state, GM.RELOAD_OK);
-      log.info({ version: lastReload.version }, 'config reloaded');
+      lastReload = {
+        ok: true,
+        at,
+        version: control.current.version,
+        ...(loaded?.revision !== undefined ? { revision: loaded.revision } : {}),
+        ...(restart.length > 0 ? { restart_required: restart } : {}),
+      };
+      count(state, 'velocity_config_reloads_total', { value: 'success' });
+      if (restart.length > 0) log.warn({ version: lastReload.version, restart_required: restart }, 'config reloaded; these changes take effect on restart');
+      else log.info({ version: lastReload.version }, 'config reloaded');
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`) : [(err as Error).message];
       lastReload = { ok: false, at, version: control.current.version, errors };
-      countGlobal(state, GM.RELOAD_FAILED);
+      count(state, 'velocity_config_reloads_total', { value: 'failure' });
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
+    fleet?.reloaded(lastReload);
     return lastReload;
   };
 
+  if (etcd && fleetSource) {
+    const facts = () => {
+      const servers = control.serviceNames().flatMap((name) => control.servers(name).map((s) => state.server(s.spec.slot)));
+      return {
+        listen: listenerSet.bound.map((l) => formatAddress(l.address)),
+        admin: adminServer ? formatAddress(adminServer.address) : undefined,
+        threads: threadCount,
+        draining: closing !== undefined,
+        requests: servers.reduce((n, s) => n + s.requests, 0),
+        errors: servers.reduce((n, s) => n + s.failures, 0),
+      };
+    };
+    const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
+      try {
+        control.setAdminState(service, server, wanted);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);
+    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState }, id);
+  }
   const servicesDeps = {
     control,
     plane,
+    ...(fleet && etcd ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd)) } : {}),
     fileServers: (name: string) => {
       const service = config.services.find((s) => s.name === name);
       return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;
@@ -227,7 +292,9 @@ export async function start(input: Config | string, options: StartOptions = {}):
       silentThreads: (timeoutMs) => threads?.silentThreads(timeoutMs) ?? Promise.resolve([]),
     }),
   );
+  if (fleet) admin.add(...fleetRoutes(fleet));
   admin.add(openApiRoute(() => admin.list(), VERSION));
+  fleet?.start();
   if (configFile && (options.watchConfig ?? true)) stopWatching = watchConfigFile(configFile, () => void velocity.reload(), log);
 
   const velocity: Velocity = {
@@ -258,11 +325,11 @@ export async function start(input: Config | string, options: StartOptions = {}):
       return result;
     },
     observe: (observer) => plane.addObserver(observer),
-    reopenLogs: () => observability?.reopen(),
+    reopenLogs: () => observers.reopen(),
     blocklist: traffic.blocklist,
     close() {
       closing ??= (async () => {
-        plane.draining = true;
+        plane.drain();
         threads?.markUnready();
         stopWatching?.();
         // Readiness fails first while requests are still served, so balancers in front stop sending.

@@ -26,7 +26,12 @@ export function installSignalHandlers(velocity: Velocity, log: Logger): void {
     void velocity.reload();
   });
   process.on('SIGUSR1', () => velocity.reopenLogs());
-  // A bug must not take the process down silently: log it loudly and keep serving.
-  process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception (kept running)'));
+  // After an uncaught exception the process's state is unknown (Node says resuming is unsafe): log
+  // it and exit non-zero, so a supervisor (systemd, Docker, Kubernetes) starts a clean one.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception; exiting so a supervisor restarts Velocity');
+    log.flush?.();
+    process.exit(70);
+  });
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (kept running)'));
 }

@@ -5,8 +5,9 @@
  * passed to the others as a message. A Redis-backed list is shared already and
  * mirrors itself; only in-memory lists need this.
  */
+
+import { parseCidr } from '../cidr.ts';
 import { type BlockEntry, type Blocklist, BlocklistError, MemoryBlocklist } from '../guard/blocklist.ts';
-import { parseCidr } from '../guard/cidr.ts';
 
 /** A change made on one thread, for the others. */
 export type BlocklistChange = { add: BlockEntry } | { remove: string };
@@ -16,10 +17,12 @@ export class ThreadBlocklist implements Blocklist {
   private readonly inner: Blocklist;
   /** Only in-memory lists are relayed: a Redis-backed one reaches every thread through Redis already. */
   private readonly relays: boolean;
-  send: (change: BlocklistChange) => void = () => {};
+  private readonly send: (change: BlocklistChange) => void;
 
-  constructor(inner: Blocklist) {
+  /** `send` passes this thread's changes to the other threads. */
+  constructor(inner: Blocklist, send: (change: BlocklistChange) => void) {
     this.inner = inner;
+    this.send = send;
     this.relays = inner instanceof MemoryBlocklist;
   }
 

@@ -19,10 +19,10 @@ import type { Config } from '../config/schema/root.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { BoundListener } from '../proxy/listener-set.ts';
 import type { SharedState } from '../state/shared-state.ts';
+import type { ControlPlane } from '../upstream/control-plane.ts';
 import type { Topology } from '../upstream/topology.ts';
-import type { ControlPlane } from './control-plane.ts';
 import type { DataPlane } from './data-plane.ts';
-import type { ThreadBlocklist } from './thread-blocklist.ts';
+import type { BlocklistChange, ThreadBlocklist } from './thread-blocklist.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
 
 /** The worker entry beside this file: worker.ts from source, worker.js from dist. */
@@ -115,8 +115,7 @@ export class ThreadPool extends EventEmitter<{ replaced: [number] }> implements 
       resolved.release();
     }
     pool.started = true;
-    options.records.onObserversChanged = () => pool.setForwarding(options.records.observers.size > 0);
-    options.blocklist.send = (change) => pool.broadcast({ type: 'blocklist', change });
+    options.records.observersChanged.on('change', (count) => pool.setForwarding(count > 0));
     return pool;
   }
 
@@ -239,6 +238,11 @@ export class ThreadPool extends EventEmitter<{ replaced: [number] }> implements 
 
   private post(thread: Thread, message: ToWorker): void {
     thread.worker.postMessage(message);
+  }
+
+  /** Passes a blocklist change made on the main thread to every worker. */
+  relayBlocklist(change: BlocklistChange): void {
+    this.broadcast({ type: 'blocklist', change });
   }
 
   private broadcast(message: ToWorker, except?: Thread): void {

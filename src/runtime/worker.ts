@@ -1,7 +1,7 @@
 /**
  * The entry of a data-path worker thread (`workers: N`): a data plane over the
  * shared state, the same guards and metrics as the main thread would run
- * (prepareServingPlane), and its own listeners on the shared ports (SO_REUSEPORT:
+ * (servingPlane in serving.ts), and its own listeners on the shared ports (SO_REUSEPORT:
  * the kernel spreads connections over the threads). Everything it is told comes
  * from the main thread in order; everything it reports goes back as messages.
  */
@@ -12,13 +12,12 @@ import type { Config } from '../config/schema/root.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
-import { countGlobal, GM } from '../observe/metrics.ts';
+import { count } from '../observe/metrics.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
-import { SharedState, setLockOwner } from '../state/shared-state.ts';
-import { policyModuleBase } from '../upstream/service.ts';
+import { SharedState } from '../state/shared-state.ts';
+import { setLockOwner } from '../state/spin-lock.ts';
 import type { Topology } from '../upstream/topology.ts';
-import { DataPlane } from './data-plane.ts';
-import { prepareServingPlane } from './serving.ts';
+import { servingPlane } from './serving.ts';
 import { ThreadBlocklist } from './thread-blocklist.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
 
@@ -32,23 +31,24 @@ const post = (message: FromWorker) => port.postMessage(message);
 
 // Log lines go to the main thread, which writes them with its own logger (and its destination).
 const log = pino({ level: start.logLevel, base: { thread: start.thread }, timestamp: false }, { write: (line: string) => post({ type: 'log', line }) });
-process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception on a data-path thread (kept running)'));
+// After an uncaught exception the thread's state is unknown (Node says resuming is unsafe): it
+// reports and exits, and the pool starts a replacement (its in-flight counts are given back).
+process.on('uncaughtException', (err) => {
+  log.fatal({ err }, 'uncaught exception on a data-path thread; it exits and is replaced');
+  // One turn for the log line to be posted to the main thread.
+  setImmediate(() => process.exit(70));
+});
 process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection on a data-path thread (kept running)'));
 
 setLockOwner(start.thread);
-policyModuleBase.dir = start.policyDir;
 const state = new SharedState(start.buffers);
-const plane = new DataPlane(state, start.thread, log);
-const blocklist = (list: Blocklist) => {
-  const synced = new ThreadBlocklist(list);
-  synced.send = (change) => post({ type: 'blocklist', change });
-  return synced;
-};
+const blocklist = (list: Blocklist) => new ThreadBlocklist(list, (change) => post({ type: 'blocklist', change }));
 const traffic = new TrafficControl(start.topology.config, state.buffers.rateLimits, log, {
   wrapBlocklist: blocklist,
-  onRedisDown: () => countGlobal(state, GM.REDIS_OUTAGES),
-  onLocalAllow: () => countGlobal(state, GM.FALLBACK_ALLOWED),
+  onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
+  onLocalAllow: () => count(state, 'velocity_state_store_fallback_allowed_total'),
 });
+const plane = servingPlane(state, start.thread, log, traffic, start.policyDir);
 
 let forwardRecords = start.forwardRecords;
 let batch: RequestRecord[] = [];
@@ -84,14 +84,13 @@ function withRunningConfig(topology: Topology, configChanged: boolean): Topology
 }
 
 async function configure(config: Config): Promise<void> {
-  await checkPolicyModules({ config }, policyModuleBase.dir);
+  await checkPolicyModules({ config }, start.policyDir);
 }
 
 let listeners: ListenerSet | undefined;
 try {
   await configure(start.topology.config);
   await traffic.ready();
-  prepareServingPlane(plane, start.topology.config, traffic);
   plane.apply(start.topology);
   listeners = await ListenerSet.open(plane, start.listen, log, { reusePort: true });
   post({ type: 'ready', bound: listeners.bound, version: plane.version });
@@ -104,10 +103,8 @@ try {
 async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
   switch (message.type) {
     case 'topology':
-      if (message.configChanged) {
-        await configure(message.topology.config);
-        traffic.apply(message.topology.config, plane);
-      }
+      // A new config brings its guards with it (DataPlane.apply), as on a single thread.
+      if (message.configChanged) await configure(message.topology.config);
       plane.apply(withRunningConfig(message.topology, message.configChanged));
       post({ type: 'applied', version: message.topology.version });
       return;
@@ -129,7 +126,7 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
       return;
     }
     case 'drain':
-      plane.draining = true;
+      plane.drain();
       await set.close(message.deadline);
       flushRecords();
       await traffic.close();
@@ -147,7 +144,7 @@ if (listeners) {
   port.on('message', (message: ToWorker) => {
     if (message.type === 'ping') return post({ type: 'reply', id: message.id });
     if (message.type === 'unready') {
-      plane.draining = true;
+      plane.drain();
       return;
     }
     chain = chain.then(() => handle(message, set)).catch((err: unknown) => log.error({ err }, 'a data-path thread failed to apply a change'));

@@ -4,6 +4,15 @@
  * MetricCells, LimiterTable), so a cell can move or be added here alone.
  */
 
+/** The arrays the views read; SharedState holds them. */
+export interface SlotArrays {
+  readonly serverCapacity: number;
+  readonly serverInts: Int32Array;
+  readonly serverFloats: Float64Array;
+  readonly serviceInts: Int32Array;
+  readonly threadInFlight: Int32Array;
+}
+
 /** Int32 cells of a server slot. */
 export const S = {
   IN_FLIGHT: 0,

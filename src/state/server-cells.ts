@@ -3,10 +3,22 @@
  * passive-health and circuit-breaker cells, counters, limits and latency. Named
  * reads and writes; where a cell is stays private to src/state.
  */
-import { S, SERVER_FLOATS, SERVER_INTS, SF, WINDOW_BUCKETS } from './layout.ts';
-import { incrementBelow, type SharedState, withSpinLock } from './shared-state.ts';
+import { S, SERVER_FLOATS, SERVER_INTS, SF, type SlotArrays, WINDOW_BUCKETS } from './layout.ts';
+import { incrementBelow, withSpinLock } from './spin-lock.ts';
 
 export { WINDOW_BUCKETS };
+
+/** What the admin and circuit cells hold. */
+export const ADMIN_ENABLED = 0;
+export const ADMIN_DRAINING = 1;
+export const ADMIN_DISABLED = 2;
+export const ADMIN_STATES = ['enabled', 'draining', 'disabled'] as const;
+export type AdminState = (typeof ADMIN_STATES)[number];
+
+export const CIRCUIT_CLOSED = 0;
+export const CIRCUIT_OPEN = 1;
+export const CIRCUIT_HALF_OPEN = 2;
+export const CIRCUIT_STATES = ['closed', 'open', 'half-open'] as const;
 
 /** The cells a balancing policy may keep per server. */
 export type PolicyCell = 0 | 1;
@@ -20,7 +32,7 @@ export class ServerCells {
   private readonly threadCells: Int32Array;
   private readonly threadCell: number;
 
-  constructor(state: SharedState, slot: number, thread: number) {
+  constructor(state: SlotArrays, slot: number, thread: number) {
     this.slot = slot;
     this.ints = state.serverInts;
     this.floats = state.serverFloats;

@@ -3,15 +3,15 @@
  * rotation counter, the service lock, the queue's length and wake-up counter, and
  * the retry budget's per-second counts.
  */
-import { SERVICE_INTS, V } from './layout.ts';
-import { incrementBelow, type SharedState, withSpinLock } from './shared-state.ts';
+import { SERVICE_INTS, type SlotArrays, V } from './layout.ts';
+import { incrementBelow, withSpinLock } from './spin-lock.ts';
 
 export class ServiceCells {
   readonly slot: number;
   private readonly ints: Int32Array;
   private readonly base: number;
 
-  constructor(state: SharedState, slot: number) {
+  constructor(state: SlotArrays, slot: number) {
     this.slot = slot;
     this.ints = state.serviceInts;
     this.base = slot * SERVICE_INTS;

@@ -11,7 +11,7 @@
  * stores do not tear on the 64-bit platforms Node supports, and each such cell
  * has one logical writer at a time (guarded by an Int32 state word).
  */
-import { S, SERVER_FLOATS, SERVER_INTS, SERVICE_INTS, SF, V } from './layout.ts';
+import { S, SERVER_FLOATS, SERVER_INTS, SERVICE_INTS, SF, type SlotArrays, V } from './layout.ts';
 import { LIMITER_SLOT_BYTES } from './limiter-table.ts';
 import { MetricCells } from './metric-cells.ts';
 import { ServerCells } from './server-cells.ts';
@@ -49,7 +49,7 @@ export interface SharedStateOptions {
   metricCells?: MetricCellCounts;
 }
 
-export class SharedState {
+export class SharedState implements SlotArrays {
   readonly serverCapacity: number;
   readonly serviceCapacity: number;
   readonly maxThreads: number;
@@ -155,38 +155,5 @@ export class SharedState {
       Atomics.compareExchange(this.serverInts, slot * SERVER_INTS + S.LOCK, thread + 1, 0);
     }
     for (let slot = 0; slot < this.serviceCapacity; slot++) Atomics.compareExchange(this.serviceInts, slot * SERVICE_INTS + V.LOCK, thread + 1, 0);
-  }
-}
-
-/** What this thread writes into a spin lock it holds: its thread index + 1, so a dead thread's locks can be freed. */
-let lockOwner = 1;
-
-/** Called once at the start of a data-path thread. */
-export function setLockOwner(thread: number): void {
-  lockOwner = thread + 1;
-}
-
-/** Adds 1 to `array[index]` unless it already holds `max` or more; true when it added. */
-export function incrementBelow(array: Int32Array, index: number, max: number): boolean {
-  for (;;) {
-    const current = Atomics.load(array, index);
-    if (current >= max) return false;
-    if (Atomics.compareExchange(array, index, current, current + 1) === current) return true;
-  }
-}
-
-/** Runs `fn` holding a spin lock on `array[index]`. Critical sections here are a few loads and stores. */
-export function withSpinLock<T>(array: Int32Array, index: number, fn: () => T): T {
-  for (;;) {
-    const holder = Atomics.compareExchange(array, index, 0, lockOwner);
-    if (holder === 0) break;
-    // Another thread holds it for a handful of instructions; yield the CPU briefly.
-    Atomics.wait(array, index, holder, 1);
-  }
-  try {
-    return fn();
-  } finally {
-    Atomics.store(array, index, 0);
-    Atomics.notify(array, index, 1);
   }
 }

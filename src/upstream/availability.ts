@@ -3,8 +3,10 @@
  * a request now: enabled, healthy by active checks, not ejected by passive health,
  * circuit not open, and below its connection limit.
  */
+
+import { ADMIN_ENABLED } from '../state/server-cells.ts';
 import { circuitAdmits } from './circuit-breaker.ts';
-import { ADMIN_ENABLED, type UpstreamServer } from './server.ts';
+import type { UpstreamServer } from './server.ts';
 
 export function isAvailable(server: UpstreamServer, now: number): boolean {
   if (server.admin !== ADMIN_ENABLED) return false;

@@ -14,8 +14,8 @@
 
 import { cappedBackoff } from '../backoff.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
-import { WINDOW_BUCKETS } from '../state/server-cells.ts';
-import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type CIRCUIT_STATES, type UpstreamServer } from './server.ts';
+import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type CIRCUIT_STATES, WINDOW_BUCKETS } from '../state/server-cells.ts';
+import type { UpstreamServer } from './server.ts';
 
 export type BreakerConfig = ServiceConfig['circuit_breaker'];
 type CircuitState = (typeof CIRCUIT_STATES)[number];

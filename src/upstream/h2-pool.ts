@@ -8,8 +8,8 @@
  */
 import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants, type OutgoingHttpHeaders } from 'node:http2';
 import type { Http2SessionsConfig } from '../config/schema/grpc.ts';
-import { tlsConnectOptions, type UpstreamTlsOptions } from '../proxy/upstream-tls.ts';
 import type { UpstreamServer } from './server.ts';
+import { tlsConnectOptions, type UpstreamTlsOptions } from './tls.ts';
 
 /** Per-stream receive window we announce: large enough for fast transfers, small enough to bound memory per stream. */
 const STREAM_WINDOW = 1 << 20;

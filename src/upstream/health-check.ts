@@ -10,9 +10,9 @@ import { Agent, request } from 'undici';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
-import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from '../proxy/upstream-tls.ts';
 import { grpcHealthCheck } from './grpc-health.ts';
 import type { ServerSpec } from './server.ts';
+import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from './tls.ts';
 
 export interface HealthChange {
   service: string;

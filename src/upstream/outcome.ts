@@ -2,12 +2,13 @@
  * What one attempt tells about a server: counters, latency average, and the
  * passive health and circuit breaker verdicts that follow from it.
  */
+
+import type { ServiceConfig } from '../config/schema/service.ts';
 import type { Logger } from '../observe/logger.ts';
 import { type AttemptOutcome, isClientGone } from './attempt.ts';
 import { type CircuitChange, leaveCircuit, recordCircuit } from './circuit-breaker.ts';
-import { type EjectionChange, recordPassive } from './passive-health.ts';
+import { type EjectionChange, type EjectionScope, recordPassive } from './passive-health.ts';
 import { LATENCY_DECAY_MS, type UpstreamServer } from './server.ts';
-import type { ServiceRuntime } from './service.ts';
 
 /**
  * A circuit or ejection change, as observers (logs, metrics, dashboard, API) receive it.
@@ -25,14 +26,20 @@ export function logUpstreamChange(log: Logger, event: UpstreamChange): void {
 const clientGone = (outcome: AttemptOutcome) => outcome.kind === 'failed' && isClientGone(outcome.error);
 
 /** Whether an attempt counts as a failure of the server (not of the client). */
-export function isServerFailure(service: ServiceRuntime, outcome: AttemptOutcome): boolean {
+/** What recording needs of the service: its name and settings, and the scope passive health ejects within. */
+export interface OutcomeScope extends EjectionScope {
+  readonly name: string;
+  readonly config: ServiceConfig;
+}
+
+export function isServerFailure(service: OutcomeScope, outcome: AttemptOutcome): boolean {
   if (outcome.kind === 'failed') return !clientGone(outcome);
   const status = outcome.status;
   return service.config.passive_health.failure_statuses.some((r) => status >= r.min && status <= r.max);
 }
 
 export function recordOutcome(
-  service: ServiceRuntime,
+  service: OutcomeScope,
   server: UpstreamServer,
   outcome: AttemptOutcome,
   latencyMs: number,

@@ -3,22 +3,11 @@
  * state kept in shared memory (so every thread reads the same numbers).
  */
 import type { BalancedServer } from '../balancer/policy.ts';
-import { ServerCells } from '../state/server-cells.ts';
+import { ADMIN_STATES, type AdminState, ServerCells } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
 
 /** How fast an old latency observation fades (peak EWMA time constant). */
 export const LATENCY_DECAY_MS = 10_000;
-
-export const ADMIN_ENABLED = 0;
-export const ADMIN_DRAINING = 1;
-export const ADMIN_DISABLED = 2;
-export const ADMIN_STATES = ['enabled', 'draining', 'disabled'] as const;
-export type AdminState = (typeof ADMIN_STATES)[number];
-
-export const CIRCUIT_CLOSED = 0;
-export const CIRCUIT_OPEN = 1;
-export const CIRCUIT_HALF_OPEN = 2;
-export const CIRCUIT_STATES = ['closed', 'open', 'half-open'] as const;
 
 /** What a server takes from its service's config. */
 export interface ServerSettings {

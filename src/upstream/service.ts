@@ -18,21 +18,18 @@ import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
 import type { ServiceSpec } from './topology.ts';
 
-/** Where custom policy modules are resolved from: the config file's folder (set at start, and in each thread). */
-export const policyModuleBase = { dir: process.cwd() };
-
 export type PolicyLoader = (config: ServiceConfig, shared: SharedPolicyState) => Policy;
 
 /**
- * Built-in policies by name, and custom modules (loaded and checked with the config).
- * `onPolicyError` is told when a custom policy misbehaves; round robin answers for it meanwhile.
+ * Built-in policies by name, and custom modules (loaded and checked with the config)
+ * resolved from `moduleDir`, the instance's config folder. `onPolicyError` is told
+ * when a custom policy misbehaves; round robin answers for it meanwhile.
  */
-export function policyLoader(onPolicyError: (service: string, message: string) => void = () => {}): PolicyLoader {
+export function policyLoader(moduleDir: string, onPolicyError: (service: string, message: string) => void = () => {}): PolicyLoader {
   return (config, shared) => {
     const context = { shared, random: Math.random, now: Date.now };
     const policy = config.policy as { name: string; module?: string; options: Record<string, unknown> };
-    if (policy.name === 'module' && policy.module)
-      return customPolicy(policy.module, policyModuleBase.dir, policy.options, context, (message) => onPolicyError(config.name, message));
+    if (policy.name === 'module' && policy.module) return customPolicy(policy.module, moduleDir, policy.options, context, (message) => onPolicyError(config.name, message));
     const factory = policyFactory(policy.name);
     if (!factory) throw new Error(`unknown policy "${policy.name}"`);
     return factory(policy.options, context);

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { bcrypt } from 'hash-wasm';
 import { request } from 'undici';
 import { parseConfig } from '../../src/config/load.ts';
-import { echoClient, grpc, startGrpcBackend, unary } from '../support/grpc/index.ts';
+import { echoClient, echoServiceYaml, grpc, startGrpcBackend, unary } from '../support/grpc/index.ts';
 import { dataFrame, encodeMessage, parseBody } from '../support/grpc/web.ts';
 import { startVelocityProcess, testAgent } from '../support/velocity.ts';
 
@@ -20,15 +20,9 @@ describe('middleware on services whose servers speak HTTP/2', () => {
     const hash = await bcrypt({ password: 'secret', salt: randomBytes(16), costFactor: 8, outputType: 'encoded' });
     const velocity = await startVelocityProcess(
       t,
-      `listeners:
-  - type: http
-    listen: "127.0.0.1:0"
-    http2: true
-admin: { enabled: false }
-services:
-  - name: echo
-    servers: [ ${backend.url} ]
-    middleware:
+      echoServiceYaml(
+        [backend.url],
+        `    middleware:
       - headers: { request: { set: { x-tag: "from-velocity" } }, response: { set: { x-served-by: velocity } } }
     routes:
       - paths: [/web]
@@ -39,6 +33,7 @@ services:
         middleware:
           - basic_auth: { users: { alice: "${hash}" } }
 `,
+      ),
     );
     const client = echoClient(t, `127.0.0.1:${velocity.port}`);
     const call = await unary(client, { text: 'tagged' });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:http2';
 import { describe, test } from 'node:test';
 import { request } from 'undici';
-import { startGrpcBackend } from '../support/grpc/index.ts';
+import { echoServiceYaml, startGrpcBackend } from '../support/grpc/index.ts';
 import { dataFrame, encodeMessage, parseBody, type WebAnswer } from '../support/grpc/web.ts';
 import { startVelocityProcess, testAgent } from '../support/velocity.ts';
 
@@ -16,18 +16,7 @@ const ECHO = '/velocity.test.Echo';
 describe('gRPC-Web through the binary', () => {
   test('binary and text-mode grpc-web calls from an HTTP/1.1 client reach a grpc-js server; trailers come back as the last frame', async (t) => {
     const backend = await startGrpcBackend(t, 'g1');
-    const velocity = await startVelocityProcess(
-      t,
-      `listeners:
-  - type: http
-    listen: "127.0.0.1:0"
-    http2: true
-admin: { enabled: false }
-services:
-  - name: echo
-    servers: [ ${backend.url} ]
-`,
-    );
+    const velocity = await startVelocityProcess(t, echoServiceYaml([backend.url]));
     const agent = testAgent(t);
     const call = async (method: string, message: Buffer, mode: 'binary' | 'text'): Promise<WebAnswer> => {
       const type = mode === 'text' ? 'application/grpc-web-text' : 'application/grpc-web+proto';

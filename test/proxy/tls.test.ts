@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { CertificateError, expiryWarning, loadCaFile, loadCertificate } from '../../src/certificates.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { CertificateError, CertificateStore, expiryWarning, loadCaFile, loadCertificate } from '../../src/proxy/tls.ts';
+import { CertificateStore } from '../../src/proxy/tls.ts';
 import { certDir, createCa, issueCert, issueExpiredCert } from '../support/certs.ts';
 
 function tlsConfig(certificates: { cert: string; key: string; hosts?: string[]; default?: boolean }[]) {

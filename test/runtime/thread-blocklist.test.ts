@@ -2,18 +2,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pino from 'pino';
+import { parseCidr } from '../../src/cidr.ts';
 import { type BlockEntry, type Blocklist, MAX_BLOCK_ENTRIES, MemoryBlocklist } from '../../src/guard/blocklist.ts';
-import { parseCidr } from '../../src/guard/cidr.ts';
 import { type BlocklistChange, ThreadBlocklist } from '../../src/runtime/thread-blocklist.ts';
 
 const quiet = pino({ level: 'silent' });
 const entry = (cidr: string): BlockEntry => ({ cidr, reason: 'test', source: 'operator', expiresAt: null, addedAt: 0 }) as BlockEntry;
 
 test('a change on an in-memory list is sent to the other threads and applied there', async () => {
-  const here = new ThreadBlocklist(new MemoryBlocklist(quiet));
-  const there = new ThreadBlocklist(new MemoryBlocklist(quiet));
   const sent: BlocklistChange[] = [];
-  here.send = (c) => sent.push(c);
+  const here = new ThreadBlocklist(new MemoryBlocklist(quiet), (c) => sent.push(c));
+  const there = new ThreadBlocklist(new MemoryBlocklist(quiet), () => {});
   await here.add('198.51.100.7');
   assert.equal(sent.length, 1);
   assert.equal(there.apply(sent[0] as BlocklistChange), undefined);
@@ -31,9 +30,8 @@ test('a change on a shared (non-memory) list is not relayed: the store reaches e
     match: () => undefined,
     close: () => {},
   } as unknown as Blocklist;
-  const wrapped = new ThreadBlocklist(shared);
   const sent: BlocklistChange[] = [];
-  wrapped.send = (c) => sent.push(c);
+  const wrapped = new ThreadBlocklist(shared, (c) => sent.push(c));
   await wrapped.add('198.51.100.7');
   await wrapped.remove('198.51.100.7');
   assert.deepEqual(sent, []);
@@ -45,7 +43,7 @@ test('a change from another thread that does not fit a full list is refused with
     const cidr = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
     inner.put({ ...entry(cidr), range: parseCidr(cidr) as NonNullable<ReturnType<typeof parseCidr>> } as Parameters<MemoryBlocklist['put']>[0]);
   }
-  const list = new ThreadBlocklist(inner);
+  const list = new ThreadBlocklist(inner, () => {});
   assert.match(list.apply({ add: entry('203.0.113.9') }) ?? '', /full/);
   assert.equal(list.apply({ remove: '10.0.0.1' }), undefined, 'removals still apply');
   list.close();

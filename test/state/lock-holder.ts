@@ -1,6 +1,7 @@
 /** A worker for shared-state.test.ts: takes a service's spin lock and never lets go (until terminated). */
 import { parentPort, workerData } from 'node:worker_threads';
-import { SharedState, setLockOwner } from '../../src/state/shared-state.ts';
+import { SharedState } from '../../src/state/shared-state.ts';
+import { setLockOwner } from '../../src/state/spin-lock.ts';
 
 const { buffers, thread, slot } = workerData as { buffers: SharedState['buffers']; thread: number; slot: number };
 const state = new SharedState(buffers);

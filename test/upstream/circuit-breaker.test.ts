@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { circuitBreakerSchema } from '../../src/config/schema/resilience.ts';
+import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/state/server-cells.ts';
 import { SharedState } from '../../src/state/shared-state.ts';
 import { type CircuitChange, circuitAdmits, enterCircuit, leaveCircuit, openDuration, recordCircuit } from '../../src/upstream/circuit-breaker.ts';
-import { CIRCUIT_CLOSED, CIRCUIT_HALF_OPEN, CIRCUIT_OPEN, type UpstreamServer } from '../../src/upstream/server.ts';
+import type { UpstreamServer } from '../../src/upstream/server.ts';
 import { sharedServers } from './fixtures.ts';
 
 const breaker = (overrides: Record<string, unknown> = {}) =>

@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/observe/logger.ts';
-import { ControlPlane } from '../../src/runtime/control-plane.ts';
+import { CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/state/server-cells.ts';
 import { SharedState } from '../../src/state/shared-state.ts';
 import type { AttemptOutcome } from '../../src/upstream/attempt.ts';
+import { ControlPlane } from '../../src/upstream/control-plane.ts';
 import type { UpstreamChange } from '../../src/upstream/outcome.ts';
-import { CIRCUIT_HALF_OPEN, CIRCUIT_OPEN } from '../../src/upstream/server.ts';
 import { policyLoader, ServiceRuntime } from '../../src/upstream/service.ts';
 
 const request = { clientIp: '127.0.0.1', method: 'GET', url: '/', header: () => undefined, cookie: () => undefined };
@@ -36,7 +36,7 @@ function setup(t: { after(fn: () => unknown): void }, extra = '') {
   assert.ok(spec);
   const changes: UpstreamChange[] = [];
   const tlsFailures: Error[] = [];
-  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(), {
+  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(process.cwd()), {
     upstreamChange: (c) => changes.push(c),
     tlsFailure: (_service, _server, err) => tlsFailures.push(err),
   });

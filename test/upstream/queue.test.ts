@@ -4,8 +4,8 @@ import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import type { VelocityError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/observe/logger.ts';
-import { ControlPlane } from '../../src/runtime/control-plane.ts';
 import { SharedState } from '../../src/state/shared-state.ts';
+import { ControlPlane } from '../../src/upstream/control-plane.ts';
 import type { Lease } from '../../src/upstream/lease.ts';
 import { RequestQueue } from '../../src/upstream/queue.ts';
 import type { UpstreamServer } from '../../src/upstream/server.ts';
@@ -23,7 +23,7 @@ function setup(t: { after(fn: () => unknown): void }, servers: number, queue: st
   t.after(() => control.close());
   const spec = control.applyConfig(config).services[0];
   assert.ok(spec);
-  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(), { upstreamChange: () => {}, tlsFailure: () => {} });
+  const service = new ServiceRuntime(spec, state, 0, undefined, policyLoader(process.cwd()), { upstreamChange: () => {}, tlsFailure: () => {} });
   return { service, queue: new RequestQueue(service, service.cells) };
 }
 

@@ -1,6 +1,7 @@
 /** A worker for circuit-breaker.test.ts: takes and gives back half-open trial tokens as fast as it can. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { SharedState, setLockOwner } from '../../src/state/shared-state.ts';
+import { SharedState } from '../../src/state/shared-state.ts';
+import { setLockOwner } from '../../src/state/spin-lock.ts';
 import type { BreakerConfig } from '../../src/upstream/circuit-breaker.ts';
 import { enterCircuit, leaveCircuit } from '../../src/upstream/circuit-breaker.ts';
 import { UpstreamServer } from '../../src/upstream/server.ts';

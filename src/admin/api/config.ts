@@ -1,8 +1,8 @@
 /** The running config, validation of a posted one, and reloads. */
 import { parseConfig } from '../../config/load.ts';
+import type { ReloadResult } from '../../config/reload-result.ts';
 import type { Config } from '../../config/schema/root.ts';
 import { ConfigError, formatProblem } from '../../errors.ts';
-import type { ReloadResult } from '../../runtime/instance.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
 export interface ConfigApiDeps {

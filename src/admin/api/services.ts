@@ -1,13 +1,16 @@
 /** Services and servers with their live state; add, remove, re-weight, drain, enable, disable. */
 import { z } from 'zod';
 import { positiveInt } from '../../config/schema/common.ts';
-import { serverObjectSchema } from '../../config/schema/service.ts';
+import { type ServerConfig, serverObjectSchema } from '../../config/schema/service.ts';
 import { type MiddlewareConfig, middlewareView } from '../../middleware/registry.ts';
-import type { ControlPlane, ServerEntry } from '../../runtime/control-plane.ts';
-import { ServerChangeError } from '../../runtime/control-plane.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
+import { ADMIN_STATES, CIRCUIT_STATES } from '../../state/server-cells.ts';
 import { isAvailable } from '../../upstream/availability.ts';
-import { ADMIN_STATES, CIRCUIT_STATES } from '../../upstream/server.ts';
+import type { ControlPlane, ServerEntry } from '../../upstream/control-plane.ts';
+import { ServerChangeError, serverIdFor } from '../../upstream/control-plane.ts';
+
+type ServerState = 'enabled' | 'draining' | 'disabled';
+
 import type { ServiceRuntime } from '../../upstream/service.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
@@ -20,9 +23,33 @@ const changeServerBody = z
   })
   .refine((b) => b.weight !== undefined || b.state !== undefined, 'give weight and/or state');
 
+/**
+ * Where the API's server changes go: this instance's control plane, or in fleet mode the
+ * shared config in etcd, which every instance then applies (admin/api/fleet.ts).
+ */
+export interface ServerChanges {
+  add(service: string, server: ServerConfig): Promise<void> | void;
+  change(service: string, server: string, change: { weight?: number | undefined; state?: ServerState | undefined }): Promise<void> | void;
+  remove(service: string, server: string): Promise<void> | void;
+}
+
+/** Changes applied to this instance alone. */
+export function localServerChanges(control: ControlPlane): ServerChanges {
+  return {
+    add: (service, server) => void control.addServer(service, server, 'api'),
+    change: (service, server, change) => {
+      if (change.weight !== undefined) control.setWeight(service, server, change.weight);
+      if (change.state !== undefined) control.setAdminState(service, server, change.state);
+    },
+    remove: (service, server) => control.removeServer(service, server, 'removed through the admin API'),
+  };
+}
+
 export interface ServicesApiDeps {
   control: ControlPlane;
   plane: DataPlane;
+  /** Where changes go (default: this instance's control plane). */
+  changes?: ServerChanges;
   /** The server ids of a service as the config file lists them (for divergence). */
   fileServers(service: string): Map<string, { url: string; weight: number }> | undefined;
 }
@@ -30,6 +57,15 @@ export interface ServicesApiDeps {
 function rethrow(err: unknown): never {
   if (err instanceof ServerChangeError) throw new AdminError(err.status, err.message, err.field);
   throw err;
+}
+
+/** Runs a change (sync or async); a refused one becomes its HTTP status. */
+async function attempt(change: () => Promise<void> | void): Promise<void> {
+  try {
+    await change();
+  } catch (err) {
+    rethrow(err);
+  }
 }
 
 /**
@@ -83,6 +119,7 @@ function routingView(config: ServiceRuntime['config']) {
 }
 
 export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
+  const changes = deps.changes ?? localServerChanges(deps.control);
   const describeService = (name: string) => {
     const runtime = deps.plane.service(name);
     const fromFile = deps.fileServers(name);
@@ -122,16 +159,13 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       summary: 'Add a server; it starts receiving at once (slow start applies)',
       body: addServerBody,
       status: 201,
-      handle: ({ params, body }) => {
+      handle: async ({ params, body }) => {
         const service = known(params.service as string);
         const server = body as z.output<typeof addServerBody>;
-        try {
-          const spec = deps.control.addServer(service, server, 'api');
-          const entry = deps.control.servers(service).find((e) => e.spec.slot === spec.slot);
-          return entry ? describeServer(deps, service, entry) : { id: spec.id };
-        } catch (err) {
-          rethrow(err);
-        }
+        await attempt(() => changes.add(service, server));
+        const id = serverIdFor(server);
+        const entry = deps.control.servers(service).find((e) => e.spec.id === id && e.removeBy === undefined);
+        return entry ? describeServer(deps, service, entry) : { id };
       },
     },
     {
@@ -140,15 +174,9 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       mutates: true,
       summary: 'Change a server’s weight and/or state (enabled, draining, disabled)',
       body: changeServerBody,
-      handle: ({ params, body }) => {
+      handle: async ({ params, body }) => {
         const service = known(params.service as string);
-        const change = body as z.output<typeof changeServerBody>;
-        try {
-          if (change.weight !== undefined) deps.control.setWeight(service, params.server as string, change.weight);
-          if (change.state !== undefined) deps.control.setAdminState(service, params.server as string, change.state);
-        } catch (err) {
-          rethrow(err);
-        }
+        await attempt(() => changes.change(service, params.server as string, body as z.output<typeof changeServerBody>));
         const entry = deps.control.servers(service).find((e) => e.spec.id === params.server && e.removeBy === undefined);
         return entry ? describeServer(deps, service, entry) : {};
       },
@@ -159,13 +187,9 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       mutates: true,
       summary: 'Remove a server: it drains first and is removed when idle or at drain_timeout',
       status: 202,
-      handle: ({ params }) => {
+      handle: async ({ params }) => {
         const service = known(params.service as string);
-        try {
-          deps.control.removeServer(service, params.server as string, 'removed through the admin API');
-        } catch (err) {
-          rethrow(err);
-        }
+        await attempt(() => changes.remove(service, params.server as string));
         return { removing: params.server };
       },
     },

@@ -4,8 +4,9 @@
  * in-flight), the blocklist and the reload status. Read-only: it looks at shared
  * state and the control plane, never at the request path.
  */
+
+import type { ReloadResult } from '../../config/reload-result.ts';
 import type { Blocklist } from '../../guard/blocklist.ts';
-import type { ReloadResult } from '../../runtime/instance.ts';
 import { describeServer, type ServicesApiDeps } from '../api/services.ts';
 import type { IntervalStats, LiveAggregator } from './aggregator.ts';
 

@@ -3,7 +3,7 @@
  * HTTP→HTTPS redirects) and the TLS settings Velocity uses toward servers.
  */
 import { z } from 'zod';
-import { CertificateError, loadCertificate } from '../../proxy/tls.ts';
+import { CertificateError, loadCertificate } from '../../certificates.ts';
 import { acmeSchema } from './acme.ts';
 import { duration, listenAddress } from './common.ts';
 import { hostPattern } from './service.ts';

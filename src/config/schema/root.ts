@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { checkAcmeHosts } from './acme.ts';
 import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
+import { configSourceSchema } from './fleet.ts';
 import { listenerSchema } from './listeners.ts';
 import { accessLogSchema, logStoreSchema, tracingSchema } from './observe.ts';
 import { probesSchema } from './probes.ts';
@@ -75,6 +76,8 @@ export const configSchema = z
     /** Values for every service that doesn't set its own. */
     defaults: z.looseObject({}).default({}),
     services: z.array(serviceSchema).min(1, 'at least one service is needed'),
+    /** Shared config from etcd for a fleet of instances (see Running a fleet); absent = this file only. */
+    config_source: configSourceSchema.optional(),
   })
   .superRefine(checkAddressConflicts)
   .superRefine(checkAcmeHosts)

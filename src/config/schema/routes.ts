@@ -5,7 +5,7 @@
  * CIDRs as text): the config crosses to worker threads and into the admin API.
  */
 import { z } from 'zod';
-import { parseCidr } from '../../guard/cidr.ts';
+import { parseCidr } from '../../cidr.ts';
 import { middlewareListSchema } from '../../middleware/registry.ts';
 import { regexText } from './regex.ts';
 

@@ -1,7 +1,7 @@
 /** A service: which requests it takes (hosts, paths), its servers, and how it balances them. */
 import { z } from 'zod';
 import { policyNames, policyOptionProblems, policyOptionsSchema } from '../../balancer/registry.ts';
-import { suggest } from '../suggest.ts';
+import { suggest } from '../../suggest.ts';
 import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { grpcSchema, http2SessionsSchema } from './grpc.ts';
@@ -213,7 +213,7 @@ function checkHttp2Middleware(service: { middleware: readonly { name: string }[]
       if (why) ctx.addIssue({ code: 'custom', path: [...at, i, m.name], message: `${m.name} ${why}; this service's servers speak HTTP/2 (h2c:// or http2: true)` });
     });
   check(service.middleware, ['middleware']);
-  service.routes.forEach((route, j) => check(route.middleware, ['routes', j, 'middleware']));
+  for (const [j, route] of service.routes.entries()) check(route.middleware, ['routes', j, 'middleware']);
 }
 
 export type ServiceConfig = z.output<typeof serviceSchema>;

@@ -1,6 +1,6 @@
 /** Client IP, IP filters, rate limits, and where shared state lives. */
 import { z } from 'zod';
-import { parseCidr } from '../../guard/cidr.ts';
+import { parseCidr } from '../../cidr.ts';
 import { positiveDuration, positiveInt, rate } from './common.ts';
 
 export const cidr = () =>

@@ -1,6 +1,6 @@
 /** TLS toward a service's https:// servers. */
 import { z } from 'zod';
-import { CertificateError, loadCaFile } from '../../proxy/tls.ts';
+import { CertificateError, loadCaFile } from '../../certificates.ts';
 
 export const filePath = (what: string) => z.string({ error: `expected the path of a ${what} file` }).min(1, `expected the path of a ${what} file`);
 

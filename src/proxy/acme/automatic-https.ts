@@ -6,7 +6,7 @@
 import { type AcmeConfig, acmeHosts } from '../../config/schema/acme.ts';
 import type { Config } from '../../config/schema/root.ts';
 import type { Logger } from '../../observe/logger.ts';
-import type { MetricSource } from '../../observe/metrics.ts';
+import type { Collectors } from '../../observe/metrics.ts';
 import { ACME_ERROR_KINDS } from './issuer.ts';
 import { AcmeManager, type CertificateStatus } from './manager.ts';
 import { acmeStorage } from './storage.ts';
@@ -78,40 +78,29 @@ export class AutomaticHttps {
   /** On-demand TLS for a listener's acme block. */
   onDemand = (acme: AcmeConfig, name: string): Promise<boolean> => this.managers.get(settingsKey(acme))?.onDemand(name) ?? Promise.resolve(false);
 
-  /** Certificate expiry and ACME outcomes. Labels are the managed names (bounded by config and the on-demand rate). */
-  readonly writeMetrics: MetricSource = (out) => {
-    if (this.managers.size === 0) return;
-    const now = Date.now();
-    const managers = [...this.managers.values()];
-    out.declare('velocity_acme_certificate_expiry_timestamp_seconds', 'gauge', 'When an ACME certificate expires (Unix seconds).');
-    for (const m of managers) for (const e of m.expiries(now)) out.sample('velocity_acme_certificate_expiry_timestamp_seconds', { name: e.name }, Math.floor(e.notAfter / 1000));
-    out.declare('velocity_acme_certificate_expiring', 'gauge', '1 when an ACME certificate is close to expiry and not renewed (the expiry warning).');
-    for (const m of managers) for (const e of m.expiries(now)) out.sample('velocity_acme_certificate_expiring', { name: e.name }, e.warning ? 1 : 0);
-    out.declare('velocity_acme_orders_total', 'counter', 'ACME orders by result.');
-    const sum = (f: (m: AcmeManager) => number) => managers.reduce((n, m) => n + f(m), 0);
-    out.sample(
-      'velocity_acme_orders_total',
-      { result: 'success' },
-      sum((m) => m.counters.orders.success),
-    );
-    out.sample(
-      'velocity_acme_orders_total',
-      { result: 'failure' },
-      sum((m) => m.counters.orders.failure),
-    );
-    out.sample(
-      'velocity_acme_orders_total',
-      { result: 'shared' },
-      sum((m) => m.counters.shared),
-    );
-    out.declare('velocity_acme_errors_total', 'counter', 'Failed ACME attempts by kind (ca_unreachable, rate_limited, account, validation, ca_error, storage, lock).');
-    for (const kind of ACME_ERROR_KINDS)
-      out.sample(
-        'velocity_acme_errors_total',
-        { kind },
-        sum((m) => m.counters.errors[kind]),
-      );
+  /** Certificate expiry and ACME outcomes (declared in metric-table.ts). Labels are the managed names (bounded by config and the on-demand rate). */
+  readonly metrics: Collectors = {
+    velocity_acme_certificate_expiry_timestamp_seconds: () => this.expiries().map((e) => ({ labels: { name: e.name }, value: Math.floor(e.notAfter / 1000) })),
+    velocity_acme_certificate_expiring: () => this.expiries().map((e) => ({ labels: { name: e.name }, value: e.warning ? 1 : 0 })),
+    velocity_acme_orders_total: () =>
+      this.managers.size === 0
+        ? []
+        : [
+            { labels: { result: 'success' }, value: this.sum((m) => m.counters.orders.success) },
+            { labels: { result: 'failure' }, value: this.sum((m) => m.counters.orders.failure) },
+            { labels: { result: 'shared' }, value: this.sum((m) => m.counters.shared) },
+          ],
+    velocity_acme_errors_total: () => (this.managers.size === 0 ? [] : ACME_ERROR_KINDS.map((kind) => ({ labels: { kind }, value: this.sum((m) => m.counters.errors[kind]) }))),
   };
+
+  private expiries() {
+    const now = Date.now();
+    return [...this.managers.values()].flatMap((m) => m.expiries(now));
+  }
+
+  private sum(f: (m: AcmeManager) => number): number {
+    return [...this.managers.values()].reduce((n, m) => n + f(m), 0);
+  }
 
   close(): void {
     for (const m of this.managers.values()) m.close();

@@ -8,11 +8,12 @@ import { EventEmitter } from 'node:events';
 import type { Config } from '../config/schema/root.ts';
 import type { ServerConfig, ServiceConfig } from '../config/schema/service.ts';
 import type { Logger } from '../observe/logger.ts';
-import { countHealthCheck } from '../observe/metrics.ts';
+import { count } from '../observe/metrics.ts';
+import { ADMIN_DISABLED, ADMIN_DRAINING, ADMIN_ENABLED } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
-import { type HealthChange, HealthChecker, type HealthStatusSetter } from '../upstream/health-check.ts';
-import { ADMIN_DISABLED, ADMIN_DRAINING, ADMIN_ENABLED, type ServerSpec } from '../upstream/server.ts';
-import type { Topology } from '../upstream/topology.ts';
+import { type HealthChange, HealthChecker, type HealthStatusSetter } from './health-check.ts';
+import type { ServerSpec } from './server.ts';
+import type { Topology } from './topology.ts';
 
 /** Where a server came from. `config` servers follow the file; others were added at runtime. */
 export type ServerSource = 'config' | 'api' | 'docker' | 'process';
@@ -86,7 +87,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
         server.activeUp = up;
         if (change) this.emit('health', change);
       },
-      counted: (slot, passed) => countHealthCheck(state, slot, passed),
+      counted: (slot, passed) => count(state, 'velocity_health_checks_total', { row: slot, value: passed ? 'pass' : 'fail' }),
     };
     this.health = new HealthChecker(status, log, (service) => this.services.get(service)?.config.tls);
     this.drainTimer = setInterval(() => this.sweepDrained(), 100);

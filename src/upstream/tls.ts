@@ -3,9 +3,9 @@
  * (CA file read once per config), and what a failed handshake means.
  */
 import type { ConnectionOptions } from 'node:tls';
+import { loadCaFile } from '../certificates.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
-import { loadCaFile } from './tls.ts';
 
 export interface UpstreamTlsOptions {
   rejectUnauthorized: boolean;

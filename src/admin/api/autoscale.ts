@@ -1,6 +1,7 @@
 /** Admin API view of autoscaling decisions. */
-import { AdminError, type AdminRoute } from '../admin/router.ts';
-import type { Discovery } from './index.ts';
+
+import type { Discovery } from '../../discovery/index.ts';
+import { AdminError, type AdminRoute } from '../router.ts';
 
 export function autoscaleRoutes(discovery: () => Discovery | undefined): AdminRoute[] {
   return [

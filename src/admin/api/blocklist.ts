@@ -1,8 +1,8 @@
 /** The dynamic blocklist over the admin API: list, add (optionally for a time), remove. */
 import { z } from 'zod';
-import { AdminError, type AdminRoute } from '../admin/router.ts';
-import { duration } from '../config/schema/common.ts';
-import { type Blocklist, BlocklistError } from './blocklist.ts';
+import { duration } from '../../config/schema/common.ts';
+import { type Blocklist, BlocklistError } from '../../guard/blocklist.ts';
+import { AdminError, type AdminRoute } from '../router.ts';
 
 const addBody = z.strictObject({
   /** An address or CIDR range. */

@@ -1,0 +1,362 @@
+/**
+ * This instance as a member of a fleet: it registers under an etcd lease (id, addresses,
+ * version, threads, applied revision, health, request and error rates), watches the
+ * fleet's prefix and reloads through the instance's one reload path when the shared config
+ * changes, applies server states set through any instance, and reports its applied
+ * revision or the error that made it refuse a config under its own key.
+ *
+ * When etcd cannot be reached it keeps serving the last config, says so (metric,
+ * /api/v1/fleet, log) and retries with backoff; once back it reads the current state at
+ * one revision and watches from the next, so no change is missed and none replayed.
+ */
+import { hostname } from 'node:os';
+import type { Lease, Watcher } from 'etcd3';
+import { cappedBackoff } from '../backoff.ts';
+import type { EtcdConfigStore } from '../config/etcd-source.ts';
+import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
+import type { Logger } from '../observe/logger.ts';
+import type { Collectors } from '../observe/metrics.ts';
+
+export type ServerState = 'enabled' | 'draining' | 'disabled';
+
+/** The outcome of one reload, as the instance reports it. */
+export interface ReloadOutcome {
+  ok: boolean;
+  at: string;
+  revision?: number;
+  errors?: string[];
+}
+
+/** What the instance says about itself in its member record. */
+export interface InstanceFacts {
+  listen: string[];
+  admin: string | undefined;
+  threads: number;
+  draining: boolean;
+  /** Requests and failed ones served since start (rates are derived between reports). */
+  requests: number;
+  errors: number;
+}
+
+export interface FleetMemberDeps {
+  store: EtcdConfigStore;
+  source: EtcdSourceConfig;
+  log: Logger;
+  version: string;
+  /** The instance's reload from its file and the shared config (the same path as SIGHUP). */
+  reload(): Promise<ReloadOutcome>;
+  facts(): InstanceFacts;
+  /** Sets a server's admin state on this instance; false when it has no such server (yet). */
+  setServerState(service: string, server: string, state: ServerState): boolean;
+}
+
+export interface MemberRecord {
+  id: string;
+  version: string;
+  listen: string[];
+  admin: string | null;
+  threads: number;
+  health: 'serving' | 'draining';
+  started_at: string;
+  reported_at: string;
+  config: { revision: number | null; ok: boolean; at: string | null; errors?: string[] };
+  requests_per_second: number;
+  errors_per_second: number;
+  requests_total: number;
+  errors_total: number;
+}
+
+export interface EtcdLink {
+  reachable: boolean;
+  since: string;
+  error?: string;
+  /** Failed attempts since it became unreachable. */
+  attempts: number;
+}
+
+const RETRY_BASE_MS = 250;
+const RETRY_MAX_MS = 10_000;
+
+export class FleetMember {
+  readonly id: string;
+  private readonly deps: FleetMemberDeps;
+  private readonly startedAt = new Date().toISOString();
+  private link: EtcdLink = { reachable: false, since: new Date().toISOString(), attempts: 0 };
+  private outages = 0;
+  private lease: Lease | undefined;
+  private watcher: Watcher | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private connecting: Promise<void> | undefined;
+  /** Server states set fleet-wide: key → state (absent = enabled). */
+  private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
+  private lastOutcome: ReloadOutcome | undefined;
+  private appliedRevision: number | undefined;
+  private syncing: Promise<void> | undefined;
+  private syncAgain = false;
+  private lastCounts = { at: Date.now(), requests: 0, errors: 0, rps: 0, eps: 0 };
+  private lastMembers: MemberRecord[] = [];
+  private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
+
+  constructor(deps: FleetMemberDeps, id: string) {
+    this.deps = deps;
+    this.id = id;
+  }
+
+  /** The default member id: this host and a port that is unique on it. */
+  static defaultId(port: number | undefined): string {
+    return `${hostname()}:${port ?? process.pid}`;
+  }
+
+  private get prefix(): string {
+    return this.deps.source.prefix;
+  }
+
+  private get memberKey(): string {
+    return this.deps.store.key('instances', this.id);
+  }
+
+  get etcd(): EtcdLink {
+    return { ...this.link };
+  }
+
+  get revision(): number | undefined {
+    return this.appliedRevision;
+  }
+
+  /** Connects (retrying in the background until etcd answers) and starts reporting. */
+  start(): void {
+    this.reportTimer = setInterval(() => void this.report(), this.deps.source.report_interval);
+    this.reportTimer.unref();
+    void this.connect();
+  }
+
+  /** After every reload of this instance (from etcd, SIGHUP or the admin API): record and publish it. */
+  reloaded(outcome: ReloadOutcome): void {
+    this.lastOutcome = outcome;
+    if (outcome.ok && outcome.revision !== undefined) {
+      this.appliedRevision = outcome.revision;
+      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(true);
+    }
+    if (outcome.ok) this.applyStates();
+    else this.deps.log.error({ errors: outcome.errors, keptRevision: this.appliedRevision ?? null }, 'fleet: the shared config was refused; serving the last good one');
+    void this.report();
+  }
+
+  /** Resolves true once this instance runs the shared config at `revision` or later; false after `timeoutMs`. */
+  applied(revision: number, timeoutMs = 10_000): Promise<boolean> {
+    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter = {
+        revision,
+        done: (ok: boolean) => {
+          clearTimeout(timer);
+          this.waiters.delete(waiter);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => waiter.done(false), timeoutMs);
+      this.waiters.add(waiter);
+    });
+  }
+
+  /** Reloads from the shared config; calls that arrive during one reload make one more. */
+  private sync(): Promise<void> {
+    if (this.syncing) {
+      this.syncAgain = true;
+      return this.syncing;
+    }
+    this.syncing = (async () => {
+      do {
+        this.syncAgain = false;
+        await this.deps.reload();
+      } while (this.syncAgain && !this.closed);
+      this.syncing = undefined;
+    })();
+    return this.syncing;
+  }
+
+  private stateKey(service: string, server: string): string {
+    return this.deps.store.key('server-state', encodeURIComponent(service), encodeURIComponent(server));
+  }
+
+  /** Sets a server's state for the whole fleet (enabled removes the key); false when this instance has no such server. */
+  async setServerState(service: string, server: string, state: ServerState): Promise<boolean> {
+    if (!this.deps.setServerState(service, server, state)) return false;
+    const key = this.stateKey(service, server);
+    if (state === 'enabled') await this.deps.store.client.delete().key(key).exec();
+    else await this.deps.store.client.put(key).value(state).exec();
+    return true;
+  }
+
+  private applyStates(): void {
+    for (const { service, server, state } of this.states.values()) this.deps.setServerState(service, server, state);
+  }
+
+  private onStateKey(key: string, value: string | undefined): void {
+    const [service, server] = key
+      .slice(this.deps.store.key('server-state').length + 1)
+      .split('/')
+      .map(decodeURIComponent);
+    if (!service || !server) return;
+    if (value === 'draining' || value === 'disabled') this.states.set(key, { service, server, state: value });
+    else this.states.delete(key);
+    this.deps.setServerState(service, server, value === 'draining' || value === 'disabled' ? value : 'enabled');
+  }
+
+  /** One attempt to (re)join: lease, current state at one revision, reload, watch from the next revision. */
+  private connect(): Promise<void> {
+    this.connecting ??= this.attempt().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async attempt(): Promise<void> {
+    if (this.closed) return;
+    clearTimeout(this.retryTimer);
+    const { client } = this.deps.store;
+    try {
+      if (!this.lease) {
+        const lease = client.lease(Math.ceil(this.deps.source.lease_ttl / 1000), { autoKeepAlive: true });
+        lease.on('lost', (err) => {
+          if (this.lease !== lease) return;
+          this.lease = undefined;
+          this.lost(`membership lease lost: ${err.message}`);
+        });
+        await lease.grant().catch((err: unknown) => {
+          lease.release();
+          throw err;
+        });
+        this.lease = lease;
+      }
+      const res = await client.getAll().prefix(this.deps.store.key('server-state', '')).exec();
+      const readAt = Number(res.header.revision);
+      this.states.clear();
+      for (const kv of res.kvs) this.onStateKey(kv.key.toString(), kv.value.toString());
+      const watcher = await client
+        .watch()
+        .prefix(`${this.prefix}/`)
+        .startRevision(String(readAt + 1))
+        .create();
+      this.watcher = watcher;
+      watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString()));
+      watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined));
+      watcher.on('disconnected', (err) => this.lost(`watch disconnected: ${err.message}`));
+      watcher.on('error', (err) => this.lost(`watch failed: ${err.message}`));
+      // The config as it is now: whatever changed while this instance was away, nothing older.
+      await this.sync();
+      const wasDown = !this.link.reachable && this.link.attempts > 0;
+      this.link = { reachable: true, since: new Date().toISOString(), attempts: 0 };
+      if (wasDown) this.deps.log.info({ revision: this.appliedRevision ?? null }, 'fleet: etcd reachable again; resynced to the current revision');
+      await this.report();
+    } catch (err) {
+      this.lost((err as Error).message);
+    }
+  }
+
+  private onChange(key: string, value: string | undefined): void {
+    if (key === this.deps.store.configKey) void this.sync();
+    else if (key.startsWith(this.deps.store.key('server-state', ''))) this.onStateKey(key, value);
+  }
+
+  /** etcd stopped answering: keep serving, say so, and retry with backoff. */
+  private lost(reason: string): void {
+    if (this.closed) return;
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    void watcher?.cancel().catch(() => undefined);
+    if (this.link.reachable || this.link.attempts === 0) {
+      this.outages++;
+      this.link = { reachable: false, since: new Date().toISOString(), error: reason, attempts: 0 };
+      this.deps.log.warn({ error: reason, endpoints: this.deps.store.endpoints }, 'fleet: etcd unreachable; serving the last applied config and retrying');
+    } else this.link = { ...this.link, error: reason };
+    const delay = cappedBackoff(RETRY_BASE_MS, RETRY_MAX_MS, this.link.attempts);
+    this.link.attempts++;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.connect(), delay);
+    this.retryTimer.unref();
+  }
+
+  /** This instance's member record as it stands. */
+  record(): MemberRecord {
+    const facts = this.deps.facts();
+    const now = Date.now();
+    const last = this.lastCounts;
+    if (now - last.at >= 1_000) {
+      const seconds = (now - last.at) / 1000;
+      this.lastCounts = { at: now, requests: facts.requests, errors: facts.errors, rps: (facts.requests - last.requests) / seconds, eps: (facts.errors - last.errors) / seconds };
+    }
+    const outcome = this.lastOutcome;
+    return {
+      id: this.id,
+      version: this.deps.version,
+      listen: facts.listen,
+      admin: facts.admin ?? null,
+      threads: facts.threads,
+      health: facts.draining ? 'draining' : 'serving',
+      started_at: this.startedAt,
+      reported_at: new Date(now).toISOString(),
+      config: { revision: this.appliedRevision ?? null, ok: outcome?.ok ?? true, at: outcome?.at ?? null, ...(outcome && !outcome.ok ? { errors: outcome.errors } : {}) },
+      requests_per_second: Math.round(this.lastCounts.rps * 10) / 10,
+      errors_per_second: Math.round(this.lastCounts.eps * 10) / 10,
+      requests_total: facts.requests,
+      errors_total: facts.errors,
+    };
+  }
+
+  private async report(): Promise<void> {
+    const lease = this.lease;
+    if (!lease || !this.link.reachable || this.closed) return;
+    try {
+      await lease.put(this.memberKey).value(JSON.stringify(this.record())).exec();
+    } catch (err) {
+      this.lost(`member report failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Every registered instance (this one first), as etcd has them; the last known list when etcd is unreachable. */
+  async members(): Promise<{ instances: MemberRecord[]; fresh: boolean }> {
+    if (this.link.reachable) {
+      try {
+        const res = await this.deps.store.client.getAll().prefix(this.deps.store.key('instances', '')).strings();
+        this.lastMembers = Object.values(res)
+          .map((v) => JSON.parse(v) as MemberRecord)
+          .filter((m) => m.id !== this.id);
+        return { instances: [this.record(), ...this.lastMembers], fresh: true };
+      } catch (err) {
+        this.lost(`listing members failed: ${(err as Error).message}`);
+      }
+    }
+    return { instances: [this.record(), ...this.lastMembers], fresh: false };
+  }
+
+  /** Samples for the fleet metrics (declared in metric-table.ts). */
+  samples(): { up: number; outages: number; revision: number } {
+    return { up: this.link.reachable ? 1 : 0, outages: this.outages, revision: this.appliedRevision ?? 0 };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.reportTimer);
+    for (const waiter of [...this.waiters]) waiter.done(false);
+    await this.watcher?.cancel().catch(() => undefined);
+    // Leaving on purpose: the record goes at once instead of at the lease's expiry.
+    await this.lease?.revoke().catch(() => undefined);
+  }
+}
+
+/** The fleet metrics of an instance (none when it is not in a fleet). */
+export function fleetMetrics(member: () => FleetMember | undefined): Collectors {
+  const one = (pick: (s: ReturnType<FleetMember['samples']>) => number) => () => {
+    const m = member();
+    return m ? [{ labels: {}, value: pick(m.samples()) }] : [];
+  };
+  return {
+    velocity_fleet_etcd_up: one((s) => s.up),
+    velocity_fleet_etcd_outages_total: one((s) => s.outages),
+    velocity_fleet_config_revision: one((s) => s.revision),
+  };
+}

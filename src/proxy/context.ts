@@ -1,0 +1,140 @@
+/**
+ * What the steps of the request path share: the per-request context (turned into
+ * the access-log record at the end), the Guard interface guards implement, and the
+ * rules (client IP, guards) a config sets for every request.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { PickRequest } from '../balancer/policy.ts';
+import type { VelocityError } from '../errors.ts';
+import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
+import type { RequestRecord } from '../observe/events.ts';
+import type { RequestTrace, Tracer } from '../observe/tracing.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import type { ForwardedInfo } from './headers.ts';
+import type { MiddlewareRun } from './middleware-run.ts';
+
+/** Per-request state shared by the steps and turned into the access-log record. */
+export class RequestContext implements PickRequest {
+  readonly started = performance.now();
+  /**
+   * The record is emitted once both the response has closed and the data path is done with the
+   * request: an attempt that settles after the client left still fills in its fields first.
+   */
+  partsLeft = 2;
+  readonly record: RequestRecord;
+  private cookies: Map<string, string> | undefined;
+  /** Headers steps add to the response (rate-limit headers, sticky cookie). */
+  responseHeaders: [string, string | string[]][] | undefined;
+  /** The route's middleware for this request; undefined when the route has none. */
+  run: MiddlewareRun | undefined;
+
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly clientIp: string;
+  readonly proto: 'http' | 'https';
+  /** The request's trace (W3C Trace Context) and whether servers are told about it. */
+  readonly trace: RequestTrace | undefined;
+  readonly propagateTrace: boolean;
+
+  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
+    this.req = req;
+    this.res = res;
+    this.clientIp = clientIp;
+    this.proto = proto;
+    const headers = req.headers;
+    this.trace = tracer?.start(headers);
+    this.propagateTrace = tracer?.propagate ?? false;
+    const incomingId = headers['x-request-id'];
+    this.record = {
+      time: Date.now(),
+      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : randomUUID(),
+      clientIp,
+      method: req.method ?? 'GET',
+      host: headers.host ?? '',
+      path: req.url ?? '/',
+      protocol: `HTTP/${req.httpVersion}`,
+      status: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      service: undefined,
+      server: undefined,
+      upstreamFirstByteMs: undefined,
+      upstreamMs: undefined,
+      totalMs: 0,
+      retries: 0,
+      queueWaitMs: 0,
+      decision: undefined,
+      errorCode: undefined,
+      retryDenied: undefined,
+      userAgent: headers['user-agent'],
+      traceId: this.trace?.traceId,
+      spanId: this.trace?.spanId,
+    };
+  }
+
+  get method(): string {
+    return this.record.method;
+  }
+
+  get url(): string {
+    return this.record.path;
+  }
+
+  header(name: string): string | undefined {
+    const v = this.req.headers[name.toLowerCase()];
+    return Array.isArray(v) ? v.join(', ') : v;
+  }
+
+  cookie(name: string): string | undefined {
+    if (!this.cookies) {
+      this.cookies = new Map();
+      const raw = this.req.headers.cookie;
+      if (raw) {
+        for (const part of raw.split(';')) {
+          const eq = part.indexOf('=');
+          if (eq > 0) this.cookies.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+        }
+      }
+    }
+    return this.cookies.get(name);
+  }
+
+  /**
+   * What the server is told about the client. X-Forwarded-For gets the address
+   * that connected to Velocity appended; a client's own list is kept only when
+   * that peer is a trusted proxy, and replaced otherwise.
+   */
+  forwardedInfo(peerTrusted: boolean): ForwardedInfo {
+    return {
+      clientIp: normalizeIp(this.req.socket.remoteAddress ?? ''),
+      priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
+      proto: this.proto,
+      host: this.record.host,
+      requestId: this.record.requestId,
+    };
+  }
+
+  /** Sets a response header Velocity adds, replacing an earlier value of the same name. */
+  setResponseHeader(name: string, value: string): void {
+    const list = (this.responseHeaders ??= []);
+    const at = list.findIndex(([n]) => n === name);
+    if (at >= 0) list[at] = [name, value];
+    else list.push([name, value]);
+  }
+
+  addResponseHeader(name: string, value: string | string[]): void {
+    (this.responseHeaders ??= []).push([name, value]);
+  }
+}
+
+/** A step before balancing (IP filter, rate limit). Returns an error to answer with, or nothing. */
+export interface Guard {
+  check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined | Promise<VelocityError | undefined>;
+}
+
+/** What every request goes through for a config: client-IP rules and guards. */
+export interface RequestRules {
+  readonly clientIps: ClientIpResolver;
+  readonly guards: readonly Guard[];
+}
