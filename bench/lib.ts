@@ -266,6 +266,8 @@ export interface VelocityOptions {
   nodeFlags?: string[];
   /** How long to wait for it to listen (a loaded machine can take well over the default). */
   startMs?: number;
+  /** The checkout whose dist/cli.js runs (default: this one), to compare two builds in one run. */
+  root?: string;
 }
 
 /** The real binary (dist/cli.js start) with a config written from the options. */
@@ -284,7 +286,7 @@ ${options.service ?? ''}`,
   const argv = [
     ...(options.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`] : []),
     ...(options.nodeFlags ?? []),
-    join(ROOT, 'dist/cli.js'),
+    join(options.root ?? ROOT, 'dist/cli.js'),
     'start',
     '--config',
     file,

@@ -6,6 +6,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { AccessLogConfig } from '../config/schema/observe.ts';
 import type { RequestRecord } from './events.ts';
+import { recordJson } from './record-json.ts';
 
 function clf(r: RequestRecord, combined: boolean): string {
   const d = new Date(r.time);
@@ -18,7 +19,7 @@ function clf(r: RequestRecord, combined: boolean): string {
 
 export function formatAccessLine(r: RequestRecord, format: AccessLogConfig['format']): string {
   if (format === 'json') {
-    return JSON.stringify({ ...r, time: new Date(r.time).toISOString() });
+    return recordJson(r);
   }
   return clf(r, format === 'combined');
 }

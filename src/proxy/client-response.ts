@@ -22,6 +22,12 @@ export interface ClientResponse {
   readonly headersSent: boolean;
   readonly destroyed: boolean;
   readonly writableFinished: boolean;
+  /**
+   * Bytes given to `write()` not yet handed to the OS. 0 means no chunk given to `write()` is still
+   * referenced, so the forwarder may read the next one into the same buffer; leave it undefined
+   * when unsure (a transform that keeps chunks), and every read gets a new buffer.
+   */
+  readonly writableLength?: number;
   statusCode: number;
   /** HTTP/1.x only: whether the client connection stays open after this response. */
   shouldKeepAlive?: boolean;

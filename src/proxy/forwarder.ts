@@ -227,6 +227,10 @@ class Attempt implements ExchangeSink {
     return false;
   }
 
+  chunkReleased(): boolean {
+    return this.res.writableLength === 0;
+  }
+
   onEnd(): void {
     if (this.settled) return;
     this.res.end();

@@ -7,8 +7,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { Http01Answers } from './acme/http01.ts';
 import { RequestHandler } from './handler.ts';
@@ -59,6 +59,12 @@ export interface HttpListenerOptions {
   http01?: Http01Answers;
 }
 
+/**
+ * Bytes waiting for a client before a write says "slow down" and the server's socket is paused: a slow
+ * reader costs about this plus one upstream read (#22), not Node's default 64 KiB.
+ */
+const CLIENT_WRITE_BUFFER = 16 * 1024;
+
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
   const handler = new RequestHandler(plane, tls ? 'https' : 'http', client.underscore_headers);
@@ -98,6 +104,7 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
         // A client that opens a connection and never finishes the handshake is cut like a slow HTTP client.
         handshakeTimeout: client.header_timeout,
         allowHalfOpen: true,
+        highWaterMark: CLIENT_WRITE_BUFFER,
       },
       (socket: TLSSocket) => (h2 && socket.alpnProtocol === 'h2' ? h2.accept(socket) : accept(socket)),
     );
@@ -110,7 +117,7 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     server = tlsServer;
   } else {
     // allowHalfOpen: a client that half-closes after its request still gets the response.
-    server = createNetServer({ allowHalfOpen: true, noDelay: true }, (socket) => (h2 ? h2.sniff(socket, accept) : accept(socket)));
+    server = createNetServer({ allowHalfOpen: true, noDelay: true, highWaterMark: CLIENT_WRITE_BUFFER }, (socket) => (h2 ? h2.sniff(socket, accept) : accept(socket)));
   }
   if (client.max_connections > 0) server.maxConnections = client.max_connections;
   await bindServer(server, address, options.reusePort ?? false);

@@ -149,10 +149,10 @@ export class MiddlewareRun implements MiddlewareRequest {
   }
 
   /**
-   * Runs the request hooks in order. Returns the service to forward to, or
-   * undefined when a middleware answered (the answer is written).
+   * Runs the request hooks in order. Returns the service to forward to (a split's
+   * choice, looked up in `services`), or undefined when a middleware answered (the answer is written).
    */
-  async start(routed: ServiceRuntime): Promise<ServiceRuntime | undefined> {
+  async start(routed: ServiceRuntime, services: { service(name: string): ServiceRuntime | undefined }): Promise<ServiceRuntime | undefined> {
     const items = this.chain.items;
     for (let i = 0; i < items.length; i++) {
       const hook = (items[i] as Middleware).request;
@@ -167,8 +167,7 @@ export class MiddlewareRun implements MiddlewareRequest {
       this.reached = i + 1;
     }
     if (this.serviceName === undefined) return routed;
-    const chosen = this.chain.context.service(this.serviceName);
-    return chosen ?? routed;
+    return services.service(this.serviceName) ?? routed;
   }
 
   /** The flat header list for the server with the middleware's edits applied. */

@@ -34,6 +34,18 @@ const RECEIVING = 2;
 const IDLE = 3;
 const CLOSED = 4;
 
+/**
+ * What one read of a server's answer takes at most (plain connections). A client that stops reading
+ * keeps about one read and its socket's high-water mark in Velocity (#22): 16 KiB, not Node's 64 KiB
+ * reads plus the stream's buffer. Each read gets a buffer of its own, because the client's socket may
+ * still hold the last one.
+ */
+const READ_SIZE = 16 * 1024;
+/** The buffer a paused connection waits with: the read after it resumes is a short one. */
+const PAUSED_READ_SIZE = 1024;
+/** Not from Buffer's shared 64 KiB pool: a slice kept by a slow client would keep the whole pool block. */
+const newReadBuffer = (size: number): Buffer => Buffer.allocUnsafeSlow(size);
+
 function upstreamError(code: string, message: string): Error & { code: string } {
   return Object.assign(new Error(message), { code });
 }
@@ -48,6 +60,9 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
   private served = 0;
   private head: ResponseHead | undefined;
   private paused = false;
+  /** Plain connections: the buffer reads go into, and whether a client still holds part of the last read. */
+  private buffer: Buffer | undefined;
+  private bufferHeld = false;
   deadline = 0;
 
   constructor(home: ConnectionHome, first: Exchange) {
@@ -56,9 +71,14 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     this.exchange = first;
     first.carrier = this;
     const options = { host: home.host, port: home.port, noDelay: true };
-    this.socket = home.tls ? tlsConnect({ ...options, ...home.tls, ALPNProtocols: ['http/1.1'] }) : connect(options);
+    if (home.tls) {
+      this.socket = tlsConnect({ ...options, ...home.tls, ALPNProtocols: ['http/1.1'] });
+      this.socket.on('data', this.onData);
+    } else {
+      // Read into buffers of our own size, straight to onRead: no stream buffering, and a pause stops reading at once.
+      this.socket = connect({ ...options, onread: { buffer: this.readBuffer, callback: this.onRead } });
+    }
     this.socket.once(home.tls ? 'secureConnect' : 'connect', this.onConnect);
-    this.socket.on('data', this.onData);
     this.socket.on('end', this.onEnd);
     this.socket.on('error', this.onError);
     this.socket.once('close', this.onClose);
@@ -128,6 +148,26 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     this.start(exchange);
   };
 
+  /**
+   * The buffer for the next read (plain connections): the same one while clients take each read
+   * whole (no allocation per response), a new one when a slow client still holds part of it, and a
+   * small one while paused.
+   */
+  private readonly readBuffer = (): Buffer => {
+    const size = this.paused ? PAUSED_READ_SIZE : READ_SIZE;
+    if (this.buffer === undefined || this.bufferHeld || this.buffer.length !== size) {
+      this.buffer = newReadBuffer(size);
+      this.bufferHeld = false;
+    }
+    return this.buffer;
+  };
+
+  /** Plain connections' reads, into readBuffer's buffers; pausing is onData's. */
+  private readonly onRead = (length: number, buffer: Uint8Array): boolean => {
+    this.onData((buffer as Buffer).subarray(0, length));
+    return true;
+  };
+
   private readonly onData = (chunk: Buffer): void => {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
       // Bytes nobody asked for (an idle connection): the framing can no longer be trusted.
@@ -186,7 +226,9 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
   onResponseBody(chunk: Buffer): void {
     const exchange = this.exchange;
     if (!exchange || exchange.aborted) return;
-    if (!exchange.sink.onData(chunk) && !this.paused) {
+    const more = exchange.sink.onData(chunk);
+    if (!exchange.sink.chunkReleased()) this.bufferHeld = true;
+    if (!more && !this.paused) {
       this.paused = true;
       this.deadline = 0;
       this.socket.pause();

@@ -30,6 +30,11 @@ export interface ExchangeSink {
   onHead(head: ResponseHead, requestDone: boolean): void;
   /** Body payload. false: the client is slow; call `exchange.resume()` when it drained. */
   onData(chunk: Buffer): boolean;
+  /**
+   * Whether nothing still refers to the chunk last given to onData (the client took it whole):
+   * the connection may then read into the same buffer again. When unsure, false.
+   */
+  chunkReleased(): boolean;
   onEnd(): void;
   /** The exchange failed; `requestSent` is false when no byte of it can have reached the server. */
   onError(error: Error & { code?: string }, requestSent: boolean): void;

@@ -1,6 +1,6 @@
 /** The dynamic blocklist over the admin API: list, add (optionally for a time), remove. */
 import { z } from 'zod';
-import { duration } from '../../config/schema/common.ts';
+import { duration } from '../../config-fields.ts';
 import { type Blocklist, BlocklistError } from '../../guard/blocklist.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 

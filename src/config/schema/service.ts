@@ -1,8 +1,8 @@
 /** A service: which requests it takes (hosts, paths), its servers, and how it balances them. */
 import { z } from 'zod';
 import { policyNames, policyOptionProblems, policyOptionsSchema } from '../../balancer/registry.ts';
+import { listenAddress, nonNegativeInt, positiveInt, requestPath } from '../../config-fields.ts';
 import { suggest } from '../../suggest.ts';
-import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { grpcSchema, http2SessionsSchema } from './grpc.ts';
 import { serviceKnobsShape } from './resilience.ts';

@@ -89,6 +89,11 @@ export class Http1Response extends EventEmitter implements ClientResponse {
     return this.writableEnded;
   }
 
+  /** What the socket still holds of the writes (0: every chunk given to write() was handed to the OS). */
+  get writableLength(): number {
+    return this.socket.writableLength;
+  }
+
   setHeader(name: string, value: HeaderValue): this {
     (this.stored ??= new Map()).set(name.toLowerCase(), [name, value]);
     return this;

@@ -1,0 +1,70 @@
+/**
+ * Two builds of Velocity side by side with nginx, features on (metrics, JSON access log to a
+ * file, health checks), GET c=50: the A/B of one change on a shared machine. Rounds alternate
+ * nginx, A, B (B before A every other round); medians of CPU µs per request (user/system) and req/s, and each against nginx
+ * in the same round.
+ *
+ *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /]
+ *
+ * DIR is a checkout (or a copy of one with `dist/` and a `node_modules` link) built before the change;
+ * `--other` runs another such copy as B instead of this checkout.
+ */
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { BenchContext, type Contender, ensureBuilt, type LoadResult, median, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity } from './lib.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    base: { type: 'string' },
+    other: { type: 'string' },
+    seconds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '50' },
+    path: { type: 'string', default: '/' },
+  },
+});
+if (!args.base) throw new Error('--base DIR is required (a checkout built before the change)');
+const say = (line: string) => process.stderr.write(`${line}\n`);
+requireTools(['nginx', 'wrk']);
+ensureBuilt(say);
+const ctx = new BenchContext();
+try {
+  const { upstreams } = await startNginxBackends(ctx);
+  const features = (name: string, root?: string) =>
+    startVelocity(ctx, name, upstreams, {
+      root,
+      startMs: 180_000,
+      extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, `${name}-access.log`)}, format: json }`,
+      service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
+    });
+  const contenders: Contender[] = await Promise.all([startNginxProxy(ctx, upstreams), features('A (base)', args.base), features('B (this tree)', args.other)]);
+  const wrk = ['-t1', `-c${args.connections}`];
+  const runs = new Map<string, LoadResult[]>(contenders.map((c) => [c.name, []]));
+  for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, 1, c.pid);
+  for (let round = 0; round < Number(args.rounds); round++) {
+    // A before B in even rounds, after it in odd ones: no build gains from always running second.
+    const [nginx, a, b] = contenders as [Contender, Contender, Contender];
+    for (const c of round % 2 === 0 ? [nginx, a, b] : [nginx, b, a]) {
+      const result = await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, Number(args.seconds), c.pid);
+      runs.get(c.name)?.push(result);
+      say(`round ${round + 1} ${c.name}: ${Math.round(result.rps)} req/s, ${result.cpuUsPerRequest.toFixed(1)} µs/req, ${Math.round(result.rssMb)} MB`);
+    }
+  }
+  const nginx = runs.get('nginx') ?? [];
+  console.log('| contender | req/s | CPU µs/req | user | sys | CPU × nginx | req/s × nginx | peak RSS MB |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const [name, list] of runs) {
+    const m = (f: (r: LoadResult) => number) => median(list.map(f));
+    const perRound = (f: (r: LoadResult, n: LoadResult) => number) => median(list.map((r, i) => f(r, nginx[i] as LoadResult)));
+    console.log(
+      `| ${name} | ${Math.round(m((r) => r.rps))} | ${m((r) => r.cpuUsPerRequest).toFixed(1)} | ${m((r) => r.userUsPerRequest).toFixed(1)} | ${m((r) => r.systemUsPerRequest).toFixed(1)} | ${perRound((r, n) => r.cpuUsPerRequest / n.cpuUsPerRequest).toFixed(2)} | ${perRound((r, n) => r.rps / n.rps).toFixed(2)} | ${Math.round(Math.max(...list.map((r) => r.rssMb)))} |`,
+    );
+  }
+  // Each round's B against the A run just before it: the least noisy figure on a shared machine.
+  const a = runs.get('A (base)') ?? [];
+  const b = runs.get('B (this tree)') ?? [];
+  const ratios = b.map((r, i) => r.cpuUsPerRequest / (a[i] as LoadResult).cpuUsPerRequest);
+  console.log(`\nCPU per request, B ÷ A per round: median ${median(ratios).toFixed(3)} (${ratios.map((x) => x.toFixed(2)).join(' ')})`);
+} finally {
+  ctx.cleanup();
+}

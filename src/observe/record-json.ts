@@ -1,0 +1,86 @@
+/**
+ * One access-log record as a JSON line, without the generic JSON.stringify: it
+ * showed in perf on the data path (a spread copy of the record, then a walk of
+ * its properties). The fields are declared once below — the type makes the table
+ * name every field of RequestRecord — and compiled into one function of string
+ * concatenations. The output is what `JSON.stringify({ ...record, time: ISO })`
+ * gives: same keys in the same order, undefined fields left out, non-finite
+ * numbers as null, strings escaped by JSON.stringify whenever they hold a byte
+ * that needs it.
+ */
+import type { RequestRecord } from './events.ts';
+
+type Kind = 'time' | 'string' | 'number';
+
+/** Every field of a record, in the record's own order, with how it is written. */
+const FIELDS: { readonly [K in keyof Required<RequestRecord>]: Kind } = {
+  time: 'time',
+  requestId: 'string',
+  clientIp: 'string',
+  method: 'string',
+  host: 'string',
+  path: 'string',
+  protocol: 'string',
+  status: 'number',
+  bytesIn: 'number',
+  bytesOut: 'number',
+  service: 'string',
+  server: 'string',
+  upstreamFirstByteMs: 'number',
+  upstreamMs: 'number',
+  totalMs: 'number',
+  retries: 'number',
+  queueWaitMs: 'number',
+  decision: 'string',
+  retryDenied: 'string',
+  errorCode: 'string',
+  userAgent: 'string',
+  traceId: 'string',
+  spanId: 'string',
+  grpcMethod: 'string',
+  grpcStatus: 'number',
+};
+
+/** A JSON string: quoted as it is unless it holds a quote, backslash, control character or surrogate. */
+function jsonString(s: string): string {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(s);
+  }
+  return `"${s}"`;
+}
+
+function jsonNumber(n: number): string {
+  return Number.isFinite(n) ? String(n) : 'null';
+}
+
+let isoMs = Number.NaN;
+let isoText = '';
+/** ISO 8601 time of an epoch ms, kept while records share the millisecond. */
+function isoTime(ms: number): string {
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
+
+type Writer = (r: RequestRecord) => string;
+
+/**
+ * `o` collects `,"key":value` pieces; the leading comma is cut at the end, so a
+ * record whose first fields are absent still starts with `{"`.
+ */
+function compile(): Writer {
+  let body = "return function recordJson(r) {\nlet o = '';\n";
+  for (const [key, kind] of Object.entries(FIELDS)) {
+    const write = kind === 'time' ? 't' : kind === 'string' ? 's' : 'n';
+    // The keys are the record's own identifiers (checked by the type above): safe to inline.
+    body += `if (r.${key} !== undefined) o += ',"${key}":' + ${kind === 'time' ? `'"' + t(r.${key}) + '"'` : `${write}(r.${key})`};\n`;
+  }
+  body += "return '{' + o.slice(1) + '}';\n};";
+  return new Function('s', 'n', 't', body)(jsonString, jsonNumber, isoTime) as Writer;
+}
+
+/** The record as one line of JSON, `time` as an ISO 8601 string. */
+export const recordJson: Writer = compile();

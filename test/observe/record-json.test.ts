@@ -1,0 +1,66 @@
+/** The access log's JSON line writer gives exactly what JSON.stringify gives for every kind of record. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { RequestRecord } from '../../src/observe/events.ts';
+import { recordJson } from '../../src/observe/record-json.ts';
+
+const base: RequestRecord = {
+  time: 1764581000123,
+  requestId: 'a8ec8017-5ce4-490a-b29f-1f6bead17095',
+  clientIp: '127.0.0.1',
+  method: 'GET',
+  host: 'example.test:8080',
+  path: '/a?b=c',
+  protocol: 'HTTP/1.1',
+  status: 200,
+  bytesIn: 0,
+  bytesOut: 21,
+  service: 'web',
+  server: '127.0.0.1:3001',
+  upstreamFirstByteMs: 0.41234567891234,
+  upstreamMs: 0.5231,
+  totalMs: 0.7123456,
+  retries: 0,
+  queueWaitMs: 0,
+  decision: undefined,
+  retryDenied: undefined,
+  errorCode: undefined,
+  userAgent: undefined,
+};
+
+const reference = (r: RequestRecord) => JSON.stringify({ ...r, time: new Date(r.time).toISOString() });
+
+test('a record reads as JSON.stringify writes it: key order, absent fields, numbers', () => {
+  assert.equal(recordJson(base), reference(base));
+  const full: RequestRecord = {
+    ...base,
+    decision: 'rate-limited',
+    retryDenied: 'budget',
+    errorCode: 'UPSTREAM_TIMEOUT',
+    userAgent: 'curl/8.0',
+    traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+    spanId: '00f067aa0ba902b7',
+    grpcMethod: '/pkg.Svc/Call',
+    grpcStatus: 14,
+  };
+  assert.equal(recordJson(full), reference(full));
+  const odd = { ...base, service: undefined, server: undefined, upstreamMs: Number.NaN, totalMs: Number.POSITIVE_INFINITY, bytesOut: -0, status: 1e21 };
+  assert.equal(recordJson(odd), reference(odd));
+  // Parsed back, every field is there with its value.
+  assert.deepEqual(JSON.parse(recordJson(full)), JSON.parse(reference(full)));
+});
+
+test('strings a client controls are escaped: quotes, backslashes, control bytes, lone surrogates', () => {
+  for (const nasty of ['/"quoted"', '/back\\slash', '/tab\there', '/nl\n{"forged":1}', '/nul\0', '/\x7f\x80ÿ', '/\ud800alone', '/pair\ud83d\ude00', '/ünïcode']) {
+    const r = { ...base, path: nasty, userAgent: nasty, host: nasty };
+    assert.equal(recordJson(r), reference(r), nasty);
+    assert.equal(JSON.parse(recordJson(r)).path, nasty);
+  }
+});
+
+test('records of the same millisecond and of the next one get their own time', () => {
+  const a = recordJson(base);
+  const b = recordJson({ ...base, time: base.time + 1 });
+  assert.match(a, /"time":"2025-12-01T09:23:20.123Z"/);
+  assert.match(b, /"time":"2025-12-01T09:23:20.124Z"/);
+});
