@@ -273,7 +273,7 @@ export class RequestHandler {
       // gRPC clients get a status they understand, not a text page.
       ctx.record.status = 200;
       ctx.record.grpcMethod ??= ctx.url.split('?')[0];
-      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders);
+      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders, ctx.req.headers['content-type']);
       return;
     }
     ctx.record.status = error.status;
