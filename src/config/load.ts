@@ -81,7 +81,10 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       const where = readConfigText(text, file, env).locate(['config_source', 'etcd', 'prefix'], '');
-      throw new ConfigError([...err.problems, { ...where, message: `nothing at ${source.prefix}/config in etcd yet: push the shared config with \`velocity config push FILE --etcd …\`` }]);
+      throw new ConfigError([
+        ...err.problems,
+        { ...where, message: `nothing at ${source.prefix}/config in etcd yet: push the shared config with \`velocity config push FILE --etcd …\`` },
+      ]);
     }
   }
   return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
