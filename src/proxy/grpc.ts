@@ -4,9 +4,9 @@
  * as gRPC statuses — a "trailers-only" response (HTTP 200, application/grpc,
  * grpc-status and grpc-message in the one HEADERS frame), never a text body.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerResponse, OutgoingHttpHeaders } from 'node:http2';
 import type { ErrorCode, VelocityError } from '../errors.ts';
+import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
 
 export const GRPC = {
   OK: 0,
@@ -24,7 +24,7 @@ export const GRPC = {
 } as const;
 
 /** Whether a request is a gRPC call (application/grpc, application/grpc+proto, …). */
-export function isGrpcRequest(req: IncomingMessage): boolean {
+export function isGrpcRequest(req: ProxyRequest): boolean {
   const type = req.headers['content-type'];
   return typeof type === 'string' && type.startsWith('application/grpc') && !type.startsWith('application/grpc-web');
 }
@@ -69,7 +69,7 @@ export function encodeGrpcMessage(message: string): string {
 }
 
 /** Writes one of Velocity's errors as a trailers-only gRPC response. */
-export function respondGrpcError(res: ServerResponse, error: VelocityError, extraHeaders?: [string, string | string[]][]): number {
+export function respondGrpcError(res: ProxyResponse, error: VelocityError, extraHeaders?: [string, string | string[]][]): number {
   const status = grpcStatusFor(error);
   const headers: OutgoingHttpHeaders = {
     'content-type': 'application/grpc',
@@ -99,8 +99,8 @@ export function respondGrpcError(res: ServerResponse, error: VelocityError, extr
  * Ends a started HTTP/2 gRPC response with a status in trailers. The compatibility
  * response sends its trailers when the stream asks for them, so they are set there.
  */
-export function sendStatusTrailers(res: ServerResponse, status: number, message: string): void {
-  res.addTrailers({ 'grpc-status': String(status), 'grpc-message': message });
+export function sendStatusTrailers(res: ProxyResponse, status: number, message: string): void {
+  res.addTrailers?.({ 'grpc-status': String(status), 'grpc-message': message });
   (res as unknown as Http2ServerResponse).stream.end();
 }
 

@@ -7,7 +7,6 @@
  * answered UNAVAILABLE before any message is retried only for methods the config
  * marks safe; plain HTTP follows the service's retry_on rules for idempotent methods.
  */
-import type { ServerResponse } from 'node:http';
 import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { cappedBackoff } from '../backoff.ts';
 import { type ErrorCode, VelocityError } from '../errors.ts';
@@ -21,6 +20,7 @@ import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
 import { encodeGrpcMessage, formatGrpcTimeout, GRPC, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
+import type { ProxyResponse } from './proxy-message.ts';
 import { ReplayableBody } from './replayable-body.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -91,7 +91,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
   let unprocessedResends = 0;
   try {
     for (let attempt = 1; ; ) {
-      const picked = plane.select(service, ctx, tried, abort.signal);
+      const picked = plane.select(service, ctx, tried, abort);
       const lease = picked instanceof Promise ? await picked : picked;
       if (lease instanceof VelocityError) return fail(abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : lease);
       const server = lease.server;
@@ -227,13 +227,13 @@ function clientHeaders(headers: IncomingHttpHeaders, extra: [string, string | st
 }
 
 /** The client's HTTP/2 stream when it spoke HTTP/2 (undefined for HTTP/1.1 clients). */
-function clientStream(res: ServerResponse): ServerHttp2Stream | undefined {
+function clientStream(res: ProxyResponse): ServerHttp2Stream | undefined {
   const stream = (res as unknown as Partial<Http2ServerResponse>).stream;
   return stream && typeof stream.respond === 'function' ? stream : undefined;
 }
 
 /** One stream to one server, its answer streamed to the client. */
-function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, started: number, signal: AbortSignal, mayRetry: boolean): Promise<H2Outcome> {
+function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ProxyResponse, started: number, signal: AbortSignal, mayRetry: boolean): Promise<H2Outcome> {
   return new Promise<H2Outcome>((resolve) => {
     let upstream: ClientHttp2Stream | undefined;
     let settled = false;
@@ -349,11 +349,11 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
           if (h2client) {
             if (!h2client.closed) {
               // The compatibility response sends its trailers when the stream asks for them (waitForTrailers).
-              if (trailers) res.addTrailers(clientHeaders(trailers, undefined) as Record<string, string>);
+              if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
               h2client.end();
             }
           } else {
-            if (trailers) res.addTrailers(clientHeaders(trailers, undefined) as Record<string, string>);
+            if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
             res.end();
           }
           settle({ kind: 'response', status, grpcStatus, bytesOut, firstByteMs });
