@@ -10,10 +10,10 @@ import { loadPolicyModule } from '../balancer/module-loader.ts';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
 import { middlewareProblems } from '../middleware/check.ts';
 import { REQUEST_PLACEHOLDERS } from '../middleware/head.ts';
-import { shadowedRoutes } from '../proxy/route-table.ts';
 import { suggest } from '../suggest.ts';
 import { EtcdConfigStore } from './etcd-source.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
+import { shadowedRoutes } from './route-checks.ts';
 import { configSourceSchema, type EtcdSourceConfig } from './schema/fleet.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
 
@@ -74,8 +74,19 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
   } finally {
     if (!given) store?.close();
   }
-  // Nothing pushed yet: the file alone (an instance can seed the fleet with `velocity config push`).
-  if (!read.shared) return { ...parseConfig(text, file, env), revision: 0 };
+  // Nothing pushed yet: the file alone, if it is a whole config; else say what is missing.
+  if (!read.shared) {
+    try {
+      return { ...parseConfig(text, file, env), revision: 0 };
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const where = readConfigText(text, file, env).locate(['config_source', 'etcd', 'prefix'], '');
+      throw new ConfigError([
+        ...err.problems,
+        { ...where, message: `nothing at ${source.prefix}/config in etcd yet: push the shared config with \`velocity config push FILE --etcd …\`` },
+      ]);
+    }
+  }
   return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
 }
 

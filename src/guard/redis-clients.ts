@@ -55,7 +55,12 @@ function open(target: RedisTarget, options: RedisOptions): RedisClient {
 
 /** `timeoutMs`: how long a command may take before it counts as failed. */
 export function openRedis(target: RedisTarget, timeoutMs: number): { client: RedisClient; subscriber: RedisClient } {
-  return { client: open(target, { commandTimeout: timeoutMs }), subscriber: open(target, { autoResubscribe: false }) };
+  return { client: openRedisClient(target, timeoutMs), subscriber: open(target, { autoResubscribe: false }) };
+}
+
+/** One connection for commands that may wait up to `timeoutMs` (storage off the request path). */
+export function openRedisClient(target: RedisTarget, timeoutMs: number): RedisClient {
+  return open(target, { commandTimeout: timeoutMs });
 }
 
 /** The servers that hold keys: every master of a cluster, else the one connection. */

@@ -5,14 +5,15 @@
  * certificate changes apply in place) and closed together.
  */
 import { type AcmeConfig, acmeHosts } from '../config/schema/acme.ts';
-import type { ListenAddress } from '../config/schema/common.ts';
 import type { HstsConfig, ListenerConfig } from '../config/schema/listeners.ts';
 import type { Config } from '../config/schema/root.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { Http01Answers } from './acme/http01.ts';
 import { ManagedCertificates } from './acme/served.ts';
-import { acmeStorage, caKey } from './acme/storage.ts';
+import { caKey } from './acme/storage.ts';
+import { acmeStorage } from './acme/stores.ts';
 import { listenHttp } from './listener.ts';
 import { redirectToHttps } from './redirect.ts';
 import { listenTcp } from './tcp.ts';
@@ -89,11 +90,11 @@ export interface ListenerSetOptions {
 }
 
 /** One storage per distinct acme `storage` that answers HTTP-01. */
-function acmeStoragesOf(config: Config) {
+function acmeStoragesOf(config: Config, log: Logger) {
   const seen = new Map<string, ReturnType<typeof acmeStorage>>();
   for (const l of config.listeners) {
     const acme = l.type === 'https' ? l.tls.acme : undefined;
-    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme) : undefined;
+    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme, config.state, log) : undefined;
     if (storage && !seen.has(storage.description)) seen.set(storage.description, storage);
   }
   return [...seen.values()];
@@ -142,7 +143,7 @@ export class ListenerSet {
   async reconcile(config: Config): Promise<void> {
     const wanted = wantedBy(config);
     const opened: Open[] = [];
-    this.http01.use(acmeStoragesOf(config));
+    this.http01.use(acmeStoragesOf(config, this.log));
     try {
       for (const w of wanted) {
         const existing = this.open.get(w.key);
@@ -181,7 +182,7 @@ export class ListenerSet {
         tls: undefined,
         close: (d) => tcp.close(d),
         retarget: (service) => {
-          tcp.service = service;
+          tcp.retarget(service);
           open.service = service;
           open.bound = { ...open.bound, service };
         },
@@ -194,7 +195,7 @@ export class ListenerSet {
       const onDemand = this.onDemand;
       const managed = acme
         ? await ManagedCertificates.create({
-            storage: acmeStorage(acme),
+            storage: acmeStorage(acme, config.state, this.log),
             ca: caKey(acme.ca),
             names: acmeHosts(acme, config.services),
             protocol: protocolOptions(listener.tls),

@@ -13,6 +13,7 @@ import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import { count } from '../observe/metrics.ts';
+import { closeAcmeStorages } from '../proxy/acme/stores.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { setLockOwner } from '../state/spin-lock.ts';
@@ -128,6 +129,7 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
     case 'drain':
       plane.drain();
       await set.close(message.deadline);
+      closeAcmeStorages();
       flushRecords();
       await traffic.close();
       await plane.close();

@@ -66,6 +66,19 @@ describe('tls.acme config', () => {
     assert.match(String(p?.message), /no host to obtain a certificate for/);
   });
 
+  test('storage in Redis needs the state section on Redis, and is refused at the storage field without it', () => {
+    const [p] = problems(base('        storage: { redis: {} }'));
+    assert.deepEqual([p?.path, p?.line, p?.column], ['listeners[0].tls.acme.storage', 6, 18]);
+    assert.match(String(p?.message), /set state\.store to redis/);
+    const { config } = parseConfig(`${base('        storage: { redis: {} }')}state: { store: redis, url: "redis://127.0.0.1:6379" }\n`, 'acme.yaml');
+    const listener = config.listeners[0];
+    assert.deepEqual(listener?.type === 'https' ? listener.tls.acme?.storage : undefined, { redis: { prefix: 'velocity:acme:' } });
+    const [bad] = problems(base('        storage: { consul: {} }'));
+    assert.deepEqual([bad?.path, bad?.message], ['listeners[0].tls.acme.storage.consul', 'unknown field "consul"; expected one of redis']);
+    const [number] = problems(base('        storage: 5'));
+    assert.match(String(number?.message), /directory path, or \{ redis: \{\} \}/);
+  });
+
   test('a bad CA URL, email, EAB key and missing ca_root file are each refused with their field', () => {
     const found = problems(
       base('        ca: "ftp://ca.example/dir"\n        email: not-an-email\n        eab: { kid: k1, hmac: "not base64!" }\n        ca_root: /nonexistent/root.pem'),

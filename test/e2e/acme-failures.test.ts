@@ -10,7 +10,17 @@ import { test } from 'node:test';
 import { request } from 'undici';
 import { captureLog } from '../proxy/log-capture.ts';
 import { freePort } from '../support/spawn.ts';
-import { acmeLab, acmeYaml, adminApi, certificateStatus, metricValue, servedCertificate, startAcmeVelocity, waitForIssued, waitUntil } from './acme-support.ts';
+import {
+  acmeLab,
+  acmeYaml,
+  assertOrderedOnceAndRenewedTogether,
+  certificateStatus,
+  metricValue,
+  servedCertificate,
+  startAcmeVelocity,
+  waitForIssued,
+  waitUntil,
+} from './acme-support.ts';
 
 const EAB_KID = 'kid-1';
 const EAB_HMAC = 'zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W';
@@ -81,17 +91,5 @@ test('two instances sharing storage order a name once and serve the same certifi
   // Instance B has its own ports; pebble validates at A's listeners, which answer B's challenges from the shared storage too.
   const [httpsB, httpB] = [await freePort(), await freePort()];
   const [a, b] = await Promise.all([startAcmeVelocity(t, acmeYaml(lab)), startAcmeVelocity(t, acmeYaml(lab, { httpsPort: httpsB, httpPort: httpB }))]);
-  const [certA, certB] = await Promise.all([waitForIssued(lab.httpsPort, 'shop.example.com'), waitForIssued(httpsB, 'shop.example.com')]);
-  assert.equal(certA.serialNumber, certB.serialNumber, 'both serve the one certificate');
-  const orders = async () => (await metricValue(a, /^velocity_acme_orders_total\{result="success"\}/)) + (await metricValue(b, /^velocity_acme_orders_total\{result="success"\}/));
-  assert.equal(await orders(), 1, 'one order between the two instances');
-
-  const renewed = await adminApi(b, 'POST', '/api/v1/certificates/shop.example.com/renew');
-  assert.equal(renewed.body.renewed, true, JSON.stringify(renewed.body));
-  const [newA, newB] = await Promise.all([
-    waitForIssued(lab.httpsPort, 'shop.example.com', { notSerial: certA.serialNumber, timeoutMs: 30_000 }),
-    waitForIssued(httpsB, 'shop.example.com', { notSerial: certA.serialNumber, timeoutMs: 30_000 }),
-  ]);
-  assert.equal(newA.serialNumber, newB.serialNumber, 'the instance that did not renew serves the renewed certificate from storage');
-  assert.equal(await orders(), 2);
+  await assertOrderedOnceAndRenewedTogether(a, b, lab.httpsPort, httpsB);
 });

@@ -1,4 +1,5 @@
 /** Shared steps of the ACME tests: Velocity with `tls.acme` in front of pebble, and TLS probes of what it serves. */
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,4 +131,24 @@ export async function certificateStatus(velocity: Velocity, name: string): Promi
   const entry = body.certificates[0];
   if (!entry) throw new Error(`no certificate entry for ${name}`);
   return entry;
+}
+
+/**
+ * Two instances sharing storage: both serve one certificate from one order, and a
+ * `renew now` on the second reaches the first through storage (one more order).
+ */
+export async function assertOrderedOnceAndRenewedTogether(a: Velocity, b: Velocity, httpsA: number, httpsB: number, name = 'shop.example.com'): Promise<void> {
+  const [certA, certB] = await Promise.all([waitForIssued(httpsA, name), waitForIssued(httpsB, name)]);
+  assert.equal(certA.serialNumber, certB.serialNumber, 'both serve the one certificate');
+  const orders = async () => (await metricValue(a, /^velocity_acme_orders_total\{result="success"\}/)) + (await metricValue(b, /^velocity_acme_orders_total\{result="success"\}/));
+  assert.equal(await orders(), 1, 'one order between the two instances');
+
+  const renewed = await adminApi(b, 'POST', `/api/v1/certificates/${name}/renew`);
+  assert.equal(renewed.body.renewed, true, JSON.stringify(renewed.body));
+  const [newA, newB] = await Promise.all([
+    waitForIssued(httpsA, name, { notSerial: certA.serialNumber, timeoutMs: 60_000 }),
+    waitForIssued(httpsB, name, { notSerial: certA.serialNumber, timeoutMs: 60_000 }),
+  ]);
+  assert.equal(newA.serialNumber, newB.serialNumber, 'the instance that did not renew serves the renewed certificate from storage');
+  assert.equal(await orders(), 2);
 }

@@ -6,12 +6,14 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pino } from 'pino';
 import { Agent, request } from 'undici';
-import { createLogger, silentLogger } from '../../src/observe/logger.ts';
 import { start, type Velocity } from '../../src/runtime/instance.ts';
+import { launchChromium } from '../support/chromium.ts';
 import { type EtcdCluster, startEtcdCluster } from '../support/etcd.ts';
 import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
 import { runCommand } from '../support/spawn.ts';
@@ -49,6 +51,8 @@ ${extra}`;
 
 interface Member {
   name: string;
+  /** Its warn and error log lines. */
+  logs: string[];
   velocity: Velocity;
   admin: string;
   url: string;
@@ -109,6 +113,48 @@ function loadUntilStopped(agent: Agent, members: Member[]): { stop: () => Promis
   };
 }
 
+/** TCP forwarders to every etcd member: cutting them partitions one instance from etcd while the rest of the fleet still reaches it. */
+async function etcdLink(t: { after: (fn: () => unknown) => void }, targets: string[]): Promise<{ endpoints: string[]; cut(): void; restore(): void }> {
+  let open = true;
+  const sockets = new Set<Socket>();
+  const endpoints = await Promise.all(
+    targets.map(async (target) => {
+      const { hostname, port } = new URL(target);
+      const server = createTcpServer((client) => {
+        if (!open) {
+          client.destroy();
+          return;
+        }
+        const upstream = connect(Number(port), hostname);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          sockets.delete(client);
+          sockets.delete(upstream);
+        };
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on('error', drop).on('close', drop);
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      t.after(() => new Promise((r) => server.close(r)));
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    }),
+  );
+  return {
+    endpoints,
+    cut() {
+      open = false;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      open = true;
+    },
+  };
+}
+
 async function push(cluster: EtcdCluster, dir: string, text: string): Promise<string> {
   const file = join(dir, `shared-${Date.now()}.yaml`);
   writeFileSync(file, text);
@@ -133,6 +179,8 @@ test('three instances on a shared config in a 3-member etcd cluster act as one f
 
   const members: Member[] = [];
   const internal: string[] = [];
+  // C reaches etcd through forwarders the test can cut (a partition of C alone).
+  const linkC = await etcdLink(t, cluster.endpoints);
   for (const name of ['A', 'B', 'C']) {
     const file = join(dir, `${name}.yaml`);
     writeFileSync(
@@ -142,18 +190,19 @@ listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0, token: ${TOKEN} }
 config_source:
   etcd:
-    endpoints: [${cluster.endpoints.join(', ')}]
+    endpoints: [${(name === 'C' ? linkC.endpoints : cluster.endpoints).join(', ')}]
     prefix: ${PREFIX}
     id: ${name}
     lease_ttl: 3s
     report_interval: 1s
 `,
     );
-    const logger = process.env.FLEET_TEST_LOG ? createLogger() : silentLogger();
+    const logs: string[] = [];
+    const logger = pino({ level: name === 'C' ? 'info' : 'warn' }, { write: (line: string) => logs.push(line) });
     const velocity = await start(file, { logger: watchLogger(logger, internal) });
     t.after(() => velocity.close());
     const admin = `http://127.0.0.1:${velocity.adminAddress?.port}`;
-    members.push({ name, velocity, admin, url: `http://127.0.0.1:${velocity.address.port}` });
+    members.push({ name, logs, velocity, admin, url: `http://127.0.0.1:${velocity.address.port}` });
   }
   t.after(() => assertNoInternalErrors(internal, 'the fleet'));
   const [A, B, C] = members as [Member, Member, Member];
@@ -164,6 +213,21 @@ config_source:
     'every instance sees the three members',
   );
   for (const m of members) assert.equal((await body(agent, `${m.url}/`)).text, 'b1', `${m.name} serves the shared config`);
+
+  await t.test('B’s dashboard shows the whole fleet', async (tt) => {
+    const browser = await launchChromium(tt);
+    if (!browser) return;
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    await page.goto(`${B.admin}/`);
+    await page.waitForSelector('#fleet-section[data-etcd="reachable"]', { timeout: WAIT });
+    await page.waitForFunction('document.querySelectorAll(\'#fleet-table tbody tr[data-config="ok"]\').length === 3', undefined, { timeout: WAIT });
+    const rows = await Promise.all((await page.$$('#fleet-table tbody tr')).map((tr) => tr.getAttribute('data-id')));
+    assert.deepEqual([...rows].sort(), ['A', 'B', 'C']);
+    assert.match((await page.textContent('#fleet-table tbody tr[data-id="B"] .id')) ?? '', /this one/);
+    assert.deepEqual(pageErrors, []);
+  });
 
   await t.test('a server added through A’s admin API serves on B and C', async () => {
     const started = Date.now();
@@ -227,6 +291,19 @@ config_source:
     }
   });
 
+  await t.test('a block made through A applies on B and C; removed through C; one with a ttl expires everywhere', async () => {
+    const blocked = await call(agent, 'POST', `${A.admin}/api/v1/blocklist`, { cidr: '127.0.0.1', reason: 'fleet test' });
+    assert.equal(blocked.status, 201, JSON.stringify(blocked.json));
+    for (const m of [B, C]) await eventually(async () => (await body(agent, `${m.url}/`)).status === 403, WAIT, `${m.name} refuses the blocked client`);
+    assert.equal((await call(agent, 'DELETE', `${C.admin}/api/v1/blocklist/127.0.0.1`)).status, 200);
+    for (const m of members) await eventually(async () => (await body(agent, `${m.url}/`)).status === 200, WAIT, `${m.name} serves the client again`);
+    assert.equal((await call(agent, 'POST', `${B.admin}/api/v1/blocklist`, { cidr: '198.51.100.0/24', ttl: '2s' })).status, 201);
+    const listed = async (m: Member) => ((await call(agent, 'GET', `${m.admin}/api/v1/blocklist`)).json.entries as { cidr: string }[]).some((e) => e.cidr === '198.51.100.0/24');
+    await eventually(() => listed(A), WAIT, 'A lists the block made through B');
+    await eventually(async () => !(await listed(A)) && !(await listed(C)), WAIT, 'the block expires on every instance');
+    await eventually(async () => (await cluster.client.getAll().prefix(`${PREFIX}/blocklist/`).keys()).length === 0, WAIT, 'etcd drops the expired block (its lease ended)');
+  });
+
   await t.test('a broken config is refused by every instance, its error visible, the last good one serving', async () => {
     const before = (await fleetView(agent, A)).revision as number;
     await cluster.client.put(`${PREFIX}/config`).value('services:\n  - name: web\n    servers: [ "ftp://nowhere" ]\n');
@@ -274,6 +351,37 @@ config_source:
     await cluster.healthy();
   });
 
+  await t.test('C cut off from etcd: it keeps serving and says so; changes made meanwhile reach it when it is back, without replaying the ones in between', async () => {
+    linkC.cut();
+    await eventually(async () => !(await fleetView(agent, C)).etcd.reachable, WAIT, 'C reports etcd unreachable');
+    await eventually(async () => !(await fleetView(agent, A)).instances.some((i) => i.id === 'C'), WAIT, 'C leaves the fleet list when its lease expires');
+    const x = { url: 'http://127.0.0.1:20901', name: 'x' };
+    const y = { url: 'http://127.0.0.1:20902', name: 'y' };
+    assert.equal((await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, x)).status, 201);
+    assert.equal((await call(agent, 'DELETE', `${B.admin}/api/v1/services/web/servers/x`)).status, 202);
+    assert.equal((await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, y)).status, 201);
+    const current = (await fleetView(agent, A)).revision;
+    assert.ok(!(await serverIds(agent, C)).includes('y'), 'C has not seen the change');
+    assert.equal((await body(agent, `${C.url}/`)).status, 200, 'C still serves');
+    const reloads = () => C.logs.filter((l) => l.includes('"config reloaded"')).length;
+    const before = reloads();
+    linkC.restore();
+    await eventually(
+      async () => {
+        const view = await fleetView(agent, C);
+        return view.etcd.reachable && view.revision === current && view.instances.some((i) => i.id === 'C');
+      },
+      WAIT,
+      'C is back at the current revision',
+    );
+    assert.ok((await serverIds(agent, C)).includes('y'));
+    assert.ok(!(await serverIds(agent, C)).includes('x'));
+    assert.equal(reloads() - before, 1, 'C applied the current config once, not each change it missed');
+    assert.ok(C.logs.some((l) => l.includes('etcd reachable again')));
+    await eventually(async () => (await fleetView(agent, A)).instances.length === 3, WAIT, 'C is listed again');
+    assert.equal((await call(agent, 'DELETE', `${B.admin}/api/v1/services/web/servers/y`)).status, 202);
+  });
+
   await t.test('all of etcd stopped: every instance keeps serving, says so, and catches up after restart', async () => {
     const load = loadUntilStopped(agent, members);
     await Promise.all(cluster.members.map((m) => m.stop('SIGKILL')));
@@ -281,6 +389,10 @@ config_source:
       await eventually(async () => !(await fleetView(agent, m)).etcd.reachable, WAIT, `${m.name} reports etcd unreachable`);
       const metrics = await body(agent, `${m.admin}/metrics`);
       assert.match(metrics.text, /^velocity_fleet_etcd_up 0$/m);
+      assert.ok(
+        m.logs.some((l) => l.includes('etcd unreachable')),
+        `${m.name} logs the outage`,
+      );
     }
     await Promise.all(cluster.members.map((m) => m.start()));
     await cluster.healthy();

@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CertificateError, loadCaFile } from '../../certificates.ts';
-import { positiveDuration, rate } from './common.ts';
+import { positiveDuration, rate } from '../../config-fields.ts';
 import { hostPattern } from './service.ts';
 import { filePath } from './upstream-tls.ts';
 
@@ -56,8 +56,15 @@ export const acmeSchema = z
       .min(1, 'at least one challenge type is needed')
       .default([...ACME_CHALLENGES])
       .refine((list) => new Set(list).size === list.length, { message: 'a challenge type is listed twice' }),
-    /** Directory for the account key, certificates, challenge answers and locks (share it between instances); $XDG_DATA_HOME/velocity/acme (else ~/.local/share/velocity/acme) when absent. */
-    storage: z.string().min(1, 'expected a directory path').optional(),
+    /**
+     * Directory for the account key, certificates, challenge answers and locks (share it between instances); $XDG_DATA_HOME/velocity/acme
+     * (else ~/.local/share/velocity/acme) when absent. `{ redis: { prefix } }` keeps them in the state section's Redis instead, for a fleet.
+     */
+    storage: z
+      .union([z.string().min(1, 'expected a directory path'), z.strictObject({ redis: z.strictObject({ prefix: z.string().min(1).default('velocity:acme:') }).prefault({}) })], {
+        error: 'expected a directory path, or { redis: {} } for the Redis of the state section',
+      })
+      .optional(),
     /** External account binding (ZeroSSL, Google, most commercial CAs): key id and base64url HMAC key. */
     eab: z
       .strictObject({
@@ -105,6 +112,19 @@ export function serviceHosts(services: readonly { hosts: readonly string[] }[]):
 /** The names an acme block manages: its own list, else every exact host of the services. */
 export function acmeHosts(acme: AcmeConfig, services: readonly { hosts: readonly string[] }[]): string[] {
   return acme.hosts ? [...new Set(acme.hosts)] : serviceHosts(services);
+}
+
+/** Storage in Redis needs the state section to say where Redis is (a config-wide check, called from the root schema). */
+export function checkAcmeStorage(config: { listeners: readonly { type: string; tls?: { acme?: AcmeConfig } }[]; state: { store: string } }, ctx: z.RefinementCtx): void {
+  for (const [i, listener] of config.listeners.entries()) {
+    const storage = listener.tls?.acme?.storage;
+    if (typeof storage === 'object' && storage.redis && config.state.store !== 'redis')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['listeners', i, 'tls', 'acme', 'storage'],
+        message: 'storage in redis uses the state section\u2019s Redis: set state.store to redis (with url, sentinels or cluster)',
+      });
+  }
 }
 
 /** An acme block without hosts needs services with exact hosts (a config-wide check, called from the root schema). */

@@ -1,7 +1,7 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
-import { checkAcmeHosts } from './acme.ts';
-import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
+import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from '../../config-fields.ts';
+import { checkAcmeHosts, checkAcmeStorage } from './acme.ts';
 import { dockerSchema } from './discovery.ts';
 import { configSourceSchema } from './fleet.ts';
 import { listenerSchema } from './listeners.ts';
@@ -81,6 +81,7 @@ export const configSchema = z
   })
   .superRefine(checkAddressConflicts)
   .superRefine(checkAcmeHosts)
+  .superRefine(checkAcmeStorage)
   .transform(({ listen, ...rest }) => ({
     listen: listen ?? (rest.listeners.length === 0 && rest.services.some((s) => s.mode === 'http') ? [{ host: '0.0.0.0', port: 8000 }] : []),
     ...rest,

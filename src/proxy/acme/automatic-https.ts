@@ -9,7 +9,7 @@ import type { Logger } from '../../observe/logger.ts';
 import type { Collectors } from '../../observe/metrics.ts';
 import { ACME_ERROR_KINDS } from './issuer.ts';
 import { AcmeManager, type CertificateStatus } from './manager.ts';
-import { acmeStorage } from './storage.ts';
+import { acmeStorage } from './stores.ts';
 
 /** Settings that make a distinct manager: everything but the names. */
 const settingsKey = (acme: AcmeConfig) => JSON.stringify({ ...acme, hosts: undefined });
@@ -46,7 +46,7 @@ export class AutomaticHttps {
         existing.setNames([...names]);
         continue;
       }
-      const manager = new AcmeManager({ config: acme, names: [...names], storage: acmeStorage(acme), log: this.log, lock: this.lock });
+      const manager = new AcmeManager({ config: acme, names: [...names], storage: acmeStorage(acme, config.state, this.log), log: this.log, lock: this.lock });
       this.managers.set(key, manager);
       if (!acme.challenges.includes('tls-alpn-01') && !config.listeners.some((l) => l.type !== 'https') && config.listen.length === 0)
         this.log.warn({ ca: acme.ca }, 'ACME http-01 needs a plain-HTTP listener on port 80 (a redirect or http listener); none is configured');

@@ -2,13 +2,12 @@
  * Where ACME state lives — the account key, certificates, challenge answers —
  * and the lock that makes instances sharing it order a name once. The file
  * implementation serves one machine or a shared directory (NFS and the like);
- * a Redis or etcd one for fleets implements the same interface.
+ * redis-storage.ts serves a fleet; stores.ts picks one for a config.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { defaultAcmeStorage } from '../../config/schema/acme.ts';
 
 /** A held lock: `end()` releases it exactly once. */
 export interface StorageLock {
@@ -40,9 +39,33 @@ const KEY = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** A key checked: relative paths of safe segments only. */
+export function storageKey(key: string): string {
+  if (!KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid storage key ${JSON.stringify(key)}`);
+  return key;
+}
+
 /** The owner of the process's locks: host, pid and a random part (two instances in one process differ too). */
-function lockOwner(): string {
+export function lockOwner(): string {
   return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * A lock just taken: refreshed every third of its TTL while held, released once by `end()`.
+ * Both only touch the lock while this owner holds it; their failures are ignored (it then expires).
+ */
+export function heldLock(ttlMs: number, lock: { refresh(): Promise<unknown>; release(): Promise<unknown> }): StorageLock {
+  const keepAlive = setInterval(() => void lock.refresh().catch(() => undefined), ttlMs / 3);
+  keepAlive.unref();
+  let ended = false;
+  return {
+    end: async () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(keepAlive);
+      await lock.release().catch(() => undefined);
+    },
+  };
 }
 
 export class FileStorage implements AcmeStorage {
@@ -55,8 +78,7 @@ export class FileStorage implements AcmeStorage {
   }
 
   path(key: string): string {
-    if (!KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid storage key ${JSON.stringify(key)}`);
-    return join(this.root, key);
+    return join(this.root, storageKey(key));
   }
 
   async read(key: string): Promise<Buffer | undefined> {
@@ -132,22 +154,14 @@ export class FileStorage implements AcmeStorage {
       if (Date.now() >= giveUp) throw new LockTimeoutError(name, held?.owner ?? 'another instance', waitMs);
       await sleep(250 + Math.random() * 250);
     }
-    const keepAlive = setInterval(() => {
-      void this.readLock(file)
-        .then((held) => (held?.owner === owner ? this.write(`locks/${name}.lock`, body()) : undefined))
-        .catch(() => undefined);
-    }, ttlMs / 3);
-    keepAlive.unref();
-    let ended = false;
-    return {
-      end: async () => {
-        if (ended) return;
-        ended = true;
-        clearInterval(keepAlive);
-        const held = await this.readLock(file);
-        if (held?.owner === owner) await unlink(file).catch(() => undefined);
+    return heldLock(ttlMs, {
+      refresh: async () => {
+        if ((await this.readLock(file))?.owner === owner) await this.write(`locks/${name}.lock`, body());
       },
-    };
+      release: async () => {
+        if ((await this.readLock(file))?.owner === owner) await unlink(file);
+      },
+    });
   }
 
   private async readLock(file: string): Promise<{ owner: string; expires: number } | undefined> {
@@ -160,11 +174,6 @@ export class FileStorage implements AcmeStorage {
       return { owner: 'unreadable lock file', expires: Date.now() + 1_000 };
     }
   }
-}
-
-/** The storage an acme block names (a directory; fleet stores plug in here). */
-export function acmeStorage(config: { storage?: string | undefined }): AcmeStorage {
-  return new FileStorage(config.storage ?? defaultAcmeStorage());
 }
 
 /** Storage keys, in one place: per CA (its directory URL), so two CAs never mix accounts or certificates. */
