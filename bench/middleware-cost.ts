@@ -69,6 +69,8 @@ function source(res: ClientResponse, acceptEncoding = ''): RunSource {
 const upstreamHead = ['content-type', 'text/plain', 'content-length', '21', 'date', 'Tue, 01 Dec 2026 00:00:00 GMT'];
 const forwarded = ['host', 'bench', 'user-agent', 'wrk', 'x-forwarded-for', '127.0.0.1', 'x-forwarded-proto', 'http', 'x-request-id', 'r'];
 const service = {} as ServiceRuntime;
+/** No traffic split in these chains: no other service to look up. */
+const noServices = { service: () => undefined };
 
 function cpuUs(fn: () => void): number {
   const before = process.cpuUsage();
@@ -85,7 +87,7 @@ async function headerRules(): Promise<number> {
     const sink = new Sink();
     const run = new MiddlewareRun(source(sink), chain);
     // The header hooks answer synchronously; start() resolves at once.
-    void run.start(service);
+    void run.start(service, noServices);
     run.requestHeaders([...forwarded]);
     const res = run.response();
     res.writeHead(200, undefined, [...upstreamHead]);
@@ -119,7 +121,7 @@ async function compression(encoding: string, level: string, body: Buffer): Promi
   for (let i = 0; i < rounds; i++) {
     const sink = new Sink();
     const run = new MiddlewareRun(source(sink, encoding), chain);
-    await run.start(service);
+    await run.start(service, noServices);
     const res = run.response();
     res.writeHead(200, undefined, ['content-type', 'text/plain', 'content-length', String(body.length)]);
     for (let at = 0; at < body.length; at += 64 * 1024) res.write(body.subarray(at, at + 64 * 1024));

@@ -5,6 +5,7 @@
 import { loadCertificates } from './certificates.js';
 import { drawChart } from './charts.js';
 import { clockTime, el, fillStats, fmt, pct, setText } from './dom.js';
+import { loadFleet } from './fleet.js';
 import { loadLogs } from './logs.js';
 import { runStream } from './stream.js';
 
@@ -306,6 +307,7 @@ $('block-form').addEventListener('submit', async (e) => {
 
 loadLogs(authHeaders);
 loadCertificates(authHeaders, change, say);
+loadFleet(authHeaders);
 
 runStream('/api/v1/live', authHeaders, {
   snapshot: render,

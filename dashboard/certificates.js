@@ -1,6 +1,6 @@
 // ACME certificates from GET /api/v1/certificates: names, issuer, expiry, next renewal, last attempt and
 // error, with a "Renew now" button per name. The section stays hidden when Velocity manages none.
-import { el, setText } from './dom.js';
+import { el, poll, setText } from './dom.js';
 
 const REFRESH_MS = 10000;
 
@@ -9,19 +9,6 @@ const day = (iso) => (iso ? new Date(iso).toISOString().replace('T', ' ').slice(
 export function loadCertificates(headers, change, say) {
   const section = document.getElementById('certs-section');
   const tbody = document.getElementById('certs-table').querySelector('tbody');
-  let timer;
-
-  const refresh = async () => {
-    clearTimeout(timer);
-    try {
-      const res = await fetch('/api/v1/certificates', { headers: headers(), cache: 'no-store' });
-      const body = await res.json().catch(() => ({}));
-      render(Array.isArray(body.certificates) ? body.certificates : []);
-    } catch {
-      // The overview already says when Velocity is unreachable.
-    }
-    timer = setTimeout(refresh, REFRESH_MS);
-  };
 
   const render = (certs) => {
     section.hidden = certs.length === 0;
@@ -60,5 +47,5 @@ export function loadCertificates(headers, change, say) {
     }
   };
 
-  refresh();
+  const refresh = poll('/api/v1/certificates', headers, (body) => render(Array.isArray(body?.certificates) ? body.certificates : []), REFRESH_MS);
 }

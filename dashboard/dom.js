@@ -42,3 +42,24 @@ export function fillStats(dl, pairs) {
     setText(group.children[1], value);
   });
 }
+
+/**
+ * Fetches a JSON API path now and every `ms`, handing `render` the body (or undefined when the
+ * route is absent, e.g. 404 outside fleet mode). Errors wait for the next round: the overview
+ * already says when Velocity is unreachable. Returns a function that refreshes at once.
+ */
+export function poll(path, headers, render, ms) {
+  let timer;
+  const refresh = async () => {
+    clearTimeout(timer);
+    try {
+      const res = await fetch(path, { headers: headers(), cache: 'no-store' });
+      render(res.ok ? await res.json().catch(() => undefined) : undefined);
+    } catch {
+      // Next round.
+    }
+    timer = setTimeout(refresh, ms);
+  };
+  refresh();
+  return refresh;
+}

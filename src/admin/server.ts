@@ -6,7 +6,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ListenAddress } from '../config/schema/common.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import type { Logger } from '../observe/logger.ts';
 import { ListenError } from '../proxy/listener.ts';
 import { AdminError, type AdminRouter } from './router.ts';

@@ -10,10 +10,10 @@ import { loadPolicyModule } from '../balancer/module-loader.ts';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
 import { middlewareProblems } from '../middleware/check.ts';
 import { REQUEST_PLACEHOLDERS } from '../middleware/head.ts';
-import { shadowedRoutes } from '../proxy/route-table.ts';
 import { suggest } from '../suggest.ts';
 import { EtcdConfigStore } from './etcd-source.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
+import { shadowedRoutes } from './route-checks.ts';
 import { configSourceSchema, type EtcdSourceConfig } from './schema/fleet.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
 

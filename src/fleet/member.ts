@@ -16,6 +16,7 @@ import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Collectors } from '../observe/metrics.ts';
+import type { FleetBlocklist } from './blocklist.ts';
 
 export type ServerState = 'enabled' | 'draining' | 'disabled';
 
@@ -46,6 +47,8 @@ export interface FleetMemberDeps {
   /** The instance's reload from its file and the shared config (the same path as SIGHUP). */
   reload(): Promise<ReloadOutcome>;
   facts(): InstanceFacts;
+  /** The fleet's shared blocklist, when this instance keeps its list in memory (not in Redis). */
+  blocklist?: FleetBlocklist | undefined;
   /** Sets a server's admin state on this instance; false when it has no such server (yet). */
   setServerState(service: string, server: string, state: ServerState): boolean;
 }
@@ -177,8 +180,9 @@ export class FleetMember {
     return this.syncing;
   }
 
-  private stateKey(service: string, server: string): string {
-    return this.deps.store.key('server-state', encodeURIComponent(service), encodeURIComponent(server));
+  /** PREFIX/server-state/SERVICE/SERVER; with a service alone, the folder. */
+  private stateKey(service: string, server = ''): string {
+    return this.deps.store.key('server-state', ...(service ? [encodeURIComponent(service)] : []), encodeURIComponent(server));
   }
 
   /** Sets a server's state for the whole fleet (enabled removes the key); false when this instance has no such server. */
@@ -195,10 +199,7 @@ export class FleetMember {
   }
 
   private onStateKey(key: string, value: string | undefined): void {
-    const [service, server] = key
-      .slice(this.deps.store.key('server-state').length + 1)
-      .split('/')
-      .map(decodeURIComponent);
+    const [service, server] = key.slice(this.stateKey('').length).split('/').map(decodeURIComponent);
     if (!service || !server) return;
     if (value === 'draining' || value === 'disabled') this.states.set(key, { service, server, state: value });
     else this.states.delete(key);
@@ -231,10 +232,14 @@ export class FleetMember {
         });
         this.lease = lease;
       }
-      const res = await client.getAll().prefix(this.deps.store.key('server-state', '')).exec();
+      // Everything the fleet shares, read at one revision; the watch starts at the next.
+      const res = await client.getAll().prefix(`${this.prefix}/`).exec();
       const readAt = Number(res.header.revision);
+      const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() }));
       this.states.clear();
-      for (const kv of res.kvs) this.onStateKey(kv.key.toString(), kv.value.toString());
+      for (const { key, value } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+      const blocklist = this.deps.blocklist;
+      blocklist?.resync(kvs.filter((kv) => kv.key.startsWith(blocklist.prefix)));
       const watcher = await client
         .watch()
         .prefix(`${this.prefix}/`)
@@ -258,7 +263,8 @@ export class FleetMember {
 
   private onChange(key: string, value: string | undefined): void {
     if (key === this.deps.store.configKey) void this.sync();
-    else if (key.startsWith(this.deps.store.key('server-state', ''))) this.onStateKey(key, value);
+    else if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+    else if (this.deps.blocklist && key.startsWith(this.deps.blocklist.prefix)) this.deps.blocklist.applyRemote(key, value);
   }
 
   /** etcd stopped answering: keep serving, say so, and retry with backoff. */

@@ -46,6 +46,14 @@ export class BlocklistError extends Error {
   }
 }
 
+/** The shared store behind a blocklist (etcd in fleet mode) did not take a change: it may not have been made. */
+export class BlocklistUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BlocklistUnavailableError';
+  }
+}
+
 /** Entries beyond this are refused, so a flood of auto-bans (IPv6 clients are cheap) cannot exhaust memory. */
 export const MAX_BLOCK_ENTRIES = 100_000;
 

@@ -6,7 +6,7 @@
  * never sees a partial body.
  */
 import { z } from 'zod';
-import { size } from '../config/schema/common.ts';
+import { size } from '../config-fields.ts';
 import type { Middleware, Reply } from './middleware.ts';
 
 export const bodyLimitOptions = z.strictObject({ max: size() });

@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import type { Transform } from 'node:stream';
 import { constants, createBrotliCompress, createGzip, createZstdCompress } from 'node:zlib';
 import { z } from 'zod';
-import { size } from '../config/schema/common.ts';
+import { size } from '../config-fields.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
 import { addToken, headerValue, removeHeader, setHeader } from './head.ts';
 import type { Middleware, RequestView } from './middleware.ts';

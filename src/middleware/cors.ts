@@ -6,7 +6,7 @@
  * no CORS headers, so the browser refuses the response.
  */
 import { z } from 'zod';
-import { duration } from '../config/schema/common.ts';
+import { duration } from '../config-fields.ts';
 import { addToken, removeHeader, setHeader } from './head.ts';
 import type { Middleware } from './middleware.ts';
 

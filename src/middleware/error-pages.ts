@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { z } from 'zod';
-import { positiveDuration, statusRange } from '../config/schema/common.ts';
+import { positiveDuration, statusRange } from '../config-fields.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
 import { withoutHeaders } from './head.ts';
 import type { Middleware, MiddlewareContext, RequestView } from './middleware.ts';

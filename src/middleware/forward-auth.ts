@@ -8,7 +8,7 @@
  */
 import { request } from 'undici';
 import { z } from 'zod';
-import { positiveDuration } from '../config/schema/common.ts';
+import { positiveDuration } from '../config-fields.ts';
 import type { Middleware, MiddlewareContext, Reply } from './middleware.ts';
 
 const headerName = z

@@ -6,9 +6,9 @@
  * and HTTP/2 listeners alike.
  */
 import type { Dispatcher } from 'undici';
+import type { PickRequest } from '../balancer/policy.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
-import type { ServiceRuntime } from '../upstream/service.ts';
 
 /** What a middleware may read of the request. */
 export interface RequestView {
@@ -85,10 +85,18 @@ export interface Middleware {
   error?(req: RequestView, reply: Reply): Reply | undefined | Promise<Reply | undefined>;
 }
 
+/**
+ * What middleware may do with a service: take one of its servers through the service's
+ * policy for a subrequest, as a lease given back with `end()` (a service's runtime is this).
+ */
+export interface SubrequestService {
+  acquire(request: PickRequest, exclude: undefined): { readonly server: { readonly url: string }; end(): void } | undefined;
+}
+
 /** What a factory gets besides its options. */
 export interface MiddlewareContext {
-  /** A service by name at request time (traffic split, mirroring, error pages from a service). */
-  service(name: string): ServiceRuntime | undefined;
+  /** A service by name at request time (mirroring, error pages from a service). */
+  service(name: string): SubrequestService | undefined;
   /** HTTP client for subrequests (forward auth, mirroring), shared by one thread. */
   readonly http: Dispatcher;
   /** The config file's folder: relative file names are resolved against it. */

@@ -8,7 +8,7 @@
  * real request wait for the shadow).
  */
 import { z } from 'zod';
-import { positiveDuration } from '../config/schema/common.ts';
+import { positiveDuration } from '../config-fields.ts';
 import type { Middleware, MiddlewareContext } from './middleware.ts';
 import { sendToService } from './subrequest.ts';
 

@@ -5,7 +5,7 @@
  * or port for the same path. Requests that do not match go on.
  */
 import { z } from 'zod';
-import { regexText } from '../config/schema/regex.ts';
+import { regexText } from '../config-fields.ts';
 import type { Middleware, Reply } from './middleware.ts';
 
 export const redirectOptions = z

@@ -4,7 +4,7 @@
  * The query is kept unless the replacement brings its own.
  */
 import { z } from 'zod';
-import { regexText } from '../config/schema/regex.ts';
+import { regexText } from '../config-fields.ts';
 import type { Middleware } from './middleware.ts';
 import { cleanPath, splitUrl } from './path.ts';
 

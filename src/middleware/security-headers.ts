@@ -4,7 +4,7 @@
  * app's own Content-Security-Policy passes through.
  */
 import { z } from 'zod';
-import { duration } from '../config/schema/common.ts';
+import { duration } from '../config-fields.ts';
 import { headerValue } from './head.ts';
 import type { Middleware } from './middleware.ts';
 

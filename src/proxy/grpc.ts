@@ -4,9 +4,12 @@
  * as gRPC statuses — a "trailers-only" response (HTTP 200, application/grpc,
  * grpc-status and grpc-message in the one HEADERS frame), never a text body.
  */
+
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerResponse, OutgoingHttpHeaders } from 'node:http2';
 import type { ErrorCode, VelocityError } from '../errors.ts';
+import { ResponseDecorator } from '../middleware/response-decorator.ts';
+import type { ClientResponse } from './client-response.ts';
 
 export const GRPC = {
   OK: 0,
@@ -26,7 +29,7 @@ export const GRPC = {
 /** Whether a request is a gRPC call (application/grpc, application/grpc+proto, …). */
 export function isGrpcRequest(req: IncomingMessage): boolean {
   const type = req.headers['content-type'];
-  return typeof type === 'string' && type.startsWith('application/grpc') && !type.startsWith('application/grpc-web');
+  return typeof type === 'string' && type.startsWith('application/grpc');
 }
 
 /** Codes that say more than their HTTP status does. */
@@ -46,8 +49,8 @@ const BY_CODE: Partial<Record<ErrorCode, number>> = {
  * otherwise by HTTP status as gRPC's own HTTP mapping does (429 → RESOURCE_EXHAUSTED,
  * 5xx → UNAVAILABLE so clients may retry elsewhere).
  */
-export function grpcStatusFor(error: { code: ErrorCode; status: number }): number {
-  const byCode = BY_CODE[error.code];
+export function grpcStatusFor(error: { code: ErrorCode | undefined; status: number }): number {
+  const byCode = error.code && BY_CODE[error.code];
   if (byCode !== undefined) return byCode;
   const s = error.status;
   if (s === 401) return GRPC.UNAUTHENTICATED;
@@ -68,11 +71,63 @@ export function encodeGrpcMessage(message: string): string {
   return out;
 }
 
+/**
+ * A middleware's answer to a gRPC call (basic auth's 401, a limit's 429…) as the
+ * trailers-only response a gRPC client understands: HTTP 200, the status by gRPC's
+ * HTTP mapping, the answer's first line as grpc-message, its other headers kept.
+ */
+export function writeGrpcReply(res: ClientResponse, reply: { status: number; code?: ErrorCode; headers?: string[]; body?: string | Buffer }, requestType: string): number {
+  const status = grpcStatusFor({ code: reply.code, status: reply.status });
+  const headers: string[] = [];
+  const given = reply.headers ?? [];
+  for (let i = 0; i < given.length; i += 2) {
+    const name = (given[i] as string).toLowerCase();
+    if (name !== 'content-type' && name !== 'content-length') headers.push(name, given[i + 1] as string);
+  }
+  const message = String(reply.body ?? '').split('\n')[0] || `HTTP ${reply.status}`;
+  headers.push(
+    'content-type',
+    requestType.startsWith('application/grpc-web') ? requestType : 'application/grpc',
+    'grpc-status',
+    String(status),
+    'grpc-message',
+    encodeGrpcMessage(message),
+  );
+  if (reply.code) headers.push('x-velocity-error', reply.code);
+  res.writeHead(200, undefined, headers);
+  res.end();
+  return status;
+}
+
+/**
+ * The bottom of a response that carries a gRPC status in its head: on an HTTP/2
+ * client the head goes out as a trailers-only response (HEADERS with END_STREAM),
+ * which is where gRPC clients read the status; an HTTP/1.1 (gRPC-Web) client gets
+ * the head and an empty body.
+ */
+export class TrailersOnlyResponse extends ResponseDecorator {
+  private sentOnStream = false;
+  override writeHead(statusCode: number, statusMessage: string | undefined, headers: string[]): unknown {
+    const stream = (this.inner as unknown as Partial<Http2ServerResponse>).stream;
+    if (!stream || typeof stream.respond !== 'function') return this.inner.writeHead(statusCode, statusMessage, headers);
+    this.sentOnStream = true;
+    if (!stream.destroyed && !stream.closed) stream.respond({ ':status': statusCode, ...headerObject(headers) }, { endStream: true });
+    return this;
+  }
+  override write(_chunk: Uint8Array): boolean {
+    return true;
+  }
+  override end(): unknown {
+    return this.sentOnStream ? this : this.inner.end();
+  }
+}
+
 /** Writes one of Velocity's errors as a trailers-only gRPC response. */
-export function respondGrpcError(res: ServerResponse, error: VelocityError, extraHeaders?: [string, string | string[]][]): number {
+export function respondGrpcError(res: ServerResponse, error: VelocityError, extraHeaders?: [string, string | string[]][], requestType?: string | undefined): number {
   const status = grpcStatusFor(error);
   const headers: OutgoingHttpHeaders = {
-    'content-type': 'application/grpc',
+    // A gRPC-Web client gets its own content type back.
+    'content-type': requestType?.startsWith('application/grpc-web') ? requestType : 'application/grpc',
     'grpc-status': String(status),
     'grpc-message': encodeGrpcMessage(`${error.message} (${error.code})`),
     'x-velocity-error': error.code,
@@ -127,4 +182,27 @@ export function methodMatches(path: string, patterns: readonly string[]): boolea
     if (p.endsWith('/*') && path.startsWith(p.slice(0, -1)) && path.indexOf('/', p.length - 1) === -1) return true;
   }
   return false;
+}
+
+/** A flat header list as an object, repeated names as arrays. */
+export function headerObject(list: readonly string[]): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const name = (list[i] as string).toLowerCase();
+    const value = list[i + 1] as string;
+    const had = out[name];
+    out[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
+  }
+  return out;
+}
+
+/** A header object as a flat list (name, value, …), repeated names kept. */
+export function flatHeaders(headers: OutgoingHttpHeaders): string[] {
+  const list: string[] = [];
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) list.push(name, String(v));
+  }
+  return list;
 }

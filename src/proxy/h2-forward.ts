@@ -9,17 +9,21 @@
  */
 import type { ServerResponse } from 'node:http';
 import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
 import { type ErrorCode, VelocityError } from '../errors.ts';
+import { ResponseDecorator } from '../middleware/response-decorator.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import type { ClientResponse } from './client-response.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
-import { encodeGrpcMessage, formatGrpcTimeout, GRPC, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
+import { encodeGrpcMessage, flatHeaders, formatGrpcTimeout, GRPC, headerObject, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
+import { type GrpcWebMode, GrpcWebResponse, grpcWebMode, grpcWebRequestBody, toGrpcRequestHeaders } from './grpc-web.ts';
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
 import { ReplayableBody } from './replayable-body.ts';
 
@@ -56,6 +60,7 @@ export function speaksHttp2(service: ServiceRuntime): boolean {
 export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service: ServiceRuntime, fail: (error: VelocityError) => void): Promise<void> {
   const { req, res, record } = ctx;
   const cfg = service.config;
+  const web = grpcWebMode(req.headers);
   const grpc = isGrpcRequest(req);
   if (grpc) record.grpcMethod = ctx.url.split('?')[0];
   service.retryBudget.recordRequest(Date.now());
@@ -72,10 +77,19 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
   res.on('close', onClientGone);
 
   const hasBody = !(req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders && req.headers['content-length'] !== '0';
-  const body = hasBody ? new ReplayableBody(req, cfg.retries.buffer_body) : undefined;
+  // A gRPC-Web text body that is not base64 ends the call as INVALID_ARGUMENT.
+  let badBody: VelocityError | undefined;
+  const run = ctx.run;
+  // A body the route's middleware read into memory goes as read.
+  const source = run?.body ? Readable.from([run.body]) : web ? grpcWebRequestBody(req, web, (err) => abort.abort((badBody = new VelocityError('BAD_REQUEST', err.message)))) : req;
+  const body = hasBody ? new ReplayableBody(source, cfg.retries.buffer_body) : undefined;
+  // The answer goes through the route's response middleware (when it has some), and gRPC-Web's translation before them.
+  const decorated = run ? run.response() : res;
+  const viaMiddleware = decorated !== res;
+  const out: ResponseSink = web ? new GrpcWebResponse(decorated, web) : viaMiddleware ? new TrailersBeside(decorated, res) : res;
   const method = record.method;
   const plan: AttemptPlan = {
-    headers: upstreamHeaders(ctx, plane),
+    headers: upstreamHeaders(ctx, plane, web),
     body,
     grpc,
     retryUnavailable: grpc && methodMatches(record.grpcMethod ?? '', cfg.grpc.retry_on_unavailable),
@@ -93,7 +107,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
     for (let attempt = 1; ; ) {
       const picked = plane.select(service, ctx, tried, abort.signal);
       const lease = picked instanceof Promise ? await picked : picked;
-      if (lease instanceof VelocityError) return fail(abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : lease);
+      if (lease instanceof VelocityError) return fail(badBody ?? (abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : lease));
       const server = lease.server;
       record.server = server.id;
       plane.stickTo(service, server, ctx);
@@ -105,7 +119,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
       const attemptStart = performance.now();
       let outcome: H2Outcome | undefined;
       try {
-        outcome = await h2Attempt(pool, plan, res, attemptStart, abort.signal, mayRetry && attempt < cfg.retries.attempts);
+        outcome = await h2Attempt(pool, plan, out, web || viaMiddleware ? undefined : clientStream(res), attemptStart, abort.signal, mayRetry && attempt < cfg.retries.attempts);
       } finally {
         lease.end(outcome && asAttemptOutcome(outcome), performance.now() - attemptStart);
       }
@@ -152,12 +166,12 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
           );
         }
         const code = abort.signal.aborted && !isClientGone(abort.signal.reason) ? 'UPSTREAM_TIMEOUT' : outcome.code;
-        return fail(new VelocityError(code, undefined, { cause: outcome.error }));
+        return fail(badBody ?? new VelocityError(code, undefined, { cause: outcome.error }));
       }
       attempt++;
       record.retries++;
       await sleep(Math.random() * cappedBackoff(cfg.retries.backoff.base, cfg.retries.backoff.max, attempt - 2));
-      if (abort.signal.aborted) return fail(new VelocityError('UPSTREAM_TIMEOUT'));
+      if (abort.signal.aborted) return fail(badBody ?? new VelocityError('UPSTREAM_TIMEOUT'));
     }
   } finally {
     if (deadlineTimer) clearTimeout(deadlineTimer);
@@ -183,14 +197,10 @@ function attemptResult(server: UpstreamServer, outcome: H2Outcome) {
 }
 
 /** Request headers for the server: the client's, less hop-by-hop and forwarding ones, plus Velocity's. */
-function upstreamHeaders(ctx: RequestContext, plane: DataPlane): OutgoingHttpHeaders {
+function upstreamHeaders(ctx: RequestContext, plane: DataPlane, web: GrpcWebMode | undefined): OutgoingHttpHeaders {
   const { req } = ctx;
   const info = ctx.forwardedInfo(plane.trustsPeer(req));
-  const out: OutgoingHttpHeaders = {
-    ':method': ctx.method,
-    ':path': ctx.url,
-    ':authority': info.host,
-  };
+  let out: OutgoingHttpHeaders = {};
   const incoming = req.headers;
   for (const name in incoming) {
     if (name.charCodeAt(0) === 58 || name === 'host' || SET_BY_PROXY.has(name) || name === 'traceparent' || name === 'tracestate') continue;
@@ -205,7 +215,10 @@ function upstreamHeaders(ctx: RequestContext, plane: DataPlane): OutgoingHttpHea
   out['x-forwarded-proto'] = info.proto;
   out['x-forwarded-host'] = info.host;
   out['x-request-id'] = info.requestId;
-  return out;
+  if (web) toGrpcRequestHeaders(out, web);
+  // The route's header rules (and a body read into memory, sent with its length).
+  if (ctx.run) out = headerObject(ctx.run.requestHeaders(flatHeaders(out)));
+  return { ':method': ctx.method, ':path': ctx.run ? ctx.run.url : ctx.url, ':authority': info.host, ...out };
 }
 
 function setTraceHeaders(headers: OutgoingHttpHeaders, ctx: RequestContext, span: AttemptSpan): void {
@@ -226,14 +239,45 @@ function clientHeaders(headers: IncomingHttpHeaders, extra: [string, string | st
   return out;
 }
 
+/**
+ * The route's response middleware in front of the client's response; trailers
+ * (gRPC's status) go straight to the client's response, which sends them after
+ * the body on HTTP/2.
+ */
+class TrailersBeside extends ResponseDecorator {
+  private readonly client: ServerResponse;
+  constructor(decorated: ClientResponse, client: ServerResponse) {
+    super(decorated);
+    this.client = client;
+  }
+  addTrailers(trailers: Record<string, string | string[] | undefined>): void {
+    if (typeof this.client.addTrailers === 'function') this.client.addTrailers(trailers as Record<string, string>);
+  }
+}
+
 /** The client's HTTP/2 stream when it spoke HTTP/2 (undefined for HTTP/1.1 clients). */
 function clientStream(res: ServerResponse): ServerHttp2Stream | undefined {
   const stream = (res as unknown as Partial<Http2ServerResponse>).stream;
   return stream && typeof stream.respond === 'function' ? stream : undefined;
 }
 
-/** One stream to one server, its answer streamed to the client. */
-function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, started: number, signal: AbortSignal, mayRetry: boolean): Promise<H2Outcome> {
+/**
+ * Where an answer goes: the client's response (node's HTTP/2 compatibility response or
+ * Velocity's HTTP/1.1 one), or a gRPC-Web translation of it. Trailers only where the
+ * response can carry them (HTTP/2, or gRPC-Web's closing frame).
+ */
+type ResponseSink = ClientResponse & { addTrailers?(trailers: Record<string, string | string[] | undefined>): void };
+
+/** One stream to one server, its answer streamed to the client (straight onto its HTTP/2 stream when it has one). */
+function h2Attempt(
+  pool: H2ServerPool,
+  plan: AttemptPlan,
+  res: ResponseSink,
+  h2client: ServerHttp2Stream | undefined,
+  started: number,
+  signal: AbortSignal,
+  mayRetry: boolean,
+): Promise<H2Outcome> {
   return new Promise<H2Outcome>((resolve) => {
     let upstream: ClientHttp2Stream | undefined;
     let settled = false;
@@ -244,7 +288,6 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
     let grpcStatus: number | undefined;
     let trailers: IncomingHttpHeaders | undefined;
     let headerTimer: NodeJS.Timeout | undefined;
-    const h2client = clientStream(res);
 
     const settle = (outcome: H2Outcome) => {
       if (settled) return;
@@ -257,10 +300,13 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
     const failWith = (error: Error & { code?: string }, unprocessed: boolean, connectFailed = false) => {
       if (settled) return;
       const code = classifyUpstreamError(error);
-      if (responseStarted && plan.grpc && h2client && !h2client.closed) {
-        // The client sees a gRPC status, not a reset: UNAVAILABLE (or DEADLINE_EXCEEDED) in trailers.
-        const gs = code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
-        sendStatusTrailers(res, gs, encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`));
+      const gs = code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
+      const message = encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`);
+      // The client sees a gRPC status, not a reset: UNAVAILABLE (or DEADLINE_EXCEEDED) in trailers.
+      if (responseStarted && plan.grpc && h2client && !h2client.closed) sendStatusTrailers(res as unknown as ServerResponse, gs, message);
+      else if (responseStarted && plan.grpc && res.addTrailers && !res.destroyed) {
+        res.addTrailers({ 'grpc-status': String(gs), 'grpc-message': message });
+        res.end();
       } else if (responseStarted) res.destroy();
       settle({ kind: 'failed', code, error, responseStarted, unprocessed: unprocessed && !responseStarted, connectFailed });
     };
@@ -320,7 +366,7 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
             const grpcResponse = String(headers['content-type'] ?? '').startsWith('application/grpc');
             h2client.respond({ ':status': status, ...out }, { endStream, waitForTrailers: !endStream && (grpcResponse || headers.trailer !== undefined) });
           } else {
-            res.writeHead(status, out);
+            res.writeHead(status, undefined, flatHeaders(out));
             if (endStream) res.end();
           }
           responseStarted = true;
@@ -349,11 +395,11 @@ function h2Attempt(pool: H2ServerPool, plan: AttemptPlan, res: ServerResponse, s
           if (h2client) {
             if (!h2client.closed) {
               // The compatibility response sends its trailers when the stream asks for them (waitForTrailers).
-              if (trailers) res.addTrailers(clientHeaders(trailers, undefined) as Record<string, string>);
+              if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
               h2client.end();
             }
           } else {
-            if (trailers) res.addTrailers(clientHeaders(trailers, undefined) as Record<string, string>);
+            if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
             res.end();
           }
           settle({ kind: 'response', status, grpcStatus, bytesOut, firstByteMs });

@@ -98,7 +98,7 @@ export class RequestHandler {
     ctx.res.on('close', () => this.finish(ctx));
     const routed = await this.admit(ctx);
     // The route's middleware decides first (auth, limits, redirects); path and header rules apply to HTTP requests only.
-    const service = routed && ctx.run ? await ctx.run.start(routed) : routed;
+    const service = routed && ctx.run ? await ctx.run.start(routed, this.plane) : routed;
     if (!service) return;
     if (this.plane.draining) return this.fail(ctx, new VelocityError('SHUTTING_DOWN'));
     const error = await proxyWebSocket(this.plane, ctx, service, socket, head, this.tunnels);
@@ -140,7 +140,7 @@ export class RequestHandler {
 
   private async proxy(ctx: RequestContext, routed: ServiceRuntime): Promise<void> {
     const { req, res, record, run } = ctx;
-    const service = run ? await run.start(routed) : routed;
+    const service = run ? await run.start(routed, this.plane) : routed;
     if (!service) return;
     record.service = service.name;
     if (speaksHttp2(service)) return proxyHttp2(this.plane, ctx, service, (error) => this.fail(ctx, error));
@@ -273,7 +273,7 @@ export class RequestHandler {
       // gRPC clients get a status they understand, not a text page.
       ctx.record.status = 200;
       ctx.record.grpcMethod ??= ctx.url.split('?')[0];
-      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders);
+      ctx.record.grpcStatus = respondGrpcError(ctx.res, error, ctx.responseHeaders, ctx.req.headers['content-type']);
       return;
     }
     ctx.record.status = error.status;

@@ -5,9 +5,9 @@
  * certificate changes apply in place) and closed together.
  */
 import { type AcmeConfig, acmeHosts } from '../config/schema/acme.ts';
-import type { ListenAddress } from '../config/schema/common.ts';
 import type { HstsConfig, ListenerConfig } from '../config/schema/listeners.ts';
 import type { Config } from '../config/schema/root.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { Http01Answers } from './acme/http01.ts';
@@ -182,7 +182,7 @@ export class ListenerSet {
         tls: undefined,
         close: (d) => tcp.close(d),
         retarget: (service) => {
-          tcp.service = service;
+          tcp.retarget(service);
           open.service = service;
           open.bound = { ...open.bound, service };
         },

@@ -7,8 +7,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import type { ListenAddress } from '../config/schema/common.ts';
 import type { ClientConfig } from '../config/schema/root.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { Http01Answers } from './acme/http01.ts';
 import { RequestHandler } from './handler.ts';

@@ -13,6 +13,7 @@ import type { ForwardedRequest, Middleware, MiddlewareRequest, Reply } from '../
 import { HeadHookResponse } from '../middleware/response-decorator.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ClientResponse } from './client-response.ts';
+import { isGrpcRequest, TrailersOnlyResponse, writeGrpcReply } from './grpc.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 
 /** What the run needs of the handler's request context (RequestContext fits it). */
@@ -148,10 +149,10 @@ export class MiddlewareRun implements MiddlewareRequest {
   }
 
   /**
-   * Runs the request hooks in order. Returns the service to forward to, or
-   * undefined when a middleware answered (the answer is written).
+   * Runs the request hooks in order. Returns the service to forward to (a split's
+   * choice, looked up in `services`), or undefined when a middleware answered (the answer is written).
    */
-  async start(routed: ServiceRuntime): Promise<ServiceRuntime | undefined> {
+  async start(routed: ServiceRuntime, services: { service(name: string): ServiceRuntime | undefined }): Promise<ServiceRuntime | undefined> {
     const items = this.chain.items;
     for (let i = 0; i < items.length; i++) {
       const hook = (items[i] as Middleware).request;
@@ -166,8 +167,7 @@ export class MiddlewareRun implements MiddlewareRequest {
       this.reached = i + 1;
     }
     if (this.serviceName === undefined) return routed;
-    const chosen = this.chain.context.service(this.serviceName);
-    return chosen ?? routed;
+    return services.service(this.serviceName) ?? routed;
   }
 
   /** The flat header list for the server with the middleware's edits applied. */
@@ -194,8 +194,8 @@ export class MiddlewareRun implements MiddlewareRequest {
     return this.decorate(this.reached);
   }
 
-  private decorate(upTo: number): ClientResponse {
-    let res: ClientResponse = this.source.res;
+  private decorate(upTo: number, base: ClientResponse = this.source.res): ClientResponse {
+    let res = base;
     const extra = this.extraResponseHeaders;
     if (extra) res = new HeadHookResponse(res, (head) => head.headers.push(...extra));
     const items = this.chain.items;
@@ -216,7 +216,10 @@ export class MiddlewareRun implements MiddlewareRequest {
     const record = this.source.record;
     record.status = final.status;
     if (final.code) record.errorCode = final.code;
-    writeReply(this.decorate(this.reached), final);
+    // A gRPC client (or gRPC-Web) gets the answer as a gRPC status.
+    if (isGrpcRequest(this.source.req))
+      writeGrpcReply(this.decorate(this.reached, new TrailersOnlyResponse(this.source.res)), final, String(this.source.req.headers['content-type']));
+    else writeReply(this.decorate(this.reached), final);
   }
 
   /** Velocity's own error answer, given to the error pages first (only when some middleware has them). */

@@ -1,13 +1,14 @@
 /**
  * The routing table from the services: each service's own route (its hosts,
  * paths and `match`) and the routes inside it, with their conditions compiled
- * and their middleware chains built. Also the check `velocity validate` runs for
- * routes an earlier one shadows.
+ * and their middleware chains built. How a route's conditions combine with its
+ * service's, and how many there are (its precedence), is the config's
+ * (config/route-checks.ts), shared with the check for shadowed routes.
  */
 import type { PickRequest } from '../balancer/policy.ts';
 import { CidrSet, parseCidr } from '../cidr.ts';
+import { conditionCount, mergeMatch } from '../config/route-checks.ts';
 import type { MatchConfig } from '../config/schema/routes.ts';
-import type { ServiceConfig } from '../config/schema/service.ts';
 import { buildChain, type MiddlewareChain } from '../middleware/chain.ts';
 import type { MiddlewareContext } from '../middleware/middleware.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
@@ -57,7 +58,7 @@ export function compileMatch(match: MatchConfig | undefined): { when: (request: 
   if (tests.length === 0) return undefined;
   const needsQuery = queryTests.length > 0;
   return {
-    rank: tests.length,
+    rank: conditionCount(match),
     when: (request) => {
       const url = request.url;
       const q = url.indexOf('?');
@@ -83,95 +84,4 @@ export function buildRoutes(services: readonly ServiceRuntime[], context: Middle
   }
   // A route with conditions listed before a plain one keeps its place: the router orders by prefix, rank, then this order.
   return routes;
-}
-
-/** A route's conditions on top of its service's: both must hold (route values win on the same key). */
-function mergeMatch(service: MatchConfig | undefined, route: MatchConfig | undefined): MatchConfig | undefined {
-  if (!service) return route;
-  if (!route) return service;
-  return {
-    ...service,
-    ...route,
-    headers: service.headers || route.headers ? { ...service.headers, ...route.headers } : undefined,
-    query: service.query || route.query ? { ...service.query, ...route.query } : undefined,
-  };
-}
-
-interface Entry {
-  path: PropertyKey[];
-  label: string;
-  hosts: readonly string[];
-  prefixes: readonly string[];
-  match: MatchConfig | undefined;
-  rank: number;
-  order: number;
-}
-
-const normalize = (p: string) => (p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p);
-
-function conditionCount(match: MatchConfig | undefined): number {
-  return compileMatch(match)?.rank ?? 0;
-}
-
-/** Whether every request `b` matches also meets `a` (a conservative check: false when unsure). */
-function covers(a: MatchConfig | undefined, b: MatchConfig | undefined): boolean {
-  if (!a) return true;
-  if (a.methods && !b?.methods?.every((m) => a.methods?.includes(m))) return false;
-  for (const kind of ['headers', 'query'] as const) {
-    for (const [name, cond] of Object.entries(a[kind] ?? {})) {
-      const other = b?.[kind]?.[name];
-      if (other === undefined) return false;
-      const samePresence = typeof cond === 'object' && 'present' in cond && cond.present && !(typeof other === 'object' && 'present' in other && !other.present);
-      if (!samePresence && JSON.stringify(cond) !== JSON.stringify(other)) return false;
-    }
-  }
-  if (a.client_ip && !b?.client_ip?.every((c) => a.client_ip?.includes(c))) return false;
-  if (a.path_regex !== undefined && a.path_regex !== b?.path_regex) return false;
-  return true;
-}
-
-/** Routes that can never match because an earlier one takes all their requests (`velocity validate` warns). */
-export function shadowedRoutes(services: readonly ServiceConfig[]): { path: PropertyKey[]; message: string }[] {
-  const entries: Entry[] = [];
-  services.forEach((s, i) => {
-    if (s.mode !== 'http') return;
-    entries.push({
-      path: ['services', i, 'paths'],
-      label: `service ${s.name}`,
-      hosts: s.hosts,
-      prefixes: s.paths,
-      match: s.match,
-      rank: conditionCount(s.match),
-      order: entries.length,
-    });
-    s.routes.forEach((r, j) => {
-      const match = mergeMatch(s.match, r.match);
-      entries.push({
-        path: ['services', i, 'routes', j],
-        label: `route ${s.name}/${r.name ?? j}`,
-        hosts: s.hosts,
-        prefixes: r.paths ?? s.paths,
-        match,
-        rank: conditionCount(match),
-        order: entries.length,
-      });
-    });
-  });
-  const found: { path: PropertyKey[]; message: string }[] = [];
-  for (const b of entries) {
-    for (const host of b.hosts) {
-      for (const prefix of b.prefixes.map(normalize)) {
-        const by = entries.find(
-          (a) =>
-            a !== b &&
-            (a.rank > b.rank || (a.rank === b.rank && a.order < b.order)) &&
-            a.hosts.includes(host) &&
-            a.prefixes.map(normalize).includes(prefix) &&
-            covers(a.match, b.match),
-        );
-        if (by) found.push({ path: b.path, message: `${b.label} can never match host ${host} path ${prefix}: ${by.label} comes first and takes every such request` });
-      }
-    }
-  }
-  return found;
 }

@@ -9,7 +9,7 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { PickRequest } from '../balancer/policy.ts';
-import type { ListenAddress } from '../config/schema/common.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { AttemptOutcome } from '../upstream/attempt.ts';
 import { connectFirst } from '../upstream/connect-first.ts';
@@ -23,8 +23,10 @@ import { splice } from './splice.ts';
 
 export interface TcpListener {
   readonly address: ListenAddress;
-  /** The service new connections go to (a reload may point the listener at another). */
-  service: string;
+  /** The service new connections go to. */
+  readonly service: string;
+  /** Points new connections at another service (a reload moved the address); relayed ones go on. */
+  retarget(service: string): void;
   /** Connections being relayed now. */
   readonly open: number;
   close(deadline: number): Promise<void>;
@@ -45,8 +47,9 @@ function pickRequest(clientIp: string): PickRequest {
  */
 export async function listenTcp(plane: DataPlane, serviceName: string, address: ListenAddress, options: { reusePort?: boolean } = {}): Promise<TcpListener> {
   const open = new Set<Socket>();
+  let target = serviceName;
   const server: Server = createServer({ pauseOnConnect: true, noDelay: true, allowHalfOpen: true }, (client) => {
-    const service = plane.service(listener.service);
+    const service = plane.service(target);
     if (service?.config.mode !== 'tcp' || plane.draining) {
       client.destroy();
       return;
@@ -57,11 +60,16 @@ export async function listenTcp(plane: DataPlane, serviceName: string, address: 
     void relay(plane, service, client);
   });
   await bindServer(server, address, options.reusePort ?? false);
-  server.on('error', (err) => plane.log.error({ err, service: listener.service }, 'TCP listener error'));
+  server.on('error', (err) => plane.log.error({ err, service: target }, 'TCP listener error'));
   const bound = server.address() as { address: string; port: number };
   const listener: TcpListener = {
     address: { host: bound.address, port: bound.port },
-    service: serviceName,
+    get service() {
+      return target;
+    },
+    retarget: (service) => {
+      target = service;
+    },
     get open() {
       return open.size;
     },

@@ -226,7 +226,7 @@ export class DataPlane {
       queue = new RequestQueue(service, service.cells);
       this.queues.set(service.name, queue);
     }
-    queue.service = service;
+    queue.follow(service);
     return queue;
   }
 

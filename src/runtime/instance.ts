@@ -19,10 +19,11 @@ import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { EtcdConfigStore } from '../config/etcd-source.ts';
 import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
 import type { ReloadResult } from '../config/reload-result.ts';
-import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import { Discovery } from '../discovery/index.ts';
 import { ConfigError } from '../errors.ts';
+import { FleetBlocklist } from '../fleet/blocklist.ts';
 import { FleetMember, fleetMetrics } from '../fleet/member.ts';
 import { SharedConfigEditor } from '../fleet/shared-edits.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
@@ -108,21 +109,29 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const threaded = threadCount > 1;
   const state = new SharedState(undefined, { rateLimitSlots: config.state.local_table_size, threads: threadCount + 1, metricCells: METRIC_CELLS });
   let threads: ThreadPool | undefined;
+  // Fleet mode (config_source.etcd): reloads read the shared config through one etcd client.
+  const fleetSource = config.config_source?.etcd;
+  if (fleetSource && !configFile) throw new Error('config_source needs Velocity started from a config file (the file is re-read with the shared config on each change)');
+  const etcd = fleetSource && configFile ? new EtcdConfigStore(fleetSource, dirname(configFile)) : undefined;
+  let fleet: FleetMember | undefined;
   // Each thread keeps its own blocklist object; in threaded mode changes travel between them as messages.
-  const threadBlocklist = threaded ? (list: Blocklist) => new ThreadBlocklist(list, (change) => threads?.relayBlocklist(change)) : undefined;
+  let threadBlocklist: ThreadBlocklist | undefined;
+  // In a fleet, an in-memory list takes operator blocks from etcd too (a Redis one is shared already).
+  let fleetBlocklist: FleetBlocklist | undefined;
+  const wrapBlocklist = (list: Blocklist): Blocklist => {
+    threadBlocklist = threaded ? new ThreadBlocklist(list, (change) => threads?.relayBlocklist(change)) : undefined;
+    const local = threadBlocklist ?? list;
+    fleetBlocklist = etcd && config.state.store !== 'redis' ? new FleetBlocklist(etcd, local, log) : undefined;
+    return fleetBlocklist ?? local;
+  };
   const traffic = new TrafficControl(config, state.buffers.rateLimits, log, {
-    wrapBlocklist: threadBlocklist,
+    wrapBlocklist,
     onRedisDown: () => count(state, 'velocity_state_store_outages_total'),
     onLocalAllow: () => count(state, 'velocity_state_store_fallback_allowed_total'),
   });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
   const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
-  // Fleet mode (config_source.etcd): reloads read the shared config through one etcd client.
-  const fleetSource = config.config_source?.etcd;
-  if (fleetSource && !configFile) throw new Error('config_source needs Velocity started from a config file (the file is re-read with the shared config on each change)');
-  const etcd = fleetSource && configFile ? new EtcdConfigStore(fleetSource, dirname(configFile)) : undefined;
-  let fleet: FleetMember | undefined;
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
@@ -156,7 +165,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     await traffic.ready();
     if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
-      ? await ThreadPool.start({ count: threadCount, state, control, log, policyDir: baseDir, records: plane, blocklist: traffic.blocklist as ThreadBlocklist }, config)
+      ? await ThreadPool.start({ count: threadCount, state, control, log, policyDir: baseDir, records: plane, blocklist: threadBlocklist as ThreadBlocklist }, config)
       : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand });
     // Orders start once the listeners that answer the CA's challenges are open.
     automaticHttps.apply(config);
@@ -198,6 +207,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
     { name: 'discovery', apply: (next) => discovery.apply(next).then(() => undefined) },
     // The admin token is read on every request; the listener itself stays.
     restartOnly('admin', { 'admin.enabled': (c) => c.admin.enabled, 'admin.listen': (c) => c.admin.listen }),
+    // The etcd client, lease and watch are made once, at start.
+    restartOnly('fleet', { config_source: (c) => c.config_source }),
   ];
   let stopWatching: (() => void) | undefined;
   log.info(
@@ -267,7 +278,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       }
     };
     const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);
-    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState }, id);
+    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState, blocklist: fleetBlocklist }, id);
   }
   const servicesDeps = {
     control,

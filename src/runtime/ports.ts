@@ -5,8 +5,8 @@
  * without SO_REUSEPORT, which fails while any socket holds it.
  */
 import { createServer } from 'node:net';
-import type { ListenAddress } from '../config/schema/common.ts';
 import type { Config } from '../config/schema/root.ts';
+import type { ListenAddress } from '../config-fields.ts';
 import { ListenError } from '../proxy/listener.ts';
 
 /** The fixed addresses a config listens on (port 0 is always free). */

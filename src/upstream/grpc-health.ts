@@ -18,7 +18,8 @@ export function healthCheckRequest(service: string): Buffer {
   return Buffer.concat([frame, message]);
 }
 
-function varint(n: number): Buffer {
+/** A protobuf base-128 varint. */
+export function varint(n: number): Buffer {
   const bytes: number[] = [];
   let v = n;
   while (v > 127) {

@@ -41,12 +41,21 @@ export class RequestQueue {
   private readonly waiters: Waiter[] = [];
   private pumping = false;
   private readonly cells: ServiceCells;
-  /** The service as currently configured (swapped on reload). */
-  service: QueuedService;
+  private current: QueuedService;
 
   constructor(service: QueuedService, cells: ServiceCells) {
-    this.service = service;
+    this.current = service;
     this.cells = cells;
+  }
+
+  /** The service as currently configured. */
+  get service(): QueuedService {
+    return this.current;
+  }
+
+  /** Takes the service as a reload reconfigured it (same slot): waiters go on with its servers and queue settings. */
+  follow(service: QueuedService): void {
+    this.current = service;
   }
 
   /** Requests waiting on every thread. */

@@ -7,20 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type CallResult, echoClient, type GrpcBackend, grpc, startGrpcBackend, unary } from '../support/grpc/index.ts';
+import { type CallResult, echoClient, type GrpcBackend, grpc, H2C_LISTENER_YAML, startGrpcBackend, unary } from '../support/grpc/index.ts';
 import { eventually, startVelocityProcess } from '../support/velocity.ts';
 
 const UNARY = '/velocity.test.Echo/Unary';
 
 const twoServices = (servers: GrpcBackend[]) => {
   const list = servers.map((s) => s.url).join(', ');
-  return `listeners:
-  - type: http
-    listen: "127.0.0.1:0"
-    http2: true
-admin: { enabled: false }
-services:
-  - name: safe
+  return `${H2C_LISTENER_YAML}  - name: safe
     match: { headers: { x-svc: safe } }
     policy: round-robin
     passive_health: { enabled: false }

@@ -9,9 +9,10 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pino } from 'pino';
 import { Agent, request } from 'undici';
-import { createLogger, silentLogger } from '../../src/observe/logger.ts';
 import { start, type Velocity } from '../../src/runtime/instance.ts';
+import { launchChromium } from '../support/chromium.ts';
 import { type EtcdCluster, startEtcdCluster } from '../support/etcd.ts';
 import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
 import { runCommand } from '../support/spawn.ts';
@@ -49,6 +50,8 @@ ${extra}`;
 
 interface Member {
   name: string;
+  /** Its warn and error log lines. */
+  logs: string[];
   velocity: Velocity;
   admin: string;
   url: string;
@@ -149,11 +152,12 @@ config_source:
     report_interval: 1s
 `,
     );
-    const logger = process.env.FLEET_TEST_LOG ? createLogger() : silentLogger();
+    const logs: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => logs.push(line) });
     const velocity = await start(file, { logger: watchLogger(logger, internal) });
     t.after(() => velocity.close());
     const admin = `http://127.0.0.1:${velocity.adminAddress?.port}`;
-    members.push({ name, velocity, admin, url: `http://127.0.0.1:${velocity.address.port}` });
+    members.push({ name, logs, velocity, admin, url: `http://127.0.0.1:${velocity.address.port}` });
   }
   t.after(() => assertNoInternalErrors(internal, 'the fleet'));
   const [A, B, C] = members as [Member, Member, Member];
@@ -164,6 +168,21 @@ config_source:
     'every instance sees the three members',
   );
   for (const m of members) assert.equal((await body(agent, `${m.url}/`)).text, 'b1', `${m.name} serves the shared config`);
+
+  await t.test('B’s dashboard shows the whole fleet', async (tt) => {
+    const browser = await launchChromium(tt);
+    if (!browser) return;
+    const page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    await page.goto(`${B.admin}/`);
+    await page.waitForSelector('#fleet-section[data-etcd="reachable"]', { timeout: WAIT });
+    await page.waitForFunction('document.querySelectorAll(\'#fleet-table tbody tr[data-config="ok"]\').length === 3', undefined, { timeout: WAIT });
+    const rows = await Promise.all((await page.$$('#fleet-table tbody tr')).map((tr) => tr.getAttribute('data-id')));
+    assert.deepEqual([...rows].sort(), ['A', 'B', 'C']);
+    assert.match((await page.textContent('#fleet-table tbody tr[data-id="B"] .id')) ?? '', /this one/);
+    assert.deepEqual(pageErrors, []);
+  });
 
   await t.test('a server added through A’s admin API serves on B and C', async () => {
     const started = Date.now();
@@ -227,6 +246,19 @@ config_source:
     }
   });
 
+  await t.test('a block made through A applies on B and C; removed through C; one with a ttl expires everywhere', async () => {
+    const blocked = await call(agent, 'POST', `${A.admin}/api/v1/blocklist`, { cidr: '127.0.0.1', reason: 'fleet test' });
+    assert.equal(blocked.status, 201, JSON.stringify(blocked.json));
+    for (const m of [B, C]) await eventually(async () => (await body(agent, `${m.url}/`)).status === 403, WAIT, `${m.name} refuses the blocked client`);
+    assert.equal((await call(agent, 'DELETE', `${C.admin}/api/v1/blocklist/127.0.0.1`)).status, 200);
+    for (const m of members) await eventually(async () => (await body(agent, `${m.url}/`)).status === 200, WAIT, `${m.name} serves the client again`);
+    assert.equal((await call(agent, 'POST', `${B.admin}/api/v1/blocklist`, { cidr: '198.51.100.0/24', ttl: '2s' })).status, 201);
+    const listed = async (m: Member) => ((await call(agent, 'GET', `${m.admin}/api/v1/blocklist`)).json.entries as { cidr: string }[]).some((e) => e.cidr === '198.51.100.0/24');
+    await eventually(() => listed(A), WAIT, 'A lists the block made through B');
+    await eventually(async () => !(await listed(A)) && !(await listed(C)), WAIT, 'the block expires on every instance');
+    await eventually(async () => (await cluster.client.getAll().prefix(`${PREFIX}/blocklist/`).keys()).length === 0, WAIT, 'etcd drops the expired block (its lease ended)');
+  });
+
   await t.test('a broken config is refused by every instance, its error visible, the last good one serving', async () => {
     const before = (await fleetView(agent, A)).revision as number;
     await cluster.client.put(`${PREFIX}/config`).value('services:\n  - name: web\n    servers: [ "ftp://nowhere" ]\n');
@@ -281,6 +313,10 @@ config_source:
       await eventually(async () => !(await fleetView(agent, m)).etcd.reachable, WAIT, `${m.name} reports etcd unreachable`);
       const metrics = await body(agent, `${m.admin}/metrics`);
       assert.match(metrics.text, /^velocity_fleet_etcd_up 0$/m);
+      assert.ok(
+        m.logs.some((l) => l.includes('etcd unreachable')),
+        `${m.name} logs the outage`,
+      );
     }
     await Promise.all(cluster.members.map((m) => m.start()));
     await cluster.healthy();

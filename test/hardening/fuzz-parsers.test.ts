@@ -15,8 +15,8 @@ import { localPolicyState } from '../../src/balancer/local-state.ts';
 import type { BalancedServer, PickRequest } from '../../src/balancer/policy.ts';
 import { policyFactory, policyOptionsSchema } from '../../src/balancer/registry.ts';
 import { CidrSet, cidrContains, ipToBig, parseCidr } from '../../src/cidr.ts';
-import { rate } from '../../src/config/schema/common.ts';
-import { parseRate } from '../../src/config/units.ts';
+import { rate } from '../../src/config-fields.ts';
+import { parseRate } from '../../src/units.ts';
 
 const RUNS = { numRuns: 2_000 };
 

@@ -7,9 +7,9 @@ import { connect } from 'node:net';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { parseConfig } from '../../src/config/load.ts';
-import { parseDuration, parseRate, parseSize, parseStatusRange } from '../../src/config/units.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { Router } from '../../src/proxy/router.ts';
+import { parseDuration, parseRate, parseSize, parseStatusRange } from '../../src/units.ts';
 import { get, load, startBackendProcess, startVelocityProcess, testAgent } from '../support/velocity.ts';
 
 const VALID = `listen: "127.0.0.1:0"

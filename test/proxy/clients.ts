@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2';
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls';
-import type { ListenAddress } from '../../src/config/schema/common.ts';
+import type { ListenAddress } from '../../src/config-fields.ts';
 import type { Velocity } from '../../src/runtime/instance.ts';
 
 export interface CurlResult {

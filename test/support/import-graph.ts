@@ -20,11 +20,12 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['kernel'],
   ['state'],
   ['balancer'],
+  // Like balancer's, middleware's registry and option schemas are built into the config schema.
+  ['middleware'],
   ['config'],
   ['observe'],
   ['upstream'],
   ['guard'],
-  ['middleware'],
   ['proxy'],
   ['discovery'],
   ['fleet'],

@@ -1,7 +1,7 @@
 /** The dynamic blocklist over the admin API: list, add (optionally for a time), remove. */
 import { z } from 'zod';
-import { duration } from '../../config/schema/common.ts';
-import { type Blocklist, BlocklistError } from '../../guard/blocklist.ts';
+import { duration } from '../../config-fields.ts';
+import { type Blocklist, BlocklistError, BlocklistUnavailableError } from '../../guard/blocklist.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
 const addBody = z.strictObject({
@@ -14,6 +14,7 @@ const addBody = z.strictObject({
 
 const rethrow = (err: unknown): never => {
   if (err instanceof BlocklistError) throw new AdminError(400, err.message, err.field);
+  if (err instanceof BlocklistUnavailableError) throw new AdminError(503, err.message);
   throw err;
 };
 
@@ -30,7 +31,7 @@ export function blocklistRoutes(blocklist: Blocklist): AdminRoute[] {
       method: 'POST',
       path: '/api/v1/blocklist',
       mutates: true,
-      summary: 'Block an address or CIDR range, optionally for a time (ttl: 10m); shared by every instance with a Redis state store',
+      summary: 'Block an address or CIDR range, optionally for a time (ttl: 10m); shared by every instance with a Redis state store or in a fleet',
       body: addBody,
       status: 201,
       handle: async ({ body }) => {
@@ -44,7 +45,7 @@ export function blocklistRoutes(blocklist: Blocklist): AdminRoute[] {
       mutates: true,
       summary: 'Unblock an address or range (URL-encode the slash: 10.0.0.0%2F8)',
       handle: async ({ params }) => {
-        if (!(await blocklist.remove(params.cidr as string))) throw new AdminError(404, `"${params.cidr}" is not blocked`, 'cidr');
+        if (!(await blocklist.remove(params.cidr as string).catch(rethrow))) throw new AdminError(404, `"${params.cidr}" is not blocked`, 'cidr');
         return { removed: params.cidr };
       },
     },

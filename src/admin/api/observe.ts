@@ -1,7 +1,8 @@
 /** GET /metrics (Prometheus), GET /api/v1/logs and GET /api/v1/stats. */
-import { parseStatusRange } from '../../config/units.ts';
+
 import type { LogQuery, LogStore } from '../../observe/log-store.ts';
 import { computeStats, type GroupBy } from '../../observe/stats.ts';
+import { parseStatusRange } from '../../units.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
 /** Epoch ms from an ISO date, epoch ms, or a relative `-15m` / `-1h`. */

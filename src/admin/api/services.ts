@@ -1,7 +1,7 @@
 /** Services and servers with their live state; add, remove, re-weight, drain, enable, disable. */
 import { z } from 'zod';
-import { positiveInt } from '../../config/schema/common.ts';
 import { type ServerConfig, serverObjectSchema } from '../../config/schema/service.ts';
+import { positiveInt } from '../../config-fields.ts';
 import { type MiddlewareConfig, middlewareView } from '../../middleware/registry.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
 import { ADMIN_STATES, CIRCUIT_STATES } from '../../state/server-cells.ts';

@@ -17,6 +17,7 @@ const TYPES: Record<string, string> = {
   'certificates.js': 'text/javascript; charset=utf-8',
   'charts.js': 'text/javascript; charset=utf-8',
   'dom.js': 'text/javascript; charset=utf-8',
+  'fleet.js': 'text/javascript; charset=utf-8',
   'logs.js': 'text/javascript; charset=utf-8',
   'stream.js': 'text/javascript; charset=utf-8',
   'style.css': 'text/css; charset=utf-8',

@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CertificateError, loadCaFile } from '../../certificates.ts';
-import { positiveDuration, rate } from './common.ts';
+import { positiveDuration, rate } from '../../config-fields.ts';
 import { hostPattern } from './service.ts';
 import { filePath } from './upstream-tls.ts';
 

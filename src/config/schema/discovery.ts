@@ -1,6 +1,6 @@
 /** Where a service's servers come from besides the static list: local processes, containers; and autoscaling. */
 import { z } from 'zod';
-import { nonNegativeInt, positiveDuration, positiveInt } from './common.ts';
+import { nonNegativeInt, positiveDuration, positiveInt } from '../../config-fields.ts';
 
 export const processSchema = z.strictObject({
   /** Program and arguments; `{port}` in an argument is replaced by the instance's port. */

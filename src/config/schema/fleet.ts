@@ -4,7 +4,7 @@
  * everything else comes from one YAML document in etcd that every instance watches.
  */
 import { z } from 'zod';
-import { positiveDuration } from './common.ts';
+import { positiveDuration } from '../../config-fields.ts';
 
 const etcdEndpoint = () =>
   z

@@ -1,6 +1,6 @@
 /** HTTP/2 sessions toward servers, and what Velocity may do with gRPC calls. */
 import { z } from 'zod';
-import { duration, positiveDuration, positiveInt } from './common.ts';
+import { duration, positiveDuration, positiveInt } from '../../config-fields.ts';
 
 export const http2SessionsSchema = z.strictObject({
   /** Streams Velocity opens on one connection to a server (lower if the server says so); more calls open more connections. */

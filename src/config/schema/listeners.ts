@@ -4,8 +4,8 @@
  */
 import { z } from 'zod';
 import { CertificateError, loadCertificate } from '../../certificates.ts';
+import { duration, listenAddress } from '../../config-fields.ts';
 import { acmeSchema } from './acme.ts';
-import { duration, listenAddress } from './common.ts';
 import { hostPattern } from './service.ts';
 import { filePath } from './upstream-tls.ts';
 

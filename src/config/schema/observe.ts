@@ -1,6 +1,6 @@
 /** Access log, log store and metrics settings. */
 import { z } from 'zod';
-import { duration, nonNegativeInt, positiveDuration, positiveInt, ratio } from './common.ts';
+import { duration, nonNegativeInt, positiveDuration, positiveInt, ratio } from '../../config-fields.ts';
 
 export const accessLogSchema = z.strictObject({
   /** `stdout`, `off`, or a file path (reopened on SIGUSR1/SIGHUP for log rotation). */

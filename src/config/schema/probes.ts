@@ -1,6 +1,6 @@
 /** Liveness and readiness probes for what runs in front of Velocity (Kubernetes, cloud balancers, keepalived). */
 import { z } from 'zod';
-import { duration, requestPath } from './common.ts';
+import { duration, requestPath } from '../../config-fields.ts';
 
 export const probesSchema = z.strictObject({
   /**

@@ -1,6 +1,6 @@
 /** Per-service knobs for failure handling. Each has a default a careful operator would pick. */
 import { z } from 'zod';
-import { duration, hostHeader, nonNegativeInt, positiveDuration, positiveInt, ratio, requestPath, size, statusRange } from './common.ts';
+import { duration, hostHeader, nonNegativeInt, positiveDuration, positiveInt, ratio, requestPath, size, statusRange } from '../../config-fields.ts';
 
 /** A cap below its base makes no sense: the error points at the cap. */
 function atLeast<K extends string>(cap: K, base: K) {

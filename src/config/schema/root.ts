@@ -1,7 +1,7 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
+import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from '../../config-fields.ts';
 import { checkAcmeHosts, checkAcmeStorage } from './acme.ts';
-import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from './common.ts';
 import { dockerSchema } from './discovery.ts';
 import { configSourceSchema } from './fleet.ts';
 import { listenerSchema } from './listeners.ts';

@@ -6,8 +6,8 @@
  */
 import { z } from 'zod';
 import { parseCidr } from '../../cidr.ts';
+import { regexText } from '../../config-fields.ts';
 import { middlewareListSchema } from '../../middleware/registry.ts';
-import { regexText } from './regex.ts';
 
 /** A header or query value condition: exact text, `{ present: true|false }` or `{ regex: "…" }`. */
 export const valueCondition = z.union([z.string(), z.strictObject({ present: z.boolean() }), z.strictObject({ regex: regexText() })], {

@@ -1,8 +1,8 @@
 /** A service: which requests it takes (hosts, paths), its servers, and how it balances them. */
 import { z } from 'zod';
 import { policyNames, policyOptionProblems, policyOptionsSchema } from '../../balancer/registry.ts';
+import { listenAddress, nonNegativeInt, positiveInt, requestPath } from '../../config-fields.ts';
 import { suggest } from '../../suggest.ts';
-import { listenAddress, nonNegativeInt, positiveInt, requestPath } from './common.ts';
 import { autoscaleSchema, processSchema } from './discovery.ts';
 import { grpcSchema, http2SessionsSchema } from './grpc.ts';
 import { serviceKnobsShape } from './resilience.ts';
@@ -157,7 +157,15 @@ export const serviceSchema = z
 
 /** Fields that only make sense in one mode, and servers whose scheme fits the mode. */
 function checkMode(
-  service: { mode: 'http' | 'tcp'; listen?: unknown; proxy_protocol: string; health: { type: string }; servers: { url: string; http2: boolean }[] },
+  service: {
+    mode: 'http' | 'tcp';
+    listen?: unknown;
+    proxy_protocol: string;
+    health: { type: string };
+    servers: { url: string; http2: boolean }[];
+    middleware: readonly { name: string }[];
+    routes: readonly { middleware: readonly { name: string }[] }[];
+  },
   ctx: z.RefinementCtx,
 ): void {
   const tcp = service.mode === 'tcp';
@@ -174,6 +182,7 @@ function checkMode(
       path: ['servers'],
       message: "a service's servers all speak HTTP/2 (h2c:// or http2: true) or all HTTP/1.1; put them in two services",
     });
+  if (!tcp && http2.includes(true)) checkHttp2Middleware(service, ctx);
   if (service.health.type === 'grpc' && !tcp && http2.includes(false))
     ctx.addIssue({ code: 'custom', path: ['health', 'type'], message: 'health type grpc needs HTTP/2 servers (h2c:// or https:// with http2: true)' });
   service.servers.forEach((server, i) => {
@@ -188,6 +197,23 @@ function checkMode(
       });
     }
   });
+}
+
+/** Middleware that cannot work in front of HTTP/2 servers, and why. */
+const NOT_FOR_HTTP2: Record<string, string> = {
+  body_limit: 'reads a body of unknown length (every gRPC call) into memory before forwarding, which would stall streaming calls',
+  mirror: 'sends its copies over HTTP/1.1 and only for bodies held in memory',
+};
+
+/** The service's and its routes' middleware, where the servers speak HTTP/2 (gRPC): refused when it cannot apply. */
+function checkHttp2Middleware(service: { middleware: readonly { name: string }[]; routes: readonly { middleware: readonly { name: string }[] }[] }, ctx: z.RefinementCtx): void {
+  const check = (list: readonly { name: string }[], at: (string | number)[]) =>
+    list.forEach((m, i) => {
+      const why = NOT_FOR_HTTP2[m.name];
+      if (why) ctx.addIssue({ code: 'custom', path: [...at, i, m.name], message: `${m.name} ${why}; this service's servers speak HTTP/2 (h2c:// or http2: true)` });
+    });
+  check(service.middleware, ['middleware']);
+  for (const [j, route] of service.routes.entries()) check(route.middleware, ['routes', j, 'middleware']);
 }
 
 export type ServiceConfig = z.output<typeof serviceSchema>;

@@ -1,7 +1,7 @@
 /** Sticky sessions: a cookie that keeps a client on the server it first got. */
 import { z } from 'zod';
 import { cookieName } from '../../balancer/cookie-hash.ts';
-import { duration, requestPath } from './common.ts';
+import { duration, requestPath } from '../../config-fields.ts';
 
 export const stickySchema = z.strictObject({
   cookie: cookieName().default('velocity_sticky'),

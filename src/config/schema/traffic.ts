@@ -1,7 +1,7 @@
 /** Client IP, IP filters, rate limits, and where shared state lives. */
 import { z } from 'zod';
 import { parseCidr } from '../../cidr.ts';
-import { positiveDuration, positiveInt, rate } from './common.ts';
+import { positiveDuration, positiveInt, rate } from '../../config-fields.ts';
 
 export const cidr = () =>
   z.string({ error: 'expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32' }).transform((text, ctx) => {

@@ -25,7 +25,7 @@ interface EchoRequest {
   delay_ms: number;
   fail_code: number;
 }
-type Reply = { text: string; server: string; traceparent: string; count: number; peer?: string };
+type Reply = { text: string; server: string; traceparent: string; count: number; peer?: string; tag?: string };
 const traceparent = (md: grpc.Metadata) => String(md.get('traceparent')[0] ?? '');
 const reply = (text: string, md: grpc.Metadata, count = 0): Reply => ({ text, server: name, traceparent: traceparent(md), count });
 
@@ -43,7 +43,9 @@ server.addService(loadEcho().Echo.service, {
     const fail_code = call.request.fail_code || failUnary;
     if (values['log-calls']) console.log(`${name} serves Unary ${text}`);
     const answer = () =>
-      fail_code ? callback({ code: fail_code, details: `asked to fail with ${fail_code}` }) : callback(null, { ...reply(text, call.metadata), peer: call.getPeer() });
+      fail_code
+        ? callback({ code: fail_code, details: `asked to fail with ${fail_code}` })
+        : callback(null, { ...reply(text, call.metadata), peer: call.getPeer(), tag: String(call.metadata.get('x-tag')[0] ?? '') });
     if (delay_ms > 0) setTimeout(answer, delay_ms);
     else answer();
   },

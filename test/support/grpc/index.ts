@@ -62,6 +62,7 @@ export interface EchoReply {
   traceparent: string;
   count: number;
   peer: string;
+  tag: string;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a generated client
@@ -94,3 +95,19 @@ export function unary(client: EchoClient, request: object, options: { deadlineMs
 }
 
 export { grpc };
+
+/** The start of a Velocity config: one listener taking HTTP/1.1 and h2c, no admin; services follow. */
+export const H2C_LISTENER_YAML = `listeners:
+  - type: http
+    listen: "127.0.0.1:0"
+    http2: true
+admin: { enabled: false }
+services:
+`;
+
+/** A config with one service `echo` over `servers` (more YAML for it in `extra`). */
+export function echoServiceYaml(servers: string[], extra = ''): string {
+  return `${H2C_LISTENER_YAML}  - name: echo
+    servers: [ ${servers.join(', ')} ]
+${extra}`;
+}

@@ -1,6 +1,10 @@
-/** Building blocks shared by every section of the config schema. */
+/**
+ * Field types shared by every section of the config schema and by the option schemas
+ * of policies and middleware (which sit below config): durations, sizes, rates, status
+ * ranges, addresses, paths, regular expressions.
+ */
 import { z } from 'zod';
-import { DURATION_RE, parseDuration, parseRate, parseSize, parseStatusRange } from '../units.ts';
+import { DURATION_RE, parseDuration, parseRate, parseSize, parseStatusRange } from './units.ts';
 
 /**
  * What a unit field looks like, for the JSON Schema editors use (validation itself parses the
@@ -101,3 +105,13 @@ export const requestPath = () =>
 
 /** A value for a Host header: a host name or address with an optional port, nothing else. */
 export const hostHeader = () => z.string().regex(/^[A-Za-z0-9.\-_~%[\]:]+$/, 'a host name with an optional port (letters, digits, . - _ ~ : [ ])');
+
+/** A regular expression written as text in the config; compiled where it is used. */
+export const regexText = () =>
+  z.string({ error: 'expected a regular expression' }).superRefine((text, ctx) => {
+    try {
+      new RegExp(text);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${(err as Error).message.replace(/^Invalid regular expression: /, '')}` });
+    }
+  });
