@@ -74,8 +74,19 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
   } finally {
     if (!given) store?.close();
   }
-  // Nothing pushed yet: the file alone (an instance can seed the fleet with `velocity config push`).
-  if (!read.shared) return { ...parseConfig(text, file, env), revision: 0 };
+  // Nothing pushed yet: the file alone, if it is a whole config; else say what is missing.
+  if (!read.shared) {
+    try {
+      return { ...parseConfig(text, file, env), revision: 0 };
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const where = readConfigText(text, file, env).locate(['config_source', 'etcd', 'prefix'], '');
+      throw new ConfigError([
+        ...err.problems,
+        { ...where, message: `nothing at ${source.prefix}/config in etcd yet: push the shared config with \`velocity config push FILE --etcd …\`` },
+      ]);
+    }
+  }
   return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
 }
 

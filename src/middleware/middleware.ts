@@ -43,6 +43,10 @@ export interface MiddlewareRequest extends RequestView {
   readonly hasBody: boolean;
   /** Reads the whole body into memory when at most `max` bytes; false when longer. */
   bufferBody(max: number): Promise<boolean>;
+  /** The body read into memory by bufferBody (or set by setBody); undefined before. */
+  readonly body: Buffer | undefined;
+  /** Replaces the body sent to the server (a decoded one); sent with its Content-Length. */
+  setBody(body: Buffer): void;
   /** Called once when the exchange is over (response finished or client gone). */
   onDone(fn: () => void): void;
   /** Told the request as it is sent to the server (once per request, before the first try). */

@@ -10,6 +10,7 @@ import { basicAuth, basicAuthOptions } from './basic-auth.ts';
 import { bodyLimit, bodyLimitOptions } from './body-limit.ts';
 import { compress, compressOptions } from './compress.ts';
 import { cors, corsOptions } from './cors.ts';
+import { decompress, decompressOptions } from './decompress.ts';
 import { errorPages, errorPagesOptions } from './error-pages.ts';
 import { forwardAuth, forwardAuthOptions } from './forward-auth.ts';
 import { headers, headersOptions } from './headers.ts';
@@ -62,6 +63,7 @@ const MIDDLEWARE: Record<string, MiddlewareEntry> = {
   },
   forward_auth: entry(forwardAuthOptions, forwardAuth, 'a subrequest to an auth service decides; fails closed with 503'),
   body_limit: entry(bodyLimitOptions, bodyLimit, 'refuse request bodies over a size with 413'),
+  decompress: entry(decompressOptions, decompress, 'decode gzip/deflate/br/zstd request bodies before the server, bounded in size (413), 400 when corrupt'),
   in_flight: entry(inFlightOptions, inFlight, 'refuse with 429 past N requests in progress'),
   cors: entry(corsOptions, cors, 'answer CORS preflights from config; Access-Control-Allow-* on responses'),
   error_pages: entry(errorPagesOptions, errorPages, "replace Velocity's 4xx/5xx (optionally the servers') by a file or a service's page", (o) => (o.service ? [o.service] : [])),

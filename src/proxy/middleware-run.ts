@@ -121,6 +121,10 @@ export class MiddlewareRun implements MiddlewareRequest {
     return this.source.req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(this.source.req);
   }
 
+  setBody(body: Buffer): void {
+    this.body = body;
+  }
+
   bufferBody(max: number): Promise<boolean> {
     return readUpTo(this.source.req, max).then((body) => {
       if (body === undefined) {

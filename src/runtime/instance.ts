@@ -187,28 +187,34 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const subsystems: Subsystem[] = [
     {
       name: 'listeners',
+      sections: ['listen', 'listeners', 'workers', 'client'],
       apply: async (next, previous) => {
         await listenerSet.reconcile(next);
         return [...changedFields(next, previous, { workers: (c) => c.workers }), ...listenerFieldsNeedingRestart(next, previous)];
       },
     },
     ...observers.subsystems(),
-    { name: 'automatic https', apply: (next) => void automaticHttps.apply(next) },
+    // New acme blocks start ordering; names follow the services' hosts.
+    { name: 'automatic https', sections: ['listeners', 'services'], apply: (next) => void automaticHttps.apply(next) },
     {
-      // Guards and client-IP rules go with the topology to every serving thread (DataPlane.apply).
+      // Guards and client-IP rules, tracing and the listener probes go with the topology to every serving thread (DataPlane.apply).
       name: 'services',
+      sections: ['services', 'defaults', 'trusted_proxies', 'ip_filter', 'rate_limits', 'tracing', 'probes'],
       apply: async (next) => {
         control.applyConfig(next);
         await applied();
         return undefined;
       },
     },
-    restartOnly('guards', { state: (c) => c.state }),
-    { name: 'discovery', apply: (next) => discovery.apply(next).then(() => undefined) },
+    // Where rate-limit counters and the blocklist live: the connections are made at start.
+    restartOnly('state store', ['state'], { state: (c) => c.state }),
+    { name: 'discovery', sections: ['docker', 'services'], apply: (next) => discovery.apply(next).then(() => undefined) },
     // The admin token is read on every request; the listener itself stays.
-    restartOnly('admin', { 'admin.enabled': (c) => c.admin.enabled, 'admin.listen': (c) => c.admin.listen }),
+    restartOnly('admin', ['admin'], { 'admin.enabled': (c) => c.admin.enabled, 'admin.listen': (c) => c.admin.listen }),
     // The etcd client, lease and watch are made once, at start.
-    restartOnly('fleet', { config_source: (c) => c.config_source }),
+    restartOnly('fleet', ['config_source'], { config_source: (c) => c.config_source }),
+    // Read from the running config when shutting down.
+    { name: 'shutdown', sections: ['shutdown_timeout'], apply: () => undefined },
   ];
   let stopWatching: (() => void) | undefined;
   log.info(

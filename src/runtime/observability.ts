@@ -154,6 +154,7 @@ export class Observability {
     return [
       {
         name: 'access log',
+        sections: ['access_log'],
         apply: (next, previous) => {
           // Opened before anything else changes: a path that cannot be opened refuses the reload.
           if (next.access_log.output !== previous.access_log.output) {
@@ -168,6 +169,7 @@ export class Observability {
       },
       {
         name: 'log store',
+        sections: ['logs'],
         apply: async (next, previous) => {
           if (same(next.logs, previous.logs)) return undefined;
           const old = this.writer;
@@ -180,6 +182,7 @@ export class Observability {
       },
       {
         name: 'metrics',
+        sections: ['metrics'],
         apply: (next) => {
           // Counting follows on every serving thread with the new topology (serving.ts).
           this.config = { ...this.config, metrics: next.metrics };

@@ -203,6 +203,7 @@ function checkMode(
 const NOT_FOR_HTTP2: Record<string, string> = {
   body_limit: 'reads a body of unknown length (every gRPC call) into memory before forwarding, which would stall streaming calls',
   mirror: 'sends its copies over HTTP/1.1 and only for bodies held in memory',
+  decompress: 'reads a compressed body into memory before forwarding (gRPC compresses messages itself, with grpc-encoding)',
 };
 
 /** The service's and its routes' middleware, where the servers speak HTTP/2 (gRPC): refused when it cannot apply. */
