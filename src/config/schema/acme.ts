@@ -64,18 +64,20 @@ export const acmeSchema = z
       .union(
         [
           z.string().min(1, 'expected a directory path'),
-          z.strictObject({ redis: z.strictObject({ prefix: z.string().min(1).default('velocity:acme:') }).prefault({}) }),
-          z.strictObject({
-            /** `prefix` default: the fleet's prefix + `/acme/`. */
-            etcd: z
-              .strictObject({
-                prefix: z
-                  .string()
-                  .regex(/^\/[\w./-]*\/$/, 'a key prefix such as /velocity/prod/acme/ (starts and ends with /)')
-                  .optional(),
-              })
-              .prefault({}),
-          }),
+          z
+            .strictObject({
+              redis: z.strictObject({ prefix: z.string().min(1).default('velocity:acme:') }).optional(),
+              /** `prefix` default: the fleet's prefix + `/acme/`. */
+              etcd: z
+                .strictObject({
+                  prefix: z
+                    .string()
+                    .regex(/^\/[\w./-]*\/$/, 'a key prefix such as /velocity/prod/acme/ (starts and ends with /)')
+                    .optional(),
+                })
+                .optional(),
+            })
+            .refine((s) => (s.redis === undefined) !== (s.etcd === undefined), 'name one of redis or etcd'),
         ],
         { error: 'expected a directory path, { redis: {} } for the Redis of the state section, or { etcd: {} } for the etcd of config_source' },
       )
@@ -138,9 +140,9 @@ export function checkAcmeStorage(
     const storage = listener.tls?.acme?.storage;
     if (typeof storage !== 'object') continue;
     const path = ['listeners', i, 'tls', 'acme', 'storage'];
-    if ('redis' in storage && storage.redis && config.state.store !== 'redis')
+    if (storage.redis && config.state.store !== 'redis')
       ctx.addIssue({ code: 'custom', path, message: 'storage in redis uses the state section\u2019s Redis: set state.store to redis (with url, sentinels or cluster)' });
-    if ('etcd' in storage && storage.etcd && config.config_source === undefined)
+    if (storage.etcd && config.config_source === undefined)
       ctx.addIssue({ code: 'custom', path, message: 'storage in etcd uses the etcd of config_source: set config_source.etcd (see Running a fleet)' });
   }
 }

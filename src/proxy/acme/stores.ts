@@ -24,13 +24,14 @@ export function acmeStorage(acme: Pick<AcmeConfig, 'storage'>, config: Pick<Conf
   const storage = acme.storage;
   if (typeof storage !== 'object') return new FileStorage(storage ?? defaultAcmeStorage());
   const { state, config_source } = config;
-  if ('redis' in storage) {
+  const { redis, etcd } = storage;
+  if (redis) {
     const where = describeTarget(state);
-    return sharedStorage(JSON.stringify(['redis', where, state.username, storage.redis.prefix]), () => new RedisStorage(state, storage.redis.prefix, where, log));
+    return sharedStorage(JSON.stringify(['redis', where, state.username, redis.prefix]), () => new RedisStorage(state, redis.prefix, where, log));
   }
   const source = config_source?.etcd;
   if (!source) throw new Error('ACME storage in etcd needs config_source.etcd');
-  const prefix = storage.etcd.prefix ?? `${source.prefix}/acme/`;
+  const prefix = etcd?.prefix ?? `${source.prefix}/acme/`;
   return sharedStorage(JSON.stringify(['etcd', source.endpoints, prefix]), () => new EtcdStorage(source, prefix));
 }
 
