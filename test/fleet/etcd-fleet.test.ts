@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -112,6 +113,48 @@ function loadUntilStopped(agent: Agent, members: Member[]): { stop: () => Promis
   };
 }
 
+/** TCP forwarders to every etcd member: cutting them partitions one instance from etcd while the rest of the fleet still reaches it. */
+async function etcdLink(t: { after: (fn: () => unknown) => void }, targets: string[]): Promise<{ endpoints: string[]; cut(): void; restore(): void }> {
+  let open = true;
+  const sockets = new Set<Socket>();
+  const endpoints = await Promise.all(
+    targets.map(async (target) => {
+      const { hostname, port } = new URL(target);
+      const server = createTcpServer((client) => {
+        if (!open) {
+          client.destroy();
+          return;
+        }
+        const upstream = connect(Number(port), hostname);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          sockets.delete(client);
+          sockets.delete(upstream);
+        };
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on('error', drop).on('close', drop);
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      t.after(() => new Promise((r) => server.close(r)));
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    }),
+  );
+  return {
+    endpoints,
+    cut() {
+      open = false;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      open = true;
+    },
+  };
+}
+
 async function push(cluster: EtcdCluster, dir: string, text: string): Promise<string> {
   const file = join(dir, `shared-${Date.now()}.yaml`);
   writeFileSync(file, text);
@@ -136,6 +179,8 @@ test('three instances on a shared config in a 3-member etcd cluster act as one f
 
   const members: Member[] = [];
   const internal: string[] = [];
+  // C reaches etcd through forwarders the test can cut (a partition of C alone).
+  const linkC = await etcdLink(t, cluster.endpoints);
   for (const name of ['A', 'B', 'C']) {
     const file = join(dir, `${name}.yaml`);
     writeFileSync(
@@ -145,7 +190,7 @@ listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0, token: ${TOKEN} }
 config_source:
   etcd:
-    endpoints: [${cluster.endpoints.join(', ')}]
+    endpoints: [${(name === 'C' ? linkC.endpoints : cluster.endpoints).join(', ')}]
     prefix: ${PREFIX}
     id: ${name}
     lease_ttl: 3s
@@ -153,7 +198,7 @@ config_source:
 `,
     );
     const logs: string[] = [];
-    const logger = pino({ level: 'warn' }, { write: (line: string) => logs.push(line) });
+    const logger = pino({ level: name === 'C' ? 'info' : 'warn' }, { write: (line: string) => logs.push(line) });
     const velocity = await start(file, { logger: watchLogger(logger, internal) });
     t.after(() => velocity.close());
     const admin = `http://127.0.0.1:${velocity.adminAddress?.port}`;
@@ -304,6 +349,37 @@ config_source:
     assert.deepEqual(failed.slice(0, 5), []);
     await leader.start();
     await cluster.healthy();
+  });
+
+  await t.test('C cut off from etcd: it keeps serving and says so; changes made meanwhile reach it when it is back, without replaying the ones in between', async () => {
+    linkC.cut();
+    await eventually(async () => !(await fleetView(agent, C)).etcd.reachable, WAIT, 'C reports etcd unreachable');
+    await eventually(async () => !(await fleetView(agent, A)).instances.some((i) => i.id === 'C'), WAIT, 'C leaves the fleet list when its lease expires');
+    const x = { url: 'http://127.0.0.1:20901', name: 'x' };
+    const y = { url: 'http://127.0.0.1:20902', name: 'y' };
+    assert.equal((await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, x)).status, 201);
+    assert.equal((await call(agent, 'DELETE', `${B.admin}/api/v1/services/web/servers/x`)).status, 202);
+    assert.equal((await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, y)).status, 201);
+    const current = (await fleetView(agent, A)).revision;
+    assert.ok(!(await serverIds(agent, C)).includes('y'), 'C has not seen the change');
+    assert.equal((await body(agent, `${C.url}/`)).status, 200, 'C still serves');
+    const reloads = () => C.logs.filter((l) => l.includes('"config reloaded"')).length;
+    const before = reloads();
+    linkC.restore();
+    await eventually(
+      async () => {
+        const view = await fleetView(agent, C);
+        return view.etcd.reachable && view.revision === current && view.instances.some((i) => i.id === 'C');
+      },
+      WAIT,
+      'C is back at the current revision',
+    );
+    assert.ok((await serverIds(agent, C)).includes('y'));
+    assert.ok(!(await serverIds(agent, C)).includes('x'));
+    assert.equal(reloads() - before, 1, 'C applied the current config once, not each change it missed');
+    assert.ok(C.logs.some((l) => l.includes('etcd reachable again')));
+    await eventually(async () => (await fleetView(agent, A)).instances.length === 3, WAIT, 'C is listed again');
+    assert.equal((await call(agent, 'DELETE', `${B.admin}/api/v1/services/web/servers/y`)).status, 202);
   });
 
   await t.test('all of etcd stopped: every instance keeps serving, says so, and catches up after restart', async () => {
