@@ -10,7 +10,7 @@ import { SMALL_BODY } from './lib.ts';
 const port = Number(process.argv[2]);
 const body = Buffer.from(SMALL_BODY);
 const http1 = new Http1Server(
-  { header_timeout: 10_000, body_timeout: 60_000, keepalive_timeout: 5_000, max_header_size: 16 * 1024, max_connections: 0, underscore_headers: 'drop' },
+  { header_timeout: 10_000, body_timeout: 60_000, keepalive_timeout: 5_000, max_header_size: 16 * 1024, max_connections: 0, underscore_headers: 'drop', abort_on_close: true },
   {
     onRequest: (_req, res) => {
       res.writeHead(200, undefined, ['content-length', String(body.length)]);

@@ -26,6 +26,9 @@ export class RedisBlocklist implements Blocklist {
   /** Changes not yet written to Redis, latest per entry. */
   private readonly pending = new Map<string, Change>();
   private synced: Promise<void> = Promise.resolve();
+  /** Copies from Redis under way, and the published changes heard meanwhile (applied again on top of the copy, which may predate them). */
+  private copying = 0;
+  private heard: (() => void)[] = [];
   private retry: NodeJS.Timeout | undefined;
 
   constructor(redis: RedisConnection, log: Logger) {
@@ -108,8 +111,10 @@ export class RedisBlocklist implements Blocklist {
   private apply(text: string): void {
     try {
       const change = JSON.parse(text) as Change;
-      if (change.op === 'remove') this.local.delete(change.cidr);
-      else this.local.put(this.mirrored(change.entry, change.ttlMs));
+      const stored = change.op === 'add' ? this.mirrored(change.entry, change.ttlMs) : undefined;
+      const apply = () => (stored ? this.local.put(stored) : this.local.delete((change as { cidr: string }).cidr));
+      apply();
+      if (this.copying > 0) this.heard.push(apply);
     } catch (err) {
       if (!(err instanceof BlocklistError)) this.log.warn({ err: (err as Error).message }, 'ignored a malformed blocklist message');
     }
@@ -135,16 +140,26 @@ export class RedisBlocklist implements Blocklist {
     if (!this.redis.usable()) return false;
     for (const change of [...this.pending.values()]) await this.share(change);
     if (this.pending.size > 0) return false;
+    this.copying++;
     try {
       const entries: Stored[] = [];
       // A cluster spreads the keys over its masters: each is scanned, and read, on its own.
       for (const node of this.redis.keyHolders()) entries.push(...(await this.readEntries(node)));
       this.local.replace(entries);
+      // A change published while the keys were read may be missing from them (after a failover every
+      // instance copies while others write what waited): what was heard meanwhile goes on top.
+      for (const apply of this.heard) {
+        try {
+          apply();
+        } catch {} // the list is full: put() has logged it
+      }
       this.log.debug({ entries: entries.length }, 'blocklist copied from redis');
       return true;
     } catch (err) {
       this.redis.failed(err as Error);
       return false;
+    } finally {
+      if (--this.copying === 0) this.heard = [];
     }
   }
 

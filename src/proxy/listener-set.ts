@@ -94,7 +94,7 @@ function acmeStoragesOf(config: Config, log: Logger) {
   const seen = new Map<string, ReturnType<typeof acmeStorage>>();
   for (const l of config.listeners) {
     const acme = l.type === 'https' ? l.tls.acme : undefined;
-    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme, config.state, log) : undefined;
+    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme, config, log) : undefined;
     if (storage && !seen.has(storage.description)) seen.set(storage.description, storage);
   }
   return [...seen.values()];
@@ -195,7 +195,7 @@ export class ListenerSet {
       const onDemand = this.onDemand;
       const managed = acme
         ? await ManagedCertificates.create({
-            storage: acmeStorage(acme, config.state, this.log),
+            storage: acmeStorage(acme, config, this.log),
             ca: caKey(acme.ca),
             names: acmeHosts(acme, config.services),
             protocol: protocolOptions(listener.tls),

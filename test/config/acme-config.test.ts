@@ -66,7 +66,7 @@ describe('tls.acme config', () => {
     assert.match(String(p?.message), /no host to obtain a certificate for/);
   });
 
-  test('storage in Redis needs the state section on Redis, and is refused at the storage field without it', () => {
+  test('storage in Redis or etcd needs the state section on Redis or config_source, and is refused at the storage field without it', () => {
     const [p] = problems(base('        storage: { redis: {} }'));
     assert.deepEqual([p?.path, p?.line, p?.column], ['listeners[0].tls.acme.storage', 6, 18]);
     assert.match(String(p?.message), /set state\.store to redis/);
@@ -74,9 +74,16 @@ describe('tls.acme config', () => {
     const listener = config.listeners[0];
     assert.deepEqual(listener?.type === 'https' ? listener.tls.acme?.storage : undefined, { redis: { prefix: 'velocity:acme:' } });
     const [bad] = problems(base('        storage: { consul: {} }'));
-    assert.deepEqual([bad?.path, bad?.message], ['listeners[0].tls.acme.storage.consul', 'unknown field "consul"; expected one of redis']);
+    assert.deepEqual([bad?.path, bad?.message], ['listeners[0].tls.acme.storage.consul', 'unknown field "consul"; expected one of redis, etcd']);
+    const [etcd] = problems(base('        storage: { etcd: {} }'));
+    assert.deepEqual([etcd?.path, etcd?.line], ['listeners[0].tls.acme.storage', 6]);
+    assert.match(String(etcd?.message), /storage in etcd uses the etcd of config_source/);
+    const [prefix] = problems(base('        storage: { etcd: { prefix: acme } }'));
+    assert.equal(prefix?.path, 'listeners[0].tls.acme.storage.etcd.prefix');
+    const [neither] = problems(base('        storage: {}'));
+    assert.match(String(neither?.message), /name one of redis or etcd/);
     const [number] = problems(base('        storage: 5'));
-    assert.match(String(number?.message), /directory path, or \{ redis: \{\} \}/);
+    assert.match(String(number?.message), /directory path, \{ redis: \{\} \} for the Redis of the state section, or \{ etcd: \{\} \}/);
   });
 
   test('a bad CA URL, email, EAB key and missing ca_root file are each refused with their field', () => {

@@ -1,12 +1,18 @@
 /**
- * A fleet's ACME storage in Redis: two instances with no directory in common keep
- * the account, certificates, challenge answers and the order lock in one real
- * redis-server, so one of them orders and both serve the certificate.
+ * A fleet's ACME storage in Redis or etcd: two instances with no directory in
+ * common keep the account, certificates, challenge answers and the order lock in
+ * one real redis-server, or one real etcd, so one of them orders and both serve
+ * the certificate.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { Redis } from 'ioredis';
+import { silentLogger } from '../../src/observe/logger.ts';
+import { start, type Velocity } from '../../src/runtime/instance.ts';
+import { startEtcdCluster } from '../support/etcd.ts';
+import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
 import { startRedis } from '../support/redis.ts';
 import { freePort } from '../support/spawn.ts';
 import { acmeLab, acmeYaml, adminApi, assertOrderedOnceAndRenewedTogether, startAcmeVelocity } from './acme-support.ts';
@@ -39,4 +45,43 @@ test('two instances with storage in Redis order a name once, serve the same cert
   assert.ok(!stored.some((k) => k.includes('locks/')), `the order lock was released: ${stored.join(' ')}`);
   const entry = (await adminApi(a, 'GET', '/api/v1/certificates/shop.example.com')).body.certificates[0];
   assert.match(String(entry?.storage), /^redis redis:\/\/127\.0\.0\.1:\d+ fleet:acme:$/);
+});
+
+test('two fleet instances with storage in etcd order a name once, serve the same certificate, and a renewal by one reaches the other', async (t) => {
+  const etcd = await startEtcdCluster(t, 1);
+  if (!etcd) return;
+  const lab = await acmeLab(t);
+  if (!lab) return;
+  const prefix = '/velocity/acme-test';
+  await etcd.client.put(`${prefix}/config`).value('services:\n  - { name: shop, hosts: [shop.example.com], servers: [] }\n');
+  const internal: string[] = [];
+  t.after(() => assertNoInternalErrors(internal, 'the fleet'));
+  /** An instance of the fleet: its own file (listeners, admin, config_source), the services from etcd. */
+  const instance = async (name: string, ports: { httpsPort?: number; httpPort?: number }): Promise<Velocity> => {
+    const file = join(lab.storage, `${name}.yaml`);
+    const own = acmeYaml(lab, { ...ports, storage: '{ etcd: {} }' }).replace(/\nservices:[\s\S]*$/, '\n');
+    writeFileSync(file, `${own}config_source: { etcd: { endpoints: [${etcd.endpoints.join(', ')}], prefix: ${prefix}, id: ${name} } }\n`);
+    const velocity = await start(file, { logger: watchLogger(silentLogger(), internal) });
+    t.after(() => velocity.close());
+    return velocity;
+  };
+  const [httpsB, httpB] = [await freePort(), await freePort()];
+  const [a, b] = await Promise.all([instance('A', {}), instance('B', { httpsPort: httpsB, httpPort: httpB })]);
+  await assertOrderedOnceAndRenewedTogether(a, b, lab.httpsPort, httpsB);
+
+  const stored = (await etcd.client.getAll().prefix(`${prefix}/acme/`).keys()).sort();
+  assert.ok(
+    stored.some((k) => /\/acme\/accounts\/.+\/account\.key$/.test(k)),
+    stored.join(' '),
+  );
+  assert.ok(
+    stored.some((k) => /\/acme\/certificates\/.+\/shop\.example\.com\/shop\.example\.com\.pem$/.test(k)),
+    stored.join(' '),
+  );
+  assert.ok(!stored.some((k) => k.includes('/locks/')), `the order lock was released: ${stored.join(' ')}`);
+  assert.deepEqual(
+    readdirSync(lab.storage).filter((f) => !f.endsWith('.yaml')),
+    [],
+    'nothing on disk but the instances\u2019 own files',
+  );
 });

@@ -131,8 +131,8 @@ queue: { max_length: 5, timeout: 300ms }
     assert.equal(timedOut.headers['x-velocity-error'], 'QUEUE_TIMEOUT');
     const abandoned = get(agent, `${url}/`, {}).catch(() => 'aborted');
     void abandoned;
-    // A client that leaves resets its connection. (A bare FIN is a half-close: Velocity's HTTP/1.1
-    // server keeps answering a client that only shut down its sending side.)
+    // A client that leaves resets its connection (a bare FIN before the answer counts as leaving too,
+    // with client.abort_on_close on: see test/proxy/abort-on-close.test.ts).
     const leaving = connect(velocity.address.port, '127.0.0.1');
     leaving.on('error', () => {});
     leaving.write('GET / HTTP/1.1\r\nHost: app\r\n\r\n');

@@ -155,7 +155,7 @@ describe('the HTTP/1.1 server end to end', () => {
       t,
       `listen: "127.0.0.1:0"
 admin: { enabled: false }
-client: { keepalive_timeout: 1s }
+client: { keepalive_timeout: 1s, abort_on_close: false }
 services:
   - name: app
     timeouts: { idle: 60s, total: 0 }
@@ -263,7 +263,7 @@ services:
     assert.match(responses[3] as string, /path \/last\n$/);
   });
 
-  test("a client's half-close after its request does not lose the response", async () => {
+  test("with abort_on_close: false, a client's half-close after its request does not lose the response", async () => {
     const { text, closed } = await raw(port, async (s) => {
       s.end('GET /half HTTP/1.1\r\nHost: a\r\n\r\n');
     });

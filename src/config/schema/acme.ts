@@ -58,12 +58,29 @@ export const acmeSchema = z
       .refine((list) => new Set(list).size === list.length, { message: 'a challenge type is listed twice' }),
     /**
      * Directory for the account key, certificates, challenge answers and locks (share it between instances); $XDG_DATA_HOME/velocity/acme
-     * (else ~/.local/share/velocity/acme) when absent. `{ redis: { prefix } }` keeps them in the state section's Redis instead, for a fleet.
+     * (else ~/.local/share/velocity/acme) when absent. For a fleet, `{ redis: { prefix } }` keeps them in the state section's Redis, `{ etcd: { prefix } }` in the etcd of config_source.
      */
     storage: z
-      .union([z.string().min(1, 'expected a directory path'), z.strictObject({ redis: z.strictObject({ prefix: z.string().min(1).default('velocity:acme:') }).prefault({}) })], {
-        error: 'expected a directory path, or { redis: {} } for the Redis of the state section',
-      })
+      .union(
+        [
+          z.string().min(1, 'expected a directory path'),
+          z
+            .strictObject({
+              redis: z.strictObject({ prefix: z.string().min(1).default('velocity:acme:') }).optional(),
+              /** `prefix` default: the fleet's prefix + `/acme/`. */
+              etcd: z
+                .strictObject({
+                  prefix: z
+                    .string()
+                    .regex(/^\/[\w./-]*\/$/, 'a key prefix such as /velocity/prod/acme/ (starts and ends with /)')
+                    .optional(),
+                })
+                .optional(),
+            })
+            .refine((s) => (s.redis === undefined) !== (s.etcd === undefined), 'name one of redis or etcd'),
+        ],
+        { error: 'expected a directory path, { redis: {} } for the Redis of the state section, or { etcd: {} } for the etcd of config_source' },
+      )
       .optional(),
     /** External account binding (ZeroSSL, Google, most commercial CAs): key id and base64url HMAC key. */
     eab: z
@@ -114,16 +131,19 @@ export function acmeHosts(acme: AcmeConfig, services: readonly { hosts: readonly
   return acme.hosts ? [...new Set(acme.hosts)] : serviceHosts(services);
 }
 
-/** Storage in Redis needs the state section to say where Redis is (a config-wide check, called from the root schema). */
-export function checkAcmeStorage(config: { listeners: readonly { type: string; tls?: { acme?: AcmeConfig } }[]; state: { store: string } }, ctx: z.RefinementCtx): void {
+/** Storage in Redis or etcd needs the state section, or config_source, to say where that is (a config-wide check, called from the root schema). */
+export function checkAcmeStorage(
+  config: { listeners: readonly { type: string; tls?: { acme?: AcmeConfig } }[]; state: { store: string }; config_source?: unknown },
+  ctx: z.RefinementCtx,
+): void {
   for (const [i, listener] of config.listeners.entries()) {
     const storage = listener.tls?.acme?.storage;
-    if (typeof storage === 'object' && storage.redis && config.state.store !== 'redis')
-      ctx.addIssue({
-        code: 'custom',
-        path: ['listeners', i, 'tls', 'acme', 'storage'],
-        message: 'storage in redis uses the state section\u2019s Redis: set state.store to redis (with url, sentinels or cluster)',
-      });
+    if (typeof storage !== 'object') continue;
+    const path = ['listeners', i, 'tls', 'acme', 'storage'];
+    if (storage.redis && config.state.store !== 'redis')
+      ctx.addIssue({ code: 'custom', path, message: 'storage in redis uses the state section\u2019s Redis: set state.store to redis (with url, sentinels or cluster)' });
+    if (storage.etcd && config.config_source === undefined)
+      ctx.addIssue({ code: 'custom', path, message: 'storage in etcd uses the etcd of config_source: set config_source.etcd (see Running a fleet)' });
   }
 }
 

@@ -27,6 +27,12 @@ export const clientSchema = z.strictObject({
    * them. Look-alikes of Content-Length, Transfer-Encoding, Host and Connection are never forwarded.
    */
   underscore_headers: z.enum(['drop', 'reject', 'allow']).default('drop'),
+  /**
+   * A client that closes its sending side (FIN) after its request, before its answer started, has
+   * given up: the request leaves the queue or its server attempt is cancelled (499), as nginx
+   * (proxy_ignore_client_abort off) and Pingora do. false: a half-closed client still gets its answer.
+   */
+  abort_on_close: z.boolean().default(true),
 });
 
 export const adminSchema = z.strictObject({

@@ -46,7 +46,7 @@ export class AutomaticHttps {
         existing.setNames([...names]);
         continue;
       }
-      const manager = new AcmeManager({ config: acme, names: [...names], storage: acmeStorage(acme, config.state, this.log), log: this.log, lock: this.lock });
+      const manager = new AcmeManager({ config: acme, names: [...names], storage: acmeStorage(acme, config, this.log), log: this.log, lock: this.lock });
       this.managers.set(key, manager);
       if (!acme.challenges.includes('tls-alpn-01') && !config.listeners.some((l) => l.type !== 'https') && config.listen.length === 0)
         this.log.warn({ ca: acme.ca }, 'ACME http-01 needs a plain-HTTP listener on port 80 (a redirect or http listener); none is configured');

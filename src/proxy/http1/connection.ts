@@ -18,6 +18,8 @@ export interface ConnectionHost {
   readonly headerTimeout: number;
   readonly bodyTimeout: number;
   readonly keepAliveTimeout: number;
+  /** A FIN after the request and before its answer started cancels the request (client.abort_on_close). */
+  readonly abortOnClose: boolean;
   readonly draining: boolean;
   onRequest(req: Http1Request, res: Http1Response): void;
   /** Whether this upgrade request leaves HTTP (a WebSocket the handler takes). */
@@ -331,9 +333,16 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.res?.emit('drain');
   };
 
-  /** The client half-closed: what it sent is still answered, then the connection ends. */
+  /**
+   * The client half-closed: what it sent is still answered, then the connection ends; with
+   * abort_on_close, a request whose answer has not started is given up (the client left).
+   */
   private readonly onEnd = (): void => {
     this.clientEnded = true;
+    if (this.phase === SERVING && this.host.abortOnClose && this.res !== undefined && !this.res.headersSent) {
+      this.socket.destroy();
+      return;
+    }
     switch (this.phase) {
       case IDLE:
       case HEAD:

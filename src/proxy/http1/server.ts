@@ -24,6 +24,7 @@ export class Http1Server implements ConnectionHost {
   readonly headerTimeout: number;
   readonly bodyTimeout: number;
   readonly keepAliveTimeout: number;
+  readonly abortOnClose: boolean;
   draining = false;
   private readonly connections = new Set<Http1Connection>();
   private readonly handlers: Http1Handlers;
@@ -35,6 +36,7 @@ export class Http1Server implements ConnectionHost {
     this.headerTimeout = client.header_timeout;
     this.bodyTimeout = client.body_timeout;
     this.keepAliveTimeout = client.keepalive_timeout;
+    this.abortOnClose = client.abort_on_close;
     this.handlers = handlers;
     // Deadlines are checked a few times per shortest timeout, at most once a second.
     const every = Math.min(1000, Math.max(50, Math.floor(Math.min(this.headerTimeout, this.keepAliveTimeout) / 4)));

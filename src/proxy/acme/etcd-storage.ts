@@ -1,0 +1,79 @@
+/**
+ * ACME storage for a fleet in etcd (the cluster `config_source.etcd` names): the
+ * account, certificates and challenge answers are keys under PREFIX/acme/, each
+ * written in one put; a key's mod_revision is its change stamp. The order lock is
+ * etcd's own lock on a lease: kept alive by the client while held, gone with the
+ * lease when its holder dies, released by its holder. etcd is linearizable, so a
+ * leader change never lets two instances hold it at once.
+ */
+import { EtcdLockFailedError, type Lock } from 'etcd3';
+import { EtcdConfigStore } from '../../config/etcd-source.ts';
+import type { EtcdSourceConfig } from '../../config/schema/fleet.ts';
+import { type AcmeStorage, LockTimeoutError, type StorageLock, storageKey } from './storage.ts';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class EtcdStorage implements AcmeStorage {
+  readonly description: string;
+  private readonly store: EtcdConfigStore;
+  private readonly prefix: string;
+
+  /** `prefix` ends with `/`; relative TLS files of `source` resolve against the working directory, like the config's other files. */
+  constructor(source: EtcdSourceConfig, prefix: string) {
+    this.store = new EtcdConfigStore(source, process.cwd());
+    this.prefix = prefix;
+    this.description = `etcd ${source.endpoints.join(',')} ${prefix}`;
+  }
+
+  private key(key: string): string {
+    return `${this.prefix}${storageKey(key)}`;
+  }
+
+  async read(key: string): Promise<Buffer | undefined> {
+    return (await this.store.client.get(this.key(key)).buffer()) ?? undefined;
+  }
+
+  async write(key: string, value: string | Buffer): Promise<void> {
+    await this.store.client.put(this.key(key)).value(value);
+  }
+
+  async remove(key: string): Promise<void> {
+    await this.store.client.delete().key(this.key(key));
+  }
+
+  async stamp(key: string): Promise<string | undefined> {
+    return (await this.store.client.get(this.key(key)).exec()).kvs[0]?.mod_revision;
+  }
+
+  async lock(name: string, options: { waitMs?: number; ttlMs?: number } = {}): Promise<StorageLock> {
+    const waitMs = options.waitMs ?? 15 * 60_000;
+    const ttlS = Math.max(2, Math.ceil((options.ttlMs ?? 60_000) / 1000));
+    const key = this.key(`locks/${name}`);
+    const giveUp = Date.now() + waitMs;
+    let lock: Lock;
+    for (;;) {
+      lock = this.store.client.lock(key).ttl(ttlS);
+      try {
+        await lock.acquire();
+        break;
+      } catch (err) {
+        if (!(err instanceof EtcdLockFailedError)) throw err;
+      }
+      if (Date.now() >= giveUp) throw new LockTimeoutError(name, 'another instance', waitMs);
+      await sleep(250 + Math.random() * 250);
+    }
+    let ended = false;
+    return {
+      end: async () => {
+        if (ended) return;
+        ended = true;
+        // Not released (etcd away): the lease expires after the TTL.
+        await lock.release().catch(() => undefined);
+      },
+    };
+  }
+
+  close(): void {
+    this.store.close();
+  }
+}
