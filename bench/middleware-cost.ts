@@ -9,7 +9,6 @@
  *   node bench/middleware-cost.ts [--requests N]
  */
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage } from 'node:http';
 import { parseArgs } from 'node:util';
 import { Agent } from 'undici';
 import { buildChain } from '../src/middleware/chain.ts';
@@ -17,6 +16,7 @@ import type { MiddlewareContext } from '../src/middleware/middleware.ts';
 import { middlewareEntrySchema } from '../src/middleware/registry.ts';
 import type { ClientResponse } from '../src/proxy/client-response.ts';
 import { MiddlewareRun, type RunSource } from '../src/proxy/middleware-run.ts';
+import type { ProxyRequest } from '../src/proxy/proxy-message.ts';
 import type { ServiceRuntime } from '../src/upstream/service.ts';
 
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '200000' } } });
@@ -57,7 +57,7 @@ class Sink extends EventEmitter implements ClientResponse {
 function source(res: ClientResponse, acceptEncoding = ''): RunSource {
   const headers = { host: 'bench', 'user-agent': 'wrk', 'accept-encoding': acceptEncoding };
   return {
-    req: { headers } as unknown as IncomingMessage,
+    req: { headers } as unknown as ProxyRequest,
     res,
     clientIp: '127.0.0.1',
     proto: 'http',

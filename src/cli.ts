@@ -23,9 +23,9 @@ const USAGE = `usage:
                                           run the load balancer (default ./velocity.yaml); --takeover
                                           listens beside the Velocity named by --pid-file, then has it drain
   velocity validate --config FILE         check a config file; exit 1 with every problem
-  velocity config push FILE --etcd HOST:PORT[,…] [--prefix /velocity]
+  velocity config push FILE --etcd HOST:PORT[,…] [--prefix /velocity] [--user NAME[:PASSWORD]]
                                           validate FILE and make it a fleet's shared config in etcd
-  velocity config pull --etcd HOST:PORT[,…] [--prefix /velocity] [--output FILE]
+  velocity config pull --etcd HOST:PORT[,…] [--prefix /velocity] [--user NAME[:PASSWORD]] [--output FILE]
                                           the fleet's shared config (with the admin API's changes)
   velocity proxy --from :8000 --to HOST:PORT [--to …] [--policy NAME] [--health PATH]
                  [--admin ADDR|off] [--print-config]
@@ -205,13 +205,15 @@ async function fleetConfigCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
-    options: { etcd: { type: 'string' }, prefix: { type: 'string', default: '/velocity' }, output: { type: 'string', short: 'o' } },
+    options: { etcd: { type: 'string' }, prefix: { type: 'string', default: '/velocity' }, user: { type: 'string' }, output: { type: 'string', short: 'o' } },
   });
   if ((action !== 'push' && action !== 'pull') || !values.etcd || (action === 'push') !== (positionals.length === 1)) {
     console.error(`velocity config: expected push FILE --etcd … or pull --etcd …\n${USAGE}`);
     return 2;
   }
-  const parsed = etcdSourceSchema.safeParse({ endpoints: values.etcd.split(','), prefix: values.prefix });
+  // --user NAME:PASSWORD as etcdctl takes it; ETCD_PASSWORD keeps the password out of the process list.
+  const [username, password = process.env.ETCD_PASSWORD ?? ''] = values.user?.split(/:(.*)/s) ?? [];
+  const parsed = etcdSourceSchema.safeParse({ endpoints: values.etcd.split(','), prefix: values.prefix, ...(username ? { auth: { username, password } } : {}) });
   if (!parsed.success) {
     console.error(`velocity config: ${parsed.error.issues.map((i) => `--${String(i.path[0]) === 'prefix' ? 'prefix' : 'etcd'}: ${i.message}`).join('; ')}`);
     return 2;

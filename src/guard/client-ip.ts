@@ -5,7 +5,7 @@
  * ignored otherwise. A hop that is not an address (`unknown`, garbage) stops the
  * walk and the peer is used, as nginx's realip does: nothing left of it can be believed.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { isIP } from 'node:net';
 import { type CidrSet, parseCidr } from '../cidr.ts';
 
@@ -43,7 +43,13 @@ function forwardedFor(header: string): string[] {
   return out;
 }
 
-function forwardedChain(req: IncomingMessage): string[] {
+/** What the resolver reads of a request: its headers and the connection's peer. */
+export interface ClientAddressSource {
+  readonly headers: IncomingHttpHeaders;
+  readonly socket: { readonly remoteAddress?: string | undefined };
+}
+
+function forwardedChain(req: ClientAddressSource): string[] {
   const xff = req.headers['x-forwarded-for'];
   if (xff) return (Array.isArray(xff) ? xff.join(',') : xff).split(',');
   const forwarded = req.headers.forwarded;
@@ -57,11 +63,11 @@ export class ClientIpResolver {
     this.trusted = trusted;
   }
 
-  peerTrusted(req: IncomingMessage): boolean {
+  peerTrusted(req: ClientAddressSource): boolean {
     return this.trusted.size > 0 && this.trusted.has(normalizeIp(req.socket.remoteAddress ?? ''));
   }
 
-  resolve(req: IncomingMessage): string {
+  resolve(req: ClientAddressSource): string {
     const peer = normalizeIp(req.socket.remoteAddress ?? '');
     if (this.trusted.size === 0 || !this.trusted.has(peer)) return peer;
     const chain = forwardedChain(req);

@@ -4,7 +4,6 @@
  * rules (client IP, guards) a config sets for every request.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { VelocityError } from '../errors.ts';
 import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
@@ -13,6 +12,8 @@ import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ForwardedInfo } from './headers.ts';
 import type { MiddlewareRun } from './middleware-run.ts';
+import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
+import { RequestAbort } from './request-abort.ts';
 
 /** Per-request state shared by the steps and turned into the access-log record. */
 export class RequestContext implements PickRequest {
@@ -28,16 +29,18 @@ export class RequestContext implements PickRequest {
   responseHeaders: [string, string | string[]][] | undefined;
   /** The route's middleware for this request; undefined when the route has none. */
   run: MiddlewareRun | undefined;
+  /** Stops the request's tries: the client went away, or a timeout passed. */
+  readonly abort = new RequestAbort();
 
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  readonly req: ProxyRequest;
+  readonly res: ProxyResponse;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
   /** The request's trace (W3C Trace Context) and whether servers are told about it. */
   readonly trace: RequestTrace | undefined;
   readonly propagateTrace: boolean;
 
-  constructor(req: IncomingMessage, res: ServerResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
+  constructor(req: ProxyRequest, res: ProxyResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
     this.req = req;
     this.res = res;
     this.clientIp = clientIp;

@@ -14,6 +14,7 @@ import type { UpstreamServer } from '../upstream/server.ts';
 import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
+import type { AbortableTry, RequestAbort } from './request-abort.ts';
 export interface AttemptTimeouts {
   responseHeader: number;
   idle: number;
@@ -98,21 +99,16 @@ export class UpstreamPools {
   }
 }
 
-/** How a timed-out or aborted attempt is told apart from a server failure. */
-function abortReason(signal: AbortSignal): Error & { code?: string } {
-  return signal.reason instanceof Error ? signal.reason : new Error('aborted');
-}
-
 /**
  * One attempt: the sink of one exchange, writing into the client response.
  * Resolves when the response has been streamed to the client, or with the
- * failure; `signal` aborts it (client gone, total or per-try timeout).
+ * failure; `control` aborts it (client gone, total or per-try timeout).
  */
-class Attempt implements ExchangeSink {
+class Attempt implements ExchangeSink, AbortableTry {
   private readonly res: ClientResponse;
   private readonly req: AttemptRequest;
   private readonly started: number;
-  private readonly signal: AbortSignal;
+  private readonly control: RequestAbort;
   private readonly resolve: (outcome: AttemptOutcome) => void;
   private exchange: Exchange | undefined;
   private settled = false;
@@ -123,20 +119,21 @@ class Attempt implements ExchangeSink {
   private status = 0;
   private waitingForDrain = false;
 
-  constructor(res: ClientResponse, req: AttemptRequest, started: number, signal: AbortSignal, resolve: (outcome: AttemptOutcome) => void) {
+  constructor(res: ClientResponse, req: AttemptRequest, started: number, control: RequestAbort, resolve: (outcome: AttemptOutcome) => void) {
     this.res = res;
     this.req = req;
     this.started = started;
-    this.signal = signal;
+    this.control = control;
     this.resolve = resolve;
   }
 
   start(pool: ServerPool): void {
-    if (this.signal.aborted) {
-      this.onAbort();
+    const control = this.control;
+    if (control.reason) {
+      this.abort(control.reason);
       return;
     }
-    this.signal.addEventListener('abort', this.onAbort, { once: true });
+    control.current = this;
     const req = this.req;
     const request: UpstreamRequest = {
       method: req.method,
@@ -153,13 +150,14 @@ class Attempt implements ExchangeSink {
   private settle(outcome: AttemptOutcome): void {
     if (this.settled) return;
     this.settled = true;
-    this.signal.removeEventListener('abort', this.onAbort);
+    if (this.control.current === this) this.control.current = undefined;
     if (this.waitingForDrain) this.res.removeListener('drain', this.onDrain);
     this.resolve(outcome);
   }
 
-  private readonly onAbort = (): void => {
-    const reason = abortReason(this.signal);
+  /** The client went away, or a timeout passed. */
+  abort(reason: Error & { code?: string }): void {
+    if (this.settled) return;
     this.exchange?.abort();
     this.settle({
       kind: 'failed',
@@ -168,7 +166,7 @@ class Attempt implements ExchangeSink {
       responseStarted: this.responseStarted,
       requestSent: this.requestSent || (this.exchange?.headSent ?? false),
     });
-  };
+  }
 
   private readonly onDrain = (): void => {
     this.waitingForDrain = false;
@@ -244,10 +242,10 @@ class Attempt implements ExchangeSink {
 
 /**
  * One attempt. Resolves when the response has been streamed to the client, or
- * with the failure; `signal` aborts the attempt (client gone, total timeout).
+ * with the failure; `control` aborts the attempt (client gone, total or per-try timeout).
  */
-export function forwardAttempt(pool: ServerPool, req: AttemptRequest, res: ClientResponse, started: number, signal: AbortSignal): Promise<AttemptOutcome> {
-  return new Promise<AttemptOutcome>((resolve) => new Attempt(res, req, started, signal, resolve).start(pool));
+export function forwardAttempt(pool: ServerPool, req: AttemptRequest, res: ClientResponse, started: number, control: RequestAbort): Promise<AttemptOutcome> {
+  return new Promise<AttemptOutcome>((resolve) => new Attempt(res, req, started, control, resolve).start(pool));
 }
 
 /** Appends `[name, value]` pairs to a flat header list, a list value as repeated names. */

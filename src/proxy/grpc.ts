@@ -4,12 +4,11 @@
  * as gRPC statuses — a "trailers-only" response (HTTP 200, application/grpc,
  * grpc-status and grpc-message in the one HEADERS frame), never a text body.
  */
-
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerResponse, OutgoingHttpHeaders } from 'node:http2';
 import type { ErrorCode, VelocityError } from '../errors.ts';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';
 import type { ClientResponse } from './client-response.ts';
+import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
 
 export const GRPC = {
   OK: 0,
@@ -27,7 +26,7 @@ export const GRPC = {
 } as const;
 
 /** Whether a request is a gRPC call (application/grpc, application/grpc+proto, …). */
-export function isGrpcRequest(req: IncomingMessage): boolean {
+export function isGrpcRequest(req: ProxyRequest): boolean {
   const type = req.headers['content-type'];
   return typeof type === 'string' && type.startsWith('application/grpc');
 }
@@ -123,7 +122,7 @@ export class TrailersOnlyResponse extends ResponseDecorator {
 }
 
 /** Writes one of Velocity's errors as a trailers-only gRPC response. */
-export function respondGrpcError(res: ServerResponse, error: VelocityError, extraHeaders?: [string, string | string[]][], requestType?: string | undefined): number {
+export function respondGrpcError(res: ProxyResponse, error: VelocityError, extraHeaders?: [string, string | string[]][], requestType?: string | undefined): number {
   const status = grpcStatusFor(error);
   const headers: OutgoingHttpHeaders = {
     // A gRPC-Web client gets its own content type back.
@@ -154,8 +153,8 @@ export function respondGrpcError(res: ServerResponse, error: VelocityError, extr
  * Ends a started HTTP/2 gRPC response with a status in trailers. The compatibility
  * response sends its trailers when the stream asks for them, so they are set there.
  */
-export function sendStatusTrailers(res: ServerResponse, status: number, message: string): void {
-  res.addTrailers({ 'grpc-status': String(status), 'grpc-message': message });
+export function sendStatusTrailers(res: ProxyResponse, status: number, message: string): void {
+  res.addTrailers?.({ 'grpc-status': String(status), 'grpc-message': message });
   (res as unknown as Http2ServerResponse).stream.end();
 }
 

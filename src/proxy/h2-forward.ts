@@ -7,7 +7,6 @@
  * answered UNAVAILABLE before any message is retried only for methods the config
  * marks safe; plain HTTP follows the service's retry_on rules for idempotent methods.
  */
-import type { ServerResponse } from 'node:http';
 import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
@@ -25,6 +24,7 @@ import { classifyUpstreamError } from './forwarder.ts';
 import { encodeGrpcMessage, flatHeaders, formatGrpcTimeout, GRPC, headerObject, isGrpcRequest, methodMatches, parseGrpcTimeout, sendStatusTrailers } from './grpc.ts';
 import { type GrpcWebMode, GrpcWebResponse, grpcWebMode, grpcWebRequestBody, toGrpcRequestHeaders } from './grpc-web.ts';
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
+import type { ProxyResponse } from './proxy-message.ts';
 import { ReplayableBody } from './replayable-body.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -105,7 +105,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
   let unprocessedResends = 0;
   try {
     for (let attempt = 1; ; ) {
-      const picked = plane.select(service, ctx, tried, abort.signal);
+      const picked = plane.select(service, ctx, tried, abort);
       const lease = picked instanceof Promise ? await picked : picked;
       if (lease instanceof VelocityError) return fail(badBody ?? (abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : lease));
       const server = lease.server;
@@ -245,8 +245,8 @@ function clientHeaders(headers: IncomingHttpHeaders, extra: [string, string | st
  * the body on HTTP/2.
  */
 class TrailersBeside extends ResponseDecorator {
-  private readonly client: ServerResponse;
-  constructor(decorated: ClientResponse, client: ServerResponse) {
+  private readonly client: ProxyResponse;
+  constructor(decorated: ClientResponse, client: ProxyResponse) {
     super(decorated);
     this.client = client;
   }
@@ -256,7 +256,7 @@ class TrailersBeside extends ResponseDecorator {
 }
 
 /** The client's HTTP/2 stream when it spoke HTTP/2 (undefined for HTTP/1.1 clients). */
-function clientStream(res: ServerResponse): ServerHttp2Stream | undefined {
+function clientStream(res: ProxyResponse): ServerHttp2Stream | undefined {
   const stream = (res as unknown as Partial<Http2ServerResponse>).stream;
   return stream && typeof stream.respond === 'function' ? stream : undefined;
 }
@@ -303,7 +303,7 @@ function h2Attempt(
       const gs = code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
       const message = encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`);
       // The client sees a gRPC status, not a reset: UNAVAILABLE (or DEADLINE_EXCEEDED) in trailers.
-      if (responseStarted && plan.grpc && h2client && !h2client.closed) sendStatusTrailers(res as unknown as ServerResponse, gs, message);
+      if (responseStarted && plan.grpc && h2client && !h2client.closed) sendStatusTrailers(res as unknown as ProxyResponse, gs, message);
       else if (responseStarted && plan.grpc && res.addTrailers && !res.destroyed) {
         res.addTrailers({ 'grpc-status': String(gs), 'grpc-message': message });
         res.end();

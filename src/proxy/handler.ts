@@ -2,7 +2,6 @@
  * The HTTP data path for one request: route → guards → select → forward, with
  * retries, and one record to observers at the end. Never throws to the server.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
@@ -19,6 +18,8 @@ import type { UnderscoreHeaders } from './header-names.ts';
 import { requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
+import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
+import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
 import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
@@ -42,7 +43,7 @@ export class RequestHandler {
   /** Connections that sent a refused head: what was pipelined behind it is refused too, never forwarded. */
   private readonly refused = new WeakSet<object>();
 
-  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+  readonly handle = (req: ProxyRequest, res: ProxyResponse): void => {
     const headProblem = this.refused.has(req.socket)
       ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused')
       : checkRequestHead(req, this.underscores);
@@ -53,22 +54,28 @@ export class RequestHandler {
       this.refuse(ctx, headProblem);
       return;
     }
-    this.run(ctx)
-      .catch((err: unknown) => {
-        this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
-        this.fail(ctx, new VelocityError('INTERNAL'));
-      })
-      .finally(() => this.finish(ctx));
+    void this.serve(ctx);
   };
+
+  /** The request path for one request, recorded at the end: no closures per request for the promise's outcome. */
+  private async serve(ctx: RequestContext): Promise<void> {
+    try {
+      await this.run(ctx);
+    } catch (err) {
+      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
+      this.fail(ctx, new VelocityError('INTERNAL'));
+    }
+    this.finish(ctx);
+  }
 
   /** Open WebSocket tunnels of this listener. */
   readonly tunnels = new TunnelSet();
 
   /** Whether an Upgrade request leaves the request path: WebSocket, to a service that allows it. */
-  readonly wantsUpgrade = (req: IncomingMessage): boolean => isWebSocketUpgrade(req) && this.plane.route(req.headers.host, req.url ?? '/')?.config.websocket === true;
+  readonly wantsUpgrade = (req: ProxyRequest): boolean => isWebSocketUpgrade(req) && this.plane.route(req.headers.host, req.url ?? '/')?.config.websocket === true;
 
   /** A WebSocket upgrade (HTTP/1.1): routed and guarded like a request, then tunnelled to a server. */
-  readonly handleUpgrade = (req: IncomingMessage, res: ServerResponse, socket: Duplex, head: Buffer): void => {
+  readonly handleUpgrade = (req: ProxyRequest, res: ProxyResponse, socket: Duplex, head: Buffer): void => {
     // `res` is bound to the raw socket, so refusals and errors are written like any other.
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
@@ -107,7 +114,11 @@ export class RequestHandler {
 
   private async run(ctx: RequestContext): Promise<void> {
     const { res } = ctx;
-    res.on('close', () => this.finish(ctx));
+    // One listener for both: a client that leaves before its response ended aborts the try in flight.
+    res.on('close', () => {
+      if (!res.writableFinished) ctx.abort.abort(clientGoneError());
+      this.finish(ctx);
+    });
     // While shutting down, finish what arrives on open connections but close them after.
     if (this.plane.draining) res.shouldKeepAlive = false;
     const service = await this.admit(ctx);
@@ -161,19 +172,14 @@ export class RequestHandler {
     run?.forwarded(method, path, headers, body);
     const clientRes = run ? run.response() : res;
 
-    const abort = new AbortController();
-    const onClientGone = () => {
-      if (!res.writableFinished) abort.abort(clientGoneError());
-    };
-    res.on('close', onClientGone);
-    const totalTimer =
-      cfg.timeouts.total > 0 ? setTimeout(() => abort.abort(Object.assign(new Error('total timeout'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), cfg.timeouts.total) : undefined;
+    const abort = ctx.abort;
+    const totalTimer = cfg.timeouts.total > 0 ? setTimeout(abortOnTotalTimeout, cfg.timeouts.total, abort) : undefined;
 
     const tried = new Set<UpstreamServer>();
     const upstreamStart = performance.now();
     try {
       for (let attempt = 1; ; attempt++) {
-        const picked = this.plane.select(service, ctx, tried, abort.signal);
+        const picked = this.plane.select(service, ctx, tried, abort);
         const lease = picked instanceof Promise ? await picked : picked;
         if (lease instanceof VelocityError) {
           return this.fail(ctx, lease);
@@ -183,8 +189,7 @@ export class RequestHandler {
         record.server = server.id;
         this.plane.stickTo(service, server, ctx);
         const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried);
-        const perTry = cfg.retries.per_try_timeout > 0 ? perTryTimeout(cfg.retries.per_try_timeout) : undefined;
-        const attemptSignal = perTry ? AbortSignal.any([abort.signal, perTry.signal]) : abort.signal;
+        const perTry = cfg.retries.per_try_timeout > 0 ? setTimeout(abortTryOnTimeout, cfg.retries.per_try_timeout, abort) : undefined;
         const attemptStart = performance.now();
         const span = ctx.trace?.startAttempt();
         if (span && traceAt >= 0) headers[traceAt] = ctx.trace?.traceparent(span) as string;
@@ -203,10 +208,10 @@ export class RequestHandler {
             },
             clientRes,
             attemptStart,
-            attemptSignal,
+            abort,
           );
         } finally {
-          perTry?.clear();
+          if (perTry) clearTimeout(perTry);
           lease.end(outcome, performance.now() - attemptStart);
         }
         if (span) ctx.trace?.endAttempt(span, attemptResultOf(server, outcome), method);
@@ -227,7 +232,7 @@ export class RequestHandler {
         const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
         // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
         // so nothing is spent on a retry refused for another reason (past the total timeout, say).
-        record.retryDenied = retryRefusal(safeToResend, attempt < cfg.retries.attempts, replayable, abort.signal.aborted, service, tried);
+        record.retryDenied = retryRefusal(safeToResend, attempt < cfg.retries.attempts, replayable, abort.aborted, service, tried);
         if (record.retryDenied) {
           const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
           return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
@@ -235,11 +240,10 @@ export class RequestHandler {
         record.retries++;
         const cap = cappedBackoff(cfg.retries.backoff.base, cfg.retries.backoff.max, attempt - 1);
         await sleep(Math.random() * cap);
-        if (abort.signal.aborted) return this.fail(ctx, new VelocityError('UPSTREAM_TIMEOUT'));
+        if (abort.aborted) return this.fail(ctx, new VelocityError('UPSTREAM_TIMEOUT'));
       }
     } finally {
       if (totalTimer) clearTimeout(totalTimer);
-      res.removeListener('close', onClientGone);
     }
   }
 
@@ -249,7 +253,7 @@ export class RequestHandler {
    * Only buffering waits; the other answers are immediate. `record.bytesIn` counts
    * the body bytes actually read (chunked ones too), not what Content-Length says.
    */
-  private requestBody(req: IncomingMessage, bufferLimit: number, record: RequestRecord): Buffer | Readable | null | Promise<Buffer | VelocityError> {
+  private requestBody(req: ProxyRequest, bufferLimit: number, record: RequestRecord): Buffer | Readable | null | Promise<Buffer | VelocityError> {
     const length = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
     if (!chunked && (length === undefined || length === '0')) return null;
@@ -295,7 +299,7 @@ export class RequestHandler {
 }
 
 /** Reads a whole (small) request body: chunk events, not an async iterator turn per chunk. */
-function bufferBody(req: IncomingMessage): Promise<Buffer | VelocityError> {
+function bufferBody(req: ProxyRequest): Promise<Buffer | VelocityError> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     const cutShort = () => resolve(new VelocityError('BAD_REQUEST', 'request body was cut short'));
@@ -335,11 +339,4 @@ function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' 
   if (status === 504) return 'UPSTREAM_TIMEOUT';
   if (status === 503) return 'NO_HEALTHY_SERVER';
   return 'UPSTREAM_BAD_RESPONSE';
-}
-
-/** A per-try time limit whose timer is cleared when the try ends (no timer outlives its request). */
-function perTryTimeout(ms: number): { signal: AbortSignal; clear(): void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(Object.assign(new Error('per-try timeout'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), ms);
-  return { signal: controller.signal, clear: () => clearTimeout(timer) };
 }

@@ -5,12 +5,11 @@
  * knowledge") — are handed to one node:http2 server that never listens itself. Its compatibility API gives request/response objects the
  * handler serves like HTTP/1.1 ones; servers are always spoken to in HTTP/1.1.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { ClientConfig } from '../config/schema/root.ts';
 import type { Logger } from '../observe/logger.ts';
-import type { ClientResponse } from './client-response.ts';
+import type { ProxyRequest, ProxyResponse, RequestListener } from './proxy-message.ts';
 
 /** Concurrent streams a client may open on one connection (nginx uses 128 too). */
 export const MAX_CONCURRENT_STREAMS = 128;
@@ -18,18 +17,16 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 /** Enough bytes to tell "PRI " from any HTTP/1.1 method. */
 const SNIFF_BYTES = 4;
 
-export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
-
 /**
  * Whether a request came over an HTTP/2 stream, not from an HTTP/1 parser (whose
  * request line may claim "HTTP/2.0": the version says nothing about the transport).
  */
-export function isHttp2Stream(req: IncomingMessage): boolean {
+export function isHttp2Stream(req: ProxyRequest): boolean {
   return (req as unknown as Partial<Http2ServerRequest>).stream !== undefined;
 }
 
 /** Whether an HTTP/2 request carries a body of unknown length (HTTP/2 has no chunked encoding). */
-export function hasHttp2BodyWithoutLength(req: IncomingMessage): boolean {
+export function hasHttp2BodyWithoutLength(req: ProxyRequest): boolean {
   return isHttp2Stream(req) && req.headers['content-length'] === undefined && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
 }
 
@@ -49,8 +46,8 @@ export class Http2Front {
     this.server.on('request', (req: Http2ServerRequest, res) => {
       // The router and the forwarded Host come from :authority when the client sent no Host.
       if (req.headers.host === undefined && req.authority) req.headers.host = req.authority;
-      // The forwarder writes into it through ClientResponse, which the compatibility response fits.
-      onRequest(req as unknown as IncomingMessage, res satisfies ClientResponse as unknown as ServerResponse);
+      // The compatibility API's request and response fit what the request path reads and writes.
+      onRequest(req satisfies ProxyRequest, res satisfies ProxyResponse);
     });
     this.server.on('session', (session) => this.track(session));
     this.server.on('sessionError', (err) => log.debug({ err: err.message }, 'HTTP/2 session error'));

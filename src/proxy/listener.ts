@@ -4,7 +4,6 @@
  * HTTPS (SNI certificates; by ALPN HTTP/2 goes to node:http2, http/1.1 to the
  * same raw-socket server).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import type { ClientConfig } from '../config/schema/root.ts';
@@ -12,11 +11,10 @@ import type { ListenAddress } from '../config-fields.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import type { Http01Answers } from './acme/http01.ts';
 import { RequestHandler } from './handler.ts';
-import type { Http1Request } from './http1/request.ts';
-import type { Http1Response } from './http1/response.ts';
 import { Http1Server } from './http1/server.ts';
-import { Http2Front, type RequestListener } from './http2.ts';
+import { Http2Front } from './http2.ts';
 import { withListenerProbes } from './probes.ts';
+import type { RequestListener } from './proxy-message.ts';
 import type { TlsTermination } from './tls.ts';
 
 export class ListenError extends Error {
@@ -82,15 +80,13 @@ export async function listenHttp(plane: DataPlane, address: ListenAddress, clien
     );
   // ACME HTTP-01 answers come before routing and redirects, on plain HTTP only.
   const onRequest = !tls && options.http01 ? options.http01.wrap(serve) : serve;
-  // The handler reads requests and writes responses through the fields node:http's have; Http1Request/Http1Response carry them.
-  const asNode = onRequest as unknown as (req: Http1Request, res: Http1Response) => void;
   const http1 = new Http1Server(client, {
-    onRequest: asNode,
+    onRequest,
     // Only WebSocket upgrades leave the request path; any other Upgrade header is dropped as hop-by-hop.
-    wantsUpgrade: options.onRequest ? () => false : (req) => handler.wantsUpgrade(req as unknown as IncomingMessage),
+    wantsUpgrade: options.onRequest ? () => false : handler.wantsUpgrade,
     onUpgrade: (req, res, socket, head) => {
       if (hsts) res.setHeader('strict-transport-security', hsts);
-      handler.handleUpgrade(req as unknown as IncomingMessage, res as unknown as ServerResponse, socket, head);
+      handler.handleUpgrade(req, res, socket, head);
     },
   });
   const h2 = options.http2 ? new Http2Front(onRequest, client, plane.log) : undefined;

@@ -5,7 +5,6 @@
  * decorated client response the forwarder writes into. Made only for routes that
  * have middleware; a route without pays nothing.
  */
-import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { ERROR_CODES, type VelocityError } from '../errors.ts';
 import type { MiddlewareChain } from '../middleware/chain.ts';
@@ -15,10 +14,11 @@ import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ClientResponse } from './client-response.ts';
 import { isGrpcRequest, TrailersOnlyResponse, writeGrpcReply } from './grpc.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
+import type { ProxyRequest } from './proxy-message.ts';
 
 /** What the run needs of the handler's request context (RequestContext fits it). */
 export interface RunSource {
-  readonly req: IncomingMessage;
+  readonly req: ProxyRequest;
   readonly res: ClientResponse;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';

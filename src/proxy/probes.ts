@@ -3,11 +3,10 @@
  * monitor-uri), for balancers that can only reach the listeners. Answered before routing, guards
  * and the access log; read from the running config, so a reload turns them on or off.
  */
-import type { ServerResponse } from 'node:http';
 import type { Config } from '../config/schema/root.ts';
 import { readiness } from '../upstream/readiness.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import type { RequestListener } from './http2.ts';
+import type { ProxyResponse, RequestListener } from './proxy-message.ts';
 
 /** What the probes read from the serving thread's data plane. */
 export interface ProbeSource {
@@ -34,7 +33,7 @@ export function withListenerProbes(plane: ProbeSource, next: RequestListener): R
   };
 }
 
-function answer(res: ServerResponse, status: number, body: unknown): void {
+function answer(res: ProxyResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);

@@ -1,5 +1,5 @@
 /** The HTTP→HTTPS redirect listener's answer: the same host and path, on the HTTPS port. */
-import type { RequestListener } from './http2.ts';
+import type { RequestListener } from './proxy-message.ts';
 
 /** A host name, IPv4 address or bracketed IPv6 address, with an optional port. */
 const HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:\d{1,5})?$/i;

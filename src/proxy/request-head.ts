@@ -3,10 +3,10 @@
  * application, so Velocity and the server behind it always agree on which host
  * and target a request names (RFC 9112 §3.2, §3.2.2; Kettle 2017 host-header attacks).
  */
-import type { IncomingMessage } from 'node:http';
 import { VelocityError } from '../errors.ts';
 import { applyHeaderNamePolicy, type UnderscoreHeaders } from './header-names.ts';
 import { isHttp2Stream } from './http2.ts';
+import type { ProxyRequest } from './proxy-message.ts';
 
 /** A reg-name, IPv4 or bracketed IPv6 literal, with an optional port (RFC 3986 §3.2.2). */
 const HOST = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::\d{0,5})?$/;
@@ -21,7 +21,7 @@ const refused = (why: string) => new VelocityError('BAD_REQUEST', why);
  * origin-form, with its authority as the Host: the server must ignore Host then
  * (RFC 9112 §3.2.2), so Velocity routes by it too.
  */
-export function checkRequestHead(req: IncomingMessage, underscores: UnderscoreHeaders): VelocityError | undefined {
+export function checkRequestHead(req: ProxyRequest, underscores: UnderscoreHeaders): VelocityError | undefined {
   const namesRefused = applyHeaderNamePolicy(req, underscores);
   if (namesRefused) return namesRefused;
   if (isHttp2Stream(req)) return undefined;

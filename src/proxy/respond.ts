@@ -1,8 +1,8 @@
 /** Responses Velocity writes itself: short body, `x-velocity-error` header naming the code. */
-import type { ServerResponse } from 'node:http';
 import type { VelocityError } from '../errors.ts';
+import type { ProxyResponse } from './proxy-message.ts';
 
-export function respondWithError(res: ServerResponse, error: VelocityError, extraHeaders?: [string, string | string[]][]): void {
+export function respondWithError(res: ProxyResponse, error: VelocityError, extraHeaders?: [string, string | string[]][]): void {
   if (res.headersSent || res.destroyed) {
     res.destroy();
     return;

@@ -21,9 +21,10 @@ import { tlsConnectOptions, upstreamTlsOptions } from '../upstream/tls.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
 import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
+import type { ProxyRequest } from './proxy-message.ts';
 import { splice } from './splice.ts';
 
-export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+export function isWebSocketUpgrade(req: ProxyRequest): boolean {
   const upgrade = req.headers.upgrade;
   return req.method === 'GET' && typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket';
 }
@@ -88,7 +89,7 @@ export async function proxyWebSocket(
   try {
     const result = await connectFirst<{ opened: Exclude<Opened, { kind: 'failed' }>; ms: number }>({
       service,
-      pick: (tried) => plane.select(service, ctx, tried, abort.signal),
+      pick: (tried) => plane.select(service, ctx, tried, abort),
       connect: async (lease) => {
         const started = performance.now();
         const opened = await openUpstream(lease.server, req.url ?? '/', headers, service, abort.signal);
@@ -157,11 +158,20 @@ function relayRefusal(ctx: RequestContext, lease: Lease, res: IncomingMessage, m
   record.status = status;
   out.writeHead(status, res.statusMessage, responseHeadersForClient(res.headers));
   const release = () => {
-    record.bytesOut = out.socket?.bytesWritten ?? 0;
     lease.end({ kind: 'response', status, bytesOut: record.bytesOut, firstByteMs: ms, complete: res.complete }, ms);
   };
-  res.pipe(out);
-  res.once('end', release);
+  // The server's answer is relayed as it comes, with backpressure.
+  res.on('data', (chunk: Buffer) => {
+    record.bytesOut += chunk.length;
+    if (!out.write(chunk)) {
+      res.pause();
+      out.once('drain', () => res.resume());
+    }
+  });
+  res.once('end', () => {
+    out.end();
+    release();
+  });
   res.once('close', release);
   res.once('error', () => out.destroy());
 }

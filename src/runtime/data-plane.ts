@@ -4,7 +4,6 @@
  * observers. A new topology is swapped in whole.
  */
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage } from 'node:http';
 import { Agent } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
 import { CidrSet } from '../cidr.ts';
@@ -18,6 +17,7 @@ import { count } from '../observe/metrics.ts';
 import { Tracer } from '../observe/tracing.ts';
 import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
+import type { ProxyRequest } from '../proxy/proxy-message.ts';
 import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import type { SharedState } from '../state/shared-state.ts';
@@ -175,20 +175,26 @@ export class DataPlane {
   }
 
   /** The client's address as Velocity sees it (the socket peer; trusted proxies are handled by guards). */
-  clientIp(req: IncomingMessage): string {
+  clientIp(req: ProxyRequest): string {
     return this.requestRules.clientIps.resolve(req);
   }
 
   /** Whether the peer is a trusted proxy whose X-Forwarded-For may be kept. */
-  trustsPeer(req: IncomingMessage): boolean {
+  trustsPeer(req: ProxyRequest): boolean {
     return this.requestRules.clientIps.peerTrusted(req);
   }
 
   /**
    * A lease on a server for this request, or the error to answer with. A promise only
    * when the request has to wait in the queue: the usual pick costs no event-loop turn.
+   * `abort.signal` is read only for a wait in the queue (the request path makes it on demand).
    */
-  select(service: ServiceRuntime, ctx: RequestContext, tried: ReadonlySet<UpstreamServer>, signal: AbortSignal): Lease | VelocityError | Promise<Lease | VelocityError> {
+  select(
+    service: ServiceRuntime,
+    ctx: RequestContext,
+    tried: ReadonlySet<UpstreamServer>,
+    abort: { readonly signal: AbortSignal },
+  ): Lease | VelocityError | Promise<Lease | VelocityError> {
     const sticky = service.config.sticky;
     if (sticky) {
       const target = stickyTarget(service.servers, ctx.cookie(sticky.cookie), stickySecret(service.name, sticky));
@@ -200,7 +206,7 @@ export class DataPlane {
     const lease = queueing && this.queueFor(service).length > 0 ? undefined : service.acquire(ctx, tried);
     if (lease) return lease;
     // Healthy servers exist but all are at their limit: wait in the queue.
-    if (queueing && service.hasHealthyServer(tried)) return this.waitInQueue(service, ctx, tried, signal);
+    if (queueing && service.hasHealthyServer(tried)) return this.waitInQueue(service, ctx, tried, abort.signal);
     if (service.hasHealthyServer(tried)) return new VelocityError('QUEUE_FULL', undefined, { retryAfter: 1 });
     return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
   }

@@ -410,3 +410,60 @@ config_source:
     assert.deepEqual(failed.slice(0, 5), []);
   });
 });
+
+test('with etcd authentication, push and instances use a user limited to the fleet prefix', { timeout: 300_000 }, async (t) => {
+  const cluster = await startEtcdCluster(t, 1);
+  if (!cluster) return;
+  const etcdctl = (...args: string[]) => runCommand('etcdctl', [`--endpoints=${cluster.endpoints.join(',')}`, ...args], { env: { ETCDCTL_API: '3' }, timeoutMs: 60_000 });
+  for (const args of [
+    ['user', 'add', 'root:root-password', '--interactive=false'],
+    ['user', 'grant-role', 'root', 'root'],
+    ['user', 'add', 'velocity:fleet-password', '--interactive=false'],
+    ['role', 'add', 'fleet'],
+    ['role', 'grant-permission', 'fleet', '--prefix=true', 'readwrite', `${PREFIX}/`],
+    ['user', 'grant-role', 'velocity', 'fleet'],
+    ['auth', 'enable'],
+  ]) {
+    const r = await etcdctl(...args);
+    assert.equal(r.code, 0, `etcdctl ${args.join(' ')}: ${r.stderr}`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'velocity-fleet-auth-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const b1 = await backend(t, 'b1');
+  writeFileSync(join(dir, 'shared.yaml'), sharedConfig([b1.url]));
+  const pushArgs = [CLI, 'config', 'push', join(dir, 'shared.yaml'), '--etcd', cluster.endpoints.join(','), '--prefix', PREFIX];
+  const refused = await etcdctl('get', `${PREFIX}/config`);
+  assert.notEqual(refused.code, 0, 'etcd refuses a client without a user');
+  const pushed = await runCommand(process.execPath, [...pushArgs, '--user', 'velocity'], { env: { ETCD_PASSWORD: 'fleet-password' }, timeoutMs: 60_000 });
+  assert.equal(pushed.code, 0, pushed.stderr);
+
+  const file = join(dir, 'local.yaml');
+  writeFileSync(
+    file,
+    `listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0, token: ${TOKEN} }
+config_source:
+  etcd: { endpoints: [${cluster.endpoints.join(', ')}], prefix: ${PREFIX}, auth: { username: velocity, password: "\${FLEET_ETCD_PASSWORD}" } }
+`,
+  );
+  process.env.FLEET_ETCD_PASSWORD = 'fleet-password';
+  t.after(() => delete process.env.FLEET_ETCD_PASSWORD);
+  const internal: string[] = [];
+  const velocity = await start(file, { logger: watchLogger(pino({ level: 'silent' }), internal) });
+  t.after(async () => {
+    await velocity.close();
+    assertNoInternalErrors(internal, 'the instance');
+  });
+  const agent = new Agent({ keepAliveTimeout: 1_000 });
+  t.after(() => agent.close());
+  const member: Member = { name: 'A', logs: [], velocity, admin: `http://127.0.0.1:${velocity.adminAddress?.port}`, url: `http://127.0.0.1:${velocity.address.port}` };
+  await eventually(async () => (await fleetView(agent, member)).etcd.reachable, WAIT, 'the instance reaches etcd as its user');
+  assert.equal((await body(agent, `${member.url}/`)).text, 'b1');
+  const b2 = await backend(t, 'b2');
+  assert.equal((await call(agent, 'POST', `${member.admin}/api/v1/services/web/servers`, { url: b2.url })).status, 201);
+  const pulled = await runCommand(process.execPath, [CLI, 'config', 'pull', '--etcd', cluster.endpoints.join(','), '--prefix', PREFIX, '--user', 'velocity:fleet-password'], {
+    timeoutMs: 60_000,
+  });
+  assert.equal(pulled.code, 0, pulled.stderr);
+  assert.ok(pulled.stdout.includes(b2.url), 'the API change is in etcd');
+});

@@ -4,7 +4,7 @@
  * is in ACME storage (written by this instance or another sharing it); any other
  * request, and a token we don't hold, go on as usual (a service may do its own ACME).
  */
-import type { RequestListener } from '../http2.ts';
+import type { RequestListener } from '../proxy-message.ts';
 import { type AcmeStorage, keys } from './storage.ts';
 
 export const HTTP01_PREFIX = '/.well-known/acme-challenge/';

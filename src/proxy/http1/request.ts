@@ -1,11 +1,12 @@
 /**
- * A request read by the HTTP/1.1 server: the head's fields under the names the
- * handler reads on node:http requests (method, url, headers, rawHeaders,
- * httpVersion…), and the body as a Readable fed by the connection with
+ * A request read by the HTTP/1.1 server: a ProxyRequest — the head's fields
+ * (method, url, headers, rawHeaders, httpVersion…), and the body as a Readable fed by the connection with
  * backpressure (a full buffer pauses the client socket; reading resumes it).
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import type { ProxyRequest } from '../proxy-message.ts';
 import type { RequestHead } from './head-parser.ts';
 
 /** Names of which only the first copy counts, as Node keeps them (a repeat is dropped, not joined). */
@@ -38,7 +39,7 @@ export interface BodySource {
   bodyWanted(): void;
 }
 
-export class Http1Request extends Readable {
+export class Http1Request extends Readable implements ProxyRequest {
   readonly method: string;
   url: string;
   readonly httpVersion: string;
@@ -50,7 +51,7 @@ export class Http1Request extends Readable {
   complete = false;
   /** The body is framed by Content-Length (its value) or chunked (-1); 0 when there is none. */
   readonly bodyLength: number;
-  private headerMap: Record<string, string | string[] | undefined> | undefined;
+  private headerMap: IncomingHttpHeaders | undefined;
   private readonly source: BodySource;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
@@ -67,9 +68,9 @@ export class Http1Request extends Readable {
   }
 
   /** Lower-cased names to values, joined as Node joins them; built on first use. */
-  get headers(): Record<string, string | string[] | undefined> {
+  get headers(): IncomingHttpHeaders {
     if (this.headerMap) return this.headerMap;
-    const map: Record<string, string | string[] | undefined> = {};
+    const map: IncomingHttpHeaders = {};
     const raw = this.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const name = (raw[i] as string).toLowerCase();
@@ -83,7 +84,7 @@ export class Http1Request extends Readable {
     return map;
   }
 
-  set headers(map: Record<string, string | string[] | undefined>) {
+  set headers(map: IncomingHttpHeaders) {
     this.headerMap = map;
   }
 

@@ -1,7 +1,6 @@
 /**
- * A response written by the HTTP/1.1 server: it fits ClientResponse (what the
- * forwarder streams into) and the part of node:http's ServerResponse the
- * handler, error answers and the redirect listener use. The head goes out with
+ * A response written by the HTTP/1.1 server: a ProxyResponse (what the handler,
+ * error answers, redirects and the forwarder write into). The head goes out with
  * the first body bytes in one write; the body is framed by the Content-Length
  * it was given, else chunked for HTTP/1.1 clients and close-delimited for
  * HTTP/1.0 ones (a chunked upstream body reaches them de-chunked); HEAD, 1xx,
@@ -11,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ClientResponse } from '../client-response.ts';
+import type { ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
 
 /** What a response needs from its connection. */
@@ -54,7 +53,7 @@ function headerLines(name: string, value: HeaderValue): string {
   return `${name}: ${text}${CRLF}`;
 }
 
-export class Http1Response extends EventEmitter implements ClientResponse {
+export class Http1Response extends EventEmitter implements ProxyResponse {
   statusCode = 200;
   statusMessage = '';
   shouldKeepAlive: boolean;

@@ -1,0 +1,51 @@
+/**
+ * What the request path reads of a client's request and writes into the answer,
+ * typed on Velocity's own terms instead of node:http's IncomingMessage and
+ * ServerResponse: the HTTP/1.1 server's Http1Request/Http1Response implement
+ * these, and node:http2's compatibility request/response fit them (checked where
+ * they are handed over, in http2.ts). The handler, its context, middleware,
+ * gRPC and WebSocket code, probes, redirects and error answers use only these.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { ClientResponse } from './client-response.ts';
+
+/** A request's head, and its body as a stream (read by the forwarder, or buffered for retries). */
+export interface ProxyRequest extends Readable {
+  readonly method: string;
+  /** The request target (origin form; the head check rewrites an absolute form to it). */
+  url: string;
+  readonly httpVersion: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  /** The head's fields as sent: name, value, name, value… */
+  readonly rawHeaders: string[];
+  /** Lower-cased names to values, repeats joined as Node joins them (the header dictionary type is node:http's). */
+  headers: IncomingHttpHeaders;
+  /** The connection: its peer address (client IP, X-Forwarded-For). */
+  readonly socket: { readonly remoteAddress?: string | undefined };
+  /** The whole body arrived. */
+  readonly complete: boolean;
+}
+
+type HeaderValue = string | number | readonly string[];
+/** Headers for writeHead: an object (node:http's dictionary type), or a flat name, value… list. */
+export type ResponseHeaders = OutgoingHttpHeaders | readonly string[];
+
+/** A response Velocity answers itself (errors, probes, redirects, middleware) or streams a server's answer into. */
+export interface ProxyResponse extends ClientResponse {
+  statusCode: number;
+  setHeader(name: string, value: HeaderValue): unknown;
+  getHeader(name: string): HeaderValue | undefined;
+  hasHeader(name: string): boolean;
+  writeHead(statusCode: number, headers?: ResponseHeaders): unknown;
+  writeHead(statusCode: number, statusMessage: string | undefined, headers?: ResponseHeaders): unknown;
+  end(data?: string | Uint8Array): unknown;
+  /** HTTP/2 responses only: trailers sent after the body (HTTP/1.1 clients get none). */
+  addTrailers?(headers: Record<string, string>): void;
+  on(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
+  once(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
+}
+
+/** What a listener serves requests with. */
+export type RequestListener = (req: ProxyRequest, res: ProxyResponse) => void;
