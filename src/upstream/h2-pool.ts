@@ -42,6 +42,11 @@ export class H2Connection {
   /** From GOAWAY: streams with a higher id were never processed. */
   lastStreamId = Number.POSITIVE_INFINITY;
   readonly ready: Promise<void>;
+  /**
+   * The server's SETTINGS_MAX_CONCURRENT_STREAMS, kept from its SETTINGS frames: reading
+   * session.remoteSettings builds a new object on every call, and the pool asks on every pick.
+   */
+  private peerMaxStreams = Number.POSITIVE_INFINITY;
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly pingTimer: NodeJS.Timeout;
   private readonly options: H2PoolOptions;
@@ -88,6 +93,9 @@ export class H2Connection {
     // A rejection nobody awaits yet (the opener awaits it) must not be reported as unhandled.
     this.ready.catch(() => undefined);
     session.on('error', () => undefined);
+    session.on('remoteSettings', (settings) => {
+      this.peerMaxStreams = settings.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
+    });
     session.on('goaway', (_code: number, lastStreamId: number) => {
       this.draining = true;
       this.lastStreamId = Math.min(this.lastStreamId, lastStreamId);
@@ -118,8 +126,7 @@ export class H2Connection {
 
   /** Streams this connection may carry now: our cap, or the server's when lower. */
   get capacity(): number {
-    const theirs = this.session.remoteSettings?.maxConcurrentStreams ?? Number.POSITIVE_INFINITY;
-    return Math.min(this.options.sessions.max_streams, theirs);
+    return Math.min(this.options.sessions.max_streams, this.peerMaxStreams);
   }
 
   get usable(): boolean {

@@ -91,4 +91,28 @@ describe('gRPC-Web through the binary', () => {
     assert.equal(bad.headers['grpc-status'], '3');
     assert.equal(bad.headers['x-velocity-error'], 'BAD_REQUEST');
   });
+
+  test('a server lost in the middle of a grpc-web server stream ends the answer with an UNAVAILABLE trailer frame', async (t) => {
+    const backend = await startGrpcBackend(t, 'g1');
+    const velocity = await startVelocityProcess(t, echoServiceYaml([backend.url]));
+    const res = await request(`${velocity.url}${ECHO}/ServerStream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/grpc-web+proto' },
+      body: dataFrame(encodeMessage({ 1: 1000, 2: 20 })),
+    });
+    assert.equal(res.statusCode, 200);
+    const chunks: Buffer[] = [];
+    let killed = false;
+    for await (const chunk of res.body) {
+      chunks.push(chunk as Buffer);
+      // Some messages have arrived: the server dies mid-stream.
+      if (!killed && Buffer.concat(chunks).length > 200) {
+        killed = true;
+        await backend.kill();
+      }
+    }
+    const answer = parseBody(Buffer.concat(chunks));
+    assert.ok(answer.messages.length > 0 && answer.messages.length < 1000, `${answer.messages.length} messages before the loss`);
+    assert.equal(answer.trailers?.['grpc-status'], '14', 'UNAVAILABLE in the closing frame');
+  });
 });
