@@ -1,6 +1,9 @@
 /** A real redis-server on a free loopback port for one test, stopped by PID at the end. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { serviceUnavailable } from './require-service.ts';
 import { freePort, sleep } from './spawn.ts';
@@ -48,8 +51,11 @@ export async function startRedis(t: TestContext, options: RedisStartOptions = {}
     ? [options.sentinelConf]
     : ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', ...(options.args ?? [])];
   let child: ChildProcess | undefined;
+  const workDir = mkdtempSync(join(tmpdir(), 'velocity-redis-'));
+  t.after(() => rmSync(workDir, { recursive: true, force: true }));
   const launch = async () => {
-    const proc = spawn(what, args, { stdio: 'ignore' });
+    // Its own working folder: a replica's full sync writes dump.rdb there even with --save "".
+    const proc = spawn(what, args, { stdio: 'ignore', cwd: workDir });
     const failed = new Promise<Error>((resolve) => proc.once('error', resolve));
     child = proc;
     const deadline = Date.now() + 15_000;
