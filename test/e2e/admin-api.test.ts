@@ -27,7 +27,7 @@ services:
   - name: app
     policy: weighted-round-robin
     servers: [${servers.join(', ')}]
-    health: { type: http, interval: 200ms, timeout: 200ms, unhealthy_threshold: 2 }
+    health: { type: http, interval: 200ms, timeout: 5s, unhealthy_threshold: 3 }
 ${extra}`;
 
 describe('admin API under load', () => {
