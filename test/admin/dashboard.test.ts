@@ -28,7 +28,7 @@ logs: { store: memory, flush_interval: 100ms }
 services:
   - name: app
     servers: [${backends.map((b) => `{ url: "${b.url}", name: ${b.name} }`).join(', ')}]
-    health: { type: http, interval: 200ms, timeout: 200ms, unhealthy_threshold: 2, healthy_threshold: 1 }
+    health: { type: http, interval: 200ms, timeout: 2s, unhealthy_threshold: 2, healthy_threshold: 1 }
   - name: empty
     hosts: [empty.test]
 ${extra}`;

@@ -64,7 +64,7 @@ services:
       t,
       headerHashConfig(
         backends.map((b) => b.url),
-        '    health: { type: http, interval: 200ms, timeout: 200ms, unhealthy_threshold: 1, healthy_threshold: 1 }\n',
+        '    health: { type: http, interval: 200ms, timeout: 2s, unhealthy_threshold: 1, healthy_threshold: 1 }\n',
       ),
     );
     const url = `http://127.0.0.1:${velocity.address.port}/`;
