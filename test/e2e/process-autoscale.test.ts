@@ -18,6 +18,7 @@ services:
       command: [${node}, ${cli}, backend]
       instances: 3
       restart_backoff: { base: 100ms, max: 1s }
+      ready_timeout: 60s
 `,
     );
     const url = `http://127.0.0.1:${velocity.address.port}/`;
@@ -50,7 +51,7 @@ services:
   });
 
   test('a command that exits at once is restarted with growing backoff, not in a tight loop', async (t) => {
-    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { existsSync, mkdtempSync, readFileSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
     const starts = join(mkdtempSync(join(tmpdir(), 'velocity-backoff-')), 'starts');
@@ -67,6 +68,8 @@ services:
 `,
     );
     await delay(2_500);
+    // A loaded machine takes a while to start even a failing node; the second start proves the restart.
+    await eventually(() => existsSync(starts) && readFileSync(starts, 'utf8').length >= 2, 30_000, 'the command is started again');
     // Backoff 200, 400, 800, 1600 ms: about 4 starts in 2.5 s (a tight loop would be dozens).
     const count = readFileSync(starts, 'utf8').length;
     assert.ok(count >= 2 && count <= 6, `${count} starts in 2.5 s`);
@@ -88,6 +91,7 @@ services:
     process:
       command: [${node}, ${cli}, backend, --delay, "150"]
       instances: 1
+      ready_timeout: 60s
       stop_timeout: 2s
     drain_timeout: 5s
     autoscale:
@@ -105,10 +109,11 @@ services:
     const live = () => velocity.controlPlane.servers('slow').filter((s) => s.removeBy === undefined).length;
     const failures: number[] = [];
     let peak = 1;
-    // Heavy phase: 10 in flight against 150 ms backends for at most 6 s or 400 requests.
-    const heavyUntil = Date.now() + 6_000;
-    await load(400, 10, async () => {
-      if (Date.now() > heavyUntil) return 0;
+    // Heavy phase: 10 in flight against 150 ms backends until it has scaled to 3, at most 60 s or 4,000
+    // requests (a loaded machine took 10 s to start one backend).
+    const heavyUntil = Date.now() + 60_000;
+    await load(4_000, 10, async () => {
+      if (Date.now() > heavyUntil || peak >= 3) return 0;
       const r = await get(agent, url);
       if (r.status !== 200) failures.push(r.status);
       peak = Math.max(peak, live());
