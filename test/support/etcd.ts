@@ -4,10 +4,10 @@
  * again by PID; everything is stopped and removed when the test ends.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { Etcd3 } from 'etcd3';
+import { Etcd3, type IOptions } from 'etcd3';
 import { serviceUnavailable } from './require-service.ts';
 import { freePort, sleep } from './spawn.ts';
 
@@ -33,7 +33,15 @@ export interface EtcdCluster {
 
 const dataRoot = existsSync('/dev/shm') ? '/dev/shm' : undefined;
 
-export async function startEtcdCluster(t: TestContext, size = 3): Promise<EtcdCluster | undefined> {
+export interface EtcdOptions {
+  /** Serve clients over TLS (https:// endpoints) with this certificate; clients trust `ca`. */
+  tls?: { ca: string; cert: string; key: string };
+}
+
+export async function startEtcdCluster(t: TestContext, size = 3, options: EtcdOptions = {}): Promise<EtcdCluster | undefined> {
+  const { tls } = options;
+  const clientTls = tls ? ['--cert-file', tls.cert, '--key-file', tls.key] : [];
+  const credentials: Pick<IOptions, 'credentials'> = tls ? { credentials: { rootCertificate: readFileSync(tls.ca) } } : {};
   const dir = mkdtempSync(join(dataRoot ?? '/tmp', 'velocity-etcd-'));
   const ports = await Promise.all(Array.from({ length: size * 2 }, () => freePort()));
   const names = Array.from({ length: size }, (_, i) => `e${i + 1}`);
@@ -47,7 +55,7 @@ export async function startEtcdCluster(t: TestContext, size = 3): Promise<EtcdCl
     const member: EtcdMember = {
       name,
       clientPort,
-      endpoint: `http://127.0.0.1:${clientPort}`,
+      endpoint: `${tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`,
       get running() {
         const c = children.get(name);
         return c !== undefined && c.exitCode === null && c.signalCode === null;
@@ -80,6 +88,7 @@ export async function startEtcdCluster(t: TestContext, size = 3): Promise<EtcdCl
             '1000',
             '--log-level',
             'error',
+            ...clientTls,
           ],
           { stdio: ['ignore', 'ignore', 'pipe'] },
         );
@@ -100,14 +109,14 @@ export async function startEtcdCluster(t: TestContext, size = 3): Promise<EtcdCl
     };
     return member;
   });
-  const client = new Etcd3({ hosts: members.map((m) => m.endpoint), dialTimeout: 2_000 });
+  const client = new Etcd3({ hosts: members.map((m) => m.endpoint), dialTimeout: 2_000, ...credentials });
   t.after(async () => {
     client.close();
     await Promise.all(members.map((m) => m.stop('SIGKILL')));
     rmSync(dir, { recursive: true, force: true });
   });
   const status = async (m: EtcdMember) => {
-    const one = new Etcd3({ hosts: m.endpoint, dialTimeout: 1_000, defaultCallOptions: () => ({ deadline: Date.now() + 1_000 }) });
+    const one = new Etcd3({ hosts: m.endpoint, dialTimeout: 1_000, defaultCallOptions: () => ({ deadline: Date.now() + 1_000 }), ...credentials });
     try {
       return await one.maintenance.status();
     } catch {
