@@ -56,21 +56,24 @@ export interface FleetMemberDeps {
   setServerState(service: string, server: string, state: ServerState): boolean;
 }
 
-export interface MemberRecord {
-  id: string;
-  version: string;
-  listen: string[];
-  admin: string | null;
-  threads: number;
-  health: 'serving' | 'draining';
-  started_at: string;
-  reported_at: string;
-  config: { revision: number | null; ok: boolean; at: string | null; errors?: string[] };
-  requests_per_second: number;
-  errors_per_second: number;
-  requests_total: number;
-  errors_total: number;
-}
+const memberRecord = z.object({
+  id: z.string(),
+  version: z.string(),
+  listen: z.array(z.string()),
+  admin: z.string().nullable(),
+  threads: z.number(),
+  health: z.enum(['serving', 'draining']),
+  started_at: z.string(),
+  reported_at: z.string(),
+  config: z.object({ revision: z.number().nullable(), ok: z.boolean(), at: z.string().nullable(), errors: z.array(z.string()).optional() }),
+  requests_per_second: z.number(),
+  errors_per_second: z.number(),
+  requests_total: z.number(),
+  errors_total: z.number(),
+});
+/** PREFIX/instances/ID → this JSON, under the member's lease. */
+export type MemberRecord = z.infer<typeof memberRecord>;
+const MEMBER_ENTRY: EntryShape<MemberRecord> = { names: 1, value: memberRecord, json: true };
 
 export interface EtcdLink {
   reachable: boolean;
@@ -106,6 +109,8 @@ export class FleetMember {
   private syncAgain = false;
   private lastCounts = { at: Date.now(), requests: 0, errors: 0, rps: 0, eps: 0 };
   private lastMembers: MemberRecord[] = [];
+  /** Member records found malformed (KEY@MOD_REVISION), warned about once. */
+  private badRecords = new Set<string>();
   private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
 
   constructor(deps: FleetMemberDeps, id: string) {
@@ -333,14 +338,26 @@ export class FleetMember {
   /** Every registered instance (this one first), as etcd has them; the last known list when etcd is unreachable. */
   async members(): Promise<{ instances: MemberRecord[]; fresh: boolean }> {
     if (this.link.reachable) {
+      const prefix = this.deps.store.key('instances', '');
+      let kvs: { key: Buffer; value: Buffer; mod_revision: string }[] | undefined;
       try {
-        const res = await this.deps.store.client.getAll().prefix(this.deps.store.key('instances', '')).strings();
-        this.lastMembers = Object.values(res)
-          .map((v) => JSON.parse(v) as MemberRecord)
-          .filter((m) => m.id !== this.id);
-        return { instances: [this.record(), ...this.lastMembers], fresh: true };
+        kvs = (await this.deps.store.client.getAll().prefix(prefix).exec()).kvs;
       } catch (err) {
         this.lost(`listing members failed: ${(err as Error).message}`);
+      }
+      if (kvs) {
+        const bad = new Set<string>();
+        const others: MemberRecord[] = [];
+        for (const kv of kvs) {
+          const key = kv.key.toString();
+          const seen = `${key}@${kv.mod_revision}`;
+          const record = this.badRecords.has(seen) ? undefined : readEntry(this.deps.log, prefix, key, kv.value.toString(), MEMBER_ENTRY)?.value;
+          if (!record) bad.add(seen);
+          else if (record.id !== this.id) others.push(record);
+        }
+        this.badRecords = bad;
+        this.lastMembers = others;
+        return { instances: [this.record(), ...others], fresh: true };
       }
     }
     return { instances: [this.record(), ...this.lastMembers], fresh: false };
