@@ -249,8 +249,11 @@ export class FleetMember {
       const res = await client.getAll().prefix(`${this.prefix}/`).exec();
       const readAt = Number(res.header.revision);
       const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() }));
+      // A state whose key went while this instance was away was set back to enabled meanwhile.
+      const previous = [...this.states.entries()];
       this.states.clear();
       for (const { key, value } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+      for (const [key, { service, server }] of previous) if (!this.states.has(key)) this.deps.setServerState(service, server, 'enabled');
       const blocklist = this.deps.blocklist;
       blocklist?.resync(kvs.filter((kv) => kv.key.startsWith(blocklist.prefix)));
       const watcher = await client

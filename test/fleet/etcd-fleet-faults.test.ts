@@ -112,4 +112,14 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     await eventually(async () => (await stateOf(A, id1)) === 'enabled', WAIT, 'A enables b1 again');
     for (const key of bad) await etcdctl('del', key);
   });
+
+  await t.test('a server re-enabled while B was cut off from etcd is enabled on B when it is back', async () => {
+    assert.equal((await setState(A, id1, 'draining')).status, 200);
+    for (const m of members) await eventually(async () => (await stateOf(m, id1)) === 'draining', WAIT, `${m.name} drains b1`);
+    await outage(async () => {
+      assert.equal((await setState(A, id1, 'enabled')).status, 200);
+      assert.equal(await stateOf(B, id1), 'draining', 'B has not seen the change');
+    });
+    await eventually(async () => (await stateOf(B, id1)) === 'enabled', WAIT, 'B enables b1 when back');
+  });
 });
