@@ -11,12 +11,15 @@
  */
 import { hostname } from 'node:os';
 import type { Lease, Watcher } from 'etcd3';
+import { z } from 'zod';
 import { cappedBackoff } from '../backoff.ts';
 import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Collectors } from '../observe/metrics.ts';
+import { ADMIN_STATES } from '../state/server-cells.ts';
 import type { FleetBlocklist } from './blocklist.ts';
+import { type EntryShape, readEntry } from './entries.ts';
 
 export type ServerState = 'enabled' | 'draining' | 'disabled';
 
@@ -76,6 +79,9 @@ export interface EtcdLink {
   /** Failed attempts since it became unreachable. */
   attempts: number;
 }
+
+/** PREFIX/server-state/SERVICE/SERVER → the state (no key: enabled). */
+const STATE_ENTRY: EntryShape<ServerState> = { names: 2, value: z.enum(ADMIN_STATES) };
 
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 10_000;
@@ -199,11 +205,13 @@ export class FleetMember {
   }
 
   private onStateKey(key: string, value: string | undefined): void {
-    const [service, server] = key.slice(this.stateKey('').length).split('/').map(decodeURIComponent);
-    if (!service || !server) return;
-    if (value === 'draining' || value === 'disabled') this.states.set(key, { service, server, state: value });
-    else this.states.delete(key);
-    this.deps.setServerState(service, server, value === 'draining' || value === 'disabled' ? value : 'enabled');
+    const entry = readEntry(this.deps.log, this.stateKey(''), key, value, STATE_ENTRY);
+    const [service, server] = entry?.names ?? [];
+    if (!entry || service === undefined || server === undefined) return;
+    const state = entry.value ?? 'enabled';
+    if (state === 'enabled') this.states.delete(key);
+    else this.states.set(key, { service, server, state });
+    this.deps.setServerState(service, server, state);
   }
 
   /** One attempt to (re)join: lease, current state at one revision, reload, watch from the next revision. */
