@@ -89,4 +89,50 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     await etcdctl('del', `${PREFIX}/server-state/`, '--prefix');
     await etcdctl('del', `${PREFIX}/blocklist/`, '--prefix');
   });
+
+  await t.test('malformed member records are left out of the fleet list; the instance does not take them for etcd being down', async () => {
+    const outages = async () => Number(/^velocity_fleet_etcd_outages_total (\d+)$/m.exec((await body(agent, `${A.admin}/metrics`)).text)?.[1]);
+    const before = await outages();
+    const bad = [`${PREFIX}/instances/null`, `${PREFIX}/instances/half`, `${PREFIX}/instances/not-json`];
+    await etcdctl('put', bad[0] as string, 'null');
+    await etcdctl('put', bad[1] as string, '{"id":"half"}');
+    await etcdctl('put', bad[2] as string, '{"id":');
+    for (let i = 0; i < 3; i++) {
+      const view = await fleetView(agent, A);
+      assert.equal(view.listing, 'current');
+      assert.ok(view.etcd.reachable, JSON.stringify(view.etcd));
+      assert.deepEqual(view.instances.map((m) => m.id).sort(), ['A', 'B']);
+    }
+    assert.equal(await outages(), before, 'no outage counted');
+    for (const key of bad) assert.equal(A.logs.filter((l) => l.includes('not what Velocity writes') && l.includes(JSON.stringify(key))).length, 1, `A warns once about ${key}`);
+    // A change made now still reaches A: its watch was never cancelled.
+    assert.equal((await setState(B, id1, 'disabled')).status, 200);
+    await eventually(async () => (await stateOf(A, id1)) === 'disabled', WAIT, 'A disables b1');
+    assert.equal((await setState(B, id1, 'enabled')).status, 200);
+    await eventually(async () => (await stateOf(A, id1)) === 'enabled', WAIT, 'A enables b1 again');
+    for (const key of bad) await etcdctl('del', key);
+  });
+
+  await t.test('a server re-enabled while B was cut off from etcd is enabled on B when it is back', async () => {
+    assert.equal((await setState(A, id1, 'draining')).status, 200);
+    for (const m of members) await eventually(async () => (await stateOf(m, id1)) === 'draining', WAIT, `${m.name} drains b1`);
+    await outage(async () => {
+      assert.equal((await setState(A, id1, 'enabled')).status, 200);
+      assert.equal(await stateOf(B, id1), 'draining', 'B has not seen the change');
+    });
+    await eventually(async () => (await stateOf(B, id1)) === 'enabled', WAIT, 'B enables b1 when back');
+  });
+
+  await t.test('a state change B cannot write to etcd answers 503 and changes nothing, on B or elsewhere', async () => {
+    await outage(async () => {
+      const refused = await setState(B, id2, 'draining');
+      assert.equal(refused.status, 503, JSON.stringify(refused.json));
+      assert.equal(await stateOf(B, id2), 'enabled', 'B did not drain b2 on its own');
+    });
+    for (const m of members) assert.equal(await stateOf(m, id2), 'enabled', `${m.name} runs b2 enabled`);
+    assert.equal((await setState(B, id2, 'disabled')).status, 200, 'the change made once etcd is back');
+    for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'disabled', WAIT, `${m.name} disables b2`);
+    assert.equal((await setState(A, id2, 'enabled')).status, 200);
+    for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'enabled', WAIT, `${m.name} enables b2 again`);
+  });
 });
