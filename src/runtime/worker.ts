@@ -7,7 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
-import { checkPolicyModules } from '../config/load.ts';
+import { checkPolicyModules } from '../config/policy-modules.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';

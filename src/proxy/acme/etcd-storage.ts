@@ -6,8 +6,8 @@
  * lease when its holder dies, released by its holder. etcd is linearizable, so a
  * leader change never lets two instances hold it at once.
  */
-import { EtcdLockFailedError, type Lock } from 'etcd3';
-import type { EtcdConfigStore } from '../../config/etcd-source.ts';
+import type { Lock } from 'etcd3';
+import { type EtcdConfigStore, etcd3 } from '../../config/etcd-source.ts';
 import { type AcmeStorage, LockTimeoutError, type StorageLock, storageKey } from './storage.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -56,7 +56,7 @@ export class EtcdStorage implements AcmeStorage {
         await lock.acquire();
         break;
       } catch (err) {
-        if (!(err instanceof EtcdLockFailedError)) throw err;
+        if (!(err instanceof etcd3().EtcdLockFailedError)) throw err;
       }
       if (Date.now() >= giveUp) throw new LockTimeoutError(name, 'another instance', waitMs);
       await sleep(250 + Math.random() * 250);
