@@ -5,7 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startBackend } from './backend/demo-backend.ts';
+import { backendCommand } from './backend/command.ts';
 import { EtcdConfigStore } from './config/etcd-source.ts';
 import { configJsonSchema } from './config/json-schema.ts';
 import { type LoadedConfig, loadConfigFile, parseConfig } from './config/load.ts';
@@ -262,24 +262,6 @@ async function pullConfig(store: EtcdConfigStore, output: string | undefined): P
     console.error(`wrote ${output} from ${store.configKey} at revision ${shared.revision}`);
   } else process.stdout.write(shared.text);
   return 0;
-}
-
-async function backendCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { port: { type: 'string', short: 'p' }, name: { type: 'string' }, delay: { type: 'string' }, host: { type: 'string' } } });
-  const port = Number(values.port ?? process.env.PORT ?? 0);
-  const delayMs = values.delay !== undefined ? Number(values.delay) : process.env.DURATION ? Number(process.env.DURATION) * 1000 : 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isFinite(delayMs) || delayMs < 0) {
-    console.error('velocity backend: --port must be 0-65535 and --delay a number of milliseconds ≥ 0');
-    return 2;
-  }
-  // HOST too, like PORT: the container image sets HOST=0.0.0.0.
-  const host = values.host ?? process.env.HOST ?? '127.0.0.1';
-  const backend = await startBackend({ port, host, name: values.name ?? `backend-${port}`, delayMs });
-  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${host}:${backend.port}`);
-  const stop = () => void backend.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  return -1;
 }
 
 async function benchCommand(args: string[]): Promise<number> {

@@ -52,8 +52,10 @@ export interface FleetMemberDeps {
   facts(): InstanceFacts;
   /** The fleet's shared blocklist, when this instance keeps its list in memory (not in Redis). */
   blocklist?: FleetBlocklist | undefined;
-  /** Sets a server's admin state on this instance; false when it has no such server (yet). */
-  setServerState(service: string, server: string, state: ServerState): boolean;
+  /** Whether this instance runs that server (not being removed). */
+  hasServer(service: string, server: string): boolean;
+  /** Sets a server's admin state on this instance (a server it does not run (yet) is left alone). */
+  setServerState(service: string, server: string, state: ServerState): void;
 }
 
 const memberRecord = z.object({
@@ -103,6 +105,8 @@ export class FleetMember {
   private connecting: Promise<void> | undefined;
   /** Server states set fleet-wide: key → state (absent = enabled). */
   private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
+  /** The etcd revision of the last state applied per server-state key (so an older one never overrides it). */
+  private readonly stateRevisions = new Map<string, number>();
   private lastOutcome: ReloadOutcome | undefined;
   private appliedRevision: number | undefined;
   private syncing: Promise<void> | undefined;
@@ -196,12 +200,18 @@ export class FleetMember {
     return this.deps.store.key('server-state', ...(service ? [encodeURIComponent(service)] : []), encodeURIComponent(server));
   }
 
-  /** Sets a server's state for the whole fleet (enabled removes the key); false when this instance has no such server. */
+  /**
+   * Sets a server's state for the whole fleet (enabled removes the key); false when this
+   * instance has no such server. Applied here only once etcd took it: a write that failed
+   * changes nothing anywhere.
+   */
   async setServerState(service: string, server: string, state: ServerState): Promise<boolean> {
-    if (!this.deps.setServerState(service, server, state)) return false;
+    if (!this.deps.hasServer(service, server)) return false;
     const key = this.stateKey(service, server);
-    if (state === 'enabled') await this.deps.store.client.delete().key(key).exec();
-    else await this.deps.store.client.put(key).value(state).exec();
+    const { client } = this.deps.store;
+    const written = state === 'enabled' ? await client.delete().key(key).exec() : await client.put(key).value(state).exec();
+    // The watch brings it too; whichever comes first applies it, and nothing older after it.
+    this.applyState(key, service, server, state, Number(written.header.revision));
     return true;
   }
 
@@ -209,11 +219,15 @@ export class FleetMember {
     for (const { service, server, state } of this.states.values()) this.deps.setServerState(service, server, state);
   }
 
-  private onStateKey(key: string, value: string | undefined): void {
+  private onStateKey(key: string, value: string | undefined, revision: number): void {
     const entry = readEntry(this.deps.log, this.stateKey(''), key, value, STATE_ENTRY);
     const [service, server] = entry?.names ?? [];
-    if (!entry || service === undefined || server === undefined) return;
-    const state = entry.value ?? 'enabled';
+    if (entry && service !== undefined && server !== undefined) this.applyState(key, service, server, entry.value ?? 'enabled', revision);
+  }
+
+  private applyState(key: string, service: string, server: string, state: ServerState, revision: number): void {
+    if ((this.stateRevisions.get(key) ?? 0) >= revision) return;
+    this.stateRevisions.set(key, revision);
     if (state === 'enabled') this.states.delete(key);
     else this.states.set(key, { service, server, state });
     this.deps.setServerState(service, server, state);
@@ -248,11 +262,12 @@ export class FleetMember {
       // Everything the fleet shares, read at one revision; the watch starts at the next.
       const res = await client.getAll().prefix(`${this.prefix}/`).exec();
       const readAt = Number(res.header.revision);
-      const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() }));
+      const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) }));
       // A state whose key went while this instance was away was set back to enabled meanwhile.
       const previous = [...this.states.entries()];
       this.states.clear();
-      for (const { key, value } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+      this.stateRevisions.clear();
+      for (const { key, value, revision } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value, revision);
       for (const [key, { service, server }] of previous) if (!this.states.has(key)) this.deps.setServerState(service, server, 'enabled');
       const blocklist = this.deps.blocklist;
       blocklist?.resync(kvs.filter((kv) => kv.key.startsWith(blocklist.prefix)));
@@ -262,8 +277,8 @@ export class FleetMember {
         .startRevision(String(readAt + 1))
         .create();
       this.watcher = watcher;
-      watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString()));
-      watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined));
+      watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString(), Number(kv.mod_revision)));
+      watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined, Number(kv.mod_revision)));
       watcher.on('disconnected', (err) => this.lost(`watch disconnected: ${err.message}`));
       watcher.on('error', (err) => this.lost(`watch failed: ${err.message}`));
       // The config as it is now: whatever changed while this instance was away, nothing older.
@@ -277,9 +292,9 @@ export class FleetMember {
     }
   }
 
-  private onChange(key: string, value: string | undefined): void {
+  private onChange(key: string, value: string | undefined, revision: number): void {
     if (key === this.deps.store.configKey) void this.sync();
-    else if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+    else if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value, revision);
     else if (this.deps.blocklist && key.startsWith(this.deps.blocklist.prefix)) this.deps.blocklist.applyRemote(key, value);
   }
 

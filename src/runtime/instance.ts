@@ -275,16 +275,20 @@ export async function start(input: Config | string, options: StartOptions = {}):
         errors: servers.reduce((n, s) => n + s.failures, 0),
       };
     };
+    const hasServer = (service: string, server: string) =>
+      control.serviceNames().includes(service) && control.servers(service).some((s) => s.spec.id === server && s.removeBy === undefined);
     const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
       try {
         control.setAdminState(service, server, wanted);
-        return true;
       } catch {
-        return false;
+        // A server this instance does not run (yet): it takes the state when it is added.
       }
     };
     const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);
-    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState, blocklist: fleetBlocklist }, id);
+    fleet = new FleetMember(
+      { store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, hasServer, setServerState, blocklist: fleetBlocklist },
+      id,
+    );
   }
   const servicesDeps = {
     control,

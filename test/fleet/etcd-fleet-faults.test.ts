@@ -122,4 +122,17 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     });
     await eventually(async () => (await stateOf(B, id1)) === 'enabled', WAIT, 'B enables b1 when back');
   });
+
+  await t.test('a state change B cannot write to etcd answers 503 and changes nothing, on B or elsewhere', async () => {
+    await outage(async () => {
+      const refused = await setState(B, id2, 'draining');
+      assert.equal(refused.status, 503, JSON.stringify(refused.json));
+      assert.equal(await stateOf(B, id2), 'enabled', 'B did not drain b2 on its own');
+    });
+    for (const m of members) assert.equal(await stateOf(m, id2), 'enabled', `${m.name} runs b2 enabled`);
+    assert.equal((await setState(B, id2, 'disabled')).status, 200, 'the change made once etcd is back');
+    for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'disabled', WAIT, `${m.name} disables b2`);
+    assert.equal((await setState(A, id2, 'enabled')).status, 200);
+    for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'enabled', WAIT, `${m.name} enables b2 again`);
+  });
 });
