@@ -103,6 +103,10 @@ export class FleetMember {
   private reportTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private connecting: Promise<void> | undefined;
+  /** Bumped by each loss: an attempt begun before it gives up instead of declaring etcd reachable. */
+  private generation = 0;
+  /** The retry came while an attempt was under way: run it when that attempt ends. */
+  private retryWanted = false;
   /** Server states set fleet-wide: key → state (absent = enabled). */
   private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
   /** The etcd revision of the last state applied per server-state key (so an older one never overrides it). */
@@ -235,8 +239,14 @@ export class FleetMember {
 
   /** One attempt to (re)join: lease, current state at one revision, reload, watch from the next revision. */
   private connect(): Promise<void> {
-    this.connecting ??= this.attempt().finally(() => {
+    if (this.connecting) {
+      this.retryWanted = true;
+      return this.connecting;
+    }
+    this.retryWanted = false;
+    this.connecting = this.attempt().finally(() => {
       this.connecting = undefined;
+      if (this.retryWanted) void this.connect();
     });
     return this.connecting;
   }
@@ -244,6 +254,9 @@ export class FleetMember {
   private async attempt(): Promise<void> {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
+    const generation = this.generation;
+    // etcd was lost again while this attempt waited: the retry that loss scheduled takes over.
+    const superseded = () => generation !== this.generation || this.closed;
     const { client } = this.deps.store;
     try {
       if (!this.lease) {
@@ -258,9 +271,11 @@ export class FleetMember {
           throw err;
         });
         this.lease = lease;
+        if (superseded()) return;
       }
       // Everything the fleet shares, read at one revision; the watch starts at the next.
       const res = await client.getAll().prefix(`${this.prefix}/`).exec();
+      if (superseded()) return;
       const readAt = Number(res.header.revision);
       const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) }));
       // A state whose key went while this instance was away was set back to enabled meanwhile.
@@ -276,19 +291,27 @@ export class FleetMember {
         .prefix(`${this.prefix}/`)
         .startRevision(String(readAt + 1))
         .create();
+      if (superseded()) {
+        void watcher.cancel().catch(() => undefined);
+        return;
+      }
       this.watcher = watcher;
+      const lostIfCurrent = (what: string) => (err: Error) => {
+        if (this.watcher === watcher) this.lost(`${what}: ${err.message}`);
+      };
       watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString(), Number(kv.mod_revision)));
       watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined, Number(kv.mod_revision)));
-      watcher.on('disconnected', (err) => this.lost(`watch disconnected: ${err.message}`));
-      watcher.on('error', (err) => this.lost(`watch failed: ${err.message}`));
+      watcher.on('disconnected', lostIfCurrent('watch disconnected'));
+      watcher.on('error', lostIfCurrent('watch failed'));
       // The config as it is now: whatever changed while this instance was away, nothing older.
       await this.sync();
+      if (superseded()) return;
       const wasDown = !this.link.reachable && this.link.attempts > 0;
       this.link = { reachable: true, since: new Date().toISOString(), attempts: 0 };
       if (wasDown) this.deps.log.info({ revision: this.appliedRevision ?? null }, 'fleet: etcd reachable again; resynced to the current revision');
       await this.report();
     } catch (err) {
-      this.lost((err as Error).message);
+      if (!superseded()) this.lost((err as Error).message);
     }
   }
 
@@ -301,6 +324,7 @@ export class FleetMember {
   /** etcd stopped answering: keep serving, say so, and retry with backoff. */
   private lost(reason: string): void {
     if (this.closed) return;
+    this.generation++;
     const watcher = this.watcher;
     this.watcher = undefined;
     void watcher?.cancel().catch(() => undefined);
