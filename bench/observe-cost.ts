@@ -63,13 +63,16 @@ async function load(name: string, root: string): Promise<Build> {
   };
 }
 
-/** Records as the data path makes them: a fresh request id, the time, durations from performance.now(). */
+/**
+ * Records as the data path makes them: a fresh request id, the time, durations as
+ * differences of performance.now() (doubles of 15–17 digits, each one new, as live).
+ */
 function makeRecords(n: number): RequestRecord[] {
   const out: RequestRecord[] = [];
   const start = Date.now();
+  const now = performance.now();
+  const ms = (low: number) => now + low + Math.random() * 0.5 - now;
   for (let i = 0; i < n; i++) {
-    const t0 = performance.now() - 0.2 - (i % 7) * 0.013;
-    const firstByte = performance.now() - t0;
     out.push({
       time: start + Math.floor(i / 12),
       requestId: randomUUID(),
@@ -83,9 +86,9 @@ function makeRecords(n: number): RequestRecord[] {
       bytesOut: 21,
       service: 'web',
       server: '127.0.0.1:3001',
-      upstreamFirstByteMs: firstByte,
-      upstreamMs: performance.now() - t0,
-      totalMs: performance.now() - t0 + 0.05,
+      upstreamFirstByteMs: ms(0.2),
+      upstreamMs: ms(0.3),
+      totalMs: ms(0.4),
       retries: 0,
       queueWaitMs: 0,
       decision: undefined,
