@@ -11,12 +11,15 @@
  */
 import { hostname } from 'node:os';
 import type { Lease, Watcher } from 'etcd3';
+import { z } from 'zod';
 import { cappedBackoff } from '../backoff.ts';
 import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Collectors } from '../observe/metrics.ts';
+import { ADMIN_STATES } from '../state/server-cells.ts';
 import type { FleetBlocklist } from './blocklist.ts';
+import { type EntryShape, readEntry } from './entries.ts';
 
 export type ServerState = 'enabled' | 'draining' | 'disabled';
 
@@ -53,21 +56,24 @@ export interface FleetMemberDeps {
   setServerState(service: string, server: string, state: ServerState): boolean;
 }
 
-export interface MemberRecord {
-  id: string;
-  version: string;
-  listen: string[];
-  admin: string | null;
-  threads: number;
-  health: 'serving' | 'draining';
-  started_at: string;
-  reported_at: string;
-  config: { revision: number | null; ok: boolean; at: string | null; errors?: string[] };
-  requests_per_second: number;
-  errors_per_second: number;
-  requests_total: number;
-  errors_total: number;
-}
+const memberRecord = z.object({
+  id: z.string(),
+  version: z.string(),
+  listen: z.array(z.string()),
+  admin: z.string().nullable(),
+  threads: z.number(),
+  health: z.enum(['serving', 'draining']),
+  started_at: z.string(),
+  reported_at: z.string(),
+  config: z.object({ revision: z.number().nullable(), ok: z.boolean(), at: z.string().nullable(), errors: z.array(z.string()).optional() }),
+  requests_per_second: z.number(),
+  errors_per_second: z.number(),
+  requests_total: z.number(),
+  errors_total: z.number(),
+});
+/** PREFIX/instances/ID → this JSON, under the member's lease. */
+export type MemberRecord = z.infer<typeof memberRecord>;
+const MEMBER_ENTRY: EntryShape<MemberRecord> = { names: 1, value: memberRecord, json: true };
 
 export interface EtcdLink {
   reachable: boolean;
@@ -76,6 +82,9 @@ export interface EtcdLink {
   /** Failed attempts since it became unreachable. */
   attempts: number;
 }
+
+/** PREFIX/server-state/SERVICE/SERVER → the state (no key: enabled). */
+const STATE_ENTRY: EntryShape<ServerState> = { names: 2, value: z.enum(ADMIN_STATES) };
 
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 10_000;
@@ -100,6 +109,8 @@ export class FleetMember {
   private syncAgain = false;
   private lastCounts = { at: Date.now(), requests: 0, errors: 0, rps: 0, eps: 0 };
   private lastMembers: MemberRecord[] = [];
+  /** Member records found malformed (KEY@MOD_REVISION), warned about once. */
+  private badRecords = new Set<string>();
   private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
 
   constructor(deps: FleetMemberDeps, id: string) {
@@ -199,11 +210,13 @@ export class FleetMember {
   }
 
   private onStateKey(key: string, value: string | undefined): void {
-    const [service, server] = key.slice(this.stateKey('').length).split('/').map(decodeURIComponent);
-    if (!service || !server) return;
-    if (value === 'draining' || value === 'disabled') this.states.set(key, { service, server, state: value });
-    else this.states.delete(key);
-    this.deps.setServerState(service, server, value === 'draining' || value === 'disabled' ? value : 'enabled');
+    const entry = readEntry(this.deps.log, this.stateKey(''), key, value, STATE_ENTRY);
+    const [service, server] = entry?.names ?? [];
+    if (!entry || service === undefined || server === undefined) return;
+    const state = entry.value ?? 'enabled';
+    if (state === 'enabled') this.states.delete(key);
+    else this.states.set(key, { service, server, state });
+    this.deps.setServerState(service, server, state);
   }
 
   /** One attempt to (re)join: lease, current state at one revision, reload, watch from the next revision. */
@@ -236,8 +249,11 @@ export class FleetMember {
       const res = await client.getAll().prefix(`${this.prefix}/`).exec();
       const readAt = Number(res.header.revision);
       const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() }));
+      // A state whose key went while this instance was away was set back to enabled meanwhile.
+      const previous = [...this.states.entries()];
       this.states.clear();
       for (const { key, value } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+      for (const [key, { service, server }] of previous) if (!this.states.has(key)) this.deps.setServerState(service, server, 'enabled');
       const blocklist = this.deps.blocklist;
       blocklist?.resync(kvs.filter((kv) => kv.key.startsWith(blocklist.prefix)));
       const watcher = await client
@@ -325,14 +341,26 @@ export class FleetMember {
   /** Every registered instance (this one first), as etcd has them; the last known list when etcd is unreachable. */
   async members(): Promise<{ instances: MemberRecord[]; fresh: boolean }> {
     if (this.link.reachable) {
+      const prefix = this.deps.store.key('instances', '');
+      let kvs: { key: Buffer; value: Buffer; mod_revision: string }[] | undefined;
       try {
-        const res = await this.deps.store.client.getAll().prefix(this.deps.store.key('instances', '')).strings();
-        this.lastMembers = Object.values(res)
-          .map((v) => JSON.parse(v) as MemberRecord)
-          .filter((m) => m.id !== this.id);
-        return { instances: [this.record(), ...this.lastMembers], fresh: true };
+        kvs = (await this.deps.store.client.getAll().prefix(prefix).exec()).kvs;
       } catch (err) {
         this.lost(`listing members failed: ${(err as Error).message}`);
+      }
+      if (kvs) {
+        const bad = new Set<string>();
+        const others: MemberRecord[] = [];
+        for (const kv of kvs) {
+          const key = kv.key.toString();
+          const seen = `${key}@${kv.mod_revision}`;
+          const record = this.badRecords.has(seen) ? undefined : readEntry(this.deps.log, prefix, key, kv.value.toString(), MEMBER_ENTRY)?.value;
+          if (!record) bad.add(seen);
+          else if (record.id !== this.id) others.push(record);
+        }
+        this.badRecords = bad;
+        this.lastMembers = others;
+        return { instances: [this.record(), ...others], fresh: true };
       }
     }
     return { instances: [this.record(), ...this.lastMembers], fresh: false };
