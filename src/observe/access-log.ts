@@ -36,18 +36,23 @@ process.on('exit', () => {
 });
 
 /**
- * Lines are collected and written in one system call per 64 KiB, or 100 ms after
- * the first pending line: under load one write carries a hundred lines or more
- * (one per event-loop turn, as before, carried a handful and showed in perf);
- * when quiet a line still reaches the file within a tenth of a second. Lines still
- * pending when the process exits are written by the exit hook above.
+ * Lines are collected and written in one system call per 64 KiB or, for a file,
+ * 100 ms after the first pending line: under load one write carries a hundred
+ * lines or more (one per event-loop turn, as before, carried a handful and showed
+ * in perf); when quiet a line still reaches the file within a tenth of a second.
+ * Standard output keeps one write per event-loop turn: once Node has touched
+ * process.stdout, a pipe there is non-blocking, and a pipe reader that falls
+ * behind should see small writes, not 64 KiB ones. Lines still pending when the
+ * process exits are written by the exit hook above.
  */
 export class AccessLogSink {
   private fd: number;
   readonly path: string | undefined;
   private pending: string[] = [];
   private pendingChars = 0;
+  private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
+  private readonly scheduledFlush = () => this.flush();
   private readonly onWriteError: (err: Error, lines: number) => void;
 
   /**
@@ -69,13 +74,15 @@ export class AccessLogSink {
     this.pending.push(line);
     this.pendingChars += line.length + 1;
     if (this.pendingChars >= FLUSH_CHARS) this.flush();
-    else if (this.timer === undefined) {
-      this.timer = setTimeout(() => this.flush(), FLUSH_MS);
-      this.timer.unref();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      if (this.path === undefined) setImmediate(this.scheduledFlush);
+      else this.timer = setTimeout(this.scheduledFlush, FLUSH_MS).unref();
     }
   }
 
   flush(): void {
+    this.scheduled = false;
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
