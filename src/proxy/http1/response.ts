@@ -8,8 +8,8 @@
  * client pauses whoever feeds the response.
  */
 import { EventEmitter } from 'node:events';
-import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { STATUS_CODES } from '../../node-http.ts';
 import type { ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
 
