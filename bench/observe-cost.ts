@@ -1,7 +1,8 @@
 /**
- * CPU per request of what observes it, in process: each record goes through the
- * metrics observer (shared-memory counters and histograms) and the JSON access
- * log to a file, in bursts of `--burst` records per event-loop turn as the data
+ * CPU per request of what observes it, in process: each request starts its trace
+ * (ids, the traceparent of one attempt), and its record goes through the metrics
+ * observer (shared-memory counters and histograms) and the JSON access log to a
+ * file, in bursts of `--burst` records per event-loop turn as the data
  * path hands them over. A whole proxy run moves too much on a shared machine to
  * show a change of a few per cent of its CPU; this isolates the observer path.
  * Two builds alternate round by round in one process: this checkout's `dist/`
@@ -35,12 +36,16 @@ interface Build {
 
 async function load(name: string, root: string): Promise<Build> {
   const dist = (p: string) => import(pathToFileURL(join(root, 'dist', p)).href);
-  const [{ AccessLogSink, formatAccessLine }, { metricsObserver }, { SharedState }, { METRIC_CELLS }] = await Promise.all([
+  const [{ AccessLogSink, formatAccessLine }, { metricsObserver }, { SharedState }, { METRIC_CELLS }, { Tracer }] = await Promise.all([
     dist('observe/access-log.js'),
     dist('observe/metrics.js'),
     dist('state/shared-state.js'),
     dist('observe/metric-table.js'),
+    dist('observe/tracing.js'),
   ]);
+  // No exporter: what every request pays when tracing is not exported (the default).
+  const tracer = new Tracer(undefined, {});
+  const headers = { host: '127.0.0.1:8080', 'user-agent': 'wrk' };
   const state = new SharedState(undefined, { metricCells: METRIC_CELLS });
   const service = { slot: 1, servers: [{ id: '127.0.0.1:3001', slot: 1 }] };
   const count: (r: RequestRecord) => void = metricsObserver(state, () => service);
@@ -53,6 +58,10 @@ async function load(name: string, root: string): Promise<Build> {
       for (let i = 0; i < records.length; i += burst) {
         for (let j = i; j < i + burst && j < records.length; j++) {
           const r = records[j] as RequestRecord;
+          const trace = tracer.start(headers);
+          r.traceId = trace.traceId;
+          r.spanId = trace.spanId;
+          if (trace.traceparent(trace.startAttempt()).length !== 55) throw new Error('a traceparent is 55 characters');
           count(r);
           sink.write(formatAccessLine(r, 'json'));
         }
