@@ -132,7 +132,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
-  const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
+  const plane = threaded ? new DataPlane(state, 0, log, { baseDir, serves: false }) : servingPlane(state, 0, log, traffic, baseDir);
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
