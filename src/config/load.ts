@@ -89,6 +89,14 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
   return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
 }
 
+/**
+ * A candidate shared config under this instance's local file, validated as a reload would
+ * (policy and middleware modules are loaded by the reload itself); throws ConfigError.
+ */
+export async function checkSharedCandidate(text: string, store: EtcdConfigStore, file: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  parseLayeredConfig({ text, file: `etcd:${store.configKey}` }, { text: await readFile(file, 'utf8'), file }, env);
+}
+
 /** Validates config text; `file` is only used in error positions. */
 export function parseConfig(text: string, file = '<config>', env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const read = readConfigText(text, file, env);

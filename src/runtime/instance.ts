@@ -17,7 +17,7 @@ import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { EtcdConfigStore } from '../config/etcd-source.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { checkSharedCandidate, loadConfigFile } from '../config/load.ts';
 import { checkPolicyModules } from '../config/policy-modules.ts';
 import type { ReloadResult } from '../config/reload-result.ts';
 import type { Config } from '../config/schema/root.ts';
@@ -297,7 +297,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const servicesDeps = {
     control,
     plane,
-    ...(fleet && etcd ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd)) } : {}),
+    ...(fleet && etcd && configFile ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd, (text) => checkSharedCandidate(text, etcd, configFile))) } : {}),
     fileServers: (name: string) => {
       const service = config.services.find((s) => s.name === name);
       return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;

@@ -140,6 +140,24 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'enabled', WAIT, `${m.name} enables b2 again`);
   });
 
+  await t.test('an edit of a shared config with YAML errors answers 409 with the error; one that would leave it invalid answers 422 and writes nothing', async () => {
+    const configKey = `${PREFIX}/config`;
+    const revision = async () => Number((await cluster.client.get(configKey).exec()).kvs[0]?.mod_revision);
+    await cluster.client.put(configKey).value('services:\n  - name: web\n    servers: [ "http://127.0.0.1:1"\n');
+    const broken = await call(agent, 'PATCH', `${A.admin}/api/v1/services/web/servers/${id1}`, { weight: 3 });
+    assert.equal(broken.status, 409, JSON.stringify(broken.json));
+    assert.match(String(broken.json.error), new RegExp(`not valid YAML \\(etcd:${PREFIX}/config:\\d+:\\d+: `));
+    await cluster.client.put(configKey).value('services:\n  - name: web\n    servers: [ "ftp://nowhere" ]\n');
+    const before = await revision();
+    const invalid = await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, { url: 'http://127.0.0.1:20903' });
+    assert.equal(invalid.status, 422, JSON.stringify(invalid.json));
+    assert.match(String(invalid.json.error), new RegExp(`would make the shared config invalid.*etcd:${PREFIX}/config:3:`));
+    assert.equal(await revision(), before, 'nothing was written');
+    await cluster.client.put(configKey).value(sharedConfig([b1.url, b2.url]));
+    const fixed = await revision();
+    await eventually(async () => (await fleetView(agent, A)).instances.every((i) => i.config.ok && i.config.revision === fixed), WAIT, 'both instances run the fixed config');
+  });
+
   await t.test('etcd lost again while a reconnect waits for its reload: the member reconnects and follows changes, never reports reachable without a watch', async () => {
     // The member alone, with a reload the test holds: the seam is the instance's reload, etcd is real.
     const prefix = '/velocity/race';
