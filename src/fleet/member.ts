@@ -31,6 +31,9 @@ export interface ReloadOutcome {
   errors?: string[];
 }
 
+/** Whether this instance runs a revision of the shared config: applied, refused (with the reload's errors), or neither yet. */
+export type Applied = { applied: true } | { applied: false; refused?: string[] };
+
 /** What the instance says about itself in its member record. */
 export interface InstanceFacts {
   listen: string[];
@@ -119,7 +122,9 @@ export class FleetMember {
   private lastMembers: MemberRecord[] = [];
   /** Member records found malformed (KEY@MOD_REVISION), warned about once. */
   private badRecords = new Set<string>();
-  private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
+  private readonly waiters = new Set<{ revision: number; done: (result: Applied) => void }>();
+  /** The last shared config this instance refused. */
+  private refused: { revision: number; errors: string[] } | undefined;
 
   constructor(deps: FleetMemberDeps, id: string) {
     this.deps = deps;
@@ -157,28 +162,32 @@ export class FleetMember {
   /** After every reload of this instance (from etcd, SIGHUP or the admin API): record and publish it. */
   reloaded(outcome: ReloadOutcome): void {
     this.lastOutcome = outcome;
-    if (outcome.ok && outcome.revision !== undefined) {
-      this.appliedRevision = outcome.revision;
-      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(true);
+    if (outcome.revision !== undefined) {
+      if (outcome.ok) this.appliedRevision = outcome.revision;
+      else this.refused = { revision: outcome.revision, errors: outcome.errors ?? [] };
+      const result: Applied = outcome.ok ? { applied: true } : { applied: false, refused: outcome.errors ?? [] };
+      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(result);
     }
     if (outcome.ok) this.applyStates();
     else this.deps.log.error({ errors: outcome.errors, keptRevision: this.appliedRevision ?? null }, 'fleet: the shared config was refused; serving the last good one');
     void this.report();
   }
 
-  /** Resolves true once this instance runs the shared config at `revision` or later; false after `timeoutMs`. */
-  applied(revision: number, timeoutMs = 10_000): Promise<boolean> {
-    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve(true);
+  /** Once this instance runs the shared config at `revision` or later, or refused it (with the errors); not applied after `timeoutMs`. */
+  applied(revision: number, timeoutMs = 10_000): Promise<Applied> {
+    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve({ applied: true });
+    const refused = this.refused;
+    if (refused && refused.revision >= revision) return Promise.resolve({ applied: false, refused: refused.errors });
     return new Promise((resolve) => {
       const waiter = {
         revision,
-        done: (ok: boolean) => {
+        done: (result: Applied) => {
           clearTimeout(timer);
           this.waiters.delete(waiter);
-          resolve(ok);
+          resolve(result);
         },
       };
-      const timer = setTimeout(() => waiter.done(false), timeoutMs);
+      const timer = setTimeout(() => waiter.done({ applied: false }), timeoutMs);
       this.waiters.add(waiter);
     });
   }
@@ -414,7 +423,7 @@ export class FleetMember {
     this.closed = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.reportTimer);
-    for (const waiter of [...this.waiters]) waiter.done(false);
+    for (const waiter of [...this.waiters]) waiter.done({ applied: false });
     await this.watcher?.cancel().catch(() => undefined);
     // Leaving on purpose: the record goes at once instead of at the lease's expiry.
     await this.lease?.revoke().catch(() => undefined);

@@ -132,7 +132,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
-  const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
+  const plane = threaded ? new DataPlane(state, 0, log, { baseDir, serves: false }) : servingPlane(state, 0, log, traffic, baseDir);
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
@@ -259,7 +259,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       else log.info({ version: lastReload.version }, 'config reloaded');
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`) : [(err as Error).message];
-      lastReload = { ok: false, at, version: control.current.version, errors };
+      lastReload = { ok: false, at, version: control.current.version, errors, ...(err instanceof ConfigError && err.revision !== undefined ? { revision: err.revision } : {}) };
       count(state, 'velocity_config_reloads_total', { value: 'failure' });
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
