@@ -31,6 +31,9 @@ export interface ReloadOutcome {
   errors?: string[];
 }
 
+/** Whether this instance runs a revision of the shared config: applied, refused (with the reload's errors), or neither yet. */
+export type Applied = { applied: true } | { applied: false; refused?: string[] };
+
 /** What the instance says about itself in its member record. */
 export interface InstanceFacts {
   listen: string[];
@@ -103,6 +106,10 @@ export class FleetMember {
   private reportTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private connecting: Promise<void> | undefined;
+  /** Bumped by each loss: an attempt begun before it gives up instead of declaring etcd reachable. */
+  private generation = 0;
+  /** The retry came while an attempt was under way: run it when that attempt ends. */
+  private retryWanted = false;
   /** Server states set fleet-wide: key → state (absent = enabled). */
   private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
   /** The etcd revision of the last state applied per server-state key (so an older one never overrides it). */
@@ -115,7 +122,9 @@ export class FleetMember {
   private lastMembers: MemberRecord[] = [];
   /** Member records found malformed (KEY@MOD_REVISION), warned about once. */
   private badRecords = new Set<string>();
-  private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
+  private readonly waiters = new Set<{ revision: number; done: (result: Applied) => void }>();
+  /** The last shared config this instance refused. */
+  private refused: { revision: number; errors: string[] } | undefined;
 
   constructor(deps: FleetMemberDeps, id: string) {
     this.deps = deps;
@@ -153,28 +162,32 @@ export class FleetMember {
   /** After every reload of this instance (from etcd, SIGHUP or the admin API): record and publish it. */
   reloaded(outcome: ReloadOutcome): void {
     this.lastOutcome = outcome;
-    if (outcome.ok && outcome.revision !== undefined) {
-      this.appliedRevision = outcome.revision;
-      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(true);
+    if (outcome.revision !== undefined) {
+      if (outcome.ok) this.appliedRevision = outcome.revision;
+      else this.refused = { revision: outcome.revision, errors: outcome.errors ?? [] };
+      const result: Applied = outcome.ok ? { applied: true } : { applied: false, refused: outcome.errors ?? [] };
+      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(result);
     }
     if (outcome.ok) this.applyStates();
     else this.deps.log.error({ errors: outcome.errors, keptRevision: this.appliedRevision ?? null }, 'fleet: the shared config was refused; serving the last good one');
     void this.report();
   }
 
-  /** Resolves true once this instance runs the shared config at `revision` or later; false after `timeoutMs`. */
-  applied(revision: number, timeoutMs = 10_000): Promise<boolean> {
-    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve(true);
+  /** Once this instance runs the shared config at `revision` or later, or refused it (with the errors); not applied after `timeoutMs`. */
+  applied(revision: number, timeoutMs = 10_000): Promise<Applied> {
+    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve({ applied: true });
+    const refused = this.refused;
+    if (refused && refused.revision >= revision) return Promise.resolve({ applied: false, refused: refused.errors });
     return new Promise((resolve) => {
       const waiter = {
         revision,
-        done: (ok: boolean) => {
+        done: (result: Applied) => {
           clearTimeout(timer);
           this.waiters.delete(waiter);
-          resolve(ok);
+          resolve(result);
         },
       };
-      const timer = setTimeout(() => waiter.done(false), timeoutMs);
+      const timer = setTimeout(() => waiter.done({ applied: false }), timeoutMs);
       this.waiters.add(waiter);
     });
   }
@@ -235,8 +248,14 @@ export class FleetMember {
 
   /** One attempt to (re)join: lease, current state at one revision, reload, watch from the next revision. */
   private connect(): Promise<void> {
-    this.connecting ??= this.attempt().finally(() => {
+    if (this.connecting) {
+      this.retryWanted = true;
+      return this.connecting;
+    }
+    this.retryWanted = false;
+    this.connecting = this.attempt().finally(() => {
       this.connecting = undefined;
+      if (this.retryWanted) void this.connect();
     });
     return this.connecting;
   }
@@ -244,6 +263,9 @@ export class FleetMember {
   private async attempt(): Promise<void> {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
+    const generation = this.generation;
+    // etcd was lost again while this attempt waited: the retry that loss scheduled takes over.
+    const superseded = () => generation !== this.generation || this.closed;
     const { client } = this.deps.store;
     try {
       if (!this.lease) {
@@ -258,9 +280,11 @@ export class FleetMember {
           throw err;
         });
         this.lease = lease;
+        if (superseded()) return;
       }
       // Everything the fleet shares, read at one revision; the watch starts at the next.
       const res = await client.getAll().prefix(`${this.prefix}/`).exec();
+      if (superseded()) return;
       const readAt = Number(res.header.revision);
       const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) }));
       // A state whose key went while this instance was away was set back to enabled meanwhile.
@@ -276,19 +300,27 @@ export class FleetMember {
         .prefix(`${this.prefix}/`)
         .startRevision(String(readAt + 1))
         .create();
+      if (superseded()) {
+        void watcher.cancel().catch(() => undefined);
+        return;
+      }
       this.watcher = watcher;
+      const lostIfCurrent = (what: string) => (err: Error) => {
+        if (this.watcher === watcher) this.lost(`${what}: ${err.message}`);
+      };
       watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString(), Number(kv.mod_revision)));
       watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined, Number(kv.mod_revision)));
-      watcher.on('disconnected', (err) => this.lost(`watch disconnected: ${err.message}`));
-      watcher.on('error', (err) => this.lost(`watch failed: ${err.message}`));
+      watcher.on('disconnected', lostIfCurrent('watch disconnected'));
+      watcher.on('error', lostIfCurrent('watch failed'));
       // The config as it is now: whatever changed while this instance was away, nothing older.
       await this.sync();
+      if (superseded()) return;
       const wasDown = !this.link.reachable && this.link.attempts > 0;
       this.link = { reachable: true, since: new Date().toISOString(), attempts: 0 };
       if (wasDown) this.deps.log.info({ revision: this.appliedRevision ?? null }, 'fleet: etcd reachable again; resynced to the current revision');
       await this.report();
     } catch (err) {
-      this.lost((err as Error).message);
+      if (!superseded()) this.lost((err as Error).message);
     }
   }
 
@@ -301,6 +333,7 @@ export class FleetMember {
   /** etcd stopped answering: keep serving, say so, and retry with backoff. */
   private lost(reason: string): void {
     if (this.closed) return;
+    this.generation++;
     const watcher = this.watcher;
     this.watcher = undefined;
     void watcher?.cancel().catch(() => undefined);
@@ -390,7 +423,7 @@ export class FleetMember {
     this.closed = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.reportTimer);
-    for (const waiter of [...this.waiters]) waiter.done(false);
+    for (const waiter of [...this.waiters]) waiter.done({ applied: false });
     await this.watcher?.cancel().catch(() => undefined);
     // Leaving on purpose: the record goes at once instead of at the lease's expiry.
     await this.lease?.revoke().catch(() => undefined);

@@ -5,16 +5,20 @@
  * A reaches etcd directly, B through forwarders the test can cut.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Agent } from 'undici';
+import { EtcdConfigStore } from '../../src/config/etcd-source.ts';
+import { configSourceSchema } from '../../src/config/schema/fleet.ts';
+import { FleetMember } from '../../src/fleet/member.ts';
+import { silentLogger } from '../../src/observe/logger.ts';
 import { startEtcdCluster } from '../support/etcd.ts';
 import { backend, body, call, etcdLink, fleetView, type Member, servers, sharedConfig, startMember } from '../support/fleet.ts';
-import { assertNoInternalErrors } from '../support/internal-errors.ts';
+import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
 import { runCommand } from '../support/spawn.ts';
-import { eventually } from '../support/velocity.ts';
+import { delay, eventually } from '../support/velocity.ts';
 
 const PREFIX = '/velocity/faults';
 const WAIT = 60_000;
@@ -49,6 +53,18 @@ test('a fleet keeps serving and following changes through bad entries, outages a
   const stateOf = async (m: Member, id: string) => (await servers(agent, m)).find((s) => s.id === id)?.state;
   const setState = (m: Member, id: string, state: string) => call(agent, 'PATCH', `${m.admin}/api/v1/services/web/servers/${id}`, { state });
   const reachable = async (m: Member) => (await fleetView(agent, m)).etcd.reachable;
+  const configKey = `${PREFIX}/config`;
+  const configRevision = async () => Number((await cluster.client.get(configKey).exec()).kvs[0]?.mod_revision);
+  /** Writes the shared config and waits until both instances run it. */
+  const share = async (text: string) => {
+    await cluster.client.put(configKey).value(text);
+    const revision = await configRevision();
+    await eventually(
+      async () => (await fleetView(agent, A)).instances.every((i) => i.config.ok && i.config.revision === revision),
+      WAIT,
+      `both instances run revision ${revision}`,
+    );
+  };
   /** B loses etcd, says so, and is given it back. */
   const outage = async (during: () => Promise<void> = async () => undefined) => {
     linkB.cut();
@@ -134,5 +150,94 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'disabled', WAIT, `${m.name} disables b2`);
     assert.equal((await setState(A, id2, 'enabled')).status, 200);
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'enabled', WAIT, `${m.name} enables b2 again`);
+  });
+
+  await t.test('an edit of a shared config with YAML errors answers 409 with the error; one that would leave it invalid answers 422 and writes nothing', async () => {
+    await cluster.client.put(configKey).value('services:\n  - name: web\n    servers: [ "http://127.0.0.1:1"\n');
+    const broken = await call(agent, 'PATCH', `${A.admin}/api/v1/services/web/servers/${id1}`, { weight: 3 });
+    assert.equal(broken.status, 409, JSON.stringify(broken.json));
+    assert.match(String(broken.json.error), new RegExp(`not valid YAML \\(etcd:${PREFIX}/config:\\d+:\\d+: `));
+    await cluster.client.put(configKey).value('services:\n  - name: web\n    servers: [ "ftp://nowhere" ]\n');
+    const before = await configRevision();
+    const invalid = await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, { url: 'http://127.0.0.1:20903' });
+    assert.equal(invalid.status, 422, JSON.stringify(invalid.json));
+    assert.match(String(invalid.json.error), new RegExp(`would make the shared config invalid.*etcd:${PREFIX}/config:3:`));
+    assert.equal(await configRevision(), before, 'nothing was written');
+    await share(sharedConfig([b1.url, b2.url]));
+  });
+
+  await t.test('a change this instance then refuses to load answers at once with the reload’s errors', async () => {
+    // A policy module (loaded by the reload, not by the API's schema check) that refuses while a file exists.
+    writeFileSync(
+      join(dir, 'refusing-policy.mjs'),
+      `import { existsSync } from 'node:fs';
+export default () => {
+  if (existsSync(new URL('./refuse', import.meta.url))) throw new Error('told to refuse');
+  return { pick: (servers, _request, usable) => servers.find((s) => usable(s)) };
+};
+`,
+    );
+    const custom = `  - name: custom\n    hosts: [custom.test]\n    policy: { module: ./refusing-policy.mjs }\n    servers: [${b1.url}]\n`;
+    await share(sharedConfig([b1.url, b2.url], custom));
+    writeFileSync(join(dir, 'refuse'), '');
+    const refused = await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, { url: 'http://127.0.0.1:20904' });
+    assert.equal(refused.status, 409, JSON.stringify(refused.json));
+    assert.match(String(refused.json.error), /refused the resulting config: .*told to refuse/);
+    rmSync(join(dir, 'refuse'));
+    await share(sharedConfig([b1.url, b2.url]));
+  });
+
+  await t.test('etcd lost again while a reconnect waits for its reload: the member reconnects and follows changes, never reports reachable without a watch', async () => {
+    // The member alone, with a reload the test holds: the seam is the instance's reload, etcd is real.
+    const prefix = '/velocity/race';
+    const link = await etcdLink(t, cluster.endpoints);
+    const source = configSourceSchema.parse({ etcd: { endpoints: link.endpoints, prefix, id: 'R', lease_ttl: '3s', report_interval: '1s' } }).etcd;
+    assert.ok(source);
+    const store = new EtcdConfigStore(source, dir);
+    t.after(() => store.close());
+    let reloads = 0;
+    let held: Promise<void> | undefined;
+    let release: () => void = () => undefined;
+    const applied: string[] = [];
+    const member = new FleetMember(
+      {
+        store,
+        source,
+        log: watchLogger(silentLogger(), internal),
+        version: 'test',
+        reload: async () => {
+          reloads++;
+          await held;
+          return { ok: true, at: new Date().toISOString() };
+        },
+        facts: () => ({ listen: [], admin: undefined, threads: 1, draining: false, requests: 0, errors: 0 }),
+        hasServer: () => true,
+        setServerState: (service, server, state) => applied.push(`${service}/${server} ${state}`),
+      },
+      'R',
+    );
+    t.after(() => member.close());
+    member.start();
+    await eventually(() => member.etcd.reachable, WAIT, 'the member reaches etcd');
+
+    held = new Promise<void>((r) => {
+      release = r;
+    });
+    const before = reloads;
+    link.cut();
+    await eventually(() => !member.etcd.reachable, WAIT, 'the member reports etcd unreachable');
+    link.restore();
+    await eventually(() => reloads > before, WAIT, 'the reconnect is waiting for its reload');
+    const attempts = member.etcd.attempts;
+    link.cut();
+    await eventually(() => member.etcd.attempts > attempts, WAIT, 'the new watch is lost too');
+    link.restore();
+    // Let the retry that loss scheduled come due while the reload still holds the reconnect
+    // (its backoff is at most 10 s): that retry must not be swallowed by the attempt in progress.
+    await delay(12_000);
+    release();
+    await eventually(() => member.etcd.reachable, WAIT, 'the member reaches etcd again');
+    await cluster.client.put(`${prefix}/server-state/web/s1`).value('draining');
+    await eventually(() => applied.includes('web/s1 draining'), WAIT, 'the member follows a change made after it reconnected');
   });
 });
