@@ -199,11 +199,15 @@ export class FleetMember {
       return this.syncing;
     }
     this.syncing = (async () => {
-      do {
-        this.syncAgain = false;
-        await this.deps.reload();
-      } while (this.syncAgain && !this.closed);
-      this.syncing = undefined;
+      try {
+        do {
+          this.syncAgain = false;
+          await this.deps.reload();
+        } while (this.syncAgain && !this.closed);
+      } finally {
+        // A reload that threw must not leave every later sync waiting on this one.
+        this.syncing = undefined;
+      }
     })();
     return this.syncing;
   }
