@@ -36,6 +36,7 @@ import { count } from '../observe/metrics.ts';
 import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
 import { AcmeStorages } from '../proxy/acme/stores.ts';
 import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
+import type { AdminState } from '../state/server-cells.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
 import { VERSION } from '../version.ts';
@@ -281,7 +282,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     };
     const hasServer = (service: string, server: string) =>
       control.serviceNames().includes(service) && control.servers(service).some((s) => s.spec.id === server && s.removeBy === undefined);
-    const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
+    const setServerState = (service: string, server: string, wanted: AdminState) => {
       try {
         control.setAdminState(service, server, wanted);
       } catch {
