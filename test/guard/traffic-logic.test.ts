@@ -181,18 +181,19 @@ describe('dynamic blocklist (in memory)', () => {
     const list = new MemoryBlocklist(silentLogger());
     t.after(() => list.close());
     await list.add('198.51.100.7', undefined, 'by hand');
-    await list.add('2001:db8::/32', 50, 'briefly');
-    // Read after the adds: a loaded machine may take more than the 10 ms margin between them.
+    // A minute: a loaded machine took more than a 50 ms lifetime between the add and the first match.
+    await list.add('2001:db8::/32', 60_000, 'for a minute');
+    // Read after the adds, so now + 60 s is past the entry's expiry.
     const now = Date.now();
     assert.equal(list.match(ip('198.51.100.7'))?.reason, 'by hand');
     assert.equal(list.match(ip('::ffff:198.51.100.7'))?.cidr, '198.51.100.7');
     assert.equal(list.match(ip('198.51.100.8')), undefined);
     assert.equal(list.match(ip('2001:db8:5::1'))?.source, 'operator');
-    assert.equal(list.match(ip('2001:db8:5::1'), now + 60), undefined, 'expired');
+    assert.equal(list.match(ip('2001:db8:5::1'), now + 60_001), undefined, 'expired');
     assert.equal(await list.remove('::ffff:198.51.100.7'), true);
     assert.equal(await list.remove('198.51.100.7'), false);
     assert.deepEqual(
-      list.list(now + 60).map((e) => e.cidr),
+      list.list(now + 60_001).map((e) => e.cidr),
       [],
     );
     await assert.rejects(list.add('10.0.0.0/33', 1000), /not an IP address or CIDR range/);
