@@ -4,7 +4,6 @@
  * Decides nothing about retries: it reports what happened, and whether the client
  * response was already started (after which nothing can be retried).
  */
-import type { Readable } from 'node:stream';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
@@ -14,6 +13,7 @@ import type { UpstreamServer } from '../upstream/server.ts';
 import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
+import type { RequestBody } from './proxy-message.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
 export interface AttemptTimeouts {
   responseHeader: number;
@@ -24,7 +24,7 @@ export interface AttemptRequest {
   method: string;
   path: string;
   headers: string[];
-  body: Buffer | Readable | null;
+  body: Buffer | RequestBody | null;
   timeouts: AttemptTimeouts;
   /** Statuses that should not be passed to the client when another try is possible. */
   retryStatuses: ReadonlySet<number> | undefined;

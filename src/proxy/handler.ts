@@ -2,7 +2,7 @@
  * The HTTP data path for one request: route → guards → select → forward, with
  * retries, and one record to observers at the end. Never throws to the server.
  */
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
 import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
@@ -18,7 +18,7 @@ import type { UnderscoreHeaders } from './header-names.ts';
 import { requestHeadersForUpstream } from './headers.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
-import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
+import type { ProxyRequest, ProxyResponse, RequestBody } from './proxy-message.ts';
 import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
@@ -163,7 +163,7 @@ export class RequestHandler {
     const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body, record);
     const body = pending instanceof Promise ? await pending : pending;
     if (body instanceof VelocityError) return this.fail(ctx, body);
-    const replayable = !(body && typeof (body as Readable).pipe === 'function');
+    const replayable = !(body && typeof (body as RequestBody).pipe === 'function');
     const idempotent = IDEMPOTENT.has(method);
     const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
@@ -253,7 +253,7 @@ export class RequestHandler {
    * Only buffering waits; the other answers are immediate. `record.bytesIn` counts
    * the body bytes actually read (chunked ones too), not what Content-Length says.
    */
-  private requestBody(req: ProxyRequest, bufferLimit: number, record: RequestRecord): Buffer | Readable | null | Promise<Buffer | VelocityError> {
+  private requestBody(req: ProxyRequest, bufferLimit: number, record: RequestRecord): Buffer | RequestBody | null | Promise<Buffer | VelocityError> {
     const length = req.headers['content-length'];
     const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
     if (!chunked && (length === undefined || length === '0')) return null;

@@ -7,11 +7,28 @@
  * gRPC and WebSocket code, probes, redirects and error answers use only these.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { ClientResponse } from './client-response.ts';
 
+type Listener = (...args: never[]) => void;
+
+/**
+ * A request body as the request path reads it: the part of a Readable it uses ('data', 'end',
+ * 'error' and 'close' events, pause/resume, pipe, destroy). node:http2's request is a Readable;
+ * the HTTP/1.1 server's request makes its stream only when the body is read (a GET never does).
+ */
+export interface RequestBody {
+  on(event: string, listener: Listener): this;
+  once(event: string, listener: Listener): this;
+  removeListener(event: string, listener: Listener): this;
+  pause(): this;
+  resume(): this;
+  pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T;
+  destroy(error?: Error): this;
+  readonly destroyed: boolean;
+}
+
 /** A request's head, and its body as a stream (read by the forwarder, or buffered for retries). */
-export interface ProxyRequest extends Readable {
+export interface ProxyRequest extends RequestBody {
   readonly method: string;
   /** The request target (origin form; the head check rewrites an absolute form to it). */
   url: string;

@@ -5,8 +5,18 @@
  * survive a move to a fresh connection (a stale keep-alive socket).
  */
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
 import type { ResponseHead } from './response-parser.ts';
+
+type Listener = (...args: never[]) => void;
+
+/** A request body sent as it arrives (a Readable, or the HTTP/1.1 server's request), with backpressure. */
+export interface StreamedBody {
+  on(event: 'data' | 'end', listener: Listener): unknown;
+  once(event: 'end', listener: Listener): unknown;
+  removeListener(event: 'data' | 'end', listener: Listener): unknown;
+  pause(): unknown;
+  resume(): unknown;
+}
 
 export interface UpstreamRequest {
   method: string;
@@ -15,7 +25,7 @@ export interface UpstreamRequest {
   /** Flat list, name, value, …, hop-by-hop headers already removed. */
   headers: string[];
   /** None, a buffer (replayable), or a stream sent once with backpressure. */
-  body: Buffer | Readable | null;
+  body: Buffer | StreamedBody | null;
   /** From the end of the request to the response head. */
   responseHeaderTimeout: number;
   /** Between two reads of the response body. */
@@ -129,13 +139,13 @@ export class Exchange {
       socket.uncork();
     } else more = socket.write(chunk);
     if (!more) {
-      (this.request.body as Readable).pause();
+      (this.request.body as StreamedBody).pause();
       socket.once('drain', this.onSocketDrain);
     }
   };
 
   private readonly onSocketDrain = (): void => {
-    (this.request.body as Readable | null)?.resume();
+    (this.request.body as StreamedBody | null)?.resume();
   };
 
   private readonly onBodyEnd = (): void => {

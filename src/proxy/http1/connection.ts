@@ -90,7 +90,6 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private bodyPaused = false;
   private pipelinePaused = false;
   private clientEnded = false;
-  private endPushed = false;
   /** When the connection last became idle (accepted, or its last response flushed). */
   private idleSince = Date.now();
 
@@ -175,13 +174,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     const res = new Http1Response(req, this.socket, this, head.keepAlive && !host.draining);
     this.req = req;
     this.res = res;
-    this.endPushed = false;
     if (head.upgrade && req.bodyLength === 0 && host.wantsUpgrade(req)) {
       this.handOff(req, res);
       return;
     }
     if (req.bodyLength === 0) {
       req.complete = true;
+      req.endBody();
       this.phase = SERVING;
       this.deadline = 0;
     } else {
@@ -217,6 +216,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     socket.removeListener('close', this.onClose);
     this.host.forget(this);
     req.complete = true;
+    req.endBody();
     // The response (a refusal, or nothing once tunnelled) still learns when the client goes or is slow.
     socket.once('close', () => res.emitClose());
     socket.on('drain', () => res.emit('drain'));
@@ -251,7 +251,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   chunkData(buf: Buffer, start: number, end: number): void {
     if (end <= start) return;
     const req = this.req as Http1Request;
-    if (!req.push(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.bodyPaused) {
+    if (!req.pushBody(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.bodyPaused) {
       this.bodyPaused = true;
       this.socket.pause();
     }
@@ -260,8 +260,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private bodyDone(): void {
     const req = this.req as Http1Request;
     req.complete = true;
-    this.endPushed = true;
-    req.push(null);
+    req.endBody();
     this.phase = SERVING;
     this.deadline = 0;
     this.continueOwed = false;
@@ -275,12 +274,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   /** The request's reader wants more (Readable._read). */
   bodyWanted(): void {
     const req = this.req;
-    if (req === undefined) return;
-    if (req.complete && !this.endPushed && this.phase !== BODY) {
-      this.endPushed = true;
-      req.push(null);
-      return;
-    }
+    if (req === undefined || req.complete) return;
     if (this.continueOwed) {
       this.continueOwed = false;
       (this.res as Http1Response).writeContinue();
