@@ -15,6 +15,7 @@ import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
 import type { RequestBody } from './proxy-message.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
+import type { HeldBody } from './request-body.ts';
 export interface AttemptTimeouts {
   responseHeader: number;
   idle: number;
@@ -24,7 +25,7 @@ export interface AttemptRequest {
   method: string;
   path: string;
   headers: string[];
-  body: Buffer | RequestBody | null;
+  body: Buffer | HeldBody | RequestBody | null;
   timeouts: AttemptTimeouts;
   /** Statuses that should not be passed to the client when another try is possible. */
   retryStatuses: ReadonlySet<number> | undefined;

@@ -14,6 +14,7 @@ import type { ClientResponse } from './client-response.ts';
 import { isGrpcRequest, TrailersOnlyResponse, writeGrpcReply } from './grpc.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
 import type { ProxyRequest, RequestBody } from './proxy-message.ts';
+import type { HeldBody } from './request-body.ts';
 
 /** What the run needs of the handler's request context (RequestContext fits it). */
 export interface RunSource {
@@ -186,9 +187,10 @@ export class MiddlewareRun implements MiddlewareRequest {
   }
 
   /** Tells the onForward listeners (mirroring) what goes to the server. */
-  forwarded(method: string, path: string, headers: readonly string[], body: Buffer | RequestBody | null): void {
+  forwarded(method: string, path: string, headers: readonly string[], body: Buffer | HeldBody | RequestBody | null): void {
     if (!this.forwardHooks) return;
-    const request: ForwardedRequest = { method, path, headers, body: body === null || Buffer.isBuffer(body) ? body : undefined };
+    const held = body === null || Buffer.isBuffer(body) ? body : Array.isArray(body) ? Buffer.concat(body as HeldBody) : undefined;
+    const request: ForwardedRequest = { method, path, headers, body: held };
     for (const hook of this.forwardHooks) hook(request);
   }
 

@@ -25,6 +25,12 @@ export interface RequestBody {
   pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T;
   destroy(error?: Error): this;
   readonly destroyed: boolean;
+  /**
+   * The stream yields the body with its chunked framing exactly as the client sent it (sizes,
+   * extensions, CRLFs, the last chunk; trailers dropped), not the decoded payload: the upstream
+   * request passes it on unchanged. Only after ProxyRequest.passChunkFraming said so.
+   */
+  readonly chunkFraming?: boolean;
 }
 
 /** A request's head, and its body as a stream (read by the forwarder, or buffered for retries). */
@@ -43,6 +49,13 @@ export interface ProxyRequest extends RequestBody {
   readonly socket: { readonly remoteAddress?: string | undefined };
   /** The whole body arrived. */
   readonly complete: boolean;
+  /**
+   * HTTP/1.1 chunked bodies: asks for the body with its chunk framing as received (see
+   * RequestBody.chunkFraming) before anything read it; whether it will be so.
+   */
+  passChunkFraming?(): boolean;
+  /** With chunk framing passed through: the payload bytes received (framing not counted). */
+  readonly payloadBytes?: number;
 }
 
 type HeaderValue = string | number | readonly string[];

@@ -9,6 +9,9 @@ import type { ResponseHead } from './response-parser.ts';
 
 type Listener = (...args: never[]) => void;
 
+/** A whole request body in memory: one buffer, or the pieces it arrived in. */
+export type BufferedBody = Buffer | readonly Buffer[];
+
 /** A request body sent as it arrives (a Readable, or the HTTP/1.1 server's request), with backpressure. */
 export interface StreamedBody {
   on(event: 'data' | 'end', listener: Listener): unknown;
@@ -16,6 +19,8 @@ export interface StreamedBody {
   removeListener(event: 'data' | 'end', listener: Listener): unknown;
   pause(): unknown;
   resume(): unknown;
+  /** The stream carries chunked framing already (sizes, CRLFs, last chunk): sent as it is. */
+  readonly chunkFraming?: boolean;
 }
 
 export interface UpstreamRequest {
@@ -25,7 +30,7 @@ export interface UpstreamRequest {
   /** Flat list, name, value, …, hop-by-hop headers already removed. */
   headers: string[];
   /** None, a buffer (replayable), or a stream sent once with backpressure. */
-  body: Buffer | StreamedBody | null;
+  body: BufferedBody | StreamedBody | null;
   /** From the end of the request to the response head. */
   responseHeaderTimeout: number;
   /** Between two reads of the response body. */
@@ -67,6 +72,7 @@ export class Exchange {
   /** The connection carrying it, for `abort` and `resume`. */
   carrier: { abort(): void; resume(): void } | undefined;
   private socket: Socket | undefined;
+  /** The streamed body is chunk-encoded here (it has no length, and no framing of its own). */
   private chunked = false;
 
   constructor(request: UpstreamRequest, sink: ExchangeSink) {
@@ -87,7 +93,7 @@ export class Exchange {
     this.carrier?.resume();
   }
 
-  /** Writes the request to a connected socket: head and buffered body in one writev, a stream with backpressure. */
+  /** Writes the request to a connected socket: head and buffered body in one writev (no copy), a stream with backpressure. */
   send(socket: Socket): void {
     const { method, path, headers, body } = this.request;
     this.headSent = true;
@@ -97,29 +103,31 @@ export class Exchange {
       if (BODY_METHODS.has(method) && !hasHeader(headers, 'content-length')) head += 'content-length: 0\r\n';
       socket.write(`${head}\r\n`, 'latin1');
       this.requestDone = true;
-    } else if (Buffer.isBuffer(body)) {
+    } else if (Buffer.isBuffer(body) || Array.isArray(body)) {
       socket.cork();
       socket.write(`${head}\r\n`, 'latin1');
-      socket.write(body);
+      this.bodyBytes = writeAll(socket, body as BufferedBody);
       socket.uncork();
-      this.bodyBytes = body.length;
       this.requestDone = true;
     } else {
-      // A stream of unknown length (chunked from the client, HTTP/2 without content-length) is chunked toward the server.
-      this.chunked = !hasHeader(headers, 'content-length');
-      if (this.chunked) head += 'transfer-encoding: chunked\r\n';
+      const stream = body as StreamedBody;
+      // A stream of unknown length (HTTP/2 without content-length, a decoded chunked body) is chunked toward the
+      // server; one that carries its chunk framing already goes as it is.
+      const unframed = !hasHeader(headers, 'content-length');
+      this.chunked = unframed && stream.chunkFraming !== true;
+      if (unframed) head += 'transfer-encoding: chunked\r\n';
       socket.write(`${head}\r\n`, 'latin1');
       this.socket = socket;
-      body.on('data', this.onBodyData);
-      body.once('end', this.onBodyEnd);
-      body.resume();
+      stream.on('data', this.onBodyData);
+      stream.once('end', this.onBodyEnd);
+      stream.resume();
     }
   }
 
   /** Stops reading the request body (the exchange ended, failed, or moves to another connection). */
   detachBody(): void {
-    const body = this.request.body;
-    if (!this.socket || body === null || Buffer.isBuffer(body)) return;
+    const body = this.request.body as StreamedBody;
+    if (!this.socket) return;
     body.pause();
     body.removeListener('data', this.onBodyData);
     body.removeListener('end', this.onBodyEnd);
@@ -157,6 +165,20 @@ export class Exchange {
 
   /** Told when a streamed body was sent whole (the response-header timeout starts then). */
   onRequestDone: (() => void) | undefined;
+}
+
+/** Writes a buffered body (the socket is corked: one writev with the head); returns its length. */
+function writeAll(socket: Socket, body: BufferedBody): number {
+  if (Buffer.isBuffer(body)) {
+    socket.write(body);
+    return body.length;
+  }
+  let length = 0;
+  for (const piece of body as readonly Buffer[]) {
+    socket.write(piece);
+    length += piece.length;
+  }
+  return length;
 }
 
 function hasHeader(headers: string[], lowerName: string): boolean {

@@ -38,6 +38,8 @@ const LINGER_MS = 2_000;
  */
 const IDLE_BEFORE_CLOSE_MS = 1_000;
 const EMPTY = Buffer.alloc(0);
+/** The end of a chunked body passed through with its framing (its trailers are dropped). */
+const CRLF = Buffer.from('\r\n', 'latin1');
 
 /** Phases of a connection. */
 const IDLE = 0;
@@ -88,6 +90,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private chunked = false;
   private continueOwed = false;
   private bodyPaused = false;
+  /**
+   * Body bytes go to the request as they come: a Content-Length body at once, a chunked one from its
+   * first read (before it they wait in `pending`: the reader chooses decoded or framed).
+   */
+  private bodyRead = false;
   private pipelinePaused = false;
   private clientEnded = false;
   /** When the connection last became idle (accepted, or its last response flushed). */
@@ -114,7 +121,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private readonly onData = (chunk: Buffer): void => {
     switch (this.phase) {
       case BODY:
-        this.feedBody(chunk, 0);
+        if (this.bodyRead) this.feedBody(chunk, 0);
+        else {
+          this.append(chunk);
+          this.capBody();
+        }
         return;
       case IDLE:
       case HEAD:
@@ -137,6 +148,17 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private capPipeline(): void {
     if (this.pending !== undefined && this.pending.length > PIPELINE_BYTES && !this.pipelinePaused) {
       this.pipelinePaused = true;
+      this.socket.pause();
+    }
+  }
+
+  /**
+   * Body bytes nobody reads yet wait in `pending` (how they are given — decoded, or with their chunk
+   * framing — is the reader's choice); past the pipelining cap the socket is paused until it reads.
+   */
+  private capBody(): void {
+    if (this.pending !== undefined && this.pending.length > PIPELINE_BYTES && !this.bodyPaused) {
+      this.bodyPaused = true;
       this.socket.pause();
     }
   }
@@ -189,6 +211,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       this.onDeadline = TIMEOUT_408;
       this.continueOwed = head.expectContinue;
       this.chunked = req.bodyLength < 0;
+      this.bodyRead = !this.chunked;
       this.bodyLeft = req.bodyLength;
       if (this.chunked) {
         this.decoder ??= new ChunkedDecoder(this, host.maxHeaderSize);
@@ -196,11 +219,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       }
     }
     host.onRequest(req, res);
-    if (this.phase === BODY && this.pending !== undefined) {
+    if (this.phase !== BODY) this.capPipeline();
+    else if (!this.bodyRead) this.capBody();
+    else if (this.pending !== undefined) {
       const rest = this.pending;
       this.pending = undefined;
       this.feedBody(rest, 0);
-    } else this.capPipeline();
+    }
   }
 
   /** A WebSocket upgrade: the socket leaves this server with whatever followed the head. */
@@ -232,6 +257,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
         this.refuse(new HeadError(400, decoder.error ?? 'invalid chunked body'));
         return;
       }
+      const req = this.req as Http1Request;
+      if (req.chunkFraming) {
+        // The framing as received, up to the trailer section; the decoder checked every byte of it.
+        const to = decoder.trailersFrom >= 0 ? decoder.trailersFrom : decoder.inTrailers ? start : end;
+        if (to > start) this.pushBody(req, start === 0 && to === buf.length ? buf : buf.subarray(start, to));
+        if (decoder.done) this.pushBody(req, CRLF);
+      }
       if (!decoder.done) return;
     } else {
       const take = Math.min(this.bodyLeft, buf.length - start);
@@ -247,11 +279,17 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     }
   }
 
-  /** Decoded body bytes: to the request, pausing the socket when its buffer is full. */
+  /** Decoded body bytes: to the request (unless it passes the chunk framing on instead). */
   chunkData(buf: Buffer, start: number, end: number): void {
     if (end <= start) return;
     const req = this.req as Http1Request;
-    if (!req.pushBody(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.bodyPaused) {
+    req.payloadBytes += end - start;
+    if (!req.chunkFraming) this.pushBody(req, start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+  }
+
+  /** Body bytes to the request, pausing the socket when its buffer is full. */
+  private pushBody(req: Http1Request, bytes: Buffer): void {
+    if (!req.pushBody(bytes) && !this.bodyPaused) {
       this.bodyPaused = true;
       this.socket.pause();
     }
@@ -282,6 +320,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     if (this.bodyPaused) {
       this.bodyPaused = false;
       if (!this.pipelinePaused) this.socket.resume();
+    }
+    if (!this.bodyRead && this.phase === BODY) {
+      // The first read: what arrived before it is given now.
+      this.bodyRead = true;
+      const waiting = this.pending;
+      this.pending = undefined;
+      if (waiting !== undefined && waiting.length > 0) this.feedBody(waiting, 0);
     }
   }
 

@@ -84,6 +84,9 @@ export class Http1Request implements ProxyRequest {
   /** The body's end was seen (pushed to the stream, or pushed when the stream is made). */
   private ended = false;
   private destroyedEarly: Error | true | undefined;
+  private framing = false;
+  /** Body payload bytes received so far (chunk framing not counted). */
+  payloadBytes = 0;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
     this.method = head.method;
@@ -115,6 +118,21 @@ export class Http1Request implements ProxyRequest {
 
   set headers(map: IncomingHttpHeaders) {
     this.headerMap = map;
+  }
+
+  /** The stream yields the chunked body with its framing as the client sent it (see RequestBody). */
+  get chunkFraming(): boolean {
+    return this.framing;
+  }
+
+  /**
+   * Asks for the chunked body with its framing as received, trailers dropped, instead of the
+   * decoded payload: possible only before anything read the body. Returns whether it will be so.
+   */
+  passChunkFraming(): boolean {
+    if (this.bodyLength !== -1 || this.stream !== undefined) return false;
+    this.framing = true;
+    return true;
   }
 
   /** The body stream, made on first use; a body that already ended (or never had bytes) ends it at once. */
