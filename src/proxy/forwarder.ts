@@ -187,7 +187,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (hints.link) res.writeEarlyHints(hints);
   }
 
-  onHead(head: ResponseHead, requestDone: boolean): void {
+  onHead(head: ResponseHead, requestDone: boolean): boolean {
     this.requestSent = true;
     this.status = head.status;
     this.firstByteMs = performance.now() - this.started;
@@ -195,14 +195,14 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (this.req.retryStatuses?.has(head.status)) {
       this.exchange?.abort();
       this.settle({ kind: 'retryable-status', status: head.status, firstByteMs: this.firstByteMs });
-      return;
+      return false;
     }
     if (res.destroyed) {
       // Says nothing about the server: not a failure for passive health or the breaker.
       this.exchange?.abort();
       const error = clientGoneError();
       this.settle({ kind: 'failed', code: 'UPSTREAM_RESET', error, responseStarted: false, requestSent: true });
-      return;
+      return false;
     }
     const list = responseHeadersFromRaw(head.headers);
     // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
@@ -210,9 +210,12 @@ class Attempt implements ExchangeSink, AbortableTry {
     // A body that ends when the server closes, or an answer that came before the whole request body
     // (the rest of which is never read): the client connection cannot carry another request.
     if (head.closeDelimited || !requestDone) res.shouldKeepAlive = false;
+    // A chunked body goes to an HTTP/1.1 client with the server's chunk framing, when nothing transforms it.
+    const framed = head.length === -1 && res.passChunkFraming?.() === true;
     // HTTP/2 has no reason phrase (Node warns when given one).
     res.writeHead(head.status, res.req?.httpVersionMajor === 2 ? undefined : head.reason || undefined, list);
     this.responseStarted = true;
+    return framed;
   }
 
   onData(chunk: Buffer): boolean {

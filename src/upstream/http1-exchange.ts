@@ -41,9 +41,12 @@ export interface UpstreamRequest {
 export interface ExchangeSink {
   /** A 1xx response before the final one. */
   onInformational(status: number, headers: string[]): void;
-  /** The final head. `requestDone` is false when the server answered before the whole request body was sent. */
-  onHead(head: ResponseHead, requestDone: boolean): void;
-  /** Body payload. false: the client is slow; call `exchange.resume()` when it drained. */
+  /**
+   * The final head. `requestDone` is false when the server answered before the whole request body was sent.
+   * true: a chunked body is to come with its chunk framing as the server sent it (see ResponseParserEvents).
+   */
+  onHead(head: ResponseHead, requestDone: boolean): boolean;
+  /** Body payload (or framing, when onHead asked for it). false: the client is slow; call `exchange.resume()` when it drained. */
   onData(chunk: Buffer): boolean;
   /**
    * Whether nothing still refers to the chunk last given to onData (the client took it whole):

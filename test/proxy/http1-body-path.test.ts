@@ -4,11 +4,15 @@
  * made, in this process); a chunked body reaches an HTTP/1.1 server with its
  * chunk framing exactly as the client sent it (sizes with their leading
  * zeros, extensions, the last chunk), trailers dropped; where a middleware
- * reads the body, the server gets it decoded with a Content-Length.
+ * reads the body, the server gets it decoded with a Content-Length. The same
+ * for chunked answers: an HTTP/1.1 client gets the server's chunks, an
+ * HTTP/1.0 client the payload alone, a compressing route compresses the payload.
  */
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import { bodyStreamsMade } from '../../src/proxy/http1/request.ts';
 import { startInProcess } from '../support/velocity.ts';
 
@@ -136,4 +140,84 @@ test('a chunked body a middleware reads (body_limit) reaches the server decoded,
   assert.match(backend.received[0]?.head ?? '', /\r\ncontent-length: 11\r\n/i);
   assert.doesNotMatch(backend.received[0]?.head ?? '', /transfer-encoding/i);
   assert.equal(backend.received[0]?.body, 'hello world');
+});
+
+const CHUNKED_ANSWER = `7;src=up\r\n<html>\n\r\n0001\r\nx\r\n${'1000\r\n'}${'y'.repeat(0x1000)}\r\n0\r\nx-trailer: t\r\n\r\n`;
+
+/** A server that answers every request with CHUNKED_ANSWER (chunked, a Content-Type compress takes). */
+async function startChunkedBackend(t: { after: (fn: () => unknown) => void }): Promise<string> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    let seen = '';
+    socket.on('data', (chunk: Buffer) => {
+      seen += chunk.toString('latin1');
+      while (seen.includes('\r\n\r\n')) {
+        seen = seen.slice(seen.indexOf('\r\n\r\n') + 4);
+        socket.write(`HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ntransfer-encoding: chunked\r\n\r\n${CHUNKED_ANSWER}`, 'latin1');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** Sends one raw request and reads until the connection closes or `done` says the answer is whole. */
+function ask(port: number, request: string, done: (text: string) => boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let text = '';
+    const finish = () => {
+      clearTimeout(cap);
+      socket.destroy();
+      resolve(text);
+    };
+    const cap = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no whole answer within 30 s; got: ${JSON.stringify(text.slice(0, 300))}`));
+    }, 30_000);
+    socket.on('data', (b: Buffer) => {
+      text += b.toString('latin1');
+      if (done(text)) finish();
+    });
+    socket.on('end', finish);
+    socket.on('error', reject);
+    socket.write(request, 'latin1');
+  });
+}
+
+test('a chunked answer reaches an HTTP/1.1 client with the server chunk framing, an HTTP/1.0 client de-chunked, a compressing route decoded', async (t) => {
+  const backend = await startChunkedBackend(t);
+  const velocity = await startInProcess(
+    t,
+    `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n  - name: app\n    servers: ["${backend}"]\n    routes:\n      - name: zipped\n        paths: [/zip]\n        middleware: [{ compress: { types: [text/html], min_size: 1 } }]\n`,
+  );
+  const port = velocity.address.port;
+  const payload = `<html>\nx${'y'.repeat(0x1000)}`;
+
+  const http11 = await ask(port, 'GET / HTTP/1.1\r\nhost: a\r\n\r\n', (text) => text.endsWith('0\r\n\r\n'));
+  const body11 = http11.slice(http11.indexOf('\r\n\r\n') + 4);
+  assert.match(http11, /\r\ntransfer-encoding: chunked\r\n/i);
+  assert.equal(body11, CHUNKED_ANSWER.replace('0\r\nx-trailer: t\r\n\r\n', '0\r\n\r\n'), 'chunk sizes and extensions as the server sent them, trailers dropped');
+
+  const http10 = await ask(port, 'GET / HTTP/1.0\r\nhost: a\r\n\r\n', () => false);
+  assert.doesNotMatch(http10, /transfer-encoding/i);
+  assert.equal(http10.slice(http10.indexOf('\r\n\r\n') + 4), payload, 'an HTTP/1.0 client gets the payload alone, ended by the close');
+
+  const zipped = await new Promise<{ encoding: string | undefined; body: Buffer }>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/zip', headers: { 'accept-encoding': 'gzip' }, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => resolve({ encoding: res.headers['content-encoding'], body: Buffer.concat(parts) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(zipped.encoding, 'gzip');
+  assert.equal(gunzipSync(zipped.body).toString('latin1'), payload, 'compression reads the decoded body');
 });
