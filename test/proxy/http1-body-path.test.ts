@@ -22,12 +22,27 @@ interface Received {
 }
 
 /** A server on a raw socket: keeps each request's head and body bytes as they arrived, answers 200 "ok". */
-async function startRawBackend(t: { after: (fn: () => unknown) => void }): Promise<{ url: string; received: Received[] }> {
-  const received: Received[] = [];
+type Cleanup = { after: (fn: () => unknown) => void };
+
+/** A raw TCP server on 127.0.0.1 serving each connection with `serve`; its connections are cut at the test's end. */
+async function listenRaw(t: Cleanup, serve: (socket: Socket) => void): Promise<string> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
+    serve(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function startRawBackend(t: Cleanup): Promise<{ url: string; received: Received[] }> {
+  const received: Received[] = [];
+  const url = await listenRaw(t, (socket) => {
     let bytes = '';
     socket.on('data', (chunk: Buffer) => {
       bytes += chunk.toString('latin1');
@@ -52,12 +67,7 @@ async function startRawBackend(t: { after: (fn: () => unknown) => void }): Promi
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    server.close();
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, received };
+  return { url, received };
 }
 
 /** Sends raw bytes on one connection and reads until `count` responses of "ok" arrived. */
@@ -124,7 +134,10 @@ test('a chunked body reaches the server with its chunk framing as the client sen
   assert.match(first.head, /\r\ntransfer-encoding: chunked\r\n/i);
   assert.equal(first.body, framing, 'chunk sizes, extensions and the last chunk arrive byte for byte');
 
-  const withTrailers = await exchange(velocity.address.port, 'POST /t HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-checksum: 1\r\nx-more: 2\r\n\r\n');
+  const withTrailers = await exchange(
+    velocity.address.port,
+    'POST /t HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-checksum: 1\r\nx-more: 2\r\n\r\n',
+  );
   assert.match(withTrailers, /^HTTP\/1\.1 200/);
   assert.equal(backend.received[1]?.body, '3\r\nabc\r\n0\r\n\r\n', 'trailers are dropped, as before');
 });
@@ -145,11 +158,8 @@ test('a chunked body a middleware reads (body_limit) reaches the server decoded,
 const CHUNKED_ANSWER = `7;src=up\r\n<html>\n\r\n0001\r\nx\r\n${'1000\r\n'}${'y'.repeat(0x1000)}\r\n0\r\nx-trailer: t\r\n\r\n`;
 
 /** A server that answers every request with CHUNKED_ANSWER (chunked, a Content-Type compress takes). */
-async function startChunkedBackend(t: { after: (fn: () => unknown) => void }): Promise<string> {
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+function startChunkedBackend(t: Cleanup): Promise<string> {
+  return listenRaw(t, (socket) => {
     let seen = '';
     socket.on('data', (chunk: Buffer) => {
       seen += chunk.toString('latin1');
@@ -159,12 +169,6 @@ async function startChunkedBackend(t: { after: (fn: () => unknown) => void }): P
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    server.close();
-  });
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 /** Sends one raw request and reads until the connection closes or `done` says the answer is whole. */

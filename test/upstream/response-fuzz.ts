@@ -172,7 +172,8 @@ function framingProblem(decoded: ParseResult & { chunked?: boolean }, framed: Pa
   if (decoded.consumed !== framed.consumed) return `framed reading consumed ${framed.consumed} bytes, decoded ${decoded.consumed}`;
   if (!framed.chunked) return framed.body?.equals(decoded.body as Buffer) ? undefined : 'framed reading changed a body that is not chunked';
   const again = parseOnce({ method: 'GET', bytes: Buffer.concat([CHUNKED_HEAD, framed.body as Buffer]) }, [], false);
-  if (!again.ok || again.consumed !== CHUNKED_HEAD.length + (framed.body as Buffer).length) return `the framing passed on does not read back as one chunked body (${again.error ?? 'bytes left over'})`;
+  if (!again.ok || again.consumed !== CHUNKED_HEAD.length + (framed.body as Buffer).length)
+    return `the framing passed on does not read back as one chunked body (${again.error ?? 'bytes left over'})`;
   return again.body?.equals(decoded.body as Buffer) ? undefined : 'the framing passed on decodes to another body';
 }
 
