@@ -275,6 +275,25 @@ export interface VelocityOptions {
   root?: string;
 }
 
+/**
+ * "Features on" in every bench: metrics, a JSON access log to a file in the bench's folder, and
+ * active health checks — what an operator runs in production, beside the plain proxy.
+ */
+export function withFeatures(ctx: BenchContext, logName = 'access.log'): Pick<VelocityOptions, 'extra' | 'service'> {
+  return {
+    extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, logName)}, format: json }`,
+    service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
+  };
+}
+
+/** The flags the profiling scripts (perf.ts, profile.ts) share: seconds of load, wrk connections, rows to print. */
+export const profilingOptions = (top: string) =>
+  ({
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '50' },
+    top: { type: 'string', default: top },
+  }) as const;
+
 /** The real binary (dist/cli.js start) with a config written from the options. */
 export async function startVelocity(ctx: BenchContext, name: string, upstreams: string[], options: VelocityOptions = {}): Promise<Contender & { stop(): Promise<void> }> {
   const port = await freePort();

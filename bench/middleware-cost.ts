@@ -8,7 +8,6 @@
  *
  *   node bench/middleware-cost.ts [--requests N]
  */
-import { EventEmitter } from 'node:events';
 import { parseArgs } from 'node:util';
 import { Agent } from 'undici';
 import { buildChain } from '../src/middleware/chain.ts';
@@ -18,6 +17,7 @@ import type { ClientResponse } from '../src/proxy/client-response.ts';
 import { MiddlewareRun, type RunSource } from '../src/proxy/middleware-run.ts';
 import type { ProxyRequest } from '../src/proxy/proxy-message.ts';
 import type { ServiceRuntime } from '../src/upstream/service.ts';
+import { MemoryResponse } from '../test/support/memory-response.ts';
 
 const { values } = parseArgs({ options: { requests: { type: 'string', default: '200000' } } });
 const requests = Number(values.requests);
@@ -28,31 +28,6 @@ const chainOf = (entries: unknown[]) =>
     entries.map((e) => middlewareEntrySchema.parse(e)),
     context,
   );
-
-/** A client response that takes everything at once. */
-class Sink extends EventEmitter implements ClientResponse {
-  headersSent = false;
-  destroyed = false;
-  writableFinished = false;
-  statusCode = 200;
-  bytes = 0;
-  writeHead() {
-    this.headersSent = true;
-    return this;
-  }
-  write(chunk: Uint8Array) {
-    this.bytes += chunk.length;
-    return true;
-  }
-  end() {
-    this.writableFinished = true;
-    this.emit('finish');
-    return this;
-  }
-  destroy() {
-    return this;
-  }
-}
 
 function source(res: ClientResponse, acceptEncoding = ''): RunSource {
   const headers = { host: 'bench', 'user-agent': 'wrk', 'accept-encoding': acceptEncoding };
@@ -84,7 +59,7 @@ async function headerRules(): Promise<number> {
   if (!chain) throw new Error('no chain');
   const body = Buffer.from('hello from nginx!!!\n\n');
   const one = () => {
-    const sink = new Sink();
+    const sink = new MemoryResponse();
     const run = new MiddlewareRun(source(sink), chain);
     // The header hooks answer synchronously; start() resolves at once.
     void run.start(service, noServices);
@@ -102,7 +77,7 @@ async function headerRules(): Promise<number> {
   // The same head and body written with no middleware: what the rules add is the difference.
   const bare = cpuUs(() => {
     for (let i = 0; i < requests; i++) {
-      const sink = new Sink();
+      const sink = new MemoryResponse();
       [...forwarded];
       sink.writeHead();
       sink.write(body);
@@ -119,7 +94,7 @@ async function compression(encoding: string, level: string, body: Buffer): Promi
   let out = 0;
   const before = process.cpuUsage();
   for (let i = 0; i < rounds; i++) {
-    const sink = new Sink();
+    const sink = new MemoryResponse();
     const run = new MiddlewareRun(source(sink, encoding), chain);
     await run.start(service, noServices);
     const res = run.response();

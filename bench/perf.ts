@@ -13,14 +13,12 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BenchContext, ensureBuilt, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity } from './lib.ts';
+import { BenchContext, ensureBuilt, profilingOptions, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity, withFeatures } from './lib.ts';
 
 const { values: args } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '10' },
-    connections: { type: 'string', default: '50' },
+    ...profilingOptions('40'),
     nginx: { type: 'boolean', default: false },
-    top: { type: 'string', default: '40' },
     /** POST a body of this size to /post per request instead of GET /. */
     post: { type: 'string' },
   },
@@ -42,11 +40,7 @@ async function main(): Promise<void> {
     const { upstreams } = await startNginxBackends(ctx);
     const target = args.nginx
       ? await startNginxProxy(ctx, upstreams)
-      : await startVelocity(ctx, 'velocity+features', upstreams, {
-          nodeFlags: ['--perf-basic-prof'],
-          extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, 'access.log')}, format: json }`,
-          service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
-        });
+      : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
     const url = `http://127.0.0.1:${target.port}${args.post ? '/post' : '/'}`;
     const seconds = Number(args.seconds);
     const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];

@@ -10,7 +10,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BenchContext, ensureBuilt, ROOT, requireTools, resultsFile, runWrk, startNginxBackends, startVelocity } from './lib.ts';
+import { BenchContext, ensureBuilt, profilingOptions, ROOT, requireTools, resultsFile, runWrk, startNginxBackends, startVelocity, withFeatures } from './lib.ts';
 
 interface ProfileNode {
   id: number;
@@ -50,10 +50,8 @@ export function summarizeProfile(profile: CpuProfile): { functions: [string, num
 async function main(): Promise<void> {
   const { values: args } = parseArgs({
     options: {
-      seconds: { type: 'string', default: '10' },
-      connections: { type: 'string', default: '50' },
+      ...profilingOptions('30'),
       features: { type: 'boolean', default: false },
-      top: { type: 'string', default: '30' },
     },
   });
   requireTools(['nginx', 'wrk']);
@@ -65,12 +63,7 @@ async function main(): Promise<void> {
     mkdirSync(profDir);
     const velocity = await startVelocity(ctx, 'velocity', upstreams, {
       cpuProfDir: profDir,
-      ...(args.features
-        ? {
-            extra: `access_log: { output: ${join(ctx.dir, 'access.log')}, format: json }`,
-            service: '    health: { type: http, path: /, interval: 1s }\n',
-          }
-        : {}),
+      ...(args.features ? withFeatures(ctx) : {}),
     });
     const url = `http://127.0.0.1:${velocity.port}/`;
     await runWrk(url, ['-t1', '-c10'], 2, velocity.pid);

@@ -15,7 +15,6 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatGrpcTable, grpcScenario } from './grpc.ts';
 import {
@@ -37,6 +36,7 @@ import {
   startNodeHttpProxy,
   startUndiciFloor,
   startVelocity,
+  withFeatures,
 } from './lib.ts';
 
 const { values: args } = parseArgs({
@@ -101,10 +101,7 @@ async function bench(ctx: BenchContext): Promise<void> {
     startNodeHello(ctx),
     startUndiciFloor(ctx, upstreams),
     startVelocity(ctx, 'velocity', upstreams),
-    startVelocity(ctx, 'velocity+features', upstreams, {
-      extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, 'access.log')}, format: json }`,
-      service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
-    }),
+    startVelocity(ctx, 'velocity+features', upstreams, withFeatures(ctx)),
     startVelocity(ctx, `velocity workers=auto`, upstreams, { extra: 'workers: auto', threads: autoThreads }),
     // The smoke run (--quick) leaves out the contenders that only compare costs: each Node process
     // takes many seconds to start on a loaded machine, and the smoke run has a time bound.

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { startBackend } from './backend/demo-backend.ts';
+import { backendCommand } from './backend/command.ts';
 import { EtcdConfigStore } from './config/etcd-source.ts';
 import { configJsonSchema } from './config/json-schema.ts';
 import { type LoadedConfig, loadConfigFile, parseConfig } from './config/load.ts';
@@ -27,6 +27,8 @@ const USAGE = `usage:
                                           validate FILE and make it a fleet's shared config in etcd
   velocity config pull --etcd HOST:PORT[,…] [--prefix /velocity] [--user NAME[:PASSWORD]] [--output FILE]
                                           the fleet's shared config (with the admin API's changes)
+                  [--cacert FILE [--cert FILE --key FILE]]
+                                          etcd over TLS (as etcdctl): the CA to trust, a client certificate
   velocity proxy --from :8000 --to HOST:PORT [--to …] [--policy NAME] [--health PATH]
                  [--admin ADDR|off] [--print-config]
                                           a reverse proxy from flags, no file (--print-config: the same as YAML)
@@ -205,7 +207,15 @@ async function fleetConfigCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
-    options: { etcd: { type: 'string' }, prefix: { type: 'string', default: '/velocity' }, user: { type: 'string' }, output: { type: 'string', short: 'o' } },
+    options: {
+      etcd: { type: 'string' },
+      prefix: { type: 'string', default: '/velocity' },
+      user: { type: 'string' },
+      output: { type: 'string', short: 'o' },
+      cacert: { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+    },
   });
   if ((action !== 'push' && action !== 'pull') || !values.etcd || (action === 'push') !== (positionals.length === 1)) {
     console.error(`velocity config: expected push FILE --etcd … or pull --etcd …\n${USAGE}`);
@@ -213,12 +223,27 @@ async function fleetConfigCommand(args: string[]): Promise<number> {
   }
   // --user NAME:PASSWORD as etcdctl takes it; ETCD_PASSWORD keeps the password out of the process list.
   const [username, password = process.env.ETCD_PASSWORD ?? ''] = values.user?.split(/:(.*)/s) ?? [];
-  const parsed = etcdSourceSchema.safeParse({ endpoints: values.etcd.split(','), prefix: values.prefix, ...(username ? { auth: { username, password } } : {}) });
-  if (!parsed.success) {
-    console.error(`velocity config: ${parsed.error.issues.map((i) => `--${String(i.path[0]) === 'prefix' ? 'prefix' : 'etcd'}: ${i.message}`).join('; ')}`);
+  // As etcdctl: any TLS flag makes a bare HOST:PORT an https:// endpoint.
+  const tls = values.cacert || values.cert || values.key ? { ca: values.cacert, cert: values.cert, key: values.key } : undefined;
+  if (tls && !tls.ca) {
+    // The shared config is only read from an etcd whose certificate verifies against a CA named here.
+    console.error("velocity config: --cert and --key need --cacert FILE (the CA that signed etcd's certificate)");
     return 2;
   }
-  const store = new EtcdConfigStore(parsed.data, process.cwd());
+  const endpoints = values.etcd.split(',').map((e) => (tls && !/^\w+:\/\//.test(e) ? `https://${e}` : e));
+  const parsed = etcdSourceSchema.safeParse({ endpoints, prefix: values.prefix, ...(tls ? { tls } : {}), ...(username ? { auth: { username, password } } : {}) });
+  if (!parsed.success) {
+    console.error(`velocity config: ${parsed.error.issues.map((i) => `${flagOf(i.path)}: ${i.message}`).join('; ')}`);
+    return 2;
+  }
+  let store: EtcdConfigStore;
+  try {
+    store = new EtcdConfigStore(parsed.data, process.cwd());
+  } catch (err) {
+    // A --cacert, --cert or --key file that cannot be read.
+    console.error(`velocity config ${action}: ${(err as Error).message}`);
+    return 2;
+  }
   try {
     return action === 'push' ? await pushConfig(store, positionals[0] as string) : await pullConfig(store, values.output);
   } catch (err) {
@@ -227,6 +252,14 @@ async function fleetConfigCommand(args: string[]): Promise<number> {
   } finally {
     store.close();
   }
+}
+
+/** The flag a problem of the etcd source built from `velocity config` flags comes from. */
+function flagOf(path: PropertyKey[]): string {
+  if (path[0] === 'prefix') return '--prefix';
+  if (path[0] !== 'tls') return '--etcd';
+  if (path[1] === 'ca') return '--cacert';
+  return path[1] === undefined ? '--cert/--key' : `--${String(path[1])}`;
 }
 
 async function pushConfig(store: EtcdConfigStore, file: string): Promise<number> {
@@ -262,24 +295,6 @@ async function pullConfig(store: EtcdConfigStore, output: string | undefined): P
     console.error(`wrote ${output} from ${store.configKey} at revision ${shared.revision}`);
   } else process.stdout.write(shared.text);
   return 0;
-}
-
-async function backendCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { port: { type: 'string', short: 'p' }, name: { type: 'string' }, delay: { type: 'string' }, host: { type: 'string' } } });
-  const port = Number(values.port ?? process.env.PORT ?? 0);
-  const delayMs = values.delay !== undefined ? Number(values.delay) : process.env.DURATION ? Number(process.env.DURATION) * 1000 : 0;
-  if (!Number.isInteger(port) || port < 0 || port > 65535 || !Number.isFinite(delayMs) || delayMs < 0) {
-    console.error('velocity backend: --port must be 0-65535 and --delay a number of milliseconds ≥ 0');
-    return 2;
-  }
-  // HOST too, like PORT: the container image sets HOST=0.0.0.0.
-  const host = values.host ?? process.env.HOST ?? '127.0.0.1';
-  const backend = await startBackend({ port, host, name: values.name ?? `backend-${port}`, delayMs });
-  console.log(`backend ${values.name ?? `backend-${backend.port}`} listening on ${host}:${backend.port}`);
-  const stop = () => void backend.close().then(() => process.exit(0));
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
-  return -1;
 }
 
 async function benchCommand(args: string[]): Promise<number> {

@@ -4,9 +4,10 @@
  * everything does (and start refuses a public address without a token).
  */
 import { timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ListenAddress } from '../config-fields.ts';
+import { createServer } from '../node-http.ts';
 import type { Logger } from '../observe/logger.ts';
 import { ListenError } from '../proxy/listener.ts';
 import { AdminError, type AdminRouter } from './router.ts';

@@ -9,8 +9,9 @@
  *   /_count          how many requests this backend has seen (JSON)
  *   ?delay=MS        waits MS before answering (also --delay / env DURATION in seconds)
  */
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createServer } from '../node-http.ts';
 
 export interface BackendOptions {
   port: number;

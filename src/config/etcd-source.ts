@@ -5,8 +5,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Etcd3, type IOptions } from 'etcd3';
+import type * as Etcd3Module from 'etcd3';
+import type { Etcd3, IOptions } from 'etcd3';
+import { optionalModule } from '../optional-module.ts';
 import type { EtcdSourceConfig } from './schema/fleet.ts';
+
+/** The etcd client package, loaded when a config first names an etcd cluster. */
+export const etcd3 = optionalModule<typeof Etcd3Module>('etcd3', 'etcd (config_source, acme storage)');
 
 /** How long one etcd call may take before it counts as a failure (the client then tries another member). */
 const CALL_TIMEOUT_MS = 3_000;
@@ -41,7 +46,7 @@ export class EtcdConfigStore {
       };
     }
     if (source.auth) options.auth = { username: source.auth.username, password: source.auth.password };
-    this.client = new Etcd3(options);
+    this.client = new (etcd3().Etcd3)(options);
   }
 
   /** A key under the fleet's prefix. */

@@ -6,13 +6,12 @@ import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument, stringify, visit } from 'yaml';
 import type { z } from 'zod';
-import { loadPolicyModule } from '../balancer/module-loader.ts';
 import { ConfigError, type ConfigProblem } from '../errors.ts';
-import { middlewareProblems } from '../middleware/check.ts';
 import { REQUEST_PLACEHOLDERS } from '../middleware/head.ts';
 import { suggest } from '../suggest.ts';
 import { EtcdConfigStore } from './etcd-source.ts';
 import { isLegacyConfig, translateLegacy } from './legacy.ts';
+import { checkPolicyModules } from './policy-modules.ts';
 import { shadowedRoutes } from './route-checks.ts';
 import { configSourceSchema, type EtcdSourceConfig } from './schema/fleet.ts';
 import { type Config, configSchema, defaultsSchema, duplicateNames } from './schema/root.ts';
@@ -90,22 +89,12 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
   return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
 }
 
-/** Custom policy modules must load and implement the interface; otherwise it is a config error at `module`. */
-export async function checkPolicyModules(loaded: LoadedConfig, baseDir: string): Promise<void> {
-  const problems: ConfigProblem[] = [];
-  for (const [i, service] of loaded.config.services.entries()) {
-    const policy = service.policy as { name: string; module?: string; options: Record<string, unknown> };
-    if (policy.name !== 'module' || !policy.module) continue;
-    try {
-      await loadPolicyModule(policy.module, baseDir, policy.options);
-    } catch (err) {
-      const message = (err as Error).message;
-      problems.push(loaded.locate ? loaded.locate(['services', i, 'policy', 'module'], message) : { file: '', line: 1, column: 1, path: `services[${i}].policy.module`, message });
-    }
-  }
-  for (const p of await middlewareProblems(loaded.config.services, baseDir))
-    problems.push(loaded.locate ? loaded.locate(p.path, p.message) : { file: '', line: 1, column: 1, path: p.path.join('.'), message: p.message });
-  if (problems.length > 0) throw new ConfigError(problems);
+/**
+ * A candidate shared config under this instance's local file, validated as a reload would
+ * (policy and middleware modules are loaded by the reload itself); throws ConfigError.
+ */
+export async function checkSharedCandidate(text: string, store: EtcdConfigStore, file: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  parseLayeredConfig({ text, file: `etcd:${store.configKey}` }, { text: await readFile(file, 'utf8'), file }, env);
 }
 
 /** Validates config text; `file` is only used in error positions. */

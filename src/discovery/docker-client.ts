@@ -4,7 +4,8 @@
  * maintained HTTP client Velocity already uses; dockerode would bring ssh2 with a
  * native optional addon and gRPC, which Velocity does not need.
  */
-import { Agent, type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
+import { undiciClient } from '../optional-module.ts';
 
 export interface ContainerSummary {
   Id: string;
@@ -35,6 +36,8 @@ export class DockerClient {
   private readonly origin: string;
   private readonly dispatcher: Dispatcher;
   private readonly timeoutMs: number;
+  /** The HTTP client, loaded when a config first has Docker discovery. */
+  private readonly http = undiciClient();
 
   /** `host`: unix:///path/docker.sock or tcp://host:port; default DOCKER_HOST, then /var/run/docker.sock. */
   constructor(host: string | undefined, timeoutMs: number) {
@@ -42,17 +45,17 @@ export class DockerClient {
     this.timeoutMs = timeoutMs;
     if (this.endpoint.startsWith('unix://')) {
       this.origin = 'http://docker';
-      this.dispatcher = new Agent({ connect: { socketPath: this.endpoint.slice('unix://'.length) }, keepAliveTimeout: 1_000 });
+      this.dispatcher = new this.http.Agent({ connect: { socketPath: this.endpoint.slice('unix://'.length) }, keepAliveTimeout: 1_000 });
     } else if (this.endpoint.startsWith('tcp://') || this.endpoint.startsWith('http://')) {
       this.origin = `http://${this.endpoint.replace(/^(tcp|http):\/\//, '')}`;
-      this.dispatcher = new Agent({ keepAliveTimeout: 1_000 });
+      this.dispatcher = new this.http.Agent({ keepAliveTimeout: 1_000 });
     } else throw new DockerApiError(`unsupported Docker host "${this.endpoint}"; expected unix:///path or tcp://host:port`);
   }
 
   private async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(`${this.origin}${API}${path}`, {
+      res = await this.http.request(`${this.origin}${API}${path}`, {
         method,
         dispatcher: this.dispatcher,
         headers: body === undefined ? {} : { 'content-type': 'application/json' },
@@ -77,7 +80,7 @@ export class DockerClient {
   }
 
   ping(): Promise<unknown> {
-    return request(`${this.origin}/_ping`, { dispatcher: this.dispatcher, headersTimeout: this.timeoutMs }).then((r) => r.body.text());
+    return this.http.request(`${this.origin}/_ping`, { dispatcher: this.dispatcher, headersTimeout: this.timeoutMs }).then((r) => r.body.text());
   }
 
   listContainers(labelKey: string): Promise<ContainerSummary[]> {
@@ -112,7 +115,7 @@ export class DockerClient {
   async events(onEvent: (event: { Action?: string; status?: string; id?: string }) => void, signal: AbortSignal): Promise<void> {
     // Container events only; not filtered by label, which Podman's compatible API does not apply to events.
     const filters = encodeURIComponent(JSON.stringify({ type: ['container'] }));
-    const res = await request(`${this.origin}${API}/events?filters=${filters}`, { dispatcher: this.dispatcher, signal, headersTimeout: this.timeoutMs, bodyTimeout: 0 });
+    const res = await this.http.request(`${this.origin}${API}/events?filters=${filters}`, { dispatcher: this.dispatcher, signal, headersTimeout: this.timeoutMs, bodyTimeout: 0 });
     if (res.statusCode >= 400) throw new DockerApiError(`events: ${res.statusCode} ${await res.body.text()}`, res.statusCode);
     let buffered = '';
     for await (const chunk of res.body) {

@@ -4,16 +4,17 @@
  * it to its own list from its watch. Auto-bans stay with the instance that counted them.
  */
 
+import { z } from 'zod';
 import { parseCidr } from '../cidr.ts';
 import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import { type BlockEntry, type Blocklist, BlocklistUnavailableError, blockEntry } from '../guard/blocklist.ts';
 import type { Logger } from '../observe/logger.ts';
+import { type EntryShape, readEntry } from './entries.ts';
 
-interface SharedEntry {
-  cidr: string;
-  reason: string;
-  expiresAt: number | null;
-}
+/** PREFIX/blocklist/CIDR → this JSON. */
+const sharedEntry = z.object({ cidr: z.string(), reason: z.string(), expiresAt: z.number().nullable() });
+type SharedEntry = z.infer<typeof sharedEntry>;
+const SHARED_ENTRY: EntryShape<SharedEntry> = { names: 1, value: sharedEntry, json: true };
 
 export class FleetBlocklist implements Blocklist {
   private readonly store: EtcdConfigStore;
@@ -77,32 +78,28 @@ export class FleetBlocklist implements Blocklist {
     return this.inner.match(ip, now);
   }
 
-  /** A change seen in the watch (from any instance, this one included). */
-  applyRemote(key: string, value: string | undefined): void {
-    const cidr = decodeURIComponent(key.slice(this.prefix.length));
-    if (value === undefined) {
+  /** A change seen in the watch (from any instance, this one included); answers the entry's CIDR, or undefined when it was ignored. */
+  applyRemote(key: string, value: string | undefined): string | undefined {
+    const entry = readEntry(this.log, this.prefix, key, value, SHARED_ENTRY);
+    const cidr = entry?.names[0];
+    if (!entry || cidr === undefined) return undefined;
+    const shared = entry.value;
+    if (shared === undefined) {
       void this.inner.remove(cidr);
-      return;
-    }
-    let shared: SharedEntry;
-    try {
-      shared = JSON.parse(value) as SharedEntry;
-    } catch {
-      this.log.warn({ key }, 'fleet: a blocklist entry in etcd is not JSON; ignored');
-      return;
+      return cidr;
     }
     const ttl = shared.expiresAt === null ? undefined : shared.expiresAt - Date.now();
-    if (ttl !== undefined && ttl <= 0) return;
+    if (ttl !== undefined && ttl <= 0) return cidr;
     void this.inner
       .add(shared.cidr, ttl, shared.reason, 'operator')
       .catch((err: unknown) => this.log.warn({ key, err: (err as Error).message }, 'fleet: a blocklist entry in etcd was refused'));
+    return cidr;
   }
 
   /** After a (re)connect: the operator entries become exactly those etcd holds now. */
   resync(entries: readonly { key: string; value: string }[]): void {
-    const wanted = new Set(entries.map((e) => decodeURIComponent(e.key.slice(this.prefix.length))));
+    const wanted = new Set(entries.map((e) => this.applyRemote(e.key, e.value)));
     for (const entry of this.inner.list()) if (entry.source === 'operator' && !wanted.has(entry.cidr)) void this.inner.remove(entry.cidr);
-    for (const e of entries) this.applyRemote(e.key, e.value);
   }
 
   close(): void {

@@ -11,12 +11,15 @@
  */
 import { hostname } from 'node:os';
 import type { Lease, Watcher } from 'etcd3';
+import { z } from 'zod';
 import { cappedBackoff } from '../backoff.ts';
 import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Collectors } from '../observe/metrics.ts';
+import { ADMIN_STATES } from '../state/server-cells.ts';
 import type { FleetBlocklist } from './blocklist.ts';
+import { type EntryShape, readEntry } from './entries.ts';
 
 export type ServerState = 'enabled' | 'draining' | 'disabled';
 
@@ -49,25 +52,30 @@ export interface FleetMemberDeps {
   facts(): InstanceFacts;
   /** The fleet's shared blocklist, when this instance keeps its list in memory (not in Redis). */
   blocklist?: FleetBlocklist | undefined;
-  /** Sets a server's admin state on this instance; false when it has no such server (yet). */
-  setServerState(service: string, server: string, state: ServerState): boolean;
+  /** Whether this instance runs that server (not being removed). */
+  hasServer(service: string, server: string): boolean;
+  /** Sets a server's admin state on this instance (a server it does not run (yet) is left alone). */
+  setServerState(service: string, server: string, state: ServerState): void;
 }
 
-export interface MemberRecord {
-  id: string;
-  version: string;
-  listen: string[];
-  admin: string | null;
-  threads: number;
-  health: 'serving' | 'draining';
-  started_at: string;
-  reported_at: string;
-  config: { revision: number | null; ok: boolean; at: string | null; errors?: string[] };
-  requests_per_second: number;
-  errors_per_second: number;
-  requests_total: number;
-  errors_total: number;
-}
+const memberRecord = z.object({
+  id: z.string(),
+  version: z.string(),
+  listen: z.array(z.string()),
+  admin: z.string().nullable(),
+  threads: z.number(),
+  health: z.enum(['serving', 'draining']),
+  started_at: z.string(),
+  reported_at: z.string(),
+  config: z.object({ revision: z.number().nullable(), ok: z.boolean(), at: z.string().nullable(), errors: z.array(z.string()).optional() }),
+  requests_per_second: z.number(),
+  errors_per_second: z.number(),
+  requests_total: z.number(),
+  errors_total: z.number(),
+});
+/** PREFIX/instances/ID → this JSON, under the member's lease. */
+export type MemberRecord = z.infer<typeof memberRecord>;
+const MEMBER_ENTRY: EntryShape<MemberRecord> = { names: 1, value: memberRecord, json: true };
 
 export interface EtcdLink {
   reachable: boolean;
@@ -76,6 +84,9 @@ export interface EtcdLink {
   /** Failed attempts since it became unreachable. */
   attempts: number;
 }
+
+/** PREFIX/server-state/SERVICE/SERVER → the state (no key: enabled). */
+const STATE_ENTRY: EntryShape<ServerState> = { names: 2, value: z.enum(ADMIN_STATES) };
 
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 10_000;
@@ -92,14 +103,22 @@ export class FleetMember {
   private reportTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private connecting: Promise<void> | undefined;
+  /** Bumped by each loss: an attempt begun before it gives up instead of declaring etcd reachable. */
+  private generation = 0;
+  /** The retry came while an attempt was under way: run it when that attempt ends. */
+  private retryWanted = false;
   /** Server states set fleet-wide: key → state (absent = enabled). */
   private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
+  /** The etcd revision of the last state applied per server-state key (so an older one never overrides it). */
+  private readonly stateRevisions = new Map<string, number>();
   private lastOutcome: ReloadOutcome | undefined;
   private appliedRevision: number | undefined;
   private syncing: Promise<void> | undefined;
   private syncAgain = false;
   private lastCounts = { at: Date.now(), requests: 0, errors: 0, rps: 0, eps: 0 };
   private lastMembers: MemberRecord[] = [];
+  /** Member records found malformed (KEY@MOD_REVISION), warned about once. */
+  private badRecords = new Set<string>();
   private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
 
   constructor(deps: FleetMemberDeps, id: string) {
@@ -185,12 +204,18 @@ export class FleetMember {
     return this.deps.store.key('server-state', ...(service ? [encodeURIComponent(service)] : []), encodeURIComponent(server));
   }
 
-  /** Sets a server's state for the whole fleet (enabled removes the key); false when this instance has no such server. */
+  /**
+   * Sets a server's state for the whole fleet (enabled removes the key); false when this
+   * instance has no such server. Applied here only once etcd took it: a write that failed
+   * changes nothing anywhere.
+   */
   async setServerState(service: string, server: string, state: ServerState): Promise<boolean> {
-    if (!this.deps.setServerState(service, server, state)) return false;
+    if (!this.deps.hasServer(service, server)) return false;
     const key = this.stateKey(service, server);
-    if (state === 'enabled') await this.deps.store.client.delete().key(key).exec();
-    else await this.deps.store.client.put(key).value(state).exec();
+    const { client } = this.deps.store;
+    const written = state === 'enabled' ? await client.delete().key(key).exec() : await client.put(key).value(state).exec();
+    // The watch brings it too; whichever comes first applies it, and nothing older after it.
+    this.applyState(key, service, server, state, Number(written.header.revision));
     return true;
   }
 
@@ -198,18 +223,30 @@ export class FleetMember {
     for (const { service, server, state } of this.states.values()) this.deps.setServerState(service, server, state);
   }
 
-  private onStateKey(key: string, value: string | undefined): void {
-    const [service, server] = key.slice(this.stateKey('').length).split('/').map(decodeURIComponent);
-    if (!service || !server) return;
-    if (value === 'draining' || value === 'disabled') this.states.set(key, { service, server, state: value });
-    else this.states.delete(key);
-    this.deps.setServerState(service, server, value === 'draining' || value === 'disabled' ? value : 'enabled');
+  private onStateKey(key: string, value: string | undefined, revision: number): void {
+    const entry = readEntry(this.deps.log, this.stateKey(''), key, value, STATE_ENTRY);
+    const [service, server] = entry?.names ?? [];
+    if (entry && service !== undefined && server !== undefined) this.applyState(key, service, server, entry.value ?? 'enabled', revision);
+  }
+
+  private applyState(key: string, service: string, server: string, state: ServerState, revision: number): void {
+    if ((this.stateRevisions.get(key) ?? 0) >= revision) return;
+    this.stateRevisions.set(key, revision);
+    if (state === 'enabled') this.states.delete(key);
+    else this.states.set(key, { service, server, state });
+    this.deps.setServerState(service, server, state);
   }
 
   /** One attempt to (re)join: lease, current state at one revision, reload, watch from the next revision. */
   private connect(): Promise<void> {
-    this.connecting ??= this.attempt().finally(() => {
+    if (this.connecting) {
+      this.retryWanted = true;
+      return this.connecting;
+    }
+    this.retryWanted = false;
+    this.connecting = this.attempt().finally(() => {
       this.connecting = undefined;
+      if (this.retryWanted) void this.connect();
     });
     return this.connecting;
   }
@@ -217,6 +254,9 @@ export class FleetMember {
   private async attempt(): Promise<void> {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
+    const generation = this.generation;
+    // etcd was lost again while this attempt waited: the retry that loss scheduled takes over.
+    const superseded = () => generation !== this.generation || this.closed;
     const { client } = this.deps.store;
     try {
       if (!this.lease) {
@@ -231,13 +271,19 @@ export class FleetMember {
           throw err;
         });
         this.lease = lease;
+        if (superseded()) return;
       }
       // Everything the fleet shares, read at one revision; the watch starts at the next.
       const res = await client.getAll().prefix(`${this.prefix}/`).exec();
+      if (superseded()) return;
       const readAt = Number(res.header.revision);
-      const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() }));
+      const kvs = res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) }));
+      // A state whose key went while this instance was away was set back to enabled meanwhile.
+      const previous = [...this.states.entries()];
       this.states.clear();
-      for (const { key, value } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+      this.stateRevisions.clear();
+      for (const { key, value, revision } of kvs) if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value, revision);
+      for (const [key, { service, server }] of previous) if (!this.states.has(key)) this.deps.setServerState(service, server, 'enabled');
       const blocklist = this.deps.blocklist;
       blocklist?.resync(kvs.filter((kv) => kv.key.startsWith(blocklist.prefix)));
       const watcher = await client
@@ -245,31 +291,40 @@ export class FleetMember {
         .prefix(`${this.prefix}/`)
         .startRevision(String(readAt + 1))
         .create();
+      if (superseded()) {
+        void watcher.cancel().catch(() => undefined);
+        return;
+      }
       this.watcher = watcher;
-      watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString()));
-      watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined));
-      watcher.on('disconnected', (err) => this.lost(`watch disconnected: ${err.message}`));
-      watcher.on('error', (err) => this.lost(`watch failed: ${err.message}`));
+      const lostIfCurrent = (what: string) => (err: Error) => {
+        if (this.watcher === watcher) this.lost(`${what}: ${err.message}`);
+      };
+      watcher.on('put', (kv) => this.onChange(kv.key.toString(), kv.value.toString(), Number(kv.mod_revision)));
+      watcher.on('delete', (kv) => this.onChange(kv.key.toString(), undefined, Number(kv.mod_revision)));
+      watcher.on('disconnected', lostIfCurrent('watch disconnected'));
+      watcher.on('error', lostIfCurrent('watch failed'));
       // The config as it is now: whatever changed while this instance was away, nothing older.
       await this.sync();
+      if (superseded()) return;
       const wasDown = !this.link.reachable && this.link.attempts > 0;
       this.link = { reachable: true, since: new Date().toISOString(), attempts: 0 };
       if (wasDown) this.deps.log.info({ revision: this.appliedRevision ?? null }, 'fleet: etcd reachable again; resynced to the current revision');
       await this.report();
     } catch (err) {
-      this.lost((err as Error).message);
+      if (!superseded()) this.lost((err as Error).message);
     }
   }
 
-  private onChange(key: string, value: string | undefined): void {
+  private onChange(key: string, value: string | undefined, revision: number): void {
     if (key === this.deps.store.configKey) void this.sync();
-    else if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value);
+    else if (key.startsWith(this.stateKey(''))) this.onStateKey(key, value, revision);
     else if (this.deps.blocklist && key.startsWith(this.deps.blocklist.prefix)) this.deps.blocklist.applyRemote(key, value);
   }
 
   /** etcd stopped answering: keep serving, say so, and retry with backoff. */
   private lost(reason: string): void {
     if (this.closed) return;
+    this.generation++;
     const watcher = this.watcher;
     this.watcher = undefined;
     void watcher?.cancel().catch(() => undefined);
@@ -325,14 +380,26 @@ export class FleetMember {
   /** Every registered instance (this one first), as etcd has them; the last known list when etcd is unreachable. */
   async members(): Promise<{ instances: MemberRecord[]; fresh: boolean }> {
     if (this.link.reachable) {
+      const prefix = this.deps.store.key('instances', '');
+      let kvs: { key: Buffer; value: Buffer; mod_revision: string }[] | undefined;
       try {
-        const res = await this.deps.store.client.getAll().prefix(this.deps.store.key('instances', '')).strings();
-        this.lastMembers = Object.values(res)
-          .map((v) => JSON.parse(v) as MemberRecord)
-          .filter((m) => m.id !== this.id);
-        return { instances: [this.record(), ...this.lastMembers], fresh: true };
+        kvs = (await this.deps.store.client.getAll().prefix(prefix).exec()).kvs;
       } catch (err) {
         this.lost(`listing members failed: ${(err as Error).message}`);
+      }
+      if (kvs) {
+        const bad = new Set<string>();
+        const others: MemberRecord[] = [];
+        for (const kv of kvs) {
+          const key = kv.key.toString();
+          const seen = `${key}@${kv.mod_revision}`;
+          const record = this.badRecords.has(seen) ? undefined : readEntry(this.deps.log, prefix, key, kv.value.toString(), MEMBER_ENTRY)?.value;
+          if (!record) bad.add(seen);
+          else if (record.id !== this.id) others.push(record);
+        }
+        this.badRecords = bad;
+        this.lastMembers = others;
+        return { instances: [this.record(), ...others], fresh: true };
       }
     }
     return { instances: [this.record(), ...this.lastMembers], fresh: false };

@@ -6,8 +6,9 @@
  */
 import { isMap, isScalar, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
 import { cappedBackoff } from '../backoff.ts';
-import type { EtcdConfigStore } from '../config/etcd-source.ts';
+import type { EtcdConfigStore, SharedConfig } from '../config/etcd-source.ts';
 import type { ServerConfig } from '../config/schema/service.ts';
+import { ConfigError, formatProblem } from '../errors.ts';
 import { ServerChangeError, serverIdFor } from '../upstream/control-plane.ts';
 
 type Doc = ReturnType<typeof parseDocument>;
@@ -24,13 +25,18 @@ interface Pending {
 /** Attempts per batch before giving up (each one lost a race to another writer). */
 const MAX_ATTEMPTS = 50;
 
+/** Validates a candidate shared config as this instance would load it; throws ConfigError. */
+export type SharedConfigCheck = (text: string) => Promise<void>;
+
 export class SharedConfigEditor {
   private readonly store: EtcdConfigStore;
+  private readonly check: SharedConfigCheck;
   private queue: Pending[] = [];
   private running = false;
 
-  constructor(store: EtcdConfigStore) {
+  constructor(store: EtcdConfigStore, check: SharedConfigCheck) {
     this.store = store;
+    this.check = check;
   }
 
   /** Applies `edit` to the shared config; resolves with the etcd revision that holds it. */
@@ -59,17 +65,11 @@ export class SharedConfigEditor {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const { shared } = await this.store.readShared();
       if (!shared) throw new ServerChangeError(409, `no shared config at ${this.store.configKey}: push one with \`velocity config push\``);
-      const doc = parseDocument(shared.text);
-      const applied: Pending[] = [];
-      const failed: { p: Pending; err: unknown }[] = [];
-      for (const p of batch) {
-        try {
-          p.edit(doc);
-          applied.push(p);
-        } catch (err) {
-          failed.push({ p, err });
-        }
-      }
+      // The batch's result is checked once; when it does not validate, each edit is checked on its own.
+      let edited = this.edit(shared, batch);
+      const valid = edited.applied.length === 0 || (await this.validate(edited.doc)) === undefined;
+      if (!valid) edited = await this.editChecked(shared, batch);
+      const { doc, applied, failed } = edited;
       const revision = applied.length > 0 ? await this.store.writeShared(doc.toString(), shared.revision) : shared.revision;
       if (revision === undefined) {
         // Another instance wrote first: read its version and apply these edits to it.
@@ -82,6 +82,69 @@ export class SharedConfigEditor {
     }
     throw new ServerChangeError(409, `the shared config kept changing under ${MAX_ATTEMPTS} attempts; try again`);
   }
+
+  /** The shared document with every edit that applies. */
+  private edit(shared: SharedConfig, batch: Pending[]): Edited {
+    const edited: Edited = { doc: parseShared(shared), applied: [], failed: [] };
+    for (const p of batch) {
+      try {
+        p.edit(edited.doc);
+        edited.applied.push(p);
+      } catch (err) {
+        edited.failed.push({ p, err });
+      }
+    }
+    return edited;
+  }
+
+  /** The same, leaving out each edit after which the config would not validate (422 with the problems). */
+  private async editChecked(shared: SharedConfig, batch: Pending[]): Promise<Edited> {
+    const edited: Edited = { doc: parseShared(shared), applied: [], failed: [] };
+    for (const p of batch) {
+      try {
+        const next = edited.doc.clone();
+        p.edit(next);
+        const invalid = await this.validate(next);
+        if (invalid) throw invalid;
+        edited.doc = next;
+        edited.applied.push(p);
+      } catch (err) {
+        edited.failed.push({ p, err });
+      }
+    }
+    return edited;
+  }
+
+  /** Undefined when the candidate validates; else the error to answer. */
+  private async validate(doc: Doc): Promise<ServerChangeError | undefined> {
+    try {
+      await this.check(doc.toString());
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      return new ServerChangeError(422, `the change would make the shared config invalid, so it was not made: ${err.problems.map(formatProblem).join('; ')}`);
+    }
+  }
+}
+
+interface Edited {
+  doc: Doc;
+  applied: Pending[];
+  failed: { p: Pending; err: unknown }[];
+}
+
+/** The shared config as a YAML document; one with YAML errors cannot be edited (409 with the first error). */
+function parseShared(shared: SharedConfig): Doc {
+  const doc = parseDocument(shared.text);
+  const [error] = doc.errors;
+  if (error) {
+    const at = error.linePos?.[0];
+    throw new ServerChangeError(
+      409,
+      `the shared config is not valid YAML (${shared.file}${at ? `:${at.line}:${at.col}` : ''}: ${error.message.split('\n')[0]}); fix it with \`velocity config push\``,
+    );
+  }
+  return doc;
 }
 
 function serviceNode(doc: Doc, name: string): YAMLMap {

@@ -5,9 +5,14 @@
  * Every mode fails fast — no offline queue, one try per command — so an outage
  * sends requests to the local fallback instead of holding them.
  */
-import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import type * as IoRedis from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { cappedBackoff } from '../backoff.ts';
 import type { StateConfig } from '../config/schema/traffic.ts';
+import { optionalModule } from '../optional-module.ts';
+
+/** The Redis client package, loaded when a config first reaches a Redis (state store, acme storage). */
+const ioredis = optionalModule<typeof IoRedis>('ioredis', 'a Redis state store or acme storage');
 
 export type RedisClient = Redis | Cluster;
 
@@ -26,6 +31,7 @@ const COMMON: RedisOptions = {
 };
 
 function open(target: RedisTarget, options: RedisOptions): RedisClient {
+  const { Cluster, Redis } = ioredis();
   const auth = { username: target.username, password: target.password };
   if (target.cluster) {
     const cluster: ClusterOptions = {
@@ -65,7 +71,7 @@ export function openRedisClient(target: RedisTarget, timeoutMs: number): RedisCl
 
 /** The servers that hold keys: every master of a cluster, else the one connection. */
 export function keyHolders(client: RedisClient): Redis[] {
-  return client instanceof Cluster ? client.nodes('master') : [client];
+  return client instanceof ioredis().Cluster ? client.nodes('master') : [client];
 }
 
 /** A short description for logs (never the password). */

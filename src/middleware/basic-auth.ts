@@ -7,9 +7,13 @@
  * in constant time, so a busy API does not pay a bcrypt per request.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { argon2Verify, bcryptVerify } from 'hash-wasm';
+import type * as HashWasm from 'hash-wasm';
 import { z } from 'zod';
+import { optionalModule } from '../optional-module.ts';
 import type { Middleware, Reply } from './middleware.ts';
+
+/** bcrypt and argon2 in WebAssembly, loaded when a config first has a basic_auth middleware. */
+const hashWasm = optionalModule<typeof HashWasm>('hash-wasm', 'basic_auth');
 
 const BCRYPT = /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/;
 const ARGON2 = /^\$argon2(id|i|d)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/;
@@ -33,11 +37,12 @@ export const basicAuthOptions = z.strictObject({
 const DECOY_BCRYPT = '$2a$10$/uaF/uaF/uaF/uaF/uaF/ud3F1gllu0o0DFRybVZzczxwG/rejnh6';
 const CACHE_LIMIT = 1000;
 
-function verify(password: string, hash: string): Promise<boolean> {
-  return (BCRYPT.test(hash) ? bcryptVerify({ password, hash }) : argon2Verify({ password, hash })).catch(() => false);
+function verify(hashes: typeof HashWasm, password: string, hash: string): Promise<boolean> {
+  return (BCRYPT.test(hash) ? hashes.bcryptVerify({ password, hash }) : hashes.argon2Verify({ password, hash })).catch(() => false);
 }
 
 export function basicAuth(o: z.output<typeof basicAuthOptions>): Middleware {
+  const hashes = hashWasm();
   const users = new Map(Object.entries(o.users));
   const key = randomBytes(32);
   const verified = new Map<string, Buffer>();
@@ -62,7 +67,7 @@ export function basicAuth(o: z.output<typeof basicAuthOptions>): Middleware {
       let ok = cached !== undefined && timingSafeEqual(cached, mac);
       if (!ok) {
         const hash = users.get(user);
-        const matches = await verify(password, hash ?? DECOY_BCRYPT);
+        const matches = await verify(hashes, password, hash ?? DECOY_BCRYPT);
         ok = matches && hash !== undefined;
         if (ok) {
           if (verified.size >= CACHE_LIMIT) verified.delete(verified.keys().next().value as string);

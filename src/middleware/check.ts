@@ -3,7 +3,7 @@
  * load and implement the interface, files exist, named services exist. Problems
  * come back with their field path, for a file:line:column error.
  */
-import { getGlobalDispatcher } from 'undici';
+import { undiciClient } from '../optional-module.ts';
 import { buildChain } from './chain.ts';
 import type { MiddlewareContext } from './middleware.ts';
 import { loadMiddlewareModule } from './module-loader.ts';
@@ -17,7 +17,15 @@ interface CheckedService {
 
 export async function middlewareProblems(services: readonly CheckedService[], baseDir: string): Promise<{ path: PropertyKey[]; message: string }[]> {
   const names = new Set(services.map((s) => s.name));
-  const context: MiddlewareContext = { service: () => undefined, http: getGlobalDispatcher(), baseDir, warn: () => {} };
+  const context: MiddlewareContext = {
+    service: () => undefined,
+    // Read only by middleware that sends requests: undici loads for configs that have such middleware.
+    get http() {
+      return undiciClient().getGlobalDispatcher();
+    },
+    baseDir,
+    warn: () => {},
+  };
   const problems: { path: PropertyKey[]; message: string }[] = [];
   const check = async (list: readonly MiddlewareConfig[], at: PropertyKey[]) => {
     for (const [k, m] of list.entries()) {

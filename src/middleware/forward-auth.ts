@@ -6,9 +6,10 @@
  * 401 with its WWW-Authenticate, a 302 to a login page). A slow or dead auth
  * service fails closed: 503 within `timeout`.
  */
-import { request } from 'undici';
+import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import { positiveDuration } from '../config-fields.ts';
+import { undiciClient } from '../optional-module.ts';
 import type { Middleware, MiddlewareContext, Reply } from './middleware.ts';
 
 const headerName = z
@@ -34,6 +35,7 @@ const REFUSAL_HEADERS = ['www-authenticate', 'location', 'set-cookie', 'content-
 const MAX_REFUSAL_BODY = 64 * 1024;
 
 export function forwardAuth(o: z.output<typeof forwardAuthOptions>, context: MiddlewareContext): Middleware {
+  const { request } = undiciClient();
   const unavailable = (why: string): Reply => {
     context.warn(`forward auth ${o.url}: ${why}; refused with 503`);
     return { status: 503, code: 'AUTH_UNAVAILABLE', headers: ['content-type', 'text/plain; charset=utf-8', 'retry-after', '1'], body: '503 Authentication service unavailable\n' };
@@ -53,7 +55,7 @@ export function forwardAuth(o: z.output<typeof forwardAuthOptions>, context: Mid
         if (value !== undefined) headers[name] = value;
       }
       const signal = AbortSignal.timeout(o.timeout);
-      let answer: Awaited<ReturnType<typeof request>>;
+      let answer: Dispatcher.ResponseData;
       let body: Buffer;
       try {
         answer = await request(o.url, { method: 'GET', headers, dispatcher: context.http, signal, headersTimeout: o.timeout, bodyTimeout: o.timeout });

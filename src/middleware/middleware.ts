@@ -37,11 +37,11 @@ export interface MiddlewareRequest extends RequestView {
   addResponseHeader(name: string, value: string): void;
   /** Sends the request to another service (traffic split). */
   useService(name: string): void;
-  /** Content-Length when given; undefined for a body of unknown length (or none). */
+  /** The length of the body held in memory once read or set; else Content-Length when given; undefined for a body of unknown length (or none). */
   readonly bodyLength: number | undefined;
   /** Whether a request body follows (a length > 0, or chunked). */
   readonly hasBody: boolean;
-  /** Reads the whole body into memory when at most `max` bytes; false when longer. */
+  /** Reads the whole body into memory when at most `max` bytes; false when longer (a body held already is only measured). */
   bufferBody(max: number): Promise<boolean>;
   /** The body read into memory by bufferBody (or set by setBody); undefined before. */
   readonly body: Buffer | undefined;

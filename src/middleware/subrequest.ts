@@ -3,8 +3,9 @@
  * pages from a service): the server is taken through the service's policy and
  * counted while the request runs, like any other, and always given back (a lease).
  */
-import { type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
+import { undiciClient } from '../optional-module.ts';
 import type { MiddlewareContext } from './middleware.ts';
 
 export interface Subrequest {
@@ -31,7 +32,7 @@ export async function sendToService(context: MiddlewareContext, serviceName: str
   if (!lease) return new Error(`no available server in service "${serviceName}"`);
   const signal = AbortSignal.timeout(sub.timeout);
   try {
-    const answer = await request(`${lease.server.url}${sub.path}`, {
+    const answer = await undiciClient().request(`${lease.server.url}${sub.path}`, {
       method: sub.method as Dispatcher.HttpMethod,
       headers: sub.headers,
       body: sub.body,

@@ -9,8 +9,8 @@
  * balancer's hot path can give; the wire format is the standard one, so any
  * collector accepts it (the tests decode it with the OpenTelemetry definitions).
  */
-import { request } from 'undici';
 import type { TracingConfig } from '../config/schema/observe.ts';
+import { undiciClient } from '../optional-module.ts';
 import type { Logger } from './logger.ts';
 
 export type AttributeValue = string | number | boolean;
@@ -186,6 +186,8 @@ export class OtlpExporter {
   private readonly resource: [string, AttributeValue][];
   private readonly log: Logger;
   private readonly counters: ExportCounters;
+  /** The HTTP client, loaded when a config first exports traces. */
+  private readonly http = undiciClient();
 
   constructor(config: OtlpConfig, serviceName: string, log: Logger, counters: ExportCounters) {
     this.config = config;
@@ -227,7 +229,7 @@ export class OtlpExporter {
   private async send(batch: FinishedSpan[]): Promise<void> {
     try {
       const body = encodeSpans(batch, this.resource, { name: 'velocity', version: '1' });
-      const res = await request(this.config.endpoint, {
+      const res = await this.http.request(this.config.endpoint, {
         method: 'POST',
         headers: { ...this.config.headers, 'content-type': 'application/x-protobuf' },
         body,

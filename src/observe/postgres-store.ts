@@ -1,7 +1,11 @@
 /** The log store for real deployments: PostgreSQL through the pure-JS `pg` client. */
-import pg from 'pg';
+import type * as Pg from 'pg';
+import { optionalModule } from '../optional-module.ts';
 import type { RequestRecord } from './events.ts';
 import { COLUMNS, type LogQuery, type LogStore, recordToRow, rowToRecord, type StatRow, type StoredRecord, whereClause } from './log-store.ts';
+
+/** The PostgreSQL client package, loaded when a config first keeps logs in PostgreSQL. */
+const pg = optionalModule<typeof Pg>('pg', 'the postgres log store');
 
 const MIGRATIONS = [
   `CREATE TABLE IF NOT EXISTS access_log (
@@ -21,11 +25,11 @@ const MIGRATIONS = [
 
 export class PostgresLogStore implements LogStore {
   readonly kind = 'postgres';
-  private readonly pool: pg.Pool;
+  private readonly pool: Pg.Pool;
 
   constructor(url: string) {
     // Short timeouts: the writer retries with backoff; requests never wait for the database.
-    this.pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000, query_timeout: 10_000 });
+    this.pool = new (pg().Pool)({ connectionString: url, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000, query_timeout: 10_000 });
     this.pool.on('error', () => undefined);
   }
 

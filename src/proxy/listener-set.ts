@@ -13,7 +13,7 @@ import type { DataPlane } from '../runtime/data-plane.ts';
 import { Http01Answers } from './acme/http01.ts';
 import { ManagedCertificates } from './acme/served.ts';
 import { caKey } from './acme/storage.ts';
-import { acmeStorage } from './acme/stores.ts';
+import type { AcmeStorages, StorageLease } from './acme/stores.ts';
 import { listenHttp } from './listener.ts';
 import { redirectToHttps } from './redirect.ts';
 import { listenTcp } from './tcp.ts';
@@ -43,6 +43,8 @@ interface Wanted {
 interface Open extends Wanted {
   bound: BoundListener;
   tls: TlsTermination | undefined;
+  /** For https with tls.acme: the storage its certificates are read from, and that storage's identity. */
+  storage?: { lease: StorageLease; id: string };
   /** For tcp: points the listener at another service (a rename on the same address). */
   retarget?: (service: string) => void;
   close(deadline: number): Promise<void>;
@@ -84,18 +86,21 @@ export function listenerFieldsNeedingRestart(next: Config, previous: Config): st
 }
 
 export interface ListenerSetOptions {
+  /** Where ACME storages come from (this thread's fleet connections). */
+  storages: AcmeStorages;
   reusePort?: boolean;
   /** On-demand TLS: obtains a certificate for a name first seen in a handshake; true when one may now be in storage. */
   onDemand?: (acme: AcmeConfig, name: string) => Promise<boolean>;
 }
 
 /** One storage per distinct acme `storage` that answers HTTP-01. */
-function acmeStoragesOf(config: Config, log: Logger) {
-  const seen = new Map<string, ReturnType<typeof acmeStorage>>();
+function http01Storages(config: Config, storages: AcmeStorages): StorageLease[] {
+  const seen = new Map<string, StorageLease>();
   for (const l of config.listeners) {
     const acme = l.type === 'https' ? l.tls.acme : undefined;
-    const storage = acme?.challenges.includes('http-01') ? acmeStorage(acme, config, log) : undefined;
-    if (storage && !seen.has(storage.description)) seen.set(storage.description, storage);
+    if (!acme?.challenges.includes('http-01')) continue;
+    const id = storages.identity(acme, config);
+    if (!seen.has(id)) seen.set(id, storages.acquire(acme, config));
   }
   return [...seen.values()];
 }
@@ -106,18 +111,22 @@ export class ListenerSet {
   private readonly log: Logger;
   private readonly reusePort: boolean;
   private readonly onDemand: ListenerSetOptions['onDemand'];
+  private readonly storages: AcmeStorages;
   /** ACME HTTP-01 answers, shared by every plain-HTTP listener. */
   private readonly http01 = new Http01Answers();
+  /** The storages the HTTP-01 answers read, given back when a reload or close stops using them. */
+  private http01Leases: StorageLease[] = [];
 
   private constructor(plane: DataPlane, log: Logger, options: ListenerSetOptions) {
     this.plane = plane;
     this.log = log;
     this.reusePort = options.reusePort ?? false;
     this.onDemand = options.onDemand;
+    this.storages = options.storages;
   }
 
   /** Opens every listener of `config`; on any failure closes those already open and throws (ListenError, CertificateError). */
-  static async open(plane: DataPlane, config: Config, log: Logger, options: ListenerSetOptions = {}): Promise<ListenerSet> {
+  static async open(plane: DataPlane, config: Config, log: Logger, options: ListenerSetOptions): Promise<ListenerSet> {
     const set = new ListenerSet(plane, log, options);
     await set.reconcile(config);
     return set;
@@ -143,7 +152,7 @@ export class ListenerSet {
   async reconcile(config: Config): Promise<void> {
     const wanted = wantedBy(config);
     const opened: Open[] = [];
-    this.http01.use(acmeStoragesOf(config, this.log));
+    this.useHttp01Storages(http01Storages(config, this.storages));
     try {
       for (const w of wanted) {
         const existing = this.open.get(w.key);
@@ -154,7 +163,10 @@ export class ListenerSet {
         const existing = this.open.get(w.key);
         if (existing?.tls && w.listener?.type === 'https') {
           existing.tls.update(w.listener.tls);
-          if (w.listener.tls.acme) existing.tls.managed?.setNames(acmeHosts(w.listener.tls.acme, config.services));
+          if (w.listener.tls.acme) {
+            existing.tls.managed?.setNames(acmeHosts(w.listener.tls.acme, config.services));
+            this.followStorage(existing, w.listener.tls.acme, config);
+          }
         }
         if (existing?.retarget && w.service && existing.service !== w.service) existing.retarget(w.service);
       }
@@ -193,22 +205,29 @@ export class ListenerSet {
     if (listener?.type === 'https') {
       const acme = listener.tls.acme;
       const onDemand = this.onDemand;
-      const managed = acme
-        ? await ManagedCertificates.create({
-            storage: acmeStorage(acme, config, this.log),
-            ca: caKey(acme.ca),
-            names: acmeHosts(acme, config.services),
-            protocol: protocolOptions(listener.tls),
-            log: this.log,
-            onUnknownName: acme.on_demand && onDemand ? (name) => onDemand(acme, name) : undefined,
-          })
-        : undefined;
-      const tls = new TlsTermination(listener.tls, this.log, managed);
+      // Held while the listener is open: its certificates are read from this storage.
+      const storage = acme ? { lease: this.storages.acquire(acme, config), id: this.storages.identity(acme, config) } : undefined;
+      const lease = storage?.lease;
+      let tls: TlsTermination | undefined;
       try {
+        const managed =
+          acme && lease
+            ? await ManagedCertificates.create({
+                storage: lease.storage,
+                ca: caKey(acme.ca),
+                names: acmeHosts(acme, config.services),
+                protocol: protocolOptions(listener.tls),
+                log: this.log,
+                onUnknownName: acme.on_demand && onDemand ? (name) => onDemand(acme, name) : undefined,
+              })
+            : undefined;
+        tls = new TlsTermination(listener.tls, this.log, managed);
         const http = await listenHttp(plane, w.address, config.client, { reusePort, tls, http2: listener.http2, hsts: listener.hsts ? hstsHeader(listener.hsts) : undefined });
-        return { ...w, bound: { kind: 'https', address: http.address }, tls, close: (d) => http.close(d) };
+        const open: Open = { ...w, bound: { kind: 'https', address: http.address }, tls, storage, close: (d) => http.close(d).finally(() => open.storage?.lease.end()) };
+        return open;
       } catch (err) {
-        tls.close();
+        tls?.close();
+        lease?.end();
         throw err;
       }
     }
@@ -222,5 +241,23 @@ export class ListenerSet {
     const all = [...this.open.values()];
     this.open.clear();
     await Promise.all(all.map((o) => o.close(deadline)));
+    this.useHttp01Storages([]);
+  }
+
+  /** A listener that stays reads its certificates over the connection the new config names (old one given back). */
+  private followStorage(open: Open, acme: AcmeConfig, config: Config): void {
+    const id = this.storages.identity(acme, config);
+    if (!open.storage || open.storage.id === id) return;
+    const lease = this.storages.acquire(acme, config);
+    open.tls?.managed?.useStorage(lease.storage);
+    open.storage.lease.end();
+    open.storage = { lease, id };
+  }
+
+  /** Answers HTTP-01 from `leases`, giving back the storages used before. */
+  private useHttp01Storages(leases: StorageLease[]): void {
+    this.http01.use(leases.map((l) => l.storage));
+    for (const lease of this.http01Leases) lease.end();
+    this.http01Leases = leases;
   }
 }

@@ -108,6 +108,8 @@ export class MiddlewareRun implements MiddlewareRequest {
   }
 
   get bodyLength(): number | undefined {
+    // Once in memory (read or replaced, e.g. decoded), the body held is what goes on.
+    if (this.body) return this.body.length;
     const length = this.source.req.headers['content-length'];
     return length === undefined || this.chunked ? undefined : Number(length);
   }
@@ -126,6 +128,8 @@ export class MiddlewareRun implements MiddlewareRequest {
   }
 
   bufferBody(max: number): Promise<boolean> {
+    // Read already (the stream has ended, it would never end again): only the bound applies.
+    if (this.body) return Promise.resolve(this.body.length <= max);
     return readUpTo(this.source.req, max).then((body) => {
       if (body === undefined) {
         // The rest of an over-long body is not read: the connection cannot be reused.

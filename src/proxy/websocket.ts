@@ -6,11 +6,12 @@
  * (so least-connections sees it), silence in both directions past
  * `timeouts.tunnel` closes it, and shutdown waits for tunnels until its deadline.
  */
-import { type ClientRequest, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VelocityError } from '../errors.ts';
+import { request as httpRequest } from '../node-http.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { clientGoneError } from '../upstream/attempt.ts';
 import { connectFirst } from '../upstream/connect-first.ts';

@@ -4,7 +4,7 @@
  * observers. A new topology is swapped in whole.
  */
 import { EventEmitter } from 'node:events';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
 import { CidrSet } from '../cidr.ts';
 import type { Config } from '../config/schema/root.ts';
@@ -15,6 +15,7 @@ import { ObserverList, type RequestObserver, type RequestRecord } from '../obser
 import type { Logger } from '../observe/logger.ts';
 import { count } from '../observe/metrics.ts';
 import { Tracer } from '../observe/tracing.ts';
+import { undiciClient } from '../optional-module.ts';
 import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
 import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
 import type { ProxyRequest } from '../proxy/proxy-message.ts';
@@ -55,8 +56,11 @@ export class DataPlane {
   private shuttingDown = false;
   private services = new Map<string, ServiceRuntime>();
   private router = new Router<RouteTarget>([]);
-  /** Middleware subrequests (forward auth, mirroring, error pages) and what else middleware may use. */
-  private readonly subrequests = new Agent({ keepAliveTimeout: 4_000, connections: 64 });
+  /**
+   * Middleware subrequests (forward auth, mirroring, error pages) and what else middleware may use;
+   * made (and undici loaded) when a middleware first asks for it.
+   */
+  private subrequests: Agent | undefined;
   private lastMiddlewareWarning = 0;
   private readonly middlewareContext: MiddlewareContext;
   private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
@@ -89,9 +93,12 @@ export class DataPlane {
     this.log = log;
     const baseDir = options.baseDir ?? process.cwd();
     this.loadPolicy = options.loadPolicy ?? policyLoader(baseDir, (service, message) => log.warn({ service }, message));
+    const plane = this;
     this.middlewareContext = {
       service: (name) => this.services.get(name),
-      http: this.subrequests,
+      get http() {
+        return plane.subrequestAgent();
+      },
       baseDir,
       warn: (message) => {
         const now = Date.now();
@@ -282,9 +289,14 @@ export class DataPlane {
     this.observers.emit(record, (err) => this.log.error({ err }, 'an access-log observer failed'));
   }
 
+  private subrequestAgent(): Agent {
+    this.subrequests ??= new (undiciClient().Agent)({ keepAliveTimeout: 4_000, connections: 64 });
+    return this.subrequests;
+  }
+
   async close(): Promise<void> {
     this.h2.closeAll();
-    await this.subrequests.destroy().catch(() => undefined);
+    await this.subrequests?.destroy().catch(() => undefined);
     await Promise.all([this.pools.closeAll(), this.tracer.close()]);
   }
 }

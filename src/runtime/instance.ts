@@ -17,7 +17,8 @@ import { openApiRoute } from '../admin/openapi.ts';
 import { AdminRouter } from '../admin/router.ts';
 import { type AdminServer, startAdminServer } from '../admin/server.ts';
 import { EtcdConfigStore } from '../config/etcd-source.ts';
-import { checkPolicyModules, loadConfigFile } from '../config/load.ts';
+import { checkSharedCandidate, loadConfigFile } from '../config/load.ts';
+import { checkPolicyModules } from '../config/policy-modules.ts';
 import type { ReloadResult } from '../config/reload-result.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { ListenAddress } from '../config-fields.ts';
@@ -33,7 +34,7 @@ import { createLogger, type Logger } from '../observe/logger.ts';
 import { METRIC_CELLS } from '../observe/metric-table.ts';
 import { count } from '../observe/metrics.ts';
 import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
-import { closeAcmeStorages } from '../proxy/acme/stores.ts';
+import { AcmeStorages } from '../proxy/acme/stores.ts';
 import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
@@ -144,13 +145,15 @@ export async function start(input: Config | string, options: StartOptions = {}):
   let observability: Observability | undefined;
   /** Everything after the listeners, in order: backends Velocity runs stop after the requests they served. */
   // Certificates from ACME CAs: ordered here, served by every data-path thread from storage.
-  const automaticHttps = new AutomaticHttps(log);
+  // Its storages in Redis or etcd share this thread's connections (etcd: the instance's own client).
+  const acmeStorages = new AcmeStorages({ log, baseDir, etcd });
+  const automaticHttps = new AutomaticHttps(log, acmeStorages);
   const stopTheRest = async () => {
     // Leaving the fleet first: its record goes at once rather than at the lease's expiry.
     await fleet?.close();
     etcd?.close();
     automaticHttps.close();
-    closeAcmeStorages();
+    acmeStorages.close();
     await adminServer?.close();
     await discovery.stop();
     await observability?.close();
@@ -166,7 +169,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     if (!options.sharePorts) await assertPortsFree(config);
     listeners = threaded
       ? await ThreadPool.start({ count: threadCount, state, control, log, policyDir: baseDir, records: plane, blocklist: threadBlocklist as ThreadBlocklist }, config)
-      : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand });
+      : await ListenerSet.open(plane, config, log, { reusePort: true, onDemand: automaticHttps.onDemand, storages: acmeStorages });
     // Orders start once the listeners that answer the CA's challenges are open.
     automaticHttps.apply(config);
     threads = listeners instanceof ThreadPool ? listeners : undefined;
@@ -187,7 +190,8 @@ export async function start(input: Config | string, options: StartOptions = {}):
   const subsystems: Subsystem[] = [
     {
       name: 'listeners',
-      sections: ['listen', 'listeners', 'workers', 'client'],
+      // `state`: ACME storage in Redis reads through the state section's connection settings.
+      sections: ['listen', 'listeners', 'workers', 'client', 'state'],
       apply: async (next, previous) => {
         await listenerSet.reconcile(next);
         return [...changedFields(next, previous, { workers: (c) => c.workers }), ...listenerFieldsNeedingRestart(next, previous)];
@@ -195,7 +199,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
     },
     ...observers.subsystems(),
     // New acme blocks start ordering; names follow the services' hosts.
-    { name: 'automatic https', sections: ['listeners', 'services'], apply: (next) => void automaticHttps.apply(next) },
+    { name: 'automatic https', sections: ['listeners', 'services', 'state'], apply: (next) => void automaticHttps.apply(next) },
     {
       // Guards and client-IP rules, tracing and the listener probes go with the topology to every serving thread (DataPlane.apply).
       name: 'services',
@@ -275,21 +279,25 @@ export async function start(input: Config | string, options: StartOptions = {}):
         errors: servers.reduce((n, s) => n + s.failures, 0),
       };
     };
+    const hasServer = (service: string, server: string) =>
+      control.serviceNames().includes(service) && control.servers(service).some((s) => s.spec.id === server && s.removeBy === undefined);
     const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
       try {
         control.setAdminState(service, server, wanted);
-        return true;
       } catch {
-        return false;
+        // A server this instance does not run (yet): it takes the state when it is added.
       }
     };
     const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);
-    fleet = new FleetMember({ store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, setServerState, blocklist: fleetBlocklist }, id);
+    fleet = new FleetMember(
+      { store: etcd, source: fleetSource, log, version: VERSION, reload: () => velocity.reload(), facts, hasServer, setServerState, blocklist: fleetBlocklist },
+      id,
+    );
   }
   const servicesDeps = {
     control,
     plane,
-    ...(fleet && etcd ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd)) } : {}),
+    ...(fleet && etcd && configFile ? { changes: fleetServerChanges(fleet, new SharedConfigEditor(etcd, (text) => checkSharedCandidate(text, etcd, configFile))) } : {}),
     fileServers: (name: string) => {
       const service = config.services.find((s) => s.name === name);
       return service ? new Map(service.servers.map((s) => [serverIdFor(s), { url: s.url, weight: s.weight }])) : undefined;

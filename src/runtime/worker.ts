@@ -7,13 +7,13 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
-import { checkPolicyModules } from '../config/load.ts';
+import { checkPolicyModules } from '../config/policy-modules.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { Blocklist } from '../guard/blocklist.ts';
 import { TrafficControl } from '../guard/index.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import { count } from '../observe/metrics.ts';
-import { closeAcmeStorages } from '../proxy/acme/stores.ts';
+import { AcmeStorages } from '../proxy/acme/stores.ts';
 import { ListenerSet } from '../proxy/listener-set.ts';
 import { SharedState } from '../state/shared-state.ts';
 import { setLockOwner } from '../state/spin-lock.ts';
@@ -88,12 +88,14 @@ async function configure(config: Config): Promise<void> {
   await checkPolicyModules({ config }, start.policyDir);
 }
 
+// ACME storages of this thread's https listeners; files of config_source.etcd resolve as the config does.
+const acmeStorages = new AcmeStorages({ log, baseDir: start.policyDir });
 let listeners: ListenerSet | undefined;
 try {
   await configure(start.topology.config);
   await traffic.ready();
   plane.apply(start.topology);
-  listeners = await ListenerSet.open(plane, start.listen, log, { reusePort: true });
+  listeners = await ListenerSet.open(plane, start.listen, log, { reusePort: true, storages: acmeStorages });
   post({ type: 'ready', bound: listeners.bound, version: plane.version });
 } catch (err) {
   post({ type: 'failed', message: (err as Error).message });
@@ -129,7 +131,7 @@ async function handle(message: ToWorker, set: ListenerSet): Promise<void> {
     case 'drain':
       plane.drain();
       await set.close(message.deadline);
-      closeAcmeStorages();
+      acmeStorages.close();
       flushRecords();
       await traffic.close();
       await plane.close();

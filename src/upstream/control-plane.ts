@@ -40,10 +40,10 @@ export interface ControlPlaneEvents {
 }
 
 export class ServerChangeError extends Error {
-  readonly status: 400 | 404 | 409;
+  readonly status: 400 | 404 | 409 | 422;
   readonly field?: string;
 
-  constructor(status: 400 | 404 | 409, message: string, field?: string) {
+  constructor(status: 400 | 404 | 409 | 422, message: string, field?: string) {
     super(message);
     this.status = status;
     this.field = field;

@@ -6,10 +6,11 @@
  */
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { Agent, request } from 'undici';
+import type { Agent } from 'undici';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';
 import type { Logger } from '../observe/logger.ts';
+import { undiciClient } from '../optional-module.ts';
 import { grpcHealthCheck } from './grpc-health.ts';
 import type { ServerSpec } from './server.ts';
 import { isTlsFailure, tlsConnectOptions, upstreamTlsOptions } from './tls.ts';
@@ -161,6 +162,8 @@ export class HealthChecker {
     const headers: Record<string, string> = { 'user-agent': 'velocity-health-check' };
     if (config.host) headers.host = config.host;
     // An https check uses a connection with the service's TLS settings, closed after the check.
+    // undici loads with the first http check.
+    const { Agent, request } = undiciClient();
     const tlsAgent =
       url.protocol === 'https:'
         ? new Agent({ keepAliveTimeout: 1, pipelining: 0, connectTimeout: config.timeout, connect: this.tlsOptions(target, url.hostname.replace(/^\[|\]$/g, '')) })
@@ -191,7 +194,7 @@ export class HealthChecker {
   private agentFor(timeout: number): Agent {
     let agent = this.agents.get(timeout);
     if (!agent) {
-      agent = new Agent({ keepAliveTimeout: 1, pipelining: 0, connectTimeout: timeout });
+      agent = new (undiciClient().Agent)({ keepAliveTimeout: 1, pipelining: 0, connectTimeout: timeout });
       this.agents.set(timeout, agent);
     }
     return agent;

@@ -10,14 +10,20 @@ export interface Forwarder {
   port: number;
   /** Destroys every open connection and refuses new ones until resume(). */
   cut(): void;
+  /** How many connections were refused since the last cut(). */
+  readonly refused: number;
   resume(): void;
 }
 
 export async function startForwarder(t: Pick<TestContext, 'after'>, targetPort: number): Promise<Forwarder> {
   const open = new Set<Socket>();
   let refusing = false;
+  let refused = 0;
   const server: Server = createServer((client) => {
-    if (refusing) return client.destroy();
+    if (refusing) {
+      refused++;
+      return client.destroy();
+    }
     const upstream = connect(targetPort, '127.0.0.1');
     open.add(client).add(upstream);
     const drop = () => {
@@ -41,8 +47,12 @@ export async function startForwarder(t: Pick<TestContext, 'after'>, targetPort: 
   const address = server.address();
   return {
     port: typeof address === 'object' && address ? address.port : 0,
+    get refused() {
+      return refused;
+    },
     cut() {
       refusing = true;
+      refused = 0;
       for (const s of open) s.destroy();
       open.clear();
     },

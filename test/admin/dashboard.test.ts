@@ -12,14 +12,16 @@ import { request } from 'undici';
 import { LiveAggregator } from '../../src/admin/dashboard/aggregator.ts';
 import { LatencyHistogram } from '../../src/admin/dashboard/latency.ts';
 import type { RequestRecord } from '../../src/observe/events.ts';
-import { launchChromium } from '../support/chromium.ts';
-import { type BackendProcess, delay, eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
+import { chromiumForSuite } from '../support/chromium.ts';
+import { type BackendProcess, eventually, get, load, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 import { rawGet, startForwarder } from './dashboard-support.ts';
 
 /** How long to wait for the page to show a condition: generous, since CI shares a loaded machine (a 5 s wait for a log row failed there). */
 const CONDITION_WAIT = 30_000;
 
 const TOKEN = 'dashboard-token-0123456789';
+/** One Chromium for the file's tests; each test has a browser context of its own. */
+const chromiumFor = chromiumForSuite();
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', import.meta.url));
 
 const yamlFor = (backends: BackendProcess[], extra = '') => `listen: "127.0.0.1:0"
@@ -45,13 +47,14 @@ async function api(port: number, method: string, path: string, body?: unknown, t
 
 /** Backends, Velocity and a page on its dashboard; undefined when Chromium cannot run (skipped loudly). */
 async function setup(t: TestContext, options: { backends?: number; viaForwarder?: boolean } = {}) {
-  const browser = await launchChromium(t);
+  const browser = await chromiumFor(t);
   if (!browser) return undefined;
   const backends = await startBackends(t, options.backends ?? 2);
   const velocity = await startInProcess(t, yamlFor(backends));
   const adminPort = velocity.adminAddress?.port as number;
   const forwarder = options.viaForwarder ? await startForwarder(t, adminPort) : undefined;
   const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  t.after(() => context.close());
   const page = await context.newPage();
   const pageErrors: string[] = [];
   page.on('pageerror', (err) => pageErrors.push(err.message));
@@ -96,11 +99,14 @@ describe('dashboard in Chromium', () => {
       'the requests/s number and chart change under load',
       200,
     );
-    await page.waitForTimeout(6_000); // a few seconds of history for the charts and screenshots
-    const latency = await page.locator('[data-service="app"] svg[data-chart="lat"] path.s2').getAttribute('d');
-    assert.match(latency ?? '', /L/, 'the p99 line has segments');
-    const share = await rowOf(page, 'app', 'b1').locator('td.share').textContent();
-    assert.notEqual(share, '0%', 'b1 takes a share of the traffic');
+    // A few seconds of history for the charts and screenshots: the p99 line has several segments, and b1 a share.
+    const p99Line = page.locator('[data-service="app"] svg[data-chart="lat"] path.s2');
+    await eventually(
+      async () => ((await p99Line.getAttribute('d')) ?? '').split('L').length > 4 && (await rowOf(page, 'app', 'b1').locator('td.share').textContent()) !== '0%',
+      CONDITION_WAIT,
+      'the p99 line has segments and b1 takes a share of the traffic',
+      200,
+    );
     mkdirSync(ARTIFACTS, { recursive: true });
     for (const scheme of ['light', 'dark'] as const) {
       await page.emulateMedia({ colorScheme: scheme });
@@ -209,7 +215,8 @@ describe('dashboard in Chromium', () => {
     assert.equal(await page.locator('body').getAttribute('data-connection'), 'down');
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}disconnected.png` });
-    await delay(2_500); // a few failed reconnects while the admin listener is unreachable
+    // A few failed reconnects while the admin listener is unreachable.
+    await eventually(() => (forwarder?.refused ?? 0) >= 2, CONDITION_WAIT, 'the page retried twice and was refused', 100);
     forwarder?.resume();
     await page.locator('body[data-connection="live"]').waitFor({ timeout: CONDITION_WAIT });
     await page.getByText(/^live · /).waitFor({ timeout: CONDITION_WAIT });
@@ -218,11 +225,13 @@ describe('dashboard in Chromium', () => {
 
 describe('dashboard off loopback', () => {
   test('when reads need the token, the page asks for it, then streams with it', async (t) => {
-    const browser = await launchChromium(t);
+    const browser = await chromiumFor(t);
     if (!browser) return;
     const [b1] = await startBackends(t, 1);
     const velocity = await startInProcess(t, `listen: "127.0.0.1:0"\nadmin: { listen: "0.0.0.0:0", token: ${TOKEN} }\nservices:\n  - name: app\n    servers: [${b1?.url}]\n`);
-    const page = await browser.newPage();
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const page = await context.newPage();
     await page.goto(`http://127.0.0.1:${velocity.adminAddress?.port}/`);
     await page.locator('body[data-connection="auth"]').waitFor({ timeout: CONDITION_WAIT });
     await page.getByText('needs the admin token even to read').waitFor();

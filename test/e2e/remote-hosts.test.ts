@@ -2,14 +2,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createHosts } from '../support/netns.ts';
-import { CLI, eventually, get, load, startInProcess, testAgent, watchOutput } from '../support/velocity.ts';
+import { BACKEND, eventually, get, load, startInProcess, testAgent, watchOutput } from '../support/velocity.ts';
 
 describe('servers on other hosts', () => {
   test('a host whose link goes down is ejected by timeouts with no client errors, and returns when the link is back', async (t) => {
     const hosts = await createHosts(t, 2);
     if (!hosts) return;
     for (const [i, host] of hosts.entries()) {
-      const child = host.run(process.execPath, [CLI, 'backend', '--host', host.ip, '--port', '8080', '--name', `remote-${i + 1}`]);
+      const child = host.run(process.execPath, [BACKEND, '--host', host.ip, '--port', '8080', '--name', `remote-${i + 1}`]);
       t.after(() => child.kill('SIGKILL'));
       await watchOutput(child).waitFor(/listening on/);
     }

@@ -5,85 +5,21 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import { connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { Agent, request } from 'undici';
-import { start, type Velocity } from '../../src/runtime/instance.ts';
+import { Agent } from 'undici';
+import { start } from '../../src/runtime/instance.ts';
 import { launchChromium } from '../support/chromium.ts';
 import { type EtcdCluster, startEtcdCluster } from '../support/etcd.ts';
+import { backend, body, call, etcdLink, fleetView, type Member, serverIds, sharedConfig, startMember, TOKEN } from '../support/fleet.ts';
 import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
 import { runCommand } from '../support/spawn.ts';
 import { CLI, eventually } from '../support/velocity.ts';
 
 const PREFIX = '/velocity/test';
-const TOKEN = 'fleet-test-token-0123456789';
 const WAIT = 60_000;
-
-interface Backend {
-  name: string;
-  url: string;
-  server: Server;
-}
-
-async function backend(t: { after: (fn: () => unknown) => void }, name: string): Promise<Backend> {
-  const server = createServer((req, res) => {
-    req.resume();
-    res.end(name);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise((r) => server.close(r)));
-  server.keepAliveTimeout = 500;
-  const { port } = server.address() as { port: number };
-  return { name, url: `http://127.0.0.1:${port}`, server };
-}
-
-const sharedConfig = (servers: string[], extra = '') => `# the fleet's shared config
-services:
-  - name: web
-    health: { interval: 1s }
-    servers:
-${servers.map((s) => `      - ${s}`).join('\n')}
-${extra}`;
-
-interface Member {
-  name: string;
-  /** Its warn and error log lines. */
-  logs: string[];
-  velocity: Velocity;
-  admin: string;
-  url: string;
-}
-
-async function call(agent: Agent, method: string, url: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await request(url, {
-    dispatcher: agent,
-    method: method as 'GET',
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, json: text.startsWith('{') ? JSON.parse(text) : { text } };
-}
-
-async function body(agent: Agent, url: string): Promise<{ status: number; text: string }> {
-  const res = await request(url, { dispatcher: agent });
-  return { status: res.statusCode, text: await res.body.text() };
-}
-
-const serverIds = async (agent: Agent, m: Member) =>
-  ((await call(agent, 'GET', `${m.admin}/api/v1/services/web`)).json.servers as { id: string; state: string }[]).filter((s) => s.state !== 'removing').map((s) => s.id);
-
-type FleetView = {
-  self: string;
-  etcd: { reachable: boolean };
-  revision: number | null;
-  instances: { id: string; config: { revision: number | null; ok: boolean; errors?: string[] } }[];
-};
-const fleetView = async (agent: Agent, m: Member) => (await call(agent, 'GET', `${m.admin}/api/v1/fleet`)).json as unknown as FleetView;
 
 /** Bounded load over every member's listener; counts what did not come back 200. */
 function loadUntilStopped(agent: Agent, members: Member[]): { stop: () => Promise<{ sent: number; failed: string[] }> } {
@@ -109,48 +45,6 @@ function loadUntilStopped(agent: Agent, members: Member[]): { stop: () => Promis
       running = false;
       await workers;
       return { sent, failed };
-    },
-  };
-}
-
-/** TCP forwarders to every etcd member: cutting them partitions one instance from etcd while the rest of the fleet still reaches it. */
-async function etcdLink(t: { after: (fn: () => unknown) => void }, targets: string[]): Promise<{ endpoints: string[]; cut(): void; restore(): void }> {
-  let open = true;
-  const sockets = new Set<Socket>();
-  const endpoints = await Promise.all(
-    targets.map(async (target) => {
-      const { hostname, port } = new URL(target);
-      const server = createTcpServer((client) => {
-        if (!open) {
-          client.destroy();
-          return;
-        }
-        const upstream = connect(Number(port), hostname);
-        const drop = () => {
-          client.destroy();
-          upstream.destroy();
-          sockets.delete(client);
-          sockets.delete(upstream);
-        };
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on('error', drop).on('close', drop);
-        }
-        client.pipe(upstream).pipe(client);
-      });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      t.after(() => new Promise((r) => server.close(r)));
-      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    }),
-  );
-  return {
-    endpoints,
-    cut() {
-      open = false;
-      for (const s of sockets) s.destroy();
-    },
-    restore() {
-      open = true;
     },
   };
 }
@@ -182,27 +76,8 @@ test('three instances on a shared config in a 3-member etcd cluster act as one f
   // C reaches etcd through forwarders the test can cut (a partition of C alone).
   const linkC = await etcdLink(t, cluster.endpoints);
   for (const name of ['A', 'B', 'C']) {
-    const file = join(dir, `${name}.yaml`);
-    writeFileSync(
-      file,
-      `# instance ${name}: what is its own; the rest comes from etcd
-listen: 127.0.0.1:0
-admin: { listen: 127.0.0.1:0, token: ${TOKEN} }
-config_source:
-  etcd:
-    endpoints: [${(name === 'C' ? linkC.endpoints : cluster.endpoints).join(', ')}]
-    prefix: ${PREFIX}
-    id: ${name}
-    lease_ttl: 3s
-    report_interval: 1s
-`,
-    );
-    const logs: string[] = [];
-    const logger = pino({ level: name === 'C' ? 'info' : 'warn' }, { write: (line: string) => logs.push(line) });
-    const velocity = await start(file, { logger: watchLogger(logger, internal) });
-    t.after(() => velocity.close());
-    const admin = `http://127.0.0.1:${velocity.adminAddress?.port}`;
-    members.push({ name, logs, velocity, admin, url: `http://127.0.0.1:${velocity.address.port}` });
+    const endpoints = name === 'C' ? linkC.endpoints : cluster.endpoints;
+    members.push(await startMember(t, dir, name, { endpoints, prefix: PREFIX }, internal, name === 'C' ? 'info' : 'warn'));
   }
   t.after(() => assertNoInternalErrors(internal, 'the fleet'));
   const [A, B, C] = members as [Member, Member, Member];

@@ -13,7 +13,8 @@ import { start } from '../../src/runtime/instance.ts';
 import { certDir, createCa, issueCert } from '../support/certs.ts';
 import { startEtcdCluster } from '../support/etcd.ts';
 import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
-import { eventually, get, testAgent } from '../support/velocity.ts';
+import { runCommand } from '../support/spawn.ts';
+import { CLI, eventually, get, testAgent } from '../support/velocity.ts';
 
 const PREFIX = '/velocity/tls';
 
@@ -67,4 +68,38 @@ ${tls}`;
     assert.match(err.message, /cannot read the shared config at \/velocity\/tls\/config from etcd \(https:\/\/127\.0\.0\.1:\d+\)/);
     return true;
   });
+});
+
+test('config push and pull reach an etcd that takes only client certificates with --cacert, --cert and --key, as etcdctl does', { timeout: 300_000 }, async (t) => {
+  const dir = certDir(t);
+  const ca = createCa(dir);
+  const server = issueCert(ca, ['127.0.0.1', 'localhost']);
+  const client = issueCert(ca, ['velocity-operator']);
+  const cluster = await startEtcdCluster(t, 1, { tls: { ca: ca.cert, ...server, client } });
+  if (!cluster) return;
+  // A bare HOST:PORT: the TLS flags make it https://, as with etcdctl.
+  const endpoint = (cluster.endpoints[0] as string).replace(/^https:\/\//, '');
+  const file = join(dir, 'shared.yaml');
+  const text = 'services:\n  - name: web\n    servers: [http://127.0.0.1:8080]\n';
+  writeFileSync(file, text);
+  const cli = (args: string[]) => runCommand(process.execPath, [CLI, 'config', ...args, '--etcd', endpoint, '--prefix', PREFIX], { timeoutMs: 60_000 });
+  const tls = ['--cacert', ca.cert, '--cert', client.cert, '--key', client.key];
+
+  const pushed = await cli(['push', file, ...tls]);
+  assert.equal(pushed.code, 0, pushed.stderr);
+  assert.match(pushed.stdout + pushed.stderr, /pushed .* to \/velocity\/tls\/config at revision \d+/);
+  assert.equal((await cluster.client.get(`${PREFIX}/config`).string()) ?? '', text, 'etcd holds the pushed file');
+  const pulled = await cli(['pull', ...tls]);
+  assert.equal(pulled.code, 0, pulled.stderr);
+  assert.equal(pulled.stdout, text);
+
+  // Without a client certificate etcd refuses the connection: a clear error naming etcd, exit 1.
+  const refused = await cli(['pull', '--cacert', ca.cert]);
+  assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /velocity config pull: etcd \(https:\/\/127\.0\.0\.1:\d+\): /);
+  assert.doesNotMatch(refused.stderr, /fatal|TypeError/);
+  // A certificate without its key is a usage error before any connection.
+  const half = await cli(['pull', '--cacert', ca.cert, '--cert', client.cert]);
+  assert.equal(half.code, 2);
+  assert.match(half.stderr, /--cert\/--key: cert and key go together/);
 });

@@ -5,11 +5,11 @@
  * `velocity_retries_denied_total{reason="budget"}`. Load is bounded in requests and seconds.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { Agent, request } from 'undici';
 import { formatAccessLine } from '../../src/observe/access-log.ts';
 import type { RequestRecord } from '../../src/observe/events.ts';
+import { startSilentServer } from '../support/silent-server.ts';
 import { delay, eventually, startBackends, startInProcess } from '../support/velocity.ts';
 
 test('a server frozen for 3 s under steady load costs no idempotent request with the default retry budget', async (t) => {
@@ -67,16 +67,7 @@ services:
 
 test('a retry the budget refuses is named in the access-log record and counted in the metrics', async (t) => {
   // One server accepts and never answers; the other is fine. The budget allows no retry at all.
-  const sockets = new Set<Socket>();
-  const hanging = createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => undefined);
-  });
-  await new Promise<void>((r) => hanging.listen(0, '127.0.0.1', r));
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    hanging.close();
-  });
+  const hangingPort = await startSilentServer(t);
   const [good] = await startBackends(t, 1);
   const velocity = await startInProcess(
     t,
@@ -84,7 +75,7 @@ test('a retry the budget refuses is named in the access-log record and counted i
 admin: { listen: "127.0.0.1:0" }
 services:
   - name: app
-    servers: ["http://127.0.0.1:${(hanging.address() as { port: number }).port}", ${good?.url}]
+    servers: ["http://127.0.0.1:${hangingPort}", ${good?.url}]
     policy: round-robin
     retries: { attempts: 2, per_try_timeout: 300ms, budget: 0, min_retries_per_second: 0 }
     passive_health: { enabled: false }

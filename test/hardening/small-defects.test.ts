@@ -4,13 +4,13 @@
  * record never shows more time with servers than in total.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { request } from 'undici';
 import { parseConfig } from '../../src/config/load.ts';
 import { ConfigError } from '../../src/errors.ts';
 import type { RequestRecord } from '../../src/observe/events.ts';
 import { captureLog } from '../proxy/log-capture.ts';
+import { startSilentServer } from '../support/silent-server.ts';
 import { delay, eventually, startBackends, startInProcess } from '../support/velocity.ts';
 
 const service = (extra: string) => `services:\n  - name: api\n    servers: ["http://127.0.0.1:1"]\n${extra}`;
@@ -50,18 +50,8 @@ test('a present value of the wrong kind is named, never reported as a missing fi
 
 test('a health check that gets no answer in time fails with a timeout reason, not an internal error', async (t) => {
   // Accepts connections and never answers: a frozen server.
-  const sockets = new Set<Socket>();
-  const silent = createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => undefined);
-  });
-  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-    silent.close();
-  });
+  const port = await startSilentServer(t);
   const log = captureLog('info');
-  const port = (silent.address() as { port: number }).port;
   await startInProcess(
     t,
     `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n  - name: api\n    servers: ["http://127.0.0.1:${port}"]\n    health: { type: http, path: /health, interval: 200ms, timeout: 200ms, unhealthy_threshold: 1, start_healthy: true }\n`,

@@ -6,7 +6,6 @@
  * a body written through its decorator arrives whole, once, with backpressure kept.
  */
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +15,7 @@ import { Agent } from 'undici';
 import type { Middleware, MiddlewareContext, MiddlewareRequest, Reply } from '../../src/middleware/middleware.ts';
 import { loadMiddlewareModule } from '../../src/middleware/module-loader.ts';
 import { middlewareEntry, middlewareEntrySchema, middlewareNames } from '../../src/middleware/registry.ts';
-import type { ClientResponse } from '../../src/proxy/client-response.ts';
+import { MemoryResponse } from '../support/memory-response.ts';
 import { startEcho } from './echo.ts';
 
 const HASH = '$2a$10$/uaF/uaF/uaF/uaF/uaF/ud3F1gllu0o0DFRybVZzczxwG/rejnh6';
@@ -74,41 +73,6 @@ function probe(): MiddlewareRequest & { edits: string[]; done: (() => void)[] } 
   };
 }
 
-/** A client response that records what reaches it and says "slow" for its first writes. */
-class RecordingResponse extends EventEmitter implements ClientResponse {
-  headersSent = false;
-  destroyed = false;
-  writableFinished = false;
-  statusCode = 200;
-  head: { status: number; headers: string[] } | undefined;
-  chunks: Buffer[] = [];
-  ends = 0;
-  private slow = 2;
-  writeHead(status: number, _m: string | undefined, headers: string[]) {
-    this.head = { status, headers };
-    this.headersSent = true;
-    return this;
-  }
-  write(chunk: Uint8Array) {
-    this.chunks.push(Buffer.from(chunk));
-    if (this.slow-- > 0) {
-      setImmediate(() => this.emit('drain'));
-      return false;
-    }
-    return true;
-  }
-  end() {
-    this.ends++;
-    this.writableFinished = true;
-    setImmediate(() => this.emit('close'));
-    return this;
-  }
-  destroy() {
-    this.destroyed = true;
-    return this;
-  }
-}
-
 function wellFormedReply(reply: Reply): void {
   assert.ok(reply.status >= 100 && reply.status <= 599, `status ${reply.status}`);
   assert.equal((reply.headers ?? []).length % 2, 0, 'a flat header list of pairs');
@@ -164,7 +128,8 @@ describe('middleware conformance', async () => {
         for (const h of head.headers) assert.equal(typeof h, 'string');
       }
       if (m.wrap) {
-        const sink = new RecordingResponse();
+        // Records what reaches it and says "slow" for its first writes.
+        const sink = new MemoryResponse({ slowWrites: 2, keepChunks: true, closeAfterEnd: true });
         const res = m.wrap(req, sink);
         const body = Buffer.alloc(64 * 1024, 'conformance text ');
         res.writeHead(200, undefined, ['content-type', 'text/plain', 'content-length', String(body.length)]);

@@ -135,12 +135,25 @@ function raw(port: number, steps: (socket: Socket, received: () => string) => Pr
   });
 }
 
-async function until(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+async function until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!check()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** Writes `first`, waits until what came back includes `seen`, writes `then`; collects until `untilText`. */
+function rawInTwoSteps(port: number, first: string, seen: string, then: string, untilText: RegExp): Promise<{ text: string; closed: boolean }> {
+  return raw(
+    port,
+    async (s, received) => {
+      s.write(first);
+      await until(() => received().includes(seen), seen);
+      s.write(then);
+    },
+    untilText,
+  );
 }
 
 describe('the HTTP/1.1 server end to end', () => {
@@ -218,13 +231,11 @@ services:
   });
 
   test('an HTTP/1.0 client asking for keep-alive keeps its connection when the body has a length', async () => {
-    const { text } = await raw(
+    const { text } = await rawInTwoSteps(
       port,
-      async (s, received) => {
-        s.write('GET /first HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n');
-        await until(() => received().includes('path /first'), 'the first answer');
-        s.write('GET /second HTTP/1.0\r\nHost: a\r\n\r\n');
-      },
+      'GET /first HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n',
+      'path /first',
+      'GET /second HTTP/1.0\r\nHost: a\r\n\r\n',
       /path \/second\n/,
     );
     assert.match(text, /connection: keep-alive/i);
@@ -232,15 +243,7 @@ services:
   });
 
   test('Expect: 100-continue gets 100 Continue before the body is sent, then the answer', async () => {
-    const { text } = await raw(
-      port,
-      async (s, received) => {
-        s.write('POST /sha HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
-        await until(() => received().includes('100 Continue'), '100 Continue');
-        s.write('hello');
-      },
-      /"length":5/,
-    );
+    const { text } = await rawInTwoSteps(port, 'POST /sha HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n', '100 Continue', 'hello', /"length":5/);
     assert.match(text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
     assert.match(text, new RegExp(createHash('sha256').update('hello').digest('hex')));
   });

@@ -34,14 +34,18 @@ export interface EtcdCluster {
 const dataRoot = existsSync('/dev/shm') ? '/dev/shm' : undefined;
 
 export interface EtcdOptions {
-  /** Serve clients over TLS (https:// endpoints) with this certificate; clients trust `ca`. */
-  tls?: { ca: string; cert: string; key: string };
+  /**
+   * Serve clients over TLS (https:// endpoints) with this certificate; clients trust `ca`. With
+   * `client`, etcd takes only clients showing a certificate signed by `ca` (the test's own client shows `client`).
+   */
+  tls?: { ca: string; cert: string; key: string; client?: { cert: string; key: string } };
 }
 
 export async function startEtcdCluster(t: TestContext, size = 3, options: EtcdOptions = {}): Promise<EtcdCluster | undefined> {
   const { tls } = options;
-  const clientTls = tls ? ['--cert-file', tls.cert, '--key-file', tls.key] : [];
-  const credentials: Pick<IOptions, 'credentials'> = tls ? { credentials: { rootCertificate: readFileSync(tls.ca) } } : {};
+  const clientTls = tls ? ['--cert-file', tls.cert, '--key-file', tls.key, ...(tls.client ? ['--client-cert-auth', '--trusted-ca-file', tls.ca] : [])] : [];
+  const clientCert = tls?.client ? { certChain: readFileSync(tls.client.cert), privateKey: readFileSync(tls.client.key) } : {};
+  const credentials: Pick<IOptions, 'credentials'> = tls ? { credentials: { rootCertificate: readFileSync(tls.ca), ...clientCert } } : {};
   const dir = mkdtempSync(join(dataRoot ?? '/tmp', 'velocity-etcd-'));
   const ports = await Promise.all(Array.from({ length: size * 2 }, () => freePort()));
   const names = Array.from({ length: size }, (_, i) => `e${i + 1}`);

@@ -18,6 +18,8 @@ import { assertNoInternalErrors, internalErrorLines, watchLogger } from './inter
 export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 /** The compiled binary, as installed users run it (built by `npm test` before the tests). */
 export const BIN = fileURLToPath(new URL('../../bin/velocity.js', import.meta.url));
+/** `velocity backend` by its own entry point: it starts without loading the rest of the CLI (a test starts hundreds). */
+export const BACKEND = fileURLToPath(new URL('../../src/backend/command.ts', import.meta.url));
 
 export type Cleanup = Pick<TestContext, 'after'>;
 
@@ -102,7 +104,7 @@ export interface BackendProcess {
 /** A real `velocity backend` process on a free port. */
 export async function startBackendProcess(t: Cleanup, name: string, extraArgs: string[] = [], port = 0): Promise<BackendProcess> {
   const launch = async (p: number) => {
-    const child = spawn(process.execPath, [CLI, 'backend', '--port', String(p), '--name', name, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BACKEND, '--port', String(p), '--name', name, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     // A backend that never came up is stopped, not left holding the test process open.
     const m = await watchOutput(child)
       .waitFor(/listening on 127\.0\.0\.1:(\d+)/, START_WAIT_MS)

@@ -6,9 +6,8 @@
  * lease when its holder dies, released by its holder. etcd is linearizable, so a
  * leader change never lets two instances hold it at once.
  */
-import { EtcdLockFailedError, type Lock } from 'etcd3';
-import { EtcdConfigStore } from '../../config/etcd-source.ts';
-import type { EtcdSourceConfig } from '../../config/schema/fleet.ts';
+import type { Lock } from 'etcd3';
+import { type EtcdConfigStore, etcd3 } from '../../config/etcd-source.ts';
 import { type AcmeStorage, LockTimeoutError, type StorageLock, storageKey } from './storage.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -18,11 +17,11 @@ export class EtcdStorage implements AcmeStorage {
   private readonly store: EtcdConfigStore;
   private readonly prefix: string;
 
-  /** `prefix` ends with `/`; relative TLS files of `source` resolve against the working directory, like the config's other files. */
-  constructor(source: EtcdSourceConfig, prefix: string) {
-    this.store = new EtcdConfigStore(source, process.cwd());
+  /** `store`: a client of the config_source etcd, owned (and closed) by the caller; `prefix` ends with `/`. */
+  constructor(store: EtcdConfigStore, prefix: string) {
+    this.store = store;
     this.prefix = prefix;
-    this.description = `etcd ${source.endpoints.join(',')} ${prefix}`;
+    this.description = `etcd ${store.endpoints.join(',')} ${prefix}`;
   }
 
   private key(key: string): string {
@@ -57,7 +56,7 @@ export class EtcdStorage implements AcmeStorage {
         await lock.acquire();
         break;
       } catch (err) {
-        if (!(err instanceof EtcdLockFailedError)) throw err;
+        if (!(err instanceof etcd3().EtcdLockFailedError)) throw err;
       }
       if (Date.now() >= giveUp) throw new LockTimeoutError(name, 'another instance', waitMs);
       await sleep(250 + Math.random() * 250);
@@ -71,9 +70,5 @@ export class EtcdStorage implements AcmeStorage {
         await lock.release().catch(() => undefined);
       },
     };
-  }
-
-  close(): void {
-    this.store.close();
   }
 }

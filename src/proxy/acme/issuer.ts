@@ -9,9 +9,10 @@ import { readFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import { rootCertificates } from 'node:tls';
-import acme from 'acme-client';
+import type AcmeClient from 'acme-client';
 import type { AcmeConfig } from '../../config/schema/acme.ts';
 import type { Logger } from '../../observe/logger.ts';
+import { optionalModule } from '../../optional-module.ts';
 import { type AcmeStorage, caKey, keys } from './storage.ts';
 
 /** What went wrong, in words an operator acts on (also the `kind` label of the error metric). */
@@ -50,8 +51,8 @@ const agents = new Map<string, HttpsAgent>();
 type AxiosConfigLike = { url?: string; baseURL?: string; httpsAgent?: unknown; adapter?: unknown; timeout?: number };
 type Adapter = (config: AxiosConfigLike) => Promise<{ status: number; headers: Record<string, unknown>; data: unknown }>;
 
-/** The axios copy acme-client uses (its instance has no getAdapter of its own). */
-const axiosOfAcmeClient = createRequire(import.meta.resolve('acme-client'))('axios') as { getAdapter(adapter: unknown): Adapter };
+/** acme-client, loaded when a config first has an acme block. */
+const acmeClient = optionalModule<typeof AcmeClient>('acme-client', 'automatic HTTPS (acme)');
 
 let installed = false;
 /**
@@ -61,6 +62,9 @@ let installed = false;
  */
 function installHooks(): void {
   if (installed) return;
+  const acme = acmeClient();
+  // The axios copy acme-client uses (its instance has no getAdapter of its own).
+  const axiosOfAcmeClient = createRequire(import.meta.resolve('acme-client'))('axios') as { getAdapter(adapter: unknown): Adapter };
   installed = true;
   const settings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number } }).acmeSettings;
   settings.retryMaxAttempts = 0;
@@ -128,7 +132,7 @@ export class AcmeIssuer {
   private readonly config: AcmeConfig;
   private readonly storage: AcmeStorage;
   private readonly log: Logger;
-  private client: acme.Client | undefined;
+  private client: AcmeClient.Client | undefined;
 
   constructor(config: AcmeConfig, storage: AcmeStorage, log: Logger) {
     installHooks();
@@ -141,7 +145,7 @@ export class AcmeIssuer {
   }
 
   /** The account key from storage, made on first use. A key that is there but unusable is never replaced. */
-  private async accountClient(): Promise<acme.Client> {
+  private async accountClient(): Promise<AcmeClient.Client> {
     if (this.client) return this.client;
     const where = `${this.storage.description}/${keys.accountKey(this.ca)}`;
     let key: Buffer | undefined;
@@ -163,11 +167,11 @@ export class AcmeIssuer {
         );
       }
     } else {
-      key = await acme.crypto.createPrivateEcdsaKey('P-256');
+      key = await acmeClient().crypto.createPrivateEcdsaKey('P-256');
       await this.storage.write(keys.accountKey(this.ca), key);
       this.log.info({ ca: this.config.ca, key: where }, 'ACME account key created');
     }
-    const client = new acme.Client({
+    const client = new (acmeClient().Client)({
       directoryUrl: this.config.ca,
       accountKey: key,
       // Order and authorization polls start at 1 s (acme-client's 5 s first wait is most of a fast CA's issuance time).
@@ -193,8 +197,8 @@ export class AcmeIssuer {
     const since = Date.now();
     try {
       const client = await this.accountClient();
-      const privateKey = this.config.key_type === 'rsa' ? await acme.crypto.createPrivateRsaKey(2048) : await acme.crypto.createPrivateEcdsaKey('P-256');
-      const [, csr] = await acme.crypto.createCsr({ altNames: [name] }, privateKey);
+      const privateKey = this.config.key_type === 'rsa' ? await acmeClient().crypto.createPrivateRsaKey(2048) : await acmeClient().crypto.createPrivateEcdsaKey('P-256');
+      const [, csr] = await acmeClient().crypto.createCsr({ altNames: [name] }, privateKey);
       const written: string[] = [];
       const cert = await client.auto({
         csr,
@@ -209,7 +213,7 @@ export class AcmeIssuer {
             await this.storage.write(key, keyAuthorization);
             written.push(key);
           } else if ((challenge.type as string) === 'tls-alpn-01') {
-            const [alpnKey, alpnCert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization);
+            const [alpnKey, alpnCert] = await acmeClient().crypto.createAlpnCertificate(authz, keyAuthorization);
             const key = keys.tlsAlpn01(authz.identifier.value);
             await this.storage.write(key, `${alpnCert.toString()}\n${alpnKey.toString()}`);
             written.push(key);

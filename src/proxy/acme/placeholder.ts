@@ -4,14 +4,24 @@
  * handshake, and the listener opens at once whatever the CA does.
  */
 import { randomBytes, webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
+import { optionalModule } from '../../optional-module.ts';
 
-x509.cryptoProvider.set(webcrypto as never);
+/** @peculiar/x509, loaded when a placeholder is first made (a name of an acme block is served). */
+const loadX509 = optionalModule<typeof X509>('@peculiar/x509', 'placeholder certificates of automatic HTTPS');
+let providerSet = false;
+function x509Module(): typeof X509 {
+  const x509 = loadX509();
+  if (!providerSet) x509.cryptoProvider.set(webcrypto as never);
+  providerSet = true;
+  return x509;
+}
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
 /** A P-256 certificate for `names`, valid from an hour ago for `days`; PEM key and certificate. */
 export async function selfSignedCertificate(names: readonly string[], commonName: string, days = 7): Promise<{ key: string; cert: string }> {
+  const x509 = x509Module();
   const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({

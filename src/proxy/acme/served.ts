@@ -26,7 +26,7 @@ export class ManagedCertificates {
   private names: Set<string>;
   private readonly served = new Map<string, ServedCertificate>();
   private readonly challenges = new Map<string, { at: number; context: SecureContext | undefined }>();
-  private readonly storage: AcmeStorage;
+  private storage: AcmeStorage;
   private readonly ca: string;
   private readonly protocol: SecureContextOptions;
   private readonly log: Logger;
@@ -114,6 +114,12 @@ export class ManagedCertificates {
   /** New managed names (reload): existing certificates stay; new names get the placeholder until theirs arrive. */
   setNames(names: readonly string[]): void {
     this.names = new Set(names);
+    void this.refresh(true);
+  }
+
+  /** The same storage reached another way (a reload changed its connection's credentials or database): read from it from now on. */
+  useStorage(storage: AcmeStorage): void {
+    this.storage = storage;
     void this.refresh(true);
   }
 

@@ -7,7 +7,7 @@
  * Content-Length beside Transfer-Encoding, a Transfer-Encoding other than
  * exactly `chunked` (or on HTTP/1.0), a version other than 1.0 or 1.1.
  */
-import { METHODS } from 'node:http';
+import { METHODS } from '../../node-http.ts';
 import { AUTHORITY, COLON, CR, FIELD_VALUE, HTAB, LF, SP, TARGET, TOKEN } from './chars.ts';
 
 /** The methods llhttp knows (Node's list): any other token is refused, as llhttp refuses it. */

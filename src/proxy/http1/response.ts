@@ -8,8 +8,8 @@
  * client pauses whoever feeds the response.
  */
 import { EventEmitter } from 'node:events';
-import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { STATUS_CODES } from '../../node-http.ts';
 import type { ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
 
@@ -243,7 +243,8 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
         socket.write(body, this.owner.responseFlushed);
         socket.uncork();
       } else if (head !== undefined) socket.write(head, 'latin1', this.owner.responseFlushed);
-      else socket.write(body ?? '', this.owner.responseFlushed);
+      else if (body) socket.write(body, this.owner.responseFlushed);
+      else this.flushedAfterPendingWrites();
       return this;
     }
     if (head !== undefined || body) {
@@ -255,6 +256,17 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
       socket.uncork();
     } else socket.write(LAST_CHUNK, 'latin1', this.owner.responseFlushed);
     return this;
+  }
+
+  /**
+   * Tells the connection the response is flushed once the socket has written what it holds. When it holds
+   * nothing (the usual end of a body written in full) that is now, told on the next tick as a write's callback
+   * would be: an empty write only to learn it costs a syscall per response.
+   */
+  private flushedAfterPendingWrites(): void {
+    const socket = this.socket;
+    if (socket.writableLength === 0 && !socket.destroyed) process.nextTick(this.owner.responseFlushed);
+    else socket.write('', this.owner.responseFlushed);
   }
 
   /** Sends the head if it is still pending; true (nothing was refused). */
