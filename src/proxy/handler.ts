@@ -3,6 +3,7 @@
  * retries, and one record to observers at the end. Never throws to the server.
  */
 import type { Duplex, Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
 import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
@@ -26,8 +27,6 @@ import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class RequestHandler {
   private readonly plane: DataPlane;
