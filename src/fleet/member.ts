@@ -17,11 +17,9 @@ import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Collectors } from '../observe/metrics.ts';
-import { ADMIN_STATES } from '../state/server-cells.ts';
+import { ADMIN_STATES, type AdminState } from '../state/server-cells.ts';
 import type { FleetBlocklist } from './blocklist.ts';
 import { type EntryShape, readEntry } from './entries.ts';
-
-export type ServerState = 'enabled' | 'draining' | 'disabled';
 
 /** The outcome of one reload, as the instance reports it. */
 export interface ReloadOutcome {
@@ -58,7 +56,7 @@ export interface FleetMemberDeps {
   /** Whether this instance runs that server (not being removed). */
   hasServer(service: string, server: string): boolean;
   /** Sets a server's admin state on this instance (a server it does not run (yet) is left alone). */
-  setServerState(service: string, server: string, state: ServerState): void;
+  setServerState(service: string, server: string, state: AdminState): void;
 }
 
 const memberRecord = z.object({
@@ -89,7 +87,7 @@ export interface EtcdLink {
 }
 
 /** PREFIX/server-state/SERVICE/SERVER → the state (no key: enabled). */
-const STATE_ENTRY: EntryShape<ServerState> = { names: 2, value: z.enum(ADMIN_STATES) };
+const STATE_ENTRY: EntryShape<AdminState> = { names: 2, value: z.enum(ADMIN_STATES) };
 
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 10_000;
@@ -111,7 +109,7 @@ export class FleetMember {
   /** The retry came while an attempt was under way: run it when that attempt ends. */
   private retryWanted = false;
   /** Server states set fleet-wide: key → state (absent = enabled). */
-  private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
+  private readonly states = new Map<string, { service: string; server: string; state: AdminState }>();
   /** The etcd revision of the last state applied per server-state key (so an older one never overrides it). */
   private readonly stateRevisions = new Map<string, number>();
   private lastOutcome: ReloadOutcome | undefined;
@@ -199,11 +197,15 @@ export class FleetMember {
       return this.syncing;
     }
     this.syncing = (async () => {
-      do {
-        this.syncAgain = false;
-        await this.deps.reload();
-      } while (this.syncAgain && !this.closed);
-      this.syncing = undefined;
+      try {
+        do {
+          this.syncAgain = false;
+          await this.deps.reload();
+        } while (this.syncAgain && !this.closed);
+      } finally {
+        // A reload that threw must not leave every later sync waiting on this one.
+        this.syncing = undefined;
+      }
     })();
     return this.syncing;
   }
@@ -218,7 +220,7 @@ export class FleetMember {
    * instance has no such server. Applied here only once etcd took it: a write that failed
    * changes nothing anywhere.
    */
-  async setServerState(service: string, server: string, state: ServerState): Promise<boolean> {
+  async setServerState(service: string, server: string, state: AdminState): Promise<boolean> {
     if (!this.deps.hasServer(service, server)) return false;
     const key = this.stateKey(service, server);
     const { client } = this.deps.store;
@@ -238,7 +240,7 @@ export class FleetMember {
     if (entry && service !== undefined && server !== undefined) this.applyState(key, service, server, entry.value ?? 'enabled', revision);
   }
 
-  private applyState(key: string, service: string, server: string, state: ServerState, revision: number): void {
+  private applyState(key: string, service: string, server: string, state: AdminState, revision: number): void {
     if ((this.stateRevisions.get(key) ?? 0) >= revision) return;
     this.stateRevisions.set(key, revision);
     if (state === 'enabled') this.states.delete(key);

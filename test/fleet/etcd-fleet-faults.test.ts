@@ -150,6 +150,9 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'disabled', WAIT, `${m.name} disables b2`);
     assert.equal((await setState(A, id2, 'enabled')).status, 200);
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'enabled', WAIT, `${m.name} enables b2 again`);
+    const unknown = await setState(A, '127.0.0.1:1', 'draining');
+    assert.equal(unknown.status, 404, JSON.stringify(unknown.json));
+    assert.equal((await cluster.client.getAll().prefix(`${PREFIX}/server-state/`).keys()).length, 0, 'a state for a server nobody runs is not written');
   });
 
   await t.test('an edit of a shared config with YAML errors answers 409 with the error; one that would leave it invalid answers 422 and writes nothing', async () => {
