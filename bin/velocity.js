@@ -6,4 +6,7 @@ if (Number(found.split('.')[0]) < 24) {
   console.error(`velocity needs Node.js 24 or newer (found ${found}); see README: Install`);
   process.exit(1);
 }
+// A server's process restarts itself with a small young generation before loading the rest (the CLI
+// would do it too, after loading everything once).
+if (process.argv[2] === 'start' || process.argv[2] === 'proxy') (await import('../dist/runtime/young-generation.js')).limitYoungGeneration();
 await import('../dist/cli.js');

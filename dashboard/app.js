@@ -200,7 +200,7 @@ function serverRow(view, service, id) {
     const done = await change('PATCH', path, { weight: n });
     if (done) say(`${id}: weight ${done.weight}.`, 'ok');
   });
-  const row = { tr, cells, toggle, weight };
+  const row = { tr, cells, toggle, weight, setWeight };
   view.rows.set(id, row);
   view.tbody.appendChild(tr);
   return row;
@@ -227,8 +227,8 @@ function renderServer(view, service, s) {
   setText(row.toggle, draining ? 'Enable' : 'Drain');
   row.toggle.setAttribute('aria-label', `${draining ? 'Enable' : 'Drain'} ${s.id}`);
   row.toggle.disabled = s.state === 'removing';
-  // Never overwrite what the user is typing.
-  if (document.activeElement !== row.weight) row.weight.value = String(s.weight);
+  // Never overwrite what the user is typing, nor what they tabbed to its button to set.
+  if (document.activeElement !== row.weight && document.activeElement !== row.setWeight) row.weight.value = String(s.weight);
 }
 
 function renderBlocklist(list) {

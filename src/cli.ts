@@ -16,6 +16,7 @@ import { createLogger } from './observe/logger.ts';
 import { start } from './runtime/instance.ts';
 import { installSignalHandlers } from './runtime/signals.ts';
 import { type Handover, takeOver } from './runtime/takeover.ts';
+import { limitYoungGeneration } from './runtime/young-generation.ts';
 import { VERSION } from './version.ts';
 
 const USAGE = `usage:
@@ -108,6 +109,8 @@ async function startCommand(args: string[]): Promise<number> {
 
 /** Loads a config (refusing a bad one with every problem) and runs Velocity on it until a signal stops it. */
 async function runConfig(load: () => Promise<LoadedConfig> | LoadedConfig, file: string | undefined, handover?: Handover): Promise<number> {
+  // A server's process: restarted in place with a small young generation (see young-generation.ts).
+  limitYoungGeneration();
   const log = createLogger();
   let loaded: LoadedConfig;
   try {

@@ -13,6 +13,13 @@ import { DURATION_RE, parseDuration, parseRate, parseSize, parseStatusRange } fr
 const unanchored = (re: RegExp) => re.source.slice(1, -1);
 const shape = (pattern: string) => ({ pattern: `^(?:${pattern}|.*\\$\\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\\}.*)$` });
 
+/**
+ * A secret (password, token, key): JSON Schema's `writeOnly`, so what reads the
+ * config back (GET /api/v1/config) shows it as set, never its value. The list of
+ * secret fields is derived from these marks (config/secrets.ts).
+ */
+export const secret = <T extends z.ZodType>(schema: T): T => schema.meta({ writeOnly: true }) as T;
+
 /** A duration written as `250ms`, `2s`, `1m`; parsed to milliseconds. */
 export const duration = () =>
   // A bare 0 is how YAML writes "off" for timeouts (`total: 0`), so the number 0 is a duration too.

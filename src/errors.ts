@@ -67,10 +67,13 @@ export function formatProblem(p: ConfigProblem): string {
 /** A config that cannot be used. Carries every problem found, not only the first. */
 export class ConfigError extends Error {
   readonly problems: readonly ConfigProblem[];
+  /** Fleet mode: the etcd revision of the shared config that was refused. */
+  readonly revision: number | undefined;
 
-  constructor(problems: readonly ConfigProblem[]) {
+  constructor(problems: readonly ConfigProblem[], options: { revision?: number | undefined } = {}) {
     super(problems.map(formatProblem).join('\n'));
     this.name = 'ConfigError';
     this.problems = problems;
+    this.revision = options.revision;
   }
 }

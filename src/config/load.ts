@@ -45,8 +45,15 @@ export async function loadConfigFile(file: string, env: NodeJS.ProcessEnv = proc
   }
   const source = configSourceOf(text, file, env);
   const loaded = source ? await loadLayered(text, file, env, source, store) : parseConfig(text, file, env);
-  await checkPolicyModules(loaded, dirname(file));
+  await checkPolicyModules(loaded, dirname(file)).catch((err: unknown) => {
+    throw refusedAt(err, loaded.revision);
+  });
   return loaded;
+}
+
+/** A config error of a fleet's shared config says which revision was refused. */
+function refusedAt(err: unknown, revision: number | undefined): unknown {
+  return err instanceof ConfigError && revision !== undefined ? new ConfigError(err.problems, { revision }) : err;
 }
 
 /** The etcd source a config text names, validated; undefined when it names none. */
@@ -86,7 +93,12 @@ async function loadLayered(text: string, file: string, env: NodeJS.ProcessEnv, s
       ]);
     }
   }
-  return { ...parseLayeredConfig(read.shared, { text, file }, env), revision: read.shared.revision };
+  const { revision } = read.shared;
+  try {
+    return { ...parseLayeredConfig(read.shared, { text, file }, env), revision };
+  } catch (err) {
+    throw refusedAt(err, revision);
+  }
 }
 
 /**

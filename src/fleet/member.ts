@@ -17,11 +17,9 @@ import type { EtcdConfigStore } from '../config/etcd-source.ts';
 import type { EtcdSourceConfig } from '../config/schema/fleet.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Collectors } from '../observe/metrics.ts';
-import { ADMIN_STATES } from '../state/server-cells.ts';
+import { ADMIN_STATES, type AdminState } from '../state/server-cells.ts';
 import type { FleetBlocklist } from './blocklist.ts';
 import { type EntryShape, readEntry } from './entries.ts';
-
-export type ServerState = 'enabled' | 'draining' | 'disabled';
 
 /** The outcome of one reload, as the instance reports it. */
 export interface ReloadOutcome {
@@ -30,6 +28,9 @@ export interface ReloadOutcome {
   revision?: number;
   errors?: string[];
 }
+
+/** Whether this instance runs a revision of the shared config: applied, refused (with the reload's errors), or neither yet. */
+export type Applied = { applied: true } | { applied: false; refused?: string[] };
 
 /** What the instance says about itself in its member record. */
 export interface InstanceFacts {
@@ -55,7 +56,7 @@ export interface FleetMemberDeps {
   /** Whether this instance runs that server (not being removed). */
   hasServer(service: string, server: string): boolean;
   /** Sets a server's admin state on this instance (a server it does not run (yet) is left alone). */
-  setServerState(service: string, server: string, state: ServerState): void;
+  setServerState(service: string, server: string, state: AdminState): void;
 }
 
 const memberRecord = z.object({
@@ -86,7 +87,7 @@ export interface EtcdLink {
 }
 
 /** PREFIX/server-state/SERVICE/SERVER → the state (no key: enabled). */
-const STATE_ENTRY: EntryShape<ServerState> = { names: 2, value: z.enum(ADMIN_STATES) };
+const STATE_ENTRY: EntryShape<AdminState> = { names: 2, value: z.enum(ADMIN_STATES) };
 
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 10_000;
@@ -108,7 +109,7 @@ export class FleetMember {
   /** The retry came while an attempt was under way: run it when that attempt ends. */
   private retryWanted = false;
   /** Server states set fleet-wide: key → state (absent = enabled). */
-  private readonly states = new Map<string, { service: string; server: string; state: ServerState }>();
+  private readonly states = new Map<string, { service: string; server: string; state: AdminState }>();
   /** The etcd revision of the last state applied per server-state key (so an older one never overrides it). */
   private readonly stateRevisions = new Map<string, number>();
   private lastOutcome: ReloadOutcome | undefined;
@@ -119,7 +120,9 @@ export class FleetMember {
   private lastMembers: MemberRecord[] = [];
   /** Member records found malformed (KEY@MOD_REVISION), warned about once. */
   private badRecords = new Set<string>();
-  private readonly waiters = new Set<{ revision: number; done: (ok: boolean) => void }>();
+  private readonly waiters = new Set<{ revision: number; done: (result: Applied) => void }>();
+  /** The last shared config this instance refused. */
+  private refused: { revision: number; errors: string[] } | undefined;
 
   constructor(deps: FleetMemberDeps, id: string) {
     this.deps = deps;
@@ -157,28 +160,32 @@ export class FleetMember {
   /** After every reload of this instance (from etcd, SIGHUP or the admin API): record and publish it. */
   reloaded(outcome: ReloadOutcome): void {
     this.lastOutcome = outcome;
-    if (outcome.ok && outcome.revision !== undefined) {
-      this.appliedRevision = outcome.revision;
-      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(true);
+    if (outcome.revision !== undefined) {
+      if (outcome.ok) this.appliedRevision = outcome.revision;
+      else this.refused = { revision: outcome.revision, errors: outcome.errors ?? [] };
+      const result: Applied = outcome.ok ? { applied: true } : { applied: false, refused: outcome.errors ?? [] };
+      for (const waiter of [...this.waiters]) if (waiter.revision <= outcome.revision) waiter.done(result);
     }
     if (outcome.ok) this.applyStates();
     else this.deps.log.error({ errors: outcome.errors, keptRevision: this.appliedRevision ?? null }, 'fleet: the shared config was refused; serving the last good one');
     void this.report();
   }
 
-  /** Resolves true once this instance runs the shared config at `revision` or later; false after `timeoutMs`. */
-  applied(revision: number, timeoutMs = 10_000): Promise<boolean> {
-    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve(true);
+  /** Once this instance runs the shared config at `revision` or later, or refused it (with the errors); not applied after `timeoutMs`. */
+  applied(revision: number, timeoutMs = 10_000): Promise<Applied> {
+    if ((this.appliedRevision ?? 0) >= revision) return Promise.resolve({ applied: true });
+    const refused = this.refused;
+    if (refused && refused.revision >= revision) return Promise.resolve({ applied: false, refused: refused.errors });
     return new Promise((resolve) => {
       const waiter = {
         revision,
-        done: (ok: boolean) => {
+        done: (result: Applied) => {
           clearTimeout(timer);
           this.waiters.delete(waiter);
-          resolve(ok);
+          resolve(result);
         },
       };
-      const timer = setTimeout(() => waiter.done(false), timeoutMs);
+      const timer = setTimeout(() => waiter.done({ applied: false }), timeoutMs);
       this.waiters.add(waiter);
     });
   }
@@ -190,11 +197,15 @@ export class FleetMember {
       return this.syncing;
     }
     this.syncing = (async () => {
-      do {
-        this.syncAgain = false;
-        await this.deps.reload();
-      } while (this.syncAgain && !this.closed);
-      this.syncing = undefined;
+      try {
+        do {
+          this.syncAgain = false;
+          await this.deps.reload();
+        } while (this.syncAgain && !this.closed);
+      } finally {
+        // A reload that threw must not leave every later sync waiting on this one.
+        this.syncing = undefined;
+      }
     })();
     return this.syncing;
   }
@@ -209,7 +220,7 @@ export class FleetMember {
    * instance has no such server. Applied here only once etcd took it: a write that failed
    * changes nothing anywhere.
    */
-  async setServerState(service: string, server: string, state: ServerState): Promise<boolean> {
+  async setServerState(service: string, server: string, state: AdminState): Promise<boolean> {
     if (!this.deps.hasServer(service, server)) return false;
     const key = this.stateKey(service, server);
     const { client } = this.deps.store;
@@ -229,7 +240,7 @@ export class FleetMember {
     if (entry && service !== undefined && server !== undefined) this.applyState(key, service, server, entry.value ?? 'enabled', revision);
   }
 
-  private applyState(key: string, service: string, server: string, state: ServerState, revision: number): void {
+  private applyState(key: string, service: string, server: string, state: AdminState, revision: number): void {
     if ((this.stateRevisions.get(key) ?? 0) >= revision) return;
     this.stateRevisions.set(key, revision);
     if (state === 'enabled') this.states.delete(key);
@@ -414,7 +425,7 @@ export class FleetMember {
     this.closed = true;
     clearTimeout(this.retryTimer);
     clearInterval(this.reportTimer);
-    for (const waiter of [...this.waiters]) waiter.done(false);
+    for (const waiter of [...this.waiters]) waiter.done({ applied: false });
     await this.watcher?.cancel().catch(() => undefined);
     // Leaving on purpose: the record goes at once instead of at the lease's expiry.
     await this.lease?.revoke().catch(() => undefined);

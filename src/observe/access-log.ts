@@ -24,15 +24,35 @@ export function formatAccessLine(r: RequestRecord, format: AccessLogConfig['form
   return clf(r, format === 'combined');
 }
 
+/** Pending lines are written when they reach this many characters (nginx's `buffer=64k`)… */
+const FLUSH_CHARS = 64 * 1024;
+/** …or this long after the first of them, whichever comes first. */
+const FLUSH_MS = 100;
+
+/** Open sinks, for the exit hook: what is still pending is written as the process exits, a crash included. */
+const openSinks = new Set<AccessLogSink>();
+process.on('exit', () => {
+  for (const sink of openSinks) sink.flush();
+});
+
 /**
- * Lines are collected and written once per event-loop turn: one system call for
- * many requests instead of one each.
+ * Lines are collected and written in one system call per 64 KiB or, for a file,
+ * 100 ms after the first pending line: under load one write carries a hundred
+ * lines or more (one per event-loop turn, as before, carried a handful and showed
+ * in perf); when quiet a line still reaches the file within a tenth of a second.
+ * Standard output keeps one write per event-loop turn: once Node has touched
+ * process.stdout, a pipe there is non-blocking, and a pipe reader that falls
+ * behind should see small writes, not 64 KiB ones. Lines still pending when the
+ * process exits are written by the exit hook above.
  */
 export class AccessLogSink {
   private fd: number;
   readonly path: string | undefined;
   private pending: string[] = [];
+  private pendingChars = 0;
   private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly scheduledFlush = () => this.flush();
   private readonly onWriteError: (err: Error, lines: number) => void;
 
   /**
@@ -47,22 +67,31 @@ export class AccessLogSink {
     } catch (err) {
       throw new Error(`cannot open the access log ${path}: ${(err as Error).message} (access_log.output)`);
     }
+    openSinks.add(this);
   }
 
   write(line: string): void {
     this.pending.push(line);
-    if (!this.scheduled) {
+    this.pendingChars += line.length + 1;
+    if (this.pendingChars >= FLUSH_CHARS) this.flush();
+    else if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      if (this.path === undefined) setImmediate(this.scheduledFlush);
+      else this.timer = setTimeout(this.scheduledFlush, FLUSH_MS).unref();
     }
   }
 
   flush(): void {
     this.scheduled = false;
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     if (this.pending.length === 0) return;
     const lines = this.pending.length;
     const chunk = `${this.pending.join('\n')}\n`;
     this.pending = [];
+    this.pendingChars = 0;
     try {
       writeSync(this.fd, chunk);
     } catch (err) {
@@ -83,6 +112,7 @@ export class AccessLogSink {
 
   close(): void {
     this.flush();
+    openSinks.delete(this);
     if (this.path !== undefined) closeSync(this.fd);
   }
 }

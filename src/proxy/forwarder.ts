@@ -134,7 +134,7 @@ class Attempt implements ExchangeSink, AbortableTry {
       this.abort(control.reason);
       return;
     }
-    control.current = this;
+    control.startTry(this);
     const req = this.req;
     const request: UpstreamRequest = {
       method: req.method,
@@ -151,7 +151,7 @@ class Attempt implements ExchangeSink, AbortableTry {
   private settle(outcome: AttemptOutcome): void {
     if (this.settled) return;
     this.settled = true;
-    if (this.control.current === this) this.control.current = undefined;
+    this.control.endTry(this);
     if (this.waitingForDrain) this.res.removeListener('drain', this.onDrain);
     this.resolve(outcome);
   }

@@ -3,6 +3,7 @@
  * retries, and one record to observers at the end. Never throws to the server.
  */
 import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
 import type { RetryRefusal } from '../observe/events.ts';
@@ -10,7 +11,7 @@ import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { RequestContext } from './context.ts';
+import { type Guard, RequestContext } from './context.ts';
 import { forwardAttempt } from './forwarder.ts';
 import { isGrpcRequest, respondGrpcError } from './grpc.ts';
 import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
@@ -26,8 +27,6 @@ import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class RequestHandler {
   private readonly plane: DataPlane;
@@ -60,7 +59,11 @@ export class RequestHandler {
   /** The request path for one request, recorded at the end: no closures per request for the promise's outcome. */
   private async serve(ctx: RequestContext): Promise<void> {
     try {
-      await this.run(ctx);
+      this.watch(ctx);
+      // Awaited only when a guard has to wait: an await of a ready value still costs a turn of the microtask queue.
+      const admitted = this.admit(ctx);
+      const service = admitted instanceof Promise ? await admitted : admitted;
+      if (service) await this.proxy(ctx, service);
     } catch (err) {
       this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
       this.fail(ctx, new VelocityError('INTERNAL'));
@@ -112,7 +115,7 @@ export class RequestHandler {
     if (error) this.fail(ctx, error);
   }
 
-  private async run(ctx: RequestContext): Promise<void> {
+  private watch(ctx: RequestContext): void {
     const { res } = ctx;
     // One listener for both: a client that leaves before its response ended aborts the try in flight.
     res.on('close', () => {
@@ -121,32 +124,55 @@ export class RequestHandler {
     });
     // While shutting down, finish what arrives on open connections but close them after.
     if (this.plane.draining) res.shouldKeepAlive = false;
-    const service = await this.admit(ctx);
-    if (service) await this.proxy(ctx, service);
   }
 
-  /** Routing and guards: the service to proxy to, or undefined once an error was answered. */
-  private async admit(ctx: RequestContext): Promise<ServiceRuntime | undefined> {
-    const plane = this.plane;
-    const target = plane.routeTarget(ctx.req.headers.host, ctx.url, ctx);
+  /**
+   * Routing and guards: the service to proxy to, or undefined once an error was answered.
+   * A promise only when a guard has to wait (a shared rate-limit store, say).
+   */
+  private admit(ctx: RequestContext): ServiceRuntime | undefined | Promise<ServiceRuntime | undefined> {
+    const target = this.plane.routeTarget(ctx.req.headers.host, ctx.url, ctx);
     const service = target?.service;
     if (target?.chain) ctx.run = new MiddlewareRun(ctx, target.chain);
     // Known before the guards, so their refusals count in the service's metrics and logs.
     ctx.record.service = service?.name;
-    for (const guard of plane.guards) {
-      const verdict = guard.check(ctx, service);
-      const error = verdict instanceof Promise ? await verdict : verdict;
-      if (error) {
-        this.fail(ctx, error);
+    return this.guard(ctx, service, this.plane.guards, 0);
+  }
+
+  /** The guards from the `from`-th on, then the route check; synchronous until a guard's verdict is a promise. */
+  private guard(
+    ctx: RequestContext,
+    service: ServiceRuntime | undefined,
+    guards: readonly Guard[],
+    from: number,
+  ): ServiceRuntime | undefined | Promise<ServiceRuntime | undefined> {
+    for (let i = from; i < guards.length; i++) {
+      const verdict = (guards[i] as Guard).check(ctx, service);
+      if (verdict instanceof Promise) return this.guardAfter(ctx, service, verdict, guards, i + 1);
+      if (verdict) {
+        this.fail(ctx, verdict);
         return undefined;
       }
     }
     if (!service) {
-      plane.noteUnrouted(ctx.record.host, ctx.url);
+      this.plane.noteUnrouted(ctx.record.host, ctx.url);
       this.fail(ctx, new VelocityError('NO_ROUTE'));
       return undefined;
     }
     return service;
+  }
+
+  private async guardAfter(
+    ctx: RequestContext,
+    service: ServiceRuntime | undefined,
+    verdict: Promise<VelocityError | undefined>,
+    guards: readonly Guard[],
+    next: number,
+  ): Promise<ServiceRuntime | undefined> {
+    const error = await verdict;
+    if (!error) return this.guard(ctx, service, guards, next);
+    this.fail(ctx, error);
+    return undefined;
   }
 
   private async proxy(ctx: RequestContext, routed: ServiceRuntime): Promise<void> {

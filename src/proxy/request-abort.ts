@@ -14,7 +14,7 @@ export class RequestAbort {
   /** Why the request was aborted; undefined while it was not. */
   reason: (Error & { code?: string }) | undefined;
   /** The try in flight: it hears an abort of the request, and its own per-try timeout. */
-  current: AbortableTry | undefined;
+  private current: AbortableTry | undefined;
   private controller: AbortController | undefined;
 
   get aborted(): boolean {
@@ -27,6 +27,21 @@ export class RequestAbort {
     this.reason = reason;
     this.current?.abort(reason);
     this.controller?.abort(reason);
+  }
+
+  /** `attempt` is the try in flight from now on. */
+  startTry(attempt: AbortableTry): void {
+    this.current = attempt;
+  }
+
+  /** `attempt` settled: a later abort or per-try timeout is not its business. */
+  endTry(attempt: AbortableTry): void {
+    if (this.current === attempt) this.current = undefined;
+  }
+
+  /** The per-try timeout passed: the try in flight stops; the request may go on with another. */
+  abortTry(reason: Error & { code?: string }): void {
+    this.current?.abort(reason);
   }
 
   /** For a wait in the queue, the one step that listens for aborts through a signal. */
@@ -50,5 +65,5 @@ export function abortOnTotalTimeout(abort: RequestAbort): void {
 
 /** Stops the try in flight only: the request may go on with another try. */
 export function abortTryOnTimeout(abort: RequestAbort): void {
-  abort.current?.abort(attemptTimeout('per-try timeout'));
+  abort.abortTry(attemptTimeout('per-try timeout'));
 }

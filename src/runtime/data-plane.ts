@@ -41,6 +41,11 @@ export interface DataPlaneOptions {
   loadPolicy?: PolicyLoader;
   /** The request rules of a config; asked again whenever the topology brings a new config. None: no guards. */
   rules?: (config: Config) => RequestRules;
+  /**
+   * False for a plane that serves no request (the main thread's when worker threads serve): its tracer
+   * never takes the config, so it builds no span exporter (each serving thread has its own).
+   */
+  serves?: boolean;
 }
 
 export class DataPlane {
@@ -86,6 +91,7 @@ export class DataPlane {
   readonly log: Logger;
   private readonly loadPolicy: PolicyLoader;
   private readonly rules: ((config: Config) => RequestRules) | undefined;
+  private readonly serves: boolean;
 
   constructor(state: SharedState, thread: number, log: Logger, options: DataPlaneOptions = {}) {
     this.state = state;
@@ -108,6 +114,7 @@ export class DataPlane {
       },
     };
     this.rules = options.rules;
+    this.serves = options.serves ?? true;
     this.tracer = new Tracer(log, {
       exported: (n) => count(state, 'velocity_trace_spans_exported_total', { by: n }),
       dropped: (n) => count(state, 'velocity_trace_spans_dropped_total', { by: n }),
@@ -149,7 +156,7 @@ export class DataPlane {
     for (const s of next.values()) warnIfInsecure(this.log, s.name, s.config.tls);
     this.services = next;
     this.topology = topology;
-    this.tracer.configure(topology.config.tracing);
+    if (this.serves) this.tracer.configure(topology.config.tracing);
     const urls = new Set<string>();
     for (const s of next.values()) for (const server of s.servers) urls.add(server.url);
     void this.pools.retain(urls);

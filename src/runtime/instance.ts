@@ -36,8 +36,9 @@ import { count } from '../observe/metrics.ts';
 import { AutomaticHttps } from '../proxy/acme/automatic-https.ts';
 import { AcmeStorages } from '../proxy/acme/stores.ts';
 import { type BoundListener, ListenerSet, listenerFieldsNeedingRestart } from '../proxy/listener-set.ts';
+import type { AdminState } from '../state/server-cells.ts';
 import { SharedState } from '../state/shared-state.ts';
-import { ControlPlane, serverIdFor } from '../upstream/control-plane.ts';
+import { ControlPlane, ServerChangeError, serverIdFor } from '../upstream/control-plane.ts';
 import { VERSION } from '../version.ts';
 import { watchConfigFile } from './config-watch.ts';
 import { DataPlane } from './data-plane.ts';
@@ -132,7 +133,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
   });
   const control = new ControlPlane(state, log);
   // With worker threads this plane serves nothing: it is the main thread's view of the shared state.
-  const plane = threaded ? new DataPlane(state, 0, log, { baseDir }) : servingPlane(state, 0, log, traffic, baseDir);
+  const plane = threaded ? new DataPlane(state, 0, log, { baseDir, serves: false }) : servingPlane(state, 0, log, traffic, baseDir);
   control.on('topology', (t) => plane.apply(t));
   control.applyConfig(config);
 
@@ -259,7 +260,7 @@ export async function start(input: Config | string, options: StartOptions = {}):
       else log.info({ version: lastReload.version }, 'config reloaded');
     } catch (err) {
       const errors = err instanceof ConfigError ? err.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.path}: ${p.message}`) : [(err as Error).message];
-      lastReload = { ok: false, at, version: control.current.version, errors };
+      lastReload = { ok: false, at, version: control.current.version, errors, ...(err instanceof ConfigError && err.revision !== undefined ? { revision: err.revision } : {}) };
       count(state, 'velocity_config_reloads_total', { value: 'failure' });
       log.error({ errors }, 'config reload rejected; the running config is unchanged');
     }
@@ -281,11 +282,12 @@ export async function start(input: Config | string, options: StartOptions = {}):
     };
     const hasServer = (service: string, server: string) =>
       control.serviceNames().includes(service) && control.servers(service).some((s) => s.spec.id === server && s.removeBy === undefined);
-    const setServerState = (service: string, server: string, wanted: 'enabled' | 'draining' | 'disabled') => {
+    const setServerState = (service: string, server: string, wanted: AdminState) => {
       try {
         control.setAdminState(service, server, wanted);
-      } catch {
-        // A server this instance does not run (yet): it takes the state when it is added.
+      } catch (err) {
+        // A server this instance does not run (yet) takes the state when it is added; anything else is a bug to see.
+        if (!(err instanceof ServerChangeError && err.status === 404)) throw err;
       }
     };
     const id = fleetSource.id ?? FleetMember.defaultId(adminServer?.address.port ?? listenerSet.bound[0]?.address.port);

@@ -24,6 +24,7 @@ import type { Topology } from '../upstream/topology.ts';
 import type { DataPlane } from './data-plane.ts';
 import type { BlocklistChange, ThreadBlocklist } from './thread-blocklist.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './thread-protocol.ts';
+import { YOUNG_GENERATION_MB } from './young-generation.ts';
 
 /** The worker entry beside this file: worker.ts from source, worker.js from dist. */
 const WORKER_URL = new URL(`./worker${import.meta.url.slice(import.meta.url.lastIndexOf('.'))}`, import.meta.url);
@@ -144,7 +145,7 @@ export class ThreadPool extends EventEmitter<{ replaced: [number] }> implements 
       logLevel: log.level,
       forwardRecords: this.forwarding,
     };
-    const worker = new Worker(WORKER_URL, { workerData: data, name: `velocity-data-${index}` });
+    const worker = new Worker(WORKER_URL, { workerData: data, name: `velocity-data-${index}`, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB } });
     const thread: Thread = { index, worker, ready: false, exited: false, version: 0, stopping: false, onClosed: undefined };
     const at = this.threads.findIndex((t) => t.index === index);
     if (at >= 0) this.threads[at] = thread;

@@ -9,7 +9,7 @@ import type { Config } from '../config/schema/root.ts';
 import type { ServerConfig, ServiceConfig } from '../config/schema/service.ts';
 import type { Logger } from '../observe/logger.ts';
 import { count } from '../observe/metrics.ts';
-import { ADMIN_DISABLED, ADMIN_DRAINING, ADMIN_ENABLED } from '../state/server-cells.ts';
+import { ADMIN_DISABLED, ADMIN_DRAINING, ADMIN_ENABLED, type AdminState } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
 import { type HealthChange, HealthChecker, type HealthStatusSetter } from './health-check.ts';
 import type { ServerSpec } from './server.ts';
@@ -266,7 +266,7 @@ export class ControlPlane extends EventEmitter<ControlPlaneEvents> {
     this.state.server(server.spec.slot).configuredWeight = weight;
   }
 
-  setAdminState(service: string, id: string, state: 'enabled' | 'draining' | 'disabled'): void {
+  setAdminState(service: string, id: string, state: AdminState): void {
     const server = this.serverEntry(service, id);
     const value = state === 'enabled' ? ADMIN_ENABLED : state === 'draining' ? ADMIN_DRAINING : ADMIN_DISABLED;
     const cells = this.state.server(server.spec.slot);

@@ -8,7 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { Expiring } from './deadline-sweep.ts';
-import type { Exchange } from './http1-exchange.ts';
+import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';
 import { type ResponseHead, ResponseParser, type ResponseParserEvents } from './response-parser.ts';
 
 /** What a connection needs from its pool. */
@@ -50,7 +50,7 @@ function upstreamError(code: string, message: string): Error & { code: string } 
   return Object.assign(new Error(message), { code });
 }
 
-export class Http1Connection implements ResponseParserEvents, Expiring {
+export class Http1Connection implements ResponseParserEvents, Expiring, ExchangeCarrier {
   readonly socket: Socket;
   private readonly home: ConnectionHome;
   private readonly parser: ResponseParser;
@@ -69,7 +69,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     this.home = home;
     this.parser = new ResponseParser(this);
     this.exchange = first;
-    first.carrier = this;
+    first.carriedBy(this);
     const options = { host: home.host, port: home.port, noDelay: true };
     if (home.tls) {
       this.socket = tlsConnect({ ...options, ...home.tls, ALPNProtocols: ['http/1.1'] });
@@ -94,15 +94,14 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
   /** Takes an exchange: the connection must be idle (from the pool) or just connected. */
   start(exchange: Exchange): void {
     this.exchange = exchange;
-    exchange.carrier = this;
+    exchange.carriedBy(this);
     this.head = undefined;
     this.phase = WAITING;
     this.deadline = 0;
     this.socket.ref();
     this.parser.reset(exchange.request.method === 'HEAD');
-    exchange.onRequestDone = this.onRequestDone;
     exchange.send(this.socket);
-    if (exchange.requestDone) this.onRequestDone();
+    if (exchange.requestDone) this.requestSent();
   }
 
   abort(): void {
@@ -133,11 +132,12 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     }
   }
 
-  private readonly onRequestDone = (): void => {
+  /** The whole request went out: the response-header timeout starts. */
+  requestSent(): void {
     if (this.phase !== WAITING) return;
     const timeout = this.exchange?.request.responseHeaderTimeout ?? 0;
     this.deadline = timeout > 0 ? performance.now() + timeout : 0;
-  };
+  }
 
   private readonly onConnect = (): void => {
     const exchange = this.exchange;
@@ -244,8 +244,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     const exchange = this.exchange as Exchange;
     const reusable = clean && exchange.requestDone && (this.head?.keepAlive ?? false) && !exchange.aborted;
     exchange.detachBody();
-    exchange.carrier = undefined;
-    exchange.onRequestDone = undefined;
+    exchange.carriedBy(undefined);
     this.exchange = undefined;
     this.head = undefined;
     if (reusable) {
@@ -268,8 +267,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring {
     this.exchange = undefined;
     this.close();
     if (!exchange || exchange.aborted) return;
-    exchange.carrier = undefined;
-    exchange.onRequestDone = undefined;
+    exchange.carriedBy(undefined);
     // A kept-alive connection the server closed as the request went out: nothing was exchanged, so it is sent again elsewhere.
     const stale =
       this.served > 0 &&

@@ -58,6 +58,15 @@ export interface ExchangeSink {
   onError(error: Error & { code?: string }, requestSent: boolean): void;
 }
 
+/** The connection an exchange is on: what the exchange tells it. */
+export interface ExchangeCarrier {
+  abort(): void;
+  /** The client drained: read from the server again. */
+  resume(): void;
+  /** A streamed request body was sent whole (the response-header timeout starts then). */
+  requestSent(): void;
+}
+
 /** Methods whose requests carry a body: an empty one still gets `content-length: 0`. */
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
@@ -72,8 +81,7 @@ export class Exchange {
   aborted = false;
   /** The request head was written to a connected socket: the server may have seen the request. */
   headSent = false;
-  /** The connection carrying it, for `abort` and `resume`. */
-  carrier: { abort(): void; resume(): void } | undefined;
+  private carrier: ExchangeCarrier | undefined;
   private socket: Socket | undefined;
   /** The streamed body is chunk-encoded here (it has no length, and no framing of its own). */
   private chunked = false;
@@ -81,6 +89,11 @@ export class Exchange {
   constructor(request: UpstreamRequest, sink: ExchangeSink) {
     this.request = request;
     this.sink = sink;
+  }
+
+  /** The connection that carries the exchange from now on (undefined: none, it ended or moves). */
+  carriedBy(carrier: ExchangeCarrier | undefined): void {
+    this.carrier = carrier;
   }
 
   /** Stops the exchange without another word to the sink (the client left, a total timeout, a status to retry). */
@@ -163,11 +176,8 @@ export class Exchange {
     if (this.chunked) this.socket?.write('0\r\n\r\n', 'latin1');
     this.detachBody();
     this.requestDone = true;
-    this.onRequestDone?.();
+    this.carrier?.requestSent();
   };
-
-  /** Told when a streamed body was sent whole (the response-header timeout starts then). */
-  onRequestDone: (() => void) | undefined;
 }
 
 /** Writes a buffered body (the socket is corked: one writev with the head); returns its length. */

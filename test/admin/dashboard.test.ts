@@ -152,6 +152,10 @@ describe('dashboard in Chromium', () => {
     const weight = rowOf(page, 'app', 'b2').getByLabel('Weight for b2');
     await weight.fill('5');
     await weight.press('Tab');
+    // A snapshot renders while the focus is on the button: the typed weight must outlive it.
+    const status = page.getByText(/^live · /);
+    const shown = await status.textContent();
+    await eventually(async () => (await status.textContent()) !== shown, CONDITION_WAIT, 'a snapshot rendered with the focus on Set weight', 100);
     await page.keyboard.press('Enter');
     await eventually(async () => (await api(adminPort, 'GET', '/api/v1/services/app')).json.servers[1].weight === 5, 3_000, 'b2 weight 5');
     // The blocklist: add one, see it, remove it.

@@ -11,6 +11,7 @@ import { describe, test } from 'node:test';
 import { type Client, request } from 'undici';
 import type { Velocity } from '../../src/runtime/instance.ts';
 import { connectionsByThread, inFlightByThread, send, serverInFlightByThread } from '../runtime/thread-probe.ts';
+import { startOtlpReceiver } from '../support/otlp.ts';
 import { type BackendProcess, delay, eventually, get, startBackends, startInProcess, startVelocityProcess, testAgent } from '../support/velocity.ts';
 
 const yaml = (backends: BackendProcess[], extra = '', service = '') => `listen: "127.0.0.1:0"
@@ -155,6 +156,23 @@ describe('worker threads sharing state', () => {
     const text = await metrics.body.text();
     const served = /velocity_request_duration_seconds_count\{service="app"\} (\d+)/.exec(text);
     assert.ok(served && Number(served[1]) >= records.length, `metrics count every thread's requests:\n${text.slice(0, 400)}`);
+  });
+
+  test('with tracing on, the serving threads export the spans and the main thread, which serves nothing, builds no exporter', async (t) => {
+    const backends = await startBackends(t, 1);
+    const collector = await startOtlpReceiver(t);
+    const velocity = await startInProcess(t, yaml(backends, `tracing: { otlp: { endpoint: "${collector.endpoint}", flush_interval: 100ms } }`));
+    assert.equal(velocity.dataPlane.tracer.exporter, undefined, 'no span exporter on the main thread');
+    const conns = await connectionsByThread(velocity, 'app', 1);
+    t.after(() => conns.close());
+    await send(conns.byThread.get(1)?.[0] as Client, '/traced-on-thread-1');
+    await send(conns.byThread.get(2)?.[0] as Client, '/traced-on-thread-2');
+    const paths = () => collector.spans.map((s) => String(s.attributes['url.path'])).join(' ');
+    await eventually(() => /traced-on-thread-1/.test(paths()) && /traced-on-thread-2/.test(paths()), 3_000, `spans of both threads exported (got: ${paths()})`);
+    // A reload that changes tracing still leaves the main thread without one.
+    const reloaded = await velocity.reload({ ...velocity.config, tracing: { ...velocity.config.tracing, sample_ratio: 0.5 } } as Velocity['config']);
+    assert.ok(reloaded.ok, JSON.stringify(reloaded));
+    assert.equal(velocity.dataPlane.tracer.exporter, undefined);
   });
 
   test('a killed thread is replaced, its in-flight counts are given back and the port keeps answering', async (t) => {

@@ -5,7 +5,7 @@
  * A reaches etcd directly, B through forwarders the test can cut.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -53,6 +53,18 @@ test('a fleet keeps serving and following changes through bad entries, outages a
   const stateOf = async (m: Member, id: string) => (await servers(agent, m)).find((s) => s.id === id)?.state;
   const setState = (m: Member, id: string, state: string) => call(agent, 'PATCH', `${m.admin}/api/v1/services/web/servers/${id}`, { state });
   const reachable = async (m: Member) => (await fleetView(agent, m)).etcd.reachable;
+  const configKey = `${PREFIX}/config`;
+  const configRevision = async () => Number((await cluster.client.get(configKey).exec()).kvs[0]?.mod_revision);
+  /** Writes the shared config and waits until both instances run it. */
+  const share = async (text: string) => {
+    await cluster.client.put(configKey).value(text);
+    const revision = await configRevision();
+    await eventually(
+      async () => (await fleetView(agent, A)).instances.every((i) => i.config.ok && i.config.revision === revision),
+      WAIT,
+      `both instances run revision ${revision}`,
+    );
+  };
   /** B loses etcd, says so, and is given it back. */
   const outage = async (during: () => Promise<void> = async () => undefined) => {
     linkB.cut();
@@ -138,24 +150,44 @@ test('a fleet keeps serving and following changes through bad entries, outages a
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'disabled', WAIT, `${m.name} disables b2`);
     assert.equal((await setState(A, id2, 'enabled')).status, 200);
     for (const m of members) await eventually(async () => (await stateOf(m, id2)) === 'enabled', WAIT, `${m.name} enables b2 again`);
+    const unknown = await setState(A, '127.0.0.1:1', 'draining');
+    assert.equal(unknown.status, 404, JSON.stringify(unknown.json));
+    assert.equal((await cluster.client.getAll().prefix(`${PREFIX}/server-state/`).keys()).length, 0, 'a state for a server nobody runs is not written');
   });
 
   await t.test('an edit of a shared config with YAML errors answers 409 with the error; one that would leave it invalid answers 422 and writes nothing', async () => {
-    const configKey = `${PREFIX}/config`;
-    const revision = async () => Number((await cluster.client.get(configKey).exec()).kvs[0]?.mod_revision);
     await cluster.client.put(configKey).value('services:\n  - name: web\n    servers: [ "http://127.0.0.1:1"\n');
     const broken = await call(agent, 'PATCH', `${A.admin}/api/v1/services/web/servers/${id1}`, { weight: 3 });
     assert.equal(broken.status, 409, JSON.stringify(broken.json));
     assert.match(String(broken.json.error), new RegExp(`not valid YAML \\(etcd:${PREFIX}/config:\\d+:\\d+: `));
     await cluster.client.put(configKey).value('services:\n  - name: web\n    servers: [ "ftp://nowhere" ]\n');
-    const before = await revision();
+    const before = await configRevision();
     const invalid = await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, { url: 'http://127.0.0.1:20903' });
     assert.equal(invalid.status, 422, JSON.stringify(invalid.json));
     assert.match(String(invalid.json.error), new RegExp(`would make the shared config invalid.*etcd:${PREFIX}/config:3:`));
-    assert.equal(await revision(), before, 'nothing was written');
-    await cluster.client.put(configKey).value(sharedConfig([b1.url, b2.url]));
-    const fixed = await revision();
-    await eventually(async () => (await fleetView(agent, A)).instances.every((i) => i.config.ok && i.config.revision === fixed), WAIT, 'both instances run the fixed config');
+    assert.equal(await configRevision(), before, 'nothing was written');
+    await share(sharedConfig([b1.url, b2.url]));
+  });
+
+  await t.test('a change this instance then refuses to load answers at once with the reload’s errors', async () => {
+    // A policy module (loaded by the reload, not by the API's schema check) that refuses while a file exists.
+    writeFileSync(
+      join(dir, 'refusing-policy.mjs'),
+      `import { existsSync } from 'node:fs';
+export default () => {
+  if (existsSync(new URL('./refuse', import.meta.url))) throw new Error('told to refuse');
+  return { pick: (servers, _request, usable) => servers.find((s) => usable(s)) };
+};
+`,
+    );
+    const custom = `  - name: custom\n    hosts: [custom.test]\n    policy: { module: ./refusing-policy.mjs }\n    servers: [${b1.url}]\n`;
+    await share(sharedConfig([b1.url, b2.url], custom));
+    writeFileSync(join(dir, 'refuse'), '');
+    const refused = await call(agent, 'POST', `${A.admin}/api/v1/services/web/servers`, { url: 'http://127.0.0.1:20904' });
+    assert.equal(refused.status, 409, JSON.stringify(refused.json));
+    assert.match(String(refused.json.error), /refused the resulting config: .*told to refuse/);
+    rmSync(join(dir, 'refuse'));
+    await share(sharedConfig([b1.url, b2.url]));
   });
 
   await t.test('etcd lost again while a reconnect waits for its reload: the member reconnects and follows changes, never reports reachable without a watch', async () => {

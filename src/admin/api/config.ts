@@ -2,6 +2,7 @@
 import { parseConfig } from '../../config/load.ts';
 import type { ReloadResult } from '../../config/reload-result.ts';
 import type { Config } from '../../config/schema/root.ts';
+import { withoutSecrets } from '../../config/secrets.ts';
 import { ConfigError, formatProblem } from '../../errors.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
 
@@ -28,16 +29,13 @@ function withoutPassword(value: string): string {
 function redactUrls(value: unknown): unknown {
   if (typeof value === 'string') return withoutPassword(value);
   if (Array.isArray(value)) return value.map(redactUrls);
-  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
-    // Password fields (state.password, state.sentinel_password) are shown as set, never their value.
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, /password$/.test(k) && typeof v === 'string' ? '(set)' : redactUrls(v)]));
-  }
+  if (value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactUrls(v)]));
   return value;
 }
 
-/** The config as JSON, with the admin token left out and passwords (in URLs too: state.url, logs.url…) replaced. */
+/** The config as JSON with its secret fields (declared in the schema: admin.token, passwords, acme.eab.hmac…) shown as set, and passwords in URLs (state.url, logs.url…) replaced. */
 function redacted(config: Config): unknown {
-  return redactUrls({ ...config, admin: { ...config.admin, token: config.admin.token ? '(set)' : undefined } });
+  return redactUrls(withoutSecrets(config));
 }
 
 function postedYaml(body: unknown): string {
@@ -52,7 +50,7 @@ export function configRoutes(deps: ConfigApiDeps): AdminRoute[] {
       method: 'GET',
       path: '/api/v1/config',
       mutates: false,
-      summary: 'The running config (validated, with defaults filled in; the admin token is not shown)',
+      summary: 'The running config (validated, with defaults filled in; secrets such as the admin token and passwords are shown as set, never their values)',
       handle: () => ({ file: deps.configFile ?? null, config: redacted(deps.config()) }),
     },
     {

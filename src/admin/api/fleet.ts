@@ -19,8 +19,14 @@ function unavailable(err: unknown): never {
 export function fleetServerChanges(member: FleetMember, editor: SharedConfigEditor): ServerChanges {
   const appliedHere = async (written: Promise<number>) => {
     const revision = await written.catch(unavailable);
-    if (!(await member.applied(revision)))
-      throw new ServerChangeError(409, `written to etcd at revision ${revision}, but this instance has not applied it yet (see /api/v1/fleet)`);
+    const result = await member.applied(revision);
+    if (result.applied) return;
+    throw new ServerChangeError(
+      409,
+      result.refused
+        ? `written to etcd at revision ${revision}, but this instance refused the resulting config: ${result.refused.join('; ')}`
+        : `written to etcd at revision ${revision}, but this instance has not applied it yet (see /api/v1/fleet)`,
+    );
   };
   return {
     add: (service, server) => appliedHere(editor.apply(addServer(service, server))),

@@ -4,12 +4,10 @@ import { type ServerConfig, serverObjectSchema } from '../../config/schema/servi
 import { positiveInt } from '../../config-fields.ts';
 import { type MiddlewareConfig, middlewareView } from '../../middleware/registry.ts';
 import type { DataPlane } from '../../runtime/data-plane.ts';
-import { ADMIN_STATES, CIRCUIT_STATES } from '../../state/server-cells.ts';
+import { ADMIN_STATES, type AdminState, CIRCUIT_STATES } from '../../state/server-cells.ts';
 import { isAvailable } from '../../upstream/availability.ts';
 import type { ControlPlane, ServerEntry } from '../../upstream/control-plane.ts';
 import { ServerChangeError, serverIdFor } from '../../upstream/control-plane.ts';
-
-type ServerState = 'enabled' | 'draining' | 'disabled';
 
 import type { ServiceRuntime } from '../../upstream/service.ts';
 import { AdminError, type AdminRoute } from '../router.ts';
@@ -19,7 +17,7 @@ const addServerBody = serverObjectSchema;
 const changeServerBody = z
   .strictObject({
     weight: positiveInt().optional(),
-    state: z.enum(['enabled', 'draining', 'disabled'], { error: 'expected enabled, draining or disabled' }).optional(),
+    state: z.enum(ADMIN_STATES, { error: `expected ${ADMIN_STATES.join(', ')}` }).optional(),
   })
   .refine((b) => b.weight !== undefined || b.state !== undefined, 'give weight and/or state');
 
@@ -29,7 +27,7 @@ const changeServerBody = z
  */
 export interface ServerChanges {
   add(service: string, server: ServerConfig): Promise<void> | void;
-  change(service: string, server: string, change: { weight?: number | undefined; state?: ServerState | undefined }): Promise<void> | void;
+  change(service: string, server: string, change: { weight?: number | undefined; state?: AdminState | undefined }): Promise<void> | void;
   remove(service: string, server: string): Promise<void> | void;
 }
 
@@ -172,7 +170,7 @@ export function servicesRoutes(deps: ServicesApiDeps): AdminRoute[] {
       method: 'PATCH',
       path: '/api/v1/services/:service/servers/:server',
       mutates: true,
-      summary: 'Change a server’s weight and/or state (enabled, draining, disabled)',
+      summary: `Change a server’s weight and/or state (${ADMIN_STATES.join(', ')})`,
       body: changeServerBody,
       handle: async ({ params, body }) => {
         const service = known(params.service as string);

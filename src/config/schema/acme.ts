@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CertificateError, loadCaFile } from '../../certificates.ts';
-import { positiveDuration, rate } from '../../config-fields.ts';
+import { positiveDuration, rate, secret } from '../../config-fields.ts';
 import { hostPattern } from './service.ts';
 import { filePath } from './upstream-tls.ts';
 
@@ -87,7 +87,7 @@ export const acmeSchema = z
       .strictObject({
         kid: z.string().min(1, 'expected the key id the CA gave you'),
         // A refinement, not a pattern: the JSON Schema sees `${ENV}` references before they are replaced.
-        hmac: z.string().refine((key) => /^[A-Za-z0-9_-]+={0,2}$/.test(key), 'expected the base64url HMAC key the CA gave you'),
+        hmac: secret(z.string()).refine((key) => /^[A-Za-z0-9_-]+={0,2}$/.test(key), 'expected the base64url HMAC key the CA gave you'),
       })
       .optional(),
     /** Names to obtain certificates for; by default every exact host of the services. */

@@ -4,7 +4,7 @@
  * everything else comes from one YAML document in etcd that every instance watches.
  */
 import { z } from 'zod';
-import { positiveDuration } from '../../config-fields.ts';
+import { positiveDuration, secret } from '../../config-fields.ts';
 
 const etcdEndpoint = () =>
   z
@@ -31,7 +31,7 @@ export const etcdSourceSchema = z.strictObject({
     .refine((t) => (t.cert === undefined) === (t.key === undefined), 'cert and key go together')
     .optional(),
   /** etcd user and password (use ${ENV_VAR} for the password). */
-  auth: z.strictObject({ username: z.string().min(1), password: z.string() }).optional(),
+  auth: z.strictObject({ username: z.string().min(1), password: secret(z.string()) }).optional(),
   /** Membership lease: an instance that stops renewing disappears from the fleet after this. */
   lease_ttl: positiveDuration()
     .refine((ms) => ms >= 2_000, 'at least 2s (etcd leases count in seconds)')

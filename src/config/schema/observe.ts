@@ -1,6 +1,6 @@
 /** Access log, log store and metrics settings. */
 import { z } from 'zod';
-import { duration, nonNegativeInt, positiveDuration, positiveInt, ratio } from '../../config-fields.ts';
+import { duration, nonNegativeInt, positiveDuration, positiveInt, ratio, secret } from '../../config-fields.ts';
 
 export const accessLogSchema = z.strictObject({
   /** `stdout`, `off`, or a file path (reopened on SIGUSR1/SIGHUP for log rotation). */
@@ -44,7 +44,8 @@ export const tracingSchema = z.strictObject({
     .strictObject({
       /** The collector's traces endpoint, e.g. http://127.0.0.1:4318/v1/traces. */
       endpoint: z.string().refine((u) => /^https?:\/\//.test(u) && URL.canParse(u), 'expected an http:// or https:// URL such as http://127.0.0.1:4318/v1/traces'),
-      headers: z.record(z.string(), z.string()).default({}),
+      /** Sent with every export (an API key or Authorization header): secrets, never shown by the API. */
+      headers: z.record(z.string(), secret(z.string())).default({}),
       /** Spans per export request. */
       batch_size: positiveInt().default(512),
       /** Spans held while the collector is slow or down; more are dropped and counted. */

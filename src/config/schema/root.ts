@@ -1,6 +1,6 @@
 /** The whole config file. Sections for later features plug in here. */
 import { z } from 'zod';
-import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, size } from '../../config-fields.ts';
+import { type ListenAddress, listenAddress, nonNegativeInt, positiveDuration, positiveInt, secret, size } from '../../config-fields.ts';
 import { checkAcmeHosts, checkAcmeStorage } from './acme.ts';
 import { dockerSchema } from './discovery.ts';
 import { configSourceSchema } from './fleet.ts';
@@ -42,9 +42,7 @@ export const adminSchema = z.strictObject({
    * Bearer token for changes (and for everything when not on loopback). Use ${ENV_VAR}. Empty means
    * none (changes are refused), so `${VELOCITY_ADMIN_TOKEN:-}` works whether or not the variable is set.
    */
-  token: z
-    .string()
-    .meta({ pattern: '^(?:.{16,})?$' })
+  token: secret(z.string().meta({ pattern: '^(?:.{16,})?$' }))
     .refine((t) => t === '' || t.length >= 16, 'an admin token must be at least 16 characters (or empty for none)')
     .transform((t) => t || undefined)
     .optional(),

@@ -1,7 +1,7 @@
 /** Sticky sessions: a cookie that keeps a client on the server it first got. */
 import { z } from 'zod';
 import { cookieName } from '../../balancer/cookie-hash.ts';
-import { duration, requestPath } from '../../config-fields.ts';
+import { duration, requestPath, secret } from '../../config-fields.ts';
 
 export const stickySchema = z.strictObject({
   cookie: cookieName().default('velocity_sticky'),
@@ -16,7 +16,7 @@ export const stickySchema = z.strictObject({
   secure: z.union([z.boolean(), z.literal('auto')]).default('auto'),
   same_site: z.enum(['Lax', 'Strict', 'None']).default('Lax'),
   /** Signs the cookie so clients cannot pick servers; default: derived from the service name (set one in production). */
-  secret: z.string().min(16, 'a sticky secret must be at least 16 characters').optional(),
+  secret: secret(z.string().min(16, 'a sticky secret must be at least 16 characters')).optional(),
 });
 
 export type StickyConfig = z.output<typeof stickySchema>;

@@ -1,7 +1,7 @@
 /** Client IP, IP filters, rate limits, and where shared state lives. */
 import { z } from 'zod';
 import { parseCidr } from '../../cidr.ts';
-import { positiveDuration, positiveInt, rate } from '../../config-fields.ts';
+import { positiveDuration, positiveInt, rate, secret } from '../../config-fields.ts';
 
 export const cidr = () =>
   z.string({ error: 'expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32' }).transform((text, ctx) => {
@@ -78,9 +78,9 @@ export const stateSchema = z.strictObject({
   cluster: z.array(redisNode()).min(1, 'at least one node').optional(),
   /** With sentinels or cluster: the Redis nodes' ACL user and password (with url they go in the URL). */
   username: z.string().min(1).optional(),
-  password: z.string().min(1).optional(),
+  password: secret(z.string().min(1)).optional(),
   /** The sentinels' own password, when they have one (`requirepass` in sentinel.conf). */
-  sentinel_password: z.string().min(1).optional(),
+  sentinel_password: secret(z.string().min(1)).optional(),
   /** When Redis is unreachable: open = count locally and let requests through; closed = refuse (429). */
   on_failure: z.enum(['open', 'closed']).default('open'),
   /** How long a Redis command may take before this instance falls back (and leaves Redis alone for a second). */

@@ -6,11 +6,8 @@
  * lease when its holder dies, released by its holder. etcd is linearizable, so a
  * leader change never lets two instances hold it at once.
  */
-import type { Lock } from 'etcd3';
 import { type EtcdConfigStore, etcd3 } from '../../config/etcd-source.ts';
-import { type AcmeStorage, LockTimeoutError, type StorageLock, storageKey } from './storage.ts';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+import { type AcmeStorage, heldLock, type StorageLock, storageKey, waitForLock } from './storage.ts';
 
 export class EtcdStorage implements AcmeStorage {
   readonly description: string;
@@ -48,27 +45,22 @@ export class EtcdStorage implements AcmeStorage {
     const waitMs = options.waitMs ?? 15 * 60_000;
     const ttlS = Math.max(2, Math.ceil((options.ttlMs ?? 60_000) / 1000));
     const key = this.key(`locks/${name}`);
-    const giveUp = Date.now() + waitMs;
-    let lock: Lock;
-    for (;;) {
-      lock = this.store.client.lock(key).ttl(ttlS);
-      try {
-        await lock.acquire();
-        break;
-      } catch (err) {
-        if (!(err instanceof etcd3().EtcdLockFailedError)) throw err;
-      }
-      if (Date.now() >= giveUp) throw new LockTimeoutError(name, 'another instance', waitMs);
-      await sleep(250 + Math.random() * 250);
-    }
-    let ended = false;
-    return {
-      end: async () => {
-        if (ended) return;
-        ended = true;
-        // Not released (etcd away): the lease expires after the TTL.
-        await lock.release().catch(() => undefined);
+    const lock = await waitForLock(
+      name,
+      waitMs,
+      async () => {
+        const attempt = this.store.client.lock(key).ttl(ttlS);
+        try {
+          await attempt.acquire();
+          return attempt;
+        } catch (err) {
+          if (!(err instanceof etcd3().EtcdLockFailedError)) throw err;
+          return undefined;
+        }
       },
-    };
+      async () => undefined,
+    );
+    // The client keeps the lease alive while held; not released (etcd away), the lease expires after the TTL.
+    return heldLock(() => lock.release());
   }
 }

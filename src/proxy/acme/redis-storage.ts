@@ -9,9 +9,10 @@
  * the same name once, which the CA's limits tolerate.
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openRedisClient, type RedisClient, type RedisTarget } from '../../guard/redis-clients.ts';
 import type { Logger } from '../../observe/logger.ts';
-import { type AcmeStorage, heldLock, LockTimeoutError, lockOwner, type StorageLock, storageKey } from './storage.ts';
+import { type AcmeStorage, heldLock, lockOwner, type StorageLock, storageKey, waitForLock } from './storage.ts';
 
 /** How long one Redis command may take: storage is off the request path, so a slow Redis is waited for. */
 const COMMAND_TIMEOUT_MS = 5_000;
@@ -20,8 +21,6 @@ const READY_WAIT_MS = 10_000;
 
 const KEEP_ALIVE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class RedisStorage implements AcmeStorage {
   readonly description: string;
@@ -71,18 +70,17 @@ export class RedisStorage implements AcmeStorage {
     const ttlMs = options.ttlMs ?? 60_000;
     const key = this.key(`locks/${name}`);
     const owner = lockOwner();
-    const giveUp = Date.now() + waitMs;
-    for (;;) {
-      const client = await this.connected();
-      if ((await client.set(key, owner, 'PX', ttlMs, 'NX')) === 'OK') break;
-      if (Date.now() >= giveUp) throw new LockTimeoutError(name, (await client.get(key)) ?? 'another instance', waitMs);
-      await sleep(250 + Math.random() * 250);
-    }
-    return heldLock(ttlMs, {
-      refresh: () => this.client.eval(KEEP_ALIVE, 1, key, owner, ttlMs),
+    await waitForLock(
+      name,
+      waitMs,
+      async () => ((await (await this.connected()).set(key, owner, 'PX', ttlMs, 'NX')) === 'OK' ? true : undefined),
+      async () => (await this.client.get(key)) ?? undefined,
+    );
+    return heldLock(
       // Not released (Redis away): it expires after ttlMs.
-      release: () => this.client.eval(RELEASE, 1, key, owner),
-    });
+      () => this.client.eval(RELEASE, 1, key, owner),
+      { ttlMs, refresh: () => this.client.eval(KEEP_ALIVE, 1, key, owner, ttlMs) },
+    );
   }
 
   close(): void {

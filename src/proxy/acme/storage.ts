@@ -8,6 +8,7 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A held lock: `end()` releases it exactly once. */
 export interface StorageLock {
@@ -37,8 +38,6 @@ export class LockTimeoutError extends Error {
 /** Keys are relative paths of safe segments: nothing from a request can climb out of the directory. */
 const KEY = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** A key checked: relative paths of safe segments only. */
 export function storageKey(key: string): string {
   if (!KEY.test(key) || key.split('/').some((s) => s === '.' || s === '..')) throw new Error(`invalid storage key ${JSON.stringify(key)}`);
@@ -51,19 +50,35 @@ export function lockOwner(): string {
 }
 
 /**
- * A lock just taken: refreshed every third of its TTL while held, released once by `end()`.
- * Both only touch the lock while this owner holds it; their failures are ignored (it then expires).
+ * Tries `take` until it returns the lock, every 250–500 ms (at random, so waiters
+ * do not retry in step), for up to `waitMs`; then throws LockTimeoutError naming
+ * the holder `holder` reports.
  */
-export function heldLock(ttlMs: number, lock: { refresh(): Promise<unknown>; release(): Promise<unknown> }): StorageLock {
-  const keepAlive = setInterval(() => void lock.refresh().catch(() => undefined), ttlMs / 3);
-  keepAlive.unref();
+export async function waitForLock<T>(name: string, waitMs: number, take: () => Promise<T | undefined>, holder: () => Promise<string | undefined>): Promise<T> {
+  const giveUp = Date.now() + waitMs;
+  for (;;) {
+    const taken = await take();
+    if (taken !== undefined) return taken;
+    if (Date.now() >= giveUp) throw new LockTimeoutError(name, (await holder().catch(() => undefined)) ?? 'another instance', waitMs);
+    await sleep(250 + Math.random() * 250);
+  }
+}
+
+/**
+ * A lock just taken: released once by `end()`; with `keepAlive`, refreshed every
+ * third of its TTL while held. Both only touch the lock while this owner holds
+ * it; their failures are ignored (it then expires).
+ */
+export function heldLock(release: () => Promise<unknown>, keepAlive?: { ttlMs: number; refresh(): Promise<unknown> }): StorageLock {
+  const timer = keepAlive && setInterval(() => void keepAlive.refresh().catch(() => undefined), keepAlive.ttlMs / 3);
+  timer?.unref();
   let ended = false;
   return {
     end: async () => {
       if (ended) return;
       ended = true;
-      clearInterval(keepAlive);
-      await lock.release().catch(() => undefined);
+      clearInterval(timer);
+      await release().catch(() => undefined);
     },
   };
 }
@@ -136,32 +151,37 @@ export class FileStorage implements AcmeStorage {
     await mkdir(dirname(file), { recursive: true, mode: 0o700 });
     const owner = lockOwner();
     const body = () => JSON.stringify({ owner, expires: Date.now() + ttlMs });
-    const giveUp = Date.now() + waitMs;
-    for (;;) {
-      try {
-        await writeFile(file, body(), { flag: 'wx', mode: 0o600 });
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const held = await this.readLock(file);
-      if (held && held.expires < Date.now()) {
-        // Expired: remove it only if it is still the one we read (another waiter may have taken it over).
-        const again = await this.readLock(file);
-        if (again && again.owner === held.owner && again.expires === held.expires) await unlink(file).catch(() => undefined);
-        continue;
-      }
-      if (Date.now() >= giveUp) throw new LockTimeoutError(name, held?.owner ?? 'another instance', waitMs);
-      await sleep(250 + Math.random() * 250);
-    }
-    return heldLock(ttlMs, {
-      refresh: async () => {
-        if ((await this.readLock(file))?.owner === owner) await this.write(`locks/${name}.lock`, body());
+    await waitForLock(
+      name,
+      waitMs,
+      async () => {
+        try {
+          await writeFile(file, body(), { flag: 'wx', mode: 0o600 });
+          return true;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        }
+        const held = await this.readLock(file);
+        if (held && held.expires < Date.now()) {
+          // Expired: remove it only if it is still the one we read (another waiter may have taken it over); taken at the next try.
+          const again = await this.readLock(file);
+          if (again && again.owner === held.owner && again.expires === held.expires) await unlink(file).catch(() => undefined);
+        }
+        return undefined;
       },
-      release: async () => {
+      async () => (await this.readLock(file))?.owner,
+    );
+    return heldLock(
+      async () => {
         if ((await this.readLock(file))?.owner === owner) await unlink(file);
       },
-    });
+      {
+        ttlMs,
+        refresh: async () => {
+          if ((await this.readLock(file))?.owner === owner) await this.write(`locks/${name}.lock`, body());
+        },
+      },
+    );
   }
 
   private async readLock(file: string): Promise<{ owner: string; expires: number } | undefined> {

@@ -29,6 +29,20 @@ const LAST_CHUNK = '0\r\n\r\n';
 /** Bytes that would end a header line early (response splitting). */
 const UNSAFE = /[\r\n\0]/;
 
+/**
+ * Bodies up to this size leave with their head in one buffer and one plain write: copying a few KiB
+ * costs less than cork → buffered writes → writev (and stays within Buffer's shared pool).
+ */
+const ONE_WRITE_BODY = 3 * 1024;
+
+/** The head (latin1) and a small body in one buffer. */
+function withHead(head: string, body: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(head.length + body.length);
+  out.write(head, 0, 'latin1');
+  out.set(body, head.length);
+  return out;
+}
+
 let dateSecond = 0;
 let dateText = '';
 /** The Date header value, formatted once per second. */
@@ -211,7 +225,13 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     if (this.bodyless || data.length === 0) return this.flushHead();
     const socket = this.socket;
-    if ((!this.chunked || this.framed) && this.headersSent) return socket.write(data);
+    // Unframed, or carrying its chunk framing already: written as it is.
+    const asIs = !this.chunked || this.framed;
+    if (asIs && this.headersSent) return socket.write(data);
+    if (asIs && data.length <= ONE_WRITE_BODY) {
+      this.headersSent = true;
+      return socket.write(withHead(this.head as string, data));
+    }
     // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
     socket.cork();
     this.flushHead();
@@ -237,7 +257,8 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     this.headersSent = true;
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
     if (!this.chunked || this.framed) {
-      if (head !== undefined && body) {
+      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) socket.write(withHead(head, body), this.owner.responseFlushed);
+      else if (head !== undefined && body) {
         socket.cork();
         socket.write(head, 'latin1');
         socket.write(body, this.owner.responseFlushed);

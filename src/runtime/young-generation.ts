@@ -1,0 +1,40 @@
+/**
+ * The size of V8's young generation (where new objects live until a scavenge) for the
+ * threads that serve requests. V8 lets it grow to 3 × 16–32 MB semi-spaces under
+ * load: most of Velocity's resident-memory growth from idle to busy. A proxy's
+ * per-request objects die young, so small semi-spaces cost no measurable CPU per
+ * request (see docs/performance.md) and hold each thread's RSS down.
+ *
+ * Worker threads get it as a resource limit. The main thread's young generation is
+ * fixed when V8 starts (v8.setFlagsFromString has no effect on it then), so the CLI
+ * replaces its process, same PID, with one started with --max-semi-space-size
+ * (process.execve), unless a --max-semi-space-size is already given. The same restart
+ * caps glibc's malloc arenas at two (MALLOC_ARENA_MAX, read only at process start, unless
+ * set): V8's and libuv's helper threads otherwise each touch an arena of their own
+ * (about 15 MB more RSS under load). Processes Velocity starts do not inherit that cap.
+ * This module imports nothing: bin/velocity.js calls it before loading the rest.
+ */
+
+/** One semi-space, MB; the young generation is three of them. */
+export const SEMI_SPACE_MB = 4;
+export const YOUNG_GENERATION_MB = 3 * SEMI_SPACE_MB;
+
+const FLAG = '--max-semi-space-size';
+/** Set in the restarted process's environment when the arena cap is Velocity's, not the operator's. */
+const OWN_ARENA_CAP = 'VELOCITY_MALLOC_ARENA_MAX';
+
+/**
+ * Re-executes this process with the young-generation flag when it lacks one (never
+ * returns then). A no-op where process.execve is missing (Windows) or a flag is set,
+ * on the command line or in NODE_OPTIONS.
+ */
+export function limitYoungGeneration(): void {
+  if (process.env[OWN_ARENA_CAP] !== undefined) {
+    delete process.env[OWN_ARENA_CAP];
+    delete process.env.MALLOC_ARENA_MAX;
+  }
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith(FLAG) || a.startsWith('--max_semi_space_size'));
+  if (!process.execve || given) return;
+  const env = process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', [OWN_ARENA_CAP]: '1' } : process.env;
+  process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, ...process.execArgv, ...process.argv.slice(1)], env);
+}
