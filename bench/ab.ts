@@ -4,7 +4,9 @@
  * nginx, A, B (B before A every other round); medians of CPU µs per request (user/system) and req/s, and each against nginx
  * in the same round.
  *
- *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /]
+ *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /] [--post BYTES]
+ *
+ * `--post BYTES` POSTs a body of that size to /post per request (bench/run.ts's `POST 64KB` is `--post 65536 --connections 20`).
  *
  * DIR is a checkout (or a copy of one with `dist/` and a `node_modules` link) built before the change;
  * `--other` runs another such copy as B instead of this checkout.
@@ -21,6 +23,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '50' },
     path: { type: 'string', default: '/' },
+    post: { type: 'string' },
   },
 });
 if (!args.base) throw new Error('--base DIR is required (a checkout built before the change)');
@@ -38,7 +41,8 @@ try {
       service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
     });
   const contenders: Contender[] = await Promise.all([startNginxProxy(ctx, upstreams), features('A (base)', args.base), features('B (this tree)', args.other)]);
-  const wrk = ['-t1', `-c${args.connections}`];
+  const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
+  if (args.post) args.path = '/post';
   const runs = new Map<string, LoadResult[]>(contenders.map((c) => [c.name, []]));
   for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, 1, c.pid);
   for (let round = 0; round < Number(args.rounds); round++) {

@@ -61,6 +61,11 @@ export class BenchContext {
     return path;
   }
 
+  /** A wrk script that POSTs `bytes` bytes per request (the backends' /post sink answers them). */
+  postScript(bytes: number): string {
+    return this.file(`post-${bytes}.lua`, `wrk.method = "POST"\nwrk.body = string.rep("x", ${bytes})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
+  }
+
   /** Starts a process in the foreground (never a daemon) so it can be stopped by PID; its stdout goes to `stdoutFile` if given. */
   run(cmd: string, argv: string[], env: NodeJS.ProcessEnv = {}, stdoutFile?: string): ChildProcess {
     const stdout = stdoutFile ? openSync(stdoutFile, 'a') : 'ignore';

@@ -6,7 +6,7 @@
  * --perf-basic-prof. Prints the split between the kernel, Node/V8 and JavaScript,
  * and the heaviest symbols. `--nginx` profiles nginx the same way, for comparison.
  *
- *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx] [--top 40]
+ *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx] [--top 40] [--post BYTES]
  *
  * Needs perf (Debian linux-perf) and root or perf_event_paranoid ≤ 1.
  */
@@ -19,6 +19,8 @@ const { values: args } = parseArgs({
   options: {
     ...profilingOptions('40'),
     nginx: { type: 'boolean', default: false },
+    /** POST a body of this size to /post per request instead of GET /. */
+    post: { type: 'string' },
   },
 });
 
@@ -39,12 +41,13 @@ async function main(): Promise<void> {
     const target = args.nginx
       ? await startNginxProxy(ctx, upstreams)
       : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
-    const url = `http://127.0.0.1:${target.port}/`;
+    const url = `http://127.0.0.1:${target.port}${args.post ? '/post' : '/'}`;
     const seconds = Number(args.seconds);
-    await runWrk(url, ['-t1', `-c${args.connections}`], 3, target.pid);
+    const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
+    await runWrk(url, wrk, 3, target.pid);
     const data = process.env.PERF_DATA ?? join(ctx.dir, 'perf.data');
     const perf = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(target.pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' });
-    const load = await runWrk(url, ['-t1', `-c${args.connections}`], seconds, target.pid);
+    const load = await runWrk(url, wrk, seconds, target.pid);
     await new Promise((resolve) => perf.once('exit', resolve));
     console.log(
       `${target.name}: ${Math.round(load.rps)} req/s, CPU ${load.cpuUsPerRequest.toFixed(1)} µs/request (user ${load.userUsPerRequest.toFixed(1)}, system ${load.systemUsPerRequest.toFixed(1)})`,

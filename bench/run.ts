@@ -119,7 +119,7 @@ async function bench(ctx: BenchContext): Promise<void> {
   if (!haproxy) say('haproxy is not installed: left out (sudo apt-get install haproxy)');
   const contenders: Contender[] = [{ name: 'direct', port: ports[0] as number, pid: undefined, threads: 1 }, nginxProxy, ...(haproxy ? [haproxy] : []), ...nodeContenders];
 
-  const post = ctx.file('post.lua', `wrk.method = "POST"\nwrk.body = string.rep("x", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
+  const post = ctx.postScript(65536);
   const core = ['direct', 'nginx', 'haproxy', 'node-http-proxy', 'fastify-http-proxy', 'velocity'];
   const scenarios: Scenario[] = [
     {

@@ -46,6 +46,12 @@ export interface ClientResponse {
    */
   writeInformational?(statusCode: number, headers: string[]): void;
   writeEarlyHints?(hints: Record<string, string | string[]>): void;
+  /**
+   * Asked before `writeHead` for an upstream body that is chunked: true when the response will take
+   * `write()`s that carry the chunk framing already (sizes, CRLFs, the last chunk and final CRLF)
+   * and send them unchanged — an HTTP/1.1 client, no transform between. Optional: the others decode.
+   */
+  passChunkFraming?(): boolean;
 
   on(event: 'close' | 'drain', listener: () => void): unknown;
   once(event: 'close' | 'drain', listener: () => void): unknown;

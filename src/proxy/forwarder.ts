@@ -4,7 +4,6 @@
  * Decides nothing about retries: it reports what happened, and whether the client
  * response was already started (after which nothing can be retried).
  */
-import type { Readable } from 'node:stream';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
@@ -14,7 +13,9 @@ import type { UpstreamServer } from '../upstream/server.ts';
 import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
+import type { RequestBody } from './proxy-message.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
+import type { HeldBody } from './request-body.ts';
 export interface AttemptTimeouts {
   responseHeader: number;
   idle: number;
@@ -24,7 +25,7 @@ export interface AttemptRequest {
   method: string;
   path: string;
   headers: string[];
-  body: Buffer | Readable | null;
+  body: Buffer | HeldBody | RequestBody | null;
   timeouts: AttemptTimeouts;
   /** Statuses that should not be passed to the client when another try is possible. */
   retryStatuses: ReadonlySet<number> | undefined;
@@ -186,7 +187,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (hints.link) res.writeEarlyHints(hints);
   }
 
-  onHead(head: ResponseHead, requestDone: boolean): void {
+  onHead(head: ResponseHead, requestDone: boolean): boolean {
     this.requestSent = true;
     this.status = head.status;
     this.firstByteMs = performance.now() - this.started;
@@ -194,14 +195,14 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (this.req.retryStatuses?.has(head.status)) {
       this.exchange?.abort();
       this.settle({ kind: 'retryable-status', status: head.status, firstByteMs: this.firstByteMs });
-      return;
+      return false;
     }
     if (res.destroyed) {
       // Says nothing about the server: not a failure for passive health or the breaker.
       this.exchange?.abort();
       const error = clientGoneError();
       this.settle({ kind: 'failed', code: 'UPSTREAM_RESET', error, responseStarted: false, requestSent: true });
-      return;
+      return false;
     }
     const list = responseHeadersFromRaw(head.headers);
     // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
@@ -209,9 +210,12 @@ class Attempt implements ExchangeSink, AbortableTry {
     // A body that ends when the server closes, or an answer that came before the whole request body
     // (the rest of which is never read): the client connection cannot carry another request.
     if (head.closeDelimited || !requestDone) res.shouldKeepAlive = false;
+    // A chunked body goes to an HTTP/1.1 client with the server's chunk framing, when nothing transforms it.
+    const framed = head.length === -1 && res.passChunkFraming?.() === true;
     // HTTP/2 has no reason phrase (Node warns when given one).
     res.writeHead(head.status, res.req?.httpVersionMajor === 2 ? undefined : head.reason || undefined, list);
     this.responseStarted = true;
+    return framed;
   }
 
   onData(chunk: Buffer): boolean {

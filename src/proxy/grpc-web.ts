@@ -10,9 +10,10 @@
  *   whole body is base64. A trailers-only answer keeps its status in the headers.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';
 import type { ClientResponse } from './client-response.ts';
+import type { RequestBody } from './proxy-message.ts';
 
 export type GrpcWebMode = 'binary' | 'text';
 
@@ -146,7 +147,7 @@ export class GrpcWebResponse extends ResponseDecorator {
 }
 
 /** The request body the gRPC server gets: the client's, base64-decoded in text mode (`onBad` is told of a body that is not base64). */
-export function grpcWebRequestBody(req: Readable, mode: GrpcWebMode, onBad: (error: Error) => void): Readable {
+export function grpcWebRequestBody(req: RequestBody, mode: GrpcWebMode, onBad: (error: Error) => void): RequestBody {
   if (mode === 'binary') return req;
   const decoder = new Base64Decoder();
   decoder.once('error', onBad);

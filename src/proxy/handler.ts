@@ -2,11 +2,11 @@
  * The HTTP data path for one request: route → guards → select → forward, with
  * retries, and one record to observers at the end. Never throws to the server.
  */
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
-import type { RequestRecord, RetryRefusal } from '../observe/events.ts';
+import type { RetryRefusal } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
@@ -17,10 +17,10 @@ import { isGrpcRequest, respondGrpcError } from './grpc.ts';
 import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import type { UnderscoreHeaders } from './header-names.ts';
 import { requestHeadersForUpstream } from './headers.ts';
-import { hasHttp2BodyWithoutLength } from './http2.ts';
 import { MiddlewareRun } from './middleware-run.ts';
-import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
+import type { ProxyRequest, ProxyResponse, RequestBody } from './proxy-message.ts';
 import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
+import { requestBody } from './request-body.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
 import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
@@ -186,10 +186,10 @@ export class RequestHandler {
     const now = Date.now();
     service.retryBudget.recordRequest(now);
 
-    const pending = run?.body ?? this.requestBody(req, cfg.retries.buffer_body, record);
+    const pending = run?.body ?? requestBody(req, cfg.retries.buffer_body, record);
     const body = pending instanceof Promise ? await pending : pending;
     if (body instanceof VelocityError) return this.fail(ctx, body);
-    const replayable = !(body && typeof (body as Readable).pipe === 'function');
+    const replayable = !(body && typeof (body as RequestBody).pipe === 'function');
     const idempotent = IDEMPOTENT.has(method);
     const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
@@ -273,30 +273,6 @@ export class RequestHandler {
     }
   }
 
-  /**
-   * The body to send: none, a buffer (small bodies, so retries can resend them),
-   * or the client stream itself (large or unknown-length bodies, sent once).
-   * Only buffering waits; the other answers are immediate. `record.bytesIn` counts
-   * the body bytes actually read (chunked ones too), not what Content-Length says.
-   */
-  private requestBody(req: ProxyRequest, bufferLimit: number, record: RequestRecord): Buffer | Readable | null | Promise<Buffer | VelocityError> {
-    const length = req.headers['content-length'];
-    const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
-    if (!chunked && (length === undefined || length === '0')) return null;
-    if (chunked || Number(length) > bufferLimit) {
-      // Paused first: the counter must not start the flow; the forwarder resumes it when it sends.
-      req.pause();
-      req.on('data', (chunk: Buffer) => {
-        record.bytesIn += chunk.length;
-      });
-      return req;
-    }
-    return bufferBody(req).then((body) => {
-      if (!(body instanceof VelocityError)) record.bytesIn = body.length;
-      return body;
-    });
-  }
-
   private fail(ctx: RequestContext, error: VelocityError): void {
     ctx.record.errorCode = error.code;
     if (isGrpcRequest(ctx.req)) {
@@ -322,26 +298,6 @@ export class RequestHandler {
     ctx.trace?.end(record);
     this.plane.emit(record);
   }
-}
-
-/** Reads a whole (small) request body: chunk events, not an async iterator turn per chunk. */
-function bufferBody(req: ProxyRequest): Promise<Buffer | VelocityError> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const cutShort = () => resolve(new VelocityError('BAD_REQUEST', 'request body was cut short'));
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.once('end', () => {
-      req.removeListener('error', cutShort);
-      req.removeListener('close', onClose);
-      resolve(Buffer.concat(chunks));
-    });
-    req.once('error', cutShort);
-    // A client that goes away mid-body closes the request without 'end'.
-    const onClose = () => {
-      if (!req.complete) cutShort();
-    };
-    req.once('close', onClose);
-  });
 }
 
 /** Why a failed try is not retried, or undefined when it is (one retry is then taken from the budget). */

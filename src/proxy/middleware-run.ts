@@ -5,7 +5,6 @@
  * decorated client response the forwarder writes into. Made only for routes that
  * have middleware; a route without pays nothing.
  */
-import type { Readable } from 'node:stream';
 import { ERROR_CODES, type VelocityError } from '../errors.ts';
 import type { MiddlewareChain } from '../middleware/chain.ts';
 import type { ForwardedRequest, Middleware, MiddlewareRequest, Reply } from '../middleware/middleware.ts';
@@ -14,7 +13,8 @@ import type { ServiceRuntime } from '../upstream/service.ts';
 import type { ClientResponse } from './client-response.ts';
 import { isGrpcRequest, TrailersOnlyResponse, writeGrpcReply } from './grpc.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';
-import type { ProxyRequest } from './proxy-message.ts';
+import type { ProxyRequest, RequestBody } from './proxy-message.ts';
+import type { HeldBody } from './request-body.ts';
 
 /** What the run needs of the handler's request context (RequestContext fits it). */
 export interface RunSource {
@@ -191,9 +191,10 @@ export class MiddlewareRun implements MiddlewareRequest {
   }
 
   /** Tells the onForward listeners (mirroring) what goes to the server. */
-  forwarded(method: string, path: string, headers: readonly string[], body: Buffer | Readable | null): void {
+  forwarded(method: string, path: string, headers: readonly string[], body: Buffer | HeldBody | RequestBody | null): void {
     if (!this.forwardHooks) return;
-    const request: ForwardedRequest = { method, path, headers, body: body === null || Buffer.isBuffer(body) ? body : undefined };
+    const held = body === null || Buffer.isBuffer(body) ? body : Array.isArray(body) ? Buffer.concat(body as HeldBody) : undefined;
+    const request: ForwardedRequest = { method, path, headers, body: held };
     for (const hook of this.forwardHooks) hook(request);
   }
 
@@ -269,7 +270,7 @@ export function writeReply(res: ClientResponse, reply: Reply): void {
 }
 
 /** The whole body when it is at most `max` bytes; undefined when longer (reading stops there). */
-function readUpTo(req: Readable, max: number): Promise<Buffer | undefined> {
+function readUpTo(req: RequestBody, max: number): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -7,11 +7,34 @@
  * gRPC and WebSocket code, probes, redirects and error answers use only these.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { ClientResponse } from './client-response.ts';
 
+type Listener = (...args: never[]) => void;
+
+/**
+ * A request body as the request path reads it: the part of a Readable it uses ('data', 'end',
+ * 'error' and 'close' events, pause/resume, pipe, destroy). node:http2's request is a Readable;
+ * the HTTP/1.1 server's request makes its stream only when the body is read (a GET never does).
+ */
+export interface RequestBody {
+  on(event: string, listener: Listener): this;
+  once(event: string, listener: Listener): this;
+  removeListener(event: string, listener: Listener): this;
+  pause(): this;
+  resume(): this;
+  pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T;
+  destroy(error?: Error): this;
+  readonly destroyed: boolean;
+  /**
+   * The stream yields the body with its chunked framing exactly as the client sent it (sizes,
+   * extensions, CRLFs, the last chunk; trailers dropped), not the decoded payload: the upstream
+   * request passes it on unchanged. Only after ProxyRequest.passChunkFraming said so.
+   */
+  readonly chunkFraming?: boolean;
+}
+
 /** A request's head, and its body as a stream (read by the forwarder, or buffered for retries). */
-export interface ProxyRequest extends Readable {
+export interface ProxyRequest extends RequestBody {
   readonly method: string;
   /** The request target (origin form; the head check rewrites an absolute form to it). */
   url: string;
@@ -26,6 +49,13 @@ export interface ProxyRequest extends Readable {
   readonly socket: { readonly remoteAddress?: string | undefined };
   /** The whole body arrived. */
   readonly complete: boolean;
+  /**
+   * HTTP/1.1 chunked bodies: asks for the body with its chunk framing as received (see
+   * RequestBody.chunkFraming) before anything read it; whether it will be so.
+   */
+  passChunkFraming?(): boolean;
+  /** With chunk framing passed through: the payload bytes received (framing not counted). */
+  readonly payloadBytes?: number;
 }
 
 type HeaderValue = string | number | readonly string[];

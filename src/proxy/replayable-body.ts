@@ -5,7 +5,7 @@
  * retried gRPC call gets its messages again. Past the limit it stops keeping and
  * is no longer replayable; the current attempt is unaffected.
  */
-import type { Readable } from 'node:stream';
+import type { RequestBody } from './proxy-message.ts';
 
 export interface BodySink {
   write(chunk: Buffer): boolean;
@@ -21,11 +21,11 @@ export class ReplayableBody {
   private ended = false;
   private failed = false;
   private sink: BodySink | undefined;
-  private readonly source: Readable;
+  private readonly source: RequestBody;
   private readonly limit: number;
   private readonly resume = () => this.source.resume();
 
-  constructor(source: Readable, limit: number) {
+  constructor(source: RequestBody, limit: number) {
     this.source = source;
     this.limit = limit;
     source.pause();

@@ -215,12 +215,12 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.exchange?.sink.onInformational(status, headers);
   }
 
-  onResponseHead(head: ResponseHead): void {
+  onResponseHead(head: ResponseHead): boolean {
     const exchange = this.exchange as Exchange;
     this.head = head;
     this.phase = RECEIVING;
     this.deadline = exchange.request.idleTimeout > 0 ? performance.now() + exchange.request.idleTimeout : 0;
-    exchange.sink.onHead(head, exchange.requestDone);
+    return exchange.sink.onHead(head, exchange.requestDone);
   }
 
   onResponseBody(chunk: Buffer): void {

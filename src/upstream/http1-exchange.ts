@@ -5,8 +5,23 @@
  * survive a move to a fresh connection (a stale keep-alive socket).
  */
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
 import type { ResponseHead } from './response-parser.ts';
+
+type Listener = (...args: never[]) => void;
+
+/** A whole request body in memory: one buffer, or the pieces it arrived in. */
+export type BufferedBody = Buffer | readonly Buffer[];
+
+/** A request body sent as it arrives (a Readable, or the HTTP/1.1 server's request), with backpressure. */
+export interface StreamedBody {
+  on(event: 'data' | 'end', listener: Listener): unknown;
+  once(event: 'end', listener: Listener): unknown;
+  removeListener(event: 'data' | 'end', listener: Listener): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  /** The stream carries chunked framing already (sizes, CRLFs, last chunk): sent as it is. */
+  readonly chunkFraming?: boolean;
+}
 
 export interface UpstreamRequest {
   method: string;
@@ -15,7 +30,7 @@ export interface UpstreamRequest {
   /** Flat list, name, value, …, hop-by-hop headers already removed. */
   headers: string[];
   /** None, a buffer (replayable), or a stream sent once with backpressure. */
-  body: Buffer | Readable | null;
+  body: BufferedBody | StreamedBody | null;
   /** From the end of the request to the response head. */
   responseHeaderTimeout: number;
   /** Between two reads of the response body. */
@@ -26,9 +41,12 @@ export interface UpstreamRequest {
 export interface ExchangeSink {
   /** A 1xx response before the final one. */
   onInformational(status: number, headers: string[]): void;
-  /** The final head. `requestDone` is false when the server answered before the whole request body was sent. */
-  onHead(head: ResponseHead, requestDone: boolean): void;
-  /** Body payload. false: the client is slow; call `exchange.resume()` when it drained. */
+  /**
+   * The final head. `requestDone` is false when the server answered before the whole request body was sent.
+   * true: a chunked body is to come with its chunk framing as the server sent it (see ResponseParserEvents).
+   */
+  onHead(head: ResponseHead, requestDone: boolean): boolean;
+  /** Body payload (or framing, when onHead asked for it). false: the client is slow; call `exchange.resume()` when it drained. */
   onData(chunk: Buffer): boolean;
   /**
    * Whether nothing still refers to the chunk last given to onData (the client took it whole):
@@ -65,6 +83,7 @@ export class Exchange {
   headSent = false;
   private carrier: ExchangeCarrier | undefined;
   private socket: Socket | undefined;
+  /** The streamed body is chunk-encoded here (it has no length, and no framing of its own). */
   private chunked = false;
 
   constructor(request: UpstreamRequest, sink: ExchangeSink) {
@@ -90,7 +109,7 @@ export class Exchange {
     this.carrier?.resume();
   }
 
-  /** Writes the request to a connected socket: head and buffered body in one writev, a stream with backpressure. */
+  /** Writes the request to a connected socket: head and buffered body in one writev (no copy), a stream with backpressure. */
   send(socket: Socket): void {
     const { method, path, headers, body } = this.request;
     this.headSent = true;
@@ -100,29 +119,31 @@ export class Exchange {
       if (BODY_METHODS.has(method) && !hasHeader(headers, 'content-length')) head += 'content-length: 0\r\n';
       socket.write(`${head}\r\n`, 'latin1');
       this.requestDone = true;
-    } else if (Buffer.isBuffer(body)) {
+    } else if (Buffer.isBuffer(body) || Array.isArray(body)) {
       socket.cork();
       socket.write(`${head}\r\n`, 'latin1');
-      socket.write(body);
+      this.bodyBytes = writeAll(socket, body as BufferedBody);
       socket.uncork();
-      this.bodyBytes = body.length;
       this.requestDone = true;
     } else {
-      // A stream of unknown length (chunked from the client, HTTP/2 without content-length) is chunked toward the server.
-      this.chunked = !hasHeader(headers, 'content-length');
-      if (this.chunked) head += 'transfer-encoding: chunked\r\n';
+      const stream = body as StreamedBody;
+      // A stream of unknown length (HTTP/2 without content-length, a decoded chunked body) is chunked toward the
+      // server; one that carries its chunk framing already goes as it is.
+      const unframed = !hasHeader(headers, 'content-length');
+      this.chunked = unframed && stream.chunkFraming !== true;
+      if (unframed) head += 'transfer-encoding: chunked\r\n';
       socket.write(`${head}\r\n`, 'latin1');
       this.socket = socket;
-      body.on('data', this.onBodyData);
-      body.once('end', this.onBodyEnd);
-      body.resume();
+      stream.on('data', this.onBodyData);
+      stream.once('end', this.onBodyEnd);
+      stream.resume();
     }
   }
 
   /** Stops reading the request body (the exchange ended, failed, or moves to another connection). */
   detachBody(): void {
-    const body = this.request.body;
-    if (!this.socket || body === null || Buffer.isBuffer(body)) return;
+    const body = this.request.body as StreamedBody;
+    if (!this.socket) return;
     body.pause();
     body.removeListener('data', this.onBodyData);
     body.removeListener('end', this.onBodyEnd);
@@ -142,13 +163,13 @@ export class Exchange {
       socket.uncork();
     } else more = socket.write(chunk);
     if (!more) {
-      (this.request.body as Readable).pause();
+      (this.request.body as StreamedBody).pause();
       socket.once('drain', this.onSocketDrain);
     }
   };
 
   private readonly onSocketDrain = (): void => {
-    (this.request.body as Readable | null)?.resume();
+    (this.request.body as StreamedBody | null)?.resume();
   };
 
   private readonly onBodyEnd = (): void => {
@@ -157,6 +178,20 @@ export class Exchange {
     this.requestDone = true;
     this.carrier?.requestSent();
   };
+}
+
+/** Writes a buffered body (the socket is corked: one writev with the head); returns its length. */
+function writeAll(socket: Socket, body: BufferedBody): number {
+  if (Buffer.isBuffer(body)) {
+    socket.write(body);
+    return body.length;
+  }
+  let length = 0;
+  for (const piece of body as readonly Buffer[]) {
+    socket.write(piece);
+    length += piece.length;
+  }
+  return length;
 }
 
 function hasHeader(headers: string[], lowerName: string): boolean {

@@ -2,7 +2,9 @@
  * An incremental HTTP/1.x response parser for the upstream side, on latin1
  * bytes. It frames bodies (Content-Length, chunked, close-delimited, none for
  * HEAD/1xx/204/304) and hands body bytes out as slices of the socket's buffers,
- * without copies. It is at least as strict as llhttp (a differential fuzzer
+ * without copies: a chunked body decoded, or — when the receiver asks for it —
+ * with its chunk framing as the server sent it (every byte still checked, the
+ * trailer section dropped), so that an HTTP/1.1 client gets the same chunks. It is at least as strict as llhttp (a differential fuzzer
  * checks that): what it cannot frame one way only, it refuses, and the
  * connection is dropped with a 502.
  *
@@ -24,8 +26,13 @@ export interface ResponseHead {
 
 export interface ResponseParserEvents {
   onInformational(status: number, headers: string[]): void;
-  onResponseHead(head: ResponseHead): void;
-  /** A slice of body payload (chunk framing already removed). */
+  /** The final head; true asks for a chunked body with its framing (see onResponseBody). */
+  onResponseHead(head: ResponseHead): boolean;
+  /**
+   * A slice of body payload (chunk framing removed); or, when onResponseHead asked for the framing,
+   * a slice of the chunked body as sent (sizes, extensions, CRLFs, the last chunk, then a final CRLF
+   * in place of the trailer section).
+   */
   onResponseBody(chunk: Buffer): void;
   onResponseComplete(): void;
 }
@@ -56,6 +63,8 @@ const FAILED = 11;
 const CR = 13;
 const LF = 10;
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+/** Ends a chunked body passed on with its framing: the trailer section is dropped. */
+const FINAL_CRLF = Buffer.from('\r\n', 'latin1');
 
 /** RFC 9110 tchar. */
 const TOKEN = new Uint8Array(256);
@@ -95,6 +104,10 @@ export class ResponseParser {
   private extensionBytes = 0;
   private sizeDigits = 0;
   private inQuote = false;
+  /** The chunked body is handed out with its framing. */
+  private framed = false;
+  /** Framed mode: where the bytes of the current `run` not yet handed out start (-1: none). */
+  private rawFrom = -1;
   /** Response bytes seen since reset: a connection that saw none may be retried elsewhere. */
   bytesSeen = 0;
   private readonly events: ResponseParserEvents;
@@ -109,6 +122,7 @@ export class ResponseParser {
     this.noBody = head;
     this.pending = undefined;
     this.bytesSeen = 0;
+    this.framed = false;
   }
 
   get complete(): boolean {
@@ -149,12 +163,14 @@ export class ResponseParser {
   private run(data: Buffer): number {
     const end = data.length;
     let i = 0;
+    this.rawFrom = this.framed && this.state >= CHUNK_SIZE && this.state <= CHUNK_DATA_LF ? 0 : -1;
     while (i < end) {
       switch (this.state) {
         case HEAD: {
           const used = this.takeHead(data, i);
           if (used < 0) return end;
           i = used;
+          if (this.framed) this.rawFrom = i;
           break;
         }
         case BODY_LENGTH: {
@@ -173,10 +189,10 @@ export class ResponseParser {
         case CHUNK_DATA: {
           const n = Math.min(this.remaining, end - i);
           this.remaining -= n;
-          const slice = data.subarray(i, i + n);
+          const from = i;
           i += n;
           if (this.remaining === 0) this.state = CHUNK_DATA_CR;
-          this.events.onResponseBody(slice);
+          if (this.rawFrom < 0) this.events.onResponseBody(data.subarray(from, i));
           break;
         }
         case TRAILERS: {
@@ -184,6 +200,7 @@ export class ResponseParser {
           if (used < 0) return end;
           i = used;
           this.state = DONE;
+          if (this.framed) this.events.onResponseBody(FINAL_CRLF);
           this.events.onResponseComplete();
           break;
         }
@@ -194,8 +211,14 @@ export class ResponseParser {
           break;
         default:
           i = this.chunkFraming(data, i);
+          if (this.state === TRAILERS && this.rawFrom >= 0) {
+            // Everything up to the last chunk's size line, as sent.
+            this.events.onResponseBody(data.subarray(this.rawFrom, i));
+            this.rawFrom = -1;
+          }
       }
     }
+    if (this.rawFrom >= 0 && this.rawFrom < end) this.events.onResponseBody(this.rawFrom === 0 ? data : data.subarray(this.rawFrom));
     if (this.state === DONE) return i;
     return end;
   }
@@ -360,7 +383,7 @@ export class ResponseParser {
       this.state = BODY_LENGTH;
       this.remaining = length;
     }
-    this.events.onResponseHead(head);
+    this.framed = this.events.onResponseHead(head) && length === CHUNKED;
     if (this.state === DONE) this.events.onResponseComplete();
   }
 

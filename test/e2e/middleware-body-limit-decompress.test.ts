@@ -18,24 +18,12 @@ const ANSWER_WAIT_MS = 60_000;
 describe('body_limit with decompress on the same route', () => {
   test('both orders pass chunked and sized bodies decoded; a gzip bomb under body_limit after decompress gets 413', async (t) => {
     const backend = await startBackendProcess(t, 'b1');
+    const limit = '{ body_limit: { max: 1mb } }';
+    const decompress = '{ decompress: { max_size: 16mb } }';
+    const service = (name: string, middleware: string[]) => `  - { name: ${name}, hosts: [${name}.test], servers: [${backend.url}], middleware: [${middleware.join(', ')}] }\n`;
     const velocity = await startVelocityProcess(
       t,
-      `listen: "127.0.0.1:0"
-admin: { enabled: false }
-services:
-  - name: limit-first
-    hosts: [limit-first.test]
-    servers: [ ${backend.url} ]
-    middleware:
-      - body_limit: { max: 1mb }
-      - decompress: { max_size: 16mb }
-  - name: decompress-first
-    hosts: [decompress-first.test]
-    servers: [ ${backend.url} ]
-    middleware:
-      - decompress: { max_size: 16mb }
-      - body_limit: { max: 1mb }
-`,
+      `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n${service('limit-first', [limit, decompress])}${service('decompress-first', [decompress, limit])}`,
     );
     const agent = testAgent(t);
     const post = async (host: string, body: Buffer, chunked: boolean) => {

@@ -17,7 +17,18 @@ export const HEAD_LIMIT = 8 * 1024;
 export type Framing =
   | { kind: 'refused'; why: string }
   | { kind: 'incomplete' }
-  | { kind: 'request'; method: string; target: string; rawHeaders: string[]; body: string; bodyComplete: boolean; bodyError: boolean; tunnel?: boolean };
+  | {
+      kind: 'request';
+      method: string;
+      target: string;
+      rawHeaders: string[];
+      body: string;
+      bodyComplete: boolean;
+      bodyError: boolean;
+      tunnel?: boolean;
+      /** Ours only: how the chunk framing the server passes on (up to the trailers, then CRLF) fails to read back as the same body. */
+      framingProblem?: string;
+    };
 
 /** Our parser, as the server drives it: head, then the body by its framing. */
 export function frameWithVelocity(bytes: Buffer): Framing {
@@ -33,7 +44,9 @@ export function frameWithVelocity(bytes: Buffer): Framing {
     const parts: Buffer[] = [];
     const decoder = new ChunkedDecoder({ chunkData: (b, s, e) => parts.push(b.subarray(s, e)) }, HEAD_LIMIT);
     const at = decoder.decode(bytes, end, bytes.length);
-    return { ...base, body: Buffer.concat(parts).toString('latin1'), bodyComplete: decoder.done, bodyError: at < 0 };
+    const body = Buffer.concat(parts).toString('latin1');
+    const framingProblem = decoder.done ? framingReadBack(bytes.subarray(end, decoder.trailersFrom), body) : undefined;
+    return { ...base, body, bodyComplete: decoder.done, bodyError: at < 0, framingProblem };
   }
   const length = Math.max(0, head.contentLength);
   const body = bytes.subarray(end, end + length);
@@ -146,8 +159,19 @@ export class LlhttpOracle {
  * Checks one input: returns a description of the disagreement, or undefined.
  * Ours may refuse more than llhttp, never less; both accepting means the same request.
  */
+/** The framing passed on (what the connection sends upstream for a chunked body) must decode to the same body, ending exactly. */
+function framingReadBack(framing: Buffer, body: string): string | undefined {
+  const passed = Buffer.concat([framing, Buffer.from('\r\n')]);
+  const parts: Buffer[] = [];
+  const decoder = new ChunkedDecoder({ chunkData: (b, s, e) => parts.push(b.subarray(s, e)) }, HEAD_LIMIT);
+  const at = decoder.decode(passed, 0, passed.length);
+  if (!decoder.done || at !== passed.length) return `the chunk framing passed on does not read back as one body (${decoder.error ?? 'it does not end where it should'})`;
+  return Buffer.concat(parts).toString('latin1') === body ? undefined : 'the chunk framing passed on decodes to another body';
+}
+
 export function disagreement(ours: Framing, theirs: Framing): string | undefined {
   if (ours.kind === 'refused' || ours.kind === 'incomplete') return undefined;
+  if (ours.framingProblem) return ours.framingProblem;
   if (theirs.kind === 'refused') return `llhttp refused (${theirs.why}), Velocity accepted`;
   if (theirs.kind === 'incomplete') return 'llhttp saw no complete request, Velocity accepted one';
   if (ours.method !== theirs.method) return `method ${ours.method} vs ${theirs.method}`;

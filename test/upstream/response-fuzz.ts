@@ -37,6 +37,8 @@ export interface ParseResult {
   body?: Buffer;
   /** Bytes that belong to the response: fewer than were sent when more followed its framing. */
   consumed?: number;
+  /** Ours only: how the parser, asked for chunk framing, disagreed with itself reading the body decoded. */
+  framingProblem?: string;
 }
 
 const pick = <T>(r: () => number, list: readonly T[]): T => list[Math.floor(r() * list.length)] as T;
@@ -144,8 +146,38 @@ export function randomCase(r: () => number): FuzzCase {
   return { method, bytes };
 }
 
-/** Our parser over the bytes, split at random points, then the server's close. */
+/**
+ * Our parser over the bytes, split at random points, then the server's close; read twice, the
+ * body decoded and with its chunk framing passed on, which must agree: the same verdict, and
+ * framing that decodes (read again by the parser) to the same body.
+ */
 export function parseOurs(c: FuzzCase, r: () => number): ParseResult {
+  const splits: number[] = [];
+  for (let at = 0; at < c.bytes.length; ) {
+    const n = Math.max(1, Math.floor(r() * r() * c.bytes.length));
+    splits.push(n);
+    at += n;
+  }
+  const decoded = parseOnce(c, splits, false);
+  const framed = parseOnce(c, splits, true);
+  decoded.framingProblem = framingProblem(decoded, framed);
+  return decoded;
+}
+
+const CHUNKED_HEAD = Buffer.from('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n', 'latin1');
+
+function framingProblem(decoded: ParseResult & { chunked?: boolean }, framed: ParseResult & { chunked?: boolean }): string | undefined {
+  if (decoded.ok !== framed.ok) return `framed reading ${framed.ok ? 'accepts' : `rejects (${framed.error})`}, decoded ${decoded.ok ? 'accepts' : 'rejects'}`;
+  if (!decoded.ok) return undefined;
+  if (decoded.consumed !== framed.consumed) return `framed reading consumed ${framed.consumed} bytes, decoded ${decoded.consumed}`;
+  if (!framed.chunked) return framed.body?.equals(decoded.body as Buffer) ? undefined : 'framed reading changed a body that is not chunked';
+  const again = parseOnce({ method: 'GET', bytes: Buffer.concat([CHUNKED_HEAD, framed.body as Buffer]) }, [], false);
+  if (!again.ok || again.consumed !== CHUNKED_HEAD.length + (framed.body as Buffer).length)
+    return `the framing passed on does not read back as one chunked body (${again.error ?? 'bytes left over'})`;
+  return again.body?.equals(decoded.body as Buffer) ? undefined : 'the framing passed on decodes to another body';
+}
+
+function parseOnce(c: FuzzCase, splits: readonly number[], framing: boolean): ParseResult & { chunked?: boolean } {
   const informational: number[] = [];
   let head: ResponseHead | undefined;
   const body: Buffer[] = [];
@@ -155,6 +187,7 @@ export function parseOurs(c: FuzzCase, r: () => number): ParseResult {
     onInformational: (status) => informational.push(status),
     onResponseHead: (h) => {
       head = h;
+      return framing;
     },
     onResponseBody: (chunk) => body.push(Buffer.from(chunk)),
     onResponseComplete: () => {
@@ -164,8 +197,8 @@ export function parseOurs(c: FuzzCase, r: () => number): ParseResult {
   parser.reset(c.method === 'HEAD');
   try {
     let at = 0;
-    while (at < c.bytes.length && !complete) {
-      const n = Math.max(1, Math.floor(r() * r() * c.bytes.length));
+    for (let k = 0; at < c.bytes.length && !complete; k++) {
+      const n = splits[k] ?? c.bytes.length - at;
       consumed = at + parser.execute(c.bytes.subarray(at, at + n));
       at += n;
     }
@@ -176,7 +209,7 @@ export function parseOurs(c: FuzzCase, r: () => number): ParseResult {
   } catch (err) {
     return { ok: false, error: (err as Error).message, informational };
   }
-  return { ok: true, informational, status: head?.status, headers: head?.headers, body: Buffer.concat(body), consumed };
+  return { ok: true, informational, status: head?.status, headers: head?.headers, body: Buffer.concat(body), consumed, chunked: head?.length === -1 };
 }
 
 /** A raw server that answers each request with the bytes of the case its path names, then closes. */
@@ -261,6 +294,7 @@ export interface FuzzSummary {
 
 /** Compares one case; a string says what is wrong, undefined that it is fine. */
 export function compare(ours: ParseResult, node: ParseResult): string | undefined {
+  if (ours.framingProblem) return ours.framingProblem;
   if (ours.ok && !node.ok) return `we accept what llhttp rejects (${node.error})`;
   if (!ours.ok || !node.ok) return undefined;
   if (ours.status !== node.status) return `status ${ours.status} vs ${node.status}`;

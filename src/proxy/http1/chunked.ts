@@ -48,6 +48,11 @@ export class ChunkedDecoder {
   private readonly sink: ChunkSink;
   /** Why the body was refused, once it was. */
   error: string | undefined;
+  /**
+   * Where the last `decode` call entered the trailer section (the index after the last chunk's
+   * size line), or -1 when it did not: what precedes it is the chunk framing a pass-through sends on.
+   */
+  trailersFrom = -1;
 
   constructor(sink: ChunkSink, trailerLimit: number) {
     this.sink = sink;
@@ -67,11 +72,17 @@ export class ChunkedDecoder {
     return this.state === Done;
   }
 
+  /** Past the last chunk: in its trailer section (or done). */
+  get inTrailers(): boolean {
+    return this.state >= TrailerStart;
+  }
+
   /**
    * Decodes buf[start, end). Returns the index where the body ended (bytes after
    * it belong to the next request), `end` when more is needed, or -1 on an error.
    */
   decode(buf: Buffer, start: number, end: number): number {
+    this.trailersFrom = -1;
     let i = start;
     while (i < end) {
       const c = buf[i] as number;
@@ -106,7 +117,10 @@ export class ChunkedDecoder {
           if (c !== LF) return this.fail('bare CR after a chunk size');
           i++;
           this.digits = 0;
-          this.state = this.remaining === 0 ? TrailerStart : Data;
+          if (this.remaining === 0) {
+            this.state = TrailerStart;
+            this.trailersFrom = i;
+          } else this.state = Data;
           break;
         case Data: {
           const take = Math.min(this.remaining, end - i);

@@ -38,6 +38,8 @@ const LINGER_MS = 2_000;
  */
 const IDLE_BEFORE_CLOSE_MS = 1_000;
 const EMPTY = Buffer.alloc(0);
+/** The end of a chunked body passed through with its framing (its trailers are dropped). */
+const CRLF = Buffer.from('\r\n', 'latin1');
 
 /** Phases of a connection. */
 const IDLE = 0;
@@ -88,9 +90,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private chunked = false;
   private continueOwed = false;
   private bodyPaused = false;
+  /**
+   * Body bytes go to the request as they come: a Content-Length body at once, a chunked one from its
+   * first read (before it they wait in `pending`: the reader chooses decoded or framed).
+   */
+  private bodyRead = false;
   private pipelinePaused = false;
   private clientEnded = false;
-  private endPushed = false;
   /** When the connection last became idle (accepted, or its last response flushed). */
   private idleSince = Date.now();
 
@@ -115,7 +121,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private readonly onData = (chunk: Buffer): void => {
     switch (this.phase) {
       case BODY:
-        this.feedBody(chunk, 0);
+        if (this.bodyRead) this.feedBody(chunk, 0);
+        else {
+          this.append(chunk);
+          this.capBody();
+        }
         return;
       case IDLE:
       case HEAD:
@@ -138,6 +148,17 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private capPipeline(): void {
     if (this.pending !== undefined && this.pending.length > PIPELINE_BYTES && !this.pipelinePaused) {
       this.pipelinePaused = true;
+      this.socket.pause();
+    }
+  }
+
+  /**
+   * Body bytes nobody reads yet wait in `pending` (how they are given — decoded, or with their chunk
+   * framing — is the reader's choice); past the pipelining cap the socket is paused until it reads.
+   */
+  private capBody(): void {
+    if (this.pending !== undefined && this.pending.length > PIPELINE_BYTES && !this.bodyPaused) {
+      this.bodyPaused = true;
       this.socket.pause();
     }
   }
@@ -175,13 +196,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     const res = new Http1Response(req, this.socket, this, head.keepAlive && !host.draining);
     this.req = req;
     this.res = res;
-    this.endPushed = false;
     if (head.upgrade && req.bodyLength === 0 && host.wantsUpgrade(req)) {
       this.handOff(req, res);
       return;
     }
     if (req.bodyLength === 0) {
       req.complete = true;
+      req.endBody();
       this.phase = SERVING;
       this.deadline = 0;
     } else {
@@ -190,6 +211,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       this.onDeadline = TIMEOUT_408;
       this.continueOwed = head.expectContinue;
       this.chunked = req.bodyLength < 0;
+      this.bodyRead = !this.chunked;
       this.bodyLeft = req.bodyLength;
       if (this.chunked) {
         this.decoder ??= new ChunkedDecoder(this, host.maxHeaderSize);
@@ -197,11 +219,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       }
     }
     host.onRequest(req, res);
-    if (this.phase === BODY && this.pending !== undefined) {
+    if (this.phase !== BODY) this.capPipeline();
+    else if (!this.bodyRead) this.capBody();
+    else if (this.pending !== undefined) {
       const rest = this.pending;
       this.pending = undefined;
       this.feedBody(rest, 0);
-    } else this.capPipeline();
+    }
   }
 
   /** A WebSocket upgrade: the socket leaves this server with whatever followed the head. */
@@ -217,6 +241,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     socket.removeListener('close', this.onClose);
     this.host.forget(this);
     req.complete = true;
+    req.endBody();
     // The response (a refusal, or nothing once tunnelled) still learns when the client goes or is slow.
     socket.once('close', () => res.emitClose());
     socket.on('drain', () => res.emit('drain'));
@@ -231,6 +256,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       if (end < 0) {
         this.refuse(new HeadError(400, decoder.error ?? 'invalid chunked body'));
         return;
+      }
+      const req = this.req as Http1Request;
+      if (req.chunkFraming) {
+        // The framing as received, up to the trailer section; the decoder checked every byte of it.
+        const to = decoder.trailersFrom >= 0 ? decoder.trailersFrom : decoder.inTrailers ? start : end;
+        if (to > start) this.pushBody(req, start === 0 && to === buf.length ? buf : buf.subarray(start, to));
+        if (decoder.done) this.pushBody(req, CRLF);
       }
       if (!decoder.done) return;
     } else {
@@ -247,11 +279,17 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     }
   }
 
-  /** Decoded body bytes: to the request, pausing the socket when its buffer is full. */
+  /** Decoded body bytes: to the request (unless it passes the chunk framing on instead). */
   chunkData(buf: Buffer, start: number, end: number): void {
     if (end <= start) return;
     const req = this.req as Http1Request;
-    if (!req.push(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.bodyPaused) {
+    req.payloadBytes += end - start;
+    if (!req.chunkFraming) this.pushBody(req, start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+  }
+
+  /** Body bytes to the request, pausing the socket when its buffer is full. */
+  private pushBody(req: Http1Request, bytes: Buffer): void {
+    if (!req.pushBody(bytes) && !this.bodyPaused) {
       this.bodyPaused = true;
       this.socket.pause();
     }
@@ -260,8 +298,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private bodyDone(): void {
     const req = this.req as Http1Request;
     req.complete = true;
-    this.endPushed = true;
-    req.push(null);
+    req.endBody();
     this.phase = SERVING;
     this.deadline = 0;
     this.continueOwed = false;
@@ -275,12 +312,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   /** The request's reader wants more (Readable._read). */
   bodyWanted(): void {
     const req = this.req;
-    if (req === undefined) return;
-    if (req.complete && !this.endPushed && this.phase !== BODY) {
-      this.endPushed = true;
-      req.push(null);
-      return;
-    }
+    if (req === undefined || req.complete) return;
     if (this.continueOwed) {
       this.continueOwed = false;
       (this.res as Http1Response).writeContinue();
@@ -288,6 +320,13 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     if (this.bodyPaused) {
       this.bodyPaused = false;
       if (!this.pipelinePaused) this.socket.resume();
+    }
+    if (!this.bodyRead && this.phase === BODY) {
+      // The first read: what arrived before it is given now.
+      this.bodyRead = true;
+      const waiting = this.pending;
+      this.pending = undefined;
+      if (waiting !== undefined && waiting.length > 0) this.feedBody(waiting, 0);
     }
   }
 

@@ -2,6 +2,9 @@
  * A request read by the HTTP/1.1 server: a ProxyRequest — the head's fields
  * (method, url, headers, rawHeaders, httpVersion…), and the body as a Readable fed by the connection with
  * backpressure (a full buffer pauses the client socket; reading resumes it).
+ *
+ * The Readable is made only when the body is read or its first bytes arrive: a request without a
+ * body that nobody reads (most GETs) builds no stream state and emits nothing.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
@@ -39,7 +42,31 @@ export interface BodySource {
   bodyWanted(): void;
 }
 
-export class Http1Request extends Readable implements ProxyRequest {
+let streamsMade = 0;
+/** Body streams made so far in this process (a bodiless request served makes none). */
+export function bodyStreamsMade(): number {
+  return streamsMade;
+}
+
+type Listener = (...args: never[]) => void;
+
+/** The body as a Readable; its reader wanting more is passed to the connection. */
+class BodyStream extends Readable {
+  private readonly source: BodySource;
+
+  constructor(source: BodySource) {
+    // One socket read (64 KB) fits before the socket is paused.
+    super(BODY_BUFFER);
+    this.source = source;
+    streamsMade++;
+  }
+
+  override _read(): void {
+    this.source.bodyWanted();
+  }
+}
+
+export class Http1Request implements ProxyRequest {
   readonly method: string;
   url: string;
   readonly httpVersion: string;
@@ -53,10 +80,15 @@ export class Http1Request extends Readable implements ProxyRequest {
   readonly bodyLength: number;
   private headerMap: IncomingHttpHeaders | undefined;
   private readonly source: BodySource;
+  private stream: BodyStream | undefined;
+  /** The body's end was seen (pushed to the stream, or pushed when the stream is made). */
+  private ended = false;
+  private destroyedEarly: Error | true | undefined;
+  private framing = false;
+  /** Body payload bytes received so far (chunk framing not counted). */
+  payloadBytes = 0;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
-    // One socket read (64 KB) fits before the socket is paused.
-    super(BODY_BUFFER);
     this.method = head.method;
     this.url = head.target;
     this.httpVersion = head.minor === 1 ? '1.1' : '1.0';
@@ -88,7 +120,84 @@ export class Http1Request extends Readable implements ProxyRequest {
     this.headerMap = map;
   }
 
-  override _read(): void {
-    this.source.bodyWanted();
+  /** The stream yields the chunked body with its framing as the client sent it (see RequestBody). */
+  get chunkFraming(): boolean {
+    return this.framing;
+  }
+
+  /**
+   * Asks for the chunked body with its framing as received, trailers dropped, instead of the
+   * decoded payload: possible only before anything read the body. Returns whether it will be so.
+   */
+  passChunkFraming(): boolean {
+    if (this.bodyLength !== -1 || this.stream !== undefined) return false;
+    this.framing = true;
+    return true;
+  }
+
+  /** The body stream, made on first use; a body that already ended (or never had bytes) ends it at once. */
+  private body(): BodyStream {
+    let stream = this.stream;
+    if (stream !== undefined) return stream;
+    stream = new BodyStream(this.source);
+    this.stream = stream;
+    if (this.ended) stream.push(null);
+    if (this.destroyedEarly !== undefined) stream.destroy(this.destroyedEarly === true ? undefined : this.destroyedEarly);
+    return stream;
+  }
+
+  /** Connection: body bytes arrived. false: the reader is full, pause the socket until `bodyWanted`. */
+  pushBody(chunk: Buffer): boolean {
+    return this.body().push(chunk);
+  }
+
+  /** Connection: the whole body arrived (or there was none to wait for). */
+  endBody(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.stream?.push(null);
+  }
+
+  on(event: string, listener: Listener): this {
+    this.body().on(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  once(event: string, listener: Listener): this {
+    this.body().once(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  removeListener(event: string, listener: Listener): this {
+    this.stream?.removeListener(event, listener as (...args: unknown[]) => void);
+    return this;
+  }
+
+  pause(): this {
+    this.body().pause();
+    return this;
+  }
+
+  resume(): this {
+    this.body().resume();
+    return this;
+  }
+
+  pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
+    return this.body().pipe(destination, options);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return this.body()[Symbol.asyncIterator]();
+  }
+
+  destroy(error?: Error): this {
+    if (this.stream !== undefined) this.stream.destroy(error);
+    else this.destroyedEarly ??= error ?? true;
+    return this;
+  }
+
+  get destroyed(): boolean {
+    return this.stream !== undefined ? this.stream.destroyed : this.destroyedEarly !== undefined;
   }
 }

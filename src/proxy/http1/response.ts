@@ -85,6 +85,8 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
   /** The head, built by writeHead and sent with the first body bytes. */
   private head: string | undefined;
   private chunked = false;
+  /** Chunked, with the writes carrying their chunk framing already (passChunkFraming). */
+  private framed = false;
   private bodyless = false;
   private closed = false;
   /** The server answered in its place: destroying this response leaves the socket alone. */
@@ -189,12 +191,20 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
         lines += 'transfer-encoding: chunked\r\n';
       }
     }
+    this.framed &&= this.chunked;
     if (!keepAlive) lines += 'connection: close\r\n';
     else if (http10) lines += 'connection: keep-alive\r\n';
     if (this.sendDate && !hasDate) lines += `date: ${httpDate()}\r\n`;
     this.keepAlive = keepAlive;
     this.head = `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${lines}\r\n`;
     return this;
+  }
+
+  /** ClientResponse: an HTTP/1.1 client takes a chunked upstream body with its framing as it is. */
+  passChunkFraming(): boolean {
+    if (this.head !== undefined || this.req.httpVersionMinor === 0) return false;
+    this.framed = true;
+    return true;
   }
 
   /** An interim response (100 Continue, 103 Early Hints) before the final one; HTTP/1.0 clients get none. */
@@ -215,8 +225,10 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     if (this.bodyless || data.length === 0) return this.flushHead();
     const socket = this.socket;
-    if (!this.chunked && this.headersSent) return socket.write(data);
-    if (!this.chunked && data.length <= ONE_WRITE_BODY) {
+    // Unframed, or carrying its chunk framing already: written as it is.
+    const asIs = !this.chunked || this.framed;
+    if (asIs && this.headersSent) return socket.write(data);
+    if (asIs && data.length <= ONE_WRITE_BODY) {
       this.headersSent = true;
       return socket.write(withHead(this.head as string, data));
     }
@@ -224,7 +236,7 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     socket.cork();
     this.flushHead();
     let ok: boolean;
-    if (this.chunked) {
+    if (this.chunked && !this.framed) {
       socket.write(`${data.length.toString(16)}\r\n`, 'latin1');
       socket.write(data);
       ok = socket.write(CRLF, 'latin1');
@@ -244,7 +256,7 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     const head = this.headersSent ? undefined : this.head;
     this.headersSent = true;
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
-    if (!this.chunked) {
+    if (!this.chunked || this.framed) {
       if (head !== undefined && body && body.length <= ONE_WRITE_BODY) socket.write(withHead(head, body), this.owner.responseFlushed);
       else if (head !== undefined && body) {
         socket.cork();
