@@ -135,22 +135,32 @@ export class LlhttpOracle {
 
   frame(bytes: Buffer): Promise<Framing> {
     return new Promise<Framing>((resolve) => {
-      // A connection that fails (never expected on loopback) reports no request, so the run never hangs on it.
-      const failed = setTimeout(() => resolve({ kind: 'incomplete' }), 5_000);
-      const socket = connect(this.port, '127.0.0.1', () => {
-        clearTimeout(failed);
-        const id = socket.localPort as number;
-        const timer = setTimeout(() => this.settle(id, { kind: 'incomplete' }), 3_000);
-        this.pending.set(id, (f) => {
-          clearTimeout(timer);
-          socket.destroy();
-          resolve(f);
+      const attempt = () => {
+        // A connection that fails (never expected on loopback) reports no request, so the run never hangs on it.
+        const failed = setTimeout(() => resolve({ kind: 'incomplete' }), 5_000);
+        const socket = connect(this.port, '127.0.0.1', () => {
+          clearTimeout(failed);
+          const id = socket.localPort as number;
+          // The port of a case still waiting for its verdict (its socket closed less than 50 ms ago): the
+          // kernel may hand a closed port out again at once. Registering over it left that case's promise
+          // unresolved for ever (the fuzz run hung) and gave its verdict to this one; take another port.
+          if (this.pending.has(id)) {
+            socket.destroy();
+            return void setImmediate(attempt);
+          }
+          const timer = setTimeout(() => this.settle(id, { kind: 'incomplete' }), 3_000);
+          this.pending.set(id, (f) => {
+            clearTimeout(timer);
+            socket.destroy();
+            resolve(f);
+          });
+          // Closed without a request or a parse error: llhttp saw an incomplete head.
+          socket.on('close', () => setTimeout(() => this.settle(id, { kind: 'incomplete' }), 50));
+          socket.end(bytes);
         });
-        // Closed without a request or a parse error: llhttp saw an incomplete head.
-        socket.on('close', () => setTimeout(() => this.settle(id, { kind: 'incomplete' }), 50));
-        socket.end(bytes);
-      });
-      socket.on('error', () => undefined);
+        socket.on('error', () => undefined);
+      };
+      attempt();
     });
   }
 }
