@@ -11,6 +11,9 @@ server.on('stream', (stream) => {
   const chunks: Buffer[] = [];
   stream.on('data', (c: Buffer) => chunks.push(c));
   stream.on('end', () => {
+    // A call the client reset after sending it all (h2load cancels its streams in flight at the end of
+    // a run): respond() would throw on the destroyed stream and end the backend, and with it the bench.
+    if (stream.destroyed || stream.closed) return;
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
     stream.end(Buffer.concat(chunks));
