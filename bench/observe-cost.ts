@@ -17,6 +17,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { RequestRecord } from '../src/observe/events.ts';
+import { SAMPLE_RECORD } from '../test/support/sample-record.ts';
 import { ensureBuilt, median } from './lib.ts';
 
 const { values: args } = parseArgs({
@@ -83,29 +84,13 @@ function makeRecords(n: number): RequestRecord[] {
   const ms = (low: number) => now + low + Math.random() * 0.5 - now;
   for (let i = 0; i < n; i++) {
     out.push({
+      ...SAMPLE_RECORD,
       time: start + Math.floor(i / 12),
       requestId: randomUUID(),
-      clientIp: '127.0.0.1',
-      method: 'GET',
-      host: '127.0.0.1:8080',
-      path: '/',
-      protocol: 'HTTP/1.1',
-      status: 200,
-      bytesIn: 0,
-      bytesOut: 21,
-      service: 'web',
-      server: '127.0.0.1:3001',
       upstreamFirstByteMs: ms(0.2),
       upstreamMs: ms(0.3),
       totalMs: ms(0.4),
-      retries: 0,
-      queueWaitMs: 0,
-      decision: undefined,
-      errorCode: undefined,
-      retryDenied: undefined,
       userAgent: 'wrk',
-      traceId: undefined,
-      spanId: undefined,
     });
   }
   return out;
