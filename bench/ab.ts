@@ -51,7 +51,9 @@ try {
     for (const c of round % 2 === 0 ? [nginx, a, b] : [nginx, b, a]) {
       const result = await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, Number(args.seconds), c.pid);
       runs.get(c.name)?.push(result);
-      say(`round ${round + 1} ${c.name}: ${Math.round(result.rps)} req/s, ${result.cpuUsPerRequest.toFixed(1)} µs/req, p99 ${result.p99.toFixed(2)} ms, ${Math.round(result.rssMb)} MB`);
+      say(
+        `round ${round + 1} ${c.name}: ${Math.round(result.rps)} req/s, ${result.cpuUsPerRequest.toFixed(1)} µs/req, p99 ${result.p99.toFixed(2)} ms, ${Math.round(result.rssMb)} MB`,
+      );
     }
   }
   const nginx = runs.get('nginx') ?? [];
