@@ -6,7 +6,8 @@
  *   /echo            streams the request body back
  *   /bytes/N         N bytes of a repeating pattern
  *   /headers         the request headers as JSON
- *   /_count          how many requests this backend has seen (JSON)
+ *   /_count          how many requests this backend has seen, and how its /bytes answers
+ *                    are going: body bytes handed to their sockets, answers under way (JSON)
  *   ?delay=MS        waits MS before answering (also --delay / env DURATION in seconds)
  */
 import type { Server, ServerResponse } from 'node:http';
@@ -32,6 +33,8 @@ export function startBackend(options: BackendOptions): Promise<RunningBackend> {
   const name = options.name ?? `backend-${options.port}`;
   let count = 0;
   let healthy = true;
+  // A test sees a transfer stall (the proxy paused this backend) as bytes that stop moving.
+  const transfers = { bytes_sent: 0, streaming: 0 };
   const server = createServer((req, res) => {
     count++;
     const url = new URL(req.url ?? '/', 'http://backend');
@@ -49,7 +52,7 @@ export function startBackend(options: BackendOptions): Promise<RunningBackend> {
       }
       if (path === '/_count') {
         res.setHeader('content-type', 'application/json');
-        return res.end(JSON.stringify({ name, count }));
+        return res.end(JSON.stringify({ name, count, ...transfers }));
       }
       const status = /^\/status\/(\d{3})$/.exec(path);
       if (status) {
@@ -63,7 +66,7 @@ export function startBackend(options: BackendOptions): Promise<RunningBackend> {
         return;
       }
       const bytes = /^\/bytes\/(\d+)$/.exec(path);
-      if (bytes) return sendBytes(res, Number(bytes[1]));
+      if (bytes) return sendBytes(res, Number(bytes[1]), transfers);
       if (path === '/headers') {
         res.setHeader('content-type', 'application/json');
         return res.end(JSON.stringify({ headers: req.headers, rawHeaders: req.rawHeaders }));
@@ -94,14 +97,18 @@ export function startBackend(options: BackendOptions): Promise<RunningBackend> {
   });
 }
 
-function sendBytes(res: ServerResponse, total: number): void {
+/** Sends `total` bytes as the client takes them (waiting for 'drain'), counted in `transfers`. */
+function sendBytes(res: ServerResponse, total: number, transfers: { bytes_sent: number; streaming: number }): void {
   res.setHeader('content-type', 'application/octet-stream');
   res.setHeader('content-length', total);
+  transfers.streaming++;
+  res.once('close', () => transfers.streaming--);
   let left = total;
   const pump = () => {
     while (left > 0) {
       const n = Math.min(left, PATTERN.length);
       left -= n;
+      transfers.bytes_sent += n;
       if (!res.write(n === PATTERN.length ? PATTERN : PATTERN.subarray(0, n))) return void res.once('drain', pump);
     }
     res.end();

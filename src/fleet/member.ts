@@ -277,6 +277,15 @@ export class FleetMember {
           this.lease = undefined;
           this.lost(`membership lease lost: ${err.message}`);
         });
+        // A connection that hangs (packets dropped, no reset) shows first here: no keepalive answer within the TTL.
+        // The lease is let go at once and a new one granted when etcd answers again: etcd3 would keep retrying this
+        // one on the hung channel, and a second failure of the same stream leaves a keepalive timer running forever.
+        lease.on('keepaliveFailed', () => {
+          if (this.lease !== lease) return;
+          this.lease = undefined;
+          lease.release();
+          this.lost('no answer to the membership lease keepalive');
+        });
         await lease.grant().catch((err: unknown) => {
           lease.release();
           throw err;

@@ -7,16 +7,19 @@
 import { randomFillSync } from 'node:crypto';
 
 const POOL_BYTES = 4096;
-let pool = Buffer.alloc(POOL_BYTES);
-let poolAt = POOL_BYTES;
+const pool = Buffer.alloc(POOL_BYTES);
+/** The pool as hex, made once per refill: an id is a slice of it, not a call into C++ per id. */
+let hexPool = '';
+let hexAt = 0;
 
 function randomHex(bytes: number): string {
-  if (poolAt + bytes > POOL_BYTES) {
-    pool = randomFillSync(pool);
-    poolAt = 0;
+  const chars = 2 * bytes;
+  if (hexAt + chars > hexPool.length) {
+    hexPool = randomFillSync(pool).toString('hex');
+    hexAt = 0;
   }
-  const hex = pool.toString('hex', poolAt, poolAt + bytes);
-  poolAt += bytes;
+  const hex = hexPool.slice(hexAt, hexAt + chars);
+  hexAt += chars;
   return hex;
 }
 

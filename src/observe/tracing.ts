@@ -37,12 +37,14 @@ export class RequestTrace {
   readonly parentSpanId: string | undefined;
   readonly sampled: boolean;
   readonly tracestate: string | undefined;
-  private readonly startMs = now();
+  private readonly startMs: number;
   private attempts = 0;
   private readonly tracer: Tracer;
 
-  constructor(tracer: Tracer, headers: IncomingHttpHeaders) {
+  /** `started`: when the request arrived (performance.now()), read once by the request path. */
+  constructor(tracer: Tracer, headers: IncomingHttpHeaders, started: number) {
     this.tracer = tracer;
+    this.startMs = performance.timeOrigin + started;
     const parent = parseTraceparent(headers.traceparent);
     this.traceId = parent?.traceId ?? newTraceId();
     this.spanId = newSpanId();
@@ -156,8 +158,8 @@ export class Tracer {
     return this.ratio >= 1 || (this.ratio > 0 && Math.random() < this.ratio);
   }
 
-  start(headers: IncomingHttpHeaders): RequestTrace {
-    return new RequestTrace(this, headers);
+  start(headers: IncomingHttpHeaders, started = performance.now()): RequestTrace {
+    return new RequestTrace(this, headers, started);
   }
 
   async close(): Promise<void> {

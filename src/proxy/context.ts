@@ -46,7 +46,7 @@ export class RequestContext implements PickRequest {
     this.clientIp = clientIp;
     this.proto = proto;
     const headers = req.headers;
-    this.trace = tracer?.start(headers);
+    this.trace = tracer?.start(headers, this.started);
     this.propagateTrace = tracer?.propagate ?? false;
     const incomingId = headers['x-request-id'];
     this.record = {
@@ -56,7 +56,7 @@ export class RequestContext implements PickRequest {
       method: req.method ?? 'GET',
       host: headers.host ?? '',
       path: req.url ?? '/',
-      protocol: `HTTP/${req.httpVersion}`,
+      protocol: protocolOf(req.httpVersion),
       status: 0,
       bytesIn: 0,
       bytesOut: 0,
@@ -128,6 +128,20 @@ export class RequestContext implements PickRequest {
 
   addResponseHeader(name: string, value: string | string[]): void {
     (this.responseHeaders ??= []).push([name, value]);
+  }
+}
+
+/** The record's protocol: the usual versions without building a string per request. */
+function protocolOf(version: string): string {
+  switch (version) {
+    case '1.1':
+      return 'HTTP/1.1';
+    case '1.0':
+      return 'HTTP/1.0';
+    case '2.0':
+      return 'HTTP/2.0';
+    default:
+      return `HTTP/${version}`;
   }
 }
 

@@ -13,24 +13,19 @@ import type { UpstreamServer } from '../upstream/server.ts';
 import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
-import type { RequestBody } from './proxy-message.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
-import type { HeldBody } from './request-body.ts';
-export interface AttemptTimeouts {
-  responseHeader: number;
-  idle: number;
+
+/** What every try of a request sends (the pool's request), and how the forwarder treats the answer. */
+export interface AttemptRequest extends UpstreamRequest {
+  /** Statuses that should not be passed to the client when another try is possible. */
+  readonly retryStatuses: ReadonlySet<number> | undefined;
+  /** Extra response headers Velocity adds (sticky cookies, rate-limit headers). */
+  readonly extraResponseHeaders: [string, string | string[]][] | undefined;
 }
 
-export interface AttemptRequest {
-  method: string;
-  path: string;
-  headers: string[];
-  body: Buffer | HeldBody | RequestBody | null;
-  timeouts: AttemptTimeouts;
-  /** Statuses that should not be passed to the client when another try is possible. */
-  retryStatuses: ReadonlySet<number> | undefined;
-  /** Extra response headers Velocity adds (sticky cookies, rate-limit headers). */
-  extraResponseHeaders: [string, string | string[]][] | undefined;
+/** Told once how an attempt ended: the response streamed to the client, a status to retry, or the failure. */
+export interface AttemptListener {
+  attemptSettled(outcome: AttemptOutcome): void;
 }
 
 export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode {
@@ -102,15 +97,15 @@ export class UpstreamPools {
 
 /**
  * One attempt: the sink of one exchange, writing into the client response.
- * Resolves when the response has been streamed to the client, or with the
- * failure; `control` aborts it (client gone, total or per-try timeout).
+ * Tells its listener once, when the response has been streamed to the client or
+ * with the failure; `control` aborts it (client gone, total or per-try timeout).
  */
 class Attempt implements ExchangeSink, AbortableTry {
   private readonly res: ClientResponse;
   private readonly req: AttemptRequest;
   private readonly started: number;
   private readonly control: RequestAbort;
-  private readonly resolve: (outcome: AttemptOutcome) => void;
+  private readonly listener: AttemptListener;
   private exchange: Exchange | undefined;
   private settled = false;
   private responseStarted = false;
@@ -120,12 +115,12 @@ class Attempt implements ExchangeSink, AbortableTry {
   private status = 0;
   private waitingForDrain = false;
 
-  constructor(res: ClientResponse, req: AttemptRequest, started: number, control: RequestAbort, resolve: (outcome: AttemptOutcome) => void) {
+  constructor(res: ClientResponse, req: AttemptRequest, started: number, control: RequestAbort, listener: AttemptListener) {
     this.res = res;
     this.req = req;
     this.started = started;
     this.control = control;
-    this.resolve = resolve;
+    this.listener = listener;
   }
 
   start(pool: ServerPool): void {
@@ -135,16 +130,7 @@ class Attempt implements ExchangeSink, AbortableTry {
       return;
     }
     control.startTry(this);
-    const req = this.req;
-    const request: UpstreamRequest = {
-      method: req.method,
-      path: req.path,
-      headers: req.headers,
-      body: req.body,
-      responseHeaderTimeout: req.timeouts.responseHeader,
-      idleTimeout: req.timeouts.idle,
-    };
-    const exchange = pool.request(request, this);
+    const exchange = pool.request(this.req, this);
     if (!this.settled) this.exchange = exchange;
   }
 
@@ -153,7 +139,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     this.settled = true;
     this.control.endTry(this);
     if (this.waitingForDrain) this.res.removeListener('drain', this.onDrain);
-    this.resolve(outcome);
+    this.listener.attemptSettled(outcome);
   }
 
   /** The client went away, or a timeout passed. */
@@ -245,11 +231,11 @@ class Attempt implements ExchangeSink, AbortableTry {
 }
 
 /**
- * One attempt. Resolves when the response has been streamed to the client, or
- * with the failure; `control` aborts the attempt (client gone, total or per-try timeout).
+ * Starts one attempt. `listener` hears once, when the response has been streamed to the client,
+ * or with the failure; `control` aborts the attempt (client gone, total or per-try timeout).
  */
-export function forwardAttempt(pool: ServerPool, req: AttemptRequest, res: ClientResponse, started: number, control: RequestAbort): Promise<AttemptOutcome> {
-  return new Promise<AttemptOutcome>((resolve) => new Attempt(res, req, started, control, resolve).start(pool));
+export function startAttempt(pool: ServerPool, req: AttemptRequest, res: ClientResponse, started: number, control: RequestAbort, listener: AttemptListener): void {
+  new Attempt(res, req, started, control, listener).start(pool);
 }
 
 /** Appends `[name, value]` pairs to a flat header list, a list value as repeated names. */

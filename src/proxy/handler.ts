@@ -1,34 +1,23 @@
 /**
- * The HTTP data path for one request: route → guards → select → forward, with
- * retries, and one record to observers at the end. Never throws to the server.
+ * The HTTP data path for one request: route → guards → forwarding (middleware, select,
+ * forward, retries; forwarding.ts), and one record to observers at the end. Never throws to the server.
  */
 import type { Duplex } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
-import type { RetryRefusal } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
-import type { UpstreamServer } from '../upstream/server.ts';
+import { clientGoneError } from '../upstream/attempt.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { type Guard, RequestContext } from './context.ts';
-import { forwardAttempt } from './forwarder.ts';
+import { Forwarding, type ForwardingOwner } from './forwarding.ts';
 import { isGrpcRequest, respondGrpcError } from './grpc.ts';
-import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
 import type { UnderscoreHeaders } from './header-names.ts';
-import { requestHeadersForUpstream } from './headers.ts';
 import { MiddlewareRun } from './middleware-run.ts';
-import type { ProxyRequest, ProxyResponse, RequestBody } from './proxy-message.ts';
-import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
-import { requestBody } from './request-body.ts';
+import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
 import { checkRequestHead } from './request-head.ts';
 import { respondWithError } from './respond.ts';
-import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 import { isWebSocketUpgrade, proxyWebSocket, TunnelSet } from './websocket.ts';
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
-
-export class RequestHandler {
+export class RequestHandler implements ForwardingOwner {
   private readonly plane: DataPlane;
   private readonly proto: 'http' | 'https';
   private readonly underscores: UnderscoreHeaders;
@@ -56,19 +45,36 @@ export class RequestHandler {
     void this.serve(ctx);
   };
 
-  /** The request path for one request, recorded at the end: no closures per request for the promise's outcome. */
-  private async serve(ctx: RequestContext): Promise<void> {
+  /**
+   * The request path for one request, recorded at the end. Synchronous until a step has to wait
+   * (a guard, middleware, the queue): a promise, even of a ready value, costs a microtask turn.
+   */
+  private serve(ctx: RequestContext): void {
+    let admitted: ServiceRuntime | undefined | Promise<ServiceRuntime | undefined>;
     try {
       this.watch(ctx);
-      // Awaited only when a guard has to wait: an await of a ready value still costs a turn of the microtask queue.
-      const admitted = this.admit(ctx);
-      const service = admitted instanceof Promise ? await admitted : admitted;
-      if (service) await this.proxy(ctx, service);
+      admitted = this.admit(ctx);
     } catch (err) {
-      this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
-      this.fail(ctx, new VelocityError('INTERNAL'));
+      return void this.crash(ctx, err);
     }
-    this.finish(ctx);
+    if (admitted instanceof Promise)
+      admitted.then(
+        (service) => this.forward(ctx, service),
+        (err: unknown) => this.crash(ctx, err),
+      );
+    else this.forward(ctx, admitted);
+  }
+
+  /** Hands an admitted request to its forwarding, which ends the data path (also when it fails). */
+  private forward(ctx: RequestContext, service: ServiceRuntime | undefined): void {
+    if (service) new Forwarding(this.plane, ctx, this).start(service);
+    else this.pathDone(ctx);
+  }
+
+  private crash(ctx: RequestContext, err: unknown): void {
+    this.plane.log.error({ err, requestId: ctx.record.requestId }, 'unexpected error on the data path');
+    this.fail(ctx, new VelocityError('INTERNAL'));
+    this.pathDone(ctx);
   }
 
   /** Open WebSocket tunnels of this listener. */
@@ -175,105 +181,8 @@ export class RequestHandler {
     return undefined;
   }
 
-  private async proxy(ctx: RequestContext, routed: ServiceRuntime): Promise<void> {
-    const { req, res, record, run } = ctx;
-    const service = run ? await run.start(routed, this.plane) : routed;
-    if (!service) return;
-    record.service = service.name;
-    if (speaksHttp2(service)) return proxyHttp2(this.plane, ctx, service, (error) => this.fail(ctx, error));
-    const cfg = service.config;
-    const method = record.method;
-    const now = Date.now();
-    service.retryBudget.recordRequest(now);
-
-    const pending = run?.body ?? requestBody(req, cfg.retries.buffer_body, record);
-    const body = pending instanceof Promise ? await pending : pending;
-    if (body instanceof VelocityError) return this.fail(ctx, body);
-    const replayable = !(body && typeof (body as RequestBody).pipe === 'function');
-    const idempotent = IDEMPOTENT.has(method);
-    const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(this.plane.trustsPeer(req)));
-    const headers = run ? run.requestHeaders(forwarded) : forwarded;
-    const traceAt = traceHeaderSlot(headers, ctx);
-    const path = run ? run.url : ctx.url;
-    run?.forwarded(method, path, headers, body);
-    const clientRes = run ? run.response() : res;
-
-    const abort = ctx.abort;
-    const totalTimer = cfg.timeouts.total > 0 ? setTimeout(abortOnTotalTimeout, cfg.timeouts.total, abort) : undefined;
-
-    const tried = new Set<UpstreamServer>();
-    const upstreamStart = performance.now();
-    try {
-      for (let attempt = 1; ; attempt++) {
-        const picked = this.plane.select(service, ctx, tried, abort);
-        const lease = picked instanceof Promise ? await picked : picked;
-        if (lease instanceof VelocityError) {
-          return this.fail(ctx, lease);
-        }
-        const server = lease.server;
-        tried.add(server);
-        record.server = server.id;
-        this.plane.stickTo(service, server, ctx);
-        const mayRetryAfter = attempt < cfg.retries.attempts && replayable && service.hasAvailableServer(tried);
-        const perTry = cfg.retries.per_try_timeout > 0 ? setTimeout(abortTryOnTimeout, cfg.retries.per_try_timeout, abort) : undefined;
-        const attemptStart = performance.now();
-        const span = ctx.trace?.startAttempt();
-        if (span && traceAt >= 0) headers[traceAt] = ctx.trace?.traceparent(span) as string;
-        let outcome: AttemptOutcome | undefined;
-        try {
-          outcome = await forwardAttempt(
-            this.plane.pools.get(server, this.plane.poolOptions(service)),
-            {
-              method,
-              path,
-              headers,
-              body,
-              timeouts: { responseHeader: cfg.timeouts.response_header, idle: cfg.timeouts.idle },
-              retryStatuses: mayRetryAfter && idempotent && service.retryBudget.hasRoom(Date.now()) ? this.plane.retryStatuses(service) : undefined,
-              extraResponseHeaders: ctx.responseHeaders,
-            },
-            clientRes,
-            attemptStart,
-            abort,
-          );
-        } finally {
-          if (perTry) clearTimeout(perTry);
-          lease.end(outcome, performance.now() - attemptStart);
-        }
-        if (span) ctx.trace?.endAttempt(span, attemptResultOf(server, outcome), method);
-        record.upstreamMs = performance.now() - upstreamStart;
-
-        if (outcome.kind === 'response') {
-          record.status = outcome.status;
-          record.bytesOut = outcome.bytesOut;
-          record.upstreamFirstByteMs = outcome.firstByteMs;
-          return;
-        }
-        if (outcome.kind === 'failed' && (outcome.responseStarted || isClientGone(outcome.error))) {
-          record.errorCode = outcome.code;
-          record.status = res.headersSent ? res.statusCode : 499;
-          res.destroy();
-          return;
-        }
-        const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
-        // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
-        // so nothing is spent on a retry refused for another reason (past the total timeout, say).
-        record.retryDenied = retryRefusal(safeToResend, attempt < cfg.retries.attempts, replayable, abort.aborted, service, tried);
-        if (record.retryDenied) {
-          const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
-          return this.fail(ctx, new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
-        }
-        record.retries++;
-        const cap = cappedBackoff(cfg.retries.backoff.base, cfg.retries.backoff.max, attempt - 1);
-        await sleep(Math.random() * cap);
-        if (abort.aborted) return this.fail(ctx, new VelocityError('UPSTREAM_TIMEOUT'));
-      }
-    } finally {
-      if (totalTimer) clearTimeout(totalTimer);
-    }
-  }
-
-  private fail(ctx: RequestContext, error: VelocityError): void {
+  /** Answers `error` to the client and records it. */
+  fail(ctx: RequestContext, error: VelocityError): void {
     ctx.record.errorCode = error.code;
     if (isGrpcRequest(ctx.req)) {
       // gRPC clients get a status they understand, not a text page.
@@ -288,6 +197,11 @@ export class RequestHandler {
     respondWithError(ctx.res, error, ctx.responseHeaders);
   }
 
+  /** The data path is done with the request (the forwarding tells, once). */
+  pathDone(ctx: RequestContext): void {
+    this.finish(ctx);
+  }
+
   /** Called when the response closed and when the data path is done; the second call records the request. */
   private finish(ctx: RequestContext): void {
     if (--ctx.partsLeft > 0) return;
@@ -298,27 +212,4 @@ export class RequestHandler {
     ctx.trace?.end(record);
     this.plane.emit(record);
   }
-}
-
-/** Why a failed try is not retried, or undefined when it is (one retry is then taken from the budget). */
-function retryRefusal(
-  safeToResend: boolean,
-  triesLeft: boolean,
-  replayable: boolean,
-  pastTotalTimeout: boolean,
-  service: ServiceRuntime,
-  tried: ReadonlySet<UpstreamServer>,
-): RetryRefusal | undefined {
-  if (!safeToResend) return 'not_idempotent';
-  if (!triesLeft) return 'attempts';
-  if (!replayable) return 'body_streamed';
-  if (pastTotalTimeout) return 'total_timeout';
-  if (!service.hasAvailableServer(tried)) return 'no_server';
-  return service.retryBudget.tryTake(Date.now()) ? undefined : 'budget';
-}
-
-function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' | 'UPSTREAM_BAD_RESPONSE' {
-  if (status === 504) return 'UPSTREAM_TIMEOUT';
-  if (status === 503) return 'NO_HEALTHY_SERVER';
-  return 'UPSTREAM_BAD_RESPONSE';
 }

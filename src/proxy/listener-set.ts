@@ -11,7 +11,7 @@ import type { ListenAddress } from '../config-fields.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { Http01Answers } from './acme/http01.ts';
-import { ManagedCertificates } from './acme/served.ts';
+import { ManagedCertificates, type ManagedSettings } from './acme/served.ts';
 import { caKey } from './acme/storage.ts';
 import type { AcmeStorages, StorageLease } from './acme/stores.ts';
 import { listenHttp } from './listener.ts';
@@ -163,10 +163,7 @@ export class ListenerSet {
         const existing = this.open.get(w.key);
         if (existing?.tls && w.listener?.type === 'https') {
           existing.tls.update(w.listener.tls);
-          if (w.listener.tls.acme) {
-            existing.tls.managed?.setNames(acmeHosts(w.listener.tls.acme, config.services));
-            this.followStorage(existing, w.listener.tls.acme, config);
-          }
+          if (w.listener.tls.acme) this.followAcme(existing, w.listener.tls.acme, config);
         }
         if (existing?.retarget && w.service && existing.service !== w.service) existing.retarget(w.service);
       }
@@ -204,23 +201,13 @@ export class ListenerSet {
     const listener = w.listener;
     if (listener?.type === 'https') {
       const acme = listener.tls.acme;
-      const onDemand = this.onDemand;
       // Held while the listener is open: its certificates are read from this storage.
       const storage = acme ? { lease: this.storages.acquire(acme, config), id: this.storages.identity(acme, config) } : undefined;
       const lease = storage?.lease;
       let tls: TlsTermination | undefined;
       try {
         const managed =
-          acme && lease
-            ? await ManagedCertificates.create({
-                storage: lease.storage,
-                ca: caKey(acme.ca),
-                names: acmeHosts(acme, config.services),
-                protocol: protocolOptions(listener.tls),
-                log: this.log,
-                onUnknownName: acme.on_demand && onDemand ? (name) => onDemand(acme, name) : undefined,
-              })
-            : undefined;
+          acme && lease ? await ManagedCertificates.create(this.managedSettings(acme, config, lease), { protocol: protocolOptions(listener.tls), log: this.log }) : undefined;
         tls = new TlsTermination(listener.tls, this.log, managed);
         const http = await listenHttp(plane, w.address, config.client, { reusePort, tls, http2: listener.http2, hsts: listener.hsts ? hstsHeader(listener.hsts) : undefined });
         const open: Open = { ...w, bound: { kind: 'https', address: http.address }, tls, storage, close: (d) => http.close(d).finally(() => open.storage?.lease.end()) };
@@ -244,14 +231,31 @@ export class ListenerSet {
     this.useHttp01Storages([]);
   }
 
-  /** A listener that stays reads its certificates over the connection the new config names (old one given back). */
-  private followStorage(open: Open, acme: AcmeConfig, config: Config): void {
+  /** What the certificates of an https listener with this acme block are served from. */
+  private managedSettings(acme: AcmeConfig, config: Config, lease: StorageLease): ManagedSettings {
+    const onDemand = this.onDemand;
+    return {
+      storage: lease.storage,
+      ca: caKey(acme.ca),
+      names: acmeHosts(acme, config.services),
+      // The manager is found by the block's settings: the callback names the block of this config.
+      onUnknownName: acme.on_demand && onDemand ? (name) => onDemand(acme, name) : undefined,
+    };
+  }
+
+  /**
+   * A listener that stays follows its acme block as reloaded: names, CA and
+   * on-demand settings, and the storage connection the new config names (the
+   * old one given back).
+   */
+  private followAcme(open: Open, acme: AcmeConfig, config: Config): void {
+    const managed = open.tls?.managed;
+    if (!managed || !open.storage) return;
     const id = this.storages.identity(acme, config);
-    if (!open.storage || open.storage.id === id) return;
-    const lease = this.storages.acquire(acme, config);
-    open.tls?.managed?.useStorage(lease.storage);
-    open.storage.lease.end();
-    open.storage = { lease, id };
+    const previous = open.storage;
+    if (previous.id !== id) open.storage = { lease: this.storages.acquire(acme, config), id };
+    managed.follow(this.managedSettings(acme, config, open.storage.lease));
+    if (previous !== open.storage) previous.lease.end();
   }
 
   /** Answers HTTP-01 from `leases`, giving back the storages used before. */

@@ -26,7 +26,8 @@ export interface LeaseOwner {
 export class Lease {
   readonly server: UpstreamServer;
   private readonly owner: LeaseOwner;
-  private readonly started = performance.now();
+  /** When the server was acquired (performance.now()): an attempt's latency counts from here. */
+  readonly started = performance.now();
   private recorded = false;
   private ended = false;
 

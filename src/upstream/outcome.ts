@@ -35,17 +35,17 @@ export interface OutcomeScope extends EjectionScope {
 export function isServerFailure(service: OutcomeScope, outcome: AttemptOutcome): boolean {
   if (outcome.kind === 'failed') return !clientGone(outcome);
   const status = outcome.status;
-  return service.config.passive_health.failure_statuses.some((r) => status >= r.min && status <= r.max);
+  for (const r of service.config.passive_health.failure_statuses) if (status >= r.min && status <= r.max) return true;
+  return false;
 }
 
-export function recordOutcome(
-  service: OutcomeScope,
-  server: UpstreamServer,
-  outcome: AttemptOutcome,
-  latencyMs: number,
-  now: number,
-  onChange: (change: UpstreamChange) => void,
-): boolean {
+/** Where recording tells the changes it makes (made once per service, not per request). */
+export interface OutcomeListeners {
+  ejection(change: EjectionChange): void;
+  circuit(change: CircuitChange): void;
+}
+
+export function recordOutcome(service: OutcomeScope, server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number, now: number, on: OutcomeListeners): boolean {
   if (clientGone(outcome)) {
     server.countRequest(false);
     // Says nothing about the server; a half-open trial slot is given back.
@@ -55,8 +55,8 @@ export function recordOutcome(
   const failed = isServerFailure(service, outcome);
   server.countRequest(failed);
   updateEwma(server, failed ? Math.max(latencyMs, service.config.timeouts.response_header) : latencyMs, now);
-  recordPassive(service, server, failed, now, service.config.passive_health, (change) => onChange({ kind: 'ejection', service: service.name, at: now, change }));
-  recordCircuit(server, failed, now, service.config.circuit_breaker, (change) => onChange({ kind: 'circuit', service: service.name, at: now, change }));
+  recordPassive(service, server, failed, now, service.config.passive_health, on.ejection);
+  recordCircuit(server, failed, now, service.config.circuit_breaker, on.circuit);
   return failed;
 }
 

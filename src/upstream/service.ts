@@ -13,7 +13,7 @@ import type { AttemptOutcome } from './attempt.ts';
 import { isAvailable, isHealthy } from './availability.ts';
 import { enterCircuit, leaveCircuit } from './circuit-breaker.ts';
 import { Lease, type LeaseOwner } from './lease.ts';
-import { recordOutcome, type UpstreamChange } from './outcome.ts';
+import { type OutcomeListeners, recordOutcome, type UpstreamChange } from './outcome.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
 import type { ServiceSpec } from './topology.ts';
@@ -54,6 +54,7 @@ export class ServiceRuntime implements LeaseOwner {
   readonly cells: ServiceCells;
   private readonly events: ServiceEvents;
   private readonly onCircuitChange: Parameters<typeof enterCircuit>[3];
+  private readonly outcomeListeners: OutcomeListeners;
 
   constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader, events: ServiceEvents) {
     this.name = spec.name;
@@ -62,6 +63,10 @@ export class ServiceRuntime implements LeaseOwner {
     this.events = events;
     this.cells = state.service(spec.slot);
     this.onCircuitChange = (change) => events.upstreamChange({ kind: 'circuit', service: spec.name, at: Date.now(), change });
+    this.outcomeListeners = {
+      circuit: this.onCircuitChange,
+      ejection: (change) => events.upstreamChange({ kind: 'ejection', service: spec.name, at: Date.now(), change }),
+    };
     const known = new Map(previous?.servers.map((s) => [s.slot, s]));
     const settings = {
       slowStartMs: spec.config.slow_start.window,
@@ -121,7 +126,7 @@ export class ServiceRuntime implements LeaseOwner {
   }
 
   recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
-    recordOutcome(this, server, outcome, latencyMs, Date.now(), this.events.upstreamChange);
+    recordOutcome(this, server, outcome, latencyMs, Date.now(), this.outcomeListeners);
     if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') this.events.tlsFailure(this, server, outcome.error);
   }
 
@@ -132,13 +137,14 @@ export class ServiceRuntime implements LeaseOwner {
   /** Whether some healthy server (not excluded) exists, full or not. */
   hasHealthyServer(exclude?: ReadonlySet<UpstreamServer>): boolean {
     const now = Date.now();
-    return this.servers.some((s) => !exclude?.has(s) && isHealthy(s, now));
+    for (const s of this.servers) if (!exclude?.has(s) && isHealthy(s, now)) return true;
+    return false;
   }
 
-  /** Whether some server other than `exclude` could take a request now. */
-  hasAvailableServer(exclude?: ReadonlySet<UpstreamServer>): boolean {
-    const now = Date.now();
-    return this.servers.some((s) => !exclude?.has(s) && isAvailable(s, now));
+  /** Whether some server other than `exclude` could take a request now (asked on every request: no closure). */
+  hasAvailableServer(exclude?: ReadonlySet<UpstreamServer>, now = Date.now()): boolean {
+    for (const s of this.servers) if (!exclude?.has(s) && isAvailable(s, now)) return true;
+    return false;
   }
 
   /** Runs `fn` holding this service's spin lock (shared by every thread): e.g. "count the ejected servers, then eject". */

@@ -12,11 +12,9 @@ import { test } from 'node:test';
 import { Agent } from 'undici';
 import { EtcdConfigStore } from '../../src/config/etcd-source.ts';
 import { configSourceSchema } from '../../src/config/schema/fleet.ts';
-import { FleetMember } from '../../src/fleet/member.ts';
-import { silentLogger } from '../../src/observe/logger.ts';
 import { startEtcdCluster } from '../support/etcd.ts';
-import { backend, body, call, etcdLink, fleetView, type Member, servers, sharedConfig, startMember } from '../support/fleet.ts';
-import { assertNoInternalErrors, watchLogger } from '../support/internal-errors.ts';
+import { backend, bareMember, body, call, etcdLink, fleetView, type Member, servers, sharedConfig, startMember } from '../support/fleet.ts';
+import { assertNoInternalErrors } from '../support/internal-errors.ts';
 import { runCommand } from '../support/spawn.ts';
 import { delay, eventually } from '../support/velocity.ts';
 
@@ -202,23 +200,14 @@ export default () => {
     let held: Promise<void> | undefined;
     let release: () => void = () => undefined;
     const applied: string[] = [];
-    const member = new FleetMember(
-      {
-        store,
-        source,
-        log: watchLogger(silentLogger(), internal),
-        version: 'test',
-        reload: async () => {
-          reloads++;
-          await held;
-          return { ok: true, at: new Date().toISOString() };
-        },
-        facts: () => ({ listen: [], admin: undefined, threads: 1, draining: false, requests: 0, errors: 0 }),
-        hasServer: () => true,
-        setServerState: (service, server, state) => applied.push(`${service}/${server} ${state}`),
+    const member = bareMember(store, source, internal, {
+      reload: async () => {
+        reloads++;
+        await held;
+        return { ok: true, at: new Date().toISOString() };
       },
-      'R',
-    );
+      setServerState: (service, server, state) => applied.push(`${service}/${server} ${state}`),
+    });
     t.after(() => member.close());
     member.start();
     await eventually(() => member.etcd.reachable, WAIT, 'the member reaches etcd');

@@ -8,6 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -122,6 +124,34 @@ services:
   );
   const seen = loaded(record.file, OPTIONAL);
   assert.deepEqual([...seen.main].sort(), ['ioredis'], 'the Redis client, and no other optional package, is loaded');
+});
+
+test('active HTTP health checks load no optional package: each check is one GET on a connection of its own', async (t) => {
+  const record = recorded(t);
+  const checks: IncomingHttpHeaders[] = [];
+  const backend = createServer((req, res) => {
+    if (req.headers['user-agent'] === 'velocity-health-check') checks.push(req.headers);
+    res.end('ok');
+  });
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+  t.after(() => backend.close());
+  const { port } = backend.address() as AddressInfo;
+  await startVelocityProcess(
+    t,
+    `listen: "127.0.0.1:0"
+admin: { enabled: false }
+services:
+  - name: app
+    servers: [http://127.0.0.1:${port}]
+    health: { type: http, path: /health, interval: 200ms, timeout: 5s }
+`,
+    { env: record.env },
+  );
+  await eventually(() => checks.length >= 3, 60_000, 'three health checks reached the server');
+  assert.deepEqual([...loaded(record.file, OPTIONAL).main], [], 'the checks loaded no optional package (undici among them)');
+  const [first] = checks;
+  assert.equal(first?.host, `127.0.0.1:${port}`, "the check names the server's address as Host");
+  assert.equal(first?.connection, 'close', 'the check closes its connection');
 });
 
 test('a package that cannot be loaded is an error naming the feature that needs it', () => {

@@ -8,6 +8,10 @@ import { connect, createServer as createTcpServer, type Socket } from 'node:net'
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { type Agent, request } from 'undici';
+import type { EtcdConfigStore } from '../../src/config/etcd-source.ts';
+import type { EtcdSourceConfig } from '../../src/config/schema/fleet.ts';
+import { FleetMember, type FleetMemberDeps } from '../../src/fleet/member.ts';
+import { silentLogger } from '../../src/observe/logger.ts';
 import { start, type Velocity } from '../../src/runtime/instance.ts';
 import { watchLogger } from './internal-errors.ts';
 import type { Cleanup } from './velocity.ts';
@@ -82,6 +86,31 @@ config_source:
   return { name, logs, velocity, admin: `http://127.0.0.1:${velocity.adminAddress?.port}`, url: `http://127.0.0.1:${velocity.address.port}` };
 }
 
+/**
+ * A fleet member alone, without an instance around it: etcd is real, the seams are its
+ * reload (answers ok at once unless given) and the server states it sets. Its internal errors go to `internal`.
+ */
+export function bareMember(
+  store: EtcdConfigStore,
+  source: EtcdSourceConfig,
+  internal: string[],
+  seams: Partial<Pick<FleetMemberDeps, 'reload' | 'setServerState'>> = {},
+): FleetMember {
+  return new FleetMember(
+    {
+      store,
+      source,
+      log: watchLogger(silentLogger(), internal),
+      version: 'test',
+      reload: seams.reload ?? (async () => ({ ok: true, at: new Date().toISOString() })),
+      facts: () => ({ listen: [], admin: undefined, threads: 1, draining: false, requests: 0, errors: 0 }),
+      hasServer: () => true,
+      setServerState: seams.setServerState ?? (() => undefined),
+    },
+    source.id ?? 'bare',
+  );
+}
+
 /** An admin API call with the test token; the answer's JSON (or `{ text }`). */
 export async function call(agent: Agent, method: string, url: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await request(url, {
@@ -119,47 +148,76 @@ export interface EtcdLink {
   endpoints: string[];
   /** Resets every connection and refuses new ones: the instance is partitioned from etcd. */
   cut(): void;
+  /**
+   * Bytes stop flowing both ways on every connection, and new ones are accepted but never
+   * reach etcd: nothing is reset, as when a network path blackholes.
+   */
+  hang(): void;
+  /** Lets new connections through again; hung ones are reset (as a blackhole's would time out). */
   restore(): void;
 }
 
-/** TCP forwarders to every etcd member: cutting them partitions one instance from etcd while the rest of the fleet still reaches it. */
+/** TCP forwarders to every etcd member: cutting or hanging them partitions one instance from etcd while the rest of the fleet still reaches it. */
 export async function etcdLink(t: Cleanup, targets: string[]): Promise<EtcdLink> {
-  let open = true;
-  const sockets = new Set<Socket>();
+  let mode: 'open' | 'cut' | 'hung' = 'open';
+  const pairs = new Set<{ client: Socket; upstream: Socket | undefined }>();
+  const destroyAll = () => {
+    for (const { client, upstream } of pairs) {
+      client.destroy();
+      upstream?.destroy();
+    }
+    pairs.clear();
+  };
   const endpoints = await Promise.all(
     targets.map(async (target) => {
       const { hostname, port } = new URL(target);
       const server = createTcpServer((client) => {
-        if (!open) {
+        if (mode === 'cut') {
           client.destroy();
           return;
         }
-        const upstream = connect(Number(port), hostname);
+        // A hung path: the connection is accepted and then nothing comes back.
+        const upstream = mode === 'open' ? connect(Number(port), hostname) : undefined;
+        const pair = { client, upstream };
+        pairs.add(pair);
         const drop = () => {
           client.destroy();
-          upstream.destroy();
-          sockets.delete(client);
-          sockets.delete(upstream);
+          upstream?.destroy();
+          pairs.delete(pair);
         };
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on('error', drop).on('close', drop);
-        }
-        client.pipe(upstream).pipe(client);
+        client.on('error', drop).on('close', drop);
+        upstream?.on('error', drop).on('close', drop);
+        if (upstream) client.pipe(upstream).pipe(client);
+        else client.resume();
       });
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      t.after(() => new Promise((r) => server.close(r)));
+      t.after(() => {
+        destroyAll();
+        return new Promise((r) => server.close(r));
+      });
       return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
     }),
   );
   return {
     endpoints,
     cut() {
-      open = false;
-      for (const s of sockets) s.destroy();
+      mode = 'cut';
+      destroyAll();
+    },
+    hang() {
+      mode = 'hung';
+      for (const { client, upstream } of pairs) {
+        if (!upstream) continue;
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        // Read and drop what arrives: the peer's writes neither fail nor come through.
+        client.resume();
+        upstream.resume();
+      }
     },
     restore() {
-      open = true;
+      mode = 'open';
+      destroyAll();
     },
   };
 }

@@ -173,12 +173,16 @@ export interface VelocityProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** The real binary (`bin/velocity.js start`) with a config file written from YAML text. */
-export async function startVelocityProcess(t: Cleanup, yaml: string, options: { bin?: string; env?: NodeJS.ProcessEnv } = {}): Promise<VelocityProcess> {
+/** The real binary (`bin/velocity.js start`) with a config file written from YAML text; `cwd`: its working directory (this process's by default). */
+export async function startVelocityProcess(t: Cleanup, yaml: string, options: { bin?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<VelocityProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'velocity-test-'));
   const configFile = join(dir, 'velocity.yaml');
   writeFileSync(configFile, yaml);
-  const child = spawn(process.execPath, [options.bin ?? BIN, 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  const child = spawn(process.execPath, [options.bin ?? BIN, 'start', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env },
+    cwd: options.cwd,
+  });
   const logs = watchOutput(child);
   t.after(async () => {
     await stopChild(child, 'SIGKILL');

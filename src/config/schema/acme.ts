@@ -57,8 +57,8 @@ export const acmeSchema = z
       .default([...ACME_CHALLENGES])
       .refine((list) => new Set(list).size === list.length, { message: 'a challenge type is listed twice' }),
     /**
-     * Directory for the account key, certificates, challenge answers and locks (share it between instances); $XDG_DATA_HOME/velocity/acme
-     * (else ~/.local/share/velocity/acme) when absent. For a fleet, `{ redis: { prefix } }` keeps them in the state section's Redis, `{ etcd: { prefix } }` in the etcd of config_source.
+     * Directory for the account key, certificates, challenge answers and locks (share it between instances; a relative one is in the config
+     * file's folder); $XDG_DATA_HOME/velocity/acme (else ~/.local/share/velocity/acme) when absent. For a fleet, `{ redis: { prefix } }` keeps them in the state section's Redis, `{ etcd: { prefix } }` in the etcd of config_source.
      */
     storage: z
       .union(

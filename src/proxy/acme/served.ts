@@ -22,12 +22,21 @@ export interface ServedCertificate {
   readonly context: SecureContext;
 }
 
+/** What a listener's acme block decides about serving; a reload may change any of it on a listener that stays open. */
+export interface ManagedSettings {
+  readonly storage: AcmeStorage;
+  /** The CA's storage key (caKey of its directory URL): certificates are kept per CA. */
+  readonly ca: string;
+  readonly names: readonly string[];
+  /** Asked for a name no certificate covers yet (on-demand TLS); resolves once it may have been obtained. */
+  readonly onUnknownName?: (name: string) => Promise<boolean>;
+}
+
 export class ManagedCertificates {
+  private settings: ManagedSettings;
   private names: Set<string>;
   private readonly served = new Map<string, ServedCertificate>();
   private readonly challenges = new Map<string, { at: number; context: SecureContext | undefined }>();
-  private storage: AcmeStorage;
-  private readonly ca: string;
   private readonly protocol: SecureContextOptions;
   private readonly log: Logger;
   private readonly placeholderContext: SecureContext;
@@ -36,19 +45,12 @@ export class ManagedCertificates {
   private lastStamp: string | undefined;
   private readonly poller: NodeJS.Timeout;
   private polling: Promise<void> | undefined;
-  /** Asked for a name no certificate covers yet (on-demand TLS); resolves once it may have been obtained. */
-  private readonly onUnknownName: ((name: string) => Promise<boolean>) | undefined;
 
-  private constructor(
-    options: { storage: AcmeStorage; ca: string; names: readonly string[]; protocol: SecureContextOptions; log: Logger; onUnknownName?: (name: string) => Promise<boolean> },
-    placeholder: { key: string; cert: string },
-  ) {
-    this.storage = options.storage;
-    this.ca = options.ca;
-    this.names = new Set(options.names);
+  private constructor(settings: ManagedSettings, options: { protocol: SecureContextOptions; log: Logger }, placeholder: { key: string; cert: string }) {
+    this.settings = settings;
+    this.names = new Set(settings.names);
     this.protocol = options.protocol;
     this.log = options.log;
-    this.onUnknownName = options.onUnknownName;
     this.placeholderPem = placeholder;
     this.placeholderContext = createSecureContext({ ...options.protocol, ...placeholder });
     this.poller = setInterval(() => void this.refresh(), POLL_MS);
@@ -56,16 +58,9 @@ export class ManagedCertificates {
   }
 
   /** Loads what storage already holds, so a restart serves the stored certificates from the first handshake. */
-  static async create(options: {
-    storage: AcmeStorage;
-    ca: string;
-    names: readonly string[];
-    protocol: SecureContextOptions;
-    log: Logger;
-    onUnknownName?: (name: string) => Promise<boolean>;
-  }): Promise<ManagedCertificates> {
-    const placeholder = await selfSignedCertificate(options.names.length > 0 ? options.names.slice(0, 100) : ['velocity.invalid'], 'Velocity placeholder (certificate pending)');
-    const managed = new ManagedCertificates(options, placeholder);
+  static async create(settings: ManagedSettings, options: { protocol: SecureContextOptions; log: Logger }): Promise<ManagedCertificates> {
+    const placeholder = await selfSignedCertificate(settings.names.length > 0 ? settings.names.slice(0, 100) : ['velocity.invalid'], 'Velocity placeholder (certificate pending)');
+    const managed = new ManagedCertificates(settings, options, placeholder);
     await managed.refresh(true);
     return managed;
   }
@@ -88,7 +83,8 @@ export class ManagedCertificates {
 
   /** On-demand TLS: obtains a certificate for an unknown name if allowed, then serves it (or nothing). */
   async onDemand(name: string): Promise<SecureContext | undefined> {
-    if (!this.onUnknownName || !(await this.onUnknownName(name))) return undefined;
+    const ask = this.settings.onUnknownName;
+    if (!ask || !(await ask(name))) return undefined;
     this.names.add(name);
     await this.refresh(true);
     return this.served.get(name)?.context;
@@ -100,7 +96,7 @@ export class ManagedCertificates {
     if (cached && Date.now() - cached.at < CHALLENGE_CACHE_MS && cached.context) return cached.context;
     let context: SecureContext | undefined;
     try {
-      const pem = await this.storage.read(keys.tlsAlpn01(name));
+      const pem = await this.settings.storage.read(keys.tlsAlpn01(name));
       const parts = pem ? splitBundle(pem.toString()) : undefined;
       context = parts ? createSecureContext({ ...this.protocol, ...parts }) : undefined;
     } catch (err) {
@@ -111,15 +107,15 @@ export class ManagedCertificates {
     return context;
   }
 
-  /** New managed names (reload): existing certificates stay; new names get the placeholder until theirs arrive. */
-  setNames(names: readonly string[]): void {
-    this.names = new Set(names);
-    void this.refresh(true);
-  }
-
-  /** The same storage reached another way (a reload changed its connection's credentials or database): read from it from now on. */
-  useStorage(storage: AcmeStorage): void {
-    this.storage = storage;
+  /**
+   * The acme block as a reload left it: new names get the placeholder until theirs
+   * arrive, a new storage connection is read from now on, and after a change of CA
+   * the certificates of the new one are served as it issues them (until then, the
+   * old CA's stay in use rather than the placeholder).
+   */
+  follow(settings: ManagedSettings): void {
+    this.settings = settings;
+    this.names = new Set(settings.names);
     void this.refresh(true);
   }
 
@@ -138,11 +134,13 @@ export class ManagedCertificates {
   }
 
   private async reload(force: boolean): Promise<void> {
+    // One reading of the settings for the whole pass: a reload in between forces the next pass.
+    const { storage, ca } = this.settings;
     let stamp: string | undefined;
     try {
-      stamp = await this.storage.stamp(keys.updated(this.ca));
+      stamp = await storage.stamp(keys.updated(ca));
     } catch (err) {
-      this.log.warn({ storage: this.storage.description, err: (err as Error).message }, 'ACME storage unreadable; serving the certificates already loaded');
+      this.log.warn({ storage: storage.description, err: (err as Error).message }, 'ACME storage unreadable; serving the certificates already loaded');
       return;
     }
     if (!force && stamp === this.lastStamp) return;
@@ -150,13 +148,13 @@ export class ManagedCertificates {
     const wanted = new Set([...this.names, ...this.served.keys()]);
     for (const name of wanted) {
       try {
-        const stored = await readCertificate(this.storage, this.ca, name);
+        const stored = await readCertificate(storage, ca, name);
         if (!stored || this.served.get(name)?.pem.equals(stored.bundle)) continue;
         const context = createSecureContext({ ...this.protocol, cert: stored.cert, key: stored.key });
         this.served.set(name, { name, pem: stored.bundle, notAfter: new Date(stored.leaf.validTo), context });
       } catch (err) {
         // A broken file keeps the certificate already served (or the placeholder).
-        this.log.error({ name, storage: this.storage.description, err: (err as Error).message }, 'stored ACME certificate not usable; the previous one stays in use');
+        this.log.error({ name, storage: storage.description, err: (err as Error).message }, 'stored ACME certificate not usable; the previous one stays in use');
       }
     }
   }

@@ -5,6 +5,7 @@
  * etcd, or points at it with other credentials, closes the old connection.
  */
 
+import { resolve } from 'node:path';
 import { EtcdConfigStore } from '../../config/etcd-source.ts';
 import { type AcmeConfig, defaultAcmeStorage } from '../../config/schema/acme.ts';
 import type { Config } from '../../config/schema/root.ts';
@@ -22,7 +23,7 @@ export interface StorageLease {
 
 export interface AcmeStoragesOptions {
   log: Logger;
-  /** Where relative files of `config_source.etcd` (TLS) resolve: the config file's folder. */
+  /** Where a relative storage directory and the relative files of `config_source.etcd` (TLS) resolve: the config file's folder. */
   baseDir: string;
   /** The instance's own client of `config_source.etcd`: storage in etcd uses it instead of opening another. */
   etcd?: EtcdConfigStore;
@@ -51,7 +52,7 @@ export class AcmeStorages {
    */
   identity(acme: Pick<AcmeConfig, 'storage'>, config: Pick<Config, 'state' | 'config_source'>): string {
     const storage = acme.storage;
-    if (typeof storage !== 'object') return JSON.stringify(['dir', storage ?? defaultAcmeStorage()]);
+    if (typeof storage !== 'object') return JSON.stringify(['dir', this.directory(storage)]);
     if (storage.redis) return JSON.stringify(['redis', redisIdentity(config.state), storage.redis.prefix]);
     const source = config.config_source?.etcd;
     if (!source) throw new Error('ACME storage in etcd needs config_source.etcd');
@@ -63,7 +64,7 @@ export class AcmeStorages {
   /** The storage an acme block names (a directory, the `state` section's Redis, or the etcd of `config_source`), until the lease ends. */
   acquire(acme: Pick<AcmeConfig, 'storage'>, config: Pick<Config, 'state' | 'config_source'>): StorageLease {
     const storage = acme.storage;
-    if (typeof storage !== 'object') return { storage: new FileStorage(storage ?? defaultAcmeStorage()), end: () => undefined };
+    if (typeof storage !== 'object') return { storage: new FileStorage(this.directory(storage)), end: () => undefined };
     const id = this.identity(acme, config);
     let opened = this.opened.get(id);
     if (!opened) {
@@ -83,6 +84,11 @@ export class AcmeStorages {
         entry.close();
       },
     };
+  }
+
+  /** A storage directory as an absolute path: a relative one is in the config file's folder (as policy modules, middleware files and config_source's TLS files are), whatever the working directory. */
+  private directory(storage: string | undefined): string {
+    return resolve(this.options.baseDir, storage ?? defaultAcmeStorage());
   }
 
   /** Closes every connection (at shutdown), leases still held or not. */

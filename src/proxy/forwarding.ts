@@ -1,0 +1,275 @@
+/**
+ * One HTTP request's way from its route to the end of its response: the route's middleware, the
+ * body, the headers for the server, then the tries — pick a server, forward, and after a failure
+ * that may be retried, back off and pick again.
+ *
+ * Driven by callbacks, not awaits: on the usual path (no middleware, no body to hold, a server free)
+ * the first try starts in the same turn as the request and its end is handled in the turn that
+ * ended it, with no promise made and no microtask turn taken. A step that has to wait — middleware,
+ * a body held for retries, the queue, the backoff — goes on from its promise or timer.
+ */
+import { cappedBackoff } from '../backoff.ts';
+import { VelocityError } from '../errors.ts';
+import type { RetryRefusal } from '../observe/events.ts';
+import type { AttemptSpan } from '../observe/tracing.ts';
+import type { DataPlane } from '../runtime/data-plane.ts';
+import { type AttemptOutcome, isClientGone } from '../upstream/attempt.ts';
+import type { Lease } from '../upstream/lease.ts';
+import type { UpstreamServer } from '../upstream/server.ts';
+import type { ServiceRuntime } from '../upstream/service.ts';
+import type { ClientResponse } from './client-response.ts';
+import type { RequestContext } from './context.ts';
+import { type AttemptListener, type AttemptRequest, startAttempt } from './forwarder.ts';
+import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
+import { requestHeadersForUpstream } from './headers.ts';
+import type { RequestBody } from './proxy-message.ts';
+import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
+import { type HeldBody, requestBody } from './request-body.ts';
+import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+type Body = Buffer | HeldBody | RequestBody | null;
+
+/** What a forwarding reports to (the request handler). */
+export interface ForwardingOwner {
+  /** Answers `error` to the client and records it. */
+  fail(ctx: RequestContext, error: VelocityError): void;
+  /** The data path is done with the request (called once). */
+  pathDone(ctx: RequestContext): void;
+}
+
+export class Forwarding implements AttemptRequest, AttemptListener {
+  private readonly plane: DataPlane;
+  private readonly ctx: RequestContext;
+  private readonly owner: ForwardingOwner;
+  private service: ServiceRuntime | undefined = undefined;
+  private over = false;
+
+  // What every try sends (the pool reads these).
+  readonly method: string;
+  path: string;
+  headers: string[] = NO_HEADERS;
+  body: Body = null;
+  responseHeaderTimeout = 0;
+  idleTimeout = 0;
+  retryStatuses: ReadonlySet<number> | undefined = undefined;
+
+  // The tries.
+  private clientRes: ClientResponse;
+  private replayable = true;
+  private traceAt = -1;
+  private readonly tried = new Set<UpstreamServer>();
+  private attempt = 0;
+  private lease: Lease | undefined = undefined;
+  private span: AttemptSpan | undefined = undefined;
+  private upstreamStart = 0;
+  private perTry: NodeJS.Timeout | undefined = undefined;
+  private totalTimer: NodeJS.Timeout | undefined = undefined;
+
+  constructor(plane: DataPlane, ctx: RequestContext, owner: ForwardingOwner) {
+    this.plane = plane;
+    this.ctx = ctx;
+    this.owner = owner;
+    this.method = ctx.record.method;
+    this.path = ctx.url;
+    this.clientRes = ctx.res;
+  }
+
+  /** Sticky cookies and rate-limit headers, as set when the response head arrives. */
+  get extraResponseHeaders(): [string, string | string[]][] | undefined {
+    return this.ctx.responseHeaders;
+  }
+
+  /** Forwards the request to `routed` (or where its middleware sends it). */
+  start(routed: ServiceRuntime): void {
+    const run = this.ctx.run;
+    if (run) this.after(run.start(routed, this.plane), this.withService);
+    else this.step(this.withService, routed);
+  }
+
+  /** `next(value)` once `pending` settles; a rejection is a crash of the data path. */
+  private after<T>(pending: Promise<T>, next: (this: Forwarding, value: T) => void): void {
+    pending.then(
+      (value) => this.step(next, value),
+      (err: unknown) => this.crash(err),
+    );
+  }
+
+  private step<T>(next: (this: Forwarding, value: T) => void, value: T): void {
+    try {
+      next.call(this, value);
+    } catch (err) {
+      this.crash(err);
+    }
+  }
+
+  private withService(service: ServiceRuntime | undefined): void {
+    if (!service) return void this.end(undefined);
+    const { ctx, plane } = this;
+    ctx.record.service = service.name;
+    if (speaksHttp2(service)) {
+      this.after(
+        proxyHttp2(plane, ctx, service, (error) => this.owner.fail(ctx, error)),
+        () => this.end(undefined),
+      );
+      return;
+    }
+    this.service = service;
+    // Counted in the budget's window of the request's arrival (a clock read less per request).
+    service.retryBudget.recordRequest(ctx.record.time);
+    const pending = ctx.run?.body ?? requestBody(ctx.req, service.config.retries.buffer_body, ctx.record);
+    if (pending instanceof Promise) this.after(pending, this.withBody);
+    else this.withBody(pending);
+  }
+
+  private withBody(body: Body | VelocityError): void {
+    if (body instanceof VelocityError) return void this.end(body);
+    const { ctx, plane } = this;
+    const { req, run } = ctx;
+    const timeouts = (this.service as ServiceRuntime).config.timeouts;
+    this.body = body;
+    this.replayable = !(body && typeof (body as RequestBody).pipe === 'function');
+    const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(plane.trustsPeer(req)));
+    const headers = run ? run.requestHeaders(forwarded) : forwarded;
+    this.headers = headers;
+    this.traceAt = traceHeaderSlot(headers, ctx);
+    if (run) {
+      this.path = run.url;
+      run.forwarded(this.method, this.path, headers, body);
+      this.clientRes = run.response();
+    }
+    this.responseHeaderTimeout = timeouts.response_header;
+    this.idleTimeout = timeouts.idle;
+    if (timeouts.total > 0) this.totalTimer = setTimeout(abortOnTotalTimeout, timeouts.total, ctx.abort);
+    this.upstreamStart = performance.now();
+    this.pick();
+  }
+
+  private pick(): void {
+    const picked = this.plane.select(this.service as ServiceRuntime, this.ctx, this.tried, this.ctx.abort);
+    if (picked instanceof Promise) this.after(picked, this.send);
+    else this.send(picked);
+  }
+
+  private send(lease: Lease | VelocityError): void {
+    if (lease instanceof VelocityError) return void this.end(lease);
+    const { ctx, plane } = this;
+    const service = this.service as ServiceRuntime;
+    const retries = service.config.retries;
+    const server = lease.server;
+    this.lease = lease;
+    this.attempt++;
+    this.tried.add(server);
+    ctx.record.server = server.id;
+    plane.stickTo(service, server, ctx);
+    this.retryStatuses = this.statusesToRetry(service) ? plane.retryStatuses(service) : undefined;
+    if (retries.per_try_timeout > 0) this.perTry = setTimeout(abortTryOnTimeout, retries.per_try_timeout, ctx.abort);
+    const trace = ctx.trace;
+    if (trace) {
+      const span = trace.startAttempt();
+      this.span = span;
+      if (this.traceAt >= 0) this.headers[this.traceAt] = trace.traceparent(span);
+    }
+    startAttempt(plane.pools.get(server, plane.poolOptions(service)), this, this.clientRes, lease.started, ctx.abort, this);
+  }
+
+  /** Whether a retryable status from this try is held back for another try rather than passed on. */
+  private statusesToRetry(service: ServiceRuntime): boolean {
+    if (this.attempt >= service.config.retries.attempts || !this.replayable || !IDEMPOTENT.has(this.method)) return false;
+    const now = Date.now();
+    return service.hasAvailableServer(this.tried, now) && service.retryBudget.hasRoom(now);
+  }
+
+  /** The try ended (in the turn that ended it): record it, then end the request or try again. */
+  attemptSettled(outcome: AttemptOutcome): void {
+    this.step(this.settled, outcome);
+  }
+
+  private settled(outcome: AttemptOutcome): void {
+    const { ctx } = this;
+    const { record, res } = ctx;
+    if (this.perTry) {
+      clearTimeout(this.perTry);
+      this.perTry = undefined;
+    }
+    const lease = this.lease as Lease;
+    const at = performance.now();
+    lease.end(outcome, at - lease.started);
+    if (this.span) ctx.trace?.endAttempt(this.span, attemptResultOf(lease.server, outcome), this.method);
+    record.upstreamMs = at - this.upstreamStart;
+
+    if (outcome.kind === 'response') {
+      record.status = outcome.status;
+      record.bytesOut = outcome.bytesOut;
+      record.upstreamFirstByteMs = outcome.firstByteMs;
+      return void this.end(undefined);
+    }
+    if (outcome.kind === 'failed' && (outcome.responseStarted || isClientGone(outcome.error))) {
+      record.errorCode = outcome.code;
+      record.status = res.headersSent ? res.statusCode : 499;
+      res.destroy();
+      return void this.end(undefined);
+    }
+    const service = this.service as ServiceRuntime;
+    const retries = service.config.retries;
+    const idempotent = IDEMPOTENT.has(this.method);
+    const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
+    // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
+    // so nothing is spent on a retry refused for another reason (past the total timeout, say).
+    record.retryDenied = retryRefusal(safeToResend, this.attempt < retries.attempts, this.replayable, ctx.abort.aborted, service, this.tried);
+    if (record.retryDenied) {
+      const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
+      return void this.end(new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
+    }
+    record.retries++;
+    const cap = cappedBackoff(retries.backoff.base, retries.backoff.max, this.attempt - 1);
+    setTimeout(() => this.step(this.afterBackoff, undefined), Math.random() * cap);
+  }
+
+  private afterBackoff(): void {
+    if (this.ctx.abort.aborted) return void this.end(new VelocityError('UPSTREAM_TIMEOUT'));
+    this.pick();
+  }
+
+  /** The data path is done: answers `error` if there is one, once. */
+  private end(error: VelocityError | undefined): void {
+    if (this.over) return;
+    this.over = true;
+    if (this.totalTimer) clearTimeout(this.totalTimer);
+    if (error) this.owner.fail(this.ctx, error);
+    this.owner.pathDone(this.ctx);
+  }
+
+  private crash(err: unknown): void {
+    this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the data path');
+    if (this.perTry) clearTimeout(this.perTry);
+    this.lease?.end();
+    this.end(new VelocityError('INTERNAL'));
+  }
+}
+
+const NO_HEADERS: string[] = [];
+
+/** Why a failed try is not retried, or undefined when it is (one retry is then taken from the budget). */
+function retryRefusal(
+  safeToResend: boolean,
+  triesLeft: boolean,
+  replayable: boolean,
+  pastTotalTimeout: boolean,
+  service: ServiceRuntime,
+  tried: ReadonlySet<UpstreamServer>,
+): RetryRefusal | undefined {
+  if (!safeToResend) return 'not_idempotent';
+  if (!triesLeft) return 'attempts';
+  if (!replayable) return 'body_streamed';
+  if (pastTotalTimeout) return 'total_timeout';
+  if (!service.hasAvailableServer(tried)) return 'no_server';
+  return service.retryBudget.tryTake(Date.now()) ? undefined : 'budget';
+}
+
+function statusToCode(status: number): 'UPSTREAM_TIMEOUT' | 'NO_HEALTHY_SERVER' | 'UPSTREAM_BAD_RESPONSE' {
+  if (status === 504) return 'UPSTREAM_TIMEOUT';
+  if (status === 503) return 'NO_HEALTHY_SERVER';
+  return 'UPSTREAM_BAD_RESPONSE';
+}
