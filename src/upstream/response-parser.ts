@@ -350,6 +350,8 @@ export class ResponseParser {
         length = Number(value);
       } else if (n === 17 && name.toLowerCase() === 'transfer-encoding') {
         if (transferEncoding) fail('duplicate Transfer-Encoding');
+        // llhttp reads "chunked<TAB>" as another coding (the body then ends at close), a trimming parser as chunked.
+        if (text.slice(ve, next).includes('\t')) fail('a tab after the Transfer-Encoding value');
         transferEncoding = true;
         chunked = endsInChunked(value);
       } else if (n === 10 && name.toLowerCase() === 'connection') {

@@ -139,6 +139,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     const valueStart = i;
     while (FIELD_VALUE[buf[i] as number]) i++;
     if (buf[i] !== CR || buf[i + 1] !== LF) return new HeadError(400, 'invalid byte in a header value');
+    const lineEnd = i;
     let valueEnd = i;
     while (valueEnd > valueStart && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
     i += 2;
@@ -182,6 +183,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
           if (transferEncoding) return new HeadError(400, 'more than one Transfer-Encoding');
           transferEncoding = true;
           if (value.length !== 7 || value.toLowerCase() !== 'chunked') return new HeadError(400, 'a Transfer-Encoding other than chunked');
+          // llhttp refuses "chunked" followed by a tab; a parser that trims it reads chunked.
+          for (let k = valueEnd; k < lineEnd; k++) if (buf[k] === HTAB) return new HeadError(400, 'a tab after the Transfer-Encoding value');
           chunked = true;
         }
         break;
