@@ -51,17 +51,19 @@ try {
     for (const c of round % 2 === 0 ? [nginx, a, b] : [nginx, b, a]) {
       const result = await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, Number(args.seconds), c.pid);
       runs.get(c.name)?.push(result);
-      say(`round ${round + 1} ${c.name}: ${Math.round(result.rps)} req/s, ${result.cpuUsPerRequest.toFixed(1)} µs/req, ${Math.round(result.rssMb)} MB`);
+      say(
+        `round ${round + 1} ${c.name}: ${Math.round(result.rps)} req/s, ${result.cpuUsPerRequest.toFixed(1)} µs/req, p99 ${result.p99.toFixed(2)} ms, ${Math.round(result.rssMb)} MB`,
+      );
     }
   }
   const nginx = runs.get('nginx') ?? [];
-  console.log('| contender | req/s | CPU µs/req | user | sys | CPU × nginx | req/s × nginx | peak RSS MB |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('| contender | req/s | CPU µs/req | user | sys | CPU × nginx | req/s × nginx | p99 ms | p99 × nginx | peak RSS MB |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const [name, list] of runs) {
     const m = (f: (r: LoadResult) => number) => median(list.map(f));
     const perRound = (f: (r: LoadResult, n: LoadResult) => number) => median(list.map((r, i) => f(r, nginx[i] as LoadResult)));
     console.log(
-      `| ${name} | ${Math.round(m((r) => r.rps))} | ${m((r) => r.cpuUsPerRequest).toFixed(1)} | ${m((r) => r.userUsPerRequest).toFixed(1)} | ${m((r) => r.systemUsPerRequest).toFixed(1)} | ${perRound((r, n) => r.cpuUsPerRequest / n.cpuUsPerRequest).toFixed(2)} | ${perRound((r, n) => r.rps / n.rps).toFixed(2)} | ${Math.round(Math.max(...list.map((r) => r.rssMb)))} |`,
+      `| ${name} | ${Math.round(m((r) => r.rps))} | ${m((r) => r.cpuUsPerRequest).toFixed(1)} | ${m((r) => r.userUsPerRequest).toFixed(1)} | ${m((r) => r.systemUsPerRequest).toFixed(1)} | ${perRound((r, n) => r.cpuUsPerRequest / n.cpuUsPerRequest).toFixed(2)} | ${perRound((r, n) => r.rps / n.rps).toFixed(2)} | ${m((r) => r.p99).toFixed(2)} | ${perRound((r, n) => r.p99 / n.p99).toFixed(2)} | ${Math.round(Math.max(...list.map((r) => r.rssMb)))} |`,
     );
   }
   // Each round's B against the A run just before it: the least noisy figure on a shared machine.

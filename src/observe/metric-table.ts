@@ -184,8 +184,9 @@ export type Scope = keyof MetricCellCounts;
 
 /** The histogram bucket of `seconds`: the first bound it does not exceed, or +Inf (one past the last). */
 export function bucketIndex(buckets: readonly number[], seconds: number): number {
-  const at = buckets.findIndex((b) => seconds <= b);
-  return at < 0 ? buckets.length : at;
+  let at = 0;
+  while (at < buckets.length && !(seconds <= (buckets[at] as number))) at++;
+  return at;
 }
 
 /** Where a metric's cells are: its row's scope, its first cell, and how many cells one label value takes. */

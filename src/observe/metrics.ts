@@ -5,6 +5,7 @@
  * What exists, and where each one's cells are, is declared in metric-table.ts.
  * Labels are bounded: service, server, status class — never paths or client IPs.
  */
+import type { MetricCells as MetricCellRows } from '../state/metric-cells.ts';
 import type { ServerCells } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
 import type { RequestRecord } from './events.ts';
@@ -19,18 +20,121 @@ function rowsOf(state: SharedState, scope: MetricCells['scope']) {
   return scope === 'server' ? state.serverMetrics : scope === 'service' ? state.serviceMetrics : state.globalMetrics;
 }
 
-function add(state: SharedState, cells: MetricCells, row: number, by: number, value?: string): void {
+/** The cell (in its row) of a metric's label value, or -1 for a value the metric does not have. */
+function cellOf(cells: MetricCells, value: string | undefined): number {
   const index = value === undefined ? 0 : (cells.metric.values?.indexOf(value) ?? -1);
-  if (index < 0) return;
-  rowsOf(state, cells.scope).add(row, cells.offset + index * cells.stride, BigInt(Math.round(cells.metric.seconds ? by * 1e6 : by)));
+  return index < 0 ? -1 : cells.offset + index * cells.stride;
 }
 
-/** Counts one observation into a histogram: its bucket, and its sum in microseconds. */
-function observe(state: SharedState, cells: MetricCells, row: number, seconds: number): void {
-  const buckets = cells.metric.buckets ?? [];
-  const rows = rowsOf(state, cells.scope);
-  rows.add(row, cells.offset + bucketIndex(buckets, seconds), 1n);
-  rows.add(row, cells.offset + buckets.length + 1, BigInt(Math.round(seconds * 1e6)));
+/** What a cell counts: seconds as whole microseconds, anything else as it is. */
+const cellAmount = (cells: MetricCells, by: number) => Math.round(cells.metric.seconds ? by * 1e6 : by);
+
+function add(state: SharedState, cells: MetricCells, row: number, by: number, value?: string): void {
+  const cell = cellOf(cells, value);
+  if (cell >= 0) rowsOf(state, cells.scope).add(row, cell, BigInt(cellAmount(cells, by)));
+}
+
+/**
+ * One thread's additions to one scope's shared cells that are not in shared memory
+ * yet. The data path adds plain numbers here, per request; they go to the shared
+ * cells (Atomics, BigInt) once per event-loop turn, a handful of cells for the
+ * dozens of requests a turn finishes. Per request, the Atomics and the BigInts each
+ * of them allocates cost more than the rest of the observer. Every count added is
+ * an integer (sums are whole microseconds), so the plain sums are exact.
+ */
+class PendingAdds {
+  private values = new Float64Array(256);
+  /** Indexes whose value went from 0 since the last flush (a repeat is harmless). */
+  private readonly touched: number[] = [];
+  private readonly rows: MetricCellRows;
+
+  constructor(rows: MetricCellRows) {
+    this.rows = rows;
+  }
+
+  add(row: number, cell: number, by: number): void {
+    const at = row * this.rows.width + cell;
+    if (at >= this.values.length) {
+      const grown = new Float64Array(Math.max(at + 1, this.values.length * 2));
+      grown.set(this.values);
+      this.values = grown;
+    }
+    const was = this.values[at] as number;
+    if (was === 0) this.touched.push(at);
+    this.values[at] = was + by;
+  }
+
+  flush(): void {
+    const { values, touched, rows } = this;
+    for (const at of touched) {
+      const by = values[at] as number;
+      if (by === 0) continue;
+      values[at] = 0;
+      rows.add(Math.floor(at / rows.width), at % rows.width, BigInt(by));
+    }
+    touched.length = 0;
+  }
+}
+
+/**
+ * A data-path thread's counts for one SharedState, per scope, flushed at the end of
+ * the event-loop turn that made them.
+ */
+class PendingCounts {
+  private readonly global: PendingAdds;
+  private readonly service: PendingAdds;
+  private readonly server: PendingAdds;
+  private scheduled = false;
+  readonly flush = () => {
+    this.scheduled = false;
+    this.global.flush();
+    this.service.flush();
+    this.server.flush();
+  };
+
+  constructor(state: SharedState) {
+    this.global = new PendingAdds(state.globalMetrics);
+    this.service = new PendingAdds(state.serviceMetrics);
+    this.server = new PendingAdds(state.serverMetrics);
+  }
+
+  private scope(scope: MetricCells['scope']): PendingAdds {
+    return scope === 'server' ? this.server : scope === 'service' ? this.service : this.global;
+  }
+
+  add(cells: MetricCells, row: number, by: number, value?: string): void {
+    const cell = cellOf(cells, value);
+    if (cell < 0) return;
+    this.scope(cells.scope).add(row, cell, cellAmount(cells, by));
+    this.schedule();
+  }
+
+  /** Counts one observation into a histogram: its bucket, and its sum in microseconds. */
+  observe(cells: MetricCells, row: number, seconds: number): void {
+    const buckets = cells.metric.buckets ?? [];
+    const scope = this.scope(cells.scope);
+    scope.add(row, cells.offset + bucketIndex(buckets, seconds), 1);
+    scope.add(row, cells.offset + buckets.length + 1, Math.round(seconds * 1e6));
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flush);
+  }
+}
+
+/** This thread's pending counts per SharedState (module state is per thread): renderMetrics flushes them before it reads. */
+const pendingOf = new WeakMap<SharedState, PendingCounts>();
+
+function pendingCounts(state: SharedState): PendingCounts {
+  let pending = pendingOf.get(state);
+  if (!pending) {
+    pending = new PendingCounts(state);
+    pendingOf.set(state, pending);
+  }
+  return pending;
 }
 
 const REQUEST_DURATION = cellsOf('velocity_request_duration_seconds');
@@ -52,31 +156,41 @@ export interface CountedService {
   readonly servers: readonly { readonly id: string; readonly slot: number }[];
 }
 
-/** The data-path side: one call per finished request, on the thread that served it. */
+/**
+ * The data-path side: one call per finished request, on the thread that served it.
+ * Its counts reach shared memory at the end of the event-loop turn (renderMetrics
+ * adds what this thread still holds before it reads).
+ */
 export function metricsObserver(state: SharedState, serviceOf: (name: string) => CountedService | undefined): (record: RequestRecord) => void {
+  const pending = pendingCounts(state);
   return (record) => {
     if (!record.service) {
-      if (record.errorCode === 'NO_ROUTE') add(state, UNROUTED, 0, 1);
+      if (record.errorCode === 'NO_ROUTE') pending.add(UNROUTED, 0, 1);
       return;
     }
     const service = serviceOf(record.service);
     if (!service) return;
     const row = service.slot;
-    observe(state, REQUEST_DURATION, row, record.totalMs / 1000);
-    if (record.retries > 0) add(state, RETRIES, row, record.retries);
-    if (record.retryDenied) add(state, RETRIES_DENIED, row, 1, record.retryDenied);
-    if (record.errorCode === 'RATE_LIMITED') add(state, RATE_LIMITED, row, 1);
-    if (record.errorCode === 'IP_DENIED') add(state, DENIED, row, 1);
-    if (record.errorCode) add(state, ERRORS, row, 1);
+    pending.observe(REQUEST_DURATION, row, record.totalMs / 1000);
+    if (record.retries > 0) pending.add(RETRIES, row, record.retries);
+    if (record.retryDenied) pending.add(RETRIES_DENIED, row, 1, record.retryDenied);
+    if (record.errorCode === 'RATE_LIMITED') pending.add(RATE_LIMITED, row, 1);
+    if (record.errorCode === 'IP_DENIED') pending.add(DENIED, row, 1);
+    if (record.errorCode) pending.add(ERRORS, row, 1);
     if (record.queueWaitMs > 0) {
-      add(state, QUEUED, row, 1);
-      add(state, QUEUE_WAIT, row, record.queueWaitMs / 1000);
+      pending.add(QUEUED, row, 1);
+      pending.add(QUEUE_WAIT, row, record.queueWaitMs / 1000);
     }
-    const server = record.server ? service.servers.find((s) => s.id === record.server) : undefined;
+    const server = record.server ? findServer(service.servers, record.server) : undefined;
     if (!server) return;
-    add(state, REQUESTS, server.slot, 1, CLASSES[Math.floor(record.status / 100) - 1]);
-    if (record.upstreamMs !== undefined) observe(state, UPSTREAM_DURATION, server.slot, record.upstreamMs / 1000);
+    pending.add(REQUESTS, server.slot, 1, CLASSES[Math.floor(record.status / 100) - 1]);
+    if (record.upstreamMs !== undefined) pending.observe(UPSTREAM_DURATION, server.slot, record.upstreamMs / 1000);
   };
+}
+
+function findServer(servers: CountedService['servers'], id: string): CountedService['servers'][number] | undefined {
+  for (const s of servers) if (s.id === id) return s;
+  return undefined;
 }
 
 /** What the exposition reads: the services and servers that exist now (the control plane). */
@@ -161,6 +275,7 @@ function collectedLines(metric: MetricDeclaration, collector: Collector | undefi
 /** The Prometheus text exposition of everything in the metric table; `collectors` hand over the samples of its collected metrics. */
 export function renderMetrics(source: MetricsSource, queueLength: (service: string) => number, collectors: Collectors = {}): string {
   const { state } = source;
+  pendingOf.get(state)?.flush();
   const now = Date.now();
   const rows: Record<MetricCells['scope'], Row[]> = { global: [{ slot: 0, labels: {}, live: { now } }], service: [], server: [] };
   for (const service of source.serviceNames()) {

@@ -12,6 +12,11 @@
  * caps glibc's malloc arenas at two (MALLOC_ARENA_MAX, read only at process start, unless
  * set): V8's and libuv's helper threads otherwise each touch an arena of their own
  * (about 15 MB more RSS under load). Processes Velocity starts do not inherit that cap.
+ * The restart also turns V8's parallel scavenge off (SCAVENGE_FLAG): a scavenge of a
+ * 4 MB semi-space with few survivors is short on the main thread alone, while a
+ * parallel one waits for helper threads that, on a box whose cores are busy with
+ * traffic (clients, backends, other event loops), are not running — the longest
+ * scavenge pauses, and so the proxy's p99, came from that wait (docs/performance.md).
  * This module imports nothing: bin/velocity.js calls it before loading the rest.
  */
 
@@ -20,6 +25,7 @@ export const SEMI_SPACE_MB = 4;
 export const YOUNG_GENERATION_MB = 3 * SEMI_SPACE_MB;
 
 const FLAG = '--max-semi-space-size';
+export const SCAVENGE_FLAG = '--no-parallel-scavenge';
 /** Set in the restarted process's environment when the arena cap is Velocity's, not the operator's. */
 const OWN_ARENA_CAP = 'VELOCITY_MALLOC_ARENA_MAX';
 
@@ -36,5 +42,5 @@ export function limitYoungGeneration(): void {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith(FLAG) || a.startsWith('--max_semi_space_size'));
   if (!process.execve || given) return;
   const env = process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', [OWN_ARENA_CAP]: '1' } : process.env;
-  process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, ...process.execArgv, ...process.argv.slice(1)], env);
+  process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, ...process.execArgv, ...process.argv.slice(1)], env);
 }
