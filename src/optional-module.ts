@@ -28,10 +28,8 @@ export function optionalModule<T>(specifier: string, feature: string): () => T {
 }
 
 /**
- * undici, the HTTP client of Velocity's own requests (health checks, forward_auth, mirror
- * and error-page subrequests, OTLP export, the Docker API), not of proxied ones.
+ * undici, the HTTP client of Velocity's own requests (forward_auth, mirror and error-page
+ * subrequests, OTLP export, the Docker API), not of proxied ones. Health checks use node:http's
+ * client, which every process has loaded anyway.
  */
-export const undiciClient = optionalModule<typeof Undici>(
-  'undici',
-  "Velocity's own HTTP requests (health checks, forward_auth, mirror, error pages, OTLP export, Docker discovery)",
-);
+export const undiciClient = optionalModule<typeof Undici>('undici', "Velocity's own HTTP requests (forward_auth, mirror, error pages, OTLP export, Docker discovery)");
