@@ -11,7 +11,8 @@ import { type CidrSet, parseCidr } from '../cidr.ts';
 
 /** `::ffff:1.2.3.4` (how Node reports IPv4 on a dual-stack socket) → `1.2.3.4`. */
 export function normalizeIp(ip: string): string {
-  return ip.length > 7 && ip.includes('.') && ip.slice(0, 7).toLowerCase() === '::ffff:' ? ip.slice(7) : ip;
+  // Asked for every request: a plain IPv4 or IPv6 address is known by its first character, no lower-casing.
+  return ip.length > 7 && ip.charCodeAt(0) === 58 && ip.includes('.') && ip.slice(0, 7).toLowerCase() === '::ffff:' ? ip.slice(7) : ip;
 }
 
 /** One hop of X-Forwarded-For / Forwarded (`1.2.3.4`, `1.2.3.4:80`, `[2001:db8::1]:443`, quoted) as a canonical address. */

@@ -3,7 +3,6 @@
  * the access-log record at the end), the Guard interface guards implement, and the
  * rules (client IP, guards) a config sets for every request.
  */
-import { randomUUID } from 'node:crypto';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { VelocityError } from '../errors.ts';
 import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
@@ -14,6 +13,7 @@ import type { ForwardedInfo } from './headers.ts';
 import type { MiddlewareRun } from './middleware-run.ts';
 import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
 import { RequestAbort } from './request-abort.ts';
+import { newRequestId } from './request-id.ts';
 
 /** Per-request state shared by the steps and turned into the access-log record. */
 export class RequestContext implements PickRequest {
@@ -51,7 +51,7 @@ export class RequestContext implements PickRequest {
     const incomingId = headers['x-request-id'];
     this.record = {
       time: Date.now(),
-      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : randomUUID(),
+      requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : newRequestId(),
       clientIp,
       method: req.method ?? 'GET',
       host: headers.host ?? '',

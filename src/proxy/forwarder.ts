@@ -17,8 +17,8 @@ import type { AbortableTry, RequestAbort } from './request-abort.ts';
 
 /** What every try of a request sends (the pool's request), and how the forwarder treats the answer. */
 export interface AttemptRequest extends UpstreamRequest {
-  /** Statuses that should not be passed to the client when another try is possible. */
-  readonly retryStatuses: ReadonlySet<number> | undefined;
+  /** Whether a response with this status is held back because another try will be made (asked once per try, at its head). */
+  holdsBack(status: number): boolean;
   /** Extra response headers Velocity adds (sticky cookies, rate-limit headers). */
   readonly extraResponseHeaders: [string, string | string[]][] | undefined;
 }
@@ -178,7 +178,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     this.status = head.status;
     this.firstByteMs = performance.now() - this.started;
     const res = this.res;
-    if (this.req.retryStatuses?.has(head.status)) {
+    if (this.req.holdsBack(head.status)) {
       this.exchange?.abort();
       this.settle({ kind: 'retryable-status', status: head.status, firstByteMs: this.firstByteMs });
       return false;

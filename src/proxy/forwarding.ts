@@ -53,7 +53,6 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   body: Body = null;
   responseHeaderTimeout = 0;
   idleTimeout = 0;
-  retryStatuses: ReadonlySet<number> | undefined = undefined;
 
   // The tries.
   private clientRes: ClientResponse;
@@ -163,7 +162,6 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.tried.add(server);
     ctx.record.server = server.id;
     plane.stickTo(service, server, ctx);
-    this.retryStatuses = this.statusesToRetry(service) ? plane.retryStatuses(service) : undefined;
     if (retries.per_try_timeout > 0) this.perTry = setTimeout(abortTryOnTimeout, retries.per_try_timeout, ctx.abort);
     const trace = ctx.trace;
     if (trace) {
@@ -174,8 +172,14 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     startAttempt(plane.pools.get(server, plane.poolOptions(service)), this, this.clientRes, lease.started, ctx.abort, this);
   }
 
-  /** Whether a retryable status from this try is held back for another try rather than passed on. */
-  private statusesToRetry(service: ServiceRuntime): boolean {
+  /**
+   * Whether a response with `status` is held back for another try rather than passed on: a status the
+   * service retries, of an idempotent request with tries, a server and budget left. Asked only when
+   * a try's head arrives, so the usual response costs one set lookup.
+   */
+  holdsBack(status: number): boolean {
+    const service = this.service as ServiceRuntime;
+    if (!this.plane.retryStatuses(service).has(status)) return false;
     if (this.attempt >= service.config.retries.attempts || !this.replayable || !IDEMPOTENT.has(this.method)) return false;
     const now = Date.now();
     return service.hasAvailableServer(this.tried, now) && service.retryBudget.hasRoom(now);

@@ -5,7 +5,7 @@
  * certificate changes apply in place) and closed together.
  */
 import { type AcmeConfig, acmeHosts } from '../config/schema/acme.ts';
-import type { HstsConfig, ListenerConfig } from '../config/schema/listeners.ts';
+import type { HstsConfig, ListenerConfig, TlsConfig } from '../config/schema/listeners.ts';
 import type { Config } from '../config/schema/root.ts';
 import type { ListenAddress } from '../config-fields.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -163,7 +163,7 @@ export class ListenerSet {
         const existing = this.open.get(w.key);
         if (existing?.tls && w.listener?.type === 'https') {
           existing.tls.update(w.listener.tls);
-          if (w.listener.tls.acme) this.followAcme(existing, w.listener.tls.acme, config);
+          await this.followAcme(existing, w.listener.tls, config);
         }
         if (existing?.retarget && w.service && existing.service !== w.service) existing.retarget(w.service);
       }
@@ -244,18 +244,36 @@ export class ListenerSet {
   }
 
   /**
-   * A listener that stays follows its acme block as reloaded: names, CA and
-   * on-demand settings, and the storage connection the new config names (the
-   * old one given back).
+   * A listener that stays follows its acme block as reloaded: added (its certificates
+   * served from now on), removed (the files alone serve), or changed — names, CA and
+   * on-demand settings, and the storage connection the new config names (the old one
+   * given back).
    */
-  private followAcme(open: Open, acme: AcmeConfig, config: Config): void {
-    const managed = open.tls?.managed;
-    if (!managed || !open.storage) return;
-    const id = this.storages.identity(acme, config);
+  private async followAcme(open: Open, tls: TlsConfig, config: Config): Promise<void> {
+    const termination = open.tls;
+    const acme = tls.acme;
     const previous = open.storage;
-    if (previous.id !== id) open.storage = { lease: this.storages.acquire(acme, config), id };
-    managed.follow(this.managedSettings(acme, config, open.storage.lease));
-    if (previous !== open.storage) previous.lease.end();
+    if (!termination) return;
+    if (!acme) {
+      termination.useManaged(undefined);
+      open.storage = undefined;
+      previous?.lease.end();
+      return;
+    }
+    const id = this.storages.identity(acme, config);
+    const storage = previous?.id === id ? previous : { lease: this.storages.acquire(acme, config), id };
+    const managed = termination.managed;
+    if (managed) managed.follow(this.managedSettings(acme, config, storage.lease));
+    else {
+      try {
+        termination.useManaged(await ManagedCertificates.create(this.managedSettings(acme, config, storage.lease), { protocol: protocolOptions(tls), log: this.log }));
+      } catch (err) {
+        storage.lease.end();
+        throw err;
+      }
+    }
+    open.storage = storage;
+    if (previous && previous !== storage) previous.lease.end();
   }
 
   /** Answers HTTP-01 from `leases`, giving back the storages used before. */

@@ -102,15 +102,15 @@ export class TlsTermination {
   private readonly expiryTimer: NodeJS.Timeout;
   private server: TlsServer | undefined;
   private readonly log: Logger;
-  /** Certificates obtained by ACME, when the listener has `tls.acme`. */
-  readonly managed: ManagedCertificates | undefined;
+  /** Certificates obtained by ACME, when the listener has `tls.acme` (a reload may add or remove it). */
+  private acme: ManagedCertificates | undefined;
   /** Handshakes that asked for acme-tls/1 (marked by the ALPN callback, which OpenSSL runs before the SNI one). */
   private readonly acmeHandshakes = new WeakSet<object>();
 
   /** Throws CertificateError when a file is missing, unreadable or mismatched. */
   constructor(config: TlsConfig, log: Logger, managed?: ManagedCertificates) {
     this.log = log;
-    this.managed = managed;
+    this.acme = managed;
     this.config = config;
     this.store = new CertificateStore(config);
     this.warnExpiry();
@@ -124,6 +124,18 @@ export class TlsTermination {
 
   get settings(): TlsConfig {
     return this.config;
+  }
+
+  get managed(): ManagedCertificates | undefined {
+    return this.acme;
+  }
+
+  /** ACME certificates added to or removed from the listener by a reload; the ones served before are closed. */
+  useManaged(managed: ManagedCertificates | undefined): void {
+    if (managed === this.acme) return;
+    this.acme?.close();
+    this.acme = managed;
+    this.server?.setSecureContext(this.serverOptions());
   }
 
   /** The server whose default (no-SNI) certificate follows reloads. */

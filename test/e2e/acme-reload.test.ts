@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { connect } from 'node:tls';
 import { parseConfig } from '../../src/config/load.ts';
+import { certDir, createCa, issueCert } from '../support/certs.ts';
 import { startPebble } from '../support/pebble.ts';
 import { acmeLab, acmeYaml, certificateStatus, startAcmeVelocity, waitForIssued, waitUntil } from './acme-support.ts';
 
@@ -56,4 +57,29 @@ test('reload: a changed ACME CA issues the next certificate, served by the liste
   const status = await certificateStatus(velocity, 'shop.example.com');
   assert.equal(status.ca, other.directory);
   assert.equal(status.status, 'valid');
+});
+
+test('reload: acme added to an https listener that stays open is served there; removed, the files serve again', async (t) => {
+  const lab = await acmeLab(t);
+  if (!lab) return;
+  const ca = createCa(certDir(t));
+  const file = issueCert(ca, ['files.example.com']);
+  const withAcme = acmeYaml(lab, { hosts: ['files.example.com', 'shop.example.com'], extra: ['hosts: [shop.example.com]'] }).replace(
+    '    tls:\n',
+    `    tls:\n      certificates: [{ cert: ${file.cert}, key: ${file.key} }]\n`,
+  );
+  const filesOnly = withAcme.replace(/^ {6}acme:\n(?: {8}.*\n)+/m, '');
+  assert.doesNotMatch(filesOnly, /acme:/);
+  const velocity = await startAcmeVelocity(t, filesOnly);
+  assert.equal(await chainsTo(lab.httpsPort, 'files.example.com', ca.cert), true);
+
+  const added = await velocity.reload(parseConfig(withAcme, 'reload.yaml').config);
+  assert.equal(added.ok, true);
+  assert.equal(added.restart_required, undefined, 'nothing waits for a restart');
+  await waitUntil('the certificate from the CA served for the acme name', () => chainsTo(lab.httpsPort, 'shop.example.com', lab.pebble.issuingRoot), 90_000);
+
+  const removed = await velocity.reload(parseConfig(filesOnly, 'reload.yaml').config);
+  assert.equal(removed.ok, true);
+  assert.equal(removed.restart_required, undefined);
+  await waitUntil('no certificate from the CA once acme is gone', async () => !(await chainsTo(lab.httpsPort, 'shop.example.com', lab.pebble.issuingRoot)), 30_000);
 });
