@@ -19,12 +19,43 @@ export const HOP_BY_HOP = new Set([
 /** Headers Velocity sets itself toward the server; a client's copies are dropped. */
 export const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);
 
+/** Whether `name` is `lower` (lower-case ASCII) in any ASCII case: no lower-cased copy made. */
+export function equalsLower(name: string, lower: string): boolean {
+  if (name.length !== lower.length) return false;
+  for (let k = 0; k < name.length; k++) {
+    const c = name.charCodeAt(k);
+    const l = lower.charCodeAt(k);
+    if (c !== l && (c < 0x41 || c > 0x5a || c + 0x20 !== l)) return false;
+  }
+  return true;
+}
+
+/**
+ * Membership in a set of lower-case names for a name in any case, without lower-casing it: the
+ * names are grouped by length, so most names are told apart by their length alone.
+ */
+function nameSet(names: ReadonlySet<string>): (name: string) => boolean {
+  const byLength: string[][] = [];
+  for (const n of names) (byLength[n.length] ??= []).push(n);
+  for (let k = 0; k < byLength.length; k++) byLength[k] ??= [];
+  return (name) => {
+    const list = byLength[name.length];
+    if (list === undefined) return false;
+    for (let k = 0; k < list.length; k++) if (equalsLower(name, list[k] as string)) return true;
+    return false;
+  };
+}
+
+/** HOP_BY_HOP.has(name.toLowerCase()), without the lower-cased copy. */
+export const isHopByHop = nameSet(HOP_BY_HOP);
+/** SET_BY_PROXY.has(name.toLowerCase()), without the lower-cased copy. */
+const isSetByProxy = nameSet(SET_BY_PROXY);
+
 /** Headers a Connection value names beyond the hop-by-hop ones (removed anyway); undefined when none. */
 function connectionListed(value: string | undefined): Set<string> | undefined {
   if (!value) return undefined;
   // The usual values ("keep-alive", "close") name nothing more: no set to build on every request.
-  const lower = value.length <= 10 ? value.toLowerCase() : '';
-  if (lower === 'keep-alive' || lower === 'close') return undefined;
+  if (equalsLower(value, 'keep-alive') || equalsLower(value, 'close')) return undefined;
   const names = new Set<string>();
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();
@@ -50,8 +81,7 @@ export interface ForwardedInfo {
 export function requestHeadersForUpstream(raw: readonly string[], info: ForwardedInfo): string[] {
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    // Length first: most requests carry no Connection header, and lowercasing every name twice is waste.
-    if ((raw[i] as string).length === 10 && (raw[i] as string).toLowerCase() === 'connection') {
+    if (equalsLower(raw[i] as string, 'connection')) {
       listed = connectionListed(raw[i + 1]);
       break;
     }
@@ -60,16 +90,19 @@ export function requestHeadersForUpstream(raw: readonly string[], info: Forwarde
   let hasHost = false;
   let cookieAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = (raw[i] as string).toLowerCase();
+    const name = raw[i] as string;
     // HTTP/2 pseudo-headers (:method, :authority, …) never go to an HTTP/1.1 server.
-    if (name.charCodeAt(0) === 58 || HOP_BY_HOP.has(name) || SET_BY_PROXY.has(name) || listed?.has(name)) continue;
-    if (name === 'host') hasHost = true;
-    else if (name === 'cookie' && cookieAt >= 0) {
-      // HTTP/2 clients send each cookie as its own field; HTTP/1.1 wants one header joined by "; " (RFC 9113 §8.2.3).
-      out[cookieAt] = `${out[cookieAt]}; ${raw[i + 1]}`;
-      continue;
-    } else if (name === 'cookie') cookieAt = out.length + 1;
-    out.push(raw[i] as string, raw[i + 1] as string);
+    if (name.charCodeAt(0) === 58 || isHopByHop(name) || isSetByProxy(name) || listed?.has(name.toLowerCase())) continue;
+    if (equalsLower(name, 'host')) hasHost = true;
+    else if (equalsLower(name, 'cookie')) {
+      if (cookieAt >= 0) {
+        // HTTP/2 clients send each cookie as its own field; HTTP/1.1 wants one header joined by "; " (RFC 9113 §8.2.3).
+        out[cookieAt] = `${out[cookieAt]}; ${raw[i + 1]}`;
+        continue;
+      }
+      cookieAt = out.length + 1;
+    }
+    out.push(name, raw[i + 1] as string);
   }
   // An HTTP/2 client names the host in :authority only; HTTP/1.1 needs a Host header.
   if (!hasHost && info.host) out.push('host', info.host);
@@ -95,9 +128,6 @@ export function responseHeadersForClient(headers: Record<string, string | string
   return out;
 }
 
-/** Lengths of the hop-by-hop names: a header whose name has none of them is kept without lowercasing it. */
-const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length));
-
 /**
  * Response headers for the client from a server's flat raw list (names as the
  * server wrote them, repeats kept): hop-by-hop and Connection-listed ones removed.
@@ -107,9 +137,9 @@ export function responseHeadersFromRaw(raw: readonly string[]): string[] {
   let hop = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    if (!HOP_LENGTHS.has(name.length) || !HOP_BY_HOP.has(name.toLowerCase())) continue;
+    if (!isHopByHop(name)) continue;
     hop = true;
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
+    if (equalsLower(name, 'connection')) {
       const more = connectionListed(raw[i + 1]);
       if (more) for (const n of more) (listed ??= new Set()).add(n);
     }
@@ -119,8 +149,7 @@ export function responseHeadersFromRaw(raw: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    if (HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase())) continue;
-    if (listed?.has(name.toLowerCase())) continue;
+    if (isHopByHop(name) || listed?.has(name.toLowerCase())) continue;
     out.push(name, raw[i + 1] as string);
   }
   return out;

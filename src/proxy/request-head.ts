@@ -5,6 +5,7 @@
  */
 import { VelocityError } from '../errors.ts';
 import { applyHeaderNamePolicy, type UnderscoreHeaders } from './header-names.ts';
+import { equalsLower } from './headers.ts';
 import { isHttp2Stream } from './http2.ts';
 import type { ProxyRequest } from './proxy-message.ts';
 
@@ -30,11 +31,10 @@ export function checkRequestHead(req: ProxyRequest, underscores: UnderscoreHeade
   const raw = req.rawHeaders;
   let hostAt = -1;
   for (let i = 0; i < raw.length; i += 2) {
-    const length = (raw[i] as string).length;
-    if (length === 4 && (raw[i] as string).toLowerCase() === 'host') {
+    if (equalsLower(raw[i] as string, 'host')) {
       if (hostAt >= 0) return refused('more than one Host header');
       hostAt = i + 1;
-    } else if (length === 17 && req.httpVersionMinor === 0 && (raw[i] as string).toLowerCase() === 'transfer-encoding') {
+    } else if (req.httpVersionMinor === 0 && equalsLower(raw[i] as string, 'transfer-encoding')) {
       // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing; the connection must close.
       return refused('Transfer-Encoding in an HTTP/1.0 request');
     }

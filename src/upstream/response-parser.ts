@@ -284,93 +284,149 @@ export class ResponseParser {
   /** Collects head bytes; on a whole head, parses it and returns the index in `data` after it, or -1 when more bytes are needed. */
   private takeHead(data: Buffer, start: number): number {
     const prior = this.pending;
-    const buf = prior ? Buffer.concat([prior, data.subarray(start)]) : data;
-    const from = prior ? 0 : start;
-    const at = buf.indexOf(HEAD_END, prior ? Math.max(0, prior.length - 3) : start);
-    if (at < 0) {
-      if (buf.length - from > MAX_HEAD_BYTES) fail('head too large');
-      checkNoBareLineFeed(buf, from);
-      this.pending = prior ? buf : Buffer.from(data.subarray(start));
+    // The usual head arrives in one read: parsed where it lies, no search for its end first.
+    if (prior === undefined) {
+      const end = this.parseHead(data, start);
+      if (end < 0) this.stash(data, start, Buffer.from(data.subarray(start)));
+      return end;
+    }
+    const buf = Buffer.concat([prior, data.subarray(start)]);
+    if (buf.indexOf(HEAD_END, Math.max(0, prior.length - 3)) < 0) {
+      this.stash(buf, 0, buf);
       return -1;
     }
-    if (at - from > MAX_HEAD_BYTES) fail('head too large');
     this.pending = undefined;
-    this.parseHead(buf.toString('latin1', from, at));
-    return prior ? start + at + 4 - prior.length : at + 4;
+    return start + this.parseHead(buf, 0) - prior.length;
   }
 
-  private parseHead(text: string): void {
-    // The status line.
-    const lineEnd = text.indexOf('\r\n');
-    const statusLine = lineEnd < 0 ? text : text.slice(0, lineEnd);
-    if (statusLine.length < 12 || !statusLine.startsWith('HTTP/1.') || statusLine.charCodeAt(8) !== 0x20) fail('invalid status line');
-    const minor = statusLine.charCodeAt(7) - 0x30;
+  /** Keeps the start of a head that has not all arrived, refusing it at once when it already cannot be valid. */
+  private stash(buf: Buffer, from: number, pending: Buffer): void {
+    if (buf.length - from > MAX_HEAD_BYTES) fail('head too large');
+    checkNoBareLineFeed(buf, from);
+    this.pending = pending;
+  }
+
+  /**
+   * Parses the head at buf[from…] in one pass over its bytes: the index after its blank line, or -1 when
+   * it has not all arrived. Strings are made only for a whole head, as slices of one latin1 copy of it.
+   */
+  private parseHead(buf: Buffer, from: number): number {
+    const len = buf.length;
+    // The status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF.
+    // The shortest valid head has 16 bytes: a complete one shorter than the status line's fixed part is refused, not awaited.
+    if (len - from < 14) {
+      if (buf.indexOf(HEAD_END, from) >= 0) fail('invalid status line');
+      return -1;
+    }
+    if (
+      buf[from] !== 0x48 ||
+      buf[from + 1] !== 0x54 ||
+      buf[from + 2] !== 0x54 ||
+      buf[from + 3] !== 0x50 ||
+      buf[from + 4] !== 0x2f ||
+      buf[from + 5] !== 0x31 ||
+      buf[from + 6] !== 0x2e
+    )
+      fail('invalid status line');
+    const minor = (buf[from + 7] as number) - 0x30;
+    if (buf[from + 8] !== 0x20) fail('invalid status line');
     if (minor !== 0 && minor !== 1) fail('unsupported HTTP version');
-    const d0 = statusLine.charCodeAt(9) - 0x30;
-    const d1 = statusLine.charCodeAt(10) - 0x30;
-    const d2 = statusLine.charCodeAt(11) - 0x30;
+    const d0 = (buf[from + 9] as number) - 0x30;
+    const d1 = (buf[from + 10] as number) - 0x30;
+    const d2 = (buf[from + 11] as number) - 0x30;
     if (d0 < 1 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) fail('invalid status code');
     const status = d0 * 100 + d1 * 10 + d2;
-    let reason = '';
-    if (statusLine.length > 12) {
-      if (statusLine.charCodeAt(12) !== 0x20) fail('invalid status line');
-      reason = statusLine.slice(13);
-      checkField(reason, 'reason phrase');
+    let i = from + 12;
+    let reasonStart = i;
+    if (buf[i] !== CR) {
+      if (buf[i] !== 0x20) fail('invalid status line');
+      reasonStart = ++i;
+      while (i < len && FIELD[buf[i] as number] === 1) i++;
     }
+    const reasonEnd = i;
+    if (i + 1 >= len) return -1;
+    if (buf[i] !== CR) fail('invalid character in the reason phrase');
+    if (buf[i + 1] !== LF) fail('CR not followed by LF');
+    i += 2;
 
-    const headers: string[] = [];
+    // Header lines: offsets first; strings once the whole head is there.
+    let fields = 0;
     let length = -3;
-    let chunked = false;
-    let transferEncoding = false;
+    let transferEncoding = -1;
     let close = minor === 0;
-    let pos = lineEnd < 0 ? text.length : lineEnd + 2;
-    while (pos < text.length) {
-      let next = text.indexOf('\r\n', pos);
-      if (next < 0) next = text.length;
-      const colon = text.indexOf(':', pos);
-      if (colon < 0 || colon >= next || colon === pos) fail('invalid header line');
-      for (let k = pos; k < colon; k++) if (TOKEN[text.charCodeAt(k)] !== 1) fail('invalid header name');
-      let vs = colon + 1;
-      let ve = next;
-      while (vs < ve && isBlank(text.charCodeAt(vs))) vs++;
-      while (ve > vs && isBlank(text.charCodeAt(ve - 1))) ve--;
-      for (let k = vs; k < ve; k++) if (FIELD[text.charCodeAt(k)] !== 1) fail('invalid character in a header value');
-      const name = text.slice(pos, colon);
-      const value = text.slice(vs, ve);
-      if (headers.length >= MAX_HEADERS * 2) fail('too many headers');
-      headers.push(name, value);
-      const n = name.length;
-      if (n === 14 && name.toLowerCase() === 'content-length') {
-        if (length !== -3) fail('duplicate Content-Length');
-        if (value.length === 0 || value.length > 15) fail('invalid Content-Length');
-        for (let k = 0; k < value.length; k++) {
-          const c = value.charCodeAt(k);
-          if (c < 0x30 || c > 0x39) fail('invalid Content-Length');
-        }
-        length = Number(value);
-      } else if (n === 17 && name.toLowerCase() === 'transfer-encoding') {
-        if (transferEncoding) fail('duplicate Transfer-Encoding');
-        transferEncoding = true;
-        chunked = endsInChunked(value);
-      } else if (n === 10 && name.toLowerCase() === 'connection') {
-        const v = value.toLowerCase();
-        if (v === 'close' || (v.length > 5 && v.split(',').some((t) => t.trim() === 'close'))) close = true;
+    for (;;) {
+      if (i >= len) return -1;
+      if (buf[i] === CR) {
+        if (i + 1 >= len) return -1;
+        if (buf[i + 1] !== LF) fail('CR not followed by LF');
+        i += 2;
+        break;
       }
-      pos = next + 2;
+      const nameStart = i;
+      while (i < len && TOKEN[buf[i] as number] === 1) i++;
+      if (i >= len) return -1;
+      if (buf[i] !== 0x3a) fail(buf[i] === CR || buf[i] === LF ? 'invalid header line' : 'invalid header name');
+      if (i === nameStart) fail('invalid header line');
+      const nameEnd = i++;
+      while (i < len && (buf[i] === 0x20 || buf[i] === 9)) i++;
+      const valueStart = i;
+      let valueEnd = i;
+      for (let c = buf[i] as number; i < len && FIELD[c] === 1; c = buf[++i] as number) if (c !== 0x20 && c !== 9) valueEnd = i + 1;
+      if (i + 1 >= len) return -1;
+      if (buf[i] !== CR) fail('invalid character in a header value');
+      if (buf[i + 1] !== LF) fail('CR not followed by LF');
+      const lineEnd = i;
+      i += 2;
+      if (fields >= MAX_HEADERS) fail('too many headers');
+      const at = fields++ * 4;
+      FIELDS[at] = nameStart;
+      FIELDS[at + 1] = nameEnd;
+      FIELDS[at + 2] = valueStart;
+      FIELDS[at + 3] = valueEnd;
+      switch (nameEnd - nameStart) {
+        case 10:
+          if (isName(buf, nameStart, 'connection') && hasToken(buf, valueStart, valueEnd, 'close')) close = true;
+          break;
+        case 14:
+          if (isName(buf, nameStart, 'content-length')) {
+            if (length !== -3) fail('duplicate Content-Length');
+            length = decimal(buf, valueStart, valueEnd);
+          }
+          break;
+        case 17:
+          if (isName(buf, nameStart, 'transfer-encoding')) {
+            if (transferEncoding >= 0) fail('duplicate Transfer-Encoding');
+            // llhttp reads "chunked<TAB>" as another coding (the body then ends at close), a trimming parser as chunked.
+            for (let k = valueEnd; k < lineEnd; k++) if (buf[k] === 9) fail('a tab after the Transfer-Encoding value');
+            transferEncoding = at;
+          }
+          break;
+      }
     }
-    if (transferEncoding && length !== -3) fail('both Content-Length and Transfer-Encoding');
+    if (i - 4 - from > MAX_HEAD_BYTES) fail('head too large');
+    if (transferEncoding >= 0 && length !== -3) fail('both Content-Length and Transfer-Encoding');
+
+    const text = buf.toString('latin1', from, i);
+    const reason = reasonEnd > reasonStart ? text.slice(reasonStart - from, reasonEnd - from) : '';
+    const headers: string[] = new Array(fields * 2);
+    for (let k = 0; k < fields; k++) {
+      const at = k * 4;
+      headers[k * 2] = text.slice((FIELDS[at] as number) - from, (FIELDS[at + 1] as number) - from);
+      headers[k * 2 + 1] = text.slice((FIELDS[at + 2] as number) - from, (FIELDS[at + 3] as number) - from);
+    }
+    const chunked = transferEncoding >= 0 && endsInChunked(headers[transferEncoding / 2 + 1] as string);
 
     if (status < 200) {
       if (status === 101) fail('unexpected 101 Switching Protocols');
       // An HTTP/1.0 (or closing) message ends the connection: no final response can follow it.
       if (close) fail('interim response on a connection that closes');
       this.events.onInformational(status, headers);
-      return;
+      return i;
     }
     if (this.noBody || status === 204 || status === 304) length = 0;
     else if (chunked) length = CHUNKED;
     // A transfer coding that does not end in chunked: the body ends when the server closes (RFC 9112 §6.3 rule 4).
-    else if (transferEncoding) length = UNTIL_CLOSE;
+    else if (transferEncoding >= 0) length = UNTIL_CLOSE;
     else if (length === -3) length = UNTIL_CLOSE;
     const head: ResponseHead = { status, reason, headers, keepAlive: !close && length !== UNTIL_CLOSE, closeDelimited: length === UNTIL_CLOSE, length };
     if (length === 0) this.state = DONE;
@@ -385,6 +441,7 @@ export class ResponseParser {
     }
     this.framed = this.events.onResponseHead(head) && length === CHUNKED;
     if (this.state === DONE) this.events.onResponseComplete();
+    return i;
   }
 
   /** Trailer fields after the last chunk: checked, then dropped. Returns the index after them, or -1. */
@@ -429,8 +486,40 @@ function endsInChunked(value: string): boolean {
   return false;
 }
 
-function isBlank(c: number): boolean {
-  return c === 0x20 || c === 9;
+/** Field offsets of the head being parsed (name start, name end, value start, value end): parsing is synchronous, one table serves every parser. */
+const FIELDS = new Int32Array(MAX_HEADERS * 4);
+
+/** Whether the token at buf[at…] spells `lower` (lower-case letters and `-`) in any case; the caller checked the length. */
+function isName(buf: Buffer, at: number, lower: string): boolean {
+  // A token byte ORed with 0x20 equals a lower-case letter or `-` only when it is that letter (either case) or `-`.
+  for (let k = 0; k < lower.length; k++) if (((buf[at + k] as number) | 0x20) !== lower.charCodeAt(k)) return false;
+  return true;
+}
+
+/** Whether the comma-separated list in buf[start, end) holds `lower` as one of its elements, in any case. */
+function hasToken(buf: Buffer, start: number, end: number, lower: string): boolean {
+  let k = start;
+  while (k < end) {
+    while (k < end && (buf[k] === 0x20 || buf[k] === 9 || buf[k] === 0x2c)) k++;
+    const tokenStart = k;
+    while (k < end && buf[k] !== 0x2c) k++;
+    let tokenEnd = k;
+    while (tokenEnd > tokenStart && (buf[tokenEnd - 1] === 0x20 || buf[tokenEnd - 1] === 9)) tokenEnd--;
+    if (tokenEnd - tokenStart === lower.length && isName(buf, tokenStart, lower)) return true;
+  }
+  return false;
+}
+
+/** A Content-Length value: 1 to 15 digits and nothing else (15 digits stay below 2^53). */
+function decimal(buf: Buffer, start: number, end: number): number {
+  if (end === start || end - start > 15) fail('invalid Content-Length');
+  let n = 0;
+  for (let k = start; k < end; k++) {
+    const d = (buf[k] as number) - 0x30;
+    if (d < 0 || d > 9) fail('invalid Content-Length');
+    n = n * 10 + d;
+  }
+  return n;
 }
 
 function checkField(text: string, what: string): void {

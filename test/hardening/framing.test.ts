@@ -83,6 +83,11 @@ const VECTORS: Vector[] = [
     expect: 'forward',
   },
   {
+    name: 'TE.TE tab after chunked "Transfer-Encoding: chunked\\t" (llhttp refuses it; a parser that trims the tab reads chunked)',
+    bytes: post('Transfer-Encoding: chunked\t\r\n', '0\r\n\r\n'),
+    expect: 'reject',
+  },
+  {
     name: 'obs-fold continuation line (RFC 9112 §5.2: a proxy must reject or replace; Kettle 2019)',
     bytes: 'GET /vector HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n',
     expect: 'reject',
@@ -280,6 +285,10 @@ const RESPONSE_VECTORS: ResponseVector[] = [
   { name: 'response with an obs-fold header line (RFC 9112 §5.2)', response: 'HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok' },
   { name: 'response with a NUL byte in a header value (RFC 9110 §5.5)', response: 'HTTP/1.1 200 OK\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\nok' },
   { name: 'response with bare LF line endings (RFC 9112 §2.2)', response: 'HTTP/1.1 200 OK\nContent-Length: 2\n\nok' },
+  {
+    name: 'response with a tab after chunked "Transfer-Encoding: chunked\\t" (llhttp reads it as not chunked, to the close)',
+    response: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+  },
   { name: 'response with a space before the colon "Content-Length : 2" (RFC 9112 §5.1)', response: 'HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok' },
 ];
 

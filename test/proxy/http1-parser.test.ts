@@ -6,9 +6,11 @@
  * what llhttp refuses and agrees with it on what both accept.
  */
 import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ChunkedDecoder } from '../../src/proxy/http1/chunked.ts';
 import { checkPartialHead, findHeadEnd, HeadError, parseRequestHead, type RequestHead } from '../../src/proxy/http1/head-parser.ts';
+import { Http1Request } from '../../src/proxy/http1/request.ts';
 import { HEAD_LIMIT, LlhttpOracle, runDifferential } from '../support/http1-differential.ts';
 
 function parse(text: string, limit = HEAD_LIMIT): RequestHead | HeadError | 'incomplete' {
@@ -62,6 +64,9 @@ describe('request heads the parser refuses', () => {
     ['Transfer-Encoding in HTTP/1.0', 'POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n'],
     ['a method with a space', 'GE T / HTTP/1.1\r\nHost: a\r\n\r\n'],
     ['a lower-case method (llhttp knows none)', 'get / HTTP/1.1\r\nHost: a\r\n\r\n'],
+    ['a mixed-case method "HeAD"', 'HeAD / HTTP/1.1\r\nHost: a\r\n\r\n'],
+    ['a mixed-case method "Post"', 'Post / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n'],
+    ['a mixed-case method "pUT"', 'pUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n'],
     ['an unknown method', 'BREW / HTTP/1.1\r\nHost: a\r\n\r\n'],
     ['CONNECT', 'CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n', 405],
     ['a NUL in the target', 'GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n'],
@@ -96,6 +101,13 @@ describe('request heads the parser reads', () => {
     assert.equal(head.chunked, true);
     assert.equal(head.contentLength, -1);
     assert.equal(head.keepAlive, true);
+  });
+
+  test('common names in any spelling are read as sent, and the request maps each to its lower-case name', () => {
+    const head = parse('GET / HTTP/1.1\r\nhOsT: a\r\nUser-Agent: u\r\nuser-agent: v\r\nUSER-AGENT: w\r\nAccept: x\r\nAccepT: y\r\nX-Other: z\r\n\r\n') as RequestHead;
+    assert.deepEqual(head.rawHeaders, ['hOsT', 'a', 'User-Agent', 'u', 'user-agent', 'v', 'USER-AGENT', 'w', 'Accept', 'x', 'AccepT', 'y', 'X-Other', 'z']);
+    const req = new Http1Request(head, new Socket(), { bodyWanted() {} });
+    assert.deepEqual(req.headers, { host: 'a', 'user-agent': 'u', accept: 'x, y', 'x-other': 'z' });
   });
 
   test('HTTP/1.0 without Host is read; keep-alive only when asked for', () => {
@@ -149,6 +161,30 @@ function decodeSplit(body: string, limit = 1024): string[] {
   }
   return [...results];
 }
+
+test('the end of a head is found where the first CRLFCRLF ends, from any start and any point an earlier call scanned to', () => {
+  // A fixed-seed generator over the bytes that matter (CR, LF and two others): every way CRs and LFs can line up.
+  let state = 17;
+  const next = (n: number) => {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    return state % n;
+  };
+  const BYTES = [13, 10, 13, 10, 0x41, 0x20];
+  const HEAD_END = Buffer.from('\r\n\r\n');
+  const reference = (buf: Buffer, from: number) => {
+    const at = buf.indexOf(HEAD_END, from);
+    return at < 0 ? -1 : at + 4;
+  };
+  for (let t = 0; t < 100_000; t++) {
+    const buf = Buffer.from(Array.from({ length: next(24) }, () => BYTES[next(BYTES.length)] as number));
+    const start = next(buf.length + 1);
+    // As the connection calls it: `scanned` is the length of an earlier buffer in which no end was found.
+    const earlier = start + next(buf.length - start + 1);
+    const scanned = reference(buf.subarray(0, earlier), start) < 0 ? earlier : 0;
+    const expected = reference(buf, Math.max(start, scanned - 3));
+    assert.equal(findHeadEnd(buf, start, scanned), expected, `${JSON.stringify(buf.toString('latin1'))} from ${start}, scanned ${scanned}`);
+  }
+});
 
 describe('chunked request bodies', () => {
   test('data, extensions and trailers decode the same at every split; the rest stays for the next request', () => {

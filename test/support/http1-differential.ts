@@ -229,6 +229,8 @@ const HEADERS = [
   'Transfer-Encoding: chunked, gzip',
   'Transfer-Encoding: identity',
   'Transfer-Encoding:\tchunked',
+  'Transfer-Encoding: chunked\t',
+  'Transfer-Encoding: chunked \t',
   'Transfer-Encoding : chunked',
   'Transfer_Encoding: chunked',
   'Content_Length: 3',

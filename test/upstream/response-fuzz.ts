@@ -50,7 +50,7 @@ const REASONS = ['OK', '', 'Not Found', 'Weird \x7f', 'tab\there', 'ctl\x01', 'l
 const NAMES = ['Content-Type', 'Server', 'X-Thing', 'Set-Cookie', 'Date', 'Cache-Control', 'Vary', 'ETag', 'Link', 'x', 'A-B_C'];
 const VALUES = ['text/plain', 'a=b; Path=/', 'value with spaces', '', ' padded ', '\ttabbed\t', 'latin1 \xe9\xff', 'ctl\x01', 'nul\x00', 'del\x7f', '"quoted"', 'a,b,c'];
 const CL_VALUES = ['5', '0', ' 5', '5 ', '+5', '-1', '0x5', '5,5', '5, 5', '', '99999999999999999999', '05', '1e2', '4294967296'];
-const TE_VALUES = ['chunked', 'Chunked', 'CHUNKED', 'gzip, chunked', 'chunked, gzip', 'identity', 'xchunked', 'chunked ', 'chunked;q=1', ''];
+const TE_VALUES = ['chunked', 'Chunked', 'CHUNKED', 'gzip, chunked', 'chunked, gzip', 'identity', 'xchunked', 'chunked ', 'chunked\t', 'gzip, chunked\t', 'chunked;q=1', ''];
 const CONNECTION = ['close', 'keep-alive', 'Close', 'upgrade', 'close, x-thing', 'x-thing'];
 
 type Framing = 'length' | 'chunked' | 'close' | 'none';

@@ -30,6 +30,16 @@ export const AUTHORITY = table((c) => (c >= 0x30 && c <= 0x39) || ((c | 0x20) >=
 export const QDTEXT = table((c) => c === 0x09 || c === 0x20 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e) || c >= 0x80);
 export const QUOTED_PAIR = table((c) => c === 0x09 || (c >= 0x20 && c !== 0x7f));
 
+/**
+ * Whether the bytes at buf[at…] spell `lower` (lower-case letters, digits and `-`) in any case; the caller
+ * checked the length. For the bytes of a token or a field value (no control bytes), a byte ORed with 0x20
+ * equals such a character only when it is that character, a letter in either case.
+ */
+export function isName(buf: Uint8Array, at: number, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) if (((buf[at + k] as number) | 0x20) !== lower.charCodeAt(k)) return false;
+  return true;
+}
+
 /** The value of a hex digit, or -1. */
 export function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;

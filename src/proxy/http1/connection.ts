@@ -11,6 +11,7 @@ import { ChunkedDecoder, type ChunkSink } from './chunked.ts';
 import { checkPartialHead, findHeadEnd, HeadError, parseRequestHead, type RequestHead } from './head-parser.ts';
 import { type BodySource, Http1Request } from './request.ts';
 import { Http1Response, type ResponseOwner } from './response.ts';
+import { adoptReads, owned, releaseReads } from './socket-io.ts';
 
 /** What the server tells each connection: limits, the handlers and whether it is draining. */
 export interface ConnectionHost {
@@ -21,6 +22,8 @@ export interface ConnectionHost {
   /** A FIN after the request and before its answer started cancels the request (client.abort_on_close). */
   readonly abortOnClose: boolean;
   readonly draining: boolean;
+  /** Client sockets are rebuilt to read into one shared buffer (see socket-io.ts). */
+  readonly sharedReads: boolean;
   onRequest(req: Http1Request, res: Http1Response): void;
   /** Whether this upgrade request leaves HTTP (a WebSocket the handler takes). */
   wantsUpgrade(req: Http1Request): boolean;
@@ -100,13 +103,15 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   /** When the connection last became idle (accepted, or its last response flushed). */
   private idleSince = Date.now();
 
-  constructor(host: ConnectionHost, socket: Socket) {
+  constructor(host: ConnectionHost, accepted: Socket) {
     this.host = host;
+    const adopted = host.sharedReads ? adoptReads(accepted, this.onData) : undefined;
+    const socket = adopted ?? accepted;
     this.socket = socket;
     // A connection that never sends a byte is cut at the header timeout, silently.
     this.deadline = Date.now() + host.headerTimeout;
     socket.setNoDelay(true);
-    socket.on('data', this.onData);
+    if (adopted === undefined) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('drain', this.onDrain);
     socket.on('error', onSocketError);
@@ -118,7 +123,16 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     return this.phase === IDLE && (this.pending === undefined || this.pending.length === 0);
   }
 
+  /**
+   * A read. With shared reads `chunk` is valid only during this call: what is kept of it past the call
+   * (pipelined bytes, a partial head, body bytes nobody read yet) is copied out at the end.
+   */
   private readonly onData = (chunk: Buffer): void => {
+    this.take(chunk);
+    if (this.pending !== undefined) this.pending = owned(this.pending);
+  };
+
+  private take(chunk: Buffer): void {
     switch (this.phase) {
       case BODY:
         if (this.bodyRead) this.feedBody(chunk, 0);
@@ -139,7 +153,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       default:
       // CLOSING: what a refused client still sends is read and dropped.
     }
-  };
+  }
 
   private append(chunk: Buffer): void {
     this.pending = this.pending === undefined || this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
@@ -231,11 +245,12 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   /** A WebSocket upgrade: the socket leaves this server with whatever followed the head. */
   private handOff(req: Http1Request, res: Http1Response): void {
     const socket = this.socket;
-    const head = this.pending ?? EMPTY;
+    const head = this.pending === undefined ? EMPTY : owned(this.pending);
     this.pending = undefined;
     this.phase = GONE;
     this.deadline = 0;
     socket.removeListener('data', this.onData);
+    releaseReads(socket);
     socket.removeListener('end', this.onEnd);
     socket.removeListener('drain', this.onDrain);
     socket.removeListener('close', this.onClose);
@@ -289,7 +304,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
 
   /** Body bytes to the request, pausing the socket when its buffer is full. */
   private pushBody(req: Http1Request, bytes: Buffer): void {
-    if (!req.pushBody(bytes) && !this.bodyPaused) {
+    if (!req.pushBody(owned(bytes)) && !this.bodyPaused) {
       this.bodyPaused = true;
       this.socket.pause();
     }

@@ -8,7 +8,7 @@
  * exactly `chunked` (or on HTTP/1.0), a version other than 1.0 or 1.1.
  */
 import { METHODS } from '../../node-http.ts';
-import { AUTHORITY, COLON, CR, FIELD_VALUE, HTAB, LF, SP, TARGET, TOKEN } from './chars.ts';
+import { AUTHORITY, COLON, CR, FIELD_VALUE, HTAB, isName, LF, SP, TARGET, TOKEN } from './chars.ts';
 
 /** The methods llhttp knows (Node's list): any other token is refused, as llhttp refuses it. */
 const KNOWN_METHODS = new Set(METHODS);
@@ -49,16 +49,25 @@ export class HeadError {
   }
 }
 
-const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
-
 /**
  * Where the head that starts at `start` ends (the index just past its blank
  * line), or -1 when it has not all arrived. `scanned` is how far an earlier
  * call looked, so a head trickled in many packets is not searched again from its start.
+ * Searched in JavaScript, not with buf.indexOf: a head is short, and the call into C++ costs more than the scan.
  */
 export function findHeadEnd(buf: Buffer, start: number, scanned: number): number {
-  const at = buf.indexOf(HEAD_END, Math.max(start, scanned - 3));
-  return at < 0 ? -1 : at + 4;
+  const n = buf.length;
+  // k is where the blank line's LF would be. A byte that is neither CR nor LF cannot be in CRLFCRLF, so the
+  // next possible end is 4 further; an LF that does not end one can only be its second byte (2 further), a CR its first or third (1).
+  let k = Math.max(start, scanned - 3) + 3;
+  while (k < n) {
+    const c = buf[k] as number;
+    if (c === LF) {
+      if (buf[k - 1] === CR && buf[k - 2] === LF && buf[k - 3] === CR) return k + 1;
+      k += 2;
+    } else k += c === CR ? 1 : 4;
+  }
+  return -1;
 }
 
 /**
@@ -81,9 +90,106 @@ function overflow(buf: Buffer, start: number, limit: number): HeadError {
   return lineEnd < 0 || lineEnd - start >= limit ? new HeadError(414, 'request line too long') : new HeadError(431, 'request head too large');
 }
 
-/** Lower-case ASCII letters compare equal to `lower` (which is lower-case). */
-function sameName(name: string, lower: string): boolean {
-  return name.length === lower.length && (name === lower || name.toLowerCase() === lower);
+/** The method in buf[start, end) (case-sensitive), as one string per method (the common ones without a copy), or undefined when llhttp does not know it. */
+function knownMethod(buf: Buffer, start: number, end: number): string | undefined {
+  const b1 = buf[start + 1];
+  const b2 = buf[start + 2];
+  switch (end - start) {
+    case 3:
+      if (buf[start] === 0x47 && b1 === 0x45 && b2 === 0x54) return 'GET';
+      if (buf[start] === 0x50 && b1 === 0x55 && b2 === 0x54) return 'PUT';
+      break;
+    case 4:
+      if (buf[start] === 0x50 && b1 === 0x4f && b2 === 0x53 && buf[start + 3] === 0x54) return 'POST';
+      if (buf[start] === 0x48 && b1 === 0x45 && b2 === 0x41 && buf[start + 3] === 0x44) return 'HEAD';
+      break;
+  }
+  const method = buf.toString('latin1', start, end);
+  return KNOWN_METHODS.has(method) ? method : undefined;
+}
+
+/**
+ * Header names clients commonly send, lower-case. A name read in exactly this spelling or in its usual
+ * capitalisation (`User-Agent`) is this one string (interned: no copy, and no string-table lookup when it
+ * becomes a property key); LOWER_NAMES gives its lower-case form without lower-casing it.
+ */
+const COMMON_NAMES = [
+  'host',
+  'user-agent',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'connection',
+  'content-type',
+  'content-length',
+  'cookie',
+  'referer',
+  'origin',
+  'authorization',
+  'cache-control',
+  'pragma',
+  'upgrade',
+  'upgrade-insecure-requests',
+  'if-none-match',
+  'if-modified-since',
+  'x-forwarded-for',
+  'x-request-id',
+  'x-requested-with',
+  'sec-fetch-dest',
+  'sec-fetch-mode',
+  'sec-fetch-site',
+  'sec-fetch-user',
+  'priority',
+  'dnt',
+  'te',
+];
+const capitalised = (lower: string) => lower.replace(/(^|-)([a-z])/g, (_, dash: string, letter: string) => dash + letter.toUpperCase());
+/** Per name length, the spellings interned (lower-case and capitalised). */
+const INTERNED: string[][] = [];
+/** An interned spelling → its lower-case form. */
+export const LOWER_NAMES = new Map<string, string>();
+for (const lower of COMMON_NAMES) {
+  for (const spelling of [lower, capitalised(lower)]) {
+    (INTERNED[lower.length] ??= []).push(spelling);
+    LOWER_NAMES.set(spelling, lower);
+  }
+}
+
+/** The header name in buf[start, end): an interned string when it is a common spelling, else a slice of the head's text. */
+function headerName(buf: Buffer, start: number, end: number, text: string, textStart: number): string {
+  const spellings = INTERNED[end - start];
+  if (spellings !== undefined) {
+    for (let k = 0; k < spellings.length; k++) {
+      const spelling = spellings[k] as string;
+      let j = 0;
+      while (j < spelling.length && buf[start + j] === spelling.charCodeAt(j)) j++;
+      if (j === spelling.length) return spelling;
+    }
+  }
+  return text.slice(start - textStart, end - textStart);
+}
+
+/** Tokens of a Connection value that matter to the server. */
+const CLOSE = 1;
+const KEEP_ALIVE = 2;
+const UPGRADE = 4;
+
+/** Which of close, keep-alive and upgrade the comma-separated list in buf[start, end) names, in any case. */
+function connectionTokens(buf: Buffer, start: number, end: number): number {
+  let found = 0;
+  let k = start;
+  while (k < end) {
+    while (k < end && (buf[k] === SP || buf[k] === HTAB || buf[k] === 0x2c)) k++;
+    const tokenStart = k;
+    while (k < end && buf[k] !== 0x2c) k++;
+    let tokenEnd = k;
+    while (tokenEnd > tokenStart && (buf[tokenEnd - 1] === SP || buf[tokenEnd - 1] === HTAB)) tokenEnd--;
+    const n = tokenEnd - tokenStart;
+    if (n === 5 && isName(buf, tokenStart, 'close')) found |= CLOSE;
+    else if (n === 10 && isName(buf, tokenStart, 'keep-alive')) found |= KEEP_ALIVE;
+    else if (n === 7 && isName(buf, tokenStart, 'upgrade')) found |= UPGRADE;
+  }
+  return found;
 }
 
 /** Parses the complete head buf[start, end) (end from findHeadEnd). */
@@ -93,15 +199,15 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
   // Request line: method SP request-target SP HTTP-version CRLF (RFC 9112 §3).
   while (TOKEN[buf[i] as number]) i++;
   if (i === start || buf[i] !== SP) return new HeadError(400, 'invalid method');
-  const method = buf.toString('latin1', start, i);
-  if (!KNOWN_METHODS.has(method)) return new HeadError(400, 'unknown method');
+  const method = knownMethod(buf, start, i);
+  if (method === undefined) return new HeadError(400, 'unknown method');
   // A tunnel request: Velocity is no forward proxy (and llhttp would frame what follows as a tunnel, not a body).
   if (method === 'CONNECT') return new HeadError(405, 'CONNECT is not supported');
   const targetStart = ++i;
   while (TARGET[buf[i] as number]) i++;
   if (i === targetStart || buf[i] !== SP) return new HeadError(400, 'invalid request target');
   if (!validTargetForm(buf, targetStart, i)) return new HeadError(400, 'invalid request target');
-  const target = buf.toString('latin1', targetStart, i);
+  const targetEnd = i;
   i++;
   if (buf[i] !== 0x48 || buf[i + 1] !== 0x54 || buf[i + 2] !== 0x54 || buf[i + 3] !== 0x50 || buf[i + 4] !== 0x2f) return new HeadError(400, 'invalid HTTP version');
   const major = (buf[i + 5] as number) - 0x30;
@@ -112,14 +218,15 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
   if (minor > 1) return new HeadError(400, `HTTP/1.${minor} is not a known version`);
   i += 10;
 
+  // One latin1 copy of the head; the target, names and values are slices of it.
+  const text = buf.toString('latin1', start, end);
+  const target = text.slice(targetStart - start, targetEnd - start);
   const rawHeaders: string[] = [];
   let contentLength = -1;
   let chunked = false;
   let transferEncoding = false;
   let hosts = 0;
-  let close = false;
-  let keepAliveToken = false;
-  let upgradeToken = false;
+  let connection = 0;
   let upgradeHeader = false;
   let expectContinue = false;
   for (;;) {
@@ -139,49 +246,43 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     const valueStart = i;
     while (FIELD_VALUE[buf[i] as number]) i++;
     if (buf[i] !== CR || buf[i + 1] !== LF) return new HeadError(400, 'invalid byte in a header value');
+    const lineEnd = i;
     let valueEnd = i;
     while (valueEnd > valueStart && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
     i += 2;
     if (rawHeaders.length >= MAX_HEADER_COUNT * 2) return new HeadError(431, 'too many header fields');
-    const name = buf.toString('latin1', nameStart, nameEnd);
-    const value = buf.toString('latin1', valueStart, valueEnd);
-    rawHeaders.push(name, value);
+    rawHeaders.push(headerName(buf, nameStart, nameEnd, text, start), text.slice(valueStart - start, valueEnd - start));
     switch (nameEnd - nameStart) {
       case 4:
-        if (sameName(name, 'host')) hosts++;
+        if (isName(buf, nameStart, 'host')) hosts++;
         break;
       case 6:
         // HTTP/1.0 predates Expect: a 1.0 client's Expect is ignored, as Node does.
-        if (minor === 1 && sameName(name, 'expect')) {
-          if (value.toLowerCase() !== '100-continue') return new HeadError(417, 'unsupported expectation');
+        if (minor === 1 && isName(buf, nameStart, 'expect')) {
+          if (valueEnd - valueStart !== 12 || !isName(buf, valueStart, '100-continue')) return new HeadError(417, 'unsupported expectation');
           expectContinue = true;
         }
         break;
       case 7:
-        if (sameName(name, 'upgrade')) upgradeHeader = true;
+        if (isName(buf, nameStart, 'upgrade')) upgradeHeader = true;
         break;
       case 10:
-        if (sameName(name, 'connection')) {
-          for (const token of value.toLowerCase().split(',')) {
-            const t = token.trim();
-            if (t === 'close') close = true;
-            else if (t === 'keep-alive') keepAliveToken = true;
-            else if (t === 'upgrade') upgradeToken = true;
-          }
-        }
+        if (isName(buf, nameStart, 'connection')) connection |= connectionTokens(buf, valueStart, valueEnd);
         break;
       case 14:
-        if (sameName(name, 'content-length')) {
+        if (isName(buf, nameStart, 'content-length')) {
           if (contentLength >= 0) return new HeadError(400, 'more than one Content-Length');
-          contentLength = parseLength(value);
+          contentLength = parseLength(buf, valueStart, valueEnd);
           if (contentLength < 0) return new HeadError(400, 'invalid Content-Length');
         }
         break;
       case 17:
-        if (sameName(name, 'transfer-encoding')) {
+        if (isName(buf, nameStart, 'transfer-encoding')) {
           if (transferEncoding) return new HeadError(400, 'more than one Transfer-Encoding');
           transferEncoding = true;
-          if (value.length !== 7 || value.toLowerCase() !== 'chunked') return new HeadError(400, 'a Transfer-Encoding other than chunked');
+          if (valueEnd - valueStart !== 7 || !isName(buf, valueStart, 'chunked')) return new HeadError(400, 'a Transfer-Encoding other than chunked');
+          // llhttp refuses "chunked" followed by a tab; a parser that trims it reads chunked.
+          for (let k = valueEnd; k < lineEnd; k++) if (buf[k] === HTAB) return new HeadError(400, 'a tab after the Transfer-Encoding value');
           chunked = true;
         }
         break;
@@ -198,19 +299,19 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     rawHeaders,
     contentLength,
     chunked,
-    keepAlive: minor === 1 ? !close : keepAliveToken && !close,
+    keepAlive: (connection & CLOSE) === 0 && (minor === 1 || (connection & KEEP_ALIVE) !== 0),
     expectContinue,
-    upgrade: upgradeHeader && upgradeToken,
+    upgrade: upgradeHeader && (connection & UPGRADE) !== 0,
     length: i - start,
   };
 }
 
-/** 1*DIGIT and nothing else (no sign, no list, no spaces); -1 when not. */
-function parseLength(value: string): number {
-  if (value.length === 0 || value.length > MAX_LENGTH_DIGITS) return -1;
+/** buf[start, end) is 1*DIGIT and nothing else (no sign, no list, no spaces): its value, else -1. */
+function parseLength(buf: Buffer, start: number, end: number): number {
+  if (end === start || end - start > MAX_LENGTH_DIGITS) return -1;
   let n = 0;
-  for (let k = 0; k < value.length; k++) {
-    const d = value.charCodeAt(k) - 0x30;
+  for (let k = start; k < end; k++) {
+    const d = (buf[k] as number) - 0x30;
     if (d < 0 || d > 9) return -1;
     n = n * 10 + d;
   }

@@ -10,7 +10,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ProxyRequest } from '../proxy-message.ts';
-import type { RequestHead } from './head-parser.ts';
+import { LOWER_NAMES, type RequestHead } from './head-parser.ts';
 
 /** Names of which only the first copy counts, as Node keeps them (a repeat is dropped, not joined). */
 const SINGLE = new Set([
@@ -105,7 +105,7 @@ export class Http1Request implements ProxyRequest {
     const map: IncomingHttpHeaders = {};
     const raw = this.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
-      const name = (raw[i] as string).toLowerCase();
+      const name = LOWER_NAMES.get(raw[i] as string) ?? (raw[i] as string).toLowerCase();
       const value = raw[i + 1] as string;
       const had = map[name];
       if (had === undefined) map[name] = name === 'set-cookie' ? [value] : value;

@@ -1,0 +1,97 @@
+/**
+ * Reads of accepted sockets as net gives them ('data') against src/proxy/http1/socket-io.ts's
+ * shared-buffer reads, in one process, alternated per round (a whole-proxy A/B hardly sees a
+ * 2 µs change on a shared machine): user CPU per read.
+ *
+ *   node bench/socket-io.ts [--rounds 12] [--count 20000]
+ *
+ * A peer process keeps 20 connections of each kind busy, each sending a 200-byte message whenever it
+ * gets a 1-byte answer; one server here accepts both sets, reads one as net gives it and adopts the other.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
+import { parseArgs } from 'node:util';
+import { adoptReads } from '../src/proxy/http1/socket-io.ts';
+
+const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '12' }, count: { type: 'string', default: '20000' } } });
+const rounds = Number(args.rounds);
+const count = Number(args.count);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+/** A child process running `code` (which prints its port, or connects to the one given as argv[1]). */
+async function peer(code: string, port?: number): Promise<{ port: number; stop: () => void }> {
+  const child = spawn(process.execPath, ['-e', code, String(port ?? 0)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  return { port: Number(String(line)), stop: () => child.kill() };
+}
+
+function userNs(start: NodeJS.CpuUsage, ops: number): number {
+  return (process.cpuUsage(start).user * 1000) / ops;
+}
+
+async function reads(): Promise<void> {
+  const sets: Record<'stream' | 'shared', Socket[]> = { stream: [], shared: [] };
+  let onMessage: () => void = () => undefined;
+  const ack = Buffer.from('a');
+  let accepting: 'stream' | 'shared' = 'stream';
+  const server = createServer({ noDelay: true }, (socket) => {
+    const set = sets[accepting];
+    if (accepting === 'shared') {
+      const adopted = adoptReads(socket, () => onMessage.call(adopted));
+      if (!adopted) throw new Error('shared-buffer reads are not available on this Node');
+      set.push(adopted);
+    } else {
+      socket.on('data', function (this: Socket) {
+        onMessage.call(this);
+      });
+      set.push(socket);
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  const peers: { stop: () => void }[] = [];
+  for (const kind of ['stream', 'shared'] as const) {
+    accepting = kind;
+    peers.push(
+      await peer(
+        `const m=Buffer.alloc(200,120);const p=+process.argv[1];let open=0;for(let i=0;i<20;i++){const s=require('net').connect(p,'127.0.0.1');s.setNoDelay(true);s.on('data',()=>s.write(m));s.on('connect',()=>{if(++open===20)console.log(p)})}`,
+        port,
+      ),
+    );
+    while (sets[kind].length < 20) await new Promise((r) => setTimeout(r, 10));
+  }
+  const ratios: number[] = [];
+  const per: Record<string, number[]> = { stream: [], shared: [] };
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? (['stream', 'shared'] as const) : (['shared', 'stream'] as const);
+    const ns: Record<string, number> = {};
+    for (const kind of order) {
+      let n = 0;
+      const done = new Promise<void>((resolve) => {
+        onMessage = function (this: Socket) {
+          if (++n === count) resolve();
+          if (n < count) this.write(ack);
+        };
+      });
+      const start = process.cpuUsage();
+      for (const s of sets[kind]) s.write(ack);
+      await done;
+      ns[kind] = userNs(start, count);
+      per[kind]?.push(ns[kind] as number);
+      // Let the last answers in flight arrive before the next round.
+      onMessage = () => undefined;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    ratios.push((ns.shared as number) / (ns.stream as number));
+  }
+  console.log(
+    `reads (+1 write each): 'data' ${median(per.stream as number[]).toFixed(0)} ns user, shared buffer ${median(per.shared as number[]).toFixed(0)} ns; shared ÷ 'data' per round median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`,
+  );
+  for (const p of peers) p.stop();
+  for (const s of [...sets.stream, ...sets.shared]) s.destroy();
+  server.close();
+}
+
+await reads();
