@@ -13,7 +13,19 @@
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { BenchContext, type Contender, ensureBuilt, type LoadResult, median, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity } from './lib.ts';
+import {
+  BenchContext,
+  type Contender,
+  ensureBuilt,
+  type LoadResult,
+  median,
+  requireTools,
+  runWrk,
+  startNginxBackends,
+  startNginxProxy,
+  startVelocity,
+  WARMUP_SECONDS,
+} from './lib.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -44,7 +56,7 @@ try {
   const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
   if (args.post) args.path = '/post';
   const runs = new Map<string, LoadResult[]>(contenders.map((c) => [c.name, []]));
-  for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, 1, c.pid);
+  for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, WARMUP_SECONDS, c.pid);
   for (let round = 0; round < Number(args.rounds); round++) {
     // A before B in even rounds, after it in odd ones: no build gains from always running second.
     const [nginx, a, b] = contenders as [Contender, Contender, Contender];

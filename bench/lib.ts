@@ -423,11 +423,20 @@ export function resultsFile(prefix: string): string {
   return join(dir, `${prefix}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
 }
 
+/** The median; of an even count, the mean of the middle two (not the upper one: of two rounds, that was always the worse). */
 export const median = (xs: readonly number[]): number => {
   if (xs.length === 0) return 0;
   const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] as number;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 };
+
+/**
+ * How long each contender runs unmeasured before a scenario's rounds: a fresh Node process spends its
+ * first seconds of load compiling (turns of 20+ ms of CPU in the first ~200 ms), which is a cold start,
+ * not its steady-state latency; 1 s left the first measured round with p99s 2–3× the later ones.
+ */
+export const WARMUP_SECONDS = 3;
 
 /** One line of the result table (and of the JSON file): medians over the rounds of one contender in one scenario. */
 export interface Row {

@@ -36,6 +36,7 @@ import {
   startNodeHttpProxy,
   startUndiciFloor,
   startVelocity,
+  WARMUP_SECONDS,
   withFeatures,
 } from './lib.ts';
 
@@ -141,13 +142,15 @@ async function bench(ctx: BenchContext): Promise<void> {
 
   const total = scenarios.reduce((n, s) => n + s.contenders.length, 0) * rounds;
   const warmups = quick ? 0 : scenarios.reduce((n, s) => n + s.contenders.length, 0);
-  say(`${total} runs of ${seconds}s (${rounds} alternated rounds) + ${warmups} warm-ups: about ${Math.ceil(((total * seconds + warmups) * 1.1) / 60)} min`);
+  say(
+    `${total} runs of ${seconds}s (${rounds} alternated rounds) + ${warmups} warm-ups of ${WARMUP_SECONDS}s: about ${Math.ceil(((total * seconds + warmups * WARMUP_SECONDS) * 1.1) / 60)} min`,
+  );
   const runs: Run[] = [];
   let done = 0;
   const started = Date.now();
   for (const scenario of scenarios) {
     const list = scenario.contenders.map((n) => byName.get(n) as Contender);
-    if (!quick) for (const c of list) await runWrk(`http://127.0.0.1:${c.port}${scenario.path}`, scenario.wrk, 1, c.pid);
+    if (!quick) for (const c of list) await runWrk(`http://127.0.0.1:${c.port}${scenario.path}`, scenario.wrk, WARMUP_SECONDS, c.pid);
     for (let round = 0; round < rounds; round++) {
       for (const c of list) {
         const result = await runWrk(`http://127.0.0.1:${c.port}${scenario.path}`, scenario.wrk, seconds, c.pid);
