@@ -4,7 +4,6 @@
  * observers. A new topology is swapped in whole.
  */
 import { EventEmitter } from 'node:events';
-import { performance } from 'node:perf_hooks';
 import type { Agent } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
 import { CidrSet } from '../cidr.ts';
