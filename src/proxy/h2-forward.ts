@@ -8,6 +8,7 @@
  * marks safe; plain HTTP follows the service's retry_on rules for idempotent methods.
  */
 import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cappedBackoff } from '../backoff.ts';
