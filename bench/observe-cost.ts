@@ -64,7 +64,9 @@ async function load(name: string, root: string): Promise<Build> {
           r.spanId = trace.spanId;
           if (trace.traceparent(trace.startAttempt()).length !== 55) throw new Error('a traceparent is 55 characters');
           count(r);
-          sink.write(formatAccessLine(r, 'json'));
+          // Builds before the sink wrote records itself formatted them as strings first.
+          if (sink.writeRecord) sink.writeRecord(r, 'json');
+          else sink.write(formatAccessLine(r, 'json'));
         }
         await new Promise((done) => setImmediate(done));
       }

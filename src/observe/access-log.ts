@@ -6,7 +6,8 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { AccessLogConfig } from '../config/schema/observe.ts';
 import type { RequestRecord } from './events.ts';
-import { recordJson } from './record-json.ts';
+import { LineBytes } from './line-bytes.ts';
+import { appendRecordJson } from './record-json.ts';
 
 function clf(r: RequestRecord, combined: boolean): string {
   const d = new Date(r.time);
@@ -17,15 +18,8 @@ function clf(r: RequestRecord, combined: boolean): string {
   return combined ? `${line} "-" "${(r.userAgent ?? '-').replace(/"/g, '\\"')}"` : line;
 }
 
-export function formatAccessLine(r: RequestRecord, format: AccessLogConfig['format']): string {
-  if (format === 'json') {
-    return recordJson(r);
-  }
-  return clf(r, format === 'combined');
-}
-
-/** Pending lines are written when they reach this many characters (nginx's `buffer=64k`)… */
-const FLUSH_CHARS = 64 * 1024;
+/** Pending lines are written when they reach this many bytes (nginx's `buffer=64k`)… */
+const FLUSH_BYTES = 64 * 1024;
 /** …or this long after the first of them, whichever comes first. */
 const FLUSH_MS = 100;
 
@@ -48,8 +42,8 @@ process.on('exit', () => {
 export class AccessLogSink {
   private fd: number;
   readonly path: string | undefined;
-  /** Lines not written yet, each ending in a newline: one string built by concatenation (cheaper than an array joined at the flush). */
-  private pending = '';
+  /** Lines not written yet, each ending in a newline, as the bytes the write hands over. */
+  private readonly pending = new LineBytes(FLUSH_BYTES);
   private pendingLines = 0;
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -71,10 +65,25 @@ export class AccessLogSink {
     openSinks.add(this);
   }
 
+  /** A request's line in the configured format. */
+  writeRecord(r: RequestRecord, format: AccessLogConfig['format']): void {
+    if (format === 'json') appendRecordJson(r, this.pending);
+    else this.pending.text(clf(r, format === 'combined'));
+    this.lineEnded();
+  }
+
+  /** A line of text (without its newline). */
   write(line: string): void {
-    this.pending += `${line}\n`;
+    this.pending.text(line);
+    this.lineEnded();
+  }
+
+  private lineEnded(): void {
+    const pending = this.pending;
+    // Within the slack the last reserve left.
+    pending.bytes[pending.length++] = 0x0a;
     this.pendingLines++;
-    if (this.pending.length >= FLUSH_CHARS) this.flush();
+    if (pending.length >= FLUSH_BYTES) this.flush();
     else if (!this.scheduled) {
       this.scheduled = true;
       if (this.path === undefined) setImmediate(this.scheduledFlush);
@@ -90,11 +99,11 @@ export class AccessLogSink {
     }
     if (this.pendingLines === 0) return;
     const lines = this.pendingLines;
-    const chunk = this.pending;
-    this.pending = '';
+    const { bytes, length } = this.pending;
+    this.pending.length = 0;
     this.pendingLines = 0;
     try {
-      writeSync(this.fd, chunk);
+      writeSync(this.fd, bytes, 0, length);
     } catch (err) {
       // A full disk or closed pipe must not take the data path down; the lines are lost, and counted.
       this.onWriteError(err as Error, lines);

@@ -2,13 +2,14 @@
  * One access-log record as a JSON line, without the generic JSON.stringify: it
  * showed in perf on the data path (a spread copy of the record, then a walk of
  * its properties). The fields are declared once below — the type makes the table
- * name every field of RequestRecord — and compiled into one function of string
- * concatenations. The output is what `JSON.stringify({ ...record, time: ISO })`
- * gives: same keys in the same order, undefined fields left out, non-finite
- * numbers as null, strings escaped by JSON.stringify whenever they hold a byte
- * that needs it.
+ * name every field of RequestRecord — and compiled into one function that appends
+ * the line's UTF-8 bytes to the access log's pending buffer (line-bytes.ts). The
+ * bytes are those of `JSON.stringify({ ...record, time: ISO })` written as UTF-8:
+ * same keys in the same order, undefined fields left out, non-finite numbers as
+ * null, strings escaped by JSON.stringify whenever they hold a character that needs it.
  */
 import type { RequestRecord } from './events.ts';
+import { LineBytes, SLACK } from './line-bytes.ts';
 
 type Kind = 'time' | 'string' | 'number';
 
@@ -41,57 +42,122 @@ const FIELDS: { readonly [K in keyof Required<RequestRecord>]: Kind } = {
   grpcStatus: 'number',
 };
 
-/** What goes between a JSON string's quotes: `s` as it is unless it holds a quote, backslash, control character or surrogate. */
-function jsonChars(s: string): string {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(s).slice(1, -1);
+/**
+ * A JSON string's characters in UTF-8, escape check and copy in one pass; a string
+ * holding a quote, backslash, control character or surrogate is escaped by
+ * JSON.stringify instead (its `\uXXXX` escapes for lone surrogates included).
+ */
+function str(o: LineBytes, v: string): void {
+  const n = v.length;
+  o.reserve(3 * n);
+  const b = o.bytes;
+  let at = o.length;
+  for (let i = 0; i < n; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x80) {
+      if (c < 0x20 || c === 0x22 || c === 0x5c) {
+        escaped(o, v);
+        return;
+      }
+      b[at++] = c;
+    } else if (c < 0x800) {
+      b[at++] = 0xc0 | (c >> 6);
+      b[at++] = 0x80 | (c & 0x3f);
+    } else if (c >= 0xd800 && c <= 0xdfff) {
+      escaped(o, v);
+      return;
+    } else {
+      b[at++] = 0xe0 | (c >> 12);
+      b[at++] = 0x80 | ((c >> 6) & 0x3f);
+      b[at++] = 0x80 | (c & 0x3f);
+    }
   }
-  return s;
+  o.length = at;
 }
 
+function escaped(o: LineBytes, v: string): void {
+  o.text(JSON.stringify(v).slice(1, -1));
+}
+
+/** Room every number has: the longest a double prints in JSON is 24 characters (-1.2345678901234567e-308). */
+const NUMBER_ROOM = 24;
+
 /**
- * Integers through String(), which answers small ones from V8's number-string
- * cache; other numbers (every record's durations, fresh doubles) through
- * JSON.stringify, which writes them without filling that cache and took half the
- * time of String() in perf. Same text either way: JSON writes a finite number as
- * its ToString, and NaN or ±Infinity as null.
+ * Integers digit by digit; other numbers (every record's durations, fresh doubles)
+ * through JSON.stringify, which writes a finite number as its ToString, and NaN or
+ * ±Infinity as null — and, unlike String(), does not fill V8's number-string cache
+ * with them (that showed in perf).
  */
-function jsonNumber(n: number): string {
-  return (n | 0) === n ? String(n) : JSON.stringify(n);
+function num(o: LineBytes, v: number): void {
+  if ((v | 0) !== v) {
+    o.ascii(JSON.stringify(v));
+    return;
+  }
+  // Within the room the record reserved (NUMBER_ROOM per number field).
+  const b = o.bytes;
+  let at = o.length;
+  if (v < 0) {
+    b[at++] = 0x2d;
+    v = -v;
+  }
+  let digits = 1;
+  for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+  at += digits;
+  o.length = at;
+  do {
+    b[--at] = 0x30 + (v % 10);
+    v = Math.floor(v / 10);
+  } while (v > 0);
 }
 
 let isoMs = Number.NaN;
 let isoText = '';
 /** ISO 8601 time of an epoch ms, kept while records share the millisecond. */
-function isoTime(ms: number): string {
+function time(o: LineBytes, ms: number): void {
   if (ms !== isoMs) {
     isoMs = ms;
     isoText = new Date(ms).toISOString();
   }
-  return isoText;
+  o.ascii(isoText);
 }
 
-type Writer = (r: RequestRecord) => string;
+type Writer = (r: RequestRecord, out: LineBytes) => void;
+
+/** Statements storing the bytes of `text` (ASCII) at `b[at]`, `at` moved past them. */
+const store = (text: string) => [...text].map((c) => `b[at++] = ${c.charCodeAt(0)};`).join(' ');
 
 /**
- * Keys and quotes as constants, one concatenation per field: `time` (always there,
- * RequestRecord.time is required) opens the object, every other field present adds
- * `,"key":value`. A string's closing quote is owed (`q`) and written with the next
- * key, or at the end: one concatenation less per string field.
+ * Keys and punctuation as constant byte stores, one helper call per value: `time`
+ * (always there, RequestRecord.time is required) opens the object, every other
+ * field present adds `,"key":value`. A string's closing quote is owed (`q`) and
+ * stored with the next key, or at the end. Keys, punctuation and integers fit in the
+ * SLACK every reserve leaves (checked here), so only values of unbounded length reserve.
  */
 function compile(): Writer {
   const [first, ...rest] = Object.entries(FIELDS);
   if (first?.[1] !== 'time') throw new Error('record-json: the first field must be the record time');
-  let body = `return function recordJson(r) {\nlet o = '{"${first[0]}":"' + t(r.${first[0]});\nlet q = true;\n`;
+  let room = `{"${first[0]}":"`.length + 2;
+  let body = `return function appendRecordJson(r, o) {\nlet b, at;\n`;
+  const fixed = (text: string) => `b = o.bytes; at = o.length; ${store(text)} o.length = at;`;
+  body += `o.reserve(0);\n${fixed(`{"${first[0]}":"`)}\nt(o, r.${first[0]});\nlet q = true;\n`;
   for (const [key, kind] of rest) {
     // The keys are the record's own identifiers (checked by the type above): safe to inline.
-    const [open, write, owed] = kind === 'string' ? [`"${key}":"`, 's', 'true'] : [`"${key}":`, 'n', 'false'];
-    body += `if (r.${key} !== undefined) {\no += (q ? '",${open}' : ',${open}') + ${write}(r.${key});\nq = ${owed};\n}\n`;
+    const [open, write, owed] = kind === 'string' ? [`,"${key}":"`, 's', 'true'] : [`,"${key}":`, 'n', 'false'];
+    room += open.length + 1 + (kind === 'number' ? NUMBER_ROOM : 0);
+    body += `if (r.${key} !== undefined) {\nb = o.bytes; at = o.length; if (q) b[at++] = 34; ${store(open)} o.length = at;\n${write}(o, r.${key});\nq = ${owed};\n}\n`;
   }
-  body += `return o + (q ? '"}' : '}');\n};`;
-  return new Function('s', 'n', 't', body)(jsonChars, jsonNumber, isoTime) as Writer;
+  body += `b = o.bytes; at = o.length; if (q) b[at++] = 34; b[at++] = 125; o.length = at;\n};`;
+  // A newline follows each record: it too must fit.
+  if (room + 1 > SLACK) throw new Error(`record-json: a record's fixed bytes (${room}) exceed the buffer's slack`);
+  return new Function('s', 'n', 't', body)(str, num, time) as Writer;
 }
 
-/** The record as one line of JSON, `time` as an ISO 8601 string. */
-export const recordJson: Writer = compile();
+/** Appends the record as one line of JSON (no newline), `time` as an ISO 8601 string, in UTF-8. */
+export const appendRecordJson: Writer = compile();
+
+/** The record as one line of JSON: the text of appendRecordJson's bytes. */
+export function recordJson(r: RequestRecord): string {
+  const out = new LineBytes(1024);
+  appendRecordJson(r, out);
+  return out.bytes.toString('utf8', 0, out.length);
+}

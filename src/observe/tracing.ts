@@ -7,6 +7,7 @@
  * otherwise a request pays for two random ids and a header.
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { TracingConfig } from '../config/schema/observe.ts';
 import type { RequestRecord } from './events.ts';
 import type { Logger } from './logger.ts';

@@ -3,6 +3,7 @@
  * the access-log record at the end), the Guard interface guards implement, and the
  * rules (client IP, guards) a config sets for every request.
  */
+import { performance } from 'node:perf_hooks';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { VelocityError } from '../errors.ts';
 import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';

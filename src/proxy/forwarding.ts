@@ -8,12 +8,13 @@
  * ended it, with no promise made and no microtask turn taken. A step that has to wait — middleware,
  * a body held for retries, the queue, the backoff — goes on from its promise or timer.
  */
+import { performance } from 'node:perf_hooks';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
 import type { RetryRefusal } from '../observe/events.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import { type AttemptOutcome, isClientGone } from '../upstream/attempt.ts';
+import { type AttemptOutcome, IDEMPOTENT_METHODS, isClientGone } from '../upstream/attempt.ts';
 import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
@@ -26,8 +27,6 @@ import type { RequestBody } from './proxy-message.ts';
 import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
 import { type HeldBody, requestBody } from './request-body.ts';
 import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 type Body = Buffer | HeldBody | RequestBody | null;
 
@@ -180,7 +179,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   holdsBack(status: number): boolean {
     const service = this.service as ServiceRuntime;
     if (!this.plane.retryStatuses(service).has(status)) return false;
-    if (this.attempt >= service.config.retries.attempts || !this.replayable || !IDEMPOTENT.has(this.method)) return false;
+    if (this.attempt >= service.config.retries.attempts || !this.replayable || !IDEMPOTENT_METHODS.has(this.method)) return false;
     const now = Date.now();
     return service.hasAvailableServer(this.tried, now) && service.retryBudget.hasRoom(now);
   }
@@ -217,7 +216,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     }
     const service = this.service as ServiceRuntime;
     const retries = service.config.retries;
-    const idempotent = IDEMPOTENT.has(this.method);
+    const idempotent = IDEMPOTENT_METHODS.has(this.method);
     const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
     // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
     // so nothing is spent on a retry refused for another reason (past the total timeout, say).

@@ -8,6 +8,7 @@
  * marks safe; plain HTTP follows the service's retry_on rules for idempotent methods.
  */
 import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cappedBackoff } from '../backoff.ts';
@@ -15,7 +16,7 @@ import { type ErrorCode, VelocityError } from '../errors.ts';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
+import { type AttemptOutcome, clientGoneError, IDEMPOTENT_METHODS, isClientGone } from '../upstream/attempt.ts';
 import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
@@ -27,8 +28,6 @@ import { type GrpcWebMode, GrpcWebResponse, grpcWebMode, grpcWebRequestBody, toG
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
 import type { ProxyResponse } from './proxy-message.ts';
 import { ReplayableBody } from './replayable-body.ts';
-
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 /** What one HTTP/2 attempt came to. */
 type H2Outcome =
@@ -93,7 +92,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
     body,
     grpc,
     retryUnavailable: grpc && methodMatches(record.grpcMethod ?? '', cfg.grpc.retry_on_unavailable),
-    retryStatuses: !grpc && IDEMPOTENT.has(method) ? plane.retryStatuses(service) : undefined,
+    retryStatuses: !grpc && IDEMPOTENT_METHODS.has(method) ? plane.retryStatuses(service) : undefined,
     responseHeaderTimeout: cfg.timeouts.response_header,
     idleTimeout: cfg.timeouts.idle,
     extraResponseHeaders: ctx.responseHeaders,
@@ -150,7 +149,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
         }
       } else tried.add(server);
       // A call cut before any answer (its server died) is as unavailable as one answered UNAVAILABLE: sent again only when safe.
-      const safe = outcome.kind === 'retryable' || unprocessed || (grpc ? plan.retryUnavailable : IDEMPOTENT.has(method));
+      const safe = outcome.kind === 'retryable' || unprocessed || (grpc ? plan.retryUnavailable : IDEMPOTENT_METHODS.has(method));
       const retry =
         safe &&
         replayable &&

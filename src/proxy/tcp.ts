@@ -8,6 +8,7 @@
  * client's server connection.
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { ListenAddress } from '../config-fields.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';

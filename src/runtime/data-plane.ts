@@ -4,6 +4,7 @@
  * observers. A new topology is swapped in whole.
  */
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import type { Agent } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
 import { CidrSet } from '../cidr.ts';

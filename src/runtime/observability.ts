@@ -7,7 +7,7 @@
 import { observeRoutes } from '../admin/api/observe.ts';
 import type { AdminRouter } from '../admin/router.ts';
 import type { Config } from '../config/schema/root.ts';
-import { AccessLogSink, formatAccessLine } from '../observe/access-log.ts';
+import { AccessLogSink } from '../observe/access-log.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import { GrpcMethodMetrics } from '../observe/grpc-metrics.ts';
 import { type LogStore, MemoryLogStore } from '../observe/log-store.ts';
@@ -117,7 +117,7 @@ export class Observability {
     const entry = include_query ? record : { ...record, path: record.path.split('?')[0] ?? record.path };
     writer?.add(entry);
     // Errors are always logged; the rest is sampled.
-    if (sink && (sample >= 1 || record.status >= 500 || Math.random() < sample)) sink.write(formatAccessLine(entry, format));
+    if (sink && (sample >= 1 || record.status >= 500 || Math.random() < sample)) sink.writeRecord(entry, format);
   }
 
   private openSink(config: Config): AccessLogSink | undefined {

@@ -15,6 +15,9 @@ export function clientGoneError(): Error {
   return Object.assign(new Error('client closed the connection'), { code: 'VELOCITY_CLIENT_GONE' });
 }
 
+/** Methods a failed attempt may send again (RFC 9110 §9.2.2: idempotent), for every protocol's retry loop. */
+export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
 export function isClientGone(err: unknown): boolean {
   return (err as { code?: unknown } | undefined)?.code === 'VELOCITY_CLIENT_GONE';
 }

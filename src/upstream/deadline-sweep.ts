@@ -4,6 +4,7 @@
  * interval looks at the items in use a few times a second. A deadline fires up
  * to one tick late, never early.
  */
+import { performance } from 'node:perf_hooks';
 
 export interface Expiring {
   /** performance.now() value at which `expire` is due; 0 when nothing is. */

@@ -6,6 +6,7 @@
  * unsent, no `Connection: close`).
  */
 import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
 import type { Expiring } from './deadline-sweep.ts';
 import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';

@@ -5,6 +5,7 @@
  * sweep per thread times connects, response heads, stalled bodies and idle
  * connections.
  */
+import { performance } from 'node:perf_hooks';
 import { DeadlineSweep, type Expiring } from './deadline-sweep.ts';
 import { type ConnectionHome, Http1Connection } from './http1-connection.ts';
 import { Exchange, type ExchangeSink, type UpstreamRequest } from './http1-exchange.ts';

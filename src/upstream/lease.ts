@@ -10,6 +10,7 @@
  * A tunnel (WebSocket, TCP) knows whether the server answered long before it gives
  * the server back: it calls `record(outcome)` then, and `end()` when it closes.
  */
+import { performance } from 'node:perf_hooks';
 import type { AttemptOutcome } from './attempt.ts';
 import type { UpstreamServer } from './server.ts';
 

@@ -10,6 +10,17 @@ import { type CallResult, type EchoClient, echoClient, grpc, startGrpcBackends, 
 import { freePort } from '../support/spawn.ts';
 import { eventually, load, startVelocityProcess } from '../support/velocity.ts';
 
+/**
+ * The call ended DEADLINE_EXCEEDED where the server would have answered OK after 5 s: either Velocity's
+ * timer answered (x-velocity-error UPSTREAM_TIMEOUT) or the server honoured the grpc-timeout Velocity sent it.
+ */
+function assertServiceDeadline(result: CallResult): void {
+  assert.ok(!result.ok, 'the slow call did not succeed');
+  assert.equal(result.error.code, grpc.status.DEADLINE_EXCEEDED);
+  const answeredBy = result.error.metadata.get('x-velocity-error')[0] ?? result.error.details;
+  assert.match(String(answeredBy), /^(UPSTREAM_TIMEOUT|Deadline exceeded)$/);
+}
+
 const velocityYaml = (servers: string[], extra = '', admin = 'enabled: false') => `listeners:
   - type: http
     listen: "127.0.0.1:0"
@@ -167,14 +178,11 @@ describe('gRPC deadlines, health, GOAWAY and rate limits through the binary', ()
     assert.ok(quick.ok, 'a call within its deadline succeeds');
     const clientDeadline = await unary(client, { text: 'slow', delay_ms: 5_000 }, { deadlineMs: 300 });
     assert.equal(!clientDeadline.ok && clientDeadline.error.code, grpc.status.DEADLINE_EXCEEDED);
-    // No deadline from the client: the service's 800 ms total applies, answered by Velocity itself.
-    const serviceDeadline = await unary(client, { text: 'slow', delay_ms: 5_000 });
-    assert.ok(!serviceDeadline.ok);
-    assert.equal(serviceDeadline.error.code, grpc.status.DEADLINE_EXCEEDED);
-    assert.equal(serviceDeadline.error.metadata.get('x-velocity-error')[0], 'UPSTREAM_TIMEOUT');
+    // No deadline from the client: the service's 800 ms total applies. Velocity also passes the deadline on as
+    // grpc-timeout, so on a busy machine the server may give up a moment before Velocity's own timer does.
+    assertServiceDeadline(await unary(client, { text: 'slow', delay_ms: 5_000 }));
     // A client deadline longer than the service's is cut to the service's.
-    const longer = await unary(client, { text: 'slow', delay_ms: 5_000 }, { deadlineMs: 60_000 });
-    assert.equal(!longer.ok && longer.error.metadata.get('x-velocity-error')[0], 'UPSTREAM_TIMEOUT');
+    assertServiceDeadline(await unary(client, { text: 'slow', delay_ms: 5_000 }, { deadlineMs: 60_000 }));
   });
 
   test('the grpc health check takes a NOT_SERVING server out and brings it back when SERVING', async (t) => {

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Agent, request } from 'undici';
-import { formatAccessLine } from '../../src/observe/access-log.ts';
 import type { RequestRecord } from '../../src/observe/events.ts';
+import { recordJson } from '../../src/observe/record-json.ts';
 import { startSilentServer } from '../support/silent-server.ts';
 import { delay, eventually, startBackends, startInProcess } from '../support/velocity.ts';
 
@@ -98,7 +98,7 @@ services:
   for (const r of refused) {
     assert.equal(r.retries, 0);
     assert.equal(r.retryDenied, 'budget');
-    assert.match(formatAccessLine(r, 'json'), /"retryDenied":"budget"/);
+    assert.match(recordJson(r), /"retryDenied":"budget"/);
   }
   for (const r of records.filter((x) => x.status === 200)) assert.equal(r.retryDenied, undefined);
   const metrics = await (await request(`http://127.0.0.1:${velocity.adminAddress?.port}/metrics`)).body.text();

@@ -45,7 +45,7 @@ test('numbers of every kind read as JSON.stringify writes them: integers, durati
 });
 
 test('strings a client controls are escaped: quotes, backslashes, control bytes, lone surrogates', () => {
-  for (const nasty of ['/"quoted"', '/back\\slash', '/tab\there', '/nl\n{"forged":1}', '/nul\0', '/\x7f\x80ÿ', '/\ud800alone', '/pair\ud83d\ude00', '/ünïcode']) {
+  for (const nasty of ['/"quoted"', '/back\\slash', '/tab\there', '/nl\n{"forged":1}', '/nul\0', '/\x7f\x80ÿ', '/\ud800alone', '/pair\ud83d\ude00', '/ünïcode', '/€uro ✓']) {
     const r = { ...base, path: nasty, userAgent: nasty, host: nasty };
     assert.equal(recordJson(r), reference(r), nasty);
     assert.equal(JSON.parse(recordJson(r)).path, nasty);
@@ -57,4 +57,10 @@ test('records of the same millisecond and of the next one get their own time', (
   const b = recordJson({ ...base, time: base.time + 1 });
   assert.match(a, /"time":"2025-12-01T09:23:20.123Z"/);
   assert.match(b, /"time":"2025-12-01T09:23:20.124Z"/);
+});
+
+test('a record longer than the buffer it is written into comes out whole', () => {
+  const long = `agent/${'é€x'.repeat(20_000)}`;
+  const r = { ...base, userAgent: long, path: `/${'p'.repeat(70_000)}` };
+  assert.equal(recordJson(r), reference(r));
 });
