@@ -57,7 +57,7 @@ export class RequestContext implements PickRequest {
       method: req.method ?? 'GET',
       host: headers.host ?? '',
       path: req.url ?? '/',
-      protocol: protocolOf(req.httpVersion),
+      protocol: protocolOf(req),
       status: 0,
       bytesIn: 0,
       bytesOut: 0,
@@ -132,18 +132,19 @@ export class RequestContext implements PickRequest {
   }
 }
 
-/** The record's protocol: the usual versions without building a string per request. */
-function protocolOf(version: string): string {
-  switch (version) {
-    case '1.1':
-      return 'HTTP/1.1';
-    case '1.0':
-      return 'HTTP/1.0';
-    case '2.0':
-      return 'HTTP/2.0';
-    default:
-      return `HTTP/${version}`;
+/** The record's protocol: the usual versions told by their numbers, without comparing or building a string per request. */
+function protocolOf(req: ProxyRequest): string {
+  const minor = req.httpVersionMinor;
+  switch (req.httpVersionMajor) {
+    case 1:
+      if (minor === 1) return 'HTTP/1.1';
+      if (minor === 0) return 'HTTP/1.0';
+      break;
+    case 2:
+      if (minor === 0) return 'HTTP/2.0';
+      break;
   }
+  return `HTTP/${req.httpVersion}`;
 }
 
 /** A step before balancing (IP filter, rate limit). Returns an error to answer with, or nothing. */

@@ -57,7 +57,8 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   private clientRes: ClientResponse;
   private replayable = true;
   private traceAt = -1;
-  private readonly tried = new Set<UpstreamServer>();
+  /** The servers tried so far, made when a retry is first considered: until then only the lease's server was. */
+  private triedSet: Set<UpstreamServer> | undefined = undefined;
   private attempt = 0;
   private lease: Lease | undefined = undefined;
   private span: AttemptSpan | undefined = undefined;
@@ -145,7 +146,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   }
 
   private pick(): void {
-    const picked = this.plane.select(this.service as ServiceRuntime, this.ctx, this.tried, this.ctx.abort);
+    const picked = this.plane.select(this.service as ServiceRuntime, this.ctx, this.attempt === 0 ? NO_SERVERS : this.tried(), this.ctx.abort);
     if (picked instanceof Promise) this.after(picked, this.send);
     else this.send(picked);
   }
@@ -156,9 +157,9 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     const service = this.service as ServiceRuntime;
     const retries = service.config.retries;
     const server = lease.server;
+    if (this.attempt > 0) this.tried().add(server);
     this.lease = lease;
     this.attempt++;
-    this.tried.add(server);
     ctx.record.server = server.id;
     plane.stickTo(service, server, ctx);
     if (retries.per_try_timeout > 0) this.perTry = setTimeout(abortTryOnTimeout, retries.per_try_timeout, ctx.abort);
@@ -181,7 +182,13 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     if (!this.plane.retryStatuses(service).has(status)) return false;
     if (this.attempt >= service.config.retries.attempts || !this.replayable || !IDEMPOTENT_METHODS.has(this.method)) return false;
     const now = Date.now();
-    return service.hasAvailableServer(this.tried, now) && service.retryBudget.hasRoom(now);
+    return service.hasAvailableServer(this.tried(), now) && service.retryBudget.hasRoom(now);
+  }
+
+  /** The servers tried so far (asked only after the first try started). */
+  private tried(): Set<UpstreamServer> {
+    this.triedSet ??= new Set([(this.lease as Lease).server]);
+    return this.triedSet;
   }
 
   /** The try ended (in the turn that ended it): record it, then end the request or try again. */
@@ -220,7 +227,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     const safeToResend = outcome.kind === 'retryable-status' || idempotent || (outcome.kind === 'failed' && !outcome.requestSent);
     // Why this failure is not retried, if it is not. The budget is asked last, at the time of the failure,
     // so nothing is spent on a retry refused for another reason (past the total timeout, say).
-    record.retryDenied = retryRefusal(safeToResend, this.attempt < retries.attempts, this.replayable, ctx.abort.aborted, service, this.tried);
+    record.retryDenied = retryRefusal(safeToResend, this.attempt < retries.attempts, this.replayable, ctx.abort.aborted, service, this.tried());
     if (record.retryDenied) {
       const code = outcome.kind === 'failed' ? outcome.code : statusToCode(outcome.status);
       return void this.end(new VelocityError(code, undefined, { cause: outcome.kind === 'failed' ? outcome.error : undefined }));
@@ -253,6 +260,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
 }
 
 const NO_HEADERS: string[] = [];
+const NO_SERVERS: ReadonlySet<UpstreamServer> = new Set();
 
 /** Why a failed try is not retried, or undefined when it is (one retry is then taken from the budget). */
 function retryRefusal(

@@ -56,6 +56,11 @@ export interface ProxyRequest extends RequestBody {
   passChunkFraming?(): boolean;
   /** With chunk framing passed through: the payload bytes received (framing not counted). */
   readonly payloadBytes?: number;
+  /**
+   * The HTTP/1.1 server's parser did checkRequestHead's Host checks (one Host on 1.1, at most one on 1.0,
+   * no Transfer-Encoding on 1.0) and found the Host value well-formed: true. Absent elsewhere.
+   */
+  readonly hostChecked?: boolean;
 }
 
 type HeaderValue = string | number | readonly string[];

@@ -25,6 +25,8 @@ const refused = (why: string) => new VelocityError('BAD_REQUEST', why);
 export function checkRequestHead(req: ProxyRequest, underscores: UnderscoreHeaders): VelocityError | undefined {
   const namesRefused = applyHeaderNamePolicy(req, underscores);
   if (namesRefused) return namesRefused;
+  // What the HTTP/1.1 parser checked already, with an origin-form target: nothing is left to do.
+  if (req.hostChecked === true && req.url.charCodeAt(0) === 0x2f) return undefined;
   if (isHttp2Stream(req)) return undefined;
   // An HTTP/1 parser may accept "HTTP/2.0" or "HTTP/0.9" in a request line; only 1.0 and 1.1 are HTTP/1 messages Velocity can frame.
   if (req.httpVersionMajor !== 1 || req.httpVersionMinor > 1) return new VelocityError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${req.httpVersion} in an HTTP/1 request line`);

@@ -30,6 +30,13 @@ export class Router<T> {
   private readonly exact = new Map<string, PathEntry<T>[]>();
   private readonly wildcards: { suffix: string; entries: PathEntry<T>[] }[] = [];
   private fallback: PathEntry<T>[] = [];
+  /**
+   * The last Host asked for and the route groups it selects, in the order they are tried: most requests
+   * on a connection, often on the whole listener, carry the same Host, and comparing it with the last
+   * one costs less than lower-casing it and hashing the copy for the lookup.
+   */
+  private lastHost: string | undefined;
+  private lastGroups: readonly PathEntry<T>[][] = [];
 
   constructor(routes: readonly Route<T>[]) {
     const wild = new Map<string, PathEntry<T>[]>();
@@ -63,21 +70,27 @@ export class Router<T> {
    * Without `request`, routes with conditions are passed over.
    */
   match(host: string | undefined, path: string, request?: PickRequest): T | undefined {
-    const name = normalizeHost(host);
-    const exact = name ? this.exact.get(name) : undefined;
-    if (exact) {
-      const hit = matchPath(exact, path, request);
+    let groups = this.lastGroups;
+    if (host !== this.lastHost || groups.length === 0) {
+      groups = this.groupsFor(normalizeHost(host));
+      this.lastHost = host;
+      this.lastGroups = groups;
+    }
+    for (let i = 0; i < groups.length; i++) {
+      const hit = matchPath(groups[i] as PathEntry<T>[], path, request);
       if (hit !== undefined) return hit;
     }
-    if (name) {
-      for (const w of this.wildcards) {
-        if (name.endsWith(w.suffix) && name.length > w.suffix.length) {
-          const hit = matchPath(w.entries, path, request);
-          if (hit !== undefined) return hit;
-        }
-      }
-    }
-    return matchPath(this.fallback, path, request);
+    return undefined;
+  }
+
+  /** The route groups a host name selects: its exact name, the wildcards it falls under (longest first), the default. */
+  private groupsFor(name: string | undefined): PathEntry<T>[][] {
+    const groups: PathEntry<T>[][] = [];
+    const exact = name ? this.exact.get(name) : undefined;
+    if (exact) groups.push(exact);
+    if (name) for (const w of this.wildcards) if (name.endsWith(w.suffix) && name.length > w.suffix.length) groups.push(w.entries);
+    groups.push(this.fallback);
+    return groups;
   }
 }
 

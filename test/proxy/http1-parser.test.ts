@@ -11,6 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { ChunkedDecoder } from '../../src/proxy/http1/chunked.ts';
 import { checkPartialHead, findHeadEnd, HeadError, parseRequestHead, type RequestHead } from '../../src/proxy/http1/head-parser.ts';
 import { Http1Request } from '../../src/proxy/http1/request.ts';
+import type { ProxyRequest } from '../../src/proxy/proxy-message.ts';
+import { checkRequestHead } from '../../src/proxy/request-head.ts';
 import { HEAD_LIMIT, LlhttpOracle, runDifferential } from '../support/http1-differential.ts';
 
 function parse(text: string, limit = HEAD_LIMIT): RequestHead | HeadError | 'incomplete' {
@@ -138,6 +140,36 @@ describe('request heads the parser reads', () => {
     assert.equal(findHeadEnd(buf, 0, buf.length - 2), buf.length);
     assert.equal(findHeadEnd(buf.subarray(0, buf.length - 1), 0, 10), -1);
   });
+});
+
+test("the parser's Host check refuses exactly the Host values checkRequestHead's own check refuses", () => {
+  // Random values over the bytes the Host grammar treats apart: name bytes, brackets, colon, digits, others.
+  let state = 23;
+  const next = (n: number) => {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    return state % n;
+  };
+  const PIECES = ['a', 'Z', '0', '9', '-', '.', '_', '~', '%', '!', "'", '=', '[', ']', ':', 'f', '::1', '1.2.3.4', '@', '/', '#', '?', ' ', '\xe9', '"', '<'];
+  const fixed = ['', 'a', 'a:', 'a:80', 'a:123456', '[::1]', '[::1]:8080', '[]', '[::1', '::1', 'a:b', 'a@b', 'a b', '[v1.x]', '[::1]x', '%41'];
+  const values = [...fixed, ...Array.from({ length: 20_000 }, () => Array.from({ length: 1 + next(8) }, () => PIECES[next(PIECES.length)]).join(''))];
+  for (const value of values) {
+    const head = parse(`GET / HTTP/1.1\r\nHost: ${value}\r\n\r\n`);
+    if (!(head instanceof Object) || head instanceof HeadError) continue;
+    const fromParser = new Http1Request(head, new Socket(), { bodyWanted() {} });
+    assert.equal(fromParser.hostChecked !== undefined, true);
+    // The same head without the parser's word for it: checkRequestHead runs its own checks.
+    const plain = {
+      method: 'GET',
+      url: '/',
+      httpVersion: '1.1',
+      httpVersionMajor: 1,
+      httpVersionMinor: 1,
+      rawHeaders: [...head.rawHeaders],
+      headers: { host: head.rawHeaders[1] },
+    };
+    const expected = checkRequestHead(plain as unknown as ProxyRequest, 'drop')?.message;
+    assert.equal(checkRequestHead(fromParser, 'drop')?.message, expected, JSON.stringify(value));
+  }
 });
 
 /** Decodes a body split at every possible point into two packets; returns the data or the error. */

@@ -26,6 +26,12 @@ export const TARGET = table((c) => c > 0x20 && c < 0x7f);
 /** An authority's bytes in an absolute-form target: reg-name, IP literal and port, no `@` (RFC 3986 §3.2). */
 export const AUTHORITY = table((c) => (c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) || "-._~!$&'()*+,;=%:[]".includes(String.fromCharCode(c)));
 
+/** A Host value's reg-name or IPv4 bytes (RFC 3986 §3.2.2: unreserved, sub-delims, pct-encoding's `%`). */
+export const REG_NAME = table((c) => (c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x7a) || "-._~!$&'()*+,;=%".includes(String.fromCharCode(c)));
+
+/** The bytes inside a bracketed IPv6 literal of a Host value. */
+export const IPV6_LITERAL = table((c) => (c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66) || c === 0x3a || c === 0x2e);
+
 /** qdtext and quoted-pair's second byte in a chunk extension's quoted-string (RFC 9110 §5.6.4). */
 export const QDTEXT = table((c) => c === 0x09 || c === 0x20 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e) || c >= 0x80);
 export const QUOTED_PAIR = table((c) => c === 0x09 || (c >= 0x20 && c !== 0x7f));

@@ -105,7 +105,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
 
   constructor(host: ConnectionHost, accepted: Socket) {
     this.host = host;
-    const adopted = host.sharedReads ? adoptReads(accepted, this.onData) : undefined;
+    const adopted = host.sharedReads ? adoptReads(accepted, this.onRead) : undefined;
     const socket = adopted ?? accepted;
     this.socket = socket;
     // A connection that never sends a byte is cut at the header timeout, silently.
@@ -123,12 +123,17 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     return this.phase === IDLE && (this.pending === undefined || this.pending.length === 0);
   }
 
+  /** A read on the stream path ('data'). */
+  private readonly onData = (chunk: Buffer): void => this.onRead(chunk, chunk.length);
+
   /**
-   * A read. With shared reads `chunk` is valid only during this call: what is kept of it past the call
-   * (pipelined bytes, a partial head, body bytes nobody read yet) is copied out at the end.
+   * A read: buf[0, length). With shared reads `buf` is valid only during this call: what is kept of it past the
+   * call (pipelined bytes, a partial head, body bytes nobody read yet) is copied out at the end. A head read
+   * by an idle connection is parsed where it lies, without a view of the read made for it.
    */
-  private readonly onData = (chunk: Buffer): void => {
-    this.take(chunk);
+  private readonly onRead = (buf: Buffer, length: number): void => {
+    if (this.phase === IDLE && (this.pending === undefined || this.pending.length === 0)) this.parseHead(buf, length);
+    else this.take(length === buf.length ? buf : buf.subarray(0, length));
     if (this.pending !== undefined) this.pending = owned(this.pending);
   };
 
@@ -180,17 +185,24 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   /** Parses the head at the start of `pending`, and starts its request when it is complete. */
   private parseNext(): void {
     const buf = this.pending;
-    if (buf === undefined || buf.length === 0) return;
-    if (this.phase === IDLE) {
-      this.phase = HEAD;
-      this.deadline = Date.now() + this.host.headerTimeout;
-      this.onDeadline = TIMEOUT_408;
-    }
+    if (buf !== undefined && buf.length > 0) this.parseHead(buf, buf.length);
+  }
+
+  /** Parses the head at the start of buf[0, n) (the pending bytes, or a read); starts its request when it is complete. */
+  private parseHead(buf: Buffer, n: number): void {
     const limit = this.host.maxHeaderSize;
-    const end = findHeadEnd(buf, 0, this.scanned);
+    const end = findHeadEnd(buf, 0, this.scanned, n);
     if (end < 0) {
-      const problem = checkPartialHead(buf, 0, Math.max(0, this.scanned - 1), limit);
-      this.scanned = buf.length;
+      const partial = n === buf.length ? buf : buf.subarray(0, n);
+      this.pending = partial;
+      // The header timeout runs from the first bytes of a head that did not come whole (one that did has no wait to bound).
+      if (this.phase === IDLE) {
+        this.phase = HEAD;
+        this.deadline = Date.now() + this.host.headerTimeout;
+        this.onDeadline = TIMEOUT_408;
+      }
+      const problem = checkPartialHead(partial, 0, Math.max(0, this.scanned - 1), limit);
+      this.scanned = n;
       if (problem) this.refuse(problem);
       return;
     }
@@ -200,7 +212,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       this.refuse(head);
       return;
     }
-    this.pending = end < buf.length ? buf.subarray(end) : undefined;
+    this.pending = end < n ? buf.subarray(end, n) : undefined;
     this.start(head);
   }
 
@@ -351,7 +363,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     return res === this.res && !this.host.draining && !this.clientEnded && this.phase === SERVING;
   }
 
-  /** ResponseOwner: the last byte of the current response reached the socket. */
+  /** ResponseOwner: the last byte of the current response reached the socket (told from a write's callback, or from end()). */
   readonly responseFlushed = (err?: Error | null): void => {
     const res = this.res;
     const req = this.req;
@@ -380,7 +392,14 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       this.pipelinePaused = false;
       if (!this.bodyPaused) this.socket.resume();
     }
-    this.parseNext();
+    // This may run inside the response's end() (see Http1Response.end): a pipelined request starts on the
+    // next tick, not within the try that answered the previous one (its lease is not even ended yet).
+    if (this.pending !== undefined && this.pending.length > 0) process.nextTick(this.parseWaiting);
+  };
+
+  /** Starts the pipelined request that waited behind the last response, unless a read started it first. */
+  private readonly parseWaiting = (): void => {
+    if (this.phase === IDLE) this.parseNext();
   };
 
   private readonly onDrain = (): void => {

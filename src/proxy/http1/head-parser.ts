@@ -8,7 +8,7 @@
  * exactly `chunked` (or on HTTP/1.0), a version other than 1.0 or 1.1.
  */
 import { METHODS } from '../../node-http.ts';
-import { AUTHORITY, COLON, CR, FIELD_VALUE, HTAB, isName, LF, SP, TARGET, TOKEN } from './chars.ts';
+import { AUTHORITY, COLON, CR, FIELD_VALUE, HTAB, IPV6_LITERAL, isName, LF, REG_NAME, SP, TARGET, TOKEN } from './chars.ts';
 
 /** The methods llhttp knows (Node's list): any other token is refused, as llhttp refuses it. */
 const KNOWN_METHODS = new Set(METHODS);
@@ -34,6 +34,8 @@ export interface RequestHead {
   expectContinue: boolean;
   /** An Upgrade header was sent (with `Connection: upgrade`). */
   upgrade: boolean;
+  /** The Host value (when there is one) has the syntax checkRequestHead asks of it (see wellFormedHost). */
+  hostWellFormed: boolean;
   /** Bytes of the head, the blank line included. */
   length: number;
 }
@@ -51,12 +53,11 @@ export class HeadError {
 
 /**
  * Where the head that starts at `start` ends (the index just past its blank
- * line), or -1 when it has not all arrived. `scanned` is how far an earlier
+ * line), or -1 when it has not all arrived in buf[0, n). `scanned` is how far an earlier
  * call looked, so a head trickled in many packets is not searched again from its start.
  * Searched in JavaScript, not with buf.indexOf: a head is short, and the call into C++ costs more than the scan.
  */
-export function findHeadEnd(buf: Buffer, start: number, scanned: number): number {
-  const n = buf.length;
+export function findHeadEnd(buf: Buffer, start: number, scanned: number, n = buf.length): number {
   // k is where the blank line's LF would be. A byte that is neither CR nor LF cannot be in CRLFCRLF, so the
   // next possible end is 4 further; an LF that does not end one can only be its second byte (2 further), a CR its first or third (1).
   let k = Math.max(start, scanned - 3) + 3;
@@ -226,6 +227,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
   let chunked = false;
   let transferEncoding = false;
   let hosts = 0;
+  let hostWellFormed = true;
   let connection = 0;
   let upgradeHeader = false;
   let expectContinue = false;
@@ -254,7 +256,10 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     rawHeaders.push(headerName(buf, nameStart, nameEnd, text, start), text.slice(valueStart - start, valueEnd - start));
     switch (nameEnd - nameStart) {
       case 4:
-        if (isName(buf, nameStart, 'host')) hosts++;
+        if (isName(buf, nameStart, 'host')) {
+          hosts++;
+          hostWellFormed = wellFormedHost(buf, valueStart, valueEnd);
+        }
         break;
       case 6:
         // HTTP/1.0 predates Expect: a 1.0 client's Expect is ignored, as Node does.
@@ -302,8 +307,32 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     keepAlive: (connection & CLOSE) === 0 && (minor === 1 || (connection & KEEP_ALIVE) !== 0),
     expectContinue,
     upgrade: upgradeHeader && (connection & UPGRADE) !== 0,
+    hostWellFormed,
     length: i - start,
   };
+}
+
+/**
+ * buf[start, end) is empty, or a reg-name or IPv4 address, or an IPv6 literal in brackets, then an optional
+ * `:` and up to 5 digits: the Host syntax request-head.ts checks (its HOST pattern), read here on the bytes
+ * so the handler need not run the pattern on every request.
+ */
+export function wellFormedHost(buf: Uint8Array, start: number, end: number): boolean {
+  if (start === end) return true;
+  let i = start;
+  if (buf[i] === 0x5b) {
+    const from = ++i;
+    while (i < end && IPV6_LITERAL[buf[i] as number]) i++;
+    if (i === from || i === end || buf[i] !== 0x5d) return false;
+    i++;
+  } else {
+    while (i < end && REG_NAME[buf[i] as number]) i++;
+    if (i === start) return false;
+  }
+  if (i === end) return true;
+  if (buf[i] !== COLON || end - i - 1 > 5) return false;
+  for (i++; i < end; i++) if ((buf[i] as number) < 0x30 || (buf[i] as number) > 0x39) return false;
+  return true;
 }
 
 /** buf[start, end) is 1*DIGIT and nothing else (no sign, no list, no spaces): its value, else -1. */

@@ -87,6 +87,7 @@ export class Http1Request implements ProxyRequest {
   private framing = false;
   /** Body payload bytes received so far (chunk framing not counted). */
   payloadBytes = 0;
+  readonly hostChecked: boolean;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
     this.method = head.method;
@@ -97,6 +98,8 @@ export class Http1Request implements ProxyRequest {
     this.socket = socket;
     this.source = source;
     this.bodyLength = head.chunked ? -1 : Math.max(0, head.contentLength);
+    // The parser refused a missing or repeated Host and Transfer-Encoding on 1.0, and read the Host's syntax.
+    this.hostChecked = head.hostWellFormed;
   }
 
   /** Lower-cased names to values, joined as Node joins them; built on first use. */

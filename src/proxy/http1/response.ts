@@ -331,12 +331,12 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
 
   /**
    * Tells the connection the response is flushed once the socket has written what it holds. When it holds
-   * nothing (the usual end of a body written in full) that is now, told on the next tick as a write's callback
-   * would be: an empty write only to learn it costs a syscall per response.
+   * nothing (the usual end of a body written in full) that is now, in this call: an empty write only to
+   * learn it costs a syscall per response, and a tick to tell it later costs a turn of the tick queue.
    */
   private flushedAfterPendingWrites(): void {
     const socket = this.socket;
-    if (socket.writableLength === 0 && !socket.destroyed) process.nextTick(this.owner.responseFlushed);
+    if (socket.writableLength === 0 && !socket.destroyed) this.owner.responseFlushed();
     else socket.write('', this.owner.responseFlushed);
   }
 

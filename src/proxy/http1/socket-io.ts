@@ -51,29 +51,29 @@ function handleOf(socket: Socket): StreamHandle | undefined {
 /** Where an adopted socket's reads go: to the connection, or (once it let go) into the socket's Readable as usual. */
 class ReadRoute {
   /** false: stop reading (what a full Readable answers on the stream path). */
-  private target: (chunk: Buffer) => unknown;
+  private target: (buf: Buffer, length: number) => unknown;
 
-  constructor(target: (chunk: Buffer) => void) {
+  constructor(target: (buf: Buffer, length: number) => void) {
     this.target = target;
   }
 
-  /** net's onread callback. */
-  readonly onRead = (length: number, buffer: Uint8Array): boolean => this.target((buffer as Buffer).subarray(0, length)) !== false;
+  /** net's onread callback: the shared buffer itself, no view made per read. */
+  readonly onRead = (length: number, buffer: Uint8Array): boolean => this.target(buffer as Buffer, length) !== false;
 
   toStream(socket: Socket): void {
-    this.target = (chunk) => socket.push(owned(chunk));
+    this.target = (buf, length) => socket.push(owned(buf.subarray(0, length)));
   }
 }
 
 const routes = new WeakMap<Socket, ReadRoute>();
 
 /**
- * A socket on the same connection whose reads go to `target` (a view of the shared buffer, valid during
- * the call); undefined when `socket` cannot be rebuilt (TLS, already read from, no usable handle). The
+ * A socket on the same connection whose reads go to `target` (the shared buffer and the length read into
+ * it, valid during the call); undefined when `socket` cannot be rebuilt (TLS, already read from, no usable handle). The
  * original socket stays, handle-less, until the new one closes: net.Server counts it (maxConnections,
  * close()).
  */
-export function adoptReads(socket: Socket, target: (chunk: Buffer) => void): Socket | undefined {
+export function adoptReads(socket: Socket, target: (buf: Buffer, length: number) => void): Socket | undefined {
   if (socket.constructor !== Socket || socket.bytesRead !== 0 || socket.readableLength !== 0 || socket.listenerCount('data') !== 0) return undefined;
   const handle = handleOf(socket);
   if (handle === undefined || socket.destroyed || socket.connecting) return undefined;
