@@ -69,13 +69,13 @@ try {
     }
   }
   const nginx = runs.get('nginx') ?? [];
-  console.log('| contender | req/s | CPU µs/req | user | sys | CPU × nginx | req/s × nginx | p99 ms | p99 × nginx | peak RSS MB |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('| contender | req/s | CPU µs/req | user | sys | switches/req | CPU × nginx | req/s × nginx | p99 ms | p99 × nginx | peak RSS MB |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const [name, list] of runs) {
     const m = (f: (r: LoadResult) => number) => median(list.map(f));
     const perRound = (f: (r: LoadResult, n: LoadResult) => number) => median(list.map((r, i) => f(r, nginx[i] as LoadResult)));
     console.log(
-      `| ${name} | ${Math.round(m((r) => r.rps))} | ${m((r) => r.cpuUsPerRequest).toFixed(1)} | ${m((r) => r.userUsPerRequest).toFixed(1)} | ${m((r) => r.systemUsPerRequest).toFixed(1)} | ${perRound((r, n) => r.cpuUsPerRequest / n.cpuUsPerRequest).toFixed(2)} | ${perRound((r, n) => r.rps / n.rps).toFixed(2)} | ${m((r) => r.p99).toFixed(2)} | ${perRound((r, n) => r.p99 / n.p99).toFixed(2)} | ${Math.round(Math.max(...list.map((r) => r.rssMb)))} |`,
+      `| ${name} | ${Math.round(m((r) => r.rps))} | ${m((r) => r.cpuUsPerRequest).toFixed(1)} | ${m((r) => r.userUsPerRequest).toFixed(1)} | ${m((r) => r.systemUsPerRequest).toFixed(1)} | ${m((r) => r.switchesPerRequest).toFixed(2)} | ${perRound((r, n) => r.cpuUsPerRequest / n.cpuUsPerRequest).toFixed(2)} | ${perRound((r, n) => r.rps / n.rps).toFixed(2)} | ${m((r) => r.p99).toFixed(2)} | ${perRound((r, n) => r.p99 / n.p99).toFixed(2)} | ${Math.round(Math.max(...list.map((r) => r.rssMb)))} |`,
     );
   }
   // Each round's B against the A run just before it: the least noisy figure on a shared machine.

@@ -115,7 +115,9 @@ async function load(name: string, root: string): Promise<Build> {
         const parser = new ResponseParser({
           onInformational() {},
           onResponseHead(h: { status: number; reason: string; headers: string[] }) {
-            res.writeHead(h.status, h.reason || undefined, responseHeadersFromRaw(h.headers));
+            // As the forwarder does: the copy-through head where the build has one.
+            if (res.writeUpstreamHead) res.writeUpstreamHead(h.status, h.reason, h.headers, undefined);
+            else res.writeHead(h.status, h.reason || undefined, responseHeadersFromRaw(h.headers));
             return false;
           },
           onResponseBody(chunk: Buffer) {

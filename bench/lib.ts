@@ -10,6 +10,7 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { involuntarySwitches } from './kernel-time.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The body every nginx backend answers with: 21 bytes, as in the lab anchors. */
@@ -383,6 +384,8 @@ export interface LoadResult extends WrkResult {
   /** The same, split: user-space and kernel time per request, µs. */
   userUsPerRequest: number;
   systemUsPerRequest: number;
+  /** Involuntary context switches per request: on this box they follow user time and cost system time (docs/performance.md). */
+  switchesPerRequest: number;
 }
 
 /** One bounded wrk run; samples the contender's RSS while it runs and reports the peak and its CPU per request. */
@@ -398,6 +401,7 @@ export function runWrk(url: string, args: string[], seconds: number, pid: number
     });
     let peak = rssMb(pid);
     const cpuBefore = cpuTimes(pid);
+    const switchesBefore = involuntarySwitches(pid);
     const sampler = setInterval(() => {
       peak = Math.max(peak, rssMb(pid));
     }, 250);
@@ -412,7 +416,8 @@ export function runWrk(url: string, args: string[], seconds: number, pid: number
       const perRequest = (ms: number) => (pid && result.requests > 0 ? (ms * 1000) / result.requests : 0);
       const user = perRequest(after.user - cpuBefore.user);
       const system = perRequest(after.sys - cpuBefore.sys);
-      resolve({ ...result, rssMb: Math.max(peak, rssMb(pid)), cpuUsPerRequest: user + system, userUsPerRequest: user, systemUsPerRequest: system });
+      const switches = result.requests > 0 ? (involuntarySwitches(pid) - switchesBefore) / result.requests : 0;
+      resolve({ ...result, rssMb: Math.max(peak, rssMb(pid)), cpuUsPerRequest: user + system, userUsPerRequest: user, systemUsPerRequest: system, switchesPerRequest: switches });
     });
   });
 }

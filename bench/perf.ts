@@ -15,7 +15,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { involuntarySwitches, kernelTimeByCategory } from './kernel-time.ts';
+import { kernelTimeByCategory } from './kernel-time.ts';
 import { BenchContext, ensureBuilt, profilingOptions, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity, withFeatures } from './lib.ts';
 
 const { values: args } = parseArgs({
@@ -49,10 +49,8 @@ async function main(): Promise<void> {
     const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
     await runWrk(url, wrk, 3, target.pid);
     const data = process.env.PERF_DATA ?? join(ctx.dir, 'perf.data');
-    const switchesBefore = involuntarySwitches(target.pid);
     const perf = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(target.pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' });
     const load = await runWrk(url, wrk, seconds, target.pid);
-    const switches = (involuntarySwitches(target.pid) - switchesBefore) / load.requests;
     await new Promise((resolve) => perf.once('exit', resolve));
     console.log(
       `${target.name}: ${Math.round(load.rps)} req/s, CPU ${load.cpuUsPerRequest.toFixed(1)} µs/request (user ${load.userUsPerRequest.toFixed(1)}, system ${load.systemUsPerRequest.toFixed(1)})`,
@@ -74,7 +72,7 @@ async function main(): Promise<void> {
     console.log(`\nheaviest symbols (top ${args.top}):`);
     for (const r of rows.slice(0, Number(args.top))) console.log(`  ${r.pct.toFixed(2).padStart(6)} %  ${groupOf(r.dso).padEnd(16)}  ${r.sym.slice(0, 110)}`);
     const script = execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 1024 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
-    console.log(`\nkernel time per request by what the process was doing (${switches.toFixed(2)} involuntary context switches per request):`);
+    console.log(`\nkernel time per request by what the process was doing (${load.switchesPerRequest.toFixed(2)} involuntary context switches per request):`);
     for (const c of kernelTimeByCategory(script, load.cpuUsPerRequest)) console.log(`  ${c.us.toFixed(1).padStart(5)} µs  ${c.name}`);
   } finally {
     ctx.cleanup();

@@ -52,6 +52,13 @@ export interface ClientResponse {
    * and send them unchanged — an HTTP/1.1 client, no transform between. Optional: the others decode.
    */
   passChunkFraming?(): boolean;
+  /**
+   * `writeHead` for a server's answer as the upstream parser read it: `raw` is its header list with the
+   * hop-by-hop headers still in (the response drops them), names as sent, values already checked;
+   * `extra` is a flat list of headers Velocity adds. Optional: the others get `writeHead` with the
+   * list made by responseHeadersFromRaw. Lets Velocity's HTTP/1.1 response copy the head through in one pass.
+   */
+  writeUpstreamHead?(statusCode: number, reason: string, raw: readonly string[], extra: readonly string[] | undefined): void;
 
   on(event: 'close' | 'drain', listener: () => void): unknown;
   once(event: 'close' | 'drain', listener: () => void): unknown;

@@ -191,16 +191,20 @@ class Attempt implements ExchangeSink, AbortableTry {
       this.settle({ kind: 'failed', code: 'UPSTREAM_RESET', error, responseStarted: false, requestSent: true });
       return false;
     }
-    const list = responseHeadersFromRaw(head.headers);
     // Appended, not set: the server's own Set-Cookie stays beside a sticky cookie.
-    if (this.req.extraResponseHeaders) appendHeaders(list, this.req.extraResponseHeaders);
+    const extra = this.req.extraResponseHeaders;
     // A body that ends when the server closes, or an answer that came before the whole request body
     // (the rest of which is never read): the client connection cannot carry another request.
     if (head.closeDelimited || !requestDone) res.shouldKeepAlive = false;
     // A chunked body goes to an HTTP/1.1 client with the server's chunk framing, when nothing transforms it.
     const framed = head.length === -1 && res.passChunkFraming?.() === true;
-    // HTTP/2 has no reason phrase (Node warns when given one).
-    res.writeHead(head.status, res.req?.httpVersionMajor === 2 ? undefined : head.reason || undefined, list);
+    if (res.writeUpstreamHead) res.writeUpstreamHead(head.status, head.reason, head.headers, extra && appendHeaders([], extra));
+    else {
+      const list = responseHeadersFromRaw(head.headers);
+      if (extra) appendHeaders(list, extra);
+      // HTTP/2 has no reason phrase (Node warns when given one).
+      res.writeHead(head.status, res.req?.httpVersionMajor === 2 ? undefined : head.reason || undefined, list);
+    }
     this.responseStarted = true;
     return framed;
   }
@@ -240,9 +244,10 @@ export function startAttempt(pool: ServerPool, req: AttemptRequest, res: ClientR
 }
 
 /** Appends `[name, value]` pairs to a flat header list, a list value as repeated names. */
-export function appendHeaders(list: string[], pairs: readonly [string, string | string[]][]): void {
+export function appendHeaders(list: string[], pairs: readonly [string, string | string[]][]): string[] {
   for (const [name, value] of pairs) {
     if (typeof value === 'string') list.push(name, value);
     else for (const v of value) list.push(name, v);
   }
+  return list;
 }

@@ -64,6 +64,11 @@ function connectionListed(value: string | undefined): Set<string> | undefined {
   return names;
 }
 
+/** Whether a Connection value names headers beyond the hop-by-hop ones, which must then be dropped too. */
+export function namesMoreHeaders(connection: string): boolean {
+  return connectionListed(connection) !== undefined;
+}
+
 export interface ForwardedInfo {
   /** The address that connected to Velocity: appended to X-Forwarded-For. */
   clientIp: string;

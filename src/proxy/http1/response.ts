@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from '../../node-http.ts';
+import { equalsLower, isHopByHop, namesMoreHeaders, responseHeadersFromRaw } from '../headers.ts';
 import type { ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
 
@@ -30,17 +31,18 @@ const LAST_CHUNK = '0\r\n\r\n';
 const UNSAFE = /[\r\n\0]/;
 
 /**
- * Bodies up to this size leave with their head in one buffer and one plain write: copying a few KiB
- * costs less than cork → buffered writes → writev (and stays within Buffer's shared pool).
+ * Bodies up to this size leave with their head in one latin1 string and one plain write: copying a
+ * few KiB costs less than cork → buffered writes → writev.
  */
 const ONE_WRITE_BODY = 3 * 1024;
 
-/** The head (latin1) and a small body in one buffer. */
-function withHead(head: string, body: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(head.length + body.length);
-  out.write(head, 0, 'latin1');
-  out.set(body, head.length);
-  return out;
+/**
+ * The head and a small body as one latin1 string (each byte one character). Node writes a string of up
+ * to 16 KiB from a copy on its stack when the socket takes it at once: no Buffer to allocate, and the
+ * head's concatenated pieces are copied straight out rather than flattened into a string first.
+ */
+function withHead(head: string, body: Uint8Array): string {
+  return head + (Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)).toString('latin1');
 }
 
 let dateSecond = 0;
@@ -181,10 +183,59 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
         if (value !== undefined) add(name, value);
       }
     }
+    // A Content-Length that is not a number still counts as given (it is written as it is).
+    this.finishHead(statusCode, lines, !(length < 0), hasDate, closeAsked);
+    return this;
+  }
+
+  /**
+   * writeHead for a server's answer as the upstream parser read it: its header list copied through as
+   * it is — names as the server wrote them, values the parser already checked (no CR, LF or NUL) —
+   * without the hop-by-hop ones, then `extra` (checked). No intermediate list, no lower-cased names.
+   * A Connection header that names further headers to drop, or headers set before, take writeHead's way.
+   */
+  writeUpstreamHead(statusCode: number, reason: string, raw: readonly string[], extra: readonly string[] | undefined): void {
+    if (this.head !== undefined || this.headersSent) return;
+    if (this.stored) {
+      this.writeHeadFromRaw(statusCode, reason, raw, extra);
+      return;
+    }
+    let lines = '';
+    let hasLength = false;
+    let hasDate = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i] as string;
+      const value = raw[i + 1] as string;
+      if (isHopByHop(name)) {
+        if (equalsLower(name, 'connection') && namesMoreHeaders(value)) {
+          this.writeHeadFromRaw(statusCode, reason, raw, extra);
+          return;
+        }
+        continue;
+      }
+      if (name.length === 4) hasDate ||= equalsLower(name, 'date');
+      else if (name.length === 14) hasLength ||= equalsLower(name, 'content-length');
+      lines += `${name}: ${value}\r\n`;
+    }
+    if (extra) for (let i = 0; i < extra.length; i += 2) lines += headerLines(extra[i] as string, extra[i + 1] as string);
+    if (reason) this.statusMessage = reason;
+    this.statusCode = statusCode;
+    this.finishHead(statusCode, lines, hasLength, hasDate, false);
+  }
+
+  /** writeUpstreamHead the general way: the list without hop-by-hop and Connection-listed headers, through writeHead. */
+  private writeHeadFromRaw(statusCode: number, reason: string, raw: readonly string[], extra: readonly string[] | undefined): void {
+    const list = responseHeadersFromRaw(raw);
+    this.writeHead(statusCode, reason || undefined, extra ? [...list, ...extra] : list);
+  }
+
+  /** The framing and connection headers the server owns, the Date, and the status line: the head to send. */
+  private finishHead(statusCode: number, given: string, hasLength: boolean, hasDate: boolean, closeAsked: boolean): void {
+    let lines = given;
     this.bodyless = this.req.method === 'HEAD' || statusCode === 204 || statusCode === 304 || statusCode < 200;
     const http10 = this.req.httpVersionMinor === 0;
     let keepAlive = this.shouldKeepAlive && !closeAsked && this.owner.mayKeepAlive(this);
-    if (length < 0 && !this.bodyless && statusCode >= 200) {
+    if (!hasLength && !this.bodyless && statusCode >= 200) {
       if (http10) keepAlive = false;
       else {
         this.chunked = true;
@@ -197,7 +248,6 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     if (this.sendDate && !hasDate) lines += `date: ${httpDate()}\r\n`;
     this.keepAlive = keepAlive;
     this.head = `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${lines}\r\n`;
-    return this;
   }
 
   /** ClientResponse: an HTTP/1.1 client takes a chunked upstream body with its framing as it is. */
@@ -230,7 +280,7 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     if (asIs && this.headersSent) return socket.write(data);
     if (asIs && data.length <= ONE_WRITE_BODY) {
       this.headersSent = true;
-      return socket.write(withHead(this.head as string, data));
+      return socket.write(withHead(this.head as string, data), 'latin1');
     }
     // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
     socket.cork();
@@ -257,7 +307,7 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
     this.headersSent = true;
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
     if (!this.chunked || this.framed) {
-      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) socket.write(withHead(head, body), this.owner.responseFlushed);
+      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) socket.write(withHead(head, body), 'latin1', this.owner.responseFlushed);
       else if (head !== undefined && body) {
         socket.cork();
         socket.write(head, 'latin1');

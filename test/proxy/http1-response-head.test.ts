@@ -1,0 +1,116 @@
+/**
+ * The client response head copied through from a server's raw header list
+ * (Http1Response.writeUpstreamHead, what the forwarder uses) is byte for byte
+ * the head the general way builds — the list without hop-by-hop and
+ * Connection-listed headers (responseHeadersFromRaw) given to writeHead — for
+ * every framing the response can take: Content-Length, chunked (decoded and
+ * passed through), close-delimited, HEAD/204/304, HTTP/1.0 clients, a closing
+ * connection, headers Velocity adds, headers set before the head.
+ */
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { test } from 'node:test';
+import { responseHeadersFromRaw } from '../../src/proxy/headers.ts';
+import { findHeadEnd, HeadError, parseRequestHead } from '../../src/proxy/http1/head-parser.ts';
+import { Http1Request } from '../../src/proxy/http1/request.ts';
+import { Http1Response } from '../../src/proxy/http1/response.ts';
+
+/** A socket that keeps what is written to it as latin1 text and takes every write at once. */
+function recordingSocket(): { socket: Socket; text: () => string } {
+  let text = '';
+  const socket = {
+    writableLength: 0,
+    destroyed: false,
+    cork() {},
+    uncork() {},
+    write(chunk: string | Uint8Array, encoding?: unknown, done?: unknown) {
+      text += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('latin1');
+      const callback = typeof encoding === 'function' ? encoding : done;
+      if (typeof callback === 'function') process.nextTick(callback);
+      return true;
+    },
+  };
+  return { socket: socket as unknown as Socket, text: () => text };
+}
+
+interface Case {
+  name: string;
+  request?: string;
+  status?: number;
+  reason?: string;
+  raw: string[];
+  extra?: string[];
+  stored?: [string, string];
+  keepAlive?: boolean;
+  framed?: boolean;
+  body?: string[];
+}
+
+/** Serves `c` on a fresh response, by the copy-through way or the general one; the bytes the client got. */
+function serve(c: Case, copyThrough: boolean): string {
+  const bytes = Buffer.from(c.request ?? 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1');
+  const head = parseRequestHead(bytes, 0, findHeadEnd(bytes, 0, 0), 16384);
+  if (head instanceof HeadError) throw new Error(head.reason);
+  const { socket, text } = recordingSocket();
+  const req = new Http1Request(head, socket, { bodyWanted() {} });
+  const res = new Http1Response(req, socket, { mayKeepAlive: () => c.keepAlive ?? true, responseFlushed() {} }, head.keepAlive);
+  if (c.stored) res.setHeader(c.stored[0], c.stored[1]);
+  if (c.framed) res.passChunkFraming();
+  const status = c.status ?? 200;
+  const reason = c.reason ?? 'OK';
+  if (copyThrough) res.writeUpstreamHead(status, reason, c.raw, c.extra);
+  else res.writeHead(status, reason || undefined, [...responseHeadersFromRaw(c.raw), ...(c.extra ?? [])]);
+  for (const piece of c.body ?? []) res.write(Buffer.from(piece, 'latin1'));
+  res.end();
+  return text();
+}
+
+const DATE = ['Date', 'Tue, 01 Dec 2026 18:00:00 GMT'];
+const NGINX = ['Server', 'nginx/1.22.1', ...DATE, 'Content-Type', 'text/plain', 'Content-Length', '19', 'Connection', 'keep-alive'];
+const CHUNKED = ['Server', 'app', ...DATE, 'Transfer-Encoding', 'chunked', 'Connection', 'keep-alive'];
+
+const CASES: Case[] = [
+  { name: 'nginx keep-alive answer with a small body', raw: NGINX, body: ['hello from backend\n'] },
+  { name: 'a body bigger than one small write', raw: ['Content-Length', '5000', ...DATE], body: ['x'.repeat(5000)] },
+  { name: 'a body in two writes', raw: ['Content-Length', '6', ...DATE], body: ['abc', 'def'] },
+  { name: 'no reason phrase', reason: '', raw: NGINX, body: ['hello from backend\n'] },
+  { name: 'the server closes its connection (not the client one)', raw: ['Content-Length', '2', 'Connection', 'close', ...DATE], body: ['ok'] },
+  { name: 'chunked, decoded and re-chunked', raw: CHUNKED, body: ['abc', 'defgh'] },
+  { name: 'chunked, framing passed through', raw: CHUNKED, framed: true, body: ['3\r\nabc\r\n', '0\r\n\r\n'] },
+  { name: 'close-delimited', raw: ['Server', 'old', ...DATE], keepAlive: false, body: ['until close'] },
+  { name: 'HEAD', request: 'HEAD / HTTP/1.1\r\nHost: a\r\n\r\n', raw: NGINX },
+  { name: '204', status: 204, reason: 'No Content', raw: ['X-A', '1', ...DATE] },
+  { name: '304', status: 304, reason: 'Not Modified', raw: ['ETag', '"v1"', 'Content-Length', '100', ...DATE] },
+  { name: 'HTTP/1.0 client, keep-alive asked', request: 'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n', raw: NGINX, body: ['hello from backend\n'] },
+  { name: 'HTTP/1.0 client, chunked answer de-chunked and closed', request: 'GET / HTTP/1.0\r\n\r\n', raw: CHUNKED, body: ['abc'] },
+  { name: 'the client connection closes after', raw: NGINX, keepAlive: false, body: ['hello from backend\n'] },
+  { name: 'no Date from the server', raw: ['Content-Length', '2'], body: ['ok'] },
+  {
+    name: 'repeated Set-Cookie and headers Velocity adds',
+    raw: ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'Content-Length', '2', ...DATE],
+    extra: ['Set-Cookie', 'velocity_sticky=s1', 'X-RateLimit-Remaining', '9'],
+    body: ['ok'],
+  },
+  {
+    name: 'all the hop-by-hop headers',
+    raw: ['Keep-Alive', 'timeout=5', 'Proxy-Authenticate', 'Basic', 'Trailer', 'x-t', 'Upgrade', 'h2c', 'TE', 'trailers', 'Content-Length', '2', ...DATE],
+    body: ['ok'],
+  },
+  { name: 'a Connection header naming another header', raw: ['Connection', 'X-Secret, keep-alive', 'X-Secret', 's', 'X-Kept', 'k', 'Content-Length', '2', ...DATE], body: ['ok'] },
+  { name: 'a header set before the head', stored: ['X-Early', 'e'], raw: NGINX, body: ['hello from backend\n'] },
+  { name: 'names in any case', raw: ['CONTENT-LENGTH', '2', 'date', DATE[1] as string, 'CoNnEcTiOn', 'Keep-Alive'], body: ['ok'] },
+];
+
+for (const c of CASES) {
+  test(`copied-through response head is the general way's, byte for byte: ${c.name}`, () => {
+    const general = serve(c, false);
+    // A Date the response adds itself could turn to the next second between the two.
+    const sameSecond = (s: string) => s.replace(/\r\ndate: [^\r]*/, '\r\ndate: (now)');
+    assert.equal(sameSecond(serve(c, true)), sameSecond(general));
+    assert.match(general, /^HTTP\/1\.1 \d{3} /);
+  });
+}
+
+test('header values Velocity adds are still checked on the copy-through way (no response splitting)', () => {
+  assert.throws(() => serve({ name: 'split', raw: NGINX, extra: ['X-Bad', 'a\r\nInjected: 1'] }, true), /invalid character/);
+});
