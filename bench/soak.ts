@@ -58,7 +58,10 @@ function waitFor(child: ChildProcess, pattern: RegExp, ms = 15_000): Promise<Reg
   });
 }
 
-const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+const statusMb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+const rssMb = (pid: number) => statusMb(pid, 'VmRSS');
+/** Anonymous (heap, arenas, stacks) and file-backed (the node binary's pages) parts of RSS: they move for different reasons. */
+const rssParts = (pid: number) => `anon ${statusMb(pid, 'RssAnon').toFixed(1)} + file ${statusMb(pid, 'RssFile').toFixed(1)}`;
 const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
 
 /** Least-squares slope of y over x. */
@@ -140,7 +143,7 @@ services:
         if (done === warmup) fdsBefore = fdCount(pid);
         if (done >= warmup && (done - warmup) % sampleEvery === 0) {
           rssSamples.push([done, rssMb(pid)]);
-          log(`${done} requests, RSS ${rssMb(pid).toFixed(1)} MB, ${errors} errors, ${Math.round(done / ((Date.now() - started) / 1000))} req/s`);
+          log(`${done} requests, RSS ${rssMb(pid).toFixed(1)} MB (${rssParts(pid)}), ${errors} errors, ${Math.round(done / ((Date.now() - started) / 1000))} req/s`);
         }
       }
     };

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { MAGLEV_FLAG, SCAVENGE_FLAG, SEMI_SPACE_MB } from '../../src/runtime/young-generation.ts';
+import { MAGLEV_FLAG, OLD_SPACE_FLAGS, SCAVENGE_FLAG, SEMI_SPACE_MB } from '../../src/runtime/young-generation.ts';
 import { startVelocityProcess } from '../support/velocity.ts';
 
 const YAML = `listen: "127.0.0.1:0"
@@ -18,12 +18,13 @@ services:
 
 const commandLine = (pid: number | undefined) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
 
-test('velocity start runs with a small young generation scavenged on the main thread alone and without Maglev, in the process that was started (same PID)', async (t) => {
+test('velocity start runs with a small young generation scavenged on the main thread alone, without Maglev and with a bounded old generation between full GCs, in the process that was started (same PID)', async (t) => {
   const velocity = await startVelocityProcess(t, YAML);
   const line = commandLine(velocity.child.pid);
   assert.ok(line.includes(`--max-semi-space-size=${SEMI_SPACE_MB}`), `command line: ${line.join(' ')}`);
   assert.ok(line.includes(SCAVENGE_FLAG), `command line: ${line.join(' ')}`);
   assert.ok(line.includes(MAGLEV_FLAG), `command line: ${line.join(' ')}`);
+  for (const flag of OLD_SPACE_FLAGS) assert.ok(line.includes(flag), `command line: ${line.join(' ')}`);
 });
 
 test("an operator's own --max-semi-space-size is kept: no restart", async (t) => {
