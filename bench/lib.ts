@@ -388,10 +388,16 @@ export interface LoadResult extends WrkResult {
   switchesPerRequest: number;
 }
 
+/**
+ * wrk counts a response slower than its default 2 s as a socket-timeout error and leaves it out of the
+ * latency; on a shared box a stall can pass that, so a slow answer stays in p99, where it belongs.
+ */
+const WRK_TIMEOUT = '--timeout=30s';
+
 /** One bounded wrk run; samples the contender's RSS while it runs and reports the peak and its CPU per request. */
 export function runWrk(url: string, args: string[], seconds: number, pid: number | undefined): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('wrk', [...args, `-d${seconds}s`, '--latency', url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('wrk', [...args, `-d${seconds}s`, WRK_TIMEOUT, '--latency', url], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (c: Buffer) => {
       out += c.toString();
