@@ -141,14 +141,16 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.responseHeaderTimeout = timeouts.response_header;
     this.idleTimeout = timeouts.idle;
     if (timeouts.total > 0) this.totalTimer = setTimeout(abortOnTotalTimeout, timeouts.total, ctx.abort);
-    this.upstreamStart = performance.now();
     this.pick();
   }
 
   private pick(): void {
     const picked = this.plane.select(this.service as ServiceRuntime, this.ctx, this.attempt === 0 ? NO_SERVERS : this.tried(), this.ctx.abort);
-    if (picked instanceof Promise) this.after(picked, this.send);
-    else this.send(picked);
+    if (picked instanceof Promise) {
+      // The upstream time counts a wait in the queue; without one it starts with the first lease (its clock read).
+      if (this.attempt === 0) this.upstreamStart = performance.now();
+      this.after(picked, this.send);
+    } else this.send(picked);
   }
 
   private send(lease: Lease | VelocityError): void {
@@ -158,6 +160,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     const retries = service.config.retries;
     const server = lease.server;
     if (this.attempt > 0) this.tried().add(server);
+    else if (this.upstreamStart === 0) this.upstreamStart = lease.started;
     this.lease = lease;
     this.attempt++;
     ctx.record.server = server.id;

@@ -64,6 +64,8 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   /** Plain connections: the buffer reads go into, and whether a client still holds part of the last read. */
   private buffer: Buffer | undefined;
   private bufferHeld = false;
+  /** performance.now() at the last read from the server: one clock read per read serves its deadlines and the pool's idle timeout. */
+  lastReadAt = 0;
   deadline = 0;
 
   constructor(home: ConnectionHome, first: Exchange) {
@@ -175,6 +177,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       this.close();
       return;
     }
+    this.lastReadAt = performance.now();
     let used: number;
     try {
       used = this.parser.execute(chunk);
@@ -220,7 +223,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     const exchange = this.exchange as Exchange;
     this.head = head;
     this.phase = RECEIVING;
-    this.deadline = exchange.request.idleTimeout > 0 ? performance.now() + exchange.request.idleTimeout : 0;
+    this.deadline = exchange.request.idleTimeout > 0 ? this.lastReadAt + exchange.request.idleTimeout : 0;
     return exchange.sink.onHead(head, exchange.requestDone);
   }
 
@@ -233,7 +236,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       this.paused = true;
       this.deadline = 0;
       this.socket.pause();
-    } else if (!this.paused && exchange.request.idleTimeout > 0) this.deadline = performance.now() + exchange.request.idleTimeout;
+    } else if (!this.paused && exchange.request.idleTimeout > 0) this.deadline = this.lastReadAt + exchange.request.idleTimeout;
   }
 
   onResponseComplete(): void {
@@ -295,9 +298,13 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.socket.destroy();
   }
 
-  /** Whether an idle connection the pool hands out is still worth trying. */
+  /**
+   * Whether an idle connection the pool hands out is still worth trying. Not the socket's readyState
+   * (stream getters on every request): it says 'open' until the 'end' callback, which closes the
+   * connection, and an idle connection is connected and never ended by us.
+   */
   get usable(): boolean {
-    return this.phase === IDLE && !this.socket.destroyed && this.socket.readyState === 'open';
+    return this.phase === IDLE && !this.socket.destroyed;
   }
 
   /** For the idle timeout: idle connections expire like exchanges do. */

@@ -5,7 +5,6 @@
  * sweep per thread times connects, response heads, stalled bodies and idle
  * connections.
  */
-import { performance } from 'node:perf_hooks';
 import { DeadlineSweep, type Expiring } from './deadline-sweep.ts';
 import { type ConnectionHome, Http1Connection } from './http1-connection.ts';
 import { Exchange, type ExchangeSink, type UpstreamRequest } from './http1-exchange.ts';
@@ -86,7 +85,8 @@ export class ServerPool implements ConnectionHome {
       connection.close();
       return;
     }
-    connection.idleUntil(performance.now() + this.keepAliveTimeout);
+    // Released from the read that completed its response: that read's time is now.
+    connection.idleUntil(connection.lastReadAt + this.keepAliveTimeout);
     this.idle.push(connection);
   }
 

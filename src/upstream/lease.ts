@@ -16,8 +16,8 @@ import type { UpstreamServer } from './server.ts';
 
 /** What a lease reports to: the service the server was acquired from. */
 export interface LeaseOwner {
-  /** Counters, latency, passive health and circuit breaker for one finished attempt. */
-  recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void;
+  /** Counters, latency, passive health and circuit breaker for one finished attempt; `now` is Date.now()'s clock. */
+  recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number, now: number): void;
   /** An attempt that ended without saying anything about the server (never tried): its half-open trial is given back. */
   abandon(server: UpstreamServer): void;
   /** Wakes requests queued for this service on any thread. */
@@ -29,12 +29,15 @@ export class Lease {
   private readonly owner: LeaseOwner;
   /** When the server was acquired (performance.now()): an attempt's latency counts from here. */
   readonly started = performance.now();
+  /** The same moment on Date.now()'s clock (read by acquire anyway): recording adds the time since instead of reading it again. */
+  private readonly acquiredAt: number;
   private recorded = false;
   private ended = false;
 
-  constructor(owner: LeaseOwner, server: UpstreamServer) {
+  constructor(owner: LeaseOwner, server: UpstreamServer, acquiredAt: number) {
     this.owner = owner;
     this.server = server;
+    this.acquiredAt = acquiredAt;
   }
 
   /** Whether end() was called. */
@@ -43,10 +46,11 @@ export class Lease {
   }
 
   /** Records the attempt's outcome now, while the server stays held; only the first call counts. */
-  record(outcome: AttemptOutcome, latencyMs = performance.now() - this.started): void {
+  record(outcome: AttemptOutcome, latencyMs?: number): void {
     if (this.recorded) return;
     this.recorded = true;
-    this.owner.recordOutcome(this.server, outcome, latencyMs);
+    const elapsed = performance.now() - this.started;
+    this.owner.recordOutcome(this.server, outcome, latencyMs ?? elapsed, this.acquiredAt + elapsed);
   }
 
   /**

@@ -370,9 +370,10 @@ export class ResponseParser {
       const nameEnd = i++;
       while (i < len && (buf[i] === 0x20 || buf[i] === 9)) i++;
       const valueStart = i;
-      let valueEnd = i;
-      for (let c = buf[i] as number; i < len && FIELD[c] === 1; c = buf[++i] as number) if (c !== 0x20 && c !== 9) valueEnd = i + 1;
+      while (i < len && FIELD[buf[i] as number] === 1) i++;
       if (i + 1 >= len) return -1;
+      let valueEnd = i;
+      while (valueEnd > valueStart && (buf[valueEnd - 1] === 0x20 || buf[valueEnd - 1] === 9)) valueEnd--;
       if (buf[i] !== CR) fail('invalid character in a header value');
       if (buf[i + 1] !== LF) fail('CR not followed by LF');
       const lineEnd = i;
@@ -406,7 +407,7 @@ export class ResponseParser {
     if (i - 4 - from > MAX_HEAD_BYTES) fail('head too large');
     if (transferEncoding >= 0 && length !== -3) fail('both Content-Length and Transfer-Encoding');
 
-    const text = buf.toString('latin1', from, i);
+    const text = latin1(buf, from, i);
     const reason = reasonEnd > reasonStart ? text.slice(reasonStart - from, reasonEnd - from) : '';
     const headers: string[] = new Array(fields * 2);
     for (let k = 0; k < fields; k++) {
@@ -485,6 +486,12 @@ function endsInChunked(value: string): boolean {
   }
   return false;
 }
+
+/**
+ * The bytes as a latin1 string: Buffer's own latin1Slice, which toString('latin1', …) ends in after
+ * an encoding lookup and argument checks (present since Node 0.x, used by Node's HTTP client and undici).
+ */
+const latin1 = (buf: Buffer, start: number, end: number): string => (buf as Buffer & { latin1Slice(start: number, end: number): string }).latin1Slice(start, end);
 
 /** Field offsets of the head being parsed (name start, name end, value start, value end): parsing is synchronous, one table serves every parser. */
 const FIELDS = new Int32Array(MAX_HEADERS * 4);

@@ -106,7 +106,7 @@ export class ServiceRuntime implements LeaseOwner {
       const server = this.policy.pick(this.servers, request, usable);
       if (!server) return undefined;
       if (server.tryAcquire()) {
-        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server);
+        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, now);
         server.release();
       }
       // Another thread took its last connection between the check and the count.
@@ -120,13 +120,13 @@ export class ServiceRuntime implements LeaseOwner {
   acquireSpecific(server: UpstreamServer): Lease | undefined {
     const now = Date.now();
     if (!isAvailable(server, now) || !server.tryAcquire()) return undefined;
-    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server);
+    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, now);
     server.release();
     return undefined;
   }
 
-  recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number): void {
-    recordOutcome(this, server, outcome, latencyMs, Date.now(), this.outcomeListeners);
+  recordOutcome(server: UpstreamServer, outcome: AttemptOutcome, latencyMs: number, now: number): void {
+    recordOutcome(this, server, outcome, latencyMs, now, this.outcomeListeners);
     if (outcome.kind === 'failed' && outcome.code === 'UPSTREAM_TLS_FAILED') this.events.tlsFailure(this, server, outcome.error);
   }
 
