@@ -57,5 +57,9 @@ export function limitYoungGeneration(): void {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith(FLAG) || a.startsWith('--max_semi_space_size'));
   if (!process.execve || given) return;
   const env = process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', [OWN_ARENA_CAP]: '1' } : process.env;
-  process.execve(process.execPath, [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, ...OLD_SPACE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], env);
+  process.execve(
+    process.execPath,
+    [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, ...OLD_SPACE_FLAGS, ...process.execArgv, ...process.argv.slice(1)],
+    env,
+  );
 }
