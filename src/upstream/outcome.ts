@@ -35,7 +35,12 @@ export interface OutcomeScope extends EjectionScope {
 export function isServerFailure(service: OutcomeScope, outcome: AttemptOutcome): boolean {
   if (outcome.kind === 'failed') return !clientGone(outcome);
   const status = outcome.status;
-  for (const r of service.config.passive_health.failure_statuses) if (status >= r.min && status <= r.max) return true;
+  // Indexed, not for-of: the config is frozen, and for-of over a frozen array allocates its iterator and results (see metrics.ts findServer).
+  const ranges = service.config.passive_health.failure_statuses;
+  for (let i = 0; i < ranges.length; i++) {
+    const r = ranges[i] as (typeof ranges)[number];
+    if (status >= r.min && status <= r.max) return true;
+  }
   return false;
 }
 
