@@ -7,7 +7,6 @@
  * 204 and 304 carry none. `write()` returns the socket's answer, so a slow
  * client pauses whoever feeds the response.
  */
-import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from '../../node-http.ts';
 import { equalsLower, isHopByHop, namesMoreHeaders, responseHeadersFromRaw } from '../headers.ts';
@@ -23,6 +22,39 @@ export interface ResponseOwner {
 }
 
 type HeaderValue = string | number | readonly string[];
+/** The events a response emits (ProxyResponse's). */
+type ResponseEvent = 'close' | 'drain' | 'finish';
+type Listener = () => void;
+/** A once() listener: removes itself before it runs; removeListener finds it by the function given. */
+type OnceListener = Listener & { listener: Listener };
+/**
+ * One event's listeners as EventEmitter keeps them: none, the only one (the usual case, the handler's
+ * 'close'), or several in order. An array is never changed once built (adding or removing makes a new
+ * one), so an emit in progress calls exactly the listeners there were when it began, as EventEmitter does.
+ */
+type Listeners = Listener | Listener[] | undefined;
+
+function withListener(list: Listeners, fn: Listener): Listeners {
+  if (list === undefined) return fn;
+  return typeof list === 'function' ? [list, fn] : [...list, fn];
+}
+
+function withoutListener(list: Listeners, fn: Listener): Listeners {
+  const matches = (l: Listener): boolean => l === fn || (l as OnceListener).listener === fn;
+  if (typeof list === 'function') return matches(list) ? undefined : list;
+  if (list === undefined) return undefined;
+  // The last one added goes first, as EventEmitter removes it.
+  const at = list.findLastIndex(matches);
+  if (at < 0) return list;
+  const rest = list.toSpliced(at, 1);
+  return rest.length === 1 ? rest[0] : rest;
+}
+
+function callListeners(list: Listeners): void {
+  if (typeof list === 'function') list();
+  else if (list !== undefined) for (let i = 0; i < list.length; i++) (list[i] as Listener)();
+}
+
 type HeaderInput = Record<string, HeaderValue | undefined> | readonly (string | readonly string[])[];
 
 const CRLF = '\r\n';
@@ -69,7 +101,11 @@ function headerLines(name: string, value: HeaderValue): string {
   return `${name}: ${text}${CRLF}`;
 }
 
-export class Http1Response extends EventEmitter implements ProxyResponse {
+/**
+ * Not an EventEmitter: its construction and its generic listener bookkeeping cost more per request than
+ * the three events it needs, each a slot that holds one listener without an array.
+ */
+export class Http1Response implements ProxyResponse {
   statusCode = 200;
   statusMessage = '';
   shouldKeepAlive: boolean;
@@ -93,13 +129,50 @@ export class Http1Response extends EventEmitter implements ProxyResponse {
   private closed = false;
   /** The server answered in its place: destroying this response leaves the socket alone. */
   private abandoned = false;
+  private closeListeners: Listeners = undefined;
+  private drainListeners: Listeners = undefined;
+  private finishListeners: Listeners = undefined;
 
   constructor(req: Http1Request, socket: Socket, owner: ResponseOwner, keepAlive: boolean) {
-    super();
     this.req = req;
     this.socket = socket;
     this.owner = owner;
     this.shouldKeepAlive = keepAlive;
+  }
+
+  on(event: ResponseEvent, listener: Listener): this {
+    return this.setListeners(event, withListener(this.listeners(event), listener));
+  }
+
+  once(event: ResponseEvent, listener: Listener): this {
+    const once = (() => {
+      this.removeListener(event, once);
+      listener();
+    }) as OnceListener;
+    once.listener = listener;
+    return this.on(event, once);
+  }
+
+  removeListener(event: ResponseEvent, listener: Listener): this {
+    return this.setListeners(event, withoutListener(this.listeners(event), listener));
+  }
+
+  /** Calls the event's listeners (the connection emits 'drain' when the socket drained); false when there were none. */
+  emit(event: ResponseEvent): boolean {
+    const list = this.listeners(event);
+    callListeners(list);
+    return list !== undefined;
+  }
+
+  private listeners(event: ResponseEvent): Listeners {
+    return event === 'close' ? this.closeListeners : event === 'drain' ? this.drainListeners : this.finishListeners;
+  }
+
+  private setListeners(event: ResponseEvent, list: Listeners): this {
+    if (event === 'close') this.closeListeners = list;
+    else if (event === 'drain') this.drainListeners = list;
+    else this.finishListeners = list;
+    return this;
   }
 
   get finished(): boolean {
