@@ -28,14 +28,19 @@ function randomHex(bytes: number): string {
 const ZERO_TRACE = '0'.repeat(32);
 const ZERO_SPAN = '0'.repeat(16);
 
+/*
+ * An id is a slice of the pool: comparing it with a string is a call into the runtime (V8 compares sliced
+ * strings out of line), so the all-zero id is looked for only when the id starts with a zero.
+ */
+
 export function newTraceId(): string {
   const id = randomHex(16);
-  return id === ZERO_TRACE ? newTraceId() : id;
+  return id.charCodeAt(0) === 48 && id === ZERO_TRACE ? newTraceId() : id;
 }
 
 export function newSpanId(): string {
   const id = randomHex(8);
-  return id === ZERO_SPAN ? newSpanId() : id;
+  return id.charCodeAt(0) === 48 && id === ZERO_SPAN ? newSpanId() : id;
 }
 
 export interface ParentContext {

@@ -38,14 +38,15 @@ export class RequestTrace {
   readonly parentSpanId: string | undefined;
   readonly sampled: boolean;
   readonly tracestate: string | undefined;
-  private readonly startMs: number;
+  /** When the request arrived, on performance.now()'s clock: made epoch ms only for a span exported. */
+  private readonly started: number;
   private attempts = 0;
   private readonly tracer: Tracer;
 
   /** `started`: when the request arrived (performance.now()), read once by the request path. */
   constructor(tracer: Tracer, headers: IncomingHttpHeaders, started: number) {
     this.tracer = tracer;
-    this.startMs = performance.timeOrigin + started;
+    this.started = started;
     const parent = parseTraceparent(headers.traceparent);
     this.traceId = parent?.traceId ?? newTraceId();
     this.spanId = newSpanId();
@@ -54,7 +55,8 @@ export class RequestTrace {
     this.tracestate = parent ? cleanTracestate(headers.tracestate) : undefined;
   }
 
-  private get recording(): boolean {
+  /** Whether spans are built and exported: ask before building an AttemptResult for endAttempt. */
+  get recording(): boolean {
     return this.sampled && this.tracer.exporter !== undefined;
   }
 
@@ -122,7 +124,7 @@ export class RequestTrace {
       traceState: this.tracestate,
       name: record.service ? `${record.method} ${record.service}` : record.method,
       kind: 2,
-      startMs: this.startMs,
+      startMs: performance.timeOrigin + this.started,
       endMs: now(),
       attributes,
       error: failed ? (record.errorCode ?? `status ${record.status}`) : undefined,

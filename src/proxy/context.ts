@@ -5,6 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { PickRequest } from '../balancer/policy.ts';
+import { epochMsAt } from '../clock.ts';
 import type { VelocityError } from '../errors.ts';
 import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
@@ -51,7 +52,8 @@ export class RequestContext implements PickRequest {
     this.propagateTrace = tracer?.propagate ?? false;
     const incomingId = headers['x-request-id'];
     this.record = {
-      time: Date.now(),
+      // The arrival's own reading: one clock read per request, not two.
+      time: epochMsAt(this.started),
       requestId: typeof incomingId === 'string' && incomingId.length > 0 && incomingId.length <= 200 ? incomingId : newRequestId(),
       clientIp,
       method: req.method ?? 'GET',

@@ -34,8 +34,8 @@ type Body = Buffer | HeldBody | RequestBody | null;
 export interface ForwardingOwner {
   /** Answers `error` to the client and records it. */
   fail(ctx: RequestContext, error: VelocityError): void;
-  /** The data path is done with the request (called once). */
-  pathDone(ctx: RequestContext): void;
+  /** The data path is done with the request (called once); `at` is a performance.now() reading of that moment, when the caller took one. */
+  pathDone(ctx: RequestContext, at?: number): void;
 }
 
 export class Forwarding implements AttemptRequest, AttemptListener {
@@ -84,7 +84,14 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   start(routed: ServiceRuntime): void {
     const run = this.ctx.run;
     if (run) this.after(run.start(routed, this.plane), this.withService);
-    else this.step(this.withService, routed);
+    else {
+      // Called directly, not through step(): a call through a function value is not inlined.
+      try {
+        this.withService(routed);
+      } catch (err) {
+        this.crash(err);
+      }
+    }
   }
 
   /** `next(value)` once `pending` settles; a rejection is a crash of the data path. */
@@ -196,7 +203,11 @@ export class Forwarding implements AttemptRequest, AttemptListener {
 
   /** The try ended (in the turn that ended it): record it, then end the request or try again. */
   attemptSettled(outcome: AttemptOutcome): void {
-    this.step(this.settled, outcome);
+    try {
+      this.settled(outcome);
+    } catch (err) {
+      this.crash(err);
+    }
   }
 
   private settled(outcome: AttemptOutcome): void {
@@ -209,14 +220,14 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     const lease = this.lease as Lease;
     const at = performance.now();
     lease.end(outcome, at - lease.started);
-    if (this.span) ctx.trace?.endAttempt(this.span, attemptResultOf(lease.server, outcome), this.method);
+    if (this.span && ctx.trace?.recording) ctx.trace.endAttempt(this.span, attemptResultOf(lease.server, outcome), this.method);
     record.upstreamMs = at - this.upstreamStart;
 
     if (outcome.kind === 'response') {
       record.status = outcome.status;
       record.bytesOut = outcome.bytesOut;
       record.upstreamFirstByteMs = outcome.firstByteMs;
-      return void this.end(undefined);
+      return void this.end(undefined, at);
     }
     if (outcome.kind === 'failed' && (outcome.responseStarted || isClientGone(outcome.error))) {
       record.errorCode = outcome.code;
@@ -245,13 +256,13 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.pick();
   }
 
-  /** The data path is done: answers `error` if there is one, once. */
-  private end(error: VelocityError | undefined): void {
+  /** The data path is done: answers `error` if there is one, once. `at`: a performance.now() reading of the end, if one was taken. */
+  private end(error: VelocityError | undefined, at?: number): void {
     if (this.over) return;
     this.over = true;
     if (this.totalTimer) clearTimeout(this.totalTimer);
     if (error) this.owner.fail(this.ctx, error);
-    this.owner.pathDone(this.ctx);
+    this.owner.pathDone(this.ctx, at);
   }
 
   private crash(err: unknown): void {

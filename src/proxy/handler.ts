@@ -199,16 +199,19 @@ export class RequestHandler implements ForwardingOwner {
   }
 
   /** The data path is done with the request (the forwarding tells, once). */
-  pathDone(ctx: RequestContext): void {
-    this.finish(ctx);
+  pathDone(ctx: RequestContext, at?: number): void {
+    this.finish(ctx, at);
   }
 
-  /** Called when the response closed and when the data path is done; the second call records the request. */
-  private finish(ctx: RequestContext): void {
+  /**
+   * Called when the response closed and when the data path is done; the second call records the request.
+   * `at`, a clock reading the caller took just before (when the try settled), spares reading it again.
+   */
+  private finish(ctx: RequestContext, at?: number): void {
     if (--ctx.partsLeft > 0) return;
     const { record } = ctx;
     // Measured last, so no part of the record (upstreamMs, measured when a try settled) can exceed it.
-    record.totalMs = performance.now() - ctx.started;
+    record.totalMs = (at ?? performance.now()) - ctx.started;
     if (record.status === 0) record.status = ctx.res.headersSent ? ctx.res.statusCode : 499;
     ctx.trace?.end(record);
     this.plane.emit(record);

@@ -140,6 +140,23 @@ describe('request heads the parser reads', () => {
     assert.equal(findHeadEnd(buf, 0, buf.length - 2), buf.length);
     assert.equal(findHeadEnd(buf.subarray(0, buf.length - 1), 0, 10), -1);
   });
+
+  test('a Host value or short target the parser remembers is never given for other bytes of the same length', () => {
+    const read = (target: string, host: string) => {
+      const head = parse(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nX-A: ${host}\r\n\r\n`) as RequestHead;
+      assert.equal(head.target, target);
+      assert.deepEqual(head.rawHeaders, ['Host', host, 'X-A', host]);
+    };
+    read('/a', 'one.example:80');
+    read('/a', 'one.example:80');
+    // Same lengths, other bytes (the last byte, the first byte): each read as sent, never the remembered one.
+    read('/b', 'one.example:81');
+    read('/a', 'two.example:81');
+    read('/a', 'one.example:80');
+    const long = '/a-target-longer-than-twelve';
+    read(long, 'one.example:80');
+    read(`${long.slice(0, -1)}X`, 'One.example:80');
+  });
 });
 
 test("the parser's Host check refuses exactly the Host values checkRequestHead's own check refuses", () => {

@@ -156,8 +156,8 @@ for (const lower of COMMON_NAMES) {
   }
 }
 
-/** The header name in buf[start, end): an interned string when it is a common spelling, else a slice of the head's text. */
-function headerName(buf: Buffer, start: number, end: number, text: string, textStart: number): string {
+/** The header name in buf[start, end) when it is a common spelling (an interned string), else undefined. */
+function internedName(buf: Buffer, start: number, end: number): string | undefined {
   const spellings = INTERNED[end - start];
   if (spellings !== undefined) {
     for (let k = 0; k < spellings.length; k++) {
@@ -167,8 +167,31 @@ function headerName(buf: Buffer, start: number, end: number, text: string, textS
       if (j === spelling.length) return spelling;
     }
   }
-  return text.slice(start - textStart, end - textStart);
+  return undefined;
 }
+
+/**
+ * The last short request target and the last Host value read, given again for the same bytes: requests
+ * repeat them (the Host nearly always), and the same string object spares the copy — for a head like
+ * wrk's, the whole head's — and makes comparing it with the last one (the router's remembered Host) a
+ * pointer test rather than a call into V8's runtime. Each is a string of its own, not a slice of a head's
+ * text: a slice's characters are read through its parent, which made comparing them slower than the copy
+ * spared. A target is remembered only up to SHORT_TARGET bytes (`/`, `/healthz`): a longer one varies more
+ * and costs more to compare.
+ */
+const SHORT_TARGET = 12;
+let lastTarget = '';
+let lastHost = '';
+
+/** Whether buf[start, end) holds the characters of `text`. */
+function sameBytes(buf: Buffer, start: number, end: number, text: string): boolean {
+  if (end - start !== text.length) return false;
+  for (let k = 0; k < text.length; k++) if (buf[start + k] !== text.charCodeAt(k)) return false;
+  return true;
+}
+
+/** The bytes as a latin1 string: Buffer's own latin1Slice, which toString('latin1', …) ends in after an encoding lookup and argument checks. */
+const latin1 = (buf: Buffer, start: number, end: number): string => (buf as Buffer & { latin1Slice(start: number, end: number): string }).latin1Slice(start, end);
 
 /** Tokens of a Connection value that matter to the server. */
 const CLOSE = 1;
@@ -219,9 +242,16 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
   if (minor > 1) return new HeadError(400, `HTTP/1.${minor} is not a known version`);
   i += 10;
 
-  // One latin1 copy of the head; the target, names and values are slices of it.
-  const text = buf.toString('latin1', start, end);
-  const target = text.slice(targetStart - start, targetEnd - start);
+  // One latin1 copy of the head, made when a string is first wanted that is not interned or the last one
+  // read: the target, names and values are slices of it.
+  let text: string | undefined;
+  let target = lastTarget;
+  if (!sameBytes(buf, targetStart, targetEnd, target)) {
+    text = latin1(buf, start, end);
+    target = text.slice(targetStart - start, targetEnd - start);
+    // A slice this short is a copy (V8 makes sliced strings of 13 characters and more).
+    if (target.length <= SHORT_TARGET) lastTarget = target;
+  }
   const rawHeaders: string[] = [];
   let contentLength = -1;
   let chunked = false;
@@ -253,10 +283,18 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     while (valueEnd > valueStart && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
     i += 2;
     if (rawHeaders.length >= MAX_HEADER_COUNT * 2) return new HeadError(431, 'too many header fields');
-    rawHeaders.push(headerName(buf, nameStart, nameEnd, text, start), text.slice(valueStart - start, valueEnd - start));
+    const host = nameEnd - nameStart === 4 && isName(buf, nameStart, 'host');
+    let value: string | undefined;
+    if (host) {
+      if (!sameBytes(buf, valueStart, valueEnd, lastHost)) lastHost = latin1(buf, valueStart, valueEnd);
+      value = lastHost;
+    }
+    const name = internedName(buf, nameStart, nameEnd);
+    if (name === undefined || value === undefined) text ??= latin1(buf, start, end);
+    rawHeaders.push(name ?? (text as string).slice(nameStart - start, nameEnd - start), value ?? (text as string).slice(valueStart - start, valueEnd - start));
     switch (nameEnd - nameStart) {
       case 4:
-        if (isName(buf, nameStart, 'host')) {
+        if (host) {
           hosts++;
           hostWellFormed = wellFormedHost(buf, valueStart, valueEnd);
         }
