@@ -15,6 +15,12 @@ const KNOWN_METHODS = new Set(METHODS);
 
 /** Header fields a head may carry before it is refused with 431 (Apache's LimitRequestFields default). */
 export const MAX_HEADER_COUNT = 100;
+/**
+ * The header fields of the head being parsed, copied into a list of their exact size at the end: a list
+ * grown by push took 200 bytes for wrk's one header and 600 for a browser's dozen, the copy 80 and 260.
+ * Parsing is synchronous, so one serves every head (it holds on to the last head's strings until the next).
+ */
+const FIELDS: string[] = new Array<string>(MAX_HEADER_COUNT * 2).fill('');
 /** Digits in a Content-Length: 15 decimal digits stay below 2^53. */
 const MAX_LENGTH_DIGITS = 15;
 
@@ -252,7 +258,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     // A slice this short is a copy (V8 makes sliced strings of 13 characters and more).
     if (target.length <= SHORT_TARGET) lastTarget = target;
   }
-  const rawHeaders: string[] = [];
+  let fields = 0;
   let contentLength = -1;
   let chunked = false;
   let transferEncoding = false;
@@ -282,7 +288,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     let valueEnd = i;
     while (valueEnd > valueStart && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
     i += 2;
-    if (rawHeaders.length >= MAX_HEADER_COUNT * 2) return new HeadError(431, 'too many header fields');
+    if (fields >= MAX_HEADER_COUNT * 2) return new HeadError(431, 'too many header fields');
     const host = nameEnd - nameStart === 4 && isName(buf, nameStart, 'host');
     let value: string | undefined;
     if (host) {
@@ -291,7 +297,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     }
     const name = internedName(buf, nameStart, nameEnd);
     if (name === undefined || value === undefined) text ??= latin1(buf, start, end);
-    rawHeaders.push(name ?? (text as string).slice(nameStart - start, nameEnd - start), value ?? (text as string).slice(valueStart - start, valueEnd - start));
+    FIELDS[fields++] = name ?? (text as string).slice(nameStart - start, nameEnd - start);
+    FIELDS[fields++] = value ?? (text as string).slice(valueStart - start, valueEnd - start);
     switch (nameEnd - nameStart) {
       case 4:
         if (host) {
@@ -339,7 +346,7 @@ export function parseRequestHead(buf: Buffer, start: number, end: number, limit:
     method,
     target,
     minor,
-    rawHeaders,
+    rawHeaders: FIELDS.slice(0, fields),
     contentLength,
     chunked,
     keepAlive: (connection & CLOSE) === 0 && (minor === 1 || (connection & KEEP_ALIVE) !== 0),
