@@ -139,7 +139,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (this.settled) return;
     this.settled = true;
     this.control.endTry(this);
-    if (this.waitingForDrain) this.res.removeListener('drain', this.onDrain);
+    if (this.waitingForDrain) this.res.removeListener('drain', this.onDrain as () => void);
     this.listener.attemptSettled(outcome);
   }
 
@@ -156,10 +156,16 @@ class Attempt implements ExchangeSink, AbortableTry {
     });
   }
 
-  private readonly onDrain = (): void => {
-    this.waitingForDrain = false;
-    this.exchange?.resume();
-  };
+  /** Made when a write first waits for the client: most responses never do, and a closure per try is garbage. */
+  private onDrain: (() => void) | undefined = undefined;
+
+  private resumeOnDrain(): () => void {
+    this.onDrain ??= () => {
+      this.waitingForDrain = false;
+      this.exchange?.resume();
+    };
+    return this.onDrain;
+  }
 
   onInformational(status: number, headers: string[]): void {
     const res = this.res;
@@ -215,7 +221,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (this.res.write(chunk)) return true;
     if (!this.waitingForDrain) {
       this.waitingForDrain = true;
-      this.res.once('drain', this.onDrain);
+      this.res.once('drain', this.resumeOnDrain());
     }
     return false;
   }
