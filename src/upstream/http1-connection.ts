@@ -165,13 +165,19 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.buffer;
   };
 
-  /** Plain connections' reads, into readBuffer's buffers; pausing is onData's. */
+  /** Plain connections' reads, into readBuffer's buffers (parsed in place: no view of the filled part); pausing is onData's. */
   private readonly onRead = (length: number, buffer: Uint8Array): boolean => {
-    this.onData((buffer as Buffer).subarray(0, length));
+    this.received(buffer as Buffer, length);
     return true;
   };
 
+  /** TLS connections' reads. */
   private readonly onData = (chunk: Buffer): void => {
+    this.received(chunk, chunk.length);
+  };
+
+  /** The bytes data[0, length) came from the server. */
+  private received(data: Buffer, length: number): void {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
       // Bytes nobody asked for (an idle connection): the framing can no longer be trusted.
       this.close();
@@ -180,13 +186,13 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.lastReadAt = performance.now();
     let used: number;
     try {
-      used = this.parser.execute(chunk);
+      used = this.parser.execute(data, length);
     } catch (err) {
       this.fail(err as Error);
       return;
     }
-    if (this.parser.complete && !this.closed) this.complete(used === chunk.length);
-  };
+    if (this.parser.complete && !this.closed) this.complete(used === length);
+  }
 
   private readonly onEnd = (): void => {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
