@@ -1,20 +1,25 @@
 /**
- * Reads of accepted sockets as net gives them ('data') against src/proxy/http1/socket-io.ts's
- * shared-buffer reads, in one process, alternated per round (a whole-proxy A/B hardly sees a
- * 2 µs change on a shared machine): user CPU per read.
+ * The socket I/O paths of src/proxy/http1/socket-io.ts and src/socket-writer.ts against net's public
+ * ones, in one process, alternated per round (a whole-proxy A/B hardly sees a 1–2 µs change on a
+ * shared machine): user CPU per read of an accepted socket ('data' vs shared-buffer reads) and per
+ * write of a response-sized latin1 string and Buffer (socket.write vs SocketWriter's direct write).
  *
- *   node bench/socket-io.ts [--rounds 12] [--count 20000]
+ *   node bench/socket-io.ts [--rounds 12] [--count 20000] [--only reads|writes]
  *
- * A peer process keeps 20 connections of each kind busy, each sending a 200-byte message whenever it
+ * Reads: a peer process keeps 20 connections of each kind busy, each sending a 200-byte message whenever it
  * gets a 1-byte answer; one server here accepts both sets, reads one as net gives it and adopts the other.
+ * Writes: 20 writes per loop turn to a peer process that reads and drops.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { type AddressInfo, createServer, type Socket } from 'node:net';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { adoptReads } from '../src/proxy/http1/socket-io.ts';
+import { SocketWriter } from '../src/socket-writer.ts';
 
-const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '12' }, count: { type: 'string', default: '20000' } } });
+const { values: args } = parseArgs({
+  options: { rounds: { type: 'string', default: '12' }, count: { type: 'string', default: '20000' }, only: { type: 'string' } },
+});
 const rounds = Number(args.rounds);
 const count = Number(args.count);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -94,4 +99,40 @@ async function reads(): Promise<void> {
   server.close();
 }
 
-await reads();
+async function writes(): Promise<void> {
+  const sink = await peer(`require('net').createServer(s=>s.on('data',()=>{})).listen(0,'127.0.0.1',function(){console.log(this.address().port)})`);
+  const socket = connect(sink.port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.setNoDelay(true);
+  const head = `HTTP/1.1 200 OK\r\ncontent-length: 19\r\ncontent-type: text/plain\r\ndate: ${new Date().toUTCString()}\r\n\r\nhello from backend\n`;
+  const buffer = Buffer.from(head, 'latin1');
+  const writers = { public: new SocketWriter(socket, false), direct: new SocketWriter(socket, true) };
+  for (const data of [head, buffer]) {
+    const ratios: number[] = [];
+    const per: Record<string, number[]> = { public: [], direct: [] };
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? (['public', 'direct'] as const) : (['direct', 'public'] as const);
+      const ns: Record<string, number> = {};
+      for (const kind of order) {
+        const writer = writers[kind];
+        const start = process.cpuUsage();
+        for (let i = 0; i < count; i += 20) {
+          for (let k = 0; k < 20; k++) writer.write(data);
+          await new Promise((r) => setImmediate(r));
+        }
+        ns[kind] = userNs(start, count);
+        per[kind]?.push(ns[kind] as number);
+        while (writer.pendingBytes > 0) await new Promise((r) => setTimeout(r, 5));
+      }
+      ratios.push((ns.direct as number) / (ns.public as number));
+    }
+    console.log(
+      `writes (${typeof data === 'string' ? 'latin1 string' : 'Buffer'}, ${data.length} bytes): socket.write ${median(per.public as number[]).toFixed(0)} ns user, direct ${median(per.direct as number[]).toFixed(0)} ns; direct ÷ socket.write per round median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`,
+    );
+  }
+  socket.destroy();
+  sink.stop();
+}
+
+if (args.only !== 'writes') await reads();
+if (args.only !== 'reads') await writes();
