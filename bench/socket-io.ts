@@ -35,6 +35,27 @@ function userNs(start: NodeJS.CpuUsage, ops: number): number {
   return (process.cpuUsage(start).user * 1000) / ops;
 }
 
+/**
+ * `measure` (user ns per operation) for the old and the new way, alternated round by round (which goes
+ * first too); prints their medians and new ÷ old per round.
+ */
+async function alternated(what: string, names: [string, string], measure: (fresh: boolean) => Promise<number>): Promise<void> {
+  const ratios: number[] = [];
+  const per: [number[], number[]] = [[], []];
+  for (let round = 0; round < rounds; round++) {
+    const ns = [0, 0];
+    for (const fresh of round % 2 === 0 ? [false, true] : [true, false]) {
+      const i = fresh ? 1 : 0;
+      ns[i] = await measure(fresh);
+      per[i].push(ns[i] as number);
+    }
+    ratios.push((ns[1] as number) / (ns[0] as number));
+  }
+  console.log(
+    `${what}: ${names[0]} ${median(per[0]).toFixed(0)} ns user, ${names[1]} ${median(per[1]).toFixed(0)} ns; ${names[1]} ÷ ${names[0]} per round median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`,
+  );
+}
+
 async function reads(): Promise<void> {
   const sets: Record<'stream' | 'shared', Socket[]> = { stream: [], shared: [] };
   let onMessage: () => void = () => undefined;
@@ -67,33 +88,23 @@ async function reads(): Promise<void> {
     );
     while (sets[kind].length < 20) await new Promise((r) => setTimeout(r, 10));
   }
-  const ratios: number[] = [];
-  const per: Record<string, number[]> = { stream: [], shared: [] };
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? (['stream', 'shared'] as const) : (['shared', 'stream'] as const);
-    const ns: Record<string, number> = {};
-    for (const kind of order) {
-      let n = 0;
-      const done = new Promise<void>((resolve) => {
-        onMessage = function (this: Socket) {
-          if (++n === count) resolve();
-          if (n < count) this.write(ack);
-        };
-      });
-      const start = process.cpuUsage();
-      for (const s of sets[kind]) s.write(ack);
-      await done;
-      ns[kind] = userNs(start, count);
-      per[kind]?.push(ns[kind] as number);
-      // Let the last answers in flight arrive before the next round.
-      onMessage = () => undefined;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    ratios.push((ns.shared as number) / (ns.stream as number));
-  }
-  console.log(
-    `reads (+1 write each): 'data' ${median(per.stream as number[]).toFixed(0)} ns user, shared buffer ${median(per.shared as number[]).toFixed(0)} ns; shared ÷ 'data' per round median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`,
-  );
+  await alternated('reads (+1 write each)', ["'data'", 'shared buffer'], async (fresh) => {
+    let n = 0;
+    const done = new Promise<void>((resolve) => {
+      onMessage = function (this: Socket) {
+        if (++n === count) resolve();
+        if (n < count) this.write(ack);
+      };
+    });
+    const start = process.cpuUsage();
+    for (const s of sets[fresh ? 'shared' : 'stream']) s.write(ack);
+    await done;
+    const ns = userNs(start, count);
+    // Let the last answers in flight arrive before the next round.
+    onMessage = () => undefined;
+    await new Promise((r) => setTimeout(r, 50));
+    return ns;
+  });
   for (const p of peers) p.stop();
   for (const s of [...sets.stream, ...sets.shared]) s.destroy();
   server.close();
@@ -106,29 +117,19 @@ async function writes(): Promise<void> {
   socket.setNoDelay(true);
   const head = `HTTP/1.1 200 OK\r\ncontent-length: 19\r\ncontent-type: text/plain\r\ndate: ${new Date().toUTCString()}\r\n\r\nhello from backend\n`;
   const buffer = Buffer.from(head, 'latin1');
-  const writers = { public: new SocketWriter(socket, false), direct: new SocketWriter(socket, true) };
+  const writers = [new SocketWriter(socket, false), new SocketWriter(socket, true)];
   for (const data of [head, buffer]) {
-    const ratios: number[] = [];
-    const per: Record<string, number[]> = { public: [], direct: [] };
-    for (let round = 0; round < rounds; round++) {
-      const order = round % 2 === 0 ? (['public', 'direct'] as const) : (['direct', 'public'] as const);
-      const ns: Record<string, number> = {};
-      for (const kind of order) {
-        const writer = writers[kind];
-        const start = process.cpuUsage();
-        for (let i = 0; i < count; i += 20) {
-          for (let k = 0; k < 20; k++) writer.write(data);
-          await new Promise((r) => setImmediate(r));
-        }
-        ns[kind] = userNs(start, count);
-        per[kind]?.push(ns[kind] as number);
-        while (writer.pendingBytes > 0) await new Promise((r) => setTimeout(r, 5));
+    await alternated(`writes (${typeof data === 'string' ? 'latin1 string' : 'Buffer'}, ${data.length} bytes)`, ['socket.write', 'direct'], async (fresh) => {
+      const writer = writers[fresh ? 1 : 0] as SocketWriter;
+      const start = process.cpuUsage();
+      for (let i = 0; i < count; i += 20) {
+        for (let k = 0; k < 20; k++) writer.write(data);
+        await new Promise((r) => setImmediate(r));
       }
-      ratios.push((ns.direct as number) / (ns.public as number));
-    }
-    console.log(
-      `writes (${typeof data === 'string' ? 'latin1 string' : 'Buffer'}, ${data.length} bytes): socket.write ${median(per.public as number[]).toFixed(0)} ns user, direct ${median(per.direct as number[]).toFixed(0)} ns; direct ÷ socket.write per round median ${median(ratios).toFixed(3)} (${ratios.map((r) => r.toFixed(2)).join(' ')})`,
-    );
+      const ns = userNs(start, count);
+      while (writer.pendingBytes > 0) await new Promise((r) => setTimeout(r, 5));
+      return ns;
+    });
   }
   socket.destroy();
   sink.stop();
