@@ -8,6 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
+import { SocketWriter, socketInternalsAllowed } from '../socket-writer.ts';
 import { type Expiring, SWEEP_TICK_MS } from './deadline-sweep.ts';
 import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';
 import { type ResponseHead, ResponseParser, type ResponseParserEvents } from './response-parser.ts';
@@ -53,6 +54,8 @@ function upstreamError(code: string, message: string): Error & { code: string } 
 
 export class Http1Connection implements ResponseParserEvents, Expiring, ExchangeCarrier {
   readonly socket: Socket;
+  /** The request head's write (straight to the socket's handle when it can be); a body's go through the socket and its 'drain'. */
+  private readonly writer: SocketWriter;
   private readonly home: ConnectionHome;
   private readonly parser: ResponseParser;
   private exchange: Exchange | undefined;
@@ -89,6 +92,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       // Read into buffers of our own size, straight to onRead: no stream buffering, and a pause stops reading at once.
       this.socket = connect({ ...options, onread: { buffer: this.readBuffer, callback: this.onRead } });
     }
+    this.writer = new SocketWriter(this.socket, socketInternalsAllowed());
     this.socket.once(home.tls ? 'secureConnect' : 'connect', this.onConnect);
     this.socket.on('end', this.onEnd);
     this.socket.on('error', this.onError);
@@ -114,7 +118,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       this.socket.ref();
     }
     this.parser.reset(exchange.request.method === 'HEAD');
-    exchange.send(this.socket);
+    exchange.send(this.writer);
     if (exchange.requestDone) this.requestSent();
   }
 
@@ -174,15 +178,15 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   /**
    * The buffer for the next read (plain connections): the same one while clients take each read
    * whole (no allocation per response), a new one when a slow client still holds part of it, and a
-   * small one while paused.
+   * small one while paused (the start of the buffer when it is free: a response that pauses and
+   * resumes often, e.g. through compression, would otherwise get two new buffers per pause).
    */
   private readonly readBuffer = (): Buffer => {
-    const size = this.paused ? PAUSED_READ_SIZE : READ_SIZE;
-    if (this.buffer === undefined || this.bufferHeld || this.buffer.length !== size) {
-      this.buffer = newReadBuffer(size);
+    if (this.buffer === undefined || this.bufferHeld || (!this.paused && this.buffer.length < READ_SIZE)) {
+      this.buffer = newReadBuffer(this.paused ? PAUSED_READ_SIZE : READ_SIZE);
       this.bufferHeld = false;
     }
-    return this.buffer;
+    return this.paused && this.buffer.length > PAUSED_READ_SIZE ? this.buffer.subarray(0, PAUSED_READ_SIZE) : this.buffer;
   };
 
   /** Plain connections' reads, into readBuffer's buffers (parsed in place: no view of the filled part); pausing is onData's. */
