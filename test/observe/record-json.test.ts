@@ -1,4 +1,7 @@
-/** The access log's JSON line writer gives exactly what JSON.stringify gives for every kind of record. */
+/**
+ * The access log's JSON line writer gives exactly what JSON.stringify gives for every kind of record,
+ * its durations rounded to the microsecond first (the access log's documented precision).
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { RequestRecord } from '../../src/observe/events.ts';
@@ -7,7 +10,18 @@ import { SAMPLE_RECORD } from '../support/sample-record.ts';
 
 const base = SAMPLE_RECORD;
 
-const reference = (r: RequestRecord) => JSON.stringify({ ...r, time: new Date(r.time).toISOString() });
+/** A duration as the access log has it: milliseconds rounded to the microsecond (docs/observability.md). */
+const toMicrosecond = (v: number | undefined) => (v === undefined || !Number.isFinite(v) || Math.abs(v) >= 1e12 ? v : Math.sign(v) * (Math.round(Math.abs(v) * 1000) / 1000));
+
+const reference = (r: RequestRecord) =>
+  JSON.stringify({
+    ...r,
+    time: new Date(r.time).toISOString(),
+    upstreamFirstByteMs: toMicrosecond(r.upstreamFirstByteMs),
+    upstreamMs: toMicrosecond(r.upstreamMs),
+    totalMs: toMicrosecond(r.totalMs),
+    queueWaitMs: toMicrosecond(r.queueWaitMs),
+  });
 
 test('a record reads as JSON.stringify writes it: key order, absent fields, numbers', () => {
   assert.equal(recordJson(base), reference(base));
@@ -27,6 +41,31 @@ test('a record reads as JSON.stringify writes it: key order, absent fields, numb
   assert.equal(recordJson(odd), reference(odd));
   // Parsed back, every field is there with its value.
   assert.deepEqual(JSON.parse(recordJson(full)), JSON.parse(reference(full)));
+});
+
+test('durations are milliseconds rounded to the microsecond: at most three decimals, no trailing zeros, null when not finite', () => {
+  const cases: [number, string][] = [
+    [0.41234567891234, '0.412'],
+    [0.5236, '0.524'],
+    [12, '12'],
+    [1.5, '1.5'],
+    [2.05, '2.05'],
+    [1234.56789, '1234.568'],
+    [0.0004, '0'],
+    [0.0006, '0.001'],
+    [-0, '0'],
+    [-0.0004, '0'],
+    [-2.0006, '-2.001'],
+    [3_000_000.25, '3000000.25'],
+    [Number.NaN, 'null'],
+    [Number.POSITIVE_INFINITY, 'null'],
+    [1e300, '1e+300'],
+  ];
+  for (const [ms, text] of cases) {
+    const line = recordJson({ ...base, upstreamFirstByteMs: ms, upstreamMs: ms, totalMs: ms, queueWaitMs: ms });
+    for (const key of ['upstreamFirstByteMs', 'upstreamMs', 'totalMs', 'queueWaitMs'])
+      assert.ok(line.includes(`"${key}":${text},`) || line.endsWith(`"${key}":${text}}`), `${ms} → ${text} in ${line}`);
+  }
 });
 
 test('numbers of every kind read as JSON.stringify writes them: integers, durations, tiny, huge, negative, non-finite', () => {
