@@ -98,6 +98,12 @@ test('records of the same millisecond and of the next one get their own time', (
   assert.match(b, /"time":"2025-12-01T09:23:20.124Z"/);
 });
 
+test('times read as toISOString writes them: across seconds and back, before 1970, fractions, extended years', () => {
+  const times = [0, -1, -1000, -1001, 999, 1000, 1001, base.time, base.time + 877, base.time + 1000, base.time - 1, base.time + 1, 1.7, -1.7];
+  times.push(253402300799999, 253402300800000, 8.64e15, -8.64e15, -62198755200001);
+  for (const time of times) assert.equal(JSON.parse(recordJson({ ...base, time })).time, new Date(time).toISOString(), String(time));
+});
+
 test('a record longer than the buffer it is written into comes out whole', () => {
   const long = `agent/${'é€x'.repeat(20_000)}`;
   const r = { ...base, userAgent: long, path: `/${'p'.repeat(70_000)}` };
