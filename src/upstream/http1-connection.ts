@@ -8,6 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
+import { SocketWriter, socketInternalsAllowed } from '../socket-writer.ts';
 import type { Expiring } from './deadline-sweep.ts';
 import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';
 import { type ResponseHead, ResponseParser, type ResponseParserEvents } from './response-parser.ts';
@@ -53,6 +54,8 @@ function upstreamError(code: string, message: string): Error & { code: string } 
 
 export class Http1Connection implements ResponseParserEvents, Expiring, ExchangeCarrier {
   readonly socket: Socket;
+  /** The request head's write (straight to the socket's handle when it can be); a body's go through the socket and its 'drain'. */
+  private readonly writer: SocketWriter;
   private readonly home: ConnectionHome;
   private readonly parser: ResponseParser;
   private exchange: Exchange | undefined;
@@ -81,6 +84,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       // Read into buffers of our own size, straight to onRead: no stream buffering, and a pause stops reading at once.
       this.socket = connect({ ...options, onread: { buffer: this.readBuffer, callback: this.onRead } });
     }
+    this.writer = new SocketWriter(this.socket, socketInternalsAllowed());
     this.socket.once(home.tls ? 'secureConnect' : 'connect', this.onConnect);
     this.socket.on('end', this.onEnd);
     this.socket.on('error', this.onError);
@@ -103,7 +107,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.deadline = 0;
     this.socket.ref();
     this.parser.reset(exchange.request.method === 'HEAD');
-    exchange.send(this.socket);
+    exchange.send(this.writer);
     if (exchange.requestDone) this.requestSent();
   }
 
