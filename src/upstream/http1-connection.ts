@@ -158,15 +158,15 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   /**
    * The buffer for the next read (plain connections): the same one while clients take each read
    * whole (no allocation per response), a new one when a slow client still holds part of it, and a
-   * small one while paused.
+   * small one while paused (the start of the buffer when it is free: a response that pauses and
+   * resumes often, e.g. through compression, would otherwise get two new buffers per pause).
    */
   private readonly readBuffer = (): Buffer => {
-    const size = this.paused ? PAUSED_READ_SIZE : READ_SIZE;
-    if (this.buffer === undefined || this.bufferHeld || this.buffer.length !== size) {
-      this.buffer = newReadBuffer(size);
+    if (this.buffer === undefined || this.bufferHeld || (!this.paused && this.buffer.length < READ_SIZE)) {
+      this.buffer = newReadBuffer(this.paused ? PAUSED_READ_SIZE : READ_SIZE);
       this.bufferHeld = false;
     }
-    return this.buffer;
+    return this.paused && this.buffer.length > PAUSED_READ_SIZE ? this.buffer.subarray(0, PAUSED_READ_SIZE) : this.buffer;
   };
 
   /** Plain connections' reads, into readBuffer's buffers; pausing is onData's. */
