@@ -29,7 +29,7 @@ test('velocity start runs with a small young generation scavenged on the main th
   assert.ok(line.includes(BUFFER_SCAVENGE_FLAG), `command line: ${line.join(' ')}`);
 });
 
-test('with the restart young-generation flags, dead Buffers are collected before 32 MB of them wait (V8's default lets over 64 MB wait)', () => {
+test('with the restart young-generation flags, dead Buffers are collected before 32 MB of them wait (V8 by default lets over 64 MB wait)', () => {
   // 3 GB of 16 KB Buffers, dropped at once, with almost no other garbage: only the young Buffer bytes make scavenges happen.
   const script = `let max = 0;
 for (let turn = 0; turn < 1000; turn++) {
