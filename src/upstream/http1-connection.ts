@@ -9,7 +9,7 @@ import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
 import { SocketWriter, socketInternalsAllowed } from '../socket-writer.ts';
-import type { Expiring } from './deadline-sweep.ts';
+import { type Expiring, SWEEP_TICK_MS } from './deadline-sweep.ts';
 import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';
 import { type ResponseHead, ResponseParser, type ResponseParserEvents } from './response-parser.ts';
 
@@ -70,6 +70,14 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   /** performance.now() at the last read from the server: one clock read per read serves its deadlines and the pool's idle timeout. */
   lastReadAt = 0;
   deadline = 0;
+  /** When an idle connection is closed (the pool's keep-alive timeout). */
+  private idleDeadline = 0;
+  /**
+   * Whether the socket holds the event loop open. A busy connection must; an idle one must not (a
+   * process with nothing else to do exits). It lets go after a tick of idleness, not per response:
+   * ref() and unref() are calls into libuv, and under load a connection is idle for microseconds.
+   */
+  private referenced = true;
 
   constructor(home: ConnectionHome, first: Exchange) {
     this.home = home;
@@ -105,7 +113,10 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.head = undefined;
     this.phase = WAITING;
     this.deadline = 0;
-    this.socket.ref();
+    if (!this.referenced) {
+      this.referenced = true;
+      this.socket.ref();
+    }
     this.parser.reset(exchange.request.method === 'HEAD');
     exchange.send(this.writer);
     if (exchange.requestDone) this.requestSent();
@@ -123,7 +134,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.socket.resume();
   }
 
-  expire(): void {
+  expire(now: number): void {
     switch (this.phase) {
       case CONNECTING:
         this.fail(upstreamError('VELOCITY_CONNECT_TIMEOUT', `connect to ${this.home.host}:${this.home.port} timed out`));
@@ -133,6 +144,15 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
         return;
       case RECEIVING:
         this.fail(upstreamError('VELOCITY_BODY_TIMEOUT', 'the response body stalled past the idle timeout'));
+        return;
+      case IDLE:
+        if (this.referenced && now < this.idleDeadline) {
+          this.referenced = false;
+          this.socket.unref();
+          this.deadline = this.idleDeadline;
+          return;
+        }
+        this.close();
         return;
       default:
         this.close();
@@ -169,13 +189,19 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.paused && this.buffer.length > PAUSED_READ_SIZE ? this.buffer.subarray(0, PAUSED_READ_SIZE) : this.buffer;
   };
 
-  /** Plain connections' reads, into readBuffer's buffers; pausing is onData's. */
+  /** Plain connections' reads, into readBuffer's buffers (parsed in place: no view of the filled part); pausing is onData's. */
   private readonly onRead = (length: number, buffer: Uint8Array): boolean => {
-    this.onData((buffer as Buffer).subarray(0, length));
+    this.received(buffer as Buffer, length);
     return true;
   };
 
+  /** TLS connections' reads. */
   private readonly onData = (chunk: Buffer): void => {
+    this.received(chunk, chunk.length);
+  };
+
+  /** The bytes data[0, length) came from the server. */
+  private received(data: Buffer, length: number): void {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
       // Bytes nobody asked for (an idle connection): the framing can no longer be trusted.
       this.close();
@@ -184,13 +210,13 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.lastReadAt = performance.now();
     let used: number;
     try {
-      used = this.parser.execute(chunk);
+      used = this.parser.execute(data, length);
     } catch (err) {
       this.fail(err as Error);
       return;
     }
-    if (this.parser.complete && !this.closed) this.complete(used === chunk.length);
-  };
+    if (this.parser.complete && !this.closed) this.complete(used === length);
+  }
 
   private readonly onEnd = (): void => {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
@@ -263,7 +289,6 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
         this.paused = false;
         this.socket.resume();
       }
-      this.socket.unref();
       this.home.release(this);
     } else this.close();
     if (!exchange.aborted) exchange.sink.onEnd();
@@ -311,8 +336,9 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.phase === IDLE && !this.socket.destroyed;
   }
 
-  /** For the idle timeout: idle connections expire like exchanges do. */
+  /** For the idle timeout: idle connections expire like exchanges do (first a tick after going idle, to let go of the event loop). */
   idleUntil(deadline: number): void {
-    this.deadline = deadline;
+    this.idleDeadline = deadline;
+    this.deadline = Math.min(deadline, this.lastReadAt + SWEEP_TICK_MS);
   }
 }
