@@ -91,7 +91,9 @@ async function load(name: string, root: string): Promise<Build> {
       return true;
     },
   };
-  const owner = { mayKeepAlive: () => true, responseFlushed: () => {} };
+  // The client socket's writer (builds with socket-writer.ts): what the socket holds, writes as latin1.
+  const writer = { socket, pendingBytes: 1, write: (data: string | Uint8Array) => socket.write(data, 'latin1') };
+  const owner = { mayKeepAlive: () => true, responseFlushed: () => {}, writer };
   const info = { clientIp: '127.0.0.1', priorForwardedFor: undefined, proto: 'http', host: '127.0.0.1:18110', requestId: '0b6f2a4c-3e51-4d7a-9c1e-5a8b7f3d2e10' };
   return {
     name,

@@ -77,22 +77,33 @@ async function load(name: string, root: string): Promise<Build> {
 
 /**
  * Records as the data path makes them: a fresh request id, the time, durations as
- * differences of performance.now() (doubles of 15–17 digits, each one new, as live).
+ * differences of performance.now() (doubles of 15–17 digits, each one new, as live),
+ * host, path and user agent sliced from a latin1 copy of the request's head (as the
+ * HTTP/1.1 parser hands them over), the client address one of 50 connections'.
  */
 function makeRecords(n: number): RequestRecord[] {
   const out: RequestRecord[] = [];
   const start = Date.now();
   const now = performance.now();
   const ms = (low: number) => now + low + Math.random() * 0.5 - now;
+  const clients = Array.from({ length: 50 }, () => ['127.0.0.1'].join(''));
   for (let i = 0; i < n; i++) {
+    const head = Buffer.from(`GET /api/items/${i % 100}?page=2 HTTP/1.1\r\nHost: example.test:8080\r\nUser-Agent: wrk/4.2.0 (Linux x86_64)\r\n\r\n`, 'latin1').toString('latin1');
+    const field = (name: string) => {
+      const from = head.indexOf(`${name}: `) + name.length + 2;
+      return head.slice(from, head.indexOf('\r', from));
+    };
     out.push({
       ...SAMPLE_RECORD,
       time: start + Math.floor(i / 12),
       requestId: randomUUID(),
+      clientIp: clients[i % clients.length] as string,
+      host: field('Host'),
+      path: head.slice(4, head.indexOf(' ', 4)),
       upstreamFirstByteMs: ms(0.2),
       upstreamMs: ms(0.3),
       totalMs: ms(0.4),
-      userAgent: 'wrk',
+      userAgent: field('User-Agent'),
     });
   }
   return out;

@@ -11,7 +11,11 @@ export const leastResponseTime: PolicyFactory = (_options, { shared }): Policy =
     const n = servers.length;
     if (n === 0) return undefined;
     let fastest = Number.POSITIVE_INFINITY;
-    for (const s of servers) if (s.latency > 0 && s.latency < fastest) fastest = s.latency;
+    // Indexed: a service's server list is frozen, and for-of over a frozen array allocates its iterator per pick.
+    for (let i = 0; i < n; i++) {
+      const latency = (servers[i] as (typeof servers)[number]).latency;
+      if (latency > 0 && latency < fastest) fastest = latency;
+    }
     if (!Number.isFinite(fastest)) fastest = 1;
     const start = shared.next() % n;
     let best: (typeof servers)[number] | undefined;

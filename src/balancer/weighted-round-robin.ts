@@ -11,7 +11,9 @@ export const weightedRoundRobin: PolicyFactory = (_options, { shared }): Policy 
       let best: (typeof servers)[number] | undefined;
       let bestCurrent = 0;
       let total = 0;
-      for (const server of servers) {
+      // Indexed: a service's server list is frozen, and for-of over a frozen array allocates its iterator per pick.
+      for (let i = 0; i < servers.length; i++) {
+        const server = servers[i] as (typeof servers)[number];
         if (!usable(server)) continue;
         const weight = Math.max(1, Math.round(server.weight * 100));
         const current = shared.get(server, 0) + weight;

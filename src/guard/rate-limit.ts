@@ -79,7 +79,9 @@ export function compileRule(rule: RateLimitRule, index: number, scope: string): 
       const matched = match(request.method, path);
       if (matched === undefined) return undefined;
       let key = id;
-      for (const part of rule.key) {
+      // Indexed: the config is frozen, and for-of over a frozen array allocates its iterator per request.
+      for (let k = 0; k < rule.key.length; k++) {
+        const part = rule.key[k] as (typeof rule.key)[number];
         if (part === 'client_ip') key += `|${request.clientIp}`;
         // The endpoint is the pattern that matched: every path under a prefix or glob counts together.
         else if (part === 'endpoint') key += `|${request.method} ${matched}`;

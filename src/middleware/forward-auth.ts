@@ -50,7 +50,9 @@ export function forwardAuth(o: z.output<typeof forwardAuthOptions>, context: Mid
         'x-forwarded-for': req.clientIp,
         'x-request-id': req.requestId,
       };
-      for (const name of o.forward_headers) {
+      // Indexed: options come from the frozen config, and for-of over a frozen array allocates its iterator per request.
+      for (let k = 0; k < o.forward_headers.length; k++) {
+        const name = o.forward_headers[k] as string;
         const value = req.header(name);
         if (value !== undefined) headers[name] = value;
       }
@@ -64,7 +66,8 @@ export function forwardAuth(o: z.output<typeof forwardAuthOptions>, context: Mid
         return unavailable(signal.aborted ? `no answer within ${o.timeout} ms` : (err as Error).message);
       }
       if (answer.statusCode >= 200 && answer.statusCode < 300) {
-        for (const name of o.copy_headers) {
+        for (let k = 0; k < o.copy_headers.length; k++) {
+          const name = o.copy_headers[k] as string;
           const value = answer.headers[name];
           if (value === undefined) req.removeHeader(name);
           else req.setHeader(name, Array.isArray(value) ? value.join(', ') : value);

@@ -20,6 +20,14 @@ export class ResponseDecorator implements ClientResponse {
   get writableFinished(): boolean {
     return this.inner.writableFinished;
   }
+  /**
+   * The inner response's: a decorator that passes each chunk on within write() (or drops it) holds
+   * none, so the forwarder may read the next bytes into the same buffer (undefined would make every
+   * upstream read allocate a buffer of its own). One that keeps chunks overrides this.
+   */
+  get writableLength(): number | undefined {
+    return this.inner.writableLength;
+  }
   get statusCode(): number {
     return this.inner.statusCode;
   }

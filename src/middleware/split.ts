@@ -37,7 +37,9 @@ export function split(o: z.output<typeof splitOptions>): Middleware {
   const names = new Set(o.groups.map((g) => g.service));
   const byPoint = (point: number): string => {
     let left = point * total;
-    for (const g of o.groups) {
+    // Indexed: options come from the frozen config, and for-of over a frozen array allocates its iterator per request.
+    for (let k = 0; k < o.groups.length; k++) {
+      const g = o.groups[k] as (typeof o.groups)[number];
       left -= g.weight;
       if (left < 0) return g.service;
     }
@@ -45,7 +47,8 @@ export function split(o: z.output<typeof splitOptions>): Middleware {
   };
   return {
     request(req) {
-      for (const rule of o.rules) {
+      for (let k = 0; k < o.rules.length; k++) {
+        const rule = o.rules[k] as (typeof o.rules)[number];
         const value = rule.header !== undefined ? req.header(rule.header) : req.cookie(rule.cookie as string);
         if (value !== undefined && (rule.value === undefined || value === rule.value)) {
           req.useService(rule.service);

@@ -11,12 +11,17 @@
  */
 export const SLACK = 1024;
 
+const viewOf = (b: Buffer) => new DataView(b.buffer, b.byteOffset, b.length);
+
 export class LineBytes {
   bytes: Buffer;
+  /** The same bytes, for stores of several at once. */
+  view: DataView;
   length = 0;
 
   constructor(capacity: number) {
     this.bytes = Buffer.allocUnsafe(capacity + SLACK);
+    this.view = viewOf(this.bytes);
   }
 
   /** Makes room for `n` more bytes and SLACK (the buffer may be replaced: read `bytes` after this). */
@@ -26,6 +31,7 @@ export class LineBytes {
     const next = Buffer.allocUnsafe(Math.max(2 * this.bytes.length, need));
     this.bytes.copy(next, 0, 0, this.length);
     this.bytes = next;
+    this.view = viewOf(next);
   }
 
   /** `s` in UTF-8, as a write of the string would put it (at most 3 bytes per UTF-16 unit). */

@@ -26,6 +26,14 @@
  * full GC under load came at ~50 MB with 16 MB live, 30 MB of RSS above the steady state,
  * for minutes), and what fills it is a proxy's dead, promoted request objects and
  * ArrayBuffers. A full GC of 16 MB costs a few ms every few seconds under load.
+ * And it bounds the dead Buffers waiting for a scavenge (BUFFER_SCAVENGE_FLAG): a Buffer's
+ * memory is outside the heap, freed only when a GC finds the Buffer dead, and a scavenge
+ * comes when the young generation fills with objects — or, V8's backstop, when young
+ * Buffers' memory reaches twice V8's default semi-space (64 MB in Node's builds), whatever
+ * --max-semi-space-size says. Request bodies, upstream reads and zlib's output allocate far
+ * more Buffer bytes than objects: a 64 KB POST bench had 20–35 MB of dead Buffers at a time
+ * and a heap fragmented around them (peak 122–140 MB). The flag sets V8's "default" young
+ * capacity to the one chosen here, so that backstop comes at 8 MB (docs/performance.md).
  * This module imports nothing: bin/velocity.js calls it before loading the rest.
  */
 
@@ -41,6 +49,12 @@ export const INITIAL_OLD_SPACE_MB = 16;
 /** After each full GC the next one runs when the old generation is 1.5 × what survived (OLD_SPACE_FLAGS). */
 export const HEAP_GROWING_PERCENT = 50;
 export const OLD_SPACE_FLAGS = [`--initial-old-space-size=${INITIAL_OLD_SPACE_MB}`, `--heap-growing-percent=${HEAP_GROWING_PERCENT}`];
+/**
+ * V8's default new-space capacity, MB, from which it derives the young Buffer bytes that force a
+ * scavenge (twice its default semi-space). Node is built without pointer compression, where V8
+ * doubles this value: SEMI_SPACE_MB / 2 makes that default our semi-space, which stays as set.
+ */
+export const BUFFER_SCAVENGE_FLAG = `--scavenger-max-new-space-capacity-mb=${SEMI_SPACE_MB / 2}`;
 /** Set in the restarted process's environment when the arena cap is Velocity's, not the operator's. */
 const OWN_ARENA_CAP = 'VELOCITY_MALLOC_ARENA_MAX';
 
@@ -59,7 +73,7 @@ export function limitYoungGeneration(): void {
   const env = process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', [OWN_ARENA_CAP]: '1' } : process.env;
   process.execve(
     process.execPath,
-    [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, ...OLD_SPACE_FLAGS, ...process.execArgv, ...process.argv.slice(1)],
+    [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, ...OLD_SPACE_FLAGS, BUFFER_SCAVENGE_FLAG, ...process.execArgv, ...process.argv.slice(1)],
     env,
   );
 }

@@ -67,14 +67,16 @@ export class ServerCells {
     if (max > 0) {
       if (!incrementBelow(this.ints, this.i + S.IN_FLIGHT, max)) return false;
     } else Atomics.add(this.ints, this.i + S.IN_FLIGHT, 1);
-    Atomics.add(this.threadCells, this.threadCell, 1);
+    // This thread's own cell: no other thread writes it while this one lives (others read it, or give
+    // it back once this thread is gone), so a plain increment, not a call into the Atomics builtin.
+    (this.threadCells[this.threadCell] as number)++;
     return true;
   }
 
   /** Gives back what tryAcquire took. */
   release(): void {
     Atomics.sub(this.ints, this.i + S.IN_FLIGHT, 1);
-    Atomics.sub(this.threadCells, this.threadCell, 1);
+    (this.threadCells[this.threadCell] as number)--;
   }
 
   get configuredWeight(): number {

@@ -56,14 +56,16 @@ export class ServiceCells {
 
   /**
    * Wakes requests queued for this service on any thread: a server freed capacity. Only a queue's
-   * pump waits on the counter, and a request is counted in `queueLength` before its pump reads the
-   * counter and looks for a server: when no request is queued there is nobody to wake (a notify
+   * pump reads the counter, and a request is counted in `queueLength` before its pump reads the
+   * counter and looks for a server: when no request is queued there is nobody to wake, and the counter
+   * need not move either (the usual request ends with one load here, not an add and a notify, which
    * takes a process-wide lock). Were one queued just after this reads the length, its look comes
    * after the capacity freed here (Atomics are sequentially consistent) and finds it.
    */
   signalRelease(): void {
+    if (Atomics.load(this.ints, this.base + V.QUEUE_LENGTH) === 0) return;
     Atomics.add(this.ints, this.base + V.RELEASES, 1);
-    if (Atomics.load(this.ints, this.base + V.QUEUE_LENGTH) > 0) Atomics.notify(this.ints, this.base + V.RELEASES);
+    Atomics.notify(this.ints, this.base + V.RELEASES);
   }
 
   /** Resolves when `releases` moves past `seen` or after `ms`; undefined when it already has. */

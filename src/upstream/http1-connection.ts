@@ -8,7 +8,8 @@
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
-import type { Expiring } from './deadline-sweep.ts';
+import { SocketWriter, socketInternalsAllowed } from '../socket-writer.ts';
+import { type Expiring, SWEEP_TICK_MS } from './deadline-sweep.ts';
 import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';
 import { type ResponseHead, ResponseParser, type ResponseParserEvents } from './response-parser.ts';
 
@@ -53,6 +54,8 @@ function upstreamError(code: string, message: string): Error & { code: string } 
 
 export class Http1Connection implements ResponseParserEvents, Expiring, ExchangeCarrier {
   readonly socket: Socket;
+  /** The request head's write (straight to the socket's handle when it can be); a body's go through the socket and its 'drain'. */
+  private readonly writer: SocketWriter;
   private readonly home: ConnectionHome;
   private readonly parser: ResponseParser;
   private exchange: Exchange | undefined;
@@ -67,6 +70,14 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   /** performance.now() at the last read from the server: one clock read per read serves its deadlines and the pool's idle timeout. */
   lastReadAt = 0;
   deadline = 0;
+  /** When an idle connection is closed (the pool's keep-alive timeout). */
+  private idleDeadline = 0;
+  /**
+   * Whether the socket holds the event loop open. A busy connection must; an idle one must not (a
+   * process with nothing else to do exits). It lets go after a tick of idleness, not per response:
+   * ref() and unref() are calls into libuv, and under load a connection is idle for microseconds.
+   */
+  private referenced = true;
 
   constructor(home: ConnectionHome, first: Exchange) {
     this.home = home;
@@ -81,6 +92,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       // Read into buffers of our own size, straight to onRead: no stream buffering, and a pause stops reading at once.
       this.socket = connect({ ...options, onread: { buffer: this.readBuffer, callback: this.onRead } });
     }
+    this.writer = new SocketWriter(this.socket, socketInternalsAllowed());
     this.socket.once(home.tls ? 'secureConnect' : 'connect', this.onConnect);
     this.socket.on('end', this.onEnd);
     this.socket.on('error', this.onError);
@@ -101,9 +113,12 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.head = undefined;
     this.phase = WAITING;
     this.deadline = 0;
-    this.socket.ref();
+    if (!this.referenced) {
+      this.referenced = true;
+      this.socket.ref();
+    }
     this.parser.reset(exchange.request.method === 'HEAD');
-    exchange.send(this.socket);
+    exchange.send(this.writer);
     if (exchange.requestDone) this.requestSent();
   }
 
@@ -119,7 +134,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.socket.resume();
   }
 
-  expire(): void {
+  expire(now: number): void {
     switch (this.phase) {
       case CONNECTING:
         this.fail(upstreamError('VELOCITY_CONNECT_TIMEOUT', `connect to ${this.home.host}:${this.home.port} timed out`));
@@ -129,6 +144,15 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
         return;
       case RECEIVING:
         this.fail(upstreamError('VELOCITY_BODY_TIMEOUT', 'the response body stalled past the idle timeout'));
+        return;
+      case IDLE:
+        if (this.referenced && now < this.idleDeadline) {
+          this.referenced = false;
+          this.socket.unref();
+          this.deadline = this.idleDeadline;
+          return;
+        }
+        this.close();
         return;
       default:
         this.close();
@@ -154,24 +178,30 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   /**
    * The buffer for the next read (plain connections): the same one while clients take each read
    * whole (no allocation per response), a new one when a slow client still holds part of it, and a
-   * small one while paused.
+   * small one while paused (the start of the buffer when it is free: a response that pauses and
+   * resumes often, e.g. through compression, would otherwise get two new buffers per pause).
    */
   private readonly readBuffer = (): Buffer => {
-    const size = this.paused ? PAUSED_READ_SIZE : READ_SIZE;
-    if (this.buffer === undefined || this.bufferHeld || this.buffer.length !== size) {
-      this.buffer = newReadBuffer(size);
+    if (this.buffer === undefined || this.bufferHeld || (!this.paused && this.buffer.length < READ_SIZE)) {
+      this.buffer = newReadBuffer(this.paused ? PAUSED_READ_SIZE : READ_SIZE);
       this.bufferHeld = false;
     }
-    return this.buffer;
+    return this.paused && this.buffer.length > PAUSED_READ_SIZE ? this.buffer.subarray(0, PAUSED_READ_SIZE) : this.buffer;
   };
 
-  /** Plain connections' reads, into readBuffer's buffers; pausing is onData's. */
+  /** Plain connections' reads, into readBuffer's buffers (parsed in place: no view of the filled part); pausing is onData's. */
   private readonly onRead = (length: number, buffer: Uint8Array): boolean => {
-    this.onData((buffer as Buffer).subarray(0, length));
+    this.received(buffer as Buffer, length);
     return true;
   };
 
+  /** TLS connections' reads. */
   private readonly onData = (chunk: Buffer): void => {
+    this.received(chunk, chunk.length);
+  };
+
+  /** The bytes data[0, length) came from the server. */
+  private received(data: Buffer, length: number): void {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
       // Bytes nobody asked for (an idle connection): the framing can no longer be trusted.
       this.close();
@@ -180,13 +210,13 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.lastReadAt = performance.now();
     let used: number;
     try {
-      used = this.parser.execute(chunk);
+      used = this.parser.execute(data, length);
     } catch (err) {
       this.fail(err as Error);
       return;
     }
-    if (this.parser.complete && !this.closed) this.complete(used === chunk.length);
-  };
+    if (this.parser.complete && !this.closed) this.complete(used === length);
+  }
 
   private readonly onEnd = (): void => {
     if (this.phase !== WAITING && this.phase !== RECEIVING) {
@@ -259,7 +289,6 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
         this.paused = false;
         this.socket.resume();
       }
-      this.socket.unref();
       this.home.release(this);
     } else this.close();
     if (!exchange.aborted) exchange.sink.onEnd();
@@ -307,8 +336,9 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.phase === IDLE && !this.socket.destroyed;
   }
 
-  /** For the idle timeout: idle connections expire like exchanges do. */
+  /** For the idle timeout: idle connections expire like exchanges do (first a tick after going idle, to let go of the event loop). */
   idleUntil(deadline: number): void {
-    this.deadline = deadline;
+    this.idleDeadline = deadline;
+    this.deadline = Math.min(deadline, this.lastReadAt + SWEEP_TICK_MS);
   }
 }

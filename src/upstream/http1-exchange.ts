@@ -5,6 +5,7 @@
  * survive a move to a fresh connection (a stale keep-alive socket).
  */
 import type { Socket } from 'node:net';
+import type { SocketWriter } from '../socket-writer.ts';
 import type { ResponseHead } from './response-parser.ts';
 
 type Listener = (...args: never[]) => void;
@@ -108,8 +109,12 @@ export class Exchange {
     this.carrier?.resume();
   }
 
-  /** Writes the request to a connected socket: head and buffered body in one writev (no copy), a stream with backpressure. */
-  send(socket: Socket): void {
+  /**
+   * Writes the request to a connected socket: a bodiless request's head (straight to the socket's handle
+   * when it can be, see socket-writer.ts), head and buffered body in one writev (no copy), a stream with backpressure.
+   */
+  send(writer: SocketWriter): void {
+    const socket = writer.socket;
     const { method, path, headers, body } = this.request;
     this.headSent = true;
     // biome-ignore lint/style/useTemplate: `+` of strings, because a template literal calls the ToString builtin on every piece (perf)
@@ -118,7 +123,7 @@ export class Exchange {
     for (let i = 0; i < headers.length; i += 2) head += (headers[i] as string) + ': ' + (headers[i + 1] as string) + '\r\n';
     if (body === null) {
       if (carriesBody(method) && !hasHeader(headers, 'content-length')) head += 'content-length: 0\r\n';
-      socket.write(`${head}\r\n`, 'latin1');
+      writer.write(`${head}\r\n`);
       this.requestDone = true;
     } else if (Buffer.isBuffer(body) || Array.isArray(body)) {
       socket.cork();
@@ -132,7 +137,8 @@ export class Exchange {
       // server; one that carries its chunk framing already goes as it is.
       const unframed = !hasHeader(headers, 'content-length');
       if (unframed) head += 'transfer-encoding: chunked\r\n';
-      socket.write(`${head}\r\n`, 'latin1');
+      // The body's writes go through the socket: they queue behind the head wherever it waits.
+      writer.write(`${head}\r\n`);
       this.pump = new BodyPump(this, stream, socket, unframed && stream.chunkFraming !== true);
     }
   }

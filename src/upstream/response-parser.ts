@@ -14,7 +14,11 @@
 export interface ResponseHead {
   status: number;
   reason: string;
-  /** Flat list, name, value, …, names as the server wrote them. */
+  /**
+   * Flat list, name, value, …, names as the server wrote them; without the fields only this hop reads
+   * (`Connection: keep-alive` or `close`, `Keep-Alive`): keepAlive says what they said, and every
+   * consumer drops them (the client connection has its own). A Connection naming other fields stays.
+   */
   headers: string[];
   /** HTTP/1.1 without `Connection: close`: the connection may carry another request. */
   keepAlive: boolean;
@@ -135,14 +139,14 @@ export class ResponseParser {
   }
 
   /**
-   * Feeds bytes. Returns how many belong to the current response: fewer than
-   * `data.length` means the response completed and more bytes followed it.
-   * Throws ResponseParseError on a malformed response.
+   * Feeds the bytes data[0, end) (a read into a larger buffer is passed whole, without a view of its
+   * filled part). Returns how many belong to the current response: fewer than `end` means the
+   * response completed and more bytes followed it. Throws ResponseParseError on a malformed response.
    */
-  execute(data: Buffer): number {
-    this.bytesSeen += data.length;
+  execute(data: Buffer, end: number = data.length): number {
+    this.bytesSeen += end;
     try {
-      return this.run(data);
+      return this.run(data, end);
     } catch (err) {
       this.state = FAILED;
       throw err;
@@ -160,14 +164,15 @@ export class ResponseParser {
     }
   }
 
-  private run(data: Buffer): number {
-    const end = data.length;
+  private run(data: Buffer, end: number): number {
+    // Body slices are `data` itself only when it holds exactly this read.
+    const whole = end === data.length;
     let i = 0;
     this.rawFrom = this.framed && this.state >= CHUNK_SIZE && this.state <= CHUNK_DATA_LF ? 0 : -1;
     while (i < end) {
       switch (this.state) {
         case HEAD: {
-          const used = this.takeHead(data, i);
+          const used = this.takeHead(data, i, end);
           if (used < 0) return end;
           i = used;
           if (this.framed) this.rawFrom = i;
@@ -176,7 +181,7 @@ export class ResponseParser {
         case BODY_LENGTH: {
           const n = Math.min(this.remaining, end - i);
           this.remaining -= n;
-          const slice = i === 0 && n === end ? data : data.subarray(i, i + n);
+          const slice = i === 0 && n === end && whole ? data : data.subarray(i, i + n);
           i += n;
           if (this.remaining === 0) this.state = DONE;
           this.events.onResponseBody(slice);
@@ -184,7 +189,7 @@ export class ResponseParser {
           break;
         }
         case BODY_UNTIL_CLOSE:
-          this.events.onResponseBody(i === 0 ? data : data.subarray(i));
+          this.events.onResponseBody(i === 0 && whole ? data : data.subarray(i, end));
           return end;
         case CHUNK_DATA: {
           const n = Math.min(this.remaining, end - i);
@@ -196,7 +201,7 @@ export class ResponseParser {
           break;
         }
         case TRAILERS: {
-          const used = this.takeTrailers(data, i);
+          const used = this.takeTrailers(data, i, end);
           if (used < 0) return end;
           i = used;
           this.state = DONE;
@@ -210,7 +215,7 @@ export class ResponseParser {
           fail('bytes after a parse error');
           break;
         default:
-          i = this.chunkFraming(data, i);
+          i = this.chunkFraming(data, i, end);
           if (this.state === TRAILERS && this.rawFrom >= 0) {
             // Everything up to the last chunk's size line, as sent.
             this.events.onResponseBody(data.subarray(this.rawFrom, i));
@@ -218,15 +223,14 @@ export class ResponseParser {
           }
       }
     }
-    if (this.rawFrom >= 0 && this.rawFrom < end) this.events.onResponseBody(this.rawFrom === 0 ? data : data.subarray(this.rawFrom));
+    if (this.rawFrom >= 0 && this.rawFrom < end) this.events.onResponseBody(this.rawFrom === 0 && whole ? data : data.subarray(this.rawFrom, end));
     if (this.state === DONE) return i;
     return end;
   }
 
   /** The byte-wise part of chunked framing: sizes, extensions, CRLFs. */
-  private chunkFraming(data: Buffer, start: number): number {
+  private chunkFraming(data: Buffer, start: number, end: number): number {
     let i = start;
-    const end = data.length;
     while (i < end) {
       const c = data[i] as number;
       switch (this.state) {
@@ -282,21 +286,21 @@ export class ResponseParser {
   }
 
   /** Collects head bytes; on a whole head, parses it and returns the index in `data` after it, or -1 when more bytes are needed. */
-  private takeHead(data: Buffer, start: number): number {
+  private takeHead(data: Buffer, start: number, end: number): number {
     const prior = this.pending;
     // The usual head arrives in one read: parsed where it lies, no search for its end first.
     if (prior === undefined) {
-      const end = this.parseHead(data, start);
-      if (end < 0) this.stash(data, start, Buffer.from(data.subarray(start)));
-      return end;
+      const after = this.parseHead(data, start, end);
+      if (after < 0) this.stash(data.subarray(0, end), start, Buffer.from(data.subarray(start, end)));
+      return after;
     }
-    const buf = Buffer.concat([prior, data.subarray(start)]);
+    const buf = Buffer.concat([prior, data.subarray(start, end)]);
     if (buf.indexOf(HEAD_END, Math.max(0, prior.length - 3)) < 0) {
       this.stash(buf, 0, buf);
       return -1;
     }
     this.pending = undefined;
-    return start + this.parseHead(buf, 0) - prior.length;
+    return start + this.parseHead(buf, 0, buf.length) - prior.length;
   }
 
   /** Keeps the start of a head that has not all arrived, refusing it at once when it already cannot be valid. */
@@ -307,15 +311,15 @@ export class ResponseParser {
   }
 
   /**
-   * Parses the head at buf[from…] in one pass over its bytes: the index after its blank line, or -1 when
+   * Parses the head at buf[from, len) in one pass over its bytes: the index after its blank line, or -1 when
    * it has not all arrived. Strings are made only for a whole head, as slices of one latin1 copy of it.
    */
-  private parseHead(buf: Buffer, from: number): number {
-    const len = buf.length;
+  private parseHead(buf: Buffer, from: number, len: number): number {
     // The status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF.
     // The shortest valid head has 16 bytes: a complete one shorter than the status line's fixed part is refused, not awaited.
     if (len - from < 14) {
-      if (buf.indexOf(HEAD_END, from) >= 0) fail('invalid status line');
+      const at = buf.indexOf(HEAD_END, from);
+      if (at >= 0 && at + 4 <= len) fail('invalid status line');
       return -1;
     }
     if (
@@ -351,6 +355,8 @@ export class ResponseParser {
 
     // Header lines: offsets first; strings once the whole head is there.
     let fields = 0;
+    /** Fields for the list (see ResponseHead.headers). */
+    let kept = 0;
     let length = -3;
     let transferEncoding = -1;
     let close = minor === 0;
@@ -378,15 +384,19 @@ export class ResponseParser {
       if (buf[i + 1] !== LF) fail('CR not followed by LF');
       const lineEnd = i;
       i += 2;
-      if (fields >= MAX_HEADERS) fail('too many headers');
-      const at = fields++ * 4;
+      if (fields++ >= MAX_HEADERS) fail('too many headers');
+      const at = kept * 4;
       FIELDS[at] = nameStart;
       FIELDS[at + 1] = nameEnd;
       FIELDS[at + 2] = valueStart;
       FIELDS[at + 3] = valueEnd;
+      let thisHopOnly = false;
       switch (nameEnd - nameStart) {
         case 10:
-          if (isName(buf, nameStart, 'connection') && hasToken(buf, valueStart, valueEnd, 'close')) close = true;
+          if (isName(buf, nameStart, 'connection')) {
+            if (hasToken(buf, valueStart, valueEnd, 'close')) close = true;
+            thisHopOnly = isValue(buf, valueStart, valueEnd, 'keep-alive') || isValue(buf, valueStart, valueEnd, 'close');
+          } else thisHopOnly = isName(buf, nameStart, 'keep-alive');
           break;
         case 14:
           if (isName(buf, nameStart, 'content-length')) {
@@ -403,14 +413,15 @@ export class ResponseParser {
           }
           break;
       }
+      if (!thisHopOnly) kept++;
     }
     if (i - 4 - from > MAX_HEAD_BYTES) fail('head too large');
     if (transferEncoding >= 0 && length !== -3) fail('both Content-Length and Transfer-Encoding');
 
     const text = latin1(buf, from, i);
     const reason = reasonEnd > reasonStart ? text.slice(reasonStart - from, reasonEnd - from) : '';
-    const headers: string[] = new Array(fields * 2);
-    for (let k = 0; k < fields; k++) {
+    const headers: string[] = new Array(kept * 2);
+    for (let k = 0; k < kept; k++) {
       const at = k * 4;
       headers[k * 2] = text.slice((FIELDS[at] as number) - from, (FIELDS[at + 1] as number) - from);
       headers[k * 2 + 1] = text.slice((FIELDS[at + 2] as number) - from, (FIELDS[at + 3] as number) - from);
@@ -446,9 +457,9 @@ export class ResponseParser {
   }
 
   /** Trailer fields after the last chunk: checked, then dropped. Returns the index after them, or -1. */
-  private takeTrailers(data: Buffer, start: number): number {
+  private takeTrailers(data: Buffer, start: number, end: number): number {
     const prior = this.pending;
-    const buf = prior ? Buffer.concat([prior, data.subarray(start)]) : data.subarray(start);
+    const buf = prior ? Buffer.concat([prior, data.subarray(start, end)]) : data.subarray(start, end);
     // No trailers: the last chunk is followed directly by CRLF.
     if (buf.length >= 2 && buf[0] === CR && buf[1] === LF) return start + 2 - (prior?.length ?? 0);
     if (buf.length >= 1 && buf[0] !== CR && TOKEN[buf[0] as number] !== 1) fail('invalid trailer');
@@ -503,6 +514,11 @@ function isName(buf: Buffer, at: number, lower: string): boolean {
   return true;
 }
 
+/** Whether buf[start, end) is `lower` (lower-case letters and `-`) in any case. */
+function isValue(buf: Buffer, start: number, end: number, lower: string): boolean {
+  return end - start === lower.length && isName(buf, start, lower);
+}
+
 /** Whether the comma-separated list in buf[start, end) holds `lower` as one of its elements, in any case. */
 function hasToken(buf: Buffer, start: number, end: number, lower: string): boolean {
   let k = start;
@@ -512,7 +528,7 @@ function hasToken(buf: Buffer, start: number, end: number, lower: string): boole
     while (k < end && buf[k] !== 0x2c) k++;
     let tokenEnd = k;
     while (tokenEnd > tokenStart && (buf[tokenEnd - 1] === 0x20 || buf[tokenEnd - 1] === 9)) tokenEnd--;
-    if (tokenEnd - tokenStart === lower.length && isName(buf, tokenStart, lower)) return true;
+    if (isValue(buf, tokenStart, tokenEnd, lower)) return true;
   }
   return false;
 }

@@ -55,6 +55,11 @@ export class ServiceRuntime implements LeaseOwner {
   private readonly events: ServiceEvents;
   private readonly onCircuitChange: Parameters<typeof enterCircuit>[3];
   private readonly outcomeListeners: OutcomeListeners;
+  /** What `usable` checks during one acquire: set before each pick (picks are synchronous), so no closure per try. */
+  private pickExclude: ReadonlySet<UpstreamServer> | undefined;
+  private pickSkip: Set<UpstreamServer> | undefined;
+  private pickNow = 0;
+  private readonly usable = (s: UpstreamServer): boolean => !this.pickExclude?.has(s) && !this.pickSkip?.has(s) && isAvailable(s, this.pickNow);
 
   constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader, events: ServiceEvents) {
     this.name = spec.name;
@@ -100,18 +105,19 @@ export class ServiceRuntime implements LeaseOwner {
    */
   acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer> | undefined): Lease | undefined {
     const now = Date.now();
-    let skip: Set<UpstreamServer> | undefined;
+    this.pickExclude = exclude;
+    this.pickSkip = undefined;
+    this.pickNow = now;
     for (let tries = 0; tries <= this.servers.length; tries++) {
-      const usable = (s: UpstreamServer) => !exclude?.has(s) && !skip?.has(s) && isAvailable(s, now);
-      const server = this.policy.pick(this.servers, request, usable);
+      const server = this.policy.pick(this.servers, request, this.usable);
       if (!server) return undefined;
       if (server.tryAcquire()) {
         if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, now);
         server.release();
       }
       // Another thread took its last connection between the check and the count.
-      skip ??= new Set();
-      skip.add(server);
+      this.pickSkip ??= new Set();
+      this.pickSkip.add(server);
     }
     return undefined;
   }
@@ -137,13 +143,16 @@ export class ServiceRuntime implements LeaseOwner {
   /** Whether some healthy server (not excluded) exists, full or not. */
   hasHealthyServer(exclude?: ReadonlySet<UpstreamServer>): boolean {
     const now = Date.now();
-    for (const s of this.servers) if (!exclude?.has(s) && isHealthy(s, now)) return true;
+    const servers = this.servers;
+    // Indexed: the list is frozen, and for-of over a frozen array allocates its iterator (TurboFan cannot elide it).
+    for (let i = 0; i < servers.length; i++) if (!exclude?.has(servers[i] as UpstreamServer) && isHealthy(servers[i] as UpstreamServer, now)) return true;
     return false;
   }
 
   /** Whether some server other than `exclude` could take a request now (asked on every request: no closure). */
   hasAvailableServer(exclude?: ReadonlySet<UpstreamServer>, now = Date.now()): boolean {
-    for (const s of this.servers) if (!exclude?.has(s) && isAvailable(s, now)) return true;
+    const servers = this.servers;
+    for (let i = 0; i < servers.length; i++) if (!exclude?.has(servers[i] as UpstreamServer) && isAvailable(servers[i] as UpstreamServer, now)) return true;
     return false;
   }
 

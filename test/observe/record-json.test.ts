@@ -1,4 +1,7 @@
-/** The access log's JSON line writer gives exactly what JSON.stringify gives for every kind of record. */
+/**
+ * The access log's JSON line writer gives exactly what JSON.stringify gives for every kind of record,
+ * its durations rounded to the microsecond first (the access log's documented precision).
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { RequestRecord } from '../../src/observe/events.ts';
@@ -7,7 +10,18 @@ import { SAMPLE_RECORD } from '../support/sample-record.ts';
 
 const base = SAMPLE_RECORD;
 
-const reference = (r: RequestRecord) => JSON.stringify({ ...r, time: new Date(r.time).toISOString() });
+/** A duration as the access log has it: milliseconds rounded to the microsecond (docs/observability.md). */
+const toMicrosecond = (v: number | undefined) => (v === undefined || !Number.isFinite(v) || Math.abs(v) >= 1e12 ? v : Math.sign(v) * (Math.round(Math.abs(v) * 1000) / 1000));
+
+const reference = (r: RequestRecord) =>
+  JSON.stringify({
+    ...r,
+    time: new Date(r.time).toISOString(),
+    upstreamFirstByteMs: toMicrosecond(r.upstreamFirstByteMs),
+    upstreamMs: toMicrosecond(r.upstreamMs),
+    totalMs: toMicrosecond(r.totalMs),
+    queueWaitMs: toMicrosecond(r.queueWaitMs),
+  });
 
 test('a record reads as JSON.stringify writes it: key order, absent fields, numbers', () => {
   assert.equal(recordJson(base), reference(base));
@@ -27,6 +41,31 @@ test('a record reads as JSON.stringify writes it: key order, absent fields, numb
   assert.equal(recordJson(odd), reference(odd));
   // Parsed back, every field is there with its value.
   assert.deepEqual(JSON.parse(recordJson(full)), JSON.parse(reference(full)));
+});
+
+test('durations are milliseconds rounded to the microsecond: at most three decimals, no trailing zeros, null when not finite', () => {
+  const cases: [number, string][] = [
+    [0.41234567891234, '0.412'],
+    [0.5236, '0.524'],
+    [12, '12'],
+    [1.5, '1.5'],
+    [2.05, '2.05'],
+    [1234.56789, '1234.568'],
+    [0.0004, '0'],
+    [0.0006, '0.001'],
+    [-0, '0'],
+    [-0.0004, '0'],
+    [-2.0006, '-2.001'],
+    [3_000_000.25, '3000000.25'],
+    [Number.NaN, 'null'],
+    [Number.POSITIVE_INFINITY, 'null'],
+    [1e300, '1e+300'],
+  ];
+  for (const [ms, text] of cases) {
+    const line = recordJson({ ...base, upstreamFirstByteMs: ms, upstreamMs: ms, totalMs: ms, queueWaitMs: ms });
+    for (const key of ['upstreamFirstByteMs', 'upstreamMs', 'totalMs', 'queueWaitMs'])
+      assert.ok(line.includes(`"${key}":${text},`) || line.endsWith(`"${key}":${text}}`), `${ms} → ${text} in ${line}`);
+  }
 });
 
 test('numbers of every kind read as JSON.stringify writes them: integers, durations, tiny, huge, negative, non-finite', () => {
@@ -57,6 +96,12 @@ test('records of the same millisecond and of the next one get their own time', (
   const b = recordJson({ ...base, time: base.time + 1 });
   assert.match(a, /"time":"2025-12-01T09:23:20.123Z"/);
   assert.match(b, /"time":"2025-12-01T09:23:20.124Z"/);
+});
+
+test('times read as toISOString writes them: across seconds and back, before 1970, fractions, extended years', () => {
+  const times = [0, -1, -1000, -1001, 999, 1000, 1001, base.time, base.time + 877, base.time + 1000, base.time - 1, base.time + 1, 1.7, -1.7];
+  times.push(253402300799999, 253402300800000, 8.64e15, -8.64e15, -62198755200001);
+  for (const time of times) assert.equal(JSON.parse(recordJson({ ...base, time })).time, new Date(time).toISOString(), String(time));
 });
 
 test('a record longer than the buffer it is written into comes out whole', () => {

@@ -14,6 +14,7 @@ import { responseHeadersFromRaw } from '../../src/proxy/headers.ts';
 import { findHeadEnd, HeadError, parseRequestHead } from '../../src/proxy/http1/head-parser.ts';
 import { Http1Request } from '../../src/proxy/http1/request.ts';
 import { Http1Response } from '../../src/proxy/http1/response.ts';
+import { SocketWriter } from '../../src/socket-writer.ts';
 
 /** A socket that keeps what is written to it as latin1 text and takes every write at once. */
 function recordingSocket(): { socket: Socket; text: () => string } {
@@ -53,7 +54,7 @@ function serve(c: Case, copyThrough: boolean): string {
   if (head instanceof HeadError) throw new Error(head.reason);
   const { socket, text } = recordingSocket();
   const req = new Http1Request(head, socket, { bodyWanted() {} });
-  const res = new Http1Response(req, socket, { mayKeepAlive: () => c.keepAlive ?? true, responseFlushed() {} }, head.keepAlive);
+  const res = new Http1Response(req, socket, { mayKeepAlive: () => c.keepAlive ?? true, responseFlushed() {}, writer: new SocketWriter(socket, false) }, head.keepAlive);
   if (c.stored) res.setHeader(c.stored[0], c.stored[1]);
   if (c.framed) res.passChunkFraming();
   const status = c.status ?? 200;

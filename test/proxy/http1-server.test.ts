@@ -5,9 +5,10 @@
  * clients get de-chunked, close-delimited bodies; Expect: 100-continue is
  * answered when the body is wanted; HEAD, 204 and 304 carry no body and keep
  * the connection; a client's half-close does not lose its response; idle
- * keep-alive connections close at client.keepalive_timeout. All of it on both socket read paths:
- * shared-buffer reads below net's public API (src/proxy/http1/socket-io.ts) and the public one
- * (VELOCITY_SOCKET_IO=public), 100 MB bodies on the first only.
+ * keep-alive connections close at client.keepalive_timeout. All of it on both socket I/O paths: the
+ * one below net's public API (shared-buffer reads, direct handle writes to clients and servers;
+ * src/proxy/http1/socket-io.ts, src/socket-writer.ts) and the public one (VELOCITY_SOCKET_IO=public),
+ * 100 MB bodies on the first only.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -158,15 +159,15 @@ function rawInTwoSteps(port: number, first: string, seen: string, then: string, 
   );
 }
 
-for (const io of ['shared-buffer', 'public'] as const)
-  describe(`the HTTP/1.1 server end to end (${io} socket reads)`, () => {
+for (const io of ['socket internals', 'public'] as const)
+  describe(`the HTTP/1.1 server end to end (${io} socket I/O)`, () => {
     let port: number;
     const cleanups: (() => unknown)[] = [];
     // A connection per request: keep-alive reuse across tests would race client.keepalive_timeout (1 s here) on a loaded machine.
     const agent = new HttpAgent({ keepAlive: false });
     before(async () => {
       const t = { after: (fn: () => unknown) => void cleanups.push(fn) };
-      // Read when the listener starts.
+      // Read when the listener starts and when server connections are made.
       if (io === 'public') process.env.VELOCITY_SOCKET_IO = 'public';
       cleanups.push(() => delete process.env.VELOCITY_SOCKET_IO);
       const backend = await startBackend(t);

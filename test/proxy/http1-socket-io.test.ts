@@ -1,14 +1,18 @@
 /**
- * Shared-buffer reads of accepted sockets (src/proxy/http1/socket-io.ts), below net's public API: on this
- * Node they are in use (a Node upgrade that takes them away is noticed here, not silently slower), and
- * an upgrade's bytes — those that came with its head and those after the 101 — reach the server on both
- * paths (shared-buffer reads, and VELOCITY_SOCKET_IO=public). test/proxy/http1-server.test.ts runs the
- * whole server on both paths.
+ * The socket I/O below net's public API — shared-buffer reads of accepted sockets
+ * (src/proxy/http1/socket-io.ts) and direct handle writes (src/socket-writer.ts): on this Node both are in
+ * use (a Node upgrade that takes them away is noticed here, not silently slower); direct writes the
+ * kernel does not take whole keep their order, their bytes and backpressure (one drain), and a failed
+ * one reaches the socket as its error; an upgrade's bytes — those that came with its head and those
+ * after the 101 — reach the server on both paths (socket internals, and VELOCITY_SOCKET_IO=public).
+ * test/proxy/http1-server.test.ts runs the whole server on both paths.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { type AddressInfo, connect, createServer, type Server, Socket } from 'node:net';
 import { test } from 'node:test';
 import { adoptReads } from '../../src/proxy/http1/socket-io.ts';
+import { SocketWriter } from '../../src/socket-writer.ts';
 import { startInProcess } from '../support/velocity.ts';
 
 type Cleanup = { after(fn: () => unknown): void };
@@ -73,7 +77,80 @@ test('an accepted plain socket is rebuilt to read into the shared buffer; one al
   );
 });
 
-for (const io of ['shared-buffer reads', 'public'] as const) {
+/** 64 pieces of 256 KiB, each filled with its index: order and completeness show in the hash. */
+function pieces(): Buffer[] {
+  return Array.from({ length: 64 }, (_, i) => Buffer.alloc(256 * 1024, i));
+}
+
+for (const direct of [true, false]) {
+  test(`16 MB of writes to a peer that does not read arrive whole and in order, with backpressure and one drain (direct: ${direct})`, async (t) => {
+    const { client, accepted } = await pair(t);
+    // The reader waits until everything was written: most of it must queue.
+    client.pause();
+    let drains = 0;
+    const writer = new SocketWriter(accepted, direct, () => {
+      drains++;
+    });
+    accepted.on('drain', () => {
+      drains++;
+    });
+    const all = pieces();
+    const answers = all.map((p) => writer.write(p));
+    assert.ok(answers.includes(false), 'a write answered false (wait for a drain)');
+    assert.ok(writer.pendingBytes > 0, 'bytes are counted as pending');
+    // On this Node the direct path is in use: it bypassed the Writable (a Node upgrade that takes it away fails here).
+    if (direct) assert.equal(accepted.writableLength, 0, 'the direct path bypassed the Writable');
+    else assert.ok(accepted.writableLength > 0, 'the public path went through the Writable');
+    // A write through the socket itself (a corked response, the upgrade tunnel) queues behind the direct ones.
+    const tail = Buffer.alloc(1000, 255);
+    let flushed = false;
+    accepted.write(tail, (err) => {
+      assert.equal(err ?? null, null);
+      flushed = true;
+    });
+    const hash = createHash('sha256');
+    let received = 0;
+    client.on('data', (b: Buffer) => {
+      hash.update(b);
+      received += b.length;
+    });
+    client.resume();
+    const total = all.reduce((n, p) => n + p.length, 0) + tail.length;
+    await until(() => received === total && flushed, 'every byte');
+    const expected = createHash('sha256');
+    for (const p of all) expected.update(p);
+    expected.update(tail);
+    assert.equal(hash.digest('hex'), expected.digest('hex'));
+    assert.equal(writer.pendingBytes, 0);
+    await until(() => drains >= 1, 'a drain');
+    // Let any second drain show up before counting.
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(drains, 1, 'one drain');
+  });
+}
+
+test('a direct write on a connection the peer reset destroys the socket with the write error', async (t) => {
+  // The server's end never reads (pauseOnConnect): only a write can learn of the reset.
+  const { client, accepted } = await pair(t, { pauseOnConnect: true });
+  const errors: (Error & { code?: string; syscall?: string })[] = [];
+  accepted.on('error', (err) => errors.push(err));
+  client.resetAndDestroy();
+  await new Promise((r) => client.once('close', r));
+  const writer = new SocketWriter(accepted, true);
+  // A write sent before the reset arrived is still taken by the kernel; one after it fails.
+  for (let i = 0; i < 500 && !accepted.destroyed; i++) {
+    writer.write(Buffer.alloc(1024));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await until(() => accepted.destroyed && accepted.closed, 'the socket to close');
+  assert.deepEqual(
+    errors.map((e) => [e.syscall, e.code === 'ECONNRESET' || e.code === 'EPIPE']),
+    [['write', true]],
+    `the write error reached the socket: ${errors.map((e) => e.message).join(', ')}`,
+  );
+});
+
+for (const io of ['socket internals', 'public'] as const) {
   test(`an upgrade's bytes sent with its head, and those after the 101, reach the server (${io})`, async (t) => {
     if (io === 'public') {
       process.env.VELOCITY_SOCKET_IO = 'public';

@@ -52,6 +52,8 @@ describe('lease', () => {
     assert.ok(lease);
     assert.equal(server.inFlight, 1);
     assert.equal(service.acquire(request, undefined), undefined, 'max_connections 1: the server is held');
+    // A request queued for the service (on any thread): the release must wake it.
+    assert.ok(service.cells.tryEnqueue(1));
     const releases = service.cells.releases;
     lease.end(ok, 5);
     assert.equal(server.inFlight, 0);

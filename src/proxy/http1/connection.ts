@@ -7,6 +7,7 @@
  * no timer per request.
  */
 import type { Socket } from 'node:net';
+import { SocketWriter } from '../../socket-writer.ts';
 import { ChunkedDecoder, type ChunkSink } from './chunked.ts';
 import { checkPartialHead, findHeadEnd, HeadError, parseRequestHead, type RequestHead } from './head-parser.ts';
 import { type BodySource, Http1Request } from './request.ts';
@@ -22,8 +23,8 @@ export interface ConnectionHost {
   /** A FIN after the request and before its answer started cancels the request (client.abort_on_close). */
   readonly abortOnClose: boolean;
   readonly draining: boolean;
-  /** Client sockets are rebuilt to read into one shared buffer (see socket-io.ts). */
-  readonly sharedReads: boolean;
+  /** Client sockets may be read and written below net's public API (shared-buffer reads, direct writes: socket-io.ts, socket-writer.ts). */
+  readonly socketInternals: boolean;
   onRequest(req: Http1Request, res: Http1Response): void;
   /** Whether this upgrade request leaves HTTP (a WebSocket the handler takes). */
   wantsUpgrade(req: Http1Request): boolean;
@@ -77,6 +78,7 @@ const REASONS: Record<number, string> = {
 
 export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   readonly socket: Socket;
+  readonly writer: SocketWriter;
   private readonly host: ConnectionHost;
   private phase = IDLE;
   /** Epoch ms at which `onDeadline` applies; 0 for none. */
@@ -105,9 +107,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
 
   constructor(host: ConnectionHost, accepted: Socket) {
     this.host = host;
-    const adopted = host.sharedReads ? adoptReads(accepted, this.onRead) : undefined;
+    const adopted = host.socketInternals ? adoptReads(accepted, this.onRead) : undefined;
     const socket = adopted ?? accepted;
     this.socket = socket;
+    // A drain of either kind (the writer's queued direct writes, or the socket's Writable) reaches the response.
+    this.writer = new SocketWriter(socket, host.socketInternals, this.onDrain);
     // A connection that never sends a byte is cut at the header timeout, silently.
     this.deadline = Date.now() + host.headerTimeout;
     socket.setNoDelay(true);

@@ -9,6 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from '../../node-http.ts';
+import type { SocketWriter } from '../../socket-writer.ts';
 import { equalsLower, isHopByHop, namesMoreHeaders, responseHeadersFromRaw } from '../headers.ts';
 import type { ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
@@ -19,6 +20,8 @@ export interface ResponseOwner {
   mayKeepAlive(res: Http1Response): boolean;
   /** The last byte of `res` was handed to the socket and flushed (called once). */
   readonly responseFlushed: (err?: Error | null) => void;
+  /** Writes to the client socket (straight to its handle when the socket's Writable holds nothing). */
+  readonly writer: SocketWriter;
 }
 
 type HeaderValue = string | number | readonly string[];
@@ -181,7 +184,7 @@ export class Http1Response implements ProxyResponse {
 
   /** What the socket still holds of the writes (0: every chunk given to write() was handed to the OS). */
   get writableLength(): number {
-    return this.socket.writableLength;
+    return this.owner.writer.pendingBytes;
   }
 
   setHeader(name: string, value: HeaderValue): this {
@@ -335,7 +338,7 @@ export class Http1Response implements ProxyResponse {
     if (this.headersSent || this.destroyed || this.req.httpVersionMinor === 0) return;
     let text = `HTTP/1.1 ${statusCode} ${STATUS_CODES[statusCode] ?? 'Informational'}\r\n`;
     for (let i = 0; i < headers.length; i += 2) text += headerLines(headers[i] as string, headers[i + 1] as string);
-    this.socket.write(`${text}\r\n`, 'latin1');
+    this.owner.writer.write(`${text}\r\n`);
   }
 
   writeContinue(): void {
@@ -350,10 +353,10 @@ export class Http1Response implements ProxyResponse {
     const socket = this.socket;
     // Unframed, or carrying its chunk framing already: written as it is.
     const asIs = !this.chunked || this.framed;
-    if (asIs && this.headersSent) return socket.write(data);
+    if (asIs && this.headersSent) return this.owner.writer.write(data);
     if (asIs && data.length <= ONE_WRITE_BODY) {
       this.headersSent = true;
-      return socket.write(withHead(this.head as string, data), 'latin1');
+      return this.owner.writer.write(withHead(this.head as string, data));
     }
     // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
     socket.cork();
@@ -379,45 +382,52 @@ export class Http1Response implements ProxyResponse {
     const head = this.headersSent ? undefined : this.head;
     this.headersSent = true;
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
+    const writer = this.owner.writer;
     if (!this.chunked || this.framed) {
-      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) socket.write(withHead(head, body), 'latin1', this.owner.responseFlushed);
+      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) writer.write(withHead(head, body));
       else if (head !== undefined && body) {
         socket.cork();
         socket.write(head, 'latin1');
-        socket.write(body, this.owner.responseFlushed);
+        socket.write(body);
         socket.uncork();
-      } else if (head !== undefined) socket.write(head, 'latin1', this.owner.responseFlushed);
-      else if (body) socket.write(body, this.owner.responseFlushed);
-      else this.flushedAfterPendingWrites();
-      return this;
-    }
-    if (head !== undefined || body) {
+      } else if (head !== undefined) writer.write(head);
+      else if (body) writer.write(body);
+      else {
+        this.flushedAfterPendingWrites(false);
+        return this;
+      }
+    } else if (head !== undefined || body) {
       socket.cork();
       if (head !== undefined) socket.write(head, 'latin1');
       if (body) socket.write(`${body.length.toString(16)}\r\n`, 'latin1');
       if (body) socket.write(body);
-      socket.write(body ? `\r\n${LAST_CHUNK}` : LAST_CHUNK, 'latin1', this.owner.responseFlushed);
+      socket.write(body ? `\r\n${LAST_CHUNK}` : LAST_CHUNK, 'latin1');
       socket.uncork();
-    } else socket.write(LAST_CHUNK, 'latin1', this.owner.responseFlushed);
+    } else writer.write(LAST_CHUNK);
+    this.flushedAfterPendingWrites(true);
     return this;
   }
 
   /**
-   * Tells the connection the response is flushed once the socket has written what it holds. When it holds
-   * nothing (the usual end of a body written in full) that is now, in this call: an empty write only to
-   * learn it costs a syscall per response, and a tick to tell it later costs a turn of the tick queue.
+   * Tells the connection the response is flushed once the socket has written what it holds (direct
+   * writes queued in libuv included: an empty write queues behind them). When it holds nothing that is
+   * now: after a write of end()'s own on the next tick, as that write's callback would have been; when
+   * end() wrote nothing (the usual end of a body written in full) in this call — an empty write only to
+   * learn it costs a syscall per response, and a tick to tell it later a turn of the tick queue.
    */
-  private flushedAfterPendingWrites(): void {
+  private flushedAfterPendingWrites(wrote: boolean): void {
     const socket = this.socket;
-    if (socket.writableLength === 0 && !socket.destroyed) this.owner.responseFlushed();
-    else socket.write('', this.owner.responseFlushed);
+    const flushed = this.owner.responseFlushed;
+    if (this.owner.writer.pendingBytes !== 0 || socket.destroyed) socket.write('', flushed);
+    else if (wrote) process.nextTick(flushed);
+    else flushed();
   }
 
   /** Sends the head if it is still pending; true (nothing was refused). */
   private flushHead(): boolean {
     if (!this.headersSent && this.head !== undefined) {
       this.headersSent = true;
-      return this.socket.write(this.head, 'latin1');
+      return this.owner.writer.write(this.head);
     }
     return true;
   }

@@ -7,10 +7,10 @@
  */
 import type { Socket } from 'node:net';
 import type { ClientConfig } from '../../config/schema/root.ts';
+import { socketInternalsAllowed } from '../../socket-writer.ts';
 import { type ConnectionHost, Http1Connection } from './connection.ts';
 import type { Http1Request } from './request.ts';
 import type { Http1Response } from './response.ts';
-import { sharedReadsAllowed } from './socket-io.ts';
 
 export interface Http1Handlers {
   onRequest(req: Http1Request, res: Http1Response): void;
@@ -26,7 +26,7 @@ export class Http1Server implements ConnectionHost {
   readonly bodyTimeout: number;
   readonly keepAliveTimeout: number;
   readonly abortOnClose: boolean;
-  readonly sharedReads = sharedReadsAllowed();
+  readonly socketInternals = socketInternalsAllowed();
   draining = false;
   private readonly connections = new Set<Http1Connection>();
   private readonly handlers: Http1Handlers;

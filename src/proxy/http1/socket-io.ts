@@ -12,8 +12,8 @@
  * This needs two things net does not document: the `_handle` of an accepted socket and the `handle`
  * option of `new Socket()` (how net.Server builds its own). They are checked once per socket
  * (`adoptReads` returns undefined when anything is missing: the socket keeps the stream path), and
- * VELOCITY_SOCKET_IO=public turns the whole path off (the escape hatch if a Node upgrade misbehaves,
- * and how the tests run the public path too).
+ * VELOCITY_SOCKET_IO=public turns the whole path off (socketInternalsAllowed in src/socket-writer.ts: the
+ * escape hatch if a Node upgrade misbehaves, and how the tests run the public path too).
  */
 import { Socket } from 'node:net';
 
@@ -28,11 +28,6 @@ interface StreamHandle {
 const READ_SIZE = 64 * 1024;
 /** Every adopted socket reads into this buffer; its bytes are valid only during the read's callback. */
 const shared = Buffer.allocUnsafeSlow(READ_SIZE);
-
-/** Whether accepted sockets may be rebuilt for shared-buffer reads (VELOCITY_SOCKET_IO=public: never). Read when a server starts. */
-export function sharedReadsAllowed(): boolean {
-  return process.env.VELOCITY_SOCKET_IO !== 'public';
-}
 
 /** A copy of `bytes` when they lie in the shared read buffer (the next read overwrites them); else `bytes`. */
 export function owned(bytes: Buffer): Buffer {
