@@ -14,7 +14,11 @@
 export interface ResponseHead {
   status: number;
   reason: string;
-  /** Flat list, name, value, …, names as the server wrote them. */
+  /**
+   * Flat list, name, value, …, names as the server wrote them; without the fields only this hop reads
+   * (`Connection: keep-alive` or `close`, `Keep-Alive`): keepAlive says what they said, and every
+   * consumer drops them (the client connection has its own). A Connection naming other fields stays.
+   */
   headers: string[];
   /** HTTP/1.1 without `Connection: close`: the connection may carry another request. */
   keepAlive: boolean;
@@ -351,6 +355,8 @@ export class ResponseParser {
 
     // Header lines: offsets first; strings once the whole head is there.
     let fields = 0;
+    /** Fields for the list (see ResponseHead.headers). */
+    let kept = 0;
     let length = -3;
     let transferEncoding = -1;
     let close = minor === 0;
@@ -378,15 +384,19 @@ export class ResponseParser {
       if (buf[i + 1] !== LF) fail('CR not followed by LF');
       const lineEnd = i;
       i += 2;
-      if (fields >= MAX_HEADERS) fail('too many headers');
-      const at = fields++ * 4;
+      if (fields++ >= MAX_HEADERS) fail('too many headers');
+      const at = kept * 4;
       FIELDS[at] = nameStart;
       FIELDS[at + 1] = nameEnd;
       FIELDS[at + 2] = valueStart;
       FIELDS[at + 3] = valueEnd;
+      let thisHopOnly = false;
       switch (nameEnd - nameStart) {
         case 10:
-          if (isName(buf, nameStart, 'connection') && hasToken(buf, valueStart, valueEnd, 'close')) close = true;
+          if (isName(buf, nameStart, 'connection')) {
+            if (hasToken(buf, valueStart, valueEnd, 'close')) close = true;
+            thisHopOnly = isValue(buf, valueStart, valueEnd, 'keep-alive') || isValue(buf, valueStart, valueEnd, 'close');
+          } else thisHopOnly = isName(buf, nameStart, 'keep-alive');
           break;
         case 14:
           if (isName(buf, nameStart, 'content-length')) {
@@ -403,14 +413,15 @@ export class ResponseParser {
           }
           break;
       }
+      if (!thisHopOnly) kept++;
     }
     if (i - 4 - from > MAX_HEAD_BYTES) fail('head too large');
     if (transferEncoding >= 0 && length !== -3) fail('both Content-Length and Transfer-Encoding');
 
     const text = latin1(buf, from, i);
     const reason = reasonEnd > reasonStart ? text.slice(reasonStart - from, reasonEnd - from) : '';
-    const headers: string[] = new Array(fields * 2);
-    for (let k = 0; k < fields; k++) {
+    const headers: string[] = new Array(kept * 2);
+    for (let k = 0; k < kept; k++) {
       const at = k * 4;
       headers[k * 2] = text.slice((FIELDS[at] as number) - from, (FIELDS[at + 1] as number) - from);
       headers[k * 2 + 1] = text.slice((FIELDS[at + 2] as number) - from, (FIELDS[at + 3] as number) - from);
@@ -503,6 +514,11 @@ function isName(buf: Buffer, at: number, lower: string): boolean {
   return true;
 }
 
+/** Whether buf[start, end) is `lower` (lower-case letters and `-`) in any case. */
+function isValue(buf: Buffer, start: number, end: number, lower: string): boolean {
+  return end - start === lower.length && isName(buf, start, lower);
+}
+
 /** Whether the comma-separated list in buf[start, end) holds `lower` as one of its elements, in any case. */
 function hasToken(buf: Buffer, start: number, end: number, lower: string): boolean {
   let k = start;
@@ -512,7 +528,7 @@ function hasToken(buf: Buffer, start: number, end: number, lower: string): boole
     while (k < end && buf[k] !== 0x2c) k++;
     let tokenEnd = k;
     while (tokenEnd > tokenStart && (buf[tokenEnd - 1] === 0x20 || buf[tokenEnd - 1] === 9)) tokenEnd--;
-    if (tokenEnd - tokenStart === lower.length && isName(buf, tokenStart, lower)) return true;
+    if (isValue(buf, tokenStart, tokenEnd, lower)) return true;
   }
   return false;
 }

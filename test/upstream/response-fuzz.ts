@@ -292,13 +292,29 @@ export interface FuzzSummary {
   disagreements: Disagreement[];
 }
 
+/**
+ * llhttp's list as ours is meant to be: without `Connection: keep-alive`/`close` and `Keep-Alive`,
+ * which only this hop reads (see ResponseHead.headers).
+ */
+function withoutThisHopFields(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = (raw[i + 1] as string).toLowerCase();
+    if (name === 'keep-alive' || (name === 'connection' && (value === 'keep-alive' || value === 'close'))) continue;
+    out.push(raw[i] as string, raw[i + 1] as string);
+  }
+  return out;
+}
+
 /** Compares one case; a string says what is wrong, undefined that it is fine. */
 export function compare(ours: ParseResult, node: ParseResult): string | undefined {
   if (ours.framingProblem) return ours.framingProblem;
   if (ours.ok && !node.ok) return `we accept what llhttp rejects (${node.error})`;
   if (!ours.ok || !node.ok) return undefined;
   if (ours.status !== node.status) return `status ${ours.status} vs ${node.status}`;
-  if (JSON.stringify(ours.headers) !== JSON.stringify(node.headers)) return `headers ${JSON.stringify(ours.headers)} vs ${JSON.stringify(node.headers)}`;
+  const expected = withoutThisHopFields(node.headers ?? []);
+  if (JSON.stringify(ours.headers) !== JSON.stringify(expected)) return `headers ${JSON.stringify(ours.headers)} vs ${JSON.stringify(expected)}`;
   if (JSON.stringify(ours.informational) !== JSON.stringify(node.informational)) return `1xx ${ours.informational} vs ${node.informational}`;
   if (!ours.body?.equals(node.body as Buffer)) return `body of ${ours.body?.length} bytes vs ${node.body?.length}`;
   return undefined;
