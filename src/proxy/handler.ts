@@ -29,16 +29,20 @@ export class RequestHandler implements ForwardingOwner {
     this.underscores = underscores;
   }
 
-  /** Connections that sent a refused head: what was pipelined behind it is refused too, never forwarded. */
+  /**
+   * HTTP/2 sessions that sent a refused head: their later streams are refused too, never forwarded. An
+   * HTTP/1.1 connection needs no entry (nor the lookup on every request): it serves one request at a time
+   * and closes after a refused one (keep-alive off), dropping whatever was pipelined behind it.
+   */
   private readonly refused = new WeakSet<object>();
 
   readonly handle = (req: ProxyRequest, res: ProxyResponse): void => {
-    const headProblem = this.refused.has(req.socket)
-      ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused')
-      : checkRequestHead(req, this.underscores);
+    const http2 = req.httpVersionMajor === 2;
+    const headProblem =
+      http2 && this.refused.has(req.socket) ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused') : checkRequestHead(req, this.underscores);
     const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
     if (headProblem) {
-      this.refused.add(req.socket);
+      if (http2) this.refused.add(req.socket);
       res.shouldKeepAlive = false;
       this.refuse(ctx, headProblem);
       return;
