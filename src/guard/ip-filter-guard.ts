@@ -20,6 +20,7 @@ interface FilterSets {
 
 const filterSets = (f: Config['ip_filter']): FilterSets => ({ allow: new CidrSet(f.allow), deny: new CidrSet(f.deny) });
 const isEmpty = (s: FilterSets) => s.allow.size === 0 && s.deny.size === 0;
+const noLists = (f: Config['ip_filter']) => f.allow.length === 0 && f.deny.length === 0;
 
 export class IpFilterGuard implements Guard {
   private readonly global: FilterSets;
@@ -41,8 +42,9 @@ export class IpFilterGuard implements Guard {
   }
 
   check(ctx: RequestContext, service: ServiceRuntime | undefined): VelocityError | undefined {
+    // Nothing to check (the usual case) is told from the service's own lists, before the lookup of its sets (a WeakMap per request showed in perf).
+    if (this.blocklist.size === 0 && isEmpty(this.global) && (!service || noLists(service.config.ip_filter))) return undefined;
     const serviceSets = service ? this.setsFor(service) : undefined;
-    if (this.blocklist.size === 0 && isEmpty(this.global) && (!serviceSets || isEmpty(serviceSets))) return undefined;
     const ip = ipToBig(ctx.clientIp);
     const blocked = ip === undefined ? undefined : this.blocklist.match(ip);
     if (blocked) return refuse(ctx, blocked.source === 'auto-ban' ? 'banned' : 'blocked');
