@@ -7,6 +7,7 @@
  * no timer per request.
  */
 import type { Socket } from 'node:net';
+import { epochMs } from '../../clock.ts';
 import { SocketWriter } from '../../socket-writer.ts';
 import { ChunkedDecoder, type ChunkSink } from './chunked.ts';
 import { checkPartialHead, findHeadEnd, HeadError, parseRequestHead, type RequestHead } from './head-parser.ts';
@@ -103,7 +104,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private pipelinePaused = false;
   private clientEnded = false;
   /** When the connection last became idle (accepted, or its last response flushed). */
-  private idleSince = Date.now();
+  private idleSince = epochMs();
 
   constructor(host: ConnectionHost, accepted: Socket) {
     this.host = host;
@@ -113,7 +114,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     // A drain of either kind (the writer's queued direct writes, or the socket's Writable) reaches the response.
     this.writer = new SocketWriter(socket, host.socketInternals, this.onDrain);
     // A connection that never sends a byte is cut at the header timeout, silently.
-    this.deadline = Date.now() + host.headerTimeout;
+    this.deadline = epochMs() + host.headerTimeout;
     socket.setNoDelay(true);
     if (adopted === undefined) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
@@ -202,7 +203,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       // The header timeout runs from the first bytes of a head that did not come whole (one that did has no wait to bound).
       if (this.phase === IDLE) {
         this.phase = HEAD;
-        this.deadline = Date.now() + this.host.headerTimeout;
+        this.deadline = epochMs() + this.host.headerTimeout;
         this.onDeadline = TIMEOUT_408;
       }
       const problem = checkPartialHead(partial, 0, Math.max(0, this.scanned - 1), limit);
@@ -237,7 +238,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       this.deadline = 0;
     } else {
       this.phase = BODY;
-      this.deadline = Date.now() + host.bodyTimeout;
+      this.deadline = epochMs() + host.bodyTimeout;
       this.onDeadline = TIMEOUT_408;
       this.continueOwed = head.expectContinue;
       this.chunked = req.bodyLength < 0;
@@ -389,7 +390,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       return;
     }
     this.phase = IDLE;
-    this.idleSince = Date.now();
+    this.idleSince = epochMs();
     this.deadline = this.idleSince + this.host.keepAliveTimeout;
     this.onDeadline = CUT;
     if (this.pipelinePaused) {
@@ -454,7 +455,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     if (this.phase === GONE || this.phase === CLOSING) return;
     this.phase = CLOSING;
     this.pending = undefined;
-    this.deadline = Date.now() + LINGER_MS;
+    this.deadline = epochMs() + LINGER_MS;
     this.onDeadline = CUT;
     const socket = this.socket;
     socket.resume();

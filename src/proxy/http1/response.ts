@@ -8,6 +8,7 @@
  * client pauses whoever feeds the response.
  */
 import type { Socket } from 'node:net';
+import { epochMs } from '../../clock.ts';
 import { STATUS_CODES } from '../../node-http.ts';
 import type { SocketWriter } from '../../socket-writer.ts';
 import { equalsLower, isHopByHop, namesMoreHeaders, responseHeadersFromRaw } from '../headers.ts';
@@ -84,7 +85,7 @@ let dateSecond = 0;
 let dateText = '';
 /** The Date header value, formatted once per second. */
 function httpDate(): string {
-  const now = Date.now();
+  const now = epochMs();
   const second = Math.floor(now / 1000);
   if (second !== dateSecond) {
     dateSecond = second;

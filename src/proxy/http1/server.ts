@@ -6,6 +6,7 @@
  * rest are cut at the deadline).
  */
 import type { Socket } from 'node:net';
+import { epochMs } from '../../clock.ts';
 import type { ClientConfig } from '../../config/schema/root.ts';
 import { socketInternalsAllowed } from '../../socket-writer.ts';
 import { type ConnectionHost, Http1Connection } from './connection.ts';
@@ -76,7 +77,8 @@ export class Http1Server implements ConnectionHost {
   }
 
   private sweep(): void {
-    const now = Date.now();
+    // The connections' deadlines are on epochMs()'s clock (src/clock.ts).
+    const now = epochMs();
     for (const c of this.connections) {
       if (c.deadline !== 0 && now >= c.deadline) c.expire();
       else if (this.draining) c.closeIfIdle(now);
@@ -86,7 +88,7 @@ export class Http1Server implements ConnectionHost {
   /** Stops serving: idle connections close now, busy ones after their response; at `deadline` the rest are cut. */
   close(deadline: number): Promise<void> {
     this.draining = true;
-    const now = Date.now();
+    const now = epochMs();
     for (const c of this.connections) c.closeIfIdle(now);
     return new Promise<void>((resolve) => {
       const done = () => {
