@@ -185,8 +185,13 @@ export async function startPodman(t: TestContext): Promise<Dockerd | undefined> 
   };
 }
 
-/** Ends the containerd shims this engine left (ours, found by our root path), unmounts, removes. */
+/** Ends the containers and containerd shims this engine left (ours, found by our root path), unmounts, removes. */
 async function cleanUpRoot(root: string): Promise<void> {
+  // A shim is the parent of its container's first process: killing the shim alone leaves that process
+  // running, adopted by init (a container the engine lost track of, e.g. across a restart on a new exec
+  // root). Its children first, then the shims.
+  const shims = (await runCommand('pgrep', ['-f', `containerd-shim.*${root}/`])).stdout.split('\n').filter(Boolean);
+  if (shims.length > 0) await runCommand('pkill', ['-KILL', '-P', shims.join(',')]);
   await runCommand('pkill', ['-KILL', '-f', `containerd-shim.*${root}/`]);
   const mounts = readFileSync('/proc/mounts', 'utf8')
     .split('\n')
