@@ -203,8 +203,11 @@ test('an upstream connection reads past net (src/socket-reader.ts), and through 
     s.on('error', () => undefined);
   });
   const port = await listen(t, backend);
+  const before = process.env.VELOCITY_SOCKET_IO;
   for (const io of ['socket internals', 'public'] as const) {
+    // Both cases, whatever the environment this test runs in.
     if (io === 'public') process.env.VELOCITY_SOCKET_IO = 'public';
+    else delete process.env.VELOCITY_SOCKET_IO;
     const pools = new PoolSet();
     try {
       const pool = pools.get(`http://127.0.0.1:${port}`, { host: '127.0.0.1', port }, { connectTimeout: 30_000, keepAliveTimeout: 600_000, tls: undefined });
@@ -239,7 +242,8 @@ test('an upstream connection reads past net (src/socket-reader.ts), and through 
       else assert.notEqual(onReadOf(connection.socket), netOnRead, 'the connection reads past net');
     } finally {
       pools.destroyAll();
-      delete process.env.VELOCITY_SOCKET_IO;
+      if (before === undefined) delete process.env.VELOCITY_SOCKET_IO;
+      else process.env.VELOCITY_SOCKET_IO = before;
     }
   }
 });
