@@ -33,7 +33,7 @@
  * --max-semi-space-size says. Request bodies, upstream reads and zlib's output allocate far
  * more Buffer bytes than objects: a 64 KB POST bench had 20–35 MB of dead Buffers at a time
  * and a heap fragmented around them (peak 122–140 MB). The flag sets V8's "default" young
- * capacity so that backstop comes at one semi-space, 4 MB (docs/performance.md).
+ * capacity to the one chosen here, so that backstop comes at 8 MB (docs/performance.md).
  * This module imports nothing: bin/velocity.js calls it before loading the rest.
  */
 
@@ -52,11 +52,9 @@ export const OLD_SPACE_FLAGS = [`--initial-old-space-size=${INITIAL_OLD_SPACE_MB
 /**
  * V8's default new-space capacity, MB, from which it derives the young Buffer bytes that force a
  * scavenge (twice its default semi-space). Node is built without pointer compression, where V8
- * doubles this value: SEMI_SPACE_MB / 4 puts the backstop at one semi-space (4 MB of dead Buffers,
- * not 8: 64 KB POSTs peaked 6–9 MB lower, for a scavenge of a mostly dead young generation more
- * per 4 MB of Buffers). The young generation itself stays as set.
+ * doubles this value: SEMI_SPACE_MB / 2 makes that default our semi-space, which stays as set.
  */
-export const BUFFER_SCAVENGE_FLAG = `--scavenger-max-new-space-capacity-mb=${SEMI_SPACE_MB / 4}`;
+export const BUFFER_SCAVENGE_FLAG = `--scavenger-max-new-space-capacity-mb=${SEMI_SPACE_MB / 2}`;
 /** Set in the restarted process's environment when the arena cap is Velocity's, not the operator's. */
 const OWN_ARENA_CAP = 'VELOCITY_MALLOC_ARENA_MAX';
 
