@@ -20,6 +20,13 @@ const MAX_SHIFT = 16;
 /** Spare buffers kept per size. */
 const SPARE_PER_SIZE = 32;
 const spares: Buffer[][] = Array.from({ length: MAX_SHIFT - MIN_SHIFT + 1 }, () => []);
+let made = 0;
+let givenBack = 0;
+
+/** Body buffers allocated so far in this thread, and given back (tests: reuse is seen, not assumed). */
+export function bodyBufferCounts(): { made: number; givenBack: number } {
+  return { made, givenBack };
+}
 
 /** The size class of a body of `length` bytes (1 ≤ length ≤ MAX_POOLED_BODY). */
 function classOf(length: number): number {
@@ -29,11 +36,15 @@ function classOf(length: number): number {
 /** A buffer of at least `length` bytes (1 ≤ length ≤ MAX_POOLED_BODY), reused when one was given back. */
 export function takeBodyBuffer(length: number): Buffer {
   const c = classOf(length);
-  return (spares[c] as Buffer[]).pop() ?? Buffer.allocUnsafeSlow(1 << (c + MIN_SHIFT));
+  const spare = (spares[c] as Buffer[]).pop();
+  if (spare !== undefined) return spare;
+  made++;
+  return Buffer.allocUnsafeSlow(1 << (c + MIN_SHIFT));
 }
 
 /** Gives back a buffer from takeBodyBuffer: nothing may read or write it any more. */
 export function giveBackBodyBuffer(buffer: Buffer): void {
+  givenBack++;
   const spare = spares[classOf(buffer.length)] as Buffer[];
   if (spare.length < SPARE_PER_SIZE) spare.push(buffer);
 }
