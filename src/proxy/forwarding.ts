@@ -77,6 +77,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.clientRes = ctx.res;
   }
 
+  /** UpstreamRequest: a try's socket did not take the held body's bytes at once. */
   bodyLingers(): void {
     this.bodyLingering = true;
   }

@@ -132,7 +132,7 @@ test('bodies held for retries are copied into buffers reused once each request i
   assert.equal(after.givenBack - before.givenBack, 40, 'every body given back once its request is done');
   assert.ok(after.made - before.made <= 2, `${after.made - before.made} body buffers made for 40 requests of two sizes, one at a time`);
   assert.equal(backend.received.length, bodies.length);
-  backend.received.forEach((r, i) => assert.ok(r.body === bodies[i], `request ${i}: the server got other bytes than the client sent`));
+  for (const [i, r] of backend.received.entries()) assert.ok(r.body === bodies[i], `request ${i}: the server got other bytes than the client sent`);
 });
 
 test('a body a middleware saw is not reused: it may still be held (a mirror, a body read by the middleware)', async (t) => {
@@ -144,7 +144,7 @@ test('a body a middleware saw is not reused: it may still be held (a mirror, a b
   const before = bodyBufferCounts().givenBack;
   const bodies = await postDistinctBodies(velocity.address.port, 5, 64 * 1024);
   assert.equal(bodyBufferCounts().givenBack, before, 'no body given back');
-  backend.received.forEach((r, i) => assert.ok(r.body === bodies[i] && r.head.includes('x-seen: yes'), `request ${i}`));
+  for (const [i, r] of backend.received.entries()) assert.ok(r.body === bodies[i] && r.head.includes('x-seen: yes'), `request ${i}`);
 });
 
 test('a chunked body reaches the server with its chunk framing as the client sent it, trailers dropped', async (t) => {
