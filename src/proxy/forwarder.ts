@@ -204,7 +204,7 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (head.closeDelimited || !requestDone) res.shouldKeepAlive = false;
     // A chunked body goes to an HTTP/1.1 client with the server's chunk framing, when nothing transforms it.
     const framed = head.length === -1 && res.passChunkFraming?.() === true;
-    if (res.writeUpstreamHead) res.writeUpstreamHead(head.status, head.reason, head.headers, extra && appendHeaders([], extra));
+    if (res.writeUpstreamHead) res.writeUpstreamHead(head, extra && appendHeaders([], extra));
     else {
       const list = responseHeadersFromRaw(head.headers);
       if (extra) appendHeaders(list, extra);
