@@ -36,6 +36,8 @@ export interface UpstreamRequest {
   responseHeaderTimeout: number;
   /** Between two reads of the response body. */
   idleTimeout: number;
+  /** A buffered body's writes did not all complete at once: the socket still holds its bytes for a while. */
+  bodyLingers?(): void;
 }
 
 /** Where an exchange reports; the forwarder implements it. */
@@ -130,6 +132,8 @@ export class Exchange {
       socket.write(`${head}\r\n`, 'latin1');
       this.bodyBytes = writeAll(socket, body as BufferedBody);
       socket.uncork();
+      // Written at once (the usual case), the socket keeps no reference to the body's buffers.
+      if (socket.writableLength !== 0) this.request.bodyLingers?.();
       this.requestDone = true;
     } else {
       const stream = body as StreamedBody;
