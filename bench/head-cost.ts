@@ -91,8 +91,17 @@ async function load(name: string, root: string): Promise<Build> {
       return true;
     },
   };
-  // The client socket's writer (builds with socket-writer.ts): what the socket holds, writes as latin1.
-  const writer = { socket, pendingBytes: 1, write: (data: string | Uint8Array) => socket.write(data, 'latin1') };
+  // The client socket's writer (builds with socket-writer.ts): what the socket holds, writes as latin1. A string
+  // is copied out as the socket's handle does (WriteString: flattened, then copied to the stack).
+  const copy = Buffer.allocUnsafe(16 * 1024) as Buffer & { latin1Write(text: string, offset: number): number };
+  const writer = {
+    socket,
+    pendingBytes: 1,
+    write: (data: string | Uint8Array) => {
+      if (typeof data === 'string') copy.latin1Write(data, 0);
+      return socket.write(data, 'latin1');
+    },
+  };
   const owner = { mayKeepAlive: () => true, responseFlushed: () => {}, writer };
   const info = { clientIp: '127.0.0.1', priorForwardedFor: undefined, proto: 'http', host: '127.0.0.1:18110', requestId: '0b6f2a4c-3e51-4d7a-9c1e-5a8b7f3d2e10' };
   return {
@@ -116,9 +125,11 @@ async function load(name: string, root: string): Promise<Build> {
         RESPONSE.copy(reply);
         const parser = new ResponseParser({
           onInformational() {},
-          onResponseHead(h: { status: number; reason: string; headers: string[] }) {
-            // As the forwarder does: the copy-through head where the build has one.
-            if (res.writeUpstreamHead) res.writeUpstreamHead(h.status, h.reason, h.headers, undefined);
+          onResponseHead(h: { status: number; reason: string; headers: string[]; endToEndLines?: string }) {
+            // As the forwarder does: the copy-through head where the build has one (given the parsed head since
+            // the parser hands out its end-to-end lines; the status, reason and list before).
+            if ('endToEndLines' in h) res.writeUpstreamHead(h, undefined);
+            else if (res.writeUpstreamHead) res.writeUpstreamHead(h.status, h.reason, h.headers, undefined);
             else res.writeHead(h.status, h.reason || undefined, responseHeadersFromRaw(h.headers));
             return false;
           },

@@ -235,13 +235,16 @@ async function startNodeScript(ctx: BenchContext, name: string, script: string, 
   return { name, port, pid: child.pid, threads: 1 };
 }
 
-export const startNodeHttpProxy = (ctx: BenchContext, upstreams: string[]) =>
+/** A proxy script from bench/: the upstreams' URLs follow the port. */
+const startProxyScript = (ctx: BenchContext, name: string, script: string, upstreams: string[]) =>
   startNodeScript(
     ctx,
-    'node-http-proxy',
-    'node-http-proxy.ts',
+    name,
+    script,
     upstreams.map((u) => `http://${u}`),
   );
+
+export const startNodeHttpProxy = (ctx: BenchContext, upstreams: string[]) => startProxyScript(ctx, 'node-http-proxy', 'node-http-proxy.ts', upstreams);
 
 /** @fastify/http-proxy with Fastify's request log to a file (one upstream: the plugin takes one). */
 export const startFastifyProxy = async (ctx: BenchContext, upstreams: string[]) =>
@@ -251,13 +254,13 @@ export const startFastifyProxy = async (ctx: BenchContext, upstreams: string[]) 
 export const startNodeHello = (ctx: BenchContext) => startNodeScript(ctx, 'node http (no proxy)', 'node-hello.ts');
 
 /** The least a node:http + undici proxy can do (bench/undici-floor.ts): Velocity's ceiling on one thread. */
-export const startUndiciFloor = (ctx: BenchContext, upstreams: string[]) =>
-  startNodeScript(
-    ctx,
-    'undici floor (no features)',
-    'undici-floor.ts',
-    upstreams.map((u) => `http://${u}`),
-  );
+export const startUndiciFloor = (ctx: BenchContext, upstreams: string[]) => startProxyScript(ctx, 'undici floor (no features)', 'undici-floor.ts', upstreams);
+
+/**
+ * About the least a Node proxy on raw sockets does (bench/raw-floor.ts): beside Velocity it tells what in
+ * a latency or CPU figure is one Node event loop on this machine and what is Velocity's.
+ */
+export const startRawFloor = (ctx: BenchContext, upstreams: string[]) => startProxyScript(ctx, 'raw floor (no features)', 'raw-floor.ts', upstreams);
 
 export interface VelocityOptions {
   /** Top-level config lines (workers, access_log, …). */
@@ -286,6 +289,27 @@ export function withFeatures(ctx: BenchContext, logName = 'access.log'): Pick<Ve
     service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
   };
 }
+
+/**
+ * A profiling script's body with a BenchContext, cleaned up after; the process then exits: 0 when the
+ * body ended, 1 with `NAME failed: …` when it threw.
+ */
+export function runProfiling(name: string, body: (ctx: BenchContext) => Promise<void>): void {
+  const ctx = new BenchContext();
+  body(ctx)
+    .finally(() => ctx.cleanup())
+    .then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(`${name} failed: ${(err as Error).message}`);
+        process.exit(1);
+      },
+    );
+}
+
+/** `perf script` of a recording, as text. */
+export const perfScript = (data: string, fields: string[]): string =>
+  execFileSync('perf', ['script', '-i', data, ...fields], { encoding: 'utf8', maxBuffer: 1024 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
 
 /** The flags the profiling scripts (perf.ts, profile.ts) share: seconds of load, wrk connections, rows to print. */
 export const profilingOptions = (top: string) =>

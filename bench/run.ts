@@ -34,6 +34,7 @@ import {
   startNginxProxy,
   startNodeHello,
   startNodeHttpProxy,
+  startRawFloor,
   startUndiciFloor,
   startVelocity,
   WARMUP_SECONDS,
@@ -112,6 +113,7 @@ async function bench(ctx: BenchContext): Promise<void> {
       ? []
       : [
           startFastifyProxy(ctx, upstreams),
+          startRawFloor(ctx, upstreams),
           // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
           startVelocity(ctx, 'velocity+3 header rules', upstreams, {
             service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
@@ -129,7 +131,16 @@ async function bench(ctx: BenchContext): Promise<void> {
       name: 'GET c=50',
       path: '/',
       wrk: ['-t1', '-c50'],
-      contenders: [...core, 'velocity+features', 'velocity workers=auto', 'undici floor (no features)', 'node http (no proxy)', 'velocity+3 header rules', 'velocity+compress'],
+      contenders: [
+        ...core,
+        'velocity+features',
+        'velocity workers=auto',
+        'undici floor (no features)',
+        'raw floor (no features)',
+        'node http (no proxy)',
+        'velocity+3 header rules',
+        'velocity+compress',
+      ],
     },
     // The 1 MB body with Accept-Encoding: gzip, passed through as it is, and gzipped (level 1) by Velocity.
     { name: 'GET 1MB gzip c=10', path: '/big', wrk: ['-t1', '-c10', '-H', 'Accept-Encoding: gzip'], contenders: ['velocity', 'velocity+compress'] },
@@ -277,6 +288,13 @@ function assessTargets(rows: Row[]): Target[] {
     // Not a target: Velocity against node:http + undici with no features, the design it replaced.
     out.push({ name: 'req/s × undici floor (node:http + undici, no features; GET c=50)', value: (velocity.rps / floor.rps).toFixed(2), target: 'for reference', met: undefined });
   }
+  // Not a target: how wide each latency tail is beside its mean (50 connections ÷ req/s, Little's law).
+  // A bare Node proxy's ratio says how much of Velocity's is one Node event loop sharing this machine's cores.
+  const tails = ['nginx', 'raw floor (no features)', 'velocity', 'velocity+features'].flatMap((name) => {
+    const r = row('GET c=50', name);
+    return r?.rps ? [`${name} ${(r.p99 / ((50 / r.rps) * 1000)).toFixed(2)}`] : [];
+  });
+  if (tails.length) out.push({ name: 'p99 ÷ mean latency (GET c=50)', value: tails.join(', '), target: 'for reference', met: undefined });
   const v1 = row('GET c=1', 'velocity');
   const d1 = row('GET c=1', 'direct');
   if (v1 && d1) {

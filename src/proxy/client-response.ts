@@ -18,6 +18,8 @@
  * - `shouldKeepAlive = false` before `writeHead` asks for `Connection: close`
  *   (a close-delimited upstream body, a draining listener); HTTP/2 ignores it.
  */
+import type { ResponseHead } from '../upstream/response-parser.ts';
+
 export interface ClientResponse {
   readonly headersSent: boolean;
   readonly destroyed: boolean;
@@ -53,12 +55,12 @@ export interface ClientResponse {
    */
   passChunkFraming?(): boolean;
   /**
-   * `writeHead` for a server's answer as the upstream parser read it: `raw` is its header list with the
-   * hop-by-hop headers still in (the response drops them), names as sent, values already checked;
-   * `extra` is a flat list of headers Velocity adds. Optional: the others get `writeHead` with the
-   * list made by responseHeadersFromRaw. Lets Velocity's HTTP/1.1 response copy the head through in one pass.
+   * `writeHead` for a server's answer as the upstream parser read it (its end-to-end lines as the server
+   * wrote them, its header list with the hop-by-hop headers still in, values already checked); `extra`
+   * is a flat list of headers Velocity adds. Optional: the others get `writeHead` with the list made by
+   * responseHeadersFromRaw. Lets Velocity's HTTP/1.1 response pass the server's lines on without a string per field.
    */
-  writeUpstreamHead?(statusCode: number, reason: string, raw: readonly string[], extra: readonly string[] | undefined): void;
+  writeUpstreamHead?(head: ResponseHead, extra: readonly string[] | undefined): void;
 
   on(event: 'close' | 'drain', listener: () => void): unknown;
   once(event: 'close' | 'drain', listener: () => void): unknown;

@@ -56,6 +56,8 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   // The tries.
   private clientRes: ClientResponse;
   private replayable = true;
+  /** A try's socket may still hold bytes of the held body (bodyLingers): it is not given back. */
+  private bodyLingering = false;
   private traceAt = -1;
   /** The servers tried so far, made when a retry is first considered: until then only the lease's server was. */
   private triedSet: Set<UpstreamServer> | undefined = undefined;
@@ -73,6 +75,11 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.method = ctx.record.method;
     this.path = ctx.url;
     this.clientRes = ctx.res;
+  }
+
+  /** UpstreamRequest: a try's socket did not take the held body's bytes at once. */
+  bodyLingers(): void {
+    this.bodyLingering = true;
   }
 
   /** Sticky cookies and rate-limit headers, as set when the response head arrives. */
@@ -219,11 +226,13 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     }
     const lease = this.lease as Lease;
     const at = performance.now();
-    lease.end(outcome, at - lease.started);
+    lease.end(outcome, at - lease.started, at);
     if (this.span && ctx.trace?.recording) ctx.trace.endAttempt(this.span, attemptResultOf(lease.server, outcome), this.method);
     record.upstreamMs = at - this.upstreamStart;
 
     if (outcome.kind === 'response') {
+      // A body held for retries, read by no middleware and written out by every try: its memory is reused.
+      if (ctx.run === undefined && !this.bodyLingering && Array.isArray(this.body)) ctx.req.releaseBody?.();
       record.status = outcome.status;
       record.bytesOut = outcome.bytesOut;
       record.upstreamFirstByteMs = outcome.firstByteMs;

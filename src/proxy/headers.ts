@@ -1,20 +1,8 @@
 /** Header rules for both directions of the proxy. */
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) plus ones a proxy must not pass on. */
-export const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'http2-settings',
-  // Answered by Velocity's own server (100 Continue when the body is read); the server gets the body outright.
-  'expect',
-]);
+import { HOP_BY_HOP } from '../hop-by-hop.ts';
+
+export { HOP_BY_HOP };
 
 /** Headers Velocity sets itself toward the server; a client's copies are dropped. */
 export const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);

@@ -61,6 +61,11 @@ export interface ProxyRequest extends RequestBody {
    * no Transfer-Encoding on 1.0) and found the Host value well-formed: true. Absent elsewhere.
    */
   readonly hostChecked?: boolean;
+  /**
+   * The HTTP/1.1 server's: the caller is done with the body it read whole and nothing holds a byte of it
+   * any more; its memory is reused for a later body (http1/body-buffers.ts).
+   */
+  releaseBody?(): void;
 }
 
 type HeaderValue = string | number | readonly string[];

@@ -111,8 +111,8 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.phase === CLOSED;
   }
 
-  /** Takes an exchange: the connection must be idle (from the pool) or just connected. */
-  start(exchange: Exchange): void {
+  /** Takes an exchange: the connection must be idle (from the pool) or just connected; `now` is a performance.now() reading of this turn. */
+  start(exchange: Exchange, now: number): void {
     this.exchange = exchange;
     exchange.carriedBy(this);
     this.head = undefined;
@@ -124,7 +124,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     }
     this.parser.reset(exchange.request.method === 'HEAD');
     exchange.send(this.writer);
-    if (exchange.requestDone) this.requestSent();
+    if (exchange.requestDone) this.requestSent(now);
   }
 
   abort(): void {
@@ -164,11 +164,11 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     }
   }
 
-  /** The whole request went out: the response-header timeout starts. */
-  requestSent(): void {
+  /** The whole request went out (`now`, when the caller read the clock this turn): the response-header timeout starts. */
+  requestSent(now?: number): void {
     if (this.phase !== WAITING) return;
     const timeout = this.exchange?.request.responseHeaderTimeout ?? 0;
-    this.deadline = timeout > 0 ? performance.now() + timeout : 0;
+    this.deadline = timeout > 0 ? (now ?? performance.now()) + timeout : 0;
   }
 
   private readonly onConnect = (): void => {
@@ -179,7 +179,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       this.close();
       return;
     }
-    this.start(exchange);
+    this.start(exchange, performance.now());
   };
 
   /**
@@ -271,7 +271,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.head = head;
     this.phase = RECEIVING;
     this.deadline = exchange.request.idleTimeout > 0 ? this.lastReadAt + exchange.request.idleTimeout : 0;
-    return exchange.sink.onHead(head, exchange.requestDone);
+    return exchange.sink.onHead(head, exchange.requestDone, this.lastReadAt);
   }
 
   onResponseBody(chunk: Buffer): void {

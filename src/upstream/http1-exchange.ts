@@ -36,6 +36,8 @@ export interface UpstreamRequest {
   responseHeaderTimeout: number;
   /** Between two reads of the response body. */
   idleTimeout: number;
+  /** A buffered body's writes did not all complete at once: the socket still holds its bytes for a while. */
+  bodyLingers?(): void;
 }
 
 /** Where an exchange reports; the forwarder implements it. */
@@ -45,8 +47,9 @@ export interface ExchangeSink {
   /**
    * The final head. `requestDone` is false when the server answered before the whole request body was sent.
    * true: a chunked body is to come with its chunk framing as the server sent it (see ResponseParserEvents).
+   * `readAt`: the performance.now() reading of the read that brought the head's last bytes.
    */
-  onHead(head: ResponseHead, requestDone: boolean): boolean;
+  onHead(head: ResponseHead, requestDone: boolean, readAt: number): boolean;
   /** Body payload (or framing, when onHead asked for it). false: the client is slow; call `exchange.resume()` when it drained. */
   onData(chunk: Buffer): boolean;
   /**
@@ -130,6 +133,8 @@ export class Exchange {
       socket.write(`${head}\r\n`, 'latin1');
       this.bodyBytes = writeAll(socket, body as BufferedBody);
       socket.uncork();
+      // Written at once (the usual case), the socket keeps no reference to the body's buffers.
+      if (socket.writableLength !== 0) this.request.bodyLingers?.();
       this.requestDone = true;
     } else {
       const stream = body as StreamedBody;

@@ -10,22 +10,66 @@
  *
  * One parser per connection, reset for each response.
  */
+import { HOP_BY_HOP } from '../hop-by-hop.ts';
 
-export interface ResponseHead {
-  status: number;
-  reason: string;
+/** A server's final response head as the parser read it. */
+export class ResponseHead {
+  readonly status: number;
+  readonly reason: string;
+  /** HTTP/1.1 without `Connection: close`: the connection may carry another request. */
+  readonly keepAlive: boolean;
+  /** The body ends when the server closes (no length, not chunked): the client connection cannot stay open either. */
+  readonly closeDelimited: boolean;
+  /** Framing: -1 chunked, -2 until close, otherwise the byte count (0 for none). */
+  readonly length: number;
+  /**
+   * The header lines as the server wrote them, each with its CRLF, without the hop-by-hop fields
+   * (src/hop-by-hop.ts): what a proxy passes on, as one string. Set only when that is byte for byte what
+   * writing `headers` out again would give — every such line `Name: value` (one space, no trailing
+   * whitespace) and no Connection field naming further fields to drop; otherwise undefined.
+   */
+  readonly endToEndLines: string | undefined;
+  /** Among those lines: a Date field, a Content-Length field (whatever the framing made of it). */
+  readonly hasDate: boolean;
+  readonly hasContentLength: boolean;
+  /** The head as latin1 text, and where its header lines start in it (after the status line). */
+  private readonly text: string;
+  private readonly linesAt: number;
+  private list: string[] | undefined = undefined;
+
+  constructor(
+    status: number,
+    reason: string,
+    length: number,
+    close: boolean,
+    text: string,
+    linesAt: number,
+    endToEndLines: string | undefined,
+    hasDate: boolean,
+    hasContentLength: boolean,
+  ) {
+    this.status = status;
+    this.reason = reason;
+    this.length = length;
+    this.keepAlive = !close && length !== UNTIL_CLOSE;
+    this.closeDelimited = length === UNTIL_CLOSE;
+    this.text = text;
+    this.linesAt = linesAt;
+    this.endToEndLines = endToEndLines;
+    this.hasDate = hasDate;
+    this.hasContentLength = hasContentLength;
+  }
+
   /**
    * Flat list, name, value, …, names as the server wrote them; without the fields only this hop reads
    * (`Connection: keep-alive` or `close`, `Keep-Alive`): keepAlive says what they said, and every
    * consumer drops them (the client connection has its own). A Connection naming other fields stays.
+   * Made when first asked for: a head passed on by its end-to-end lines never needs it.
    */
-  headers: string[];
-  /** HTTP/1.1 without `Connection: close`: the connection may carry another request. */
-  keepAlive: boolean;
-  /** The body ends when the server closes (no length, not chunked): the client connection cannot stay open either. */
-  closeDelimited: boolean;
-  /** Framing: -1 chunked, -2 until close, otherwise the byte count (0 for none). */
-  length: number;
+  get headers(): string[] {
+    this.list ??= fieldList(this.text, this.linesAt);
+    return this.list;
+  }
 }
 
 export interface ResponseParserEvents {
@@ -353,12 +397,18 @@ export class ResponseParser {
     if (buf[i + 1] !== LF) fail('CR not followed by LF');
     i += 2;
 
-    // Header lines: offsets first; strings once the whole head is there.
+    // Header lines: offsets only; strings once the whole head is there, and the list only when asked for.
+    // The end-to-end lines are runs of the head between hop-by-hop lines: RUNS holds the closed runs' bounds.
+    const linesAt = i;
+    let passable = true;
+    let runs = 0;
+    let runStart = i;
+    let hasDate = false;
     let fields = 0;
-    /** Fields for the list (see ResponseHead.headers). */
-    let kept = 0;
     let length = -3;
+    /** The Transfer-Encoding value's bounds (-1: none). */
     let transferEncoding = -1;
+    let transferEncodingEnd = -1;
     let close = minor === 0;
     for (;;) {
       if (i >= len) return -1;
@@ -385,18 +435,24 @@ export class ResponseParser {
       const lineEnd = i;
       i += 2;
       if (fields++ >= MAX_HEADERS) fail('too many headers');
-      const at = kept * 4;
-      FIELDS[at] = nameStart;
-      FIELDS[at + 1] = nameEnd;
-      FIELDS[at + 2] = valueStart;
-      FIELDS[at + 3] = valueEnd;
-      let thisHopOnly = false;
-      switch (nameEnd - nameStart) {
+      const nameLength = nameEnd - nameStart;
+      if (isHopByHop(buf, nameStart, nameLength)) {
+        if (runStart < nameStart) {
+          RUNS[runs++] = runStart;
+          RUNS[runs++] = nameStart;
+        }
+        runStart = i;
+      } else if (valueStart !== nameEnd + 2 || buf[nameEnd + 1] !== 0x20 || valueEnd !== lineEnd) passable = false;
+      switch (nameLength) {
+        case 4:
+          hasDate ||= isName(buf, nameStart, 'date');
+          break;
         case 10:
           if (isName(buf, nameStart, 'connection')) {
             if (hasToken(buf, valueStart, valueEnd, 'close')) close = true;
-            thisHopOnly = isValue(buf, valueStart, valueEnd, 'keep-alive') || isValue(buf, valueStart, valueEnd, 'close');
-          } else thisHopOnly = isName(buf, nameStart, 'keep-alive');
+            // Fields it names must be dropped too: the proxy's general way finds them by name in the list.
+            if (valueEnd > valueStart && !isValue(buf, valueStart, valueEnd, 'keep-alive') && !isValue(buf, valueStart, valueEnd, 'close')) passable = false;
+          }
           break;
         case 14:
           if (isName(buf, nameStart, 'content-length')) {
@@ -409,38 +465,34 @@ export class ResponseParser {
             if (transferEncoding >= 0) fail('duplicate Transfer-Encoding');
             // llhttp reads "chunked<TAB>" as another coding (the body then ends at close), a trimming parser as chunked.
             for (let k = valueEnd; k < lineEnd; k++) if (buf[k] === 9) fail('a tab after the Transfer-Encoding value');
-            transferEncoding = at;
+            transferEncoding = valueStart;
+            transferEncodingEnd = valueEnd;
           }
           break;
       }
-      if (!thisHopOnly) kept++;
     }
     if (i - 4 - from > MAX_HEAD_BYTES) fail('head too large');
     if (transferEncoding >= 0 && length !== -3) fail('both Content-Length and Transfer-Encoding');
 
     const text = latin1(buf, from, i);
     const reason = reasonEnd > reasonStart ? text.slice(reasonStart - from, reasonEnd - from) : '';
-    const headers: string[] = new Array(kept * 2);
-    for (let k = 0; k < kept; k++) {
-      const at = k * 4;
-      headers[k * 2] = text.slice((FIELDS[at] as number) - from, (FIELDS[at + 1] as number) - from);
-      headers[k * 2 + 1] = text.slice((FIELDS[at + 2] as number) - from, (FIELDS[at + 3] as number) - from);
-    }
-    const chunked = transferEncoding >= 0 && endsInChunked(headers[transferEncoding / 2 + 1] as string);
+    const chunked = transferEncoding >= 0 && endsInChunked(text.slice(transferEncoding - from, transferEncodingEnd - from));
 
     if (status < 200) {
       if (status === 101) fail('unexpected 101 Switching Protocols');
       // An HTTP/1.0 (or closing) message ends the connection: no final response can follow it.
       if (close) fail('interim response on a connection that closes');
-      this.events.onInformational(status, headers);
+      this.events.onInformational(status, fieldList(text, linesAt - from));
       return i;
     }
+    const hasContentLength = length !== -3;
     if (this.noBody || status === 204 || status === 304) length = 0;
     else if (chunked) length = CHUNKED;
     // A transfer coding that does not end in chunked: the body ends when the server closes (RFC 9112 §6.3 rule 4).
     else if (transferEncoding >= 0) length = UNTIL_CLOSE;
     else if (length === -3) length = UNTIL_CLOSE;
-    const head: ResponseHead = { status, reason, headers, keepAlive: !close && length !== UNTIL_CLOSE, closeDelimited: length === UNTIL_CLOSE, length };
+    const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
+    const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, hasDate, hasContentLength);
     if (length === 0) this.state = DONE;
     else if (length === CHUNKED) {
       this.state = CHUNK_SIZE;
@@ -504,8 +556,60 @@ function endsInChunked(value: string): boolean {
  */
 const latin1 = (buf: Buffer, start: number, end: number): string => (buf as Buffer & { latin1Slice(start: number, end: number): string }).latin1Slice(start, end);
 
-/** Field offsets of the head being parsed (name start, name end, value start, value end): parsing is synchronous, one table serves every parser. */
-const FIELDS = new Int32Array(MAX_HEADERS * 4);
+/** Start and end of each run of end-to-end lines closed by a hop-by-hop line, in the head being parsed: parsing is synchronous, one table serves every parser. */
+const RUNS = new Int32Array(MAX_HEADERS * 2);
+
+/**
+ * The header list (see ResponseHead.headers) of a head the parser accepted, from its text at `at`: every
+ * line there is a token, `:`, a value between optional whitespace, CRLF — the head ends at an empty line.
+ */
+function fieldList(text: string, at: number): string[] {
+  const list: string[] = [];
+  for (let start = at; ; ) {
+    const end = text.indexOf('\r\n', start);
+    if (end === start) return list;
+    const colon = text.indexOf(':', start);
+    let valueStart = colon + 1;
+    while (valueStart < end && isBlank(text.charCodeAt(valueStart))) valueStart++;
+    let valueEnd = end;
+    while (valueEnd > valueStart && isBlank(text.charCodeAt(valueEnd - 1))) valueEnd--;
+    const name = text.slice(start, colon);
+    const value = text.slice(valueStart, valueEnd);
+    if (!thisHopOnly(name, value)) list.push(name, value);
+    start = end + 2;
+  }
+}
+
+const isBlank = (c: number): boolean => c === 0x20 || c === 9;
+
+/** `Connection: keep-alive` or `close`, `Keep-Alive`: fields only this hop reads (see ResponseHead.headers). */
+function thisHopOnly(name: string, value: string): boolean {
+  if (name.length !== 10) return false;
+  const lower = name.toLowerCase();
+  if (lower === 'keep-alive') return true;
+  if (lower !== 'connection') return false;
+  const v = value.toLowerCase();
+  return v === 'keep-alive' || v === 'close';
+}
+
+/** The end-to-end lines (see ResponseHead): the closed runs, then the last one, [lastStart, lastEnd), as slices of the head's text. */
+function runsOf(text: string, from: number, runs: number, lastStart: number, lastEnd: number): string {
+  let lines = '';
+  for (let k = 0; k < runs; k += 2) lines += text.slice((RUNS[k] as number) - from, (RUNS[k + 1] as number) - from);
+  return lastStart < lastEnd ? lines + text.slice(lastStart - from, lastEnd - from) : lines;
+}
+
+/** HOP_BY_HOP's names by length, for a name's bytes to be compared with those of its length only. */
+const HOP_BY_HOP_BY_LENGTH: string[][] = [];
+for (const name of HOP_BY_HOP) (HOP_BY_HOP_BY_LENGTH[name.length] ??= []).push(name);
+
+/** Whether the token of `length` bytes at buf[at…] is a hop-by-hop field name, in any case. */
+function isHopByHop(buf: Buffer, at: number, length: number): boolean {
+  const names = HOP_BY_HOP_BY_LENGTH[length];
+  if (names === undefined) return false;
+  for (let k = 0; k < names.length; k++) if (isName(buf, at, names[k] as string)) return true;
+  return false;
+}
 
 /** Whether the token at buf[at…] spells `lower` (lower-case letters and `-`) in any case; the caller checked the length. */
 function isName(buf: Buffer, at: number, lower: string): boolean {

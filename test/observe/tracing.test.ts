@@ -6,6 +6,7 @@ import { cleanTracestate, formatTraceparent, newSpanId, newTraceId, parseTracepa
 import { encodeGrpcMessage, formatGrpcTimeout, grpcStatusFor, methodMatches, parseGrpcTimeout } from '../../src/proxy/grpc.ts';
 import { healthCheckRequest, servingStatus } from '../../src/upstream/grpc-health.ts';
 import { decodeExport } from '../support/otlp.ts';
+import { heapHeldByKept } from '../support/retained.ts';
 
 const T = '4bf92f3577b34da6a3ce929d0e0e4736';
 const S = '00f067aa0ba902b7';
@@ -40,6 +41,12 @@ describe('W3C traceparent', () => {
     for (const id of ids) assert.match(id, /^[0-9a-f]{32}$/);
     assert.match(newSpanId(), /^[0-9a-f]{16}$/);
     assert.equal(formatTraceparent(T, S, true), `00-${T}-${S}-01`);
+  });
+
+  test('a trace id kept alive holds a string of part of the random pool, not all of it', () => {
+    // One id of every 1024 kept, each from another pool fill: 200 whole-pool strings would be 6.4 MB, 200 quarters 1.6 MB.
+    const held = heapHeldByKept(newTraceId, 1024, 200);
+    assert.ok(held < 3.5 * 1024 * 1024, `200 kept trace ids hold ${(held / 1024 / 1024).toFixed(1)} MB`);
   });
 
   test('tracestate is passed on when within the limits', () => {

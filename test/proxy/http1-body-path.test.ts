@@ -7,12 +7,15 @@
  * reads the body, the server gets it decoded with a Content-Length. The same
  * for chunked answers: an HTTP/1.1 client gets the server's chunks, an
  * HTTP/1.0 client the payload alone, a compressing route compresses the payload.
+ * Bodies held for retries (Content-Length up to 64 KiB) are copied into buffers given back when the
+ * request is done, unless a middleware saw the body: each server gets its own bytes either way.
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
+import { bodyBufferCounts } from '../../src/proxy/http1/body-buffers.ts';
 import { bodyStreamsMade } from '../../src/proxy/http1/request.ts';
 import { startInProcess } from '../support/velocity.ts';
 
@@ -107,6 +110,41 @@ test('requests without a body are served without making a body stream; a request
     backend.received.map((r) => r.body),
     ['', '', '', '', '', '', '', 'hello'],
   );
+});
+
+/** `count` POSTs of distinct bodies of `size` bytes, one after another on one connection; their bodies. */
+async function postDistinctBodies(port: number, count: number, size: number): Promise<string[]> {
+  const bodies: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const body = String.fromCharCode(97 + (i % 26)).repeat(size - 8) + String(i).padStart(8, '0');
+    bodies.push(body);
+    await exchange(port, `POST /p${i} HTTP/1.1\r\nhost: a\r\ncontent-length: ${size}\r\n\r\n${body}`);
+  }
+  return bodies;
+}
+
+test('bodies held for retries are copied into buffers reused once each request is done, and every server gets its own bytes', async (t) => {
+  const backend = await startRawBackend(t);
+  const velocity = await startInProcess(t, `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n  - name: app\n    servers: ["${backend.url}"]\n`);
+  const before = bodyBufferCounts();
+  const bodies = [...(await postDistinctBodies(velocity.address.port, 30, 64 * 1024)), ...(await postDistinctBodies(velocity.address.port, 10, 3000))];
+  const after = bodyBufferCounts();
+  assert.equal(after.givenBack - before.givenBack, 40, 'every body given back once its request is done');
+  assert.ok(after.made - before.made <= 2, `${after.made - before.made} body buffers made for 40 requests of two sizes, one at a time`);
+  assert.equal(backend.received.length, bodies.length);
+  for (const [i, r] of backend.received.entries()) assert.ok(r.body === bodies[i], `request ${i}: the server got other bytes than the client sent`);
+});
+
+test('a body a middleware saw is not reused: it may still be held (a mirror, a body read by the middleware)', async (t) => {
+  const backend = await startRawBackend(t);
+  const velocity = await startInProcess(
+    t,
+    `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nservices:\n  - name: app\n    middleware: [{ headers: { request: { set: { x-seen: "yes" } } } }]\n    servers: ["${backend.url}"]\n`,
+  );
+  const before = bodyBufferCounts().givenBack;
+  const bodies = await postDistinctBodies(velocity.address.port, 5, 64 * 1024);
+  assert.equal(bodyBufferCounts().givenBack, before, 'no body given back');
+  for (const [i, r] of backend.received.entries()) assert.ok(r.body === bodies[i] && r.head.includes('x-seen: yes'), `request ${i}`);
 });
 
 test('a chunked body reaches the server with its chunk framing as the client sent it, trailers dropped', async (t) => {

@@ -1,11 +1,12 @@
 /**
- * The client response head copied through from a server's raw header list
- * (Http1Response.writeUpstreamHead, what the forwarder uses) is byte for byte
- * the head the general way builds — the list without hop-by-hop and
- * Connection-listed headers (responseHeadersFromRaw) given to writeHead — for
- * every framing the response can take: Content-Length, chunked (decoded and
- * passed through), close-delimited, HEAD/204/304, HTTP/1.0 clients, a closing
- * connection, headers Velocity adds, headers set before the head.
+ * The client response head copied through from a server's head as the upstream
+ * parser read it (Http1Response.writeUpstreamHead with the parser's end-to-end
+ * lines, what the forwarder uses) is byte for byte the head the general way
+ * builds — the parsed list without hop-by-hop and Connection-listed headers
+ * (responseHeadersFromRaw) given to writeHead — for every framing the response
+ * can take: Content-Length, chunked (decoded and passed through),
+ * close-delimited, HEAD/204/304, HTTP/1.0 clients, a closing connection,
+ * headers Velocity adds, headers set before the head, lines in any form.
  */
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
@@ -15,6 +16,7 @@ import { findHeadEnd, HeadError, parseRequestHead } from '../../src/proxy/http1/
 import { Http1Request } from '../../src/proxy/http1/request.ts';
 import { Http1Response } from '../../src/proxy/http1/response.ts';
 import { SocketWriter } from '../../src/socket-writer.ts';
+import { type ResponseHead, ResponseParser } from '../../src/upstream/response-parser.ts';
 
 /** A socket that keeps what is written to it as latin1 text and takes every write at once. */
 function recordingSocket(): { socket: Socket; text: () => string } {
@@ -39,12 +41,40 @@ interface Case {
   request?: string;
   status?: number;
   reason?: string;
-  raw: string[];
+  /** The server's header fields, written `Name: value`… */
+  raw?: string[];
+  /** …or its header lines as they are. */
+  lines?: string[];
+  /** The server's version, 1 unless given. */
+  minor?: number;
   extra?: string[];
   stored?: [string, string];
   keepAlive?: boolean;
   framed?: boolean;
   body?: string[];
+}
+
+/** The server's head for `c`, read by the upstream response parser. */
+function serverHead(c: Case, headRequest: boolean): ResponseHead {
+  const status = c.status ?? 200;
+  const reason = c.reason ?? 'OK';
+  const raw = c.raw ?? [];
+  const lines = c.lines ?? raw.flatMap((name, i) => (i % 2 === 0 ? [`${name}: ${raw[i + 1]}`] : []));
+  const text = `HTTP/1.${c.minor ?? 1} ${status}${reason ? ` ${reason}` : ''}\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n`;
+  let head: ResponseHead | undefined;
+  const parser = new ResponseParser({
+    onInformational() {},
+    onResponseHead(h) {
+      head = h;
+      return false;
+    },
+    onResponseBody() {},
+    onResponseComplete() {},
+  });
+  parser.reset(headRequest);
+  parser.execute(Buffer.from(text, 'latin1'));
+  if (!head) throw new Error(`no head parsed from ${JSON.stringify(text)}`);
+  return head;
 }
 
 /** Serves `c` on a fresh response, by the copy-through way or the general one; the bytes the client got. */
@@ -57,10 +87,9 @@ function serve(c: Case, copyThrough: boolean): string {
   const res = new Http1Response(req, socket, { mayKeepAlive: () => c.keepAlive ?? true, responseFlushed() {}, writer: new SocketWriter(socket, false) }, head.keepAlive);
   if (c.stored) res.setHeader(c.stored[0], c.stored[1]);
   if (c.framed) res.passChunkFraming();
-  const status = c.status ?? 200;
-  const reason = c.reason ?? 'OK';
-  if (copyThrough) res.writeUpstreamHead(status, reason, c.raw, c.extra);
-  else res.writeHead(status, reason || undefined, [...responseHeadersFromRaw(c.raw), ...(c.extra ?? [])]);
+  const upstream = serverHead(c, req.method === 'HEAD');
+  if (copyThrough) res.writeUpstreamHead(upstream, c.extra);
+  else res.writeHead(upstream.status, upstream.reason || undefined, [...responseHeadersFromRaw(upstream.headers), ...(c.extra ?? [])]);
   for (const piece of c.body ?? []) res.write(Buffer.from(piece, 'latin1'));
   res.end();
   return text();
@@ -100,6 +129,20 @@ const CASES: Case[] = [
   { name: 'a Connection header naming another header', raw: ['Connection', 'X-Secret, keep-alive', 'X-Secret', 's', 'X-Kept', 'k', 'Content-Length', '2', ...DATE], body: ['ok'] },
   { name: 'a header set before the head', stored: ['X-Early', 'e'], raw: NGINX, body: ['hello from backend\n'] },
   { name: 'names in any case', raw: ['CONTENT-LENGTH', '2', 'date', DATE[1] as string, 'CoNnEcTiOn', 'Keep-Alive'], body: ['ok'] },
+  {
+    name: 'lines not in `Name: value` form',
+    lines: ['Server:nginx', 'Date:  Tue, 01 Dec 2026 18:00:00 GMT', 'X-Trailing: v  ', 'X-Tab:\tv', 'X-Empty: ', 'X-None:', 'Content-Length: 2'],
+    body: ['ok'],
+  },
+  {
+    name: 'hop-by-hop lines between end-to-end ones',
+    lines: ['Keep-Alive: timeout=5', 'Server: a', 'Connection: keep-alive', 'Date: Tue, 01 Dec 2026 18:00:00 GMT', 'Transfer-Encoding: chunked', 'X-A: 1', 'Upgrade: h2c'],
+    body: ['abc'],
+  },
+  { name: 'whitespace after a value', lines: ['X-Trailing: v \t', 'Content-Length: 2'], body: ['ok'] },
+  { name: 'an empty Connection field', lines: ['Connection:', 'Content-Length: 2', 'X-A: 1'], body: ['ok'] },
+  { name: 'an HTTP/1.0 server', minor: 0, raw: ['Content-Length', '2', ...DATE], body: ['ok'] },
+  { name: 'no header at all', lines: [], keepAlive: false, body: ['ok'] },
 ];
 
 for (const c of CASES) {
@@ -111,6 +154,65 @@ for (const c of CASES) {
     assert.match(general, /^HTTP\/1\.1 \d{3} /);
   });
 }
+
+test("the usual answer passes the server's lines on as they are, without its Connection line", () => {
+  const head = serverHead({ name: 'nginx', raw: NGINX }, false);
+  assert.equal(head.endToEndLines, 'Server: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n');
+  assert.equal(head.hasDate, true);
+  assert.equal(head.hasContentLength, true);
+  const chunked = serverHead({ name: 'chunked', lines: ['Transfer-Encoding: chunked', 'X-A: 1', 'Keep-Alive: timeout=5', 'X-B: 2'] }, false);
+  assert.equal(chunked.endToEndLines, 'X-A: 1\r\nX-B: 2\r\n');
+  assert.equal(chunked.hasContentLength, false);
+  // Lines a rewrite would change, or a Connection field naming others: the general way.
+  assert.equal(serverHead({ name: 'spaced', lines: ['X-A:  1'] }, false).endToEndLines, undefined);
+  assert.equal(serverHead({ name: 'listed', lines: ['Connection: X-A', 'X-A: 1'] }, false).endToEndLines, undefined);
+});
+
+test("random server heads: the copy-through head is the general way's, byte for byte", () => {
+  // A fixed-seed generator: the same heads on every run.
+  let seed = 17;
+  const next = (n: number) => {
+    // xorshift32: its low bits are as random as its high ones.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const names = [
+    'Connection',
+    'connection',
+    'Keep-Alive',
+    'TE',
+    'Trailer',
+    'Upgrade',
+    'Proxy-Authenticate',
+    'Expect',
+    'HTTP2-Settings',
+    'Date',
+    'DATE',
+    'Content-Length',
+    'X-A',
+    'Set-Cookie',
+    'Server',
+    'Vary',
+  ];
+  const values = ['keep-alive', 'Close', 'X-A', 'x-a, keep-alive', '', '1', 'a b', 'Tue, 01 Dec 2026 18:00:00 GMT', 'caf\u00e9'];
+  const spaces = [' ', ' ', ' ', '', '  ', '\t'];
+  for (let round = 0; round < 400; round++) {
+    const lines: string[] = [];
+    let hasLength = false;
+    for (let k = next(7); k > 0; k--) {
+      let name = names[next(names.length)] as string;
+      if (/^content-length$/i.test(name) && hasLength) name = 'X-B';
+      const value = /^content-length$/i.test(name) ? '2' : (values[next(values.length)] as string);
+      if (/^content-length$/i.test(name)) hasLength = true;
+      lines.push(`${name}:${spaces[next(spaces.length)]}${value}${next(8) === 0 ? ' ' : ''}`);
+    }
+    const c: Case = { name: `random ${round}`, lines, keepAlive: next(4) !== 0, body: ['ok'] };
+    const general = serve(c, false).replace(/\r\ndate: [^\r]*/, '\r\ndate: (now)');
+    assert.equal(serve(c, true).replace(/\r\ndate: [^\r]*/, '\r\ndate: (now)'), general, JSON.stringify(lines));
+  }
+});
 
 test('header values Velocity adds are still checked on the copy-through way (no response splitting)', () => {
   assert.throws(() => serve({ name: 'split', raw: NGINX, extra: ['X-Bad', 'a\r\nInjected: 1'] }, true), /invalid character/);

@@ -3,12 +3,15 @@
  * own HTTP client): random and mutated response heads and bodies are served by
  * a raw TCP server to node:http's client and fed, in random splits, to our
  * parser. Ours must never accept what llhttp rejects; where both accept, they
- * must agree on status, headers, 1xx responses and the body (its framing).
+ * must agree on status, headers, 1xx responses and the body (its framing), and
+ * the lines ours hands a proxy to pass on as they are must be llhttp's fields
+ * without the hop-by-hop ones, written `Name: value`.
  *
  * Shared by the fixed-seed test and the long-run script (test/upstream/fuzz-responses.ts).
  */
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
+import { HOP_BY_HOP } from '../../src/hop-by-hop.ts';
 import { type ResponseHead, ResponseParser } from '../../src/upstream/response-parser.ts';
 
 /** mulberry32: a small seeded generator, so a failing seed can be replayed. */
@@ -34,6 +37,8 @@ export interface ParseResult {
   informational: number[];
   status?: number;
   headers?: string[];
+  /** Ours only: ResponseHead.endToEndLines. */
+  endToEndLines?: string;
   body?: Buffer;
   /** Bytes that belong to the response: fewer than were sent when more followed its framing. */
   consumed?: number;
@@ -47,7 +52,7 @@ const chance = (r: () => number, p: number) => r() < p;
 const STATUSES = ['200', '200', '200', '201', '204', '206', '301', '304', '404', '500', '502', '103', '100', '199', '999', '600', '099', '20', '2000', '20a'];
 const VERSIONS = ['HTTP/1.1', 'HTTP/1.1', 'HTTP/1.1', 'HTTP/1.0', 'HTTP/2.0', 'HTTP/1.2', 'http/1.1', 'HTTP/1.', 'HTTP/11'];
 const REASONS = ['OK', '', 'Not Found', 'Weird \x7f', 'tab\there', 'ctl\x01', 'latin1 \xe9', ' ', 'x'.repeat(40)];
-const NAMES = ['Content-Type', 'Server', 'X-Thing', 'Set-Cookie', 'Date', 'Cache-Control', 'Vary', 'ETag', 'Link', 'x', 'A-B_C'];
+const NAMES = ['Content-Type', 'Server', 'X-Thing', 'Set-Cookie', 'Date', 'Cache-Control', 'Vary', 'ETag', 'Link', 'x', 'A-B_C', 'Keep-Alive', 'Trailer', 'Proxy-Authenticate'];
 const VALUES = ['text/plain', 'a=b; Path=/', 'value with spaces', '', ' padded ', '\ttabbed\t', 'latin1 \xe9\xff', 'ctl\x01', 'nul\x00', 'del\x7f', '"quoted"', 'a,b,c'];
 const CL_VALUES = ['5', '0', ' 5', '5 ', '+5', '-1', '0x5', '5,5', '5, 5', '', '99999999999999999999', '05', '1e2', '4294967296'];
 const TE_VALUES = ['chunked', 'Chunked', 'CHUNKED', 'gzip, chunked', 'chunked, gzip', 'identity', 'xchunked', 'chunked ', 'chunked\t', 'gzip, chunked\t', 'chunked;q=1', ''];
@@ -209,7 +214,16 @@ function parseOnce(c: FuzzCase, splits: readonly number[], framing: boolean): Pa
   } catch (err) {
     return { ok: false, error: (err as Error).message, informational };
   }
-  return { ok: true, informational, status: head?.status, headers: head?.headers, body: Buffer.concat(body), consumed, chunked: head?.length === -1 };
+  return {
+    ok: true,
+    informational,
+    status: head?.status,
+    headers: head?.headers,
+    endToEndLines: head?.endToEndLines,
+    body: Buffer.concat(body),
+    consumed,
+    chunked: head?.length === -1,
+  };
 }
 
 /** A raw server that answers each request with the bytes of the case its path names, then closes. */
@@ -307,6 +321,21 @@ function withoutThisHopFields(raw: readonly string[]): string[] {
   return out;
 }
 
+/**
+ * llhttp's fields without the hop-by-hop ones as `Name: value` lines, what ResponseHead.endToEndLines
+ * must be when set; undefined when a Connection field names further fields (then it must not be set).
+ */
+function endToEndLinesOf(raw: readonly string[]): string | undefined {
+  let lines = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = (raw[i + 1] as string).toLowerCase();
+    if (name === 'connection' && value !== '' && value !== 'keep-alive' && value !== 'close') return undefined;
+    if (!HOP_BY_HOP.has(name)) lines += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  }
+  return lines;
+}
+
 /** Compares one case; a string says what is wrong, undefined that it is fine. */
 export function compare(ours: ParseResult, node: ParseResult): string | undefined {
   if (ours.framingProblem) return ours.framingProblem;
@@ -315,6 +344,9 @@ export function compare(ours: ParseResult, node: ParseResult): string | undefine
   if (ours.status !== node.status) return `status ${ours.status} vs ${node.status}`;
   const expected = withoutThisHopFields(node.headers ?? []);
   if (JSON.stringify(ours.headers) !== JSON.stringify(expected)) return `headers ${JSON.stringify(ours.headers)} vs ${JSON.stringify(expected)}`;
+  if (ours.endToEndLines !== undefined && ours.endToEndLines !== endToEndLinesOf(node.headers ?? [])) {
+    return `end-to-end lines ${JSON.stringify(ours.endToEndLines)} vs ${JSON.stringify(endToEndLinesOf(node.headers ?? []))}`;
+  }
   if (JSON.stringify(ours.informational) !== JSON.stringify(node.informational)) return `1xx ${ours.informational} vs ${node.informational}`;
   if (!ours.body?.equals(node.body as Buffer)) return `body of ${ours.body?.length} bytes vs ${node.body?.length}`;
   return undefined;

@@ -321,7 +321,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
 
   /** Body bytes to the request, pausing the socket when its buffer is full. */
   private pushBody(req: Http1Request, bytes: Buffer): void {
-    if (!req.pushBody(owned(bytes)) && !this.bodyPaused) {
+    if (!req.pushBody(bytes) && !this.bodyPaused) {
       this.bodyPaused = true;
       this.socket.pause();
     }

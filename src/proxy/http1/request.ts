@@ -10,7 +10,9 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ProxyRequest } from '../proxy-message.ts';
+import { giveBackBodyBuffer, MAX_POOLED_BODY, takeBodyBuffer } from './body-buffers.ts';
 import { LOWER_NAMES, type RequestHead } from './head-parser.ts';
+import { owned } from './socket-io.ts';
 
 /** Names of which only the first copy counts, as Node keeps them (a repeat is dropped, not joined). */
 const SINGLE = new Set([
@@ -87,6 +89,9 @@ export class Http1Request implements ProxyRequest {
   private framing = false;
   /** Body payload bytes received so far (chunk framing not counted). */
   payloadBytes = 0;
+  /** A Content-Length body of up to MAX_POOLED_BODY is copied here as it arrives (body-buffers.ts). */
+  private bodyBuffer: Buffer | undefined;
+  private bodyBufferAt = 0;
   readonly hostChecked: boolean;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
@@ -149,9 +154,37 @@ export class Http1Request implements ProxyRequest {
     return stream;
   }
 
-  /** Connection: body bytes arrived. false: the reader is full, pause the socket until `bodyWanted`. */
+  /**
+   * Connection: body bytes arrived (they may lie in the shared read buffer: they are copied). false: the
+   * reader is full, pause the socket until `bodyWanted`.
+   */
   pushBody(chunk: Buffer): boolean {
-    return this.body().push(chunk);
+    return this.body().push(this.keep(chunk));
+  }
+
+  /** `bytes` where they outlive the read: in the body's reused buffer when it has one, else owned(). */
+  private keep(bytes: Buffer): Buffer {
+    if (this.bodyBuffer === undefined) {
+      if (this.bodyBufferAt !== 0 || this.bodyLength <= 0 || this.bodyLength > MAX_POOLED_BODY) return owned(bytes);
+      this.bodyBuffer = takeBodyBuffer(this.bodyLength);
+    }
+    const at = this.bodyBufferAt;
+    // The connection passes at most Content-Length bytes: they fit.
+    bytes.copy(this.bodyBuffer, at);
+    this.bodyBufferAt = at + bytes.length;
+    return this.bodyBuffer.subarray(at, this.bodyBufferAt);
+  }
+
+  /**
+   * The request is done with its body, and nothing holds or will read a byte of it again (the caller
+   * knows: the upstream writes of it were complete, no middleware saw it): its reused buffer goes back
+   * for the next body. Only a body that arrived whole is given back.
+   */
+  releaseBody(): void {
+    const buffer = this.bodyBuffer;
+    if (buffer === undefined || !this.complete) return;
+    this.bodyBuffer = undefined;
+    giveBackBodyBuffer(buffer);
   }
 
   /** Connection: the whole body arrived (or there was none to wait for). */

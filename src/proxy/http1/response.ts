@@ -11,7 +11,8 @@ import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import { STATUS_CODES } from '../../node-http.ts';
 import type { SocketWriter } from '../../socket-writer.ts';
-import { equalsLower, isHopByHop, namesMoreHeaders, responseHeadersFromRaw } from '../headers.ts';
+import type { ResponseHead } from '../../upstream/response-parser.ts';
+import { responseHeadersFromRaw } from '../headers.ts';
 import type { ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
 
@@ -266,44 +267,24 @@ export class Http1Response implements ProxyResponse {
   }
 
   /**
-   * writeHead for a server's answer as the upstream parser read it: its header list copied through as
-   * it is — names as the server wrote them, values the parser already checked (no CR, LF or NUL) —
-   * without the hop-by-hop ones, then `extra` (checked). No intermediate list, no lower-cased names.
-   * A Connection header that names further headers to drop, or headers set before, take writeHead's way.
+   * writeHead for a server's answer as the upstream parser read it: its end-to-end lines passed on as the
+   * server wrote them (the parser checked every value: no CR, LF or NUL; see ResponseHead.endToEndLines),
+   * then `extra` (checked). No header list walked, no string per field. A head whose lines cannot pass
+   * as they are (a Connection field naming further fields, a line not in `Name: value` form), or headers
+   * set before, take writeHead's way with the list.
    */
-  writeUpstreamHead(statusCode: number, reason: string, raw: readonly string[], extra: readonly string[] | undefined): void {
+  writeUpstreamHead(head: ResponseHead, extra: readonly string[] | undefined): void {
     if (this.head !== undefined || this.headersSent) return;
-    if (this.stored) {
-      this.writeHeadFromRaw(statusCode, reason, raw, extra);
+    let lines = head.endToEndLines;
+    if (this.stored || lines === undefined) {
+      const list = responseHeadersFromRaw(head.headers);
+      this.writeHead(head.status, head.reason || undefined, extra ? [...list, ...extra] : list);
       return;
     }
-    let lines = '';
-    let hasLength = false;
-    let hasDate = false;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i] as string;
-      const value = raw[i + 1] as string;
-      if (isHopByHop(name)) {
-        if (equalsLower(name, 'connection') && namesMoreHeaders(value)) {
-          this.writeHeadFromRaw(statusCode, reason, raw, extra);
-          return;
-        }
-        continue;
-      }
-      if (name.length === 4) hasDate ||= equalsLower(name, 'date');
-      else if (name.length === 14) hasLength ||= equalsLower(name, 'content-length');
-      lines += `${name}: ${value}\r\n`;
-    }
     if (extra) for (let i = 0; i < extra.length; i += 2) lines += headerLines(extra[i] as string, extra[i + 1] as string);
-    if (reason) this.statusMessage = reason;
-    this.statusCode = statusCode;
-    this.finishHead(statusCode, lines, hasLength, hasDate, false);
-  }
-
-  /** writeUpstreamHead the general way: the list without hop-by-hop and Connection-listed headers, through writeHead. */
-  private writeHeadFromRaw(statusCode: number, reason: string, raw: readonly string[], extra: readonly string[] | undefined): void {
-    const list = responseHeadersFromRaw(raw);
-    this.writeHead(statusCode, reason || undefined, extra ? [...list, ...extra] : list);
+    if (head.reason) this.statusMessage = head.reason;
+    this.statusCode = head.status;
+    this.finishHead(head.status, lines, head.hasContentLength, head.hasDate, false);
   }
 
   /** The framing and connection headers the server owns, the Date, and the status line: the head to send. */
