@@ -11,7 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { allocationSites, type HeapProfileNode } from './allocation-sites.ts';
-import { BenchContext, ensureBuilt, freePort, profilingOptions, requireTools, runWrk, startNginxBackends, startVelocity, waitPort, withFeatures } from './lib.ts';
+import { ensureBuilt, freePort, profilingOptions, requireTools, runProfiling, runWrk, startNginxBackends, startVelocity, waitPort, withFeatures } from './lib.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -49,37 +49,24 @@ async function inspectorSession(port: number): Promise<{ call(method: string, pa
   };
 }
 
-async function main(): Promise<void> {
+runProfiling('alloc', async (ctx) => {
   requireTools(['nginx', 'wrk']);
   ensureBuilt((l) => console.error(l));
-  const ctx = new BenchContext();
-  try {
-    const { upstreams } = await startNginxBackends(ctx);
-    const inspect = await freePort();
-    const flags = [`--inspect=127.0.0.1:${inspect}`, ...(args['no-inlining'] ? ['--no-turbo-inlining'] : [])];
-    const target = await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: flags, ...withFeatures(ctx) });
-    const url = `http://127.0.0.1:${target.port}/`;
-    const wrk = ['-t1', `-c${args.connections}`];
-    await runWrk(url, wrk, 3, target.pid);
-    const session = await inspectorSession(inspect);
-    await session.call('HeapProfiler.enable');
-    await session.call('HeapProfiler.startSampling', { samplingInterval: Number(args.interval), includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
-    const load = await runWrk(url, wrk, Number(args.seconds), target.pid);
-    const { profile } = (await session.call('HeapProfiler.stopSampling')) as { profile: { head: HeapProfileNode } };
-    session.close();
-    const requests = load.requests;
-    const { bytesPerRequest, sites } = allocationSites(profile.head, requests, Number(args.depth));
-    console.log(`${target.name}: ${requests} requests sampled, ${Math.round(bytesPerRequest)} bytes allocated per request (slowed by the sampling: ${Math.round(load.rps)} req/s)`);
-    for (const s of sites.slice(0, Number(args.top))) console.log(`${Math.round(s.bytesPerRequest).toString().padStart(7)}  ${s.site}`);
-  } finally {
-    ctx.cleanup();
-  }
-}
-
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`alloc failed: ${(err as Error).message}`);
-    process.exit(1);
-  },
-);
+  const { upstreams } = await startNginxBackends(ctx);
+  const inspect = await freePort();
+  const flags = [`--inspect=127.0.0.1:${inspect}`, ...(args['no-inlining'] ? ['--no-turbo-inlining'] : [])];
+  const target = await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: flags, ...withFeatures(ctx) });
+  const url = `http://127.0.0.1:${target.port}/`;
+  const wrk = ['-t1', `-c${args.connections}`];
+  await runWrk(url, wrk, 3, target.pid);
+  const session = await inspectorSession(inspect);
+  await session.call('HeapProfiler.enable');
+  await session.call('HeapProfiler.startSampling', { samplingInterval: Number(args.interval), includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
+  const load = await runWrk(url, wrk, Number(args.seconds), target.pid);
+  const { profile } = (await session.call('HeapProfiler.stopSampling')) as { profile: { head: HeapProfileNode } };
+  session.close();
+  const requests = load.requests;
+  const { bytesPerRequest, sites } = allocationSites(profile.head, requests, Number(args.depth));
+  console.log(`${target.name}: ${requests} requests sampled, ${Math.round(bytesPerRequest)} bytes allocated per request (slowed by the sampling: ${Math.round(load.rps)} req/s)`);
+  for (const s of sites.slice(0, Number(args.top))) console.log(`${Math.round(s.bytesPerRequest).toString().padStart(7)}  ${s.site}`);
+});

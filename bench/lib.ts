@@ -290,6 +290,27 @@ export function withFeatures(ctx: BenchContext, logName = 'access.log'): Pick<Ve
   };
 }
 
+/**
+ * A profiling script's body with a BenchContext, cleaned up after; the process then exits: 0 when the
+ * body ended, 1 with `NAME failed: …` when it threw.
+ */
+export function runProfiling(name: string, body: (ctx: BenchContext) => Promise<void>): void {
+  const ctx = new BenchContext();
+  body(ctx)
+    .finally(() => ctx.cleanup())
+    .then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error(`${name} failed: ${(err as Error).message}`);
+        process.exit(1);
+      },
+    );
+}
+
+/** `perf script` of a recording, as text. */
+export const perfScript = (data: string, fields: string[]): string =>
+  execFileSync('perf', ['script', '-i', data, ...fields], { encoding: 'utf8', maxBuffer: 1024 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
+
 /** The flags the profiling scripts (perf.ts, profile.ts) share: seconds of load, wrk connections, rows to print. */
 export const profilingOptions = (top: string) =>
   ({

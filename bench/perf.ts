@@ -16,7 +16,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { kernelTimeByCategory } from './kernel-time.ts';
-import { BenchContext, ensureBuilt, profilingOptions, requireTools, runWrk, startNginxBackends, startNginxProxy, startVelocity, withFeatures } from './lib.ts';
+import { ensureBuilt, perfScript, profilingOptions, requireTools, runProfiling, runWrk, startNginxBackends, startNginxProxy, startVelocity, withFeatures } from './lib.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -35,54 +35,41 @@ function groupOf(dso: string): string {
   return dso;
 }
 
-async function main(): Promise<void> {
+runProfiling('perf', async (ctx) => {
   requireTools(['nginx', 'wrk', 'perf']);
   ensureBuilt((l) => console.error(l));
-  const ctx = new BenchContext();
-  try {
-    const { upstreams } = await startNginxBackends(ctx);
-    const target = args.nginx
-      ? await startNginxProxy(ctx, upstreams)
-      : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
-    const url = `http://127.0.0.1:${target.port}${args.post ? '/post' : '/'}`;
-    const seconds = Number(args.seconds);
-    const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
-    await runWrk(url, wrk, 3, target.pid);
-    const data = process.env.PERF_DATA ?? join(ctx.dir, 'perf.data');
-    const perf = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(target.pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' });
-    const load = await runWrk(url, wrk, seconds, target.pid);
-    await new Promise((resolve) => perf.once('exit', resolve));
-    console.log(
-      `${target.name}: ${Math.round(load.rps)} req/s, CPU ${load.cpuUsPerRequest.toFixed(1)} µs/request (user ${load.userUsPerRequest.toFixed(1)}, system ${load.systemUsPerRequest.toFixed(1)})`,
-    );
-    const report = execFileSync('perf', ['report', '-i', data, '--no-children', '--stdio', '--sort', 'dso,sym', '-g', 'none', '--percent-limit', '0.01'], {
-      encoding: 'utf8',
-      maxBuffer: 64 * 1024 * 1024,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    const rows: { pct: number; dso: string; sym: string }[] = [];
-    for (const line of report.split('\n')) {
-      const m = /^\s+([\d.]+)%\s+(\[JIT\] tid \d+|\S+)\s+\[[.kxj]\]\s+(.*)$/.exec(line);
-      if (m) rows.push({ pct: Number(m[1]), dso: m[2] as string, sym: (m[3] as string).trim() });
-    }
-    const groups = new Map<string, number>();
-    for (const r of rows) groups.set(groupOf(r.dso), (groups.get(groupOf(r.dso)) ?? 0) + r.pct);
-    console.log('\nshare of samples by where the code lives:');
-    for (const [g, pct] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)} %  ${g}`);
-    console.log(`\nheaviest symbols (top ${args.top}):`);
-    for (const r of rows.slice(0, Number(args.top))) console.log(`  ${r.pct.toFixed(2).padStart(6)} %  ${groupOf(r.dso).padEnd(16)}  ${r.sym.slice(0, 110)}`);
-    const script = execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], { encoding: 'utf8', maxBuffer: 1024 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
-    console.log(`\nkernel time per request by what the process was doing (${load.switchesPerRequest.toFixed(2)} involuntary context switches per request):`);
-    for (const c of kernelTimeByCategory(script, load.cpuUsPerRequest)) console.log(`  ${c.us.toFixed(1).padStart(5)} µs  ${c.name}`);
-  } finally {
-    ctx.cleanup();
+  const { upstreams } = await startNginxBackends(ctx);
+  const target = args.nginx
+    ? await startNginxProxy(ctx, upstreams)
+    : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
+  const url = `http://127.0.0.1:${target.port}${args.post ? '/post' : '/'}`;
+  const seconds = Number(args.seconds);
+  const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
+  await runWrk(url, wrk, 3, target.pid);
+  const data = process.env.PERF_DATA ?? join(ctx.dir, 'perf.data');
+  const perf = spawn('perf', ['record', '-F', '999', '-g', '-o', data, '-p', String(target.pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' });
+  const load = await runWrk(url, wrk, seconds, target.pid);
+  await new Promise((resolve) => perf.once('exit', resolve));
+  console.log(
+    `${target.name}: ${Math.round(load.rps)} req/s, CPU ${load.cpuUsPerRequest.toFixed(1)} µs/request (user ${load.userUsPerRequest.toFixed(1)}, system ${load.systemUsPerRequest.toFixed(1)})`,
+  );
+  const report = execFileSync('perf', ['report', '-i', data, '--no-children', '--stdio', '--sort', 'dso,sym', '-g', 'none', '--percent-limit', '0.01'], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const rows: { pct: number; dso: string; sym: string }[] = [];
+  for (const line of report.split('\n')) {
+    const m = /^\s+([\d.]+)%\s+(\[JIT\] tid \d+|\S+)\s+\[[.kxj]\]\s+(.*)$/.exec(line);
+    if (m) rows.push({ pct: Number(m[1]), dso: m[2] as string, sym: (m[3] as string).trim() });
   }
-}
-
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`perf failed: ${(err as Error).message}`);
-    process.exit(1);
-  },
-);
+  const groups = new Map<string, number>();
+  for (const r of rows) groups.set(groupOf(r.dso), (groups.get(groupOf(r.dso)) ?? 0) + r.pct);
+  console.log('\nshare of samples by where the code lives:');
+  for (const [g, pct] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)} %  ${g}`);
+  console.log(`\nheaviest symbols (top ${args.top}):`);
+  for (const r of rows.slice(0, Number(args.top))) console.log(`  ${r.pct.toFixed(2).padStart(6)} %  ${groupOf(r.dso).padEnd(16)}  ${r.sym.slice(0, 110)}`);
+  const script = perfScript(data, ['-F', 'tid,ip,sym']);
+  console.log(`\nkernel time per request by what the process was doing (${load.switchesPerRequest.toFixed(2)} involuntary context switches per request):`);
+  for (const c of kernelTimeByCategory(script, load.cpuUsPerRequest)) console.log(`  ${c.us.toFixed(1).padStart(5)} µs  ${c.name}`);
+});

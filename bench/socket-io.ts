@@ -1,13 +1,15 @@
 /**
- * The socket I/O paths of src/proxy/http1/socket-io.ts and src/socket-writer.ts against net's public
- * ones, in one process, alternated per round (a whole-proxy A/B hardly sees a 1–2 µs change on a
- * shared machine): user CPU per read of an accepted socket ('data' vs shared-buffer reads) and per
- * write of a response-sized latin1 string and Buffer (socket.write vs SocketWriter's direct write).
+ * The socket I/O paths of src/socket-reader.ts and src/socket-writer.ts against net's, in one process,
+ * alternated per round (a whole-proxy A/B hardly sees a 1–2 µs change on a shared machine): user CPU
+ * per read that goes through net's onStreamRead vs straight from the handle, for accepted sockets read
+ * into the shared buffer (src/proxy/http1/socket-io.ts) and for connected ones with a buffer function
+ * (src/upstream/http1-connection.ts); and per write of a response-sized latin1 string and Buffer
+ * (socket.write vs SocketWriter's direct write).
  *
  *   node bench/socket-io.ts [--rounds 12] [--count 20000] [--only reads|writes]
  *
- * Reads: a peer process keeps 20 connections of each kind busy, each sending a 200-byte message whenever it
- * gets a 1-byte answer; one server here accepts both sets, reads one as net gives it and adopts the other.
+ * Reads: peer processes keep 20 sockets of each way busy, each sending a 200-byte message whenever it
+ * gets a 1-byte answer (written directly, the same for both ways).
  * Writes: 20 writes per loop turn to a peer process that reads and drops.
  */
 import { spawn } from 'node:child_process';
@@ -15,6 +17,7 @@ import { once } from 'node:events';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 import { adoptReads } from '../src/proxy/http1/socket-io.ts';
+import { readDirectly } from '../src/socket-reader.ts';
 import { SocketWriter } from '../src/socket-writer.ts';
 
 const { values: args } = parseArgs({
@@ -56,57 +59,98 @@ async function alternated(what: string, names: [string, string], measure: (fresh
   );
 }
 
+/** Sockets of one kind read two ways: through net's onStreamRead, and straight from the handle (src/socket-reader.ts). */
+interface ReadSets {
+  net: Socket[];
+  direct: Socket[];
+}
+
+/** Each socket of `sets` answers a read with a 1-byte write (direct: the same cost for both ways); user ns per read, alternated. */
+async function pingPong(what: string, sets: ReadSets, onMessage: { call: (socket: Socket) => void }): Promise<void> {
+  const ack = 'a';
+  const writers = new Map([...sets.net, ...sets.direct].map((s) => [s, new SocketWriter(s, true)]));
+  await alternated(what, ['through net', 'direct'], async (fresh) => {
+    let n = 0;
+    const done = new Promise<void>((resolve) => {
+      onMessage.call = (socket) => {
+        if (++n === count) resolve();
+        if (n < count) writers.get(socket)?.write(ack);
+      };
+    });
+    const start = process.cpuUsage();
+    for (const s of sets[fresh ? 'direct' : 'net']) writers.get(s)?.write(ack);
+    await done;
+    const ns = userNs(start, count);
+    // Let the last answers in flight arrive before the next round.
+    onMessage.call = () => undefined;
+    await new Promise((r) => setTimeout(r, 50));
+    return ns;
+  });
+}
+
+/** net's onStreamRead, as a socket's handle has it before anything of ours. */
+function netOnRead(socket: Socket): unknown {
+  return (socket as unknown as { _handle: { onread: unknown } })._handle.onread;
+}
+
+const SOCKETS = 20;
+/** A peer answering each byte it gets with a 200-byte message, on `port` (connect) or on a port it prints (listen). */
+const ANSWER = `const m=Buffer.alloc(200,120);const a=(s)=>{s.setNoDelay(true);s.on('data',()=>s.write(m))};`;
+
 async function reads(): Promise<void> {
-  const sets: Record<'stream' | 'shared', Socket[]> = { stream: [], shared: [] };
-  let onMessage: () => void = () => undefined;
-  const ack = Buffer.from('a');
-  let accepting: 'stream' | 'shared' = 'stream';
+  const hooks: { call: (socket: Socket) => void } = { call: () => undefined };
+  // Accepted sockets (the client side): rebuilt for shared-buffer reads (socket-io.ts), half of them given net's onStreamRead back.
+  const accepted: ReadSets = { net: [], direct: [] };
+  let onStreamRead: unknown;
   const server = createServer({ noDelay: true }, (socket) => {
-    const set = sets[accepting];
-    if (accepting === 'shared') {
-      const adopted = adoptReads(socket, () => onMessage.call(adopted));
-      if (!adopted) throw new Error('shared-buffer reads are not available on this Node');
-      set.push(adopted);
-    } else {
-      socket.on('data', function (this: Socket) {
-        onMessage.call(this);
-      });
-      set.push(socket);
-    }
+    onStreamRead ??= netOnRead(socket);
+    const adopted = adoptReads(socket, () => hooks.call(adopted as Socket));
+    if (!adopted) throw new Error('shared-buffer reads are not available on this Node');
+    const set = accepted.net.length < SOCKETS ? accepted.net : accepted.direct;
+    if (set === accepted.net) (adopted as unknown as { _handle: { onread: unknown } })._handle.onread = onStreamRead;
+    set.push(adopted);
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const port = (server.address() as AddressInfo).port;
-  const peers: { stop: () => void }[] = [];
-  for (const kind of ['stream', 'shared'] as const) {
-    accepting = kind;
-    peers.push(
-      await peer(
-        `const m=Buffer.alloc(200,120);const p=+process.argv[1];let open=0;for(let i=0;i<20;i++){const s=require('net').connect(p,'127.0.0.1');s.setNoDelay(true);s.on('data',()=>s.write(m));s.on('connect',()=>{if(++open===20)console.log(p)})}`,
-        port,
-      ),
-    );
-    while (sets[kind].length < 20) await new Promise((r) => setTimeout(r, 10));
-  }
-  await alternated('reads (+1 write each)', ["'data'", 'shared buffer'], async (fresh) => {
-    let n = 0;
-    const done = new Promise<void>((resolve) => {
-      onMessage = function (this: Socket) {
-        if (++n === count) resolve();
-        if (n < count) this.write(ack);
-      };
+  const clients = await peer(
+    `${ANSWER}const p=+process.argv[1];let open=0;for(let i=0;i<${2 * SOCKETS};i++){const s=require('net').connect(p,'127.0.0.1');a(s);s.on('connect',()=>{if(++open===${2 * SOCKETS})console.log(p)})}`,
+    port,
+  );
+  while (accepted.direct.length < SOCKETS) await new Promise((r) => setTimeout(r, 10));
+  await pingPong('accepted socket reads, shared buffer (+1 direct write each)', accepted, hooks);
+  // Connected sockets (the server side): net's onread option with a buffer function, as src/upstream/http1-connection.ts.
+  const answers = await peer(`${ANSWER}require('net').createServer(a).listen(0,'127.0.0.1',function(){console.log(this.address().port)})`);
+  const connected: ReadSets = { net: [], direct: [] };
+  for (let i = 0; i < 2 * SOCKETS; i++) {
+    const buffer = Buffer.allocUnsafeSlow(16 * 1024);
+    const socket: Socket = connect({
+      host: '127.0.0.1',
+      port: answers.port,
+      noDelay: true,
+      onread: {
+        buffer: () => buffer,
+        callback: () => {
+          hooks.call(socket);
+          return true;
+        },
+      },
     });
-    const start = process.cpuUsage();
-    for (const s of sets[fresh ? 'shared' : 'stream']) s.write(ack);
-    await done;
-    const ns = userNs(start, count);
-    // Let the last answers in flight arrive before the next round.
-    onMessage = () => undefined;
-    await new Promise((r) => setTimeout(r, 50));
-    return ns;
-  });
-  for (const p of peers) p.stop();
-  for (const s of [...sets.stream, ...sets.shared]) s.destroy();
+    await once(socket, 'connect');
+    if (i < SOCKETS) connected.net.push(socket);
+    else {
+      const direct = readDirectly(socket, () => {
+        hooks.call(socket);
+        return buffer;
+      });
+      if (!direct) throw new Error('direct reads are not available on this Node');
+      connected.direct.push(socket);
+    }
+  }
+  await pingPong('connected socket reads, onread buffer function (+1 direct write each)', connected, hooks);
+  for (const s of [...accepted.net, ...accepted.direct, ...connected.net, ...connected.direct]) s.destroy();
+  clients.stop();
+  answers.stop();
   server.close();
 }
 

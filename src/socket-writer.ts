@@ -10,7 +10,7 @@
  * above it: ~1.3 µs less user CPU per write (bench/socket-io.ts).
  *
  * That needs what net does not document: the socket's `_handle`, and from `process.binding('stream_wrap')`
- * the WriteWrap constructor (a write the kernel does not take whole needs one to complete on) and the
+ * (src/stream-wrap.ts) the WriteWrap constructor (a write the kernel does not take whole needs one to complete on) and the
  * state array that says whether the last write went async. Both are checked (the binding once, the
  * handle per socket); anything missing, a TLS socket, or VELOCITY_SOCKET_IO=public, and every write is
  * `socket.write()`.
@@ -25,42 +25,11 @@
  */
 import { Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
-
-/** A write request for the handle (WriteWrap): what a queued write completes on. */
-interface WriteRequest {
-  oncomplete: ((status: number) => void) | undefined;
-  /** Keeps a queued Buffer alive until the kernel took it. */
-  buffer: Uint8Array | undefined;
-}
-
-interface StreamWrapBinding {
-  WriteWrap: new () => WriteRequest;
-  streamBaseState: Int32Array;
-  kLastWriteWasAsync: number;
-}
+import { streamWrap as binding, type StreamWrapBinding, type WriteRequest } from './stream-wrap.ts';
 
 interface WriteHandle {
   writeLatin1String(req: WriteRequest, data: string): number;
   writeBuffer(req: WriteRequest, data: Uint8Array): number;
-}
-
-function loadBinding(): StreamWrapBinding | undefined {
-  try {
-    const binding = (process as unknown as { binding(name: string): Partial<StreamWrapBinding> }).binding('stream_wrap');
-    if (typeof binding.WriteWrap === 'function' && binding.streamBaseState instanceof Int32Array && typeof binding.kLastWriteWasAsync === 'number') {
-      return binding as StreamWrapBinding;
-    }
-  } catch {
-    // No process.binding (the permission model, a future Node): the public path.
-  }
-  return undefined;
-}
-
-const binding = loadBinding();
-
-/** Whether sockets may be used below net's public API (VELOCITY_SOCKET_IO=public: never). Read when a server starts or a server connection is made. */
-export function socketInternalsAllowed(): boolean {
-  return process.env.VELOCITY_SOCKET_IO !== 'public';
 }
 
 /** The request object for the next direct write: unused while writes complete at once, replaced when one is queued. */

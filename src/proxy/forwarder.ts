@@ -4,7 +4,6 @@
  * Decides nothing about retries: it reports what happened, and whether the client
  * response was already started (after which nothing can be retried).
  */
-import { performance } from 'node:perf_hooks';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
@@ -131,7 +130,8 @@ class Attempt implements ExchangeSink, AbortableTry {
       return;
     }
     control.startTry(this);
-    const exchange = pool.request(this.req, this);
+    // The lease's clock reading, of this turn: a request sent at once counts its response-header timeout from it.
+    const exchange = pool.request(this.req, this, this.started);
     if (!this.settled) this.exchange = exchange;
   }
 
@@ -180,10 +180,11 @@ class Attempt implements ExchangeSink, AbortableTry {
     if (hints.link) res.writeEarlyHints(hints);
   }
 
-  onHead(head: ResponseHead, requestDone: boolean): boolean {
+  onHead(head: ResponseHead, requestDone: boolean, readAt: number): boolean {
     this.requestSent = true;
     this.status = head.status;
-    this.firstByteMs = performance.now() - this.started;
+    // The read's own clock reading: the head arrived then.
+    this.firstByteMs = readAt - this.started;
     const res = this.res;
     if (this.req.holdsBack(head.status)) {
       this.exchange?.abort();

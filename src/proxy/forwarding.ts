@@ -226,7 +226,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     }
     const lease = this.lease as Lease;
     const at = performance.now();
-    lease.end(outcome, at - lease.started);
+    lease.end(outcome, at - lease.started, at);
     if (this.span && ctx.trace?.recording) ctx.trace.endAttempt(this.span, attemptResultOf(lease.server, outcome), this.method);
     record.upstreamMs = at - this.upstreamStart;
 

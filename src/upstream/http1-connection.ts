@@ -8,7 +8,9 @@
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';
-import { SocketWriter, socketInternalsAllowed } from '../socket-writer.ts';
+import { readDirectly } from '../socket-reader.ts';
+import { SocketWriter } from '../socket-writer.ts';
+import { socketInternalsAllowed } from '../stream-wrap.ts';
 import { type Expiring, SWEEP_TICK_MS } from './deadline-sweep.ts';
 import type { Exchange, ExchangeCarrier } from './http1-exchange.ts';
 import { type ResponseHead, ResponseParser, type ResponseParserEvents } from './response-parser.ts';
@@ -56,6 +58,8 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   readonly socket: Socket;
   /** The request head's write (straight to the socket's handle when it can be); a body's go through the socket and its 'drain'. */
   private readonly writer: SocketWriter;
+  /** Whether the socket may be read and written below net's public API (socket-reader.ts, socket-writer.ts). */
+  private readonly internals: boolean;
   private readonly home: ConnectionHome;
   private readonly parser: ResponseParser;
   private exchange: Exchange | undefined;
@@ -64,7 +68,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   private served = 0;
   private head: ResponseHead | undefined;
   private paused = false;
-  /** Plain connections: the buffer reads go into, and whether a client still holds part of the last read. */
+  /** Plain connections: the buffer the next read goes into (at its start), and whether a client still holds part of the last read. */
   private buffer: Buffer | undefined;
   private bufferHeld = false;
   /** performance.now() at the last read from the server: one clock read per read serves its deadlines and the pool's idle timeout. */
@@ -92,7 +96,8 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
       // Read into buffers of our own size, straight to onRead: no stream buffering, and a pause stops reading at once.
       this.socket = connect({ ...options, onread: { buffer: this.readBuffer, callback: this.onRead } });
     }
-    this.writer = new SocketWriter(this.socket, socketInternalsAllowed());
+    this.internals = socketInternalsAllowed();
+    this.writer = new SocketWriter(this.socket, this.internals);
     this.socket.once(home.tls ? 'secureConnect' : 'connect', this.onConnect);
     this.socket.on('end', this.onEnd);
     this.socket.on('error', this.onError);
@@ -106,8 +111,8 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.phase === CLOSED;
   }
 
-  /** Takes an exchange: the connection must be idle (from the pool) or just connected. */
-  start(exchange: Exchange): void {
+  /** Takes an exchange: the connection must be idle (from the pool) or just connected; `now` is a performance.now() reading of this turn. */
+  start(exchange: Exchange, now: number): void {
     this.exchange = exchange;
     exchange.carriedBy(this);
     this.head = undefined;
@@ -119,7 +124,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     }
     this.parser.reset(exchange.request.method === 'HEAD');
     exchange.send(this.writer);
-    if (exchange.requestDone) this.requestSent();
+    if (exchange.requestDone) this.requestSent(now);
   }
 
   abort(): void {
@@ -159,20 +164,22 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     }
   }
 
-  /** The whole request went out: the response-header timeout starts. */
-  requestSent(): void {
+  /** The whole request went out (`now`, when the caller read the clock this turn): the response-header timeout starts. */
+  requestSent(now?: number): void {
     if (this.phase !== WAITING) return;
     const timeout = this.exchange?.request.responseHeaderTimeout ?? 0;
-    this.deadline = timeout > 0 ? performance.now() + timeout : 0;
+    this.deadline = timeout > 0 ? (now ?? performance.now()) + timeout : 0;
   }
 
   private readonly onConnect = (): void => {
+    // Now that the socket has its last handle (connecting to a name may try several): reads with bytes come straight from it.
+    if (this.internals && this.home.tls === undefined) readDirectly(this.socket, this.onBytes);
     const exchange = this.exchange;
     if (!exchange || exchange.aborted) {
       this.close();
       return;
     }
-    this.start(exchange);
+    this.start(exchange, performance.now());
   };
 
   /**
@@ -189,10 +196,20 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return this.paused && this.buffer.length > PAUSED_READ_SIZE ? this.buffer.subarray(0, PAUSED_READ_SIZE) : this.buffer;
   };
 
-  /** Plain connections' reads, into readBuffer's buffers (parsed in place: no view of the filled part); pausing is onData's. */
-  private readonly onRead = (length: number, buffer: Uint8Array): boolean => {
-    this.received(buffer as Buffer, length);
+  /**
+   * Plain connections' reads through net, into readBuffer's buffers (parsed in place: no view of the
+   * filled part); pausing is onResponseBody's. `this.buffer`, not net's: reads that come straight
+   * from the handle (onBytes) do not tell net which buffer they went into.
+   */
+  private readonly onRead = (length: number): boolean => {
+    this.received(this.buffer as Buffer, length);
     return true;
+  };
+
+  /** Plain connections' reads straight from the handle (socket-reader.ts): the same, and the next read's buffer. */
+  private readonly onBytes = (length: number): Buffer => {
+    this.received(this.buffer as Buffer, length);
+    return this.readBuffer();
   };
 
   /** TLS connections' reads. */
@@ -254,7 +271,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     this.head = head;
     this.phase = RECEIVING;
     this.deadline = exchange.request.idleTimeout > 0 ? this.lastReadAt + exchange.request.idleTimeout : 0;
-    return exchange.sink.onHead(head, exchange.requestDone);
+    return exchange.sink.onHead(head, exchange.requestDone, this.lastReadAt);
   }
 
   onResponseBody(chunk: Buffer): void {

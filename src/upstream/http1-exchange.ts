@@ -47,8 +47,9 @@ export interface ExchangeSink {
   /**
    * The final head. `requestDone` is false when the server answered before the whole request body was sent.
    * true: a chunked body is to come with its chunk framing as the server sent it (see ResponseParserEvents).
+   * `readAt`: the performance.now() reading of the read that brought the head's last bytes.
    */
-  onHead(head: ResponseHead, requestDone: boolean): boolean;
+  onHead(head: ResponseHead, requestDone: boolean, readAt: number): boolean;
   /** Body payload (or framing, when onHead asked for it). false: the client is slow; call `exchange.resume()` when it drained. */
   onData(chunk: Buffer): boolean;
   /**

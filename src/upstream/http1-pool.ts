@@ -5,6 +5,7 @@
  * sweep per thread times connects, response heads, stalled bodies and idle
  * connections.
  */
+import { performance } from 'node:perf_hooks';
 import { DeadlineSweep, type Expiring } from './deadline-sweep.ts';
 import { type ConnectionHome, Http1Connection } from './http1-connection.ts';
 import { Exchange, type ExchangeSink, type UpstreamRequest } from './http1-exchange.ts';
@@ -47,10 +48,13 @@ export class ServerPool implements ConnectionHome {
     this.sweep = sweep;
   }
 
-  /** Starts an exchange on an idle connection, or a new one. */
-  request(request: UpstreamRequest, sink: ExchangeSink): Exchange {
+  /**
+   * Starts an exchange on an idle connection, or a new one. `now`: a performance.now() reading of this
+   * turn, for the response-header deadline of a request sent at once (a caller that has one spares a clock read).
+   */
+  request(request: UpstreamRequest, sink: ExchangeSink, now: number = performance.now()): Exchange {
     const exchange = new Exchange(request, sink);
-    this.dispatch(exchange, true);
+    this.dispatch(exchange, now);
     return exchange;
   }
 
@@ -63,15 +67,16 @@ export class ServerPool implements ConnectionHome {
     return this.idle.length;
   }
 
-  private dispatch(exchange: Exchange, reuse: boolean): void {
+  /** On an idle connection when `reuseAt` (this turn's performance.now() reading) is given, else on a new one. */
+  private dispatch(exchange: Exchange, reuseAt: number | undefined): void {
     if (this.closed) {
       exchange.sink.onError(Object.assign(new Error('the server was removed'), { code: 'VELOCITY_POOL_CLOSED' }), false);
       return;
     }
-    if (reuse) {
+    if (reuseAt !== undefined) {
       for (let conn = this.idle.pop(); conn; conn = this.idle.pop()) {
         if (conn.usable) {
-          conn.start(exchange);
+          conn.start(exchange, reuseAt);
           return;
         }
         conn.close();
@@ -97,7 +102,7 @@ export class ServerPool implements ConnectionHome {
   }
 
   retryFresh(exchange: Exchange): void {
-    this.dispatch(exchange, false);
+    this.dispatch(exchange, undefined);
   }
 
   track(item: Expiring): void {

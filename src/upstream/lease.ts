@@ -28,15 +28,17 @@ export class Lease {
   readonly server: UpstreamServer;
   private readonly owner: LeaseOwner;
   /** When the server was acquired (performance.now()): an attempt's latency counts from here. */
-  readonly started = performance.now();
-  /** The same moment on Date.now()'s clock (read by acquire anyway): recording adds the time since instead of reading it again. */
+  readonly started: number;
+  /** The same moment on Date.now()'s clock: recording adds the time since instead of reading it again. */
   private readonly acquiredAt: number;
   private recorded = false;
   private ended = false;
 
-  constructor(owner: LeaseOwner, server: UpstreamServer, acquiredAt: number) {
+  /** `started` is the performance.now() reading acquire took, `acquiredAt` the epoch ms of it (one clock read for both). */
+  constructor(owner: LeaseOwner, server: UpstreamServer, started: number, acquiredAt: number) {
     this.owner = owner;
     this.server = server;
+    this.started = started;
     this.acquiredAt = acquiredAt;
   }
 
@@ -45,23 +47,26 @@ export class Lease {
     return this.ended;
   }
 
-  /** Records the attempt's outcome now, while the server stays held; only the first call counts. */
-  record(outcome: AttemptOutcome, latencyMs?: number): void {
+  /**
+   * Records the attempt's outcome, while the server stays held; only the first call counts. `at` is a
+   * performance.now() reading of when the attempt ended, if the caller took one (else the clock is read).
+   */
+  record(outcome: AttemptOutcome, latencyMs?: number, at?: number): void {
     if (this.recorded) return;
     this.recorded = true;
-    const elapsed = performance.now() - this.started;
+    const elapsed = (at ?? performance.now()) - this.started;
     this.owner.recordOutcome(this.server, outcome, latencyMs ?? elapsed, this.acquiredAt + elapsed);
   }
 
   /**
-   * Gives the server back and records `outcome` (unless recorded already). Without
+   * Gives the server back and records `outcome` (unless recorded already; `at` as for record). Without
    * any outcome the attempt counts for nothing. Only the first call counts.
    */
-  end(outcome?: AttemptOutcome, latencyMs?: number): void {
+  end(outcome?: AttemptOutcome, latencyMs?: number, at?: number): void {
     if (this.ended) return;
     this.ended = true;
     try {
-      if (outcome) this.record(outcome, latencyMs);
+      if (outcome) this.record(outcome, latencyMs, at);
       else if (!this.recorded) {
         this.recorded = true;
         this.owner.abandon(this.server);

@@ -29,6 +29,11 @@ export class ResponseHead {
    * whitespace) and no Connection field naming further fields to drop; otherwise undefined.
    */
   readonly endToEndLines: string | undefined;
+  /**
+   * endToEndLines starts with the server's status line: it is `HTTP/1.1 <status> <reason>` with a reason,
+   * byte for byte the one a client response head with that status and reason begins with.
+   */
+  readonly withStatusLine: boolean;
   /** Among those lines: a Date field, a Content-Length field (whatever the framing made of it). */
   readonly hasDate: boolean;
   readonly hasContentLength: boolean;
@@ -45,6 +50,7 @@ export class ResponseHead {
     text: string,
     linesAt: number,
     endToEndLines: string | undefined,
+    withStatusLine: boolean,
     hasDate: boolean,
     hasContentLength: boolean,
   ) {
@@ -56,6 +62,7 @@ export class ResponseHead {
     this.text = text;
     this.linesAt = linesAt;
     this.endToEndLines = endToEndLines;
+    this.withStatusLine = withStatusLine;
     this.hasDate = hasDate;
     this.hasContentLength = hasContentLength;
   }
@@ -399,10 +406,12 @@ export class ResponseParser {
 
     // Header lines: offsets only; strings once the whole head is there, and the list only when asked for.
     // The end-to-end lines are runs of the head between hop-by-hop lines: RUNS holds the closed runs' bounds.
+    // The first run takes the status line in when a client response would begin with the same one.
     const linesAt = i;
+    const withStatusLine = minor === 1 && reasonEnd > reasonStart;
     let passable = true;
     let runs = 0;
-    let runStart = i;
+    let runStart = withStatusLine ? from : i;
     let hasDate = false;
     let fields = 0;
     let length = -3;
@@ -492,7 +501,7 @@ export class ResponseParser {
     else if (transferEncoding >= 0) length = UNTIL_CLOSE;
     else if (length === -3) length = UNTIL_CLOSE;
     const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
-    const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, hasDate, hasContentLength);
+    const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength);
     if (length === 0) this.state = DONE;
     else if (length === CHUNKED) {
       this.state = CHUNK_SIZE;

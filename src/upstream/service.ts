@@ -3,10 +3,11 @@
  * policy, and the selection step every request goes through.
  */
 
+import { performance } from 'node:perf_hooks';
 import { customPolicy } from '../balancer/module-loader.ts';
 import type { PickRequest, Policy, SharedPolicyState } from '../balancer/policy.ts';
 import { policyFactory } from '../balancer/registry.ts';
-import { epochMs } from '../clock.ts';
+import { epochMsAt } from '../clock.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { ServiceCells } from '../state/service-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
@@ -105,8 +106,9 @@ export class ServiceRuntime implements LeaseOwner {
    * Undefined when none can take it now.
    */
   acquire(request: PickRequest, exclude: ReadonlySet<UpstreamServer> | undefined): Lease | undefined {
-    // Asked once per try: epochMs() (from performance.now(), src/clock.ts) costs less than Date.now(), a call into V8's runtime.
-    const now = epochMs();
+    // One clock read per try, for the pick's epoch ms (epochMsAt, src/clock.ts: less than Date.now(), a call into V8's runtime) and the lease's start.
+    const started = performance.now();
+    const now = epochMsAt(started);
     this.pickExclude = exclude;
     this.pickSkip = undefined;
     this.pickNow = now;
@@ -114,7 +116,7 @@ export class ServiceRuntime implements LeaseOwner {
       const server = this.policy.pick(this.servers, request, this.usable);
       if (!server) return undefined;
       if (server.tryAcquire()) {
-        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, now);
+        if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, started, now);
         server.release();
       }
       // Another thread took its last connection between the check and the count.
@@ -126,9 +128,10 @@ export class ServiceRuntime implements LeaseOwner {
 
   /** Counts the request against this particular server (sticky sessions); undefined when it cannot take it now. */
   acquireSpecific(server: UpstreamServer): Lease | undefined {
-    const now = epochMs();
+    const started = performance.now();
+    const now = epochMsAt(started);
     if (!isAvailable(server, now) || !server.tryAcquire()) return undefined;
-    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, now);
+    if (enterCircuit(server, now, this.config.circuit_breaker, this.onCircuitChange)) return new Lease(this, server, started, now);
     server.release();
     return undefined;
   }

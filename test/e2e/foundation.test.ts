@@ -48,19 +48,22 @@ describe('balancing through the binary', () => {
     const velocity = await startInProcess(t, serviceYaml(backends.map((b) => `      - ${b.url}\n`).join(''), '    policy: least-connections\n'));
     const url = `http://127.0.0.1:${velocity.address.port}`;
     const agent = testAgent(t);
+    const servers = () => velocity.dataPlane.service('app')?.servers ?? [];
+    // Slow enough that the waits below, however loaded the machine, end long before they do.
+    const slow = `${url}/?delay=10000`;
     // Two slow requests: with ties broken in rotation they land one on each server.
-    const slow = [get(agent, `${url}/?delay=1500`), get(agent, `${url}/?delay=1500`)];
-    await delay(200);
+    const first = [get(agent, slow), get(agent, slow)];
+    await eventually(() => servers().every((s) => s.inFlight === 1), 30_000, 'one slow request on each server');
     // A third slow request goes to one server; from then on that server has 2, the other 1.
-    const third = get(agent, `${url}/?delay=1500`);
-    await delay(200);
-    const busy = velocity.dataPlane.service('app')?.servers.find((s) => s.inFlight === 2);
+    const third = get(agent, slow);
+    await eventually(() => servers().some((s) => s.inFlight === 2), 30_000, 'one server holds two slow requests');
+    const busy = servers().find((s) => s.inFlight === 2);
     assert.ok(busy, 'one server holds two slow requests');
     // One at a time, so each finds the same counts: 2 on the busy server, 1 on the other.
     const quick = [];
     for (let i = 0; i < 6; i++) quick.push(await get(agent, `${url}/`));
     for (const r of quick) assert.notEqual(r.headers['x-backend'], busy.id === `127.0.0.1:${backends[0]?.port}` ? 'b1' : 'b2');
-    await Promise.all([...slow, third]);
+    await Promise.all([...first, third]);
   });
 
   test('two services on different hosts are routed and balanced independently', async (t) => {
@@ -261,8 +264,9 @@ describe('graceful stop', () => {
     const [backend] = await startBackends(t, 1);
     const velocity = await startVelocityProcess(t, serviceYaml(`      - ${backend?.url}\n`));
     const agent = testAgent(t);
-    const slow = get(agent, `${velocity.url}/?delay=1200`);
-    await delay(300);
+    // A process has no in-flight count to wait for: the request gets a second to arrive, and four to be answered.
+    const slow = get(agent, `${velocity.url}/?delay=4000`);
+    await delay(1000);
     const exit = velocity.stop('SIGTERM');
     const res = await slow;
     assert.equal(res.status, 200);

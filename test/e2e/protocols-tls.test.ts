@@ -322,8 +322,9 @@ test('shutdown lets an HTTP/2 request in flight finish, then closes the connecti
   const l = await lab();
   const velocity = await startInProcess(t, httpsYaml(l));
   const { port } = listenerAddress(velocity, 'https');
-  const slow = h2Request(port, 'a.test', l.caPem, { path: '/?delay=700' });
-  await new Promise((r) => setTimeout(r, 200));
+  const slow = h2Request(port, 'a.test', l.caPem, { path: '/?delay=3000' });
+  // Closed once the request is with the server (a fixed wait let a loaded machine close before it arrived).
+  await eventually(() => velocity.dataPlane.service('web')?.servers.some((s) => s.inFlight === 1) === true, 30_000, 'the request in flight');
   const closed = velocity.close();
   const res = await slow;
   assert.equal(res.status, 200);

@@ -157,11 +157,20 @@ for (const c of CASES) {
 
 test("the usual answer passes the server's lines on as they are, without its Connection line", () => {
   const head = serverHead({ name: 'nginx', raw: NGINX }, false);
-  assert.equal(head.endToEndLines, 'Server: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n');
+  assert.equal(head.endToEndLines, 'HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n');
+  assert.equal(head.withStatusLine, true);
   assert.equal(head.hasDate, true);
   assert.equal(head.hasContentLength, true);
   const chunked = serverHead({ name: 'chunked', lines: ['Transfer-Encoding: chunked', 'X-A: 1', 'Keep-Alive: timeout=5', 'X-B: 2'] }, false);
-  assert.equal(chunked.endToEndLines, 'X-A: 1\r\nX-B: 2\r\n');
+  assert.equal(chunked.endToEndLines, 'HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B: 2\r\n');
+  // A status line the client response would not write as it is: the lines alone.
+  for (const c of [
+    { name: 'no reason', reason: '', lines: ['X-A: 1'] },
+    { name: 'HTTP/1.0', minor: 0, lines: ['X-A: 1'] },
+  ]) {
+    const h = serverHead(c, false);
+    assert.deepEqual([h.endToEndLines, h.withStatusLine], ['X-A: 1\r\n', false], c.name);
+  }
   assert.equal(chunked.hasContentLength, false);
   // Lines a rewrite would change, or a Connection field naming others: the general way.
   assert.equal(serverHead({ name: 'spaced', lines: ['X-A:  1'] }, false).endToEndLines, undefined);

@@ -1,7 +1,9 @@
 /**
  * The socket I/O below net's public API — shared-buffer reads of accepted sockets
- * (src/proxy/http1/socket-io.ts) and direct handle writes (src/socket-writer.ts): on this Node both are in
- * use (a Node upgrade that takes them away is noticed here, not silently slower); direct writes the
+ * (src/proxy/http1/socket-io.ts), reads straight from the handle (src/socket-reader.ts) and direct handle
+ * writes (src/socket-writer.ts): on this Node all are in use, on client and server sockets (a Node upgrade
+ * that takes them away is noticed here, not silently slower); reads past net still give net the end of
+ * the stream, errors, and every read of a socket with a timeout; direct writes the
  * kernel does not take whole keep their order, their bytes and backpressure (one drain), and a failed
  * one reaches the socket as its error; an upgrade's bytes — those that came with its head and those
  * after the 101 — reach the server on both paths (socket internals, and VELOCITY_SOCKET_IO=public).
@@ -11,8 +13,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { type AddressInfo, connect, createServer, type Server, Socket } from 'node:net';
 import { test } from 'node:test';
-import { adoptReads } from '../../src/proxy/http1/socket-io.ts';
+import { adoptReads, releaseReads } from '../../src/proxy/http1/socket-io.ts';
+import { readDirectly } from '../../src/socket-reader.ts';
 import { SocketWriter } from '../../src/socket-writer.ts';
+import type { Http1Connection } from '../../src/upstream/http1-connection.ts';
+import { PoolSet } from '../../src/upstream/http1-pool.ts';
 import { startInProcess } from '../support/velocity.ts';
 
 type Cleanup = { after(fn: () => unknown): void };
@@ -49,6 +54,11 @@ async function until(check: () => boolean, what: string, ms = 30_000): Promise<v
   }
 }
 
+/** The function a socket's handle calls per read: net's onStreamRead, or ours (src/socket-reader.ts). */
+function onReadOf(socket: Socket): unknown {
+  return (socket as unknown as { _handle: { onread: unknown } })._handle.onread;
+}
+
 test('an accepted plain socket is rebuilt to read into the shared buffer; one already read from keeps its stream', async (t) => {
   const { client, accepted } = await pair(t);
   const reads: string[] = [];
@@ -56,6 +66,9 @@ test('an accepted plain socket is rebuilt to read into the shared buffer; one al
   assert.ok(adopted instanceof Socket, 'this Node lets the server read accepted sockets into a buffer of its own');
   t.after(() => adopted.destroy());
   assert.equal(adopted.remotePort, client.localPort);
+  // Reads with bytes come straight from the handle (net's function is the one a plain net socket has).
+  const netOnRead = onReadOf(client);
+  assert.notEqual(onReadOf(adopted), netOnRead, 'reads come straight from the handle');
   client.write('first');
   await until(() => reads.join('') === 'first', 'the first read');
   // What is written back goes out on the same connection; the original socket object goes when this one closes.
@@ -65,6 +78,15 @@ test('an accepted plain socket is rebuilt to read into the shared buffer; one al
   });
   adopted.write('back');
   await until(() => echoed === 'back', 'the answer');
+  // Let go (a WebSocket hand-off): reads go through net and the socket's Readable again.
+  releaseReads(adopted);
+  assert.equal(onReadOf(adopted), netOnRead, 'net reads the released socket again');
+  let streamed = '';
+  adopted.on('data', (b: Buffer) => {
+    streamed += b.toString('latin1');
+  });
+  client.write('more');
+  await until(() => streamed === 'more', 'a read through the stream');
   adopted.destroy();
   await until(() => accepted.destroyed, 'the original socket to be released');
 
@@ -75,6 +97,155 @@ test('an accepted plain socket is rebuilt to read into the shared buffer; one al
     undefined,
     'a socket somebody reads is left alone',
   );
+});
+
+/**
+ * A connected socket reading into two buffers of its own in turn (as an upstream connection's), its reads
+ * with bytes past net (`direct`), and the server's end of it (`peer`). What net's callback gets (`viaNet`)
+ * is read from the buffer the reader knows to be current: net is not told of the buffers handed over.
+ */
+async function readingPair(t: Cleanup) {
+  let take: (s: Socket) => void = () => undefined;
+  const accepted = new Promise<Socket>((resolve) => {
+    take = resolve;
+  });
+  const port = await listen(
+    t,
+    createServer({ allowHalfOpen: true }, (s) => take(s)),
+  );
+  const buffers = [Buffer.alloc(64), Buffer.alloc(64)];
+  let current = 0;
+  const text = (length: number) => (buffers[current] as Buffer).toString('latin1', 0, length);
+  const viaNet: string[] = [];
+  const direct: string[] = [];
+  const errors: (Error & { code?: string })[] = [];
+  const socket = connect({
+    host: '127.0.0.1',
+    port,
+    allowHalfOpen: true,
+    onread: {
+      buffer: buffers[0] as Buffer,
+      callback: (length: number) => {
+        viaNet.push(text(length));
+        return true;
+      },
+    },
+  });
+  socket.on('error', (err) => errors.push(err));
+  t.after(() => socket.destroy());
+  const peer = await accepted;
+  peer.on('error', () => undefined);
+  t.after(() => peer.destroy());
+  await new Promise<void>((resolve) => (socket.connecting ? socket.once('connect', () => resolve()) : resolve()));
+  const restore = readDirectly(socket, (length) => {
+    direct.push(text(length));
+    current = 1 - current;
+    return buffers[current];
+  });
+  assert.ok(restore, 'this Node lets reads with bytes past net');
+  return { socket, peer, buffers, viaNet, direct, errors, restore };
+}
+
+test('reads past net: bytes straight to the reader and into the buffer it answers; a socket with a timeout, or given back, reads through net', async (t) => {
+  const { socket, peer, buffers, viaNet, direct, restore } = await readingPair(t);
+  assert.notEqual(onReadOf(socket), onReadOf(peer), 'reads come straight from the handle');
+  peer.write('one');
+  await until(() => direct.length === 1, 'the first read');
+  peer.write('two');
+  await until(() => direct.length === 2, 'the second read');
+  assert.deepEqual(direct, ['one', 'two']);
+  assert.equal((buffers[1] as Buffer).toString('latin1', 0, 3), 'two', 'the second read went into the buffer the first answered');
+  // A timeout is refreshed by net's onStreamRead: while one is set, reads go through it.
+  socket.setTimeout(60_000);
+  peer.write('three');
+  await until(() => viaNet.length === 1, 'a read through net');
+  socket.setTimeout(0);
+  peer.write('four');
+  await until(() => direct.length === 3, 'a direct read again');
+  restore();
+  assert.equal(onReadOf(socket), onReadOf(peer), 'net reads the socket again');
+  peer.write('five');
+  await until(() => viaNet.length === 2, 'a read through net');
+  assert.deepEqual(direct, ['one', 'two', 'four']);
+  assert.deepEqual(viaNet, ['three', 'five']);
+});
+
+test("reads past net: the peer's end is the socket's 'end' (it still writes: half-close), a reset its 'error'", async (t) => {
+  const ended = await readingPair(t);
+  ended.peer.write('last');
+  await until(() => ended.direct.length === 1, 'the read');
+  let gotEnd = false;
+  ended.socket.on('end', () => {
+    gotEnd = true;
+  });
+  ended.peer.end();
+  await until(() => gotEnd, "the socket's 'end'");
+  let back = '';
+  ended.peer.on('data', (b: Buffer) => {
+    back += b.toString('latin1');
+  });
+  ended.socket.end('answer after the end');
+  await until(() => back === 'answer after the end', 'the answer to the half-closed peer');
+  assert.deepEqual(ended.errors, []);
+
+  const reset = await readingPair(t);
+  reset.peer.resetAndDestroy();
+  await until(() => reset.socket.destroyed && reset.socket.closed, 'the socket to close');
+  assert.deepEqual(
+    reset.errors.map((e) => e.code),
+    ['ECONNRESET'],
+  );
+});
+
+test('an upstream connection reads past net (src/socket-reader.ts), and through net with VELOCITY_SOCKET_IO=public', async (t) => {
+  const backend = createServer((s) => {
+    s.on('data', () => s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+    s.on('error', () => undefined);
+  });
+  const port = await listen(t, backend);
+  const before = process.env.VELOCITY_SOCKET_IO;
+  for (const io of ['socket internals', 'public'] as const) {
+    // Both cases, whatever the environment this test runs in.
+    if (io === 'public') process.env.VELOCITY_SOCKET_IO = 'public';
+    else delete process.env.VELOCITY_SOCKET_IO;
+    const pools = new PoolSet();
+    try {
+      const pool = pools.get(`http://127.0.0.1:${port}`, { host: '127.0.0.1', port }, { connectTimeout: 30_000, keepAliveTimeout: 600_000, tls: undefined });
+      let body = '';
+      let ended = false;
+      pool.request(
+        { method: 'GET', path: '/', headers: ['host', 'backend'], body: null, responseHeaderTimeout: 30_000, idleTimeout: 30_000 },
+        {
+          onInformational() {},
+          onHead: () => false,
+          onData: (chunk: Buffer) => {
+            body += chunk.toString('latin1');
+            return true;
+          },
+          chunkReleased: () => true,
+          onEnd: () => {
+            ended = true;
+          },
+          onError: (err: Error) => {
+            throw err;
+          },
+        },
+      );
+      await until(() => ended, 'the response');
+      assert.equal(body, 'ok');
+      const [connection] = (pool as unknown as { idle: Http1Connection[] }).idle;
+      assert.ok(connection, 'the connection went back to the pool');
+      const plain = connect({ host: '127.0.0.1', port }).on('error', () => undefined);
+      const netOnRead = onReadOf(plain);
+      plain.destroy();
+      if (io === 'public') assert.equal(onReadOf(connection.socket), netOnRead, 'net reads the connection');
+      else assert.notEqual(onReadOf(connection.socket), netOnRead, 'the connection reads past net');
+    } finally {
+      pools.destroyAll();
+      if (before === undefined) delete process.env.VELOCITY_SOCKET_IO;
+      else process.env.VELOCITY_SOCKET_IO = before;
+    }
+  }
 });
 
 /** 64 pieces of 256 KiB, each filled with its index: order and completeness show in the hash. */

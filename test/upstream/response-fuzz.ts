@@ -37,8 +37,12 @@ export interface ParseResult {
   informational: number[];
   status?: number;
   headers?: string[];
-  /** Ours only: ResponseHead.endToEndLines. */
+  /** The status line's version and reason. */
+  version?: string;
+  reason?: string;
+  /** Ours only: ResponseHead.endToEndLines and withStatusLine. */
   endToEndLines?: string;
+  withStatusLine?: boolean;
   body?: Buffer;
   /** Bytes that belong to the response: fewer than were sent when more followed its framing. */
   consumed?: number;
@@ -219,7 +223,9 @@ function parseOnce(c: FuzzCase, splits: readonly number[], framing: boolean): Pa
     informational,
     status: head?.status,
     headers: head?.headers,
+    reason: head?.reason,
     endToEndLines: head?.endToEndLines,
+    withStatusLine: head?.withStatusLine,
     body: Buffer.concat(body),
     consumed,
     chunked: head?.length === -1,
@@ -279,7 +285,7 @@ export class RawResponder {
         res.on('error', (err) => finish({ ok: false, error: err.message, informational }));
         res.on('end', () => {
           if (!res.complete) return finish({ ok: false, error: 'incomplete', informational });
-          finish({ ok: true, informational, status: res.statusCode, headers: res.rawHeaders, body: Buffer.concat(body) });
+          finish({ ok: true, informational, status: res.statusCode, version: res.httpVersion, reason: res.statusMessage, headers: res.rawHeaders, body: Buffer.concat(body) });
         });
         res.on('close', () => finish({ ok: false, error: 'closed before the end', informational }));
       });
@@ -344,8 +350,13 @@ export function compare(ours: ParseResult, node: ParseResult): string | undefine
   if (ours.status !== node.status) return `status ${ours.status} vs ${node.status}`;
   const expected = withoutThisHopFields(node.headers ?? []);
   if (JSON.stringify(ours.headers) !== JSON.stringify(expected)) return `headers ${JSON.stringify(ours.headers)} vs ${JSON.stringify(expected)}`;
-  if (ours.endToEndLines !== undefined && ours.endToEndLines !== endToEndLinesOf(node.headers ?? [])) {
-    return `end-to-end lines ${JSON.stringify(ours.endToEndLines)} vs ${JSON.stringify(endToEndLinesOf(node.headers ?? []))}`;
+  if (ours.endToEndLines !== undefined) {
+    // With the status line: the one a client response head with llhttp's status and reason begins with, for an HTTP/1.1 answer with a reason.
+    const statusLine = ours.withStatusLine && node.version === '1.1' && node.reason ? `HTTP/1.1 ${node.status} ${node.reason}\r\n` : '';
+    const expected = endToEndLinesOf(node.headers ?? []);
+    if ((ours.withStatusLine && statusLine === '') || ours.endToEndLines !== statusLine + expected) {
+      return `end-to-end lines ${JSON.stringify(ours.endToEndLines)} vs ${JSON.stringify(statusLine + expected)}`;
+    }
   }
   if (JSON.stringify(ours.informational) !== JSON.stringify(node.informational)) return `1xx ${ours.informational} vs ${node.informational}`;
   if (!ours.body?.equals(node.body as Buffer)) return `body of ${ours.body?.length} bytes vs ${node.body?.length}`;

@@ -7,6 +7,8 @@
  * 204 and 304 carry none. `write()` returns the socket's answer, so a slow
  * client pauses whoever feeds the response.
  */
+// Imported: the global Buffer is a getter (a call on every use).
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import { STATUS_CODES } from '../../node-http.ts';
@@ -284,11 +286,11 @@ export class Http1Response implements ProxyResponse {
     if (extra) for (let i = 0; i < extra.length; i += 2) lines += headerLines(extra[i] as string, extra[i + 1] as string);
     if (head.reason) this.statusMessage = head.reason;
     this.statusCode = head.status;
-    this.finishHead(head.status, lines, head.hasContentLength, head.hasDate, false);
+    this.finishHead(head.status, lines, head.hasContentLength, head.hasDate, false, head.withStatusLine);
   }
 
-  /** The framing and connection headers the server owns, the Date, and the status line: the head to send. */
-  private finishHead(statusCode: number, given: string, hasLength: boolean, hasDate: boolean, closeAsked: boolean): void {
+  /** The framing and connection headers the server owns, the Date, and the status line (unless `given` starts with it): the head to send. */
+  private finishHead(statusCode: number, given: string, hasLength: boolean, hasDate: boolean, closeAsked: boolean, withStatusLine = false): void {
     let lines = given;
     this.bodyless = this.req.method === 'HEAD' || statusCode === 204 || statusCode === 304 || statusCode < 200;
     const http10 = this.req.httpVersionMinor === 0;
@@ -305,7 +307,7 @@ export class Http1Response implements ProxyResponse {
     else if (http10) lines += 'connection: keep-alive\r\n';
     if (this.sendDate && !hasDate) lines += `date: ${httpDate()}\r\n`;
     this.keepAlive = keepAlive;
-    this.head = `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${lines}\r\n`;
+    this.head = withStatusLine ? `${lines}\r\n` : `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${lines}\r\n`;
   }
 
   /** ClientResponse: an HTTP/1.1 client takes a chunked upstream body with its framing as it is. */

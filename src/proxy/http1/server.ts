@@ -8,7 +8,7 @@
 import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import type { ClientConfig } from '../../config/schema/root.ts';
-import { socketInternalsAllowed } from '../../socket-writer.ts';
+import { socketInternalsAllowed } from '../../stream-wrap.ts';
 import { type ConnectionHost, Http1Connection } from './connection.ts';
 import type { Http1Request } from './request.ts';
 import type { Http1Response } from './response.ts';

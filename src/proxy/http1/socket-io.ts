@@ -7,15 +7,17 @@
  * socket is built by net.Server. So the accepted socket is rebuilt here around its handle with `onread`
  * — measured ~1.8 µs less user CPU per read (one per request). Everything a connection keeps of a read
  * past the callback (pipelined bytes, a partial head, body chunks, the bytes after an upgrade's head)
- * is copied out (`owned`), since the next read of any socket overwrites the buffer.
+ * is copied out (`owned`), since the next read of any socket overwrites the buffer. Reads that bring
+ * bytes then go from the handle straight to the connection (src/socket-reader.ts).
  *
  * This needs two things net does not document: the `_handle` of an accepted socket and the `handle`
  * option of `new Socket()` (how net.Server builds its own). They are checked once per socket
  * (`adoptReads` returns undefined when anything is missing: the socket keeps the stream path), and
- * VELOCITY_SOCKET_IO=public turns the whole path off (socketInternalsAllowed in src/socket-writer.ts: the
+ * VELOCITY_SOCKET_IO=public turns the whole path off (socketInternalsAllowed in src/stream-wrap.ts: the
  * escape hatch if a Node upgrade misbehaves, and how the tests run the public path too).
  */
 import { Socket } from 'node:net';
+import { readDirectly } from '../../socket-reader.ts';
 
 /** What is used of a stream handle (tcp_wrap's TCP): reading on and off, and reads into a buffer of ours. */
 interface StreamHandle {
@@ -47,15 +49,29 @@ function handleOf(socket: Socket): StreamHandle | undefined {
 class ReadRoute {
   /** false: stop reading (what a full Readable answers on the stream path). */
   private target: (buf: Buffer, length: number) => unknown;
+  /** Gives the socket's reads back to net (undefined: they go through net). */
+  private throughNet: (() => void) | undefined;
 
   constructor(target: (buf: Buffer, length: number) => void) {
     this.target = target;
   }
 
-  /** net's onread callback: the shared buffer itself, no view made per read. */
+  /** Reads that bring bytes go from the socket's handle straight to the target, past net (src/socket-reader.ts). */
+  direct(socket: Socket): void {
+    const target = this.target;
+    this.throughNet = readDirectly(socket, (length) => {
+      target(shared, length);
+      return undefined;
+    });
+  }
+
+  /** net's onread callback (reads that do not come directly): the shared buffer itself, no view made per read. */
   readonly onRead = (length: number, buffer: Uint8Array): boolean => this.target(buffer as Buffer, length) !== false;
 
   toStream(socket: Socket): void {
+    // Through net's onStreamRead again: the Readable's backpressure, and the timeout a tunnel sets.
+    this.throughNet?.();
+    this.throughNet = undefined;
     this.target = (buf, length) => socket.push(owned(buf.subarray(0, length)));
   }
 }
@@ -82,6 +98,7 @@ export function adoptReads(socket: Socket, target: (buf: Buffer, length: number)
     writableHighWaterMark: socket.writableHighWaterMark,
     onread: { buffer: shared, callback: route.onRead },
   } as unknown as ConstructorParameters<typeof Socket>[0]);
+  route.direct(adopted);
   routes.set(adopted, route);
   (socket as unknown as { _handle: unknown })._handle = null;
   adopted.once('close', () => socket.destroy());
