@@ -168,6 +168,7 @@ services:
     assert.match(p?.message ?? '', /required field is missing/);
   });
 
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the name quotes the config's ${ENV} syntax, not a template
   test('${ENV} values are substituted, with defaults, and a missing one is an error at its position', () => {
     const { config } = parseConfig(
       `listen: "127.0.0.1:\${PORT}"
