@@ -3,6 +3,7 @@
  * fault. A leaf: the config validates listener and upstream TLS with it, and TLS
  * termination (proxy/tls.ts) serves what it loads.
  */
+import type { Buffer } from 'node:buffer';
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 

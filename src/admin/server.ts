@@ -3,6 +3,7 @@
  * Changes always need the bearer token; when the listener is not on loopback,
  * everything does (and start refuses a public address without a token).
  */
+import { Buffer } from 'node:buffer';
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';

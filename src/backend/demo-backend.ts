@@ -10,6 +10,7 @@
  *                    are going: body bytes handed to their sockets, answers under way (JSON)
  *   ?delay=MS        waits MS before answering (also --delay / env DURATION in seconds)
  */
+import { Buffer } from 'node:buffer';
 import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer } from '../node-http.ts';

@@ -4,6 +4,7 @@
  * maintained HTTP client Velocity already uses; dockerode would bring ssh2 with a
  * native optional addon and gRPC, which Velocity does not need.
  */
+import type { Buffer } from 'node:buffer';
 import type { Dispatcher } from 'undici';
 import { undiciClient } from '../optional-module.ts';
 

@@ -4,6 +4,7 @@
  * with exponential backoff when it crashes (never in a tight loop), and on scale
  * down or shutdown is drained first, then stopped with SIGTERM (SIGKILL after a grace).
  */
+import type { Buffer } from 'node:buffer';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { connect, createServer } from 'node:net';

@@ -9,6 +9,7 @@
  * /api/v1/fleet, log) and retries with backoff; once back it reads the current state at
  * one revision and watches from the next, so no change is missed and none replayed.
  */
+import type { Buffer } from 'node:buffer';
 import { hostname } from 'node:os';
 import type { Lease, Watcher } from 'etcd3';
 import { z } from 'zod';

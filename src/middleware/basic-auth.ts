@@ -6,6 +6,7 @@
  * in a small per-thread cache under a keyed digest (never the password), compared
  * in constant time, so a busy API does not pay a bcrypt per request.
  */
+import { Buffer } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type * as HashWasm from 'hash-wasm';
 import { z } from 'zod';

@@ -7,6 +7,7 @@
  * a HEAD, a 204/304, a body under `min_size` or a type not in `types`.
  * `Vary: Accept-Encoding` is added whenever the answer could have differed.
  */
+import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import type { Transform } from 'node:stream';
 import { constants, createBrotliCompress, createGzip, createZstdCompress } from 'node:zlib';

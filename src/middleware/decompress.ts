@@ -7,6 +7,7 @@
  * refused with 400. Bodies with another or several codings, or `Cache-Control:
  * no-transform`, pass on untouched (the server decides), as in Envoy.
  */
+import { Buffer } from 'node:buffer';
 import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate, zstdDecompress } from 'node:zlib';
 import { z } from 'zod';

@@ -5,6 +5,7 @@
  * serves, keeping its status and x-velocity-error. With `upstream: true` a
  * server's own answers in the range are replaced too.
  */
+import { Buffer } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { z } from 'zod';

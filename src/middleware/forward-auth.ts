@@ -6,6 +6,7 @@
  * 401 with its WWW-Authenticate, a 302 to a login page). A slow or dead auth
  * service fails closed: 503 within `timeout`.
  */
+import { Buffer } from 'node:buffer';
 import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import { positiveDuration } from '../config-fields.ts';

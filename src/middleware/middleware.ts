@@ -5,6 +5,7 @@
  * interface — never node:http objects — so one implementation serves the HTTP/1.1
  * and HTTP/2 listeners alike.
  */
+import type { Buffer } from 'node:buffer';
 import type { Dispatcher } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { ErrorCode } from '../errors.ts';

@@ -3,6 +3,7 @@
  * pages from a service): the server is taken through the service's policy and
  * counted while the request runs, like any other, and always given back (a lease).
  */
+import { Buffer } from 'node:buffer';
 import type { Dispatcher } from 'undici';
 import type { PickRequest } from '../balancer/policy.ts';
 import { undiciClient } from '../optional-module.ts';

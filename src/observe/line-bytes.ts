@@ -5,6 +5,8 @@
  * its pieces were most of what a line allocated).
  */
 
+import { Buffer } from 'node:buffer';
+
 /**
  * Room every reserve leaves past what it was asked for: a writer storing at most this
  * many bytes of its own (keys, punctuation, a newline) between reserves needs no check.

@@ -9,6 +9,7 @@
  * balancer's hot path can give; the wire format is the standard one, so any
  * collector accepts it (the tests decode it with the OpenTelemetry definitions).
  */
+import { Buffer } from 'node:buffer';
 import type { TracingConfig } from '../config/schema/observe.ts';
 import { undiciClient } from '../optional-module.ts';
 import type { Logger } from './logger.ts';

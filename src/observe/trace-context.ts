@@ -6,6 +6,7 @@
  * µs, is what a smaller pool paid per request: 4 KiB took 115 ns for a request's
  * three ids, 16 KiB 90 ns).
  */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 
 const POOL_BYTES = 16 * 1024;

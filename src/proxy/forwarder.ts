@@ -4,6 +4,7 @@
  * Decides nothing about retries: it reports what happened, and whether the client
  * response was already started (after which nothing can be retried).
  */
+import type { Buffer } from 'node:buffer';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';

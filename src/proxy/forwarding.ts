@@ -8,6 +8,7 @@
  * ended it, with no promise made and no microtask turn taken. A step that has to wait — middleware,
  * a body held for retries, the queue, the backoff — goes on from its promise or timer.
  */
+import type { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';

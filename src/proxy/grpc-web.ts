@@ -9,6 +9,7 @@
  *   frame of the body (flag 0x80, then `name:value\r\n` lines); in text mode the
  *   whole body is base64. A trailers-only answer keeps its status in the headers.
  */
+import { Buffer } from 'node:buffer';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';

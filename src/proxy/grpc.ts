@@ -4,6 +4,7 @@
  * as gRPC statuses — a "trailers-only" response (HTTP 200, application/grpc,
  * grpc-status and grpc-message in the one HEADERS frame), never a text body.
  */
+import { Buffer } from 'node:buffer';
 import type { Http2ServerResponse, OutgoingHttpHeaders } from 'node:http2';
 import type { ErrorCode, VelocityError } from '../errors.ts';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';

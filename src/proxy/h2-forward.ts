@@ -7,6 +7,7 @@
  * answered UNAVAILABLE before any message is retried only for methods the config
  * marks safe; plain HTTP follows the service's retry_on rules for idempotent methods.
  */
+import type { Buffer } from 'node:buffer';
 import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';

@@ -2,6 +2,7 @@
  * The HTTP data path for one request: route → guards → forwarding (middleware, select,
  * forward, retries; forwarding.ts), and one record to observers at the end. Never throws to the server.
  */
+import type { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { VelocityError } from '../errors.ts';

@@ -5,6 +5,7 @@
  * knowledge") — are handed to one node:http2 server that never listens itself. Its compatibility API gives request/response objects the
  * handler serves like HTTP/1.1 ones; servers are always spoken to in HTTP/1.1.
  */
+import { Buffer } from 'node:buffer';
 import { createServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { ClientConfig } from '../config/schema/root.ts';

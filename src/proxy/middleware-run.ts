@@ -5,6 +5,7 @@
  * decorated client response the forwarder writes into. Made only for routes that
  * have middleware; a route without pays nothing.
  */
+import { Buffer } from 'node:buffer';
 import { ERROR_CODES, type VelocityError } from '../errors.ts';
 import type { MiddlewareChain } from '../middleware/chain.ts';
 import type { ForwardedRequest, Middleware, MiddlewareRequest, Reply } from '../middleware/middleware.ts';

@@ -3,6 +3,7 @@
  * monitor-uri), for balancers that can only reach the listeners. Answered before routing, guards
  * and the access log; read from the running config, so a reload turns them on or off.
  */
+import { Buffer } from 'node:buffer';
 import type { Config } from '../config/schema/root.ts';
 import { readiness } from '../upstream/readiness.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';

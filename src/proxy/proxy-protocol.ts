@@ -3,6 +3,7 @@
  * behind a TCP service who the client was: written first on the connection to
  * the server, before any client byte.
  */
+import { Buffer } from 'node:buffer';
 import { isIPv4, isIPv6 } from 'node:net';
 
 export type ProxyProtocolVersion = 'v1' | 'v2';

@@ -1,4 +1,5 @@
 /** The HTTP→HTTPS redirect listener's answer: the same host and path, on the HTTPS port. */
+import { Buffer } from 'node:buffer';
 import type { RequestListener } from './proxy-message.ts';
 
 /** A host name, IPv4 address or bracketed IPv6 address, with an optional port. */

@@ -5,6 +5,7 @@
  * retried gRPC call gets its messages again. Past the limit it stops keeping and
  * is no longer replayable; the current attempt is unaffected.
  */
+import type { Buffer } from 'node:buffer';
 import type { RequestBody } from './proxy-message.ts';
 
 export interface BodySink {

@@ -5,6 +5,7 @@
  * HTTP/1.1 body goes on with its chunk framing as the client sent it: the
  * server gets the same chunks, and nothing decodes and encodes them again.
  */
+import type { Buffer } from 'node:buffer';
 import { VelocityError } from '../errors.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import { hasHttp2BodyWithoutLength } from './http2.ts';

@@ -3,6 +3,7 @@
  * batch at a time. crypto.randomUUID builds each id from twenty string pieces; here one random fill
  * serves a batch, one latin1 string a run of ids, and an id is a slice of that string.
  */
+import { Buffer } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 
 /**

@@ -1,4 +1,5 @@
 /** Responses Velocity writes itself: short body, `x-velocity-error` header naming the code. */
+import { Buffer } from 'node:buffer';
 import type { VelocityError } from '../errors.ts';
 import type { ProxyResponse } from './proxy-message.ts';
 

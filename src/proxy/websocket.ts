@@ -6,6 +6,7 @@
  * (so least-connections sees it), silence in both directions past
  * `timeouts.tunnel` closes it, and shutdown waits for tunnels until its deadline.
  */
+import type { Buffer } from 'node:buffer';
 import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';

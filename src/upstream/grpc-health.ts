@@ -4,6 +4,7 @@
  * HealthCheckRequest { string service = 1; } and
  * HealthCheckResponse { ServingStatus status = 1; } (SERVING = 1, NOT_SERVING = 2, SERVICE_UNKNOWN = 3).
  */
+import { Buffer } from 'node:buffer';
 import { connect, constants } from 'node:http2';
 import type { ConnectionOptions } from 'node:tls';
 

@@ -4,6 +4,7 @@
  * result and each change (logged here with its reason) through HealthStatusSetter,
  * as Traefik's health checks report to their balancer through a StatusSetter.
  */
+import type { Buffer } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { ServiceConfig } from '../config/schema/service.ts';

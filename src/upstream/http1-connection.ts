@@ -5,6 +5,7 @@
  * response ended exactly where its framing said (no byte more, nothing left
  * unsent, no `Connection: close`).
  */
+import { Buffer } from 'node:buffer';
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { connect as tlsConnect } from 'node:tls';

@@ -4,6 +4,7 @@
  * the answer goes to. The connection drives it; the exchange keeps what must
  * survive a move to a fresh connection (a stale keep-alive socket).
  */
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import type { SocketWriter } from '../socket-writer.ts';
 import type { ResponseHead } from './response-parser.ts';

@@ -10,6 +10,7 @@
  *
  * One parser per connection, reset for each response.
  */
+import { Buffer } from 'node:buffer';
 import { HOP_BY_HOP } from '../hop-by-hop.ts';
 
 /** A server's final response head as the parser read it. */

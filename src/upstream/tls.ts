@@ -2,6 +2,7 @@
  * TLS toward https:// servers: the connect options a service's settings give
  * (CA file read once per config), and what a failed handshake means.
  */
+import type { Buffer } from 'node:buffer';
 import type { ConnectionOptions } from 'node:tls';
 import { loadCaFile } from '../certificates.ts';
 import type { UpstreamTlsConfig } from '../config/schema/upstream-tls.ts';

@@ -5,6 +5,7 @@
  * and dist/admin/dashboard/ are both three levels below the package root. The
  * page is public; the data it shows comes from API routes with the usual auth.
  */
+import type { Buffer } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { AdminError, type AdminRoute } from '../router.ts';

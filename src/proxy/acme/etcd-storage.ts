@@ -6,6 +6,7 @@
  * lease when its holder dies, released by its holder. etcd is linearizable, so a
  * leader change never lets two instances hold it at once.
  */
+import type { Buffer } from 'node:buffer';
 import { type EtcdConfigStore, etcd3 } from '../../config/etcd-source.ts';
 import { type AcmeStorage, heldLock, type StorageLock, storageKey, waitForLock } from './storage.ts';
 

@@ -4,6 +4,7 @@
  * is in ACME storage (written by this instance or another sharing it); any other
  * request, and a token we don't hold, go on as usual (a service may do its own ACME).
  */
+import type { Buffer } from 'node:buffer';
 import type { RequestListener } from '../proxy-message.ts';
 import { type AcmeStorage, keys } from './storage.ts';
 

@@ -4,6 +4,7 @@
  * them, and errors sorted into what an operator can act on. Scheduling,
  * backoff and locking are the manager's.
  */
+import type { Buffer } from 'node:buffer';
 import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';

@@ -3,6 +3,7 @@
  * arrives: clients see an untrusted certificate for a moment instead of a failed
  * handshake, and the listener opens at once whatever the CA does.
  */
+import { Buffer } from 'node:buffer';
 import { randomBytes, webcrypto } from 'node:crypto';
 import type * as X509 from '@peculiar/x509';
 import { optionalModule } from '../../optional-module.ts';

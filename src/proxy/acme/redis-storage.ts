@@ -8,6 +8,7 @@
  * it); a failover while an order runs can at worst let a second instance order
  * the same name once, which the CA's limits tolerate.
  */
+import type { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openRedisClient, type RedisClient, type RedisTarget } from '../../guard/redis-clients.ts';

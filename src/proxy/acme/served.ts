@@ -5,6 +5,7 @@
  * TLS-ALPN-01 challenge certificates for the handshake. It never talks to the
  * CA: the manager (main thread, or another instance sharing storage) does.
  */
+import type { Buffer } from 'node:buffer';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from '../../observe/logger.ts';
 import { selfSignedCertificate } from './placeholder.ts';

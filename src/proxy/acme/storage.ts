@@ -4,6 +4,7 @@
  * implementation serves one machine or a shared directory (NFS and the like);
  * redis-storage.ts serves a fleet; stores.ts picks one for a config.
  */
+import type { Buffer } from 'node:buffer';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';

@@ -13,6 +13,8 @@
  * Sizes are powers of two from 2 KiB; up to 32 of each are kept (at most 4 MB in all, 2 MB of them 64 KiB ones).
  */
 
+import { Buffer } from 'node:buffer';
+
 /** The largest body copied into a reused buffer. */
 export const MAX_POOLED_BODY = 64 * 1024;
 const MIN_SHIFT = 11;

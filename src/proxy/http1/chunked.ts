@@ -6,6 +6,7 @@
  * token[=token|quoted-string] within a byte budget, trailers as header lines
  * within the head size limit, CRLF after every chunk's data.
  */
+import type { Buffer } from 'node:buffer';
 import { COLON, CR, FIELD_VALUE, HTAB, hexValue, LF, QDTEXT, QUOTED_PAIR, SP, TOKEN } from './chars.ts';
 
 /** Hex digits in a chunk size: 12 is 256 TB, more is an attack on the size arithmetic. */

@@ -6,6 +6,7 @@
  * after each response. Deadlines are plain numbers the server's sweep checks:
  * no timer per request.
  */
+import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import { SocketWriter } from '../../socket-writer.ts';

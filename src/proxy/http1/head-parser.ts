@@ -7,6 +7,7 @@
  * Content-Length beside Transfer-Encoding, a Transfer-Encoding other than
  * exactly `chunked` (or on HTTP/1.0), a version other than 1.0 or 1.1.
  */
+import type { Buffer } from 'node:buffer';
 import { METHODS } from '../../node-http.ts';
 import { AUTHORITY, COLON, CR, FIELD_VALUE, HTAB, IPV6_LITERAL, isName, LF, REG_NAME, SP, TARGET, TOKEN } from './chars.ts';
 

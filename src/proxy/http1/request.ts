@@ -6,6 +6,7 @@
  * The Readable is made only when the body is read or its first bytes arrive: a request without a
  * body that nobody reads (most GETs) builds no stream state and emits nothing.
  */
+import type { Buffer } from 'node:buffer';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';

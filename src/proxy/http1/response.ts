@@ -7,7 +7,6 @@
  * 204 and 304 carry none. `write()` returns the socket's answer, so a slow
  * client pauses whoever feeds the response.
  */
-// Imported: the global Buffer is a getter (a call on every use).
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';

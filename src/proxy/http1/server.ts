@@ -5,6 +5,7 @@
  * (connections idle for a second close, busy ones after their response, the
  * rest are cut at the deadline).
  */
+import type { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import type { ClientConfig } from '../../config/schema/root.ts';

@@ -16,6 +16,7 @@
  * VELOCITY_SOCKET_IO=public turns the whole path off (socketInternalsAllowed in src/stream-wrap.ts: the
  * escape hatch if a Node upgrade misbehaves, and how the tests run the public path too).
  */
+import { Buffer } from 'node:buffer';
 import { Socket } from 'node:net';
 import { readDirectly } from '../../socket-reader.ts';
 
