@@ -13,7 +13,7 @@ import type { Transform } from 'node:stream';
 import { z } from 'zod';
 import { size } from '../config-fields.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
-import { ENCODINGS, Encoders, type Encoding, LEVELS, reusable } from './encoders.ts';
+import { ENCODINGS, Encoders, type Encoding, LEVELS, reusable, WHOLE_MAX } from './encoders.ts';
 import { addToken, headerValue, removeHeader, setHeader } from './head.ts';
 import type { Middleware, RequestView } from './middleware.ts';
 import { ResponseDecorator } from './response-decorator.ts';
@@ -99,7 +99,7 @@ export function compress(o: z.output<typeof compressOptions>): Middleware {
 }
 
 /** One input buffer of an encoder: what an upstream read holds at most (upstream/http1-connection.ts). */
-const INPUT_SIZE = 16 * 1024;
+const INPUT_SIZE = WHOLE_MAX;
 /** Input buffers of finished encoders, reused by the next ones (per thread; at most this many kept, 1 MB). */
 const SPARE_INPUTS = 64;
 const spareInputs: Buffer[] = [];
@@ -140,6 +140,8 @@ class CompressingResponse extends ResponseDecorator {
   private ending = false;
   /** A reusable encoder's final flush called back: the response is complete once its output is all out. */
   private flushed = false;
+  /** A small body with a known length: collected whole and compressed at end(), on this thread (Encoders.compressWhole). */
+  private whole = false;
   constructor(inner: ClientResponse, encoding: Encoding | undefined, eligible: (status: number, headers: string[]) => boolean, encoders: Encoders) {
     super(inner);
     this.encoding = encoding;
@@ -149,7 +151,7 @@ class CompressingResponse extends ResponseDecorator {
 
   override get writableLength(): number | undefined {
     // Chunks are copied (collect): none written is referenced after write() returns.
-    return this.encoder ? 0 : this.inner.writableLength;
+    return this.encoder || this.whole ? 0 : this.inner.writableLength;
   }
 
   override writeHead(status: number, message: string | undefined, headers: string[]): unknown {
@@ -158,12 +160,14 @@ class CompressingResponse extends ResponseDecorator {
     // The answer depends on Accept-Encoding whenever this type could be compressed.
     if (eligible || (status === 304 && this.encoding)) addToken(list, 'vary', 'Accept-Encoding');
     if (eligible && this.encoding) {
+      const length = headerValue(list, 'content-length');
       removeHeader(list, 'content-length');
       list.push('content-encoding', this.encoding);
       // The bytes differ from the identity representation: a strong validator becomes weak (as nginx does).
       const etag = headerValue(list, 'etag');
       if (etag?.startsWith('"')) setHeader(list, 'etag', `W/${etag}`);
-      this.start(this.encoding);
+      if (length !== undefined && Number(length) <= WHOLE_MAX && this.encoders.wholeOnThread) this.whole = true;
+      else this.start(this.encoding);
     }
     return this.inner.writeHead(status, message, list);
   }
@@ -227,6 +231,11 @@ class CompressingResponse extends ResponseDecorator {
   }
 
   override write(chunk: Uint8Array): boolean {
+    if (this.whole) {
+      // At most WHOLE_MAX bytes come (the Content-Length): they wait for end().
+      this.collect(chunk);
+      return true;
+    }
     if (!this.encoder) return this.inner.write(chunk);
     if (chunk.length === 0) return true;
     this.collect(chunk);
@@ -275,13 +284,49 @@ class CompressingResponse extends ResponseDecorator {
   };
 
   override end(): unknown {
+    if (this.whole) {
+      this.endWhole();
+      return this;
+    }
     if (!this.encoder) return this.inner.end();
     if (this.reading) this.ending = true;
     else this.finishInput();
     return this;
   }
 
+  /** Compresses the collected body at once (Encoders.compressWhole) and ends the client's response with it. */
+  private endWhole(): void {
+    this.whole = false;
+    const last = this.collecting.length - 1;
+    const body =
+      last === 0
+        ? (this.collecting[0] as Buffer).subarray(0, this.lastLength)
+        : Buffer.concat(this.collecting.map((input, i) => (i === last ? input.subarray(0, this.lastLength) : input)));
+    let compressed: Buffer;
+    try {
+      compressed = this.encoders.compressWhole(this.encoding as Encoding, body);
+    } catch (error) {
+      this.inner.destroy(error as Error);
+      return;
+    } finally {
+      this.releaseCollected();
+    }
+    this.inner.write(compressed);
+    this.inner.end();
+  }
+
+  /** Gives back the collecting buffers: nothing reads them any more. */
+  private releaseCollected(): void {
+    for (const input of this.collecting) giveBackInput(input);
+    this.collecting.length = 0;
+    this.collected = 0;
+  }
+
   override destroy(error?: Error): unknown {
+    if (this.whole) {
+      this.whole = false;
+      this.releaseCollected();
+    }
     this.encoder?.destroy();
     return this.inner.destroy(error);
   }

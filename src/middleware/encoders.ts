@@ -17,8 +17,9 @@
  * the configured ones), and its docs give reset() for the inflate and deflate algorithms only.
  */
 
+import type { Buffer } from 'node:buffer';
 import type { Transform } from 'node:stream';
-import { constants, createBrotliCompress, createGzip, createZstdCompress, type Gzip, type ZlibReset } from 'node:zlib';
+import { brotliCompressSync, constants, createBrotliCompress, createGzip, createZstdCompress, type Gzip, gzipSync, type ZlibReset, zstdCompressSync } from 'node:zlib';
 
 export const ENCODINGS = ['zstd', 'br', 'gzip'] as const;
 export type Encoding = (typeof ENCODINGS)[number];
@@ -46,15 +47,56 @@ export function reusable(encoding: Encoding): boolean {
   return encoding === 'gzip';
 }
 
+/** The largest body compressed whole on the event loop's thread (Encoders.compressWhole): one input buffer of compress.ts. */
+export const WHOLE_MAX = 16 * 1024;
+/** More than an encoding adds to a body of WHOLE_MAX bytes that does not compress (gzip: 18-byte header and trailer, 5 bytes a stored block). */
+const WHOLE_FRAMING = 64;
+
+/**
+ * zlib's window and hash for a body of `length` bytes, nginx's rule (ngx_http_gzip_filter_memory): halve
+ * both while the body fits in half the window (less zlib's 262-byte lookahead). windowBits 15 / memLevel 8
+ * (node's defaults, ~261 KB of state) for 16 KB and up; 9 / 2 (~4 KB) for a body under 250 bytes. A window
+ * larger than the body finds no more matches; the state made and cleared per call is what it costs.
+ */
+export function gzipWindowFor(length: number): { windowBits: number; memLevel: number } {
+  let windowBits = 15;
+  let memLevel = 8;
+  while (windowBits > 9 && length < (1 << (windowBits - 1)) - 262) {
+    windowBits--;
+    memLevel--;
+  }
+  return { windowBits, memLevel };
+}
+
 /** The encoders of one compress middleware: a configured level. */
 export class Encoders {
   private readonly gzipLevel: number;
   private readonly brotliQuality: number;
   private readonly zstdLevel: number;
+  /** Whether small bodies are compressed on the event loop's thread: not at level best (brotli 11 takes ms even for 16 KB). */
+  readonly wholeOnThread: boolean;
   constructor(level: Level) {
     this.gzipLevel = level === 'fast' ? 1 : level === 'best' ? 9 : 6;
     this.brotliQuality = level === 'fast' ? 1 : level === 'best' ? 11 : 5;
     this.zstdLevel = level === 'fast' ? 1 : level === 'best' ? 19 : 3;
+    this.wholeOnThread = level !== 'best';
+  }
+
+  /**
+   * A small body (at most WHOLE_MAX bytes), compressed at once on this thread: node's *Sync calls, one
+   * encoder made for it, its state sized to the body (gzip: gzipWindowFor; brotli: the size hint; zstd
+   * sizes its own from the whole input). A stream encoder does each write and the final flush on the
+   * thread pool: two round trips of the event loop per response (futex wake-ups and context switches on
+   * both sides) cost more CPU than compressing a few KB.
+   */
+  compressWhole(encoding: Encoding, body: Buffer): Buffer {
+    // Output buffers the size of the body and its framing, not node's 16 KB default: a 16 KB Buffer per
+    // response is 16 KB of young garbage per response (a bigger output only takes another buffer).
+    const chunkSize = Math.max(constants.Z_MIN_CHUNK, body.length + WHOLE_FRAMING);
+    if (encoding === 'gzip') return gzipSync(body, { level: this.gzipLevel, chunkSize, ...gzipWindowFor(body.length) });
+    if (encoding === 'br')
+      return brotliCompressSync(body, { chunkSize, params: { [constants.BROTLI_PARAM_QUALITY]: this.brotliQuality, [constants.BROTLI_PARAM_SIZE_HINT]: body.length } });
+    return zstdCompressSync(body, { chunkSize, params: { [constants.ZSTD_c_compressionLevel]: this.zstdLevel } });
   }
 
   /** An encoder for one response: a spare gzip one when there is one. */

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { describe, type TestContext, test } from 'node:test';
 import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from 'node:zlib';
 import { compress, compressOptions } from '../../src/middleware/compress.ts';
-import { gzipEncoderCounts, SPARE_GZIP } from '../../src/middleware/encoders.ts';
+import { gzipEncoderCounts, gzipWindowFor, SPARE_GZIP, WHOLE_MAX } from '../../src/middleware/encoders.ts';
 import { eventually, startInProcess } from '../support/velocity.ts';
 import { Recorded, view } from './recorded-response.ts';
 
@@ -100,9 +100,60 @@ describe('gzip encoders reused across responses', () => {
     const before = gzipEncoderCounts();
     await fetchAllExact(port, 'gzip', 0, 300, 6);
     const after = gzipEncoderCounts();
-    assert.equal(after.made + after.reused - before.made - before.reused, 300, 'one encoder per response');
+    const streamed = Array.from({ length: 300 }, (_, n) => bodyOf(n).length).filter((length) => length > WHOLE_MAX).length;
+    assert.ok(streamed > 250);
+    assert.equal(after.made + after.reused - before.made - before.reused, streamed, 'one encoder per response over WHOLE_MAX');
     assert.ok(after.made - before.made <= 6, `${after.made - before.made} made for 300 responses 6 at a time`);
     assert.ok(after.idle <= SPARE_GZIP);
+  });
+
+  test('bodies of a known length up to WHOLE_MAX are compressed whole without a stream encoder, in each encoding, byte-exact', async (t) => {
+    // Sizes around gzipWindowFor's steps and WHOLE_MAX.
+    const serverPort = await startServer(t, (path, res) => {
+      const length = /^\/length\/(\d+)$/.exec(path)?.[1];
+      if (length === undefined) return false;
+      const body = bodyOf(299_999).subarray(0, Number(length));
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+      res.end(body);
+      return true;
+    });
+    const port = await startVelocity(t, serverPort, '[gzip, br, zstd]');
+    const before = taken();
+    for (const encoding of ['gzip', 'br', 'zstd']) {
+      for (const length of [0, 1, 21, 249, 250, 700, 1800, 4000, 8000, 16_121, 16_122, WHOLE_MAX]) {
+        const res = await fetch(port, `/length/${length}`, encoding);
+        assert.equal(res.encoding, encoding);
+        assert.ok((DECODE[encoding] as (b: Buffer) => Buffer)(res.body).equals(bodyOf(299_999).subarray(0, length)), `${encoding}, ${length} bytes`);
+      }
+    }
+    assert.equal(taken(), before, 'no gzip stream encoder taken');
+    // One byte over: a stream.
+    const over = await fetch(port, `/length/${WHOLE_MAX + 1}`, 'gzip');
+    assert.ok(gunzipSync(over.body).equals(bodyOf(299_999).subarray(0, WHOLE_MAX + 1)));
+    assert.equal(taken(), before + 1);
+  });
+
+  test('at level best a small body goes through a stream encoder (brotli 11 would hold the event loop for milliseconds)', async () => {
+    const { wrap } = compress(compressOptions.parse({ encodings: ['gzip'], level: 'best' }));
+    assert.ok(wrap);
+    const before = taken();
+    const inner = new Recorded();
+    const res = wrap(view, inner);
+    res.writeHead(200, undefined, ['content-type', 'text/plain', 'content-length', '2000']);
+    res.write(bodyOf(299_999).subarray(0, 2000));
+    res.end();
+    assert.ok(gunzipSync(await inner.body()).equals(bodyOf(299_999).subarray(0, 2000)));
+    assert.equal(taken(), before + 1);
+  });
+
+  test("gzip's window and hash for a body whole follow nginx's rule: halved while the body fits in half the window", () => {
+    assert.deepEqual(gzipWindowFor(WHOLE_MAX), { windowBits: 15, memLevel: 8 });
+    assert.deepEqual(gzipWindowFor(16_122), { windowBits: 15, memLevel: 8 });
+    assert.deepEqual(gzipWindowFor(16_121), { windowBits: 14, memLevel: 7 });
+    assert.deepEqual(gzipWindowFor(4000), { windowBits: 13, memLevel: 6 });
+    assert.deepEqual(gzipWindowFor(250), { windowBits: 10, memLevel: 3 });
+    assert.deepEqual(gzipWindowFor(249), { windowBits: 9, memLevel: 2 });
+    assert.deepEqual(gzipWindowFor(0), { windowBits: 9, memLevel: 2 });
   });
 
   test('br and zstd (encoders made per response) decode byte-exact too, and take no gzip encoder', async (t) => {
@@ -234,7 +285,9 @@ describe('gzip encoders reused across responses', () => {
       await eventually(() => inner.writableFinished, 30_000, `response ${n} ended`);
       assert.ok(gunzipSync(await inner.body()).equals(body), `response ${n} byte-exact`);
     }
-    assert.equal(gzipEncoderCounts().made - before.made, 1, 'one encoder for the four responses');
+    const after = gzipEncoderCounts();
+    assert.equal(after.made + after.reused - before.made - before.reused, 4);
+    assert.ok(after.made - before.made <= 1, 'one encoder for the four responses');
   });
 
   test('the spares are bounded: 20 responses at once keep SPARE_GZIP encoders and close the rest', async (t) => {
