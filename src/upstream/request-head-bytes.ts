@@ -36,29 +36,55 @@ function put(buf: Buffer, at: number, text: string): number {
 }
 
 /**
+ * The strings the head in `shared` was written from — method, target, then each header's name and value — and
+ * the offset just past each one's separator. A head that begins with the same strings (requests to one
+ * service repeat their request line, Host and forwarding headers; the request id is usually the first
+ * string that differs) finds their bytes in place, and only the rest is written. Compared as strings, so
+ * equal content written from another string object is found too. Holds the last head's strings until the next head.
+ */
+const written: string[] = [];
+const writtenEnd: number[] = [];
+let writtenCount = 0;
+
+/**
  * `method SP target SP HTTP/1.1 CRLF`, a `name: value CRLF` line per pair of `headers`, then `extraLine`
  * (a whole line with its CRLF, or '') and the blank line. Valid until the next call.
  */
 export function requestHeadBytes(method: string, target: string, headers: readonly string[], extraLine: string): Buffer {
   let length = method.length + 1 + target.length + REQUEST_LINE_REST + extraLine.length + 2;
   for (let i = 0; i < headers.length; i++) length += (headers[i] as string).length + 2;
-  const buf = length <= SHARED_BYTES ? shared : Buffer.allocUnsafeSlow(length);
-  let at = put(buf, 0, method);
-  buf[at++] = 0x20;
-  at = put(buf, at, target);
-  at = put(buf, at, ' HTTP/1.1\r\n');
-  for (let i = 0; i < headers.length; i += 2) {
-    at = put(buf, at, headers[i] as string);
-    buf[at++] = 0x3a;
-    buf[at++] = 0x20;
-    at = put(buf, at, headers[i + 1] as string);
-    buf[at++] = 0x0d;
-    buf[at++] = 0x0a;
+  const reuse = length <= SHARED_BYTES;
+  const buf = reuse ? shared : Buffer.allocUnsafeSlow(length);
+  const pieces = headers.length + 2;
+  let same = reuse;
+  let at = 0;
+  for (let k = 0; k < pieces; k++) {
+    const text = k === 0 ? method : k === 1 ? target : (headers[k - 2] as string);
+    if (same && k < writtenCount && written[k] === text) {
+      at = writtenEnd[k] as number;
+      continue;
+    }
+    same = false;
+    at = put(buf, at, text);
+    if (k === 0) buf[at++] = 0x20;
+    else if (k === 1) at = put(buf, at, ' HTTP/1.1\r\n');
+    else if ((k & 1) === 0) {
+      buf[at++] = 0x3a;
+      buf[at++] = 0x20;
+    } else {
+      buf[at++] = 0x0d;
+      buf[at++] = 0x0a;
+    }
+    if (reuse) {
+      written[k] = text;
+      writtenEnd[k] = at;
+    }
   }
   at = put(buf, at, extraLine);
   buf[at++] = 0x0d;
   buf[at] = 0x0a;
-  if (buf !== shared) return buf;
+  if (!reuse) return buf;
+  writtenCount = pieces;
   if (view.length !== length) view = shared.subarray(0, length);
   return view;
 }
@@ -66,5 +92,6 @@ export function requestHeadBytes(method: string, target: string, headers: readon
 /** The last head's bytes are still referred to (a write not taken whole): the next head is written elsewhere. */
 export function headRetained(): void {
   shared = Buffer.allocUnsafeSlow(SHARED_BYTES);
+  writtenCount = 0;
   view = shared.subarray(0, 0);
 }

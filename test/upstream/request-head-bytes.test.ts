@@ -10,7 +10,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { SocketWriter } from '../../src/socket-writer.ts';
 import { Exchange, type ExchangeSink } from '../../src/upstream/http1-exchange.ts';
-import { requestHeadBytes } from '../../src/upstream/request-head-bytes.ts';
+import { headRetained, requestHeadBytes } from '../../src/upstream/request-head-bytes.ts';
 
 /** The head as the string concatenation before (the reference), as latin1 bytes. */
 function joined(method: string, target: string, headers: readonly string[], extraLine: string): Buffer {
@@ -54,6 +54,34 @@ test('a head written as bytes is byte for byte the joined string, for 3000 rando
     assert.deepEqual(requestHeadBytes(method, target, headers, extra), expected, `head ${n}`);
   }
   assert.ok(large > 100, `heads larger than the shared buffer were drawn (${large})`);
+});
+
+test('heads written one after another from lists that share their first strings are each byte for byte the joined string (the bytes left in place are the right ones)', () => {
+  const next = random(29);
+  let previous: string[] = ['GET', '/', 'host', 'a.example'];
+  let reused = 0;
+  for (let n = 0; n < 5000; n++) {
+    // The next list keeps a prefix of the previous one (the same strings, or copies of them), then differs.
+    const keep = next(previous.length + 1);
+    const list = previous.slice(0, keep).map((piece) => (next(4) === 0 ? Buffer.from(piece, 'latin1').toString('latin1') : piece));
+    if (keep > 0 && next(5) === 0) {
+      // The same index with a string of another length, or of the same length and other bytes.
+      const at = next(keep);
+      const piece = list[at] as string;
+      list[at] = next(2) === 0 ? `${piece}x` : piece.length > 0 ? `${piece.slice(0, -1)}${piece.at(-1) === 'z' ? 'y' : 'z'}` : 'z';
+    }
+    while (list.length < 2 || list.length % 2 === 1 || next(3) > 0) {
+      list.push(next(40) === 0 ? 'q'.repeat(3000) : text(next));
+      if (list.length > 30 && list.length % 2 === 0) break;
+    }
+    const [method, target, ...headers] = list as [string, string, ...string[]];
+    const extra = ['', 'content-length: 0\r\n'][next(2)] as string;
+    if (next(50) === 0) headRetained();
+    if (keep > 4) reused++;
+    assert.deepEqual(requestHeadBytes(method, target, headers, extra), joined(method, target, headers, extra), `head ${n}`);
+    previous = list;
+  }
+  assert.ok(reused > 1000, `heads sharing more than the request line were drawn (${reused})`);
 });
 
 const sink: ExchangeSink = {
