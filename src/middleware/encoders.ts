@@ -89,7 +89,7 @@ export class Encoders {
    * thread pool: two round trips of the event loop per response (futex wake-ups and context switches on
    * both sides) cost more CPU than compressing a few KB.
    */
-  compressWhole(encoding: Encoding, body: Buffer): Buffer {
+  compressWhole(encoding: Encoding, body: Uint8Array): Buffer {
     // Output buffers the size of the body and its framing, not node's 16 KB default: a 16 KB Buffer per
     // response is 16 KB of young garbage per response (a bigger output only takes another buffer).
     const chunkSize = Math.max(constants.Z_MIN_CHUNK, body.length + WHOLE_FRAMING);

@@ -137,6 +137,34 @@ describe('gzip encoders reused across responses', () => {
     assert.equal(taken(), before + 1);
   });
 
+  test('a small body written in pieces, or at once from a buffer the writer then reuses, is compressed whole byte-exact', async () => {
+    const { wrap } = compress(compressOptions.parse({ encodings: ['gzip'] }));
+    assert.ok(wrap);
+    const body = bodyOf(299_999).subarray(0, 10_000);
+    const head = ['content-type', 'text/plain', 'content-length', String(body.length)];
+    // In ten writes from one buffer, overwritten after each (as the upstream connection does with its reads).
+    const pieces = new Recorded();
+    const res = wrap(view, pieces);
+    res.writeHead(200, undefined, head);
+    const buffer = Buffer.alloc(1000);
+    for (let at = 0; at < body.length; at += 1000) {
+      body.copy(buffer, 0, at, at + 1000);
+      assert.equal(res.write(buffer), true);
+      buffer.fill(0xff);
+    }
+    res.end();
+    assert.ok(gunzipSync(await pieces.body()).equals(body), 'in pieces');
+    // In one write, the buffer overwritten at once.
+    const once = new Recorded();
+    const res2 = wrap(view, once);
+    res2.writeHead(200, undefined, head);
+    const whole = Buffer.from(body);
+    res2.write(whole);
+    whole.fill(0xff);
+    res2.end();
+    assert.ok(gunzipSync(await once.body()).equals(body), 'at once');
+  });
+
   test('at level best a small body goes through a stream encoder (brotli 11 would hold the event loop for milliseconds)', async () => {
     const { wrap } = compress(compressOptions.parse({ encodings: ['gzip'], level: 'best' }));
     assert.ok(wrap);
