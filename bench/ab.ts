@@ -4,9 +4,11 @@
  * nginx, A, B (B before A every other round); medians of CPU µs per request (user/system) and req/s, and each against nginx
  * in the same round.
  *
- *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /] [--post BYTES]
+ *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /] [--post BYTES] [--gzip]
  *
  * `--post BYTES` POSTs a body of that size to /post per request (bench/run.ts's `POST 64KB` is `--post 65536 --connections 20`).
+ * `--gzip` adds the compress middleware (gzip, every size: / is 21 bytes) and `Accept-Encoding: gzip` to each
+ * request (bench/run.ts's `GET 1MB gzip` is `--gzip --path /big --connections 10`).
  *
  * DIR is a checkout (or a copy of one with `dist/` and a `node_modules` link) built before the change;
  * `--other` runs another such copy as B instead of this checkout.
@@ -36,6 +38,7 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '50' },
     path: { type: 'string', default: '/' },
     post: { type: 'string' },
+    gzip: { type: 'boolean', default: false },
   },
 });
 if (!args.base) throw new Error('--base DIR is required (a checkout built before the change)');
@@ -50,10 +53,10 @@ try {
       root,
       startMs: 180_000,
       extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, `${name}-access.log`)}, format: json }`,
-      service: '    health: { type: http, path: /, interval: 1s, timeout: 1s }\n',
+      service: `    health: { type: http, path: /, interval: 1s, timeout: 1s }\n${args.gzip ? '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*], min_size: 0 } }]\n' : ''}`,
     });
   const contenders: Contender[] = await Promise.all([startNginxProxy(ctx, upstreams), features('A (base)', args.base), features('B (this tree)', args.other)]);
-  const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
+  const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : []), ...(args.gzip ? ['-H', 'Accept-Encoding: gzip'] : [])];
   if (args.post) args.path = '/post';
   const runs = new Map<string, LoadResult[]>(contenders.map((c) => [c.name, []]));
   for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}${args.path}`, wrk, WARMUP_SECONDS, c.pid);

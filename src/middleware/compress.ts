@@ -10,16 +10,13 @@
 import { Buffer } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import type { Transform } from 'node:stream';
-import { constants, createBrotliCompress, createGzip, createZstdCompress } from 'node:zlib';
 import { z } from 'zod';
 import { size } from '../config-fields.ts';
 import type { ClientResponse } from '../proxy/client-response.ts';
+import { ENCODINGS, Encoders, type Encoding, LEVELS, reusable, WHOLE_MAX } from './encoders.ts';
 import { addToken, headerValue, removeHeader, setHeader } from './head.ts';
 import type { Middleware, RequestView } from './middleware.ts';
 import { ResponseDecorator } from './response-decorator.ts';
-
-const ENCODINGS = ['zstd', 'br', 'gzip'] as const;
-type Encoding = (typeof ENCODINGS)[number];
 
 export const compressOptions = z.strictObject({
   /** Offered encodings, preferred first when the client rates them equally. */
@@ -34,7 +31,7 @@ export const compressOptions = z.strictObject({
     .array(z.string().regex(/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/i, 'a media type such as text/html or text/*'))
     .default(['text/*', 'application/json', 'application/javascript', 'application/xml', 'application/problem+json', 'application/ld+json', 'image/svg+xml']),
   /** Compression level: fast (the default, what nginx's gzip 1 and Caddy choose) or best. */
-  level: z.enum(['fast', 'default', 'best']).default('fast'),
+  level: z.enum(LEVELS).default('fast'),
 });
 
 /**
@@ -80,11 +77,7 @@ function typeMatcher(types: readonly string[]): (contentType: string | undefined
 
 export function compress(o: z.output<typeof compressOptions>): Middleware {
   const typeAllowed = typeMatcher(o.types);
-  const makeEncoder = (encoding: Encoding): Transform => {
-    if (encoding === 'gzip') return createGzip({ level: o.level === 'fast' ? 1 : o.level === 'best' ? 9 : 6 });
-    if (encoding === 'br') return createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: o.level === 'fast' ? 1 : o.level === 'best' ? 11 : 5 } });
-    return createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: o.level === 'fast' ? 1 : o.level === 'best' ? 19 : 3 } });
-  };
+  const encoders = new Encoders(o.level);
   return {
     wrap(req: RequestView, res: ClientResponse): ClientResponse {
       if (req.method === 'HEAD') return res;
@@ -99,14 +92,14 @@ export function compress(o: z.output<typeof compressOptions>): Middleware {
           const length = headerValue(headers, 'content-length');
           return length === undefined || Number(length) >= o.min_size;
         },
-        makeEncoder,
+        encoders,
       );
     },
   };
 }
 
 /** One input buffer of an encoder: what an upstream read holds at most (upstream/http1-connection.ts). */
-const INPUT_SIZE = 16 * 1024;
+const INPUT_SIZE = WHOLE_MAX;
 /** Input buffers of finished encoders, reused by the next ones (per thread; at most this many kept, 1 MB). */
 const SPARE_INPUTS = 64;
 const spareInputs: Buffer[] = [];
@@ -134,7 +127,7 @@ class CompressingResponse extends ResponseDecorator {
   private readonly drains = new EventEmitter<{ drain: [] }>();
   private readonly encoding: Encoding | undefined;
   private readonly eligible: (status: number, headers: string[]) => boolean;
-  private readonly makeEncoder: (encoding: Encoding) => Transform;
+  private readonly encoders: Encoders;
   /** The buffer the encoder is reading, until its write callback. */
   private reading: Buffer | undefined;
   /** The buffers collecting what is written meanwhile: all full but the last, which holds lastLength bytes. */
@@ -145,16 +138,23 @@ class CompressingResponse extends ResponseDecorator {
   private wantsDrain = false;
   /** end() came while the encoder was reading: it ends once the collected bytes went in too. */
   private ending = false;
-  constructor(inner: ClientResponse, encoding: Encoding | undefined, eligible: (status: number, headers: string[]) => boolean, makeEncoder: (encoding: Encoding) => Transform) {
+  /** A reusable encoder's final flush called back: the response is complete once its output is all out. */
+  private flushed = false;
+  /**
+   * A small body with a known length: collected whole and compressed at end(), on this thread
+   * (Encoders.compressWhole); the head waits for it, to go out with the compressed length in the same write.
+   */
+  private wholeHead: { status: number; message: string | undefined; headers: string[] } | undefined = undefined;
+  constructor(inner: ClientResponse, encoding: Encoding | undefined, eligible: (status: number, headers: string[]) => boolean, encoders: Encoders) {
     super(inner);
     this.encoding = encoding;
     this.eligible = eligible;
-    this.makeEncoder = makeEncoder;
+    this.encoders = encoders;
   }
 
   override get writableLength(): number | undefined {
     // Chunks are copied (collect): none written is referenced after write() returns.
-    return this.encoder ? 0 : this.inner.writableLength;
+    return this.encoder || this.wholeHead ? 0 : this.inner.writableLength;
   }
 
   override writeHead(status: number, message: string | undefined, headers: string[]): unknown {
@@ -163,33 +163,85 @@ class CompressingResponse extends ResponseDecorator {
     // The answer depends on Accept-Encoding whenever this type could be compressed.
     if (eligible || (status === 304 && this.encoding)) addToken(list, 'vary', 'Accept-Encoding');
     if (eligible && this.encoding) {
+      const length = headerValue(list, 'content-length');
       removeHeader(list, 'content-length');
       list.push('content-encoding', this.encoding);
       // The bytes differ from the identity representation: a strong validator becomes weak (as nginx does).
       const etag = headerValue(list, 'etag');
       if (etag?.startsWith('"')) setHeader(list, 'etag', `W/${etag}`);
+      if (length !== undefined && Number(length) <= WHOLE_MAX && this.encoders.wholeOnThread) {
+        this.wholeHead = { status, message, headers: list };
+        return this;
+      }
       this.start(this.encoding);
     }
     return this.inner.writeHead(status, message, list);
   }
 
   private start(encoding: Encoding): void {
-    const encoder = this.makeEncoder(encoding);
+    const encoder = this.encoders.take(encoding);
     this.encoder = encoder;
-    encoder.on('data', (chunk: Buffer) => {
-      if (!this.inner.write(chunk)) {
-        encoder.pause();
-        this.inner.once('drain', () => encoder.resume());
-      }
-    });
-    encoder.once('end', () => this.inner.end());
-    encoder.once('error', (err) => this.inner.destroy(err));
-    this.inner.once('close', () => {
-      if (!encoder.writableFinished) encoder.destroy();
-    });
+    encoder.on('data', this.onData);
+    encoder.once('error', this.onError);
+    // A reused encoder never ends: its response completes in `flushedLast`/`onData` instead.
+    if (!reusable(encoding)) encoder.once('end', () => this.inner.end());
+    this.inner.once('close', this.onClose);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    const encoder = this.encoder as Transform;
+    if (!this.inner.write(chunk)) {
+      encoder.pause();
+      this.inner.once('drain', this.resumeEncoder);
+    }
+    if (this.flushed && encoder.readableLength === 0) this.complete();
+  };
+  private readonly resumeEncoder = (): void => {
+    this.encoder?.resume();
+  };
+  private readonly onError = (error: Error): void => {
+    this.inner.destroy(error);
+  };
+  /** The client went away (or the response ended): an encoder not given back is dropped, never reused. */
+  private readonly onClose = (): void => {
+    if (this.encoder && !this.encoder.writableFinished) this.encoder.destroy();
+  };
+
+  /** Ends the encoder's input: see Encoders.finish. */
+  private finishInput(): void {
+    this.encoders.finish(this.encoding as Encoding, this.encoder as Transform, this.flushedLast);
+  }
+
+  private readonly flushedLast = (): void => {
+    const encoder = this.encoder;
+    // Destroyed meanwhile (client gone, encoder error): it is not given back.
+    if (encoder === undefined || encoder.destroyed) return;
+    this.flushed = true;
+    // Output still buffered (the client was slow and paused it): onData completes once it is out.
+    if (encoder.readableLength === 0) this.complete();
+  };
+
+  /**
+   * The whole response went to the client: the encoder goes back for the next response, and is no longer
+   * this response's (a late destroy() must not reach it), then the client's response ends.
+   */
+  private complete(): void {
+    const encoder = this.encoder as Transform;
+    this.encoder = undefined;
+    encoder.removeListener('data', this.onData);
+    encoder.removeListener('error', this.onError);
+    this.inner.removeListener('close', this.onClose);
+    this.inner.removeListener('drain', this.resumeEncoder);
+    this.encoders.giveBack(encoder);
+    this.inner.end();
   }
 
   override write(chunk: Uint8Array): boolean {
+    if (this.wholeHead) {
+      // At most WHOLE_MAX bytes come (the Content-Length): they wait for end().
+      this.collect(chunk);
+      return true;
+    }
     if (!this.encoder) return this.inner.write(chunk);
     if (chunk.length === 0) return true;
     this.collect(chunk);
@@ -230,7 +282,7 @@ class CompressingResponse extends ResponseDecorator {
     if (error) return;
     giveBackInput(input);
     if (this.collected > 0) this.feed();
-    else if (this.ending) (this.encoder as Transform).end();
+    else if (this.ending) this.finishInput();
     if (this.wantsDrain) {
       this.wantsDrain = false;
       this.drains.emit('drain');
@@ -238,13 +290,54 @@ class CompressingResponse extends ResponseDecorator {
   };
 
   override end(): unknown {
+    if (this.wholeHead) {
+      this.endWhole(this.wholeHead);
+      return this;
+    }
     if (!this.encoder) return this.inner.end();
     if (this.reading) this.ending = true;
-    else this.encoder.end();
+    else this.finishInput();
     return this;
   }
 
+  /**
+   * Compresses the collected body at once (Encoders.compressWhole) and sends the head with its
+   * Content-Length and the body: one write, no chunk framing.
+   */
+  private endWhole(head: { status: number; message: string | undefined; headers: string[] }): void {
+    this.wholeHead = undefined;
+    const last = this.collecting.length - 1;
+    const body =
+      last === 0
+        ? (this.collecting[0] as Buffer).subarray(0, this.lastLength)
+        : Buffer.concat(this.collecting.map((input, i) => (i === last ? input.subarray(0, this.lastLength) : input)));
+    let compressed: Buffer;
+    try {
+      compressed = this.encoders.compressWhole(this.encoding as Encoding, body);
+    } catch (error) {
+      this.inner.destroy(error as Error);
+      return;
+    } finally {
+      this.releaseCollected();
+    }
+    head.headers.push('content-length', String(compressed.length));
+    this.inner.writeHead(head.status, head.message, head.headers);
+    this.inner.write(compressed);
+    this.inner.end();
+  }
+
+  /** Gives back the collecting buffers: nothing reads them any more. */
+  private releaseCollected(): void {
+    for (const input of this.collecting) giveBackInput(input);
+    this.collecting.length = 0;
+    this.collected = 0;
+  }
+
   override destroy(error?: Error): unknown {
+    if (this.wholeHead) {
+      this.wholeHead = undefined;
+      this.releaseCollected();
+    }
     this.encoder?.destroy();
     return this.inner.destroy(error);
   }

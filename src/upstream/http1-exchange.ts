@@ -7,6 +7,7 @@
 import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import type { SocketWriter } from '../socket-writer.ts';
+import { headRetained, requestHeadBytes } from './request-head-bytes.ts';
 import type { ResponseHead } from './response-parser.ts';
 
 type Listener = (...args: never[]) => void;
@@ -116,22 +117,19 @@ export class Exchange {
   /**
    * Writes the request to a connected socket: a bodiless request's head (straight to the socket's handle
    * when it can be, see socket-writer.ts), head and buffered body in one writev (no copy), a stream with backpressure.
+   * The head's bytes are the shared buffer of request-head-bytes.ts: a write that keeps them past this call says so.
    */
   send(writer: SocketWriter): void {
     const socket = writer.socket;
     const { method, path, headers, body } = this.request;
     this.headSent = true;
-    // biome-ignore lint/style/useTemplate: `+` of strings, because a template literal calls the ToString builtin on every piece (perf)
-    let head = method + ' ' + path + ' HTTP/1.1\r\n';
-    // biome-ignore lint/style/useTemplate: as above, once per header
-    for (let i = 0; i < headers.length; i += 2) head += (headers[i] as string) + ': ' + (headers[i + 1] as string) + '\r\n';
     if (body === null) {
-      if (carriesBody(method) && !hasHeader(headers, 'content-length')) head += 'content-length: 0\r\n';
-      writer.write(`${head}\r\n`);
+      const length = carriesBody(method) && !hasHeader(headers, 'content-length') ? 'content-length: 0\r\n' : '';
+      writer.write(requestHeadBytes(method, path, headers, length));
       this.requestDone = true;
     } else if (Buffer.isBuffer(body) || Array.isArray(body)) {
       socket.cork();
-      socket.write(`${head}\r\n`, 'latin1');
+      socket.write(requestHeadBytes(method, path, headers, ''));
       this.bodyBytes = writeAll(socket, body as BufferedBody);
       socket.uncork();
       // Written at once (the usual case), the socket keeps no reference to the body's buffers.
@@ -142,11 +140,11 @@ export class Exchange {
       // A stream of unknown length (HTTP/2 without content-length, a decoded chunked body) is chunked toward the
       // server; one that carries its chunk framing already goes as it is.
       const unframed = !hasHeader(headers, 'content-length');
-      if (unframed) head += 'transfer-encoding: chunked\r\n';
       // The body's writes go through the socket: they queue behind the head wherever it waits.
-      writer.write(`${head}\r\n`);
+      writer.write(requestHeadBytes(method, path, headers, unframed ? 'transfer-encoding: chunked\r\n' : ''));
       this.pump = new BodyPump(this, stream, socket, unframed && stream.chunkFraming !== true);
     }
+    if (writer.pendingBytes !== 0) headRetained();
   }
 
   /** Stops reading the request body (the exchange ended, failed, or moves to another connection). */

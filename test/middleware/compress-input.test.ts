@@ -9,66 +9,8 @@ import { describe, type TestContext, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { compress, compressOptions } from '../../src/middleware/compress.ts';
 import { HeadHookResponse } from '../../src/middleware/response-decorator.ts';
-import type { ClientResponse } from '../../src/proxy/client-response.ts';
 import { startInProcess } from '../support/velocity.ts';
-
-/** The client's side of a response in this process: what reaches it, a socket that takes every write whole. */
-class Recorded implements ClientResponse {
-  readonly chunks: Buffer[] = [];
-  headersSent = false;
-  destroyed = false;
-  writableFinished = false;
-  writableLength = 0;
-  statusCode = 200;
-  private readonly ended: Promise<void>;
-  private finish: () => void = () => {};
-  constructor() {
-    this.ended = new Promise((resolve) => {
-      this.finish = resolve;
-    });
-  }
-  writeHead(statusCode: number): unknown {
-    this.statusCode = statusCode;
-    this.headersSent = true;
-    return this;
-  }
-  write(chunk: Uint8Array): boolean {
-    this.chunks.push(Buffer.from(chunk));
-    return true;
-  }
-  end(): unknown {
-    this.writableFinished = true;
-    this.finish();
-    return this;
-  }
-  destroy(): unknown {
-    this.destroyed = true;
-    return this;
-  }
-  on(): unknown {
-    return this;
-  }
-  once(): unknown {
-    return this;
-  }
-  removeListener(): unknown {
-    return this;
-  }
-  body(): Promise<Buffer> {
-    return this.ended.then(() => Buffer.concat(this.chunks));
-  }
-}
-
-const view = {
-  method: 'GET',
-  url: '/',
-  clientIp: '127.0.0.1',
-  requestId: 'r',
-  host: 'h',
-  proto: 'http' as const,
-  header: (n: string) => (n === 'accept-encoding' ? 'gzip' : undefined),
-  cookie: () => undefined,
-};
+import { Recorded, view } from './recorded-response.ts';
 
 describe('compression input', () => {
   test('the writer may reuse its buffer as soon as write() returns: writableLength is 0 and the body decodes byte-exact', async () => {
