@@ -140,8 +140,11 @@ class CompressingResponse extends ResponseDecorator {
   private ending = false;
   /** A reusable encoder's final flush called back: the response is complete once its output is all out. */
   private flushed = false;
-  /** A small body with a known length: collected whole and compressed at end(), on this thread (Encoders.compressWhole). */
-  private whole = false;
+  /**
+   * A small body with a known length: collected whole and compressed at end(), on this thread
+   * (Encoders.compressWhole); the head waits for it, to go out with the compressed length in the same write.
+   */
+  private wholeHead: { status: number; message: string | undefined; headers: string[] } | undefined = undefined;
   constructor(inner: ClientResponse, encoding: Encoding | undefined, eligible: (status: number, headers: string[]) => boolean, encoders: Encoders) {
     super(inner);
     this.encoding = encoding;
@@ -151,7 +154,7 @@ class CompressingResponse extends ResponseDecorator {
 
   override get writableLength(): number | undefined {
     // Chunks are copied (collect): none written is referenced after write() returns.
-    return this.encoder || this.whole ? 0 : this.inner.writableLength;
+    return this.encoder || this.wholeHead ? 0 : this.inner.writableLength;
   }
 
   override writeHead(status: number, message: string | undefined, headers: string[]): unknown {
@@ -166,8 +169,11 @@ class CompressingResponse extends ResponseDecorator {
       // The bytes differ from the identity representation: a strong validator becomes weak (as nginx does).
       const etag = headerValue(list, 'etag');
       if (etag?.startsWith('"')) setHeader(list, 'etag', `W/${etag}`);
-      if (length !== undefined && Number(length) <= WHOLE_MAX && this.encoders.wholeOnThread) this.whole = true;
-      else this.start(this.encoding);
+      if (length !== undefined && Number(length) <= WHOLE_MAX && this.encoders.wholeOnThread) {
+        this.wholeHead = { status, message, headers: list };
+        return this;
+      }
+      this.start(this.encoding);
     }
     return this.inner.writeHead(status, message, list);
   }
@@ -231,7 +237,7 @@ class CompressingResponse extends ResponseDecorator {
   }
 
   override write(chunk: Uint8Array): boolean {
-    if (this.whole) {
+    if (this.wholeHead) {
       // At most WHOLE_MAX bytes come (the Content-Length): they wait for end().
       this.collect(chunk);
       return true;
@@ -284,8 +290,8 @@ class CompressingResponse extends ResponseDecorator {
   };
 
   override end(): unknown {
-    if (this.whole) {
-      this.endWhole();
+    if (this.wholeHead) {
+      this.endWhole(this.wholeHead);
       return this;
     }
     if (!this.encoder) return this.inner.end();
@@ -294,9 +300,12 @@ class CompressingResponse extends ResponseDecorator {
     return this;
   }
 
-  /** Compresses the collected body at once (Encoders.compressWhole) and ends the client's response with it. */
-  private endWhole(): void {
-    this.whole = false;
+  /**
+   * Compresses the collected body at once (Encoders.compressWhole) and sends the head with its
+   * Content-Length and the body: one write, no chunk framing.
+   */
+  private endWhole(head: { status: number; message: string | undefined; headers: string[] }): void {
+    this.wholeHead = undefined;
     const last = this.collecting.length - 1;
     const body =
       last === 0
@@ -311,6 +320,8 @@ class CompressingResponse extends ResponseDecorator {
     } finally {
       this.releaseCollected();
     }
+    head.headers.push('content-length', String(compressed.length));
+    this.inner.writeHead(head.status, head.message, head.headers);
     this.inner.write(compressed);
     this.inner.end();
   }
@@ -323,8 +334,8 @@ class CompressingResponse extends ResponseDecorator {
   }
 
   override destroy(error?: Error): unknown {
-    if (this.whole) {
-      this.whole = false;
+    if (this.wholeHead) {
+      this.wholeHead = undefined;
       this.releaseCollected();
     }
     this.encoder?.destroy();

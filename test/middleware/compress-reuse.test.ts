@@ -56,6 +56,8 @@ async function startVelocity(t: TestContext, serverPort: number, encodings = '[g
 interface Fetched {
   status: number;
   encoding: string | undefined;
+  /** The Content-Length header, when there was one (else the body was chunked). */
+  length: string | undefined;
   body: Buffer;
 }
 
@@ -64,7 +66,7 @@ function fetch(port: number, path: string, acceptEncoding: string, agent?: Agent
     const req = get({ host: '127.0.0.1', port, path, agent, headers: { 'accept-encoding': acceptEncoding } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, encoding: res.headers['content-encoding'], body: Buffer.concat(chunks) }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, encoding: res.headers['content-encoding'], length: res.headers['content-length'], body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -107,7 +109,7 @@ describe('gzip encoders reused across responses', () => {
     assert.ok(after.idle <= SPARE_GZIP);
   });
 
-  test('bodies of a known length up to WHOLE_MAX are compressed whole without a stream encoder, in each encoding, byte-exact', async (t) => {
+  test('bodies of a known length up to WHOLE_MAX are compressed whole without a stream encoder, in each encoding, byte-exact, sent with their compressed length', async (t) => {
     // Sizes around gzipWindowFor's steps and WHOLE_MAX.
     const serverPort = await startServer(t, (path, res) => {
       const length = /^\/length\/(\d+)$/.exec(path)?.[1];
@@ -123,6 +125,7 @@ describe('gzip encoders reused across responses', () => {
       for (const length of [0, 1, 21, 249, 250, 700, 1800, 4000, 8000, 16_121, 16_122, WHOLE_MAX]) {
         const res = await fetch(port, `/length/${length}`, encoding);
         assert.equal(res.encoding, encoding);
+        assert.equal(res.length, String(res.body.length), 'the compressed length, not chunks');
         assert.ok((DECODE[encoding] as (b: Buffer) => Buffer)(res.body).equals(bodyOf(299_999).subarray(0, length)), `${encoding}, ${length} bytes`);
       }
     }
@@ -130,6 +133,7 @@ describe('gzip encoders reused across responses', () => {
     // One byte over: a stream.
     const over = await fetch(port, `/length/${WHOLE_MAX + 1}`, 'gzip');
     assert.ok(gunzipSync(over.body).equals(bodyOf(299_999).subarray(0, WHOLE_MAX + 1)));
+    assert.equal(over.length, undefined, 'streamed: chunked');
     assert.equal(taken(), before + 1);
   });
 
