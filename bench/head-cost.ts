@@ -94,9 +94,10 @@ async function load(name: string, root: string): Promise<Build> {
   // The client socket's writer (builds with socket-writer.ts): what the socket holds, writes as latin1. A string
   // is copied out as the socket's handle does (WriteString: flattened, then copied to the stack).
   const copy = Buffer.allocUnsafe(16 * 1024) as Buffer & { latin1Write(text: string, offset: number): number };
+  // It takes every write at once (pendingBytes 0): a write buffer is not kept, and end() tells the flush on the next tick.
   const writer = {
     socket,
-    pendingBytes: 1,
+    pendingBytes: 0,
     write: (data: string | Uint8Array) => {
       if (typeof data === 'string') copy.latin1Write(data, 0);
       return socket.write(data, 'latin1');

@@ -33,6 +33,12 @@ import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../ups
 import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../upstream/tls.ts';
 import type { Topology } from '../upstream/topology.ts';
 
+/**
+ * How long an idle server connection is kept: a minute, as nginx's upstream keepalive_timeout: traffic after a pause
+ * of a few seconds finds its connections open instead of connecting again. A server that closes sooner says so in its
+ * Keep-Alive header (Node, Apache) and the pool lets go a second before it (src/upstream/http1-pool.ts).
+ */
+const UPSTREAM_IDLE_MS = 60_000;
 const NO_RULES: RequestRules = { clientIps: new ClientIpResolver(new CidrSet([])), guards: [] };
 
 export interface DataPlaneOptions {
@@ -254,7 +260,7 @@ export class DataPlane {
   poolOptions(service: ServiceRuntime): UpstreamPoolOptions {
     let options = this.poolOptionsCache.get(service);
     if (!options) {
-      options = { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: 4_000, tls: upstreamTlsOptions(service.config.tls) };
+      options = { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: UPSTREAM_IDLE_MS, tls: upstreamTlsOptions(service.config.tls) };
       this.poolOptionsCache.set(service, options);
     }
     return options;

@@ -23,8 +23,8 @@ export interface ConnectionHome {
   /** tls.connect options for https:// servers; undefined for plain ones. */
   readonly tls: object | undefined;
   readonly connectTimeout: number;
-  /** Returns a connection whose exchange ended cleanly. */
-  release(connection: Http1Connection): void;
+  /** Returns a connection whose exchange ended cleanly; `serverIdleMs`: how long the server said it keeps it idle (-1: it did not say). */
+  release(connection: Http1Connection, serverIdleMs: number): void;
   /** A connection closed (idle or not). */
   forget(connection: Http1Connection): void;
   /** Sends an exchange again on a fresh connection (its stale keep-alive one failed before any byte was exchanged). */
@@ -295,6 +295,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   private complete(clean: boolean): void {
     const exchange = this.exchange as Exchange;
     const reusable = clean && exchange.requestDone && (this.head?.keepAlive ?? false) && !exchange.aborted;
+    const serverIdleMs = this.head?.keepAliveTimeoutMs ?? -1;
     exchange.detachBody();
     exchange.carriedBy(undefined);
     this.exchange = undefined;
@@ -307,7 +308,7 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
         this.paused = false;
         this.socket.resume();
       }
-      this.home.release(this);
+      this.home.release(this, serverIdleMs);
     } else this.close();
     if (!exchange.aborted) exchange.sink.onEnd();
   }

@@ -1,7 +1,8 @@
 /**
  * Keep-alive HTTP/1.1 connections to one server (plain or TLS), and the set of
  * such pools a thread owns. Idle connections are reused last-in first-out (the
- * warmest socket first) and closed after the keep-alive timeout; one deadline
+ * warmest socket first) and closed after the keep-alive timeout, or a second
+ * before the server's own when its Keep-Alive header gives one; one deadline
  * sweep per thread times connects, response heads, stalled bodies and idle
  * connections.
  */
@@ -25,6 +26,8 @@ export interface PoolTarget {
 }
 
 const DEFAULT_MAX_IDLE = 256;
+/** How long before a server's announced keep-alive timeout (Keep-Alive: timeout=N) an idle connection is closed (undici's margin). */
+const SERVER_CLOSE_MARGIN_MS = 1_000;
 
 export class ServerPool implements ConnectionHome {
   readonly host: string;
@@ -85,13 +88,16 @@ export class ServerPool implements ConnectionHome {
     this.all.add(new Http1Connection(this, exchange));
   }
 
-  release(connection: Http1Connection): void {
-    if (this.closed || this.idle.length >= this.maxIdle) {
+  release(connection: Http1Connection, serverIdleMs: number): void {
+    // A server that said how long it keeps an idle connection closes it then: the pool lets go a margin
+    // before, so no request is sent as the server's FIN is on its way (a reset, and a retry at best).
+    const keepFor = serverIdleMs < 0 ? this.keepAliveTimeout : Math.min(this.keepAliveTimeout, serverIdleMs - SERVER_CLOSE_MARGIN_MS);
+    if (this.closed || this.idle.length >= this.maxIdle || keepFor <= 0) {
       connection.close();
       return;
     }
     // Released from the read that completed its response: that read's time is now.
-    connection.idleUntil(connection.lastReadAt + this.keepAliveTimeout);
+    connection.idleUntil(connection.lastReadAt + keepFor);
     this.idle.push(connection);
   }
 

@@ -1,50 +1,35 @@
 /**
- * The request head for a server as latin1 bytes, written into a buffer that serves head after head.
+ * The request head for a server as latin1 bytes, written into a buffer that serves head after head
+ * (src/scratch-bytes.ts).
  *
  * Built by `+`, a head was a chain of cons strings (four per header line: ~880 bytes for the six
  * lines of a proxied wrk request) that the socket write then flattened into one more string (~270)
  * before copying it out: the largest source of garbage per request. Written piece by piece into
  * bytes, it makes none, and the socket writes the buffer as it is (no flattening, no copy).
  *
- * Each character becomes the byte of its low eight bits, as the latin1 string write did: the same
- * bytes on the wire for any header value, whatever it holds.
- *
  * A write the kernel does not take whole keeps referring to the bytes until it completes: the caller
  * then says so (`headRetained`) and the next head gets a buffer of its own.
  */
-import { Buffer } from 'node:buffer';
+import type { Buffer } from 'node:buffer';
+import { putLatin1, ScratchBytes } from '../scratch-bytes.ts';
 
 /** Heads up to this size are written into the shared buffer; a larger one gets its own. */
-const SHARED_BYTES = 4096;
-/** Shorter pieces are copied by a loop here: a call into C++ (latin1Write) costs more than their characters. */
-const LOOP_BELOW = 16;
+const scratch = new ScratchBytes(4096);
 /** `' HTTP/1.1\r\n'` after the target, `'\r\n'` at the end. */
 const REQUEST_LINE_REST = 11;
 
-let shared = Buffer.allocUnsafeSlow(SHARED_BYTES);
-/** The last view of `shared` handed out: the same length again (the usual case) reuses it. */
-let view = shared.subarray(0, 0);
-
-/** Buffer's own latin1Write (not in its typings), which Buffer#write(…, 'latin1') ends in after an encoding lookup and argument checks. */
-type Latin1Writable = Buffer & { latin1Write(text: string, offset: number, length: number): number };
-
-function put(buf: Buffer, at: number, text: string): number {
-  const n = text.length;
-  if (n >= LOOP_BELOW) return at + (buf as Latin1Writable).latin1Write(text, at, n);
-  for (let k = 0; k < n; k++) buf[at + k] = text.charCodeAt(k);
-  return at + n;
-}
-
 /**
- * The strings the head in `shared` was written from — method, target, then each header's name and value — and
- * the offset just past each one's separator. A head that begins with the same strings (requests to one
- * service repeat their request line, Host and forwarding headers; the request id is usually the first
- * string that differs) finds their bytes in place, and only the rest is written. Compared as strings, so
- * equal content written from another string object is found too. Holds the last head's strings until the next head.
+ * The strings the head in `writtenInto` (the shared buffer) was written from — method, target, then each
+ * header's name and value — and the offset just past each one's separator. A head that begins with the same
+ * strings (requests to one service repeat their request line, Host and forwarding headers; the request id
+ * is usually the first string that differs) finds their bytes in place, and only the rest is written.
+ * Compared as strings, so equal content written from another string object is found too. Holds the last
+ * head's strings until the next head.
  */
 const written: string[] = [];
 const writtenEnd: number[] = [];
 let writtenCount = 0;
+let writtenInto: Buffer | undefined;
 
 /**
  * `method SP target SP HTTP/1.1 CRLF`, a `name: value CRLF` line per pair of `headers`, then `extraLine`
@@ -53,10 +38,10 @@ let writtenCount = 0;
 export function requestHeadBytes(method: string, target: string, headers: readonly string[], extraLine: string): Buffer {
   let length = method.length + 1 + target.length + REQUEST_LINE_REST + extraLine.length + 2;
   for (let i = 0; i < headers.length; i++) length += (headers[i] as string).length + 2;
-  const reuse = length <= SHARED_BYTES;
-  const buf = reuse ? shared : Buffer.allocUnsafeSlow(length);
+  const buf = scratch.bufferFor(length);
+  const reuse = length <= scratch.size;
   const pieces = headers.length + 2;
-  let same = reuse;
+  let same = reuse && buf === writtenInto;
   let at = 0;
   for (let k = 0; k < pieces; k++) {
     const text = k === 0 ? method : k === 1 ? target : (headers[k - 2] as string);
@@ -65,9 +50,9 @@ export function requestHeadBytes(method: string, target: string, headers: readon
       continue;
     }
     same = false;
-    at = put(buf, at, text);
+    at = putLatin1(buf, at, text);
     if (k === 0) buf[at++] = 0x20;
-    else if (k === 1) at = put(buf, at, ' HTTP/1.1\r\n');
+    else if (k === 1) at = putLatin1(buf, at, ' HTTP/1.1\r\n');
     else if ((k & 1) === 0) {
       buf[at++] = 0x3a;
       buf[at++] = 0x20;
@@ -80,18 +65,17 @@ export function requestHeadBytes(method: string, target: string, headers: readon
       writtenEnd[k] = at;
     }
   }
-  at = put(buf, at, extraLine);
+  at = putLatin1(buf, at, extraLine);
   buf[at++] = 0x0d;
   buf[at] = 0x0a;
-  if (!reuse) return buf;
-  writtenCount = pieces;
-  if (view.length !== length) view = shared.subarray(0, length);
-  return view;
+  if (reuse) {
+    writtenCount = pieces;
+    writtenInto = buf;
+  }
+  return scratch.bytesOf(buf, length);
 }
 
 /** The last head's bytes are still referred to (a write not taken whole): the next head is written elsewhere. */
 export function headRetained(): void {
-  shared = Buffer.allocUnsafeSlow(SHARED_BYTES);
-  writtenCount = 0;
-  view = shared.subarray(0, 0);
+  scratch.retained();
 }

@@ -38,6 +38,8 @@ export class ResponseHead {
   /** Among those lines: a Date field, a Content-Length field (whatever the framing made of it). */
   readonly hasDate: boolean;
   readonly hasContentLength: boolean;
+  /** How long the server keeps the connection idle, as its `Keep-Alive: timeout=N` said (ms); -1 when it did not say. */
+  readonly keepAliveTimeoutMs: number;
   /** The head as latin1 text, and where its header lines start in it (after the status line). */
   private readonly text: string;
   private readonly linesAt: number;
@@ -54,6 +56,7 @@ export class ResponseHead {
     withStatusLine: boolean,
     hasDate: boolean,
     hasContentLength: boolean,
+    keepAliveTimeoutMs: number,
   ) {
     this.status = status;
     this.reason = reason;
@@ -66,6 +69,7 @@ export class ResponseHead {
     this.withStatusLine = withStatusLine;
     this.hasDate = hasDate;
     this.hasContentLength = hasContentLength;
+    this.keepAliveTimeoutMs = keepAliveTimeoutMs;
   }
 
   /**
@@ -420,6 +424,7 @@ export class ResponseParser {
     let transferEncoding = -1;
     let transferEncodingEnd = -1;
     let close = minor === 0;
+    let keepAliveTimeoutMs = -1;
     for (;;) {
       if (i >= len) return -1;
       if (buf[i] === CR) {
@@ -462,7 +467,7 @@ export class ResponseParser {
             if (hasToken(buf, valueStart, valueEnd, 'close')) close = true;
             // Fields it names must be dropped too: the proxy's general way finds them by name in the list.
             if (valueEnd > valueStart && !isValue(buf, valueStart, valueEnd, 'keep-alive') && !isValue(buf, valueStart, valueEnd, 'close')) passable = false;
-          }
+          } else if (isName(buf, nameStart, 'keep-alive')) keepAliveTimeoutMs = timeoutParameter(buf, valueStart, valueEnd);
           break;
         case 14:
           if (isName(buf, nameStart, 'content-length')) {
@@ -502,7 +507,7 @@ export class ResponseParser {
     else if (transferEncoding >= 0) length = UNTIL_CLOSE;
     else if (length === -3) length = UNTIL_CLOSE;
     const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
-    const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength);
+    const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
     if (length === 0) this.state = DONE;
     else if (length === CHUNKED) {
       this.state = CHUNK_SIZE;
@@ -645,6 +650,32 @@ function hasToken(buf: Buffer, start: number, end: number, lower: string): boole
     if (isValue(buf, tokenStart, tokenEnd, lower)) return true;
   }
   return false;
+}
+
+/**
+ * The `timeout=N` parameter of a Keep-Alive value (RFC 2068 §19.7.1; what Node, Apache and uvicorn-style
+ * servers send) in milliseconds: -1 when there is none or it is not 1 to 6 digits. Only a hint for the
+ * pool's idle timeout, never framing: anything it cannot read is as if it were not there.
+ */
+function timeoutParameter(buf: Buffer, start: number, end: number): number {
+  let k = start;
+  while (k < end) {
+    while (k < end && (buf[k] === 0x20 || buf[k] === 9 || buf[k] === 0x2c)) k++;
+    const paramStart = k;
+    while (k < end && buf[k] !== 0x2c) k++;
+    if (k - paramStart < 9 || !isName(buf, paramStart, 'timeout=')) continue;
+    let seconds = 0;
+    let digits = 0;
+    let at = paramStart + 8;
+    for (; at < k && digits <= 6; at++, digits++) {
+      const d = (buf[at] as number) - 0x30;
+      if (d < 0 || d > 9) break;
+      seconds = seconds * 10 + d;
+    }
+    while (at < k && (buf[at] === 0x20 || buf[at] === 9)) at++;
+    return digits >= 1 && digits <= 6 && at === k ? seconds * 1000 : -1;
+  }
+  return -1;
 }
 
 /** A Content-Length value: 1 to 15 digits and nothing else (15 digits stay below 2^53). */

@@ -16,7 +16,8 @@ import { findHeadEnd, HeadError, parseRequestHead } from '../../src/proxy/http1/
 import { Http1Request } from '../../src/proxy/http1/request.ts';
 import { Http1Response } from '../../src/proxy/http1/response.ts';
 import { SocketWriter } from '../../src/socket-writer.ts';
-import { type ResponseHead, ResponseParser } from '../../src/upstream/response-parser.ts';
+import type { ResponseHead } from '../../src/upstream/response-parser.ts';
+import { parseResponseHead } from '../support/response-head.ts';
 
 /** A socket that keeps what is written to it as latin1 text and takes every write at once. */
 function recordingSocket(): { socket: Socket; text: () => string } {
@@ -61,20 +62,7 @@ function serverHead(c: Case, headRequest: boolean): ResponseHead {
   const raw = c.raw ?? [];
   const lines = c.lines ?? raw.flatMap((name, i) => (i % 2 === 0 ? [`${name}: ${raw[i + 1]}`] : []));
   const text = `HTTP/1.${c.minor ?? 1} ${status}${reason ? ` ${reason}` : ''}\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n`;
-  let head: ResponseHead | undefined;
-  const parser = new ResponseParser({
-    onInformational() {},
-    onResponseHead(h) {
-      head = h;
-      return false;
-    },
-    onResponseBody() {},
-    onResponseComplete() {},
-  });
-  parser.reset(headRequest);
-  parser.execute(Buffer.from(text, 'latin1'));
-  if (!head) throw new Error(`no head parsed from ${JSON.stringify(text)}`);
-  return head;
+  return parseResponseHead(text, headRequest);
 }
 
 /** Serves `c` on a fresh response, by the copy-through way or the general one; the bytes the client got. */

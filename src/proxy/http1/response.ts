@@ -11,6 +11,7 @@ import { Buffer } from 'node:buffer';
 import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import { STATUS_CODES } from '../../node-http.ts';
+import { putLatin1, ScratchBytes } from '../../scratch-bytes.ts';
 import type { SocketWriter } from '../../socket-writer.ts';
 import type { ResponseHead } from '../../upstream/response-parser.ts';
 import { responseHeadersFromRaw } from '../headers.ts';
@@ -69,19 +70,16 @@ const LAST_CHUNK = '0\r\n\r\n';
 const UNSAFE = /[\r\n\0]/;
 
 /**
- * Bodies up to this size leave with their head in one latin1 string and one plain write: copying a
- * few KiB costs less than cork → buffered writes → writev.
+ * Bodies up to this size leave with their head in one buffer and one plain write: copying a few KiB
+ * costs less than cork → buffered writes → writev.
  */
 const ONE_WRITE_BODY = 3 * 1024;
-
 /**
- * The head and a small body as one latin1 string (each byte one character). Node writes a string of up
- * to 16 KiB from a copy on its stack when the socket takes it at once: no Buffer to allocate, and the
- * head's concatenated pieces are copied straight out rather than flattened into a string first.
+ * Where a head and a small body are copied for that write, response after response (scratch-bytes.ts):
+ * as one latin1 string they were a body string, a cons string and its flattening (~210 bytes of garbage
+ * a response) before the socket copied them out again.
  */
-function withHead(head: string, body: Uint8Array): string {
-  return head + (Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength)).toString('latin1');
-}
+const scratch = new ScratchBytes(8 * 1024);
 
 let dateSecond = 0;
 let dateText = '';
@@ -126,8 +124,13 @@ export class Http1Response implements ProxyResponse {
   keepAlive = false;
   private readonly owner: ResponseOwner;
   private stored: Map<string, [string, HeaderValue]> | undefined;
-  /** The head, built by writeHead and sent with the first body bytes. */
-  private head: string | undefined;
+  /**
+   * The head, built by writeHead and sent with the first body bytes: `headStart` (undefined until it is
+   * built; the status line and the headers given, a server's own lines as they came) then `headEnd`
+   * (what Velocity adds, and the blank line), apart so neither is concatenated for the usual write.
+   */
+  private headStart: string | undefined;
+  private headEnd = '';
   private chunked = false;
   /** Chunked, with the writes carrying their chunk framing already (passChunkFraming). */
   private framed = false;
@@ -219,7 +222,7 @@ export class Http1Response implements ProxyResponse {
    * connection headers the server owns.
    */
   writeHead(statusCode: number, reasonOrHeaders?: string | HeaderInput, headers?: HeaderInput): this {
-    if (this.head !== undefined || this.headersSent) return this;
+    if (this.headStart !== undefined || this.headersSent) return this;
     const given = typeof reasonOrHeaders === 'string' || reasonOrHeaders === undefined ? headers : reasonOrHeaders;
     if (typeof reasonOrHeaders === 'string') this.statusMessage = reasonOrHeaders;
     this.statusCode = statusCode;
@@ -275,7 +278,7 @@ export class Http1Response implements ProxyResponse {
    * set before, take writeHead's way with the list.
    */
   writeUpstreamHead(head: ResponseHead, extra: readonly string[] | undefined): void {
-    if (this.head !== undefined || this.headersSent) return;
+    if (this.headStart !== undefined || this.headersSent) return;
     let lines = head.endToEndLines;
     if (this.stored || lines === undefined) {
       const list = responseHeadersFromRaw(head.headers);
@@ -290,7 +293,7 @@ export class Http1Response implements ProxyResponse {
 
   /** The framing and connection headers the server owns, the Date, and the status line (unless `given` starts with it): the head to send. */
   private finishHead(statusCode: number, given: string, hasLength: boolean, hasDate: boolean, closeAsked: boolean, withStatusLine = false): void {
-    let lines = given;
+    let lines = '';
     this.bodyless = this.req.method === 'HEAD' || statusCode === 204 || statusCode === 304 || statusCode < 200;
     const http10 = this.req.httpVersionMinor === 0;
     let keepAlive = this.shouldKeepAlive && !closeAsked && this.owner.mayKeepAlive(this);
@@ -306,12 +309,13 @@ export class Http1Response implements ProxyResponse {
     else if (http10) lines += 'connection: keep-alive\r\n';
     if (this.sendDate && !hasDate) lines += `date: ${httpDate()}\r\n`;
     this.keepAlive = keepAlive;
-    this.head = withStatusLine ? `${lines}\r\n` : `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${lines}\r\n`;
+    this.headStart = withStatusLine ? given : `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${given}`;
+    this.headEnd = `${lines}\r\n`;
   }
 
   /** ClientResponse: an HTTP/1.1 client takes a chunked upstream body with its framing as it is. */
   passChunkFraming(): boolean {
-    if (this.head !== undefined || this.req.httpVersionMinor === 0) return false;
+    if (this.headStart !== undefined || this.req.httpVersionMinor === 0) return false;
     this.framed = true;
     return true;
   }
@@ -330,7 +334,7 @@ export class Http1Response implements ProxyResponse {
 
   write(chunk: Uint8Array | string): boolean {
     if (this.writableEnded || this.destroyed) return false;
-    if (this.head === undefined) this.writeHead(this.statusCode);
+    if (this.headStart === undefined) this.writeHead(this.statusCode);
     const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     if (this.bodyless || data.length === 0) return this.flushHead();
     const socket = this.socket;
@@ -339,7 +343,7 @@ export class Http1Response implements ProxyResponse {
     if (asIs && this.headersSent) return this.owner.writer.write(data);
     if (asIs && data.length <= ONE_WRITE_BODY) {
       this.headersSent = true;
-      return this.owner.writer.write(withHead(this.head as string, data));
+      return this.writeWithHead(data);
     }
     // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
     socket.cork();
@@ -358,16 +362,16 @@ export class Http1Response implements ProxyResponse {
     if (this.writableEnded || this.destroyed) return this;
     const data = typeof chunk === 'function' ? undefined : typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     // A whole body given at once gets its Content-Length, as node:http does.
-    if (this.head === undefined && data && !this.hasHeader('content-length')) this.setHeader('content-length', data.length);
-    if (this.head === undefined) this.writeHead(this.statusCode);
+    if (this.headStart === undefined && data && !this.hasHeader('content-length')) this.setHeader('content-length', data.length);
+    if (this.headStart === undefined) this.writeHead(this.statusCode);
     this.writableEnded = true;
     const socket = this.socket;
-    const head = this.headersSent ? undefined : this.head;
+    const head = this.headersSent ? undefined : this.headText();
     this.headersSent = true;
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
     const writer = this.owner.writer;
     if (!this.chunked || this.framed) {
-      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) writer.write(withHead(head, body));
+      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) this.writeWithHead(body);
       else if (head !== undefined && body) {
         socket.cork();
         socket.write(head, 'latin1');
@@ -408,11 +412,28 @@ export class Http1Response implements ProxyResponse {
 
   /** Sends the head if it is still pending; true (nothing was refused). */
   private flushHead(): boolean {
-    if (!this.headersSent && this.head !== undefined) {
+    if (!this.headersSent && this.headStart !== undefined) {
       this.headersSent = true;
-      return this.owner.writer.write(this.head);
+      return this.owner.writer.write(this.headText());
     }
     return true;
+  }
+
+  private headText(): string {
+    return (this.headStart as string) + this.headEnd;
+  }
+
+  /** The head and a small body in one write, copied into the scratch buffer (kept apart when the socket did not take them whole). */
+  private writeWithHead(body: Uint8Array): boolean {
+    const start = this.headStart as string;
+    const end = this.headEnd;
+    const length = start.length + end.length + body.length;
+    const buf = scratch.bufferFor(length);
+    buf.set(body, putLatin1(buf, putLatin1(buf, 0, start), end));
+    const writer = this.owner.writer;
+    const ok = writer.write(scratch.bytesOf(buf, length));
+    if (writer.pendingBytes !== 0) scratch.retained();
+    return ok;
   }
 
   /** Cuts the client connection: the response can no longer be completed. */
