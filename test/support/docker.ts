@@ -103,12 +103,22 @@ export async function startDockerd(t: TestContext): Promise<Dockerd | undefined>
     return undefined;
   }
   t.after(async () => {
-    // Containers and networks go first: a network's bridge outlives a stopped engine.
+    // Containers and networks go first: a network's bridge outlives a stopped engine. A client whose own
+    // cleanup comes later (an autoscaler in the test's in-process Velocity keeping its minimum) may start a
+    // container meanwhile, and a network with one attached is not removed: clear both again, a few times.
     if (child?.exitCode !== null) await start().catch(() => undefined);
-    const ids = (await docker(['ps', '-aq']).catch(() => '')).split('\n').filter(Boolean);
-    if (ids.length > 0) await docker(['rm', '-f', ...ids]).catch(() => undefined);
-    const networks = (await docker(['network', 'ls', '-q', '--filter', 'type=custom']).catch(() => '')).split('\n').filter(Boolean);
-    if (networks.length > 0) await docker(['network', 'rm', ...networks]).catch(() => undefined);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const ids = (await docker(['ps', '-aq']).catch(() => '')).split('\n').filter(Boolean);
+      if (ids.length > 0) await docker(['rm', '-f', ...ids]).catch(() => undefined);
+      const networks = (await docker(['network', 'ls', '-q', '--filter', 'type=custom']).catch(() => '')).split('\n').filter(Boolean);
+      if (networks.length === 0) break;
+      const removed = await docker(['network', 'rm', ...networks]).then(
+        () => true,
+        () => false,
+      );
+      if (removed) break;
+      await sleep(500);
+    }
     await stop();
     await cleanUpRoot(root);
   });
