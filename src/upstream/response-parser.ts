@@ -43,6 +43,8 @@ export class ResponseHead {
   /** The head as latin1 text, and where its header lines start in it (after the status line). */
   private readonly text: string;
   private readonly linesAt: number;
+  /** The server said `Connection: close` (or spoke HTTP/1.0 without keep-alive). */
+  private readonly close: boolean;
   private list: string[] | undefined = undefined;
 
   constructor(
@@ -63,6 +65,7 @@ export class ResponseHead {
     this.length = length;
     this.keepAlive = !close && length !== UNTIL_CLOSE;
     this.closeDelimited = length === UNTIL_CLOSE;
+    this.close = close;
     this.text = text;
     this.linesAt = linesAt;
     this.endToEndLines = endToEndLines;
@@ -81,6 +84,12 @@ export class ResponseHead {
   get headers(): string[] {
     this.list ??= fieldList(this.text, this.linesAt);
     return this.list;
+  }
+
+  /** The same head for another response: a head of its own, because a consumer may change the header list it is given. */
+  again(): ResponseHead {
+    const { status, reason, length, close, text, linesAt, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs } = this;
+    return new ResponseHead(status, reason, length, close, text, linesAt, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
   }
 }
 
@@ -105,6 +114,16 @@ const MAX_TRAILER_BYTES = 8 * 1024;
 
 const CHUNKED = -1;
 const UNTIL_CLOSE = -2;
+
+/** A head longer than this is not remembered (nginx's are ~150–300 bytes). */
+const MEMO_BYTES = 1024;
+/**
+ * After this many heads in a row unlike the remembered one, the next MEMO_REST heads are parsed without
+ * a compare or a copy: a server whose heads all differ (a changing length, a per-response id) pays for
+ * MEMO_MISSES compares and copies in every MEMO_MISSES + MEMO_REST heads.
+ */
+const MEMO_MISSES = 8;
+const MEMO_REST = 1024;
 
 // States.
 const HEAD = 0;
@@ -171,6 +190,16 @@ export class ResponseParser {
   /** Response bytes seen since reset: a connection that saw none may be retried elsewhere. */
   bytesSeen = 0;
   private readonly events: ResponseParserEvents;
+  /**
+   * The last final head parsed (not a HEAD request's): its bytes and the head they made. A server sends
+   * the same head again and again (nginx's answer for a static file or a `return` changes with its Date
+   * once a second): those bytes are compared in one call, not parsed again (parseHead).
+   */
+  private memo: Buffer | undefined;
+  private memoLength = 0;
+  private memoHead: ResponseHead | undefined;
+  /** Heads in a row that were not the remembered one; past MEMO_MISSES the memo rests (see MEMO_REST). */
+  private memoMisses = 0;
 
   constructor(events: ResponseParserEvents) {
     this.events = events;
@@ -371,6 +400,19 @@ export class ResponseParser {
    * it has not all arrived. Strings are made only for a whole head, as slices of one latin1 copy of it.
    */
   private parseHead(buf: Buffer, from: number, len: number): number {
+    // The bytes of the last final head again make the same head (parsing is a function of the bytes and of
+    // noBody, which a remembered head never had): one compare, not a parse. Not for a HEAD request's answer.
+    if (!this.noBody) {
+      const memo = this.memoHead;
+      if (memo !== undefined && this.memoMisses < MEMO_MISSES) {
+        const n = this.memoLength;
+        if (len - from >= n && buf.compare(this.memo as Buffer, 0, n, from, from + n) === 0) {
+          this.memoMisses = 0;
+          return this.accept(memo.again(), from + n);
+        }
+        this.memoMisses++;
+      } else if (this.memoMisses >= MEMO_MISSES && ++this.memoMisses >= MEMO_MISSES + MEMO_REST) this.memoMisses = 0;
+    }
     // The status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF.
     // The shortest valid head has 16 bytes: a complete one shorter than the status line's fixed part is refused, not awaited.
     if (len - from < 14) {
@@ -508,6 +550,18 @@ export class ResponseParser {
     else if (length === -3) length = UNTIL_CLOSE;
     const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
     const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
+    if (!this.noBody && this.memoMisses < MEMO_MISSES && i - from <= MEMO_BYTES) {
+      this.memo ??= Buffer.allocUnsafeSlow(MEMO_BYTES);
+      buf.copy(this.memo, 0, from, i);
+      this.memoLength = i - from;
+      this.memoHead = head;
+    }
+    return this.accept(head, i);
+  }
+
+  /** A final head read whole, ending at index `i`: the body's framing is set up and the head handed over; returns `i`. */
+  private accept(head: ResponseHead, i: number): number {
+    const length = head.length;
     if (length === 0) this.state = DONE;
     else if (length === CHUNKED) {
       this.state = CHUNK_SIZE;

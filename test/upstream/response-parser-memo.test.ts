@@ -1,0 +1,134 @@
+/**
+ * A response parser remembers the last final head it read and takes the same bytes again without
+ * parsing them (src/upstream/response-parser.ts). Whatever it remembered, it must read every response
+ * exactly as a new parser does: each head its own object, a HEAD request's answer without a body, and
+ * any byte that differs read as it is.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type ResponseHead, ResponseParser } from '../../src/upstream/response-parser.ts';
+
+const HEAD = 'HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 06:40:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: keep-alive\r\n\r\n';
+const BODY = 'hello from the body!\n';
+const RESPONSE = Buffer.from(HEAD + BODY, 'latin1');
+
+interface Reading {
+  error?: string;
+  head?: Record<string, unknown>;
+  body?: string;
+  consumed?: number;
+  complete?: boolean;
+}
+
+const view = (h: ResponseHead) => ({
+  status: h.status,
+  reason: h.reason,
+  keepAlive: h.keepAlive,
+  closeDelimited: h.closeDelimited,
+  length: h.length,
+  endToEndLines: h.endToEndLines,
+  withStatusLine: h.withStatusLine,
+  hasDate: h.hasDate,
+  hasContentLength: h.hasContentLength,
+  keepAliveTimeoutMs: h.keepAliveTimeoutMs,
+  headers: [...h.headers],
+});
+
+/** A parser kept from reading to reading, as a connection keeps its own; `heads` collects what it handed over. */
+function reader() {
+  let head: ResponseHead | undefined;
+  let body: Buffer[] = [];
+  let complete = false;
+  const heads: ResponseHead[] = [];
+  const parser = new ResponseParser({
+    onInformational() {},
+    onResponseHead(h) {
+      head = h;
+      heads.push(h);
+      return false;
+    },
+    onResponseBody(chunk) {
+      body.push(Buffer.from(chunk));
+    },
+    onResponseComplete() {
+      complete = true;
+    },
+  });
+  const read = (pieces: Buffer[], method = 'GET'): Reading => {
+    head = undefined;
+    body = [];
+    complete = false;
+    parser.reset(method === 'HEAD');
+    try {
+      let consumed = 0;
+      for (const piece of pieces) if (!complete) consumed += parser.execute(piece);
+      return { head: head && view(head), body: Buffer.concat(body).toString('latin1'), consumed, complete };
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+  };
+  return { read, heads };
+}
+
+const fresh = (pieces: Buffer[], method = 'GET') => reader().read(pieces, method);
+
+test('the same head again is read as the first time, as a head of its own whose header list is its own', () => {
+  const r = reader();
+  const first = r.read([RESPONSE]);
+  assert.equal(first.complete, true);
+  assert.equal(first.body, BODY);
+  r.heads[0]?.headers.push('x-added', 'by a consumer');
+  const second = r.read([RESPONSE]);
+  assert.deepEqual(second, fresh([RESPONSE]));
+  assert.notEqual(r.heads[1], r.heads[0]);
+  assert.equal(r.heads[1]?.headers.includes('x-added'), false);
+});
+
+test("a HEAD request's answer with a remembered head has no body, and the next GET's has its own again", () => {
+  const r = reader();
+  r.read([RESPONSE]);
+  const head = Buffer.from(HEAD, 'latin1');
+  const answer = r.read([head], 'HEAD');
+  assert.deepEqual(answer, fresh([head], 'HEAD'));
+  assert.equal(answer.complete, true);
+  assert.equal(answer.head?.length, 0);
+  assert.deepEqual(r.read([RESPONSE]), fresh([RESPONSE]));
+});
+
+test('every one-byte change, insertion and removal in a remembered head is read as a new parser reads it', () => {
+  const values = [0x00, 0x09, 0x0a, 0x0d, 0x20, 0x2c, 0x30, 0x31, 0x39, 0x3a, 0x41, 0x61, 0x7f, 0xff];
+  const r = reader();
+  let checked = 0;
+  for (let at = 0; at < HEAD.length + 2; at++) {
+    const variants: Buffer[] = [Buffer.concat([RESPONSE.subarray(0, at), RESPONSE.subarray(at + 1)])];
+    for (const v of values) {
+      const changed = Buffer.from(RESPONSE);
+      changed[at] = v;
+      variants.push(changed, Buffer.concat([RESPONSE.subarray(0, at), Buffer.of(v), RESPONSE.subarray(at)]));
+    }
+    for (const variant of variants) {
+      // Remembered first (read twice: the second reading is from the memo), then the variant.
+      r.read([RESPONSE]);
+      assert.deepEqual(r.read([RESPONSE]), fresh([RESPONSE]));
+      assert.deepEqual(r.read([variant]), fresh([variant]), `byte ${at}: ${JSON.stringify(variant.toString('latin1'))}`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 4000);
+});
+
+test('a remembered head that arrives in two pieces, split anywhere, and heads that differ in a row', () => {
+  const r = reader();
+  r.read([RESPONSE]);
+  for (let at = 1; at < RESPONSE.length; at++) {
+    const pieces = [RESPONSE.subarray(0, at), RESPONSE.subarray(at)];
+    assert.deepEqual(r.read(pieces), fresh(pieces), `split at ${at}`);
+  }
+  // Heads that all differ (past the misses after which the memo rests), then the same one again and again.
+  for (let n = 0; n < 2_000; n++) {
+    const body = 'x'.repeat(n % 50);
+    const response = Buffer.from(`HTTP/1.1 200 OK\r\nX-Id: ${n}\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 'latin1');
+    assert.deepEqual(r.read([response]), fresh([response]));
+  }
+  for (let n = 0; n < 3; n++) assert.deepEqual(r.read([RESPONSE]), fresh([RESPONSE]));
+});
