@@ -17,9 +17,10 @@
  * the configured ones), and its docs give reset() for the inflate and deflate algorithms only.
  */
 
-import type { Buffer } from 'node:buffer';
+import { Buffer } from 'node:buffer';
 import type { Transform } from 'node:stream';
 import { brotliCompressSync, constants, createBrotliCompress, createGzip, createZstdCompress, type Gzip, gzipSync, type ZlibReset, zstdCompressSync } from 'node:zlib';
+import { gzipWhole } from './whole-gzip.ts';
 
 export const ENCODINGS = ['zstd', 'br', 'gzip'] as const;
 export type Encoding = (typeof ENCODINGS)[number];
@@ -83,9 +84,9 @@ export class Encoders {
   }
 
   /**
-   * A small body (at most WHOLE_MAX bytes), compressed at once on this thread: node's *Sync calls, one
-   * encoder made for it, its state sized to the body (gzip: gzipWindowFor; brotli: the size hint; zstd
-   * sizes its own from the whole input). A stream encoder does each write and the final flush on the
+   * A small body (at most WHOLE_MAX bytes), compressed at once on this thread, its state sized to the
+   * body: gzip on a handle kept per window (whole-gzip.ts; gzipWindowFor); brotli and zstd by node's
+   * *Sync calls, one encoder made per body (brotli: the size hint; zstd sizes its own from the input). A stream encoder does each write and the final flush on the
    * thread pool: two round trips of the event loop per response (futex wake-ups and context switches on
    * both sides) cost more CPU than compressing a few KB.
    */
@@ -93,7 +94,10 @@ export class Encoders {
     // Output buffers the size of the body and its framing, not node's 16 KB default: a 16 KB Buffer per
     // response is 16 KB of young garbage per response (a bigger output only takes another buffer).
     const chunkSize = Math.max(constants.Z_MIN_CHUNK, body.length + WHOLE_FRAMING);
-    if (encoding === 'gzip') return gzipSync(body, { level: this.gzipLevel, chunkSize, ...gzipWindowFor(body.length) });
+    if (encoding === 'gzip') {
+      const window = gzipWindowFor(body.length);
+      return gzipWhole(this.gzipLevel, window, body, Buffer.allocUnsafeSlow(chunkSize)) ?? gzipSync(body, { level: this.gzipLevel, chunkSize, ...window });
+    }
     if (encoding === 'br')
       return brotliCompressSync(body, { chunkSize, params: { [constants.BROTLI_PARAM_QUALITY]: this.brotliQuality, [constants.BROTLI_PARAM_SIZE_HINT]: body.length } });
     return zstdCompressSync(body, { chunkSize, params: { [constants.ZSTD_c_compressionLevel]: this.zstdLevel } });

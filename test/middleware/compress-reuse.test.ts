@@ -8,9 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { Agent, createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, type TestContext, test } from 'node:test';
-import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from 'node:zlib';
+import { brotliDecompressSync, gunzipSync, gzipSync, zstdDecompressSync } from 'node:zlib';
 import { compress, compressOptions } from '../../src/middleware/compress.ts';
 import { gzipEncoderCounts, gzipWindowFor, SPARE_GZIP, WHOLE_MAX } from '../../src/middleware/encoders.ts';
+import { gzipWhole, wholeGzipCounts } from '../../src/middleware/whole-gzip.ts';
 import { eventually, startInProcess } from '../support/velocity.ts';
 import { Recorded, view } from './recorded-response.ts';
 
@@ -163,6 +164,47 @@ describe('gzip encoders reused across responses', () => {
     whole.fill(0xff);
     res2.end();
     assert.ok(gunzipSync(await once.body()).equals(body), 'at once');
+  });
+
+  test('whole bodies are gzipped on one kept handle per level and window, byte for byte what gzipSync makes', async (t) => {
+    // 200 sizes, ~80 bytes apart up to WHOLE_MAX: seven windows between them.
+    const sizes = Array.from({ length: 200 }, (_, n) => Math.round((n * WHOLE_MAX) / 199));
+    const windows = new Set(sizes.map((length) => gzipWindowFor(length).windowBits)).size;
+    let made = wholeGzipCounts().made;
+    for (const length of sizes) {
+      const body = bodyOf(299_999).subarray(0, length);
+      const window = gzipWindowFor(length);
+      assert.ok(gzipWhole(1, window, body, Buffer.allocUnsafe(length + 64))?.equals(gzipSync(body, { level: 1, ...window })), `${length} bytes`);
+    }
+    assert.ok(wholeGzipCounts().made - made <= windows, `${wholeGzipCounts().made - made} handles made for ${windows} windows`);
+    // Through Velocity, twice over: no handle made per response.
+    const port = await startVelocity(
+      t,
+      await startServer(t, (path, res) => {
+        const length = Number(/^\/length\/(\d+)$/.exec(path)?.[1] ?? -1);
+        if (length < 0) return false;
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': length });
+        res.end(bodyOf(299_999).subarray(0, length));
+        return true;
+      }),
+    );
+    made = wholeGzipCounts().made;
+    const bodies = wholeGzipCounts().bodies;
+    for (const length of [...sizes, ...sizes]) {
+      const res = await fetch(port, `/length/${length}`, 'gzip');
+      assert.equal(res.length, String(res.body.length), 'compressed whole');
+      assert.ok(gunzipSync(res.body).equals(bodyOf(299_999).subarray(0, length)), `${length} bytes through Velocity`);
+    }
+    assert.equal(wholeGzipCounts().bodies - bodies, sizes.length * 2, 'every response gzipped on a kept handle');
+    assert.ok(wholeGzipCounts().made - made <= windows, `${wholeGzipCounts().made - made} handles made for ${sizes.length * 2} responses`);
+  });
+
+  test('a whole body whose output does not fit is left to gzipSync, and the handle compresses the next body byte-exact', () => {
+    const body = randomBytes(200);
+    const window = gzipWindowFor(body.length);
+    assert.equal(gzipWhole(1, window, body, Buffer.allocUnsafe(64)), undefined, 'random bytes do not fit in 64');
+    const next = bodyOf(7).subarray(0, 200);
+    assert.ok(gzipWhole(1, window, next, Buffer.allocUnsafe(264))?.equals(gzipSync(next, { level: 1, ...window })));
   });
 
   test('at level best a small body goes through a stream encoder (brotli 11 would hold the event loop for milliseconds)', async () => {
