@@ -50,6 +50,18 @@ const READ_SIZE = 16 * 1024;
 const PAUSED_READ_SIZE = 1024;
 /** Not from Buffer's shared 64 KiB pool: a slice kept by a slow client would keep the whole pool block. */
 const newReadBuffer = (size: number): Buffer => Buffer.allocUnsafeSlow(size);
+/**
+ * Where idle plain connections read: one buffer per thread, not 16 KiB kept by each (256 connections
+ * left idle by a burst held 4 MB until their keep-alive timeout). An idle connection reads only bytes
+ * nobody asked for (it then closes unread) or the first read of its next response; any of them may land
+ * here next, so body bytes of such a read are copied to a buffer of the connection's own before anything
+ * can keep them (onResponseBody); the head is parsed into strings.
+ */
+const IDLE_READ = newReadBuffer(READ_SIZE);
+/** Read buffers given up by connections going idle, for the next one that needs a buffer (per thread, 256 KiB at most). */
+const SPARE_READS = 16;
+const spareReads: Buffer[] = [];
+const takeReadBuffer = (): Buffer => spareReads.pop() ?? newReadBuffer(READ_SIZE);
 
 function upstreamError(code: string, message: string): Error & { code: string } {
   return Object.assign(new Error(message), { code });
@@ -69,9 +81,14 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   private served = 0;
   private head: ResponseHead | undefined;
   private paused = false;
-  /** Plain connections: the buffer the next read goes into (at its start), and whether a client still holds part of the last read. */
+  /**
+   * Plain connections: the buffer of the connection's own (the next read goes into it unless idle:
+   * undefined then, the read goes into IDLE_READ), and whether a client still holds part of it.
+   */
   private buffer: Buffer | undefined;
   private bufferHeld = false;
+  /** During a read into IDLE_READ, how much of `buffer` its body bytes took so far; -1 during other reads. */
+  private copied = -1;
   /** performance.now() at the last read from the server: one clock read per read serves its deadlines and the pool's idle timeout. */
   lastReadAt = 0;
   deadline = 0;
@@ -187,11 +204,20 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
    * The buffer for the next read (plain connections): the same one while clients take each read
    * whole (no allocation per response), a new one when a slow client still holds part of it, and a
    * small one while paused (the start of the buffer when it is free: a response that pauses and
-   * resumes often, e.g. through compression, would otherwise get two new buffers per pause).
+   * resumes often, e.g. through compression, would otherwise get two new buffers per pause). A
+   * connection not waiting for or receiving a response gives its own up and reads into IDLE_READ; so
+   * does a new one: net keeps the first buffer it is given for the socket's life.
    */
   private readonly readBuffer = (): Buffer => {
+    if (this.phase !== WAITING && this.phase !== RECEIVING) {
+      const own = this.buffer;
+      if (own !== undefined && !this.bufferHeld && own.length === READ_SIZE && spareReads.length < SPARE_READS) spareReads.push(own);
+      this.buffer = undefined;
+      this.bufferHeld = false;
+      return IDLE_READ;
+    }
     if (this.buffer === undefined || this.bufferHeld || (!this.paused && this.buffer.length < READ_SIZE)) {
-      this.buffer = newReadBuffer(this.paused ? PAUSED_READ_SIZE : READ_SIZE);
+      this.buffer = this.paused ? newReadBuffer(PAUSED_READ_SIZE) : takeReadBuffer();
       this.bufferHeld = false;
     }
     return this.paused && this.buffer.length > PAUSED_READ_SIZE ? this.buffer.subarray(0, PAUSED_READ_SIZE) : this.buffer;
@@ -203,15 +229,26 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
    * from the handle (onBytes) do not tell net which buffer they went into.
    */
   private readonly onRead = (length: number): boolean => {
-    this.received(this.buffer as Buffer, length);
+    this.receivedInto(length);
     return true;
   };
 
   /** Plain connections' reads straight from the handle (socket-reader.ts): the same, and the next read's buffer. */
   private readonly onBytes = (length: number): Buffer => {
-    this.received(this.buffer as Buffer, length);
+    this.receivedInto(length);
     return this.readBuffer();
   };
+
+  /** A plain connection's read of `length` bytes, into its own buffer or, idle until now, into IDLE_READ. */
+  private receivedInto(length: number): void {
+    if (this.buffer !== undefined) {
+      this.received(this.buffer, length);
+      return;
+    }
+    this.copied = 0;
+    this.received(IDLE_READ, length);
+    this.copied = -1;
+  }
 
   /** TLS connections' reads. */
   private readonly onData = (chunk: Buffer): void => {
@@ -275,16 +312,25 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
     return exchange.sink.onHead(head, exchange.requestDone, this.lastReadAt);
   }
 
-  onResponseBody(chunk: Buffer): void {
+  onResponseBody(data: Buffer): void {
     const exchange = this.exchange;
     if (!exchange || exchange.aborted) return;
-    const more = exchange.sink.onData(chunk);
+    const more = exchange.sink.onData(this.copied < 0 ? data : this.ownCopy(data));
     if (!exchange.sink.chunkReleased()) this.bufferHeld = true;
     if (!more && !this.paused) {
       this.paused = true;
       this.deadline = 0;
       this.socket.pause();
     } else if (!this.paused && exchange.request.idleTimeout > 0) this.deadline = this.lastReadAt + exchange.request.idleTimeout;
+  }
+
+  /** Body bytes read into IDLE_READ, copied after the others of the same read into a buffer of the connection's own. */
+  private ownCopy(chunk: Buffer): Buffer {
+    this.buffer ??= takeReadBuffer();
+    const at = this.copied;
+    this.buffer.set(chunk, at);
+    this.copied = at + chunk.length;
+    return this.buffer.subarray(at, this.copied);
   }
 
   onResponseComplete(): void {
