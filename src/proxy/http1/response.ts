@@ -66,18 +66,20 @@ type HeaderInput = Record<string, HeaderValue | undefined> | readonly (string | 
 
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
+/** The CRLF that ends a chunk's data, then the last chunk. */
+const BODY_END_LAST_CHUNK = `${CRLF}${LAST_CHUNK}`;
 /** Bytes that would end a header line early (response splitting). */
 const UNSAFE = /[\r\n\0]/;
 
 /**
- * Bodies up to this size leave with their head in one buffer and one plain write: copying a few KiB
- * costs less than cork → buffered writes → writev.
+ * Bodies up to this size leave with their head (and chunk framing) in one buffer and one plain write:
+ * copying a few KiB costs less than cork → buffered writes → writev.
  */
 const ONE_WRITE_BODY = 3 * 1024;
 /**
- * Where a head and a small body are copied for that write, response after response (scratch-bytes.ts):
- * as one latin1 string they were a body string, a cons string and its flattening (~210 bytes of garbage
- * a response) before the socket copied them out again.
+ * Where a head, framing and a small body are copied for that write, response after response
+ * (scratch-bytes.ts); the head before a large body too. As one latin1 string they were a body string, a
+ * cons string and its flattening (~210 bytes of garbage a response) before the socket copied them out again.
  */
 const scratch = new ScratchBytes(8 * 1024);
 
@@ -336,26 +338,7 @@ export class Http1Response implements ProxyResponse {
     if (this.writableEnded || this.destroyed) return false;
     if (this.headStart === undefined) this.writeHead(this.statusCode);
     const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    if (this.bodyless || data.length === 0) return this.flushHead();
-    const socket = this.socket;
-    // Unframed, or carrying its chunk framing already: written as it is.
-    const asIs = !this.chunked || this.framed;
-    if (asIs && this.headersSent) return this.owner.writer.write(data);
-    if (asIs && data.length <= ONE_WRITE_BODY) {
-      this.headersSent = true;
-      return this.writeWithHead(data);
-    }
-    // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
-    socket.cork();
-    this.flushHead();
-    let ok: boolean;
-    if (this.chunked && !this.framed) {
-      socket.write(`${data.length.toString(16)}\r\n`, 'latin1');
-      socket.write(data);
-      ok = socket.write(CRLF, 'latin1');
-    } else ok = socket.write(data);
-    socket.uncork();
-    return ok;
+    return this.send(this.bodyless || data.length === 0 ? undefined : data, false);
   }
 
   end(chunk?: Uint8Array | string | (() => void), _encoding?: unknown): this {
@@ -365,33 +348,13 @@ export class Http1Response implements ProxyResponse {
     if (this.headStart === undefined && data && !this.hasHeader('content-length')) this.setHeader('content-length', data.length);
     if (this.headStart === undefined) this.writeHead(this.statusCode);
     this.writableEnded = true;
-    const socket = this.socket;
-    const head = this.headersSent ? undefined : this.headText();
-    this.headersSent = true;
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
-    const writer = this.owner.writer;
-    if (!this.chunked || this.framed) {
-      if (head !== undefined && body && body.length <= ONE_WRITE_BODY) this.writeWithHead(body);
-      else if (head !== undefined && body) {
-        socket.cork();
-        socket.write(head, 'latin1');
-        socket.write(body);
-        socket.uncork();
-      } else if (head !== undefined) writer.write(head);
-      else if (body) writer.write(body);
-      else {
-        this.flushedAfterPendingWrites(false);
-        return this;
-      }
-    } else if (head !== undefined || body) {
-      socket.cork();
-      if (head !== undefined) socket.write(head, 'latin1');
-      if (body) socket.write(`${body.length.toString(16)}\r\n`, 'latin1');
-      if (body) socket.write(body);
-      socket.write(body ? `\r\n${LAST_CHUNK}` : LAST_CHUNK, 'latin1');
-      socket.uncork();
-    } else writer.write(LAST_CHUNK);
-    this.flushedAfterPendingWrites(true);
+    // The usual end of a body written in full: nothing left to send.
+    if (this.headersSent && body === undefined && (!this.chunked || this.framed)) this.flushedAfterPendingWrites(false);
+    else {
+      this.send(body, true);
+      this.flushedAfterPendingWrites(true);
+    }
     return this;
   }
 
@@ -410,26 +373,67 @@ export class Http1Response implements ProxyResponse {
     else flushed();
   }
 
-  /** Sends the head if it is still pending; true (nothing was refused). */
-  private flushHead(): boolean {
-    if (!this.headersSent && this.headStart !== undefined) {
+  /**
+   * Sends the head if it is still pending, then `body` — in a chunk of its own when this response adds
+   * the chunk framing —, then the last chunk when `last` and it does. A body of at most ONE_WRITE_BODY
+   * bytes leaves with the rest in one write; a larger one is written as it is between the rest, in one
+   * corked writev. Returns the socket's answer to the last write.
+   */
+  private send(body: Uint8Array | undefined, last: boolean): boolean {
+    const writer = this.owner.writer;
+    const frame = this.chunked && !this.framed;
+    if (!frame && this.headersSent) return body === undefined || writer.write(body);
+    const sizeLine = frame && body !== undefined ? `${body.length.toString(16)}\r\n` : '';
+    const after = !frame ? '' : body === undefined ? (last ? LAST_CHUNK : '') : last ? BODY_END_LAST_CHUNK : CRLF;
+    if (body === undefined && after.length === 0) {
+      if (this.headersSent) return true;
+      // A lone head, as one string: copying its two parts as bytes costs a call into C++ more than this write saves.
       this.headersSent = true;
-      return this.owner.writer.write(this.headText());
+      return writer.write((this.headStart as string) + this.headEnd);
     }
-    return true;
+    if (body === undefined || body.length <= ONE_WRITE_BODY) return this.writeWithHead(body, sizeLine, after);
+    // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
+    const socket = this.socket;
+    socket.cork();
+    // Something goes before the body here: the head, or the chunk's size line.
+    const before = this.pendingHeadLength() + sizeLine.length;
+    const buf = scratch.bufferFor(before);
+    this.putHead(buf, sizeLine);
+    socket.write(scratch.bytesOf(buf, before));
+    let ok = socket.write(body);
+    if (after.length > 0) ok = socket.write(after, 'latin1');
+    socket.uncork();
+    // The head's bytes stay referred to by a writev the kernel did not take whole.
+    if (writer.pendingBytes !== 0) scratch.retained();
+    return ok;
   }
 
-  private headText(): string {
-    return (this.headStart as string) + this.headEnd;
+  private pendingHeadLength(): number {
+    return this.headersSent ? 0 : (this.headStart as string).length + this.headEnd.length;
   }
 
-  /** The head and a small body in one write, copied into the scratch buffer (kept apart when the socket did not take them whole). */
-  private writeWithHead(body: Uint8Array): boolean {
-    const start = this.headStart as string;
-    const end = this.headEnd;
-    const length = start.length + end.length + body.length;
+  /** Copies what is pending of the head, then `sizeLine`, to the start of `buf`; the head counts as sent from now. */
+  private putHead(buf: Buffer, sizeLine: string): void {
+    let at = 0;
+    if (!this.headersSent) {
+      this.headersSent = true;
+      at = putLatin1(buf, putLatin1(buf, 0, this.headStart as string), this.headEnd);
+    }
+    putLatin1(buf, at, sizeLine);
+  }
+
+  /**
+   * What is pending of the head, `sizeLine`, `body` and `after` in one write, copied into the scratch
+   * buffer (kept apart when the socket did not take them whole).
+   */
+  private writeWithHead(body: Uint8Array | undefined, sizeLine: string, after: string): boolean {
+    const bodyLength = body === undefined ? 0 : body.length;
+    const at = this.pendingHeadLength() + sizeLine.length;
+    const length = at + bodyLength + after.length;
     const buf = scratch.bufferFor(length);
-    buf.set(body, putLatin1(buf, putLatin1(buf, 0, start), end));
+    this.putHead(buf, sizeLine);
+    if (body !== undefined) buf.set(body, at);
+    if (after.length > 0) putLatin1(buf, at + bodyLength, after);
     const writer = this.owner.writer;
     const ok = writer.write(scratch.bytesOf(buf, length));
     if (writer.pendingBytes !== 0) scratch.retained();
