@@ -105,6 +105,15 @@ class PendingCounts {
   add(cells: MetricCells, row: number, by: number, value?: string): void {
     const cell = cellOf(cells, value);
     if (cell < 0) return;
+    this.addAt(cells, row, cell, by);
+  }
+
+  /** Adds to the cell of the metric's label value at `index` of its values (no search by name). */
+  addValueAt(cells: MetricCells, row: number, index: number, by: number): void {
+    this.addAt(cells, row, cells.offset + index * cells.stride, by);
+  }
+
+  private addAt(cells: MetricCells, row: number, cell: number, by: number): void {
     this.scope(cells.scope).add(row, cell, cellAmount(cells, by));
     this.schedule();
   }
@@ -149,6 +158,7 @@ const QUEUE_WAIT = cellsOf('velocity_queue_wait_seconds_total');
 const REQUESTS = cellsOf('velocity_requests_total');
 const UNROUTED = cellsOf('velocity_unrouted_requests_total');
 const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+if (REQUESTS.metric.values?.join() !== CLASSES.join()) throw new Error('metrics: velocity_requests_total must count by the status classes 1xx to 5xx, in order');
 
 /** What the observer needs to know of a service: its slot and its servers' slots. */
 export interface CountedService {
@@ -183,7 +193,10 @@ export function metricsObserver(state: SharedState, serviceOf: (name: string) =>
     }
     const server = record.server ? findServer(service.servers, record.server) : undefined;
     if (!server) return;
-    pending.add(REQUESTS, server.slot, 1, CLASSES[Math.floor(record.status / 100) - 1]);
+    // The class's index among the metric's values, not its name searched for there; a status outside 100–599
+    // (a server cannot send one) counts under the first, as when its undefined class was searched for.
+    const statusClass = Math.floor(record.status / 100) - 1;
+    pending.addValueAt(REQUESTS, server.slot, statusClass >= 0 && statusClass < CLASSES.length ? statusClass : 0, 1);
     if (record.upstreamMs !== undefined) pending.observe(UPSTREAM_DURATION, server.slot, record.upstreamMs / 1000);
   };
 }
