@@ -12,6 +12,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { HOP_BY_HOP } from '../hop-by-hop.ts';
+import { HeadMemo } from './head-memo.ts';
 
 /** A server's final response head as the parser read it. */
 export class ResponseHead {
@@ -115,16 +116,6 @@ const MAX_TRAILER_BYTES = 8 * 1024;
 const CHUNKED = -1;
 const UNTIL_CLOSE = -2;
 
-/** A head longer than this is not remembered (nginx's are ~150–300 bytes). */
-const MEMO_BYTES = 1024;
-/**
- * After this many heads in a row unlike the remembered one, the next MEMO_REST heads are parsed without
- * a compare or a copy: a server whose heads all differ (a changing length, a per-response id) pays for
- * MEMO_MISSES compares and copies in every MEMO_MISSES + MEMO_REST heads.
- */
-const MEMO_MISSES = 8;
-const MEMO_REST = 1024;
-
 // States.
 const HEAD = 0;
 const BODY_LENGTH = 1;
@@ -190,16 +181,8 @@ export class ResponseParser {
   /** Response bytes seen since reset: a connection that saw none may be retried elsewhere. */
   bytesSeen = 0;
   private readonly events: ResponseParserEvents;
-  /**
-   * The last final head parsed (not a HEAD request's): its bytes and the head they made. A server sends
-   * the same head again and again (nginx's answer for a static file or a `return` changes with its Date
-   * once a second): those bytes are compared in one call, not parsed again (parseHead).
-   */
-  private memo: Buffer | undefined;
-  private memoLength = 0;
-  private memoHead: ResponseHead | undefined;
-  /** Heads in a row that were not the remembered one; past MEMO_MISSES the memo rests (see MEMO_REST). */
-  private memoMisses = 0;
+  /** The last final head parsed (not a HEAD request's), for a server that sends it again (head-memo.ts); made with the first. */
+  private memo: HeadMemo | undefined;
 
   constructor(events: ResponseParserEvents) {
     this.events = events;
@@ -401,17 +384,10 @@ export class ResponseParser {
    */
   private parseHead(buf: Buffer, from: number, len: number): number {
     // The bytes of the last final head again make the same head (parsing is a function of the bytes and of
-    // noBody, which a remembered head never had): one compare, not a parse. Not for a HEAD request's answer.
-    if (!this.noBody) {
-      const memo = this.memoHead;
-      if (memo !== undefined && this.memoMisses < MEMO_MISSES) {
-        const n = this.memoLength;
-        if (len - from >= n && buf.compare(this.memo as Buffer, 0, n, from, from + n) === 0) {
-          this.memoMisses = 0;
-          return this.accept(memo.again(), from + n);
-        }
-        this.memoMisses++;
-      } else if (this.memoMisses >= MEMO_MISSES && ++this.memoMisses >= MEMO_MISSES + MEMO_REST) this.memoMisses = 0;
+    // noBody, which a remembered head never had): a compare, not a parse. Not for a HEAD request's answer.
+    if (!this.noBody && this.memo !== undefined) {
+      const again = this.memo.match(buf, from, len);
+      if (again !== undefined) return this.accept(again, from + this.memo.length);
     }
     // The status line: HTTP/1.x SP 3DIGIT [SP reason] CRLF.
     // The shortest valid head has 16 bytes: a complete one shorter than the status line's fixed part is refused, not awaited.
@@ -550,11 +526,9 @@ export class ResponseParser {
     else if (length === -3) length = UNTIL_CLOSE;
     const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
     const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
-    if (!this.noBody && this.memoMisses < MEMO_MISSES && i - from <= MEMO_BYTES) {
-      this.memo ??= Buffer.allocUnsafeSlow(MEMO_BYTES);
-      buf.copy(this.memo, 0, from, i);
-      this.memoLength = i - from;
-      this.memoHead = head;
+    if (!this.noBody) {
+      this.memo ??= new HeadMemo();
+      this.memo.remember(buf, from, i, head);
     }
     return this.accept(head, i);
   }

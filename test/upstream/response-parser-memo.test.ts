@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type ResponseHead, ResponseParser } from '../../src/upstream/response-parser.ts';
 
+/** 148 bytes: a multiple of four. */
 const HEAD = 'HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 06:40:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nConnection: keep-alive\r\n\r\n';
 const BODY = 'hello from the body!\n';
 const RESPONSE = Buffer.from(HEAD + BODY, 'latin1');
@@ -72,6 +73,16 @@ function reader() {
 
 const fresh = (pieces: Buffer[], method = 'GET') => reader().read(pieces, method);
 
+/**
+ * The bytes in a buffer that is a whole ArrayBuffer of its own, as the pool reads (compared four bytes at a
+ * time, see head-memo.ts), or at `offset` in a larger one; Buffer.from's come from Node's shared pool (Buffer#compare).
+ */
+function own(bytes: Buffer, offset = 0): Buffer {
+  const whole = Buffer.allocUnsafeSlow(offset + bytes.length);
+  bytes.copy(whole, offset);
+  return offset === 0 ? whole : whole.subarray(offset);
+}
+
 test('the same head again is read as the first time, as a head of its own whose header list is its own', () => {
   const r = reader();
   const first = r.read([RESPONSE]);
@@ -99,30 +110,49 @@ test('every one-byte change, insertion and removal in a remembered head is read 
   const values = [0x00, 0x09, 0x0a, 0x0d, 0x20, 0x2c, 0x30, 0x31, 0x39, 0x3a, 0x41, 0x61, 0x7f, 0xff];
   const r = reader();
   let checked = 0;
-  for (let at = 0; at < HEAD.length + 2; at++) {
-    const variants: Buffer[] = [Buffer.concat([RESPONSE.subarray(0, at), RESPONSE.subarray(at + 1)])];
-    for (const v of values) {
-      const changed = Buffer.from(RESPONSE);
-      changed[at] = v;
-      variants.push(changed, Buffer.concat([RESPONSE.subarray(0, at), Buffer.of(v), RESPONSE.subarray(at)]));
-    }
-    for (const variant of variants) {
-      // Remembered first (read twice: the second reading is from the memo), then the variant.
-      r.read([RESPONSE]);
-      assert.deepEqual(r.read([RESPONSE]), fresh([RESPONSE]));
-      assert.deepEqual(r.read([variant]), fresh([variant]), `byte ${at}: ${JSON.stringify(variant.toString('latin1'))}`);
-      checked++;
+  // The head as it is (148 bytes), then with 1 to 3 bytes more (compared four at a time, the last 1 to 3 bytes one by one): those near their end.
+  for (let pad = 0; pad < 4; pad++) {
+    const head = pad === 0 ? HEAD : HEAD.replace('\r\n\r\n', `\r\nX-Pad: ${'y'.repeat(4 + pad)}\r\n\r\n`);
+    const response = Buffer.from(head + BODY, 'latin1');
+    for (let at = pad === 0 ? 0 : head.length - 12; at < head.length + 2; at++) {
+      const variants: Buffer[] = [Buffer.concat([response.subarray(0, at), response.subarray(at + 1)])];
+      for (const v of values) {
+        const changed = Buffer.from(response);
+        changed[at] = v;
+        variants.push(changed, Buffer.concat([response.subarray(0, at), Buffer.of(v), response.subarray(at)]));
+      }
+      for (const variant of variants) {
+        // Remembered first (read twice: the second reading is from the memo), then the variant, from a pooled
+        // buffer and from one of its own.
+        for (const copy of [(b: Buffer) => b, own]) {
+          r.read([copy(response)]);
+          assert.deepEqual(r.read([copy(response)]), fresh([response]));
+          assert.deepEqual(r.read([copy(variant)]), fresh([variant]), `byte ${at}: ${JSON.stringify(variant.toString('latin1'))}`);
+          checked++;
+        }
+      }
     }
   }
-  assert.ok(checked > 4000);
+  assert.ok(checked > 10_000);
 });
 
 test('a remembered head that arrives in two pieces, split anywhere, and heads that differ in a row', () => {
   const r = reader();
   r.read([RESPONSE]);
   for (let at = 1; at < RESPONSE.length; at++) {
-    const pieces = [RESPONSE.subarray(0, at), RESPONSE.subarray(at)];
-    assert.deepEqual(r.read(pieces), fresh(pieces), `split at ${at}`);
+    for (const pieces of [
+      [RESPONSE.subarray(0, at), RESPONSE.subarray(at)],
+      [own(RESPONSE.subarray(0, at)), own(RESPONSE.subarray(at))],
+    ]) {
+      assert.deepEqual(r.read(pieces), fresh(pieces), `split at ${at}`);
+    }
+  }
+  // Behind an interim response in the same read, at every alignment; and at an offset into a larger buffer.
+  const interim = 'HTTP/1.1 100 Continue\r\n';
+  for (let pad = 0; pad < 4; pad++) {
+    const read = own(Buffer.from(`${interim}X-Pad: ${'y'.repeat(pad)}\r\n\r\n${HEAD}${BODY}`, 'latin1'));
+    assert.deepEqual(r.read([read]), fresh([read]), `behind a 1xx head, pad ${pad}`);
+    assert.deepEqual(r.read([own(RESPONSE, pad + 1)]), fresh([RESPONSE]), `at offset ${pad + 1}`);
   }
   // Heads that all differ (past the misses after which the memo rests), then the same one again and again.
   for (let n = 0; n < 2_000; n++) {
