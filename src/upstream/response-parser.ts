@@ -130,6 +130,12 @@ const TRAILERS = 9;
 const DONE = 10;
 const FAILED = 11;
 
+/** The parts of a chunk extension (ResponseParser.chunkExtension). */
+const EXT_NAME = 0;
+const EXT_VALUE = 1;
+const EXT_QUOTED = 2;
+const EXT_QUOTE_CLOSED = 3;
+
 const CR = 13;
 const LF = 10;
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
@@ -173,7 +179,9 @@ export class ResponseParser {
   private remaining = 0;
   private extensionBytes = 0;
   private sizeDigits = 0;
-  private inQuote = false;
+  /** In a chunk extension: which part the next byte belongs to (EXT_*), and the bytes of its name or value so far. */
+  private extensionPart = EXT_NAME;
+  private extensionPartBytes = 0;
   /** The chunked body is handed out with its framing. */
   private framed = false;
   /** Framed mode: where the bytes of the current `run` not yet handed out start (-1: none). */
@@ -311,20 +319,15 @@ export class ResponseParser {
           else if (c === 0x3b) {
             this.state = CHUNK_EXTENSION;
             this.extensionBytes = 0;
-            this.inQuote = false;
+            this.extensionPart = EXT_NAME;
+            this.extensionPartBytes = 0;
           } else if (c === CR) this.state = CHUNK_SIZE_LF;
           else fail('invalid character after a chunk size');
           break;
         }
         case CHUNK_EXTENSION:
-          // `;name=value;name="quoted"`: tokens outside quotes, no whitespace (as llhttp), field text inside.
           if (++this.extensionBytes > MAX_CHUNK_EXTENSION) fail('chunk extension too long');
-          if (this.inQuote) {
-            if (c === 0x22) this.inQuote = false;
-            else if (FIELD[c] !== 1 || c === 0x5c) fail('invalid character in a chunk extension');
-          } else if (c === CR) this.state = CHUNK_SIZE_LF;
-          else if (c === 0x22) this.inQuote = true;
-          else if (TOKEN[c] !== 1 && c !== 0x3d && c !== 0x3b) fail('invalid character in a chunk extension');
+          this.chunkExtension(c);
           break;
         case CHUNK_SIZE_LF:
           if (c !== LF) fail('chunk size line not ended by CRLF');
@@ -351,6 +354,33 @@ export class ResponseParser {
       i++;
     }
     return i;
+  }
+
+  /**
+   * One byte of `;name[=value]…` after a chunk size, value a token or a quoted string, no whitespace: as
+   * llhttp reads it or stricter (it refuses a quote anywhere but at the start of a value, anything but `;` or
+   * the CR after a closing quote, an empty name, a second `=`; this parser also a backslash in quotes).
+   */
+  private chunkExtension(c: number): void {
+    const part = this.extensionPart;
+    if (part === EXT_QUOTED) {
+      if (c === 0x22) this.extensionPart = EXT_QUOTE_CLOSED;
+      else if (FIELD[c] !== 1 || c === 0x5c) fail('invalid character in a chunk extension');
+    } else if (c === CR || c === 0x3b) {
+      if (part === EXT_NAME && this.extensionPartBytes === 0) fail('empty chunk extension name');
+      if (c === CR) this.state = CHUNK_SIZE_LF;
+      this.extensionPart = EXT_NAME;
+      this.extensionPartBytes = 0;
+    } else if (part === EXT_QUOTE_CLOSED) fail('invalid character after a quoted chunk extension value');
+    else if (c === 0x3d) {
+      if (part !== EXT_NAME || this.extensionPartBytes === 0) fail('invalid "=" in a chunk extension');
+      this.extensionPart = EXT_VALUE;
+      this.extensionPartBytes = 0;
+    } else if (c === 0x22) {
+      if (part !== EXT_VALUE || this.extensionPartBytes !== 0) fail('invalid quote in a chunk extension');
+      this.extensionPart = EXT_QUOTED;
+    } else if (TOKEN[c] === 1) this.extensionPartBytes++;
+    else fail('invalid character in a chunk extension');
   }
 
   /** Collects head bytes; on a whole head, parses it and returns the index in `data` after it, or -1 when more bytes are needed. */

@@ -81,7 +81,7 @@ function chunkedBody(r: () => number, body: Buffer): Buffer {
     if (chance(r, 0.05)) size = `0${size}`;
     if (chance(r, 0.03)) size = `${size} `;
     let ext = '';
-    if (chance(r, 0.1)) ext = pick(r, [';a=b', ';name', '; a=b', ';a="q"', ';\x01', `;${'e'.repeat(2000)}`]);
+    if (chance(r, 0.1)) ext = pick(r, [';a=b', ';name', '; a=b', ';a="q"', ';\x01', `;${'e'.repeat(2000)}`, ';a"q"', ';a="q"x', ';;']);
     parts.push(Buffer.from(`${size}${ext}\r\n`, 'latin1'), body.subarray(at, at + n), Buffer.from(chance(r, 0.03) ? '\n' : '\r\n', 'latin1'));
     at += n;
   }
