@@ -1,5 +1,6 @@
 /** Rate limits, IP filters and bans end to end on one Velocity with its local state (shared mode: traffic-shared.test.ts). */
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 import { delay, get, startApp, startBackends, startInProcess, testAgent } from '../support/velocity.ts';
 
@@ -19,9 +20,14 @@ services:
     );
     const url = `http://127.0.0.1:${velocity.address.port}/`;
     const agent = testAgent(t);
+    const started = performance.now();
     const results = await Promise.all(Array.from({ length: 8 }, () => get(agent, url)));
-    const statuses = results.map((r) => r.status).sort();
-    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    const burstSeconds = (performance.now() - started) / 1000;
+    const passed = results.filter((r) => r.status === 200).length;
+    // The bucket holds 5 and gains one token a second: each whole second the 8 requests take (a loaded
+    // machine has made them take over one) lets one more pass. On a quiet machine exactly 5 pass.
+    assert.ok(passed >= 5 && passed <= 5 + Math.floor(burstSeconds), `${passed} of 8 passed in ${burstSeconds.toFixed(2)} s`);
+    assert.deepEqual(new Set(results.map((r) => r.status)), new Set([200, 429]));
     const ok = results.find((r) => r.status === 200);
     assert.equal(ok?.headers['ratelimit-policy'], '"per-ip";q=60;w=60');
     assert.match(String(ok?.headers.ratelimit), /^"per-ip";r=\d;t=\d+$/);
@@ -33,7 +39,9 @@ services:
     // The steady rate: one a second (slow enough that a loaded machine cannot blur the burst).
     await delay(1_050);
     assert.equal((await get(agent, url)).status, 200);
-    assert.equal((await get(agent, url)).status, 429);
+    // A second token needs two seconds since the burst emptied the bucket (it was emptied after `started`).
+    const second = await get(agent, url);
+    assert.ok(second.status === 429 || performance.now() - started >= 2_000, `second request after the pause: ${second.status}`);
   });
 
   test('per-endpoint rules count independently, and header keys separate API clients', async (t) => {
