@@ -34,6 +34,9 @@ function add(state: SharedState, cells: MetricCells, row: number, by: number, va
   if (cell >= 0) rowsOf(state, cells.scope).add(row, cell, BigInt(cellAmount(cells, by)));
 }
 
+/** The BigInts of the small counts a turn adds to most cells, made once (a flush made one per cell). */
+const SMALL_COUNTS: readonly bigint[] = Array.from({ length: 256 }, (_, i) => BigInt(i));
+
 /**
  * One thread's additions to one scope's shared cells that are not in shared memory
  * yet. The data path adds plain numbers here, per request; they go to the shared
@@ -66,11 +69,13 @@ class PendingAdds {
 
   flush(): void {
     const { values, touched, rows } = this;
-    for (const at of touched) {
+    for (let k = 0; k < touched.length; k++) {
+      const at = touched[k] as number;
       const by = values[at] as number;
       if (by === 0) continue;
       values[at] = 0;
-      rows.add(Math.floor(at / rows.width), at % rows.width, BigInt(by));
+      // `at` is the cell's index in the shared rows too (the same width).
+      rows.addAt(at, by < SMALL_COUNTS.length ? (SMALL_COUNTS[by] as bigint) : BigInt(by));
     }
     touched.length = 0;
   }

@@ -18,6 +18,11 @@ export class MetricCells {
     Atomics.add(this.cells, row * this.width + cell, by);
   }
 
+  /** Adds to the cell at `index` = row × width + cell. */
+  addAt(index: number, by: bigint): void {
+    Atomics.add(this.cells, index, by);
+  }
+
   load(row: number, cell: number): bigint {
     return Atomics.load(this.cells, row * this.width + cell);
   }
