@@ -6,7 +6,12 @@
  * compared, not parsed again.
  */
 import { Buffer } from 'node:buffer';
-import type { ResponseHead } from './response-parser.ts';
+
+/** What the parser remembers a head as (its ResponseHead; named here without importing the parser, which imports this). */
+export interface RepeatableHead<H> {
+  /** The same head for another response, as an object of its own. */
+  again(): H;
+}
 
 /** A head longer than this is not remembered (nginx's are ~150–300 bytes). */
 const MEMO_BYTES = 1024;
@@ -18,12 +23,12 @@ const MEMO_BYTES = 1024;
 const MEMO_MISSES = 8;
 const MEMO_REST = 1024;
 
-export class HeadMemo {
+export class HeadMemo<H extends RepeatableHead<H>> {
   private readonly bytes = Buffer.allocUnsafeSlow(MEMO_BYTES);
   /** The same bytes four at a time. */
   private readonly words = new Int32Array(this.bytes.buffer, this.bytes.byteOffset, MEMO_BYTES / 4);
   private size = 0;
-  private head: ResponseHead | undefined;
+  private head: H | undefined;
   /** Heads in a row that were not the remembered one (past MEMO_MISSES, counting the rest). */
   private misses = 0;
   /** The read buffer last compared against, four bytes at a time (the thread's idle-read buffer or the connection's own: the same one again and again). */
@@ -36,7 +41,7 @@ export class HeadMemo {
   }
 
   /** A head of its own made from the remembered one when buf[from, len) starts with its bytes; undefined otherwise. */
-  match(buf: Buffer, from: number, len: number): ResponseHead | undefined {
+  match(buf: Buffer, from: number, len: number): H | undefined {
     if (this.misses >= MEMO_MISSES) {
       if (++this.misses >= MEMO_MISSES + MEMO_REST) this.misses = 0;
       return undefined;
@@ -52,7 +57,7 @@ export class HeadMemo {
   }
 
   /** Remembers the head parsed from buf[from, end) (unless it is too long, or the memo rests). */
-  remember(buf: Buffer, from: number, end: number, head: ResponseHead): void {
+  remember(buf: Buffer, from: number, end: number, head: H): void {
     if (this.misses >= MEMO_MISSES || end - from > MEMO_BYTES) return;
     buf.copy(this.bytes, 0, from, end);
     this.size = end - from;

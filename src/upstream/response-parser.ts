@@ -190,7 +190,7 @@ export class ResponseParser {
   bytesSeen = 0;
   private readonly events: ResponseParserEvents;
   /** The last final head parsed (not a HEAD request's), for a server that sends it again (head-memo.ts); made with the first. */
-  private memo: HeadMemo | undefined;
+  private memo: HeadMemo<ResponseHead> | undefined;
 
   constructor(events: ResponseParserEvents) {
     this.events = events;
