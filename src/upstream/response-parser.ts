@@ -189,8 +189,14 @@ export class ResponseParser {
   /** Response bytes seen since reset: a connection that saw none may be retried elsewhere. */
   bytesSeen = 0;
   private readonly events: ResponseParserEvents;
-  /** The last final head parsed (not a HEAD request's), for a server that sends it again (head-memo.ts); made with the first. */
+  /**
+   * The last final head parsed (not a HEAD request's), for a server that sends it again (head-memo.ts); made
+   * with the second: a connection that closes after one response (no keep-alive) never pays for its buffer
+   * (a fresh parser's first response ~0.7 µs, ~3.7 with a memo made for it).
+   */
   private memo: HeadMemo<ResponseHead> | undefined;
+  /** Whether a final head was parsed before (the next one makes the memo). */
+  private parsedHead = false;
 
   constructor(events: ResponseParserEvents) {
     this.events = events;
@@ -557,8 +563,9 @@ export class ResponseParser {
     const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
     const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
     if (!this.noBody) {
-      this.memo ??= new HeadMemo();
-      this.memo.remember(buf, from, i, head);
+      if (this.memo !== undefined) this.memo.remember(buf, from, i, head);
+      else if (this.parsedHead) (this.memo = new HeadMemo()).remember(buf, from, i, head);
+      else this.parsedHead = true;
     }
     return this.accept(head, i);
   }
