@@ -34,6 +34,12 @@
  * more Buffer bytes than objects: a 64 KB POST bench had 20–35 MB of dead Buffers at a time
  * and a heap fragmented around them (peak 122–140 MB). The flag sets V8's "default" young
  * capacity to the one chosen here, so that backstop comes at 8 MB (docs/performance.md).
+ * And it turns V8's memory reducer off (MEMORY_REDUCER_FLAG): when allocation slows after a busy
+ * spell it runs full GCs that shrink the heaps and hand their pages back to the kernel, and the next
+ * burst of traffic faults them all in again (2,000–4,000 page faults in the first moments of a 3 s
+ * load after ~40 s idle, against under 130 without it) while V8 grows the heaps back, collecting more
+ * often. A proxy's traffic comes in bursts; the heap it needed when busy is the one it keeps, as
+ * nginx keeps its buffers (docs/performance.md).
  * This module imports nothing: bin/velocity.js calls it before loading the rest.
  */
 
@@ -44,6 +50,7 @@ export const YOUNG_GENERATION_MB = 3 * SEMI_SPACE_MB;
 const FLAG = '--max-semi-space-size';
 export const SCAVENGE_FLAG = '--no-parallel-scavenge';
 export const MAGLEV_FLAG = '--no-maglev';
+export const MEMORY_REDUCER_FLAG = '--no-memory-reducer';
 /** Old generation size, MB, at which the first full GC runs (OLD_SPACE_FLAGS). */
 export const INITIAL_OLD_SPACE_MB = 16;
 /** After each full GC the next one runs when the old generation is 1.5 × what survived (OLD_SPACE_FLAGS). */
@@ -73,7 +80,7 @@ export function limitYoungGeneration(): void {
   const env = process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', [OWN_ARENA_CAP]: '1' } : process.env;
   process.execve(
     process.execPath,
-    [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, ...OLD_SPACE_FLAGS, BUFFER_SCAVENGE_FLAG, ...process.execArgv, ...process.argv.slice(1)],
+    [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, MEMORY_REDUCER_FLAG, ...OLD_SPACE_FLAGS, BUFFER_SCAVENGE_FLAG, ...process.execArgv, ...process.argv.slice(1)],
     env,
   );
 }

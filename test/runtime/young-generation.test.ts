@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { BUFFER_SCAVENGE_FLAG, MAGLEV_FLAG, OLD_SPACE_FLAGS, SCAVENGE_FLAG, SEMI_SPACE_MB } from '../../src/runtime/young-generation.ts';
+import { BUFFER_SCAVENGE_FLAG, MAGLEV_FLAG, MEMORY_REDUCER_FLAG, OLD_SPACE_FLAGS, SCAVENGE_FLAG, SEMI_SPACE_MB } from '../../src/runtime/young-generation.ts';
 import { startVelocityProcess } from '../support/velocity.ts';
 
 const YAML = `listen: "127.0.0.1:0"
@@ -19,12 +19,13 @@ services:
 
 const commandLine = (pid: number | undefined) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
 
-test('velocity start runs with a small young generation scavenged on the main thread alone, without Maglev and with a bounded old generation between full GCs, in the process that was started (same PID)', async (t) => {
+test('velocity start runs with a small young generation scavenged on the main thread alone, without Maglev or the memory reducer and with a bounded old generation between full GCs, in the process that was started (same PID)', async (t) => {
   const velocity = await startVelocityProcess(t, YAML);
   const line = commandLine(velocity.child.pid);
   assert.ok(line.includes(`--max-semi-space-size=${SEMI_SPACE_MB}`), `command line: ${line.join(' ')}`);
   assert.ok(line.includes(SCAVENGE_FLAG), `command line: ${line.join(' ')}`);
   assert.ok(line.includes(MAGLEV_FLAG), `command line: ${line.join(' ')}`);
+  assert.ok(line.includes(MEMORY_REDUCER_FLAG), `command line: ${line.join(' ')}`);
   for (const flag of OLD_SPACE_FLAGS) assert.ok(line.includes(flag), `command line: ${line.join(' ')}`);
   assert.ok(line.includes(BUFFER_SCAVENGE_FLAG), `command line: ${line.join(' ')}`);
 });
