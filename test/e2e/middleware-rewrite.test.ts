@@ -195,6 +195,7 @@ services:
     const dir = mkdtempSync(join(tmpdir(), 'velocity-pages-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, '50x.html'), '<h1>We are fixing it</h1>\n');
+    // The page fetch's timeout is generous: at load ~15 the 2 s default was missed once (an empty 500 came back).
     const v = await startVelocityProcess(
       t,
       `listen: "127.0.0.1:0"
@@ -208,7 +209,7 @@ services:
     middleware: [{ error_pages: { status: 500-599, file: ${join(dir, '50x.html')} } }]
   - name: app
     servers: [${echo.url}]
-    middleware: [{ error_pages: { status: 5xx, service: pages, path: "/errors/{status}.html", upstream: true } }]
+    middleware: [{ error_pages: { status: 5xx, service: pages, path: "/errors/{status}.html", upstream: true, timeout: 30s } }]
   - name: pages
     hosts: []
     servers: [${pages.url}]
