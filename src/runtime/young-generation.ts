@@ -80,7 +80,17 @@ export function limitYoungGeneration(): void {
   const env = process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', [OWN_ARENA_CAP]: '1' } : process.env;
   process.execve(
     process.execPath,
-    [process.execPath, `${FLAG}=${SEMI_SPACE_MB}`, SCAVENGE_FLAG, MAGLEV_FLAG, MEMORY_REDUCER_FLAG, ...OLD_SPACE_FLAGS, BUFFER_SCAVENGE_FLAG, ...process.execArgv, ...process.argv.slice(1)],
+    [
+      process.execPath,
+      `${FLAG}=${SEMI_SPACE_MB}`,
+      SCAVENGE_FLAG,
+      MAGLEV_FLAG,
+      MEMORY_REDUCER_FLAG,
+      ...OLD_SPACE_FLAGS,
+      BUFFER_SCAVENGE_FLAG,
+      ...process.execArgv,
+      ...process.argv.slice(1),
+    ],
     env,
   );
 }
