@@ -162,8 +162,9 @@ const QUEUED = cellsOf('velocity_queued_requests_total');
 const QUEUE_WAIT = cellsOf('velocity_queue_wait_seconds_total');
 const REQUESTS = cellsOf('velocity_requests_total');
 const UNROUTED = cellsOf('velocity_unrouted_requests_total');
-const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
-if (REQUESTS.metric.values?.join() !== CLASSES.join()) throw new Error('metrics: velocity_requests_total must count by the status classes 1xx to 5xx, in order');
+/** velocity_requests_total counts by the values its table entry declares: the status classes in order, '1xx' first. */
+const STATUS_CLASSES = REQUESTS.metric.values ?? [];
+if (!STATUS_CLASSES.every((v, i) => v === `${i + 1}xx`)) throw new Error('metrics: velocity_requests_total must count by the status classes 1xx, 2xx, … in order');
 
 /** What the observer needs to know of a service: its slot and its servers' slots. */
 export interface CountedService {
@@ -201,7 +202,7 @@ export function metricsObserver(state: SharedState, serviceOf: (name: string) =>
     // The class's index among the metric's values, not its name searched for there; a status outside 100–599
     // (a server cannot send one) counts under the first, as when its undefined class was searched for.
     const statusClass = Math.floor(record.status / 100) - 1;
-    pending.addValueAt(REQUESTS, server.slot, statusClass >= 0 && statusClass < CLASSES.length ? statusClass : 0, 1);
+    pending.addValueAt(REQUESTS, server.slot, statusClass >= 0 && statusClass < STATUS_CLASSES.length ? statusClass : 0, 1);
     if (record.upstreamMs !== undefined) pending.observe(UPSTREAM_DURATION, server.slot, record.upstreamMs / 1000);
   };
 }
