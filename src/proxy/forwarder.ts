@@ -65,8 +65,19 @@ export class UpstreamPools {
   private readonly pools = new PoolSet();
   private readonly optionsOf = new WeakMap<UpstreamPoolOptions, Map<string, ServerPoolOptions>>();
 
+  /**
+   * The last pool given for each server, and the options it was asked with: the usual request finds its
+   * pool with one lookup here, not four (options by service options and host, pool and its options by URL).
+   */
+  private readonly lastOf = new WeakMap<UpstreamServer, { options: UpstreamPoolOptions; pool: ServerPool }>();
+
   get(server: UpstreamServer, options: UpstreamPoolOptions): ServerPool {
-    return this.pools.get(server.url, server, this.serverOptions(server, options));
+    const last = this.lastOf.get(server);
+    // An open pool is still its URL's pool in the set, made with these options: what the set would answer.
+    if (last !== undefined && last.options === options && last.pool.open) return last.pool;
+    const pool = this.pools.get(server.url, server, this.serverOptions(server, options));
+    this.lastOf.set(server, { options, pool });
+    return pool;
   }
 
   /** Built once per service options and host (the hot path asks on every request). */

@@ -70,6 +70,11 @@ export class ServerPool implements ConnectionHome {
     return this.idle.length;
   }
 
+  /** Not closed: still the pool of its server in its PoolSet (a closed one was replaced or let go). */
+  get open(): boolean {
+    return !this.closed;
+  }
+
   /** On an idle connection when `reuseAt` (this turn's performance.now() reading) is given, else on a new one. */
   private dispatch(exchange: Exchange, reuseAt: number | undefined): void {
     if (this.closed) {
