@@ -65,6 +65,8 @@ async function load(name: string, root: string, port: number): Promise<Build> {
               return true;
             },
             chunkReleased: () => true,
+            // As the proxy's HTTP/1.1 response for a small body: done with the chunk when onData returns.
+            copiesChunk: () => true,
             onEnd() {
               if (++finished === n) done(bytes);
               else next();

@@ -38,6 +38,12 @@ export interface ClientResponse {
 
   writeHead(statusCode: number, statusMessage: string | undefined, headers: string[]): unknown;
   write(chunk: Uint8Array): boolean;
+  /**
+   * Whether `write()` of `length` bytes now copies them before it returns and keeps no reference to them
+   * (Velocity's HTTP/1.1 response: the first body bytes, when few, leave with the head from a buffer of
+   * its own). Optional: without it every chunk is taken to be kept.
+   */
+  copiesWrite?(length: number): boolean;
   end(): unknown;
   destroy(error?: Error): unknown;
 

@@ -243,6 +243,11 @@ class Attempt implements ExchangeSink, AbortableTry {
     return this.res.writableLength === 0;
   }
 
+  copiesChunk(length: number): boolean {
+    // A settled attempt drops what it is given.
+    return this.settled || this.res.copiesWrite?.(length) === true;
+  }
+
   onEnd(): void {
     if (this.settled) return;
     this.res.end();

@@ -315,8 +315,11 @@ export class Http1Connection implements ResponseParserEvents, Expiring, Exchange
   onResponseBody(data: Buffer): void {
     const exchange = this.exchange;
     if (!exchange || exchange.aborted) return;
-    const more = exchange.sink.onData(this.copied < 0 ? data : this.ownCopy(data));
-    if (!exchange.sink.chunkReleased()) this.bufferHeld = true;
+    const sink = exchange.sink;
+    // Bytes read into IDLE_READ are made the connection's own first, unless the sink copies them before onData returns.
+    const passed = this.copied >= 0 && sink.copiesChunk?.(data.length) === true;
+    const more = sink.onData(this.copied < 0 || passed ? data : this.ownCopy(data));
+    if (!passed && !sink.chunkReleased()) this.bufferHeld = true;
     if (!more && !this.paused) {
       this.paused = true;
       this.deadline = 0;

@@ -59,6 +59,12 @@ export interface ExchangeSink {
    * the connection may then read into the same buffer again. When unsure, false.
    */
   chunkReleased(): boolean;
+  /**
+   * Whether onData, given a chunk of `length` bytes now, is done with it when it returns (copies what it
+   * keeps): the connection may then pass bytes that lie in a buffer the next read of another connection
+   * overwrites, without copying them to a buffer of its own first. When unsure, false (or leave it out).
+   */
+  copiesChunk?(length: number): boolean;
   onEnd(): void;
   /** The exchange failed; `requestSent` is false when no byte of it can have reached the server. */
   onError(error: Error & { code?: string }, requestSent: boolean): void;

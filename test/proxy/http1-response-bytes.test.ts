@@ -4,13 +4,13 @@
  * response reused the buffer.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { test } from 'node:test';
 import { findHeadEnd, HeadError, parseRequestHead } from '../../src/proxy/http1/head-parser.ts';
 import { Http1Request } from '../../src/proxy/http1/request.ts';
 import { Http1Response } from '../../src/proxy/http1/response.ts';
-import { SocketWriter } from '../../src/socket-writer.ts';
+import type { SocketWriter } from '../../src/socket-writer.ts';
+import { queuedWrites } from './queued-writes.ts';
 
 /** A response on `socket`, written through `writer`, with `body` as its whole body. */
 function respond(socket: Socket, writer: SocketWriter, body: string): void {
@@ -25,46 +25,19 @@ function respond(socket: Socket, writer: SocketWriter, body: string): void {
 }
 
 test('a response still queued for a client that does not read arrives intact after the next response reused the buffer', async (t) => {
-  const received: Buffer[][] = [];
-  const peers: Socket[] = [];
-  const server = createServer((socket) => {
-    const chunks: Buffer[] = [];
-    received.push(chunks);
-    peers.push(socket);
-    // The first connection's peer reads nothing until told: its kernel buffers fill.
-    if (peers.length === 1) socket.pause();
-    socket.on('data', (chunk) => chunks.push(chunk));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => server.close());
-  const port = (server.address() as { port: number }).port;
-  const open = async (): Promise<{ socket: Socket; writer: SocketWriter }> => {
-    const socket = connect(port, '127.0.0.1');
-    t.after(() => socket.destroy());
-    await once(socket, 'connect');
-    return { socket, writer: new SocketWriter(socket, true) };
-  };
-  const slow = await open();
-  while (peers.length < 1) await new Promise((resolve) => setTimeout(resolve, 10));
-  const fast = await open();
-  const filler = Buffer.alloc(1024 * 1024, 0x2e);
-  let filled = 0;
-  while (slow.writer.write(filler)) filled += filler.length;
-  filled += filler.length;
+  const { slow, plain: fast, filled, resume, received } = await queuedWrites(t);
   respond(slow.socket, slow.writer, 'first-response-body');
   assert.ok(slow.writer.pendingBytes > 0, 'the first response is queued');
   // Same length, other bytes: written into the buffer the first response would still be in.
   respond(fast.socket, fast.writer, 'other-response-body');
-  peers[0]?.resume();
+  resume();
   const answer = (body: string) => `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\nx-which: ${body}\r\n\r\n${body}`;
   const expected = Buffer.concat([Buffer.alloc(filled, 0x2e), Buffer.from(answer('first-response-body'), 'latin1')]);
   const expectedFast = Buffer.from(answer('other-response-body'), 'latin1');
-  const total = (k: number) => Buffer.concat(received[k] ?? []);
-  for (let waited = 0; total(0).length < expected.length || total(1).length < expectedFast.length; waited += 20) {
+  for (let waited = 0; received(0).length < expected.length || received(1).length < expectedFast.length; waited += 20) {
     assert.ok(waited < 60_000, 'both responses arrive');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  assert.ok(total(0).equals(expected), 'the queued response arrives as it was written');
-  assert.ok(total(1).equals(expectedFast));
+  assert.ok(received(0).equals(expected), 'the queued response arrives as it was written');
+  assert.ok(received(1).equals(expectedFast));
 });

@@ -341,6 +341,11 @@ export class Http1Response implements ProxyResponse {
     return this.send(this.bodyless || data.length === 0 ? undefined : data, false);
   }
 
+  /** ClientResponse: write() copies the bytes into the scratch buffer (writeWithHead) or drops them. */
+  copiesWrite(length: number): boolean {
+    return this.writableEnded || this.destroyed || (!this.headersSent && length <= ONE_WRITE_BODY);
+  }
+
   end(chunk?: Uint8Array | string | (() => void), _encoding?: unknown): this {
     if (this.writableEnded || this.destroyed) return this;
     const data = typeof chunk === 'function' ? undefined : typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
