@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { RequestRecord } from '../../src/observe/events.ts';
-import { recordJson } from '../../src/observe/record-json.ts';
+import { LineBytes } from '../../src/observe/line-bytes.ts';
+import { appendRecordJson, recordJson } from '../../src/observe/record-json.ts';
 import { SAMPLE_RECORD } from '../support/sample-record.ts';
 
 const base = SAMPLE_RECORD;
@@ -108,4 +109,51 @@ test('a record longer than the buffer it is written into comes out whole', () =>
   const long = `agent/${'é€x'.repeat(20_000)}`;
   const r = { ...base, userAgent: long, path: `/${'p'.repeat(70_000)}` };
   assert.equal(recordJson(r), reference(r));
+});
+
+test('records that repeat fields of the one before and change others each read as JSON.stringify writes them', () => {
+  // Each field that usually repeats, with values that differ in content, in length, in whether they are there, and
+  // strings that need escaping; equal strings as different objects (slices of their own texts) too.
+  const head = (text: string) => Buffer.from(`>${text}<`, 'latin1').toString('latin1').slice(1, -1);
+  const choices: { [K in keyof RequestRecord]?: RequestRecord[K][] } = {
+    clientIp: ['127.0.0.1', head('127.0.0.1'), '127.0.0.2', '::1'],
+    method: ['GET', 'POST', head('GET')],
+    host: ['example.test:8080', head('example.test:8080'), 'b.test', 'q"uote.test', 'ünï.test'],
+    protocol: ['HTTP/1.1', 'HTTP/1.0', 'HTTP/2.0'],
+    status: [200, 404, 502, -0, 1e21],
+    bytesIn: [0, 12, 0.5],
+    service: ['web', undefined, 'api', 'web\\'],
+    server: ['127.0.0.1:3001', undefined, '127.0.0.1:3002', head('127.0.0.1:3001')],
+    retries: [0, 1, 2],
+    queueWaitMs: [0, 0.25, 3.0004],
+    decision: [undefined, 'rate-limited', 'ip-denied'],
+    retryDenied: [undefined, 'budget', 'attempts'],
+    errorCode: [undefined, 'UPSTREAM_TIMEOUT', 'NO_ROUTE'],
+    userAgent: [undefined, head('wrk/4.2.0 (Linux x86_64)'), 'wrk/4.2.0 (Linux x86_64)', 'curl/8.0', 'tab\there', '\ud800alone', 'x'.repeat(3000)],
+  };
+  let seed = 29;
+  const next = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return Math.floor((seed / 2 ** 31) * n);
+  };
+  // One buffer for every line, smaller than some of them: the kept bytes of a run are copied in past its end too.
+  const out = new LineBytes(64);
+  let record: RequestRecord = { ...base };
+  for (let i = 0; i < 3000; i++) {
+    // Mostly one field changes from the record before, sometimes none, sometimes several.
+    const changes = [0, 1, 1, 1, 2, 5][next(6)] as number;
+    record = { ...record, requestId: `id-${i}`, path: `/p/${i % 7}` };
+    for (let c = 0; c < changes; c++) {
+      const keys = Object.keys(choices) as (keyof RequestRecord)[];
+      const key = keys[next(keys.length)] as keyof RequestRecord;
+      const values = choices[key] as unknown[];
+      record = { ...record, [key]: values[next(values.length)] };
+    }
+    const from = out.length;
+    appendRecordJson(record, out);
+    assert.equal(out.bytes.toString('utf8', from, out.length), reference(record), `record ${i}`);
+    // The same record again, into a new buffer (1 KiB): every run as kept, the longest ones past that buffer's room.
+    assert.equal(recordJson(record), reference(record), `record ${i} again`);
+    if (out.length > 100_000) out.length = 0;
+  }
 });
