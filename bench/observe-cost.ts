@@ -67,6 +67,11 @@ async function load(name: string, root: string): Promise<Build> {
           // Builds before the sink wrote records itself formatted them as strings first.
           if (sink.writeRecord) sink.writeRecord(r, 'json');
           else sink.write(formatAccessLine(r, 'json'));
+          // A record dies with its request, and its ids with it. Kept on these long-lived records, every
+          // round's 400k ids (and the hex runs they are slices of) survived the scavenges and were
+          // promoted: ~25 MB copied a round, ~1 µs a record of garbage collection no proxy pays.
+          r.traceId = undefined;
+          r.spanId = undefined;
         }
         await new Promise((done) => setImmediate(done));
       }
