@@ -197,7 +197,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
    */
   holdsBack(status: number): boolean {
     const service = this.service as ServiceRuntime;
-    if (!this.plane.retryStatuses(service).has(status)) return false;
+    if (!service.retryStatuses.has(status)) return false;
     if (this.attempt >= service.config.retries.attempts || !this.replayable || !IDEMPOTENT_METHODS.has(this.method)) return false;
     const now = Date.now();
     return service.hasAvailableServer(this.tried(), now) && service.retryBudget.hasRoom(now);

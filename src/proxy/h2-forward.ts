@@ -93,7 +93,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
     body,
     grpc,
     retryUnavailable: grpc && methodMatches(record.grpcMethod ?? '', cfg.grpc.retry_on_unavailable),
-    retryStatuses: !grpc && IDEMPOTENT_METHODS.has(method) ? plane.retryStatuses(service) : undefined,
+    retryStatuses: !grpc && IDEMPOTENT_METHODS.has(method) ? service.retryStatuses : undefined,
     responseHeaderTimeout: cfg.timeouts.response_header,
     idleTimeout: cfg.timeouts.idle,
     extraResponseHeaders: ctx.responseHeaders,

@@ -75,7 +75,6 @@ export class DataPlane {
   private subrequests: Agent | undefined;
   private lastMiddlewareWarning = 0;
   private readonly middlewareContext: MiddlewareContext;
-  private retryStatusCache = new WeakMap<ServiceRuntime, ReadonlySet<number>>();
   private topology: Topology | undefined;
   private lastUnroutedLog = 0;
   private readonly queues = new Map<string, RequestQueue>();
@@ -279,15 +278,6 @@ export class DataPlane {
 
   /** Built once per service runtime (the hot path asks on every request). */
   private readonly poolOptionsCache = new WeakMap<ServiceRuntime, UpstreamPoolOptions>();
-
-  retryStatuses(service: ServiceRuntime): ReadonlySet<number> {
-    let set = this.retryStatusCache.get(service);
-    if (!set) {
-      set = new Set(service.config.retries.retry_on);
-      this.retryStatusCache.set(service, set);
-    }
-    return set;
-  }
 
   addObserver(observer: RequestObserver): () => void {
     const remove = this.observers.add(observer);

@@ -53,6 +53,8 @@ export class ServiceRuntime implements LeaseOwner {
   readonly servers: readonly UpstreamServer[];
   readonly policy: Policy;
   readonly retryBudget: RetryBudget;
+  /** The statuses a try is retried on (retries.retry_on), for the lookup each response head makes. */
+  readonly retryStatuses: ReadonlySet<number>;
   readonly cells: ServiceCells;
   private readonly events: ServiceEvents;
   private readonly onCircuitChange: Parameters<typeof enterCircuit>[3];
@@ -88,6 +90,7 @@ export class ServiceRuntime implements LeaseOwner {
     const samePolicy = previous && JSON.stringify(previous.config.policy) === JSON.stringify(spec.config.policy);
     this.policy = samePolicy ? previous.policy : loadPolicy(spec.config, this.policyState());
     this.retryBudget = new RetryBudget(this.cells, spec.config.retries.budget, spec.config.retries.min_retries_per_second);
+    this.retryStatuses = new Set(spec.config.retries.retry_on);
   }
 
   private policyState(): SharedPolicyState {
