@@ -55,6 +55,13 @@ const SERVING = 3;
 const CLOSING = 4;
 const GONE = 5;
 
+/**
+ * The deadline of a connection idle since its last response until the server's sweep sees it: the keep-alive
+ * timeout then runs from the sweep's clock reading (idleFrom), not from one read per response (~50 ns of user
+ * CPU). The connection closes up to one sweep later than it would counted from the response, never earlier.
+ */
+export const IDLE_UNSTAMPED = -1;
+
 /** What happens at the deadline. */
 const CUT = 0;
 const TIMEOUT_408 = 1;
@@ -391,8 +398,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
       return;
     }
     this.phase = IDLE;
-    this.idleSince = epochMs();
-    this.deadline = this.idleSince + this.host.keepAliveTimeout;
+    this.deadline = IDLE_UNSTAMPED;
     this.onDeadline = CUT;
     if (this.pipelinePaused) {
       this.pipelinePaused = false;
@@ -496,9 +502,16 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.socket.destroy();
   }
 
+  /** The sweep's first look at a connection idle since its last response (IDLE_UNSTAMPED): idle from `now`. */
+  idleFrom(now: number): void {
+    this.idleSince = now;
+    this.deadline = now + this.host.keepAliveTimeout;
+  }
+
   /** Server shutdown: a connection idle for a while closes now; a busy one closes after its response. */
   closeIfIdle(now: number): void {
-    if (this.idle && now - this.idleSince >= IDLE_BEFORE_CLOSE_MS) this.close();
+    // One the sweep has not seen idle yet became idle just now.
+    if (this.idle && this.deadline !== IDLE_UNSTAMPED && now - this.idleSince >= IDLE_BEFORE_CLOSE_MS) this.close();
   }
 }
 

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { epochMs } from '../../clock.ts';
 import type { ClientConfig } from '../../config/schema/root.ts';
 import { socketInternalsAllowed } from '../../stream-wrap.ts';
-import { type ConnectionHost, Http1Connection } from './connection.ts';
+import { type ConnectionHost, Http1Connection, IDLE_UNSTAMPED } from './connection.ts';
 import type { Http1Request } from './request.ts';
 import type { Http1Response } from './response.ts';
 
@@ -81,7 +81,8 @@ export class Http1Server implements ConnectionHost {
     // The connections' deadlines are on epochMs()'s clock (src/clock.ts).
     const now = epochMs();
     for (const c of this.connections) {
-      if (c.deadline !== 0 && now >= c.deadline) c.expire();
+      if (c.deadline === IDLE_UNSTAMPED) c.idleFrom(now);
+      else if (c.deadline !== 0 && now >= c.deadline) c.expire();
       else if (this.draining) c.closeIfIdle(now);
     }
   }
