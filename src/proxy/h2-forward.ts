@@ -8,13 +8,14 @@
  * marks safe; plain HTTP follows the service's retry_on rules for idempotent methods.
  */
 import type { Buffer } from 'node:buffer';
-import { type ClientHttp2Stream, constants, type Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { ClientHttp2Stream, Http2ServerResponse, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cappedBackoff } from '../backoff.ts';
 import { type ErrorCode, VelocityError } from '../errors.ts';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';
+import { http2 } from '../node-http2.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, IDEMPOTENT_METHODS, isClientGone } from '../upstream/attempt.ts';
@@ -312,7 +313,7 @@ function h2Attempt(
     };
     const onAbort = () => {
       const reason = signal.reason instanceof Error ? signal.reason : new Error('aborted');
-      upstream?.close(constants.NGHTTP2_CANCEL);
+      upstream?.close(http2().constants.NGHTTP2_CANCEL);
       failWith(reason, false);
     };
     if (signal.aborted) return onAbort();
@@ -333,12 +334,12 @@ function h2Attempt(
         }
         upstream = stream;
         headerTimer = setTimeout(() => {
-          stream.close(constants.NGHTTP2_CANCEL);
+          stream.close(http2().constants.NGHTTP2_CANCEL);
           failWith(Object.assign(new Error('no response header in time'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' }), false);
         }, plan.responseHeaderTimeout);
         if (!plan.grpc)
           stream.setTimeout(plan.idleTimeout, () => {
-            stream.close(constants.NGHTTP2_CANCEL);
+            stream.close(http2().constants.NGHTTP2_CANCEL);
             failWith(Object.assign(new Error('server idle too long'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' }), false);
           });
         if (plan.body) plan.body.attach(stream);
@@ -347,17 +348,17 @@ function h2Attempt(
           if (headerTimer) clearTimeout(headerTimer);
           status = Number(headers[':status']);
           firstByteMs = performance.now() - started;
-          const endStream = (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+          const endStream = (flags & http2().constants.NGHTTP2_FLAG_END_STREAM) !== 0;
           const gs = headers['grpc-status'];
           if (gs !== undefined) grpcStatus = Number(gs);
           const retryable = mayRetry && ((plan.grpc && endStream && grpcStatus === GRPC.UNAVAILABLE && plan.retryUnavailable) || (!plan.grpc && plan.retryStatuses?.has(status)));
           if (retryable) {
-            stream.close(constants.NGHTTP2_CANCEL);
+            stream.close(http2().constants.NGHTTP2_CANCEL);
             settle({ kind: 'retryable', status, grpcStatus, firstByteMs });
             return;
           }
           if (res.destroyed || h2client?.closed) {
-            stream.close(constants.NGHTTP2_CANCEL);
+            stream.close(http2().constants.NGHTTP2_CANCEL);
             failWith(clientGoneError(), false);
             return;
           }

@@ -6,9 +6,10 @@
  * handler serves like HTTP/1.1 ones; servers are always spoken to in HTTP/1.1.
  */
 import { Buffer } from 'node:buffer';
-import { createServer, type Http2Server, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2';
+import type { Http2Server, Http2ServerRequest, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { ClientConfig } from '../config/schema/root.ts';
+import { http2 } from '../node-http2.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { ProxyRequest, ProxyResponse, RequestListener } from './proxy-message.ts';
 
@@ -41,7 +42,7 @@ export class Http2Front {
   constructor(onRequest: RequestListener, client: ClientConfig, log: Logger) {
     this.idleTimeout = client.keepalive_timeout;
     this.firstByteTimeout = client.header_timeout;
-    this.server = createServer({
+    this.server = http2().createServer({
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: client.max_header_size, enablePush: false },
     });
     this.server.on('request', (req: Http2ServerRequest, res) => {

@@ -5,8 +5,8 @@
  * HealthCheckResponse { ServingStatus status = 1; } (SERVING = 1, NOT_SERVING = 2, SERVICE_UNKNOWN = 3).
  */
 import { Buffer } from 'node:buffer';
-import { connect, constants } from 'node:http2';
 import type { ConnectionOptions } from 'node:tls';
+import { http2 } from '../node-http2.ts';
 
 const STATUS_NAMES = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'];
 
@@ -74,7 +74,7 @@ export function grpcHealthCheck(url: string, service: string, timeoutMs: number,
   const secure = u.protocol === 'https:';
   const authority = `${secure ? 'https' : 'http'}://${u.host}`;
   return new Promise((resolve) => {
-    const session = connect(authority, secure ? { ...tls, ALPNProtocols: ['h2'] } : {});
+    const session = http2().connect(authority, secure ? { ...tls, ALPNProtocols: ['h2'] } : {});
     let done = false;
     const finish = (result: string | undefined) => {
       if (done) return;
@@ -105,7 +105,7 @@ export function grpcHealthCheck(url: string, service: string, timeoutMs: number,
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('error', (err) => finish(err.message));
     stream.on('close', () => {
-      if (stream.rstCode && stream.rstCode !== constants.NGHTTP2_NO_ERROR) return finish(`stream reset (${stream.rstCode})`);
+      if (stream.rstCode && stream.rstCode !== http2().constants.NGHTTP2_NO_ERROR) return finish(`stream reset (${stream.rstCode})`);
       if (httpStatus !== 200) return finish(`HTTP status ${httpStatus}`);
       if (grpcStatus !== '0') return finish(`grpc-status ${grpcStatus ?? 'missing'}`);
       const status = servingStatus(Buffer.concat(chunks));

@@ -6,8 +6,9 @@
  * which of our streams it never processed (those may be sent again anywhere).
  * PINGs find connections that died without a word.
  */
-import { type ClientHttp2Session, type ClientHttp2Stream, connect, constants, type OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import type { Http2SessionsConfig } from '../config/schema/grpc.ts';
+import { http2 } from '../node-http2.ts';
 import type { UpstreamServer } from './server.ts';
 import { tlsConnectOptions, type UpstreamTlsOptions } from './tls.ts';
 
@@ -55,7 +56,7 @@ export class H2Connection {
     this.options = options;
     const authority = `${server.tls ? 'https' : 'http'}://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`;
     const tls = server.tls ? { ...tlsConnectOptions(options.tls ?? { rejectUnauthorized: true }, server.host), ALPNProtocols: ['h2'] } : {};
-    this.session = connect(authority, {
+    this.session = http2().connect(authority, {
       ...tls,
       settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
       // Velocity's own cap decides how many streams it opens; this is node's guard against a runaway peer.
@@ -167,7 +168,7 @@ export class H2Connection {
 
   /** Whether a stream that ended without a response was never processed by the server. */
   neverProcessed(stream: ClientHttp2Stream): boolean {
-    return stream.id === undefined || stream.id > this.lastStreamId || stream.rstCode === constants.NGHTTP2_REFUSED_STREAM;
+    return stream.id === undefined || stream.id > this.lastStreamId || stream.rstCode === http2().constants.NGHTTP2_REFUSED_STREAM;
   }
 
   destroy(): void {

@@ -3,7 +3,8 @@
  * (main thread and worker threads) never loads the ACME client, etcd, Redis, PostgreSQL
  * or x509 packages, nor undici for its own requests; a reload that turns ACME and
  * request-sending middleware on loads them then, and a Redis state store loads its
- * client at start. What loaded is read from a module-load record written by an
+ * client at start. Node's own HTTP/2 module is left unloaded the same way until an HTTP/2
+ * listener, server or gRPC health check needs it. What loaded is read from a module-load record written by an
  * `--import` hook inside the real process (test/support/module-record.ts).
  */
 import assert from 'node:assert/strict';
@@ -73,6 +74,10 @@ services:
     [],
     'worker threads load neither the YAML reader nor the admin API',
   );
+  const http2 = readFileSync(record.file, 'utf8')
+    .split('\n')
+    .filter((line) => line.endsWith(' node:http2'));
+  assert.deepEqual(http2, [], 'no thread loads node:http2 for a config without HTTP/2');
 
   writeFileSync(
     velocity.configFile,
