@@ -44,13 +44,14 @@ const FIELDS: { readonly [K in keyof Required<RequestRecord>]: Kind } = {
 };
 
 /**
- * Fields whose values usually repeat from one record to the next: the same client connection, host,
- * service and server, a GET answered 200 without retries, queueing or errors. Each run of consecutive
+ * Fields whose values usually repeat from one record to the next: the same client connection, host
+ * and service, a GET answered 200 without retries, queueing or errors. Each run of consecutive
  * ones is written once and its bytes kept; a record whose values in the run are all equal (===) to the
  * last written ones gets those bytes copied in one call. Per character, the string loop (str) was most
  * of a line's cost (~2 ns a character, ~180 characters a record). Values that change per request
- * (ids, path, durations) or per response (bytesOut) stay out: a run that differs is written as
- * before, then kept, which costs more than writing it.
+ * (ids, path, durations), per response (bytesOut) or per pick (server: a policy spreads a service's
+ * requests over its servers) stay out: a run that differs is written as before, then kept, which
+ * costs more than writing it.
  */
 const REPEATING: ReadonlySet<keyof RequestRecord> = new Set<keyof RequestRecord>([
   'clientIp',
@@ -60,7 +61,6 @@ const REPEATING: ReadonlySet<keyof RequestRecord> = new Set<keyof RequestRecord>
   'status',
   'bytesIn',
   'service',
-  'server',
   'retries',
   'queueWaitMs',
   'decision',
@@ -241,12 +241,16 @@ interface Run {
   bytes: Uint8Array;
 }
 
-/** Keeps the bytes a run just wrote, at `from` up to the end, and the values that made them. */
-function keep(run: Run, o: LineBytes, from: number, values: unknown[]): void {
-  const bytes = new Uint8Array(o.length - from);
-  bytes.set(o.bytes.subarray(from, o.length));
-  run.bytes = bytes;
-  run.values = values;
+/**
+ * Keeps the bytes a run just wrote, at `from` up to the end, in the run's own buffer (made anew only when
+ * the length differs): no typed array per record for a run that differs often. The caller stores the values.
+ */
+function keep(run: Run, o: LineBytes, from: number): void {
+  const n = o.length - from;
+  if (run.bytes.length !== n) run.bytes = new Uint8Array(n);
+  const kept = run.bytes;
+  const b = o.bytes;
+  for (let i = 0; i < n; i++) kept[i] = b[from + i] as number;
 }
 
 /** Copies a run's kept bytes (the owed closing quote before them). */
@@ -297,7 +301,7 @@ function compile(): Writer {
     body += `if (${keys.map((k, j) => `r.${k} === ${run}.values[${j}]`).join(' && ')}) c(${run}, o, q);\nelse {\n`;
     body += `if (q) o.bytes[o.length++] = 34;\nq = false;\nfrom = o.length;\n`;
     for (const [k, kd] of rest.slice(i, end)) body += field(k, kd);
-    body += `if (q) o.bytes[o.length++] = 34;\nk(${run}, o, from, [${keys.map((k) => `r.${k}`).join(', ')}]);\n}\nq = false;\n`;
+    body += `if (q) o.bytes[o.length++] = 34;\nk(${run}, o, from);\n${keys.map((k, j) => `${run}.values[${j}] = r.${k};`).join(' ')}\n}\nq = false;\n`;
     room += 1;
     i = end;
   }
