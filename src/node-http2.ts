@@ -5,15 +5,7 @@
  * process and thread — which a config that speaks only HTTP/1.1 never uses. Types are still
  * imported from node:http2 directly (erased when compiled).
  */
-import { createRequire } from 'node:module';
-
-type Http2 = typeof import('node:http2');
-
-const requireHere = createRequire(import.meta.url);
-let loaded: Http2 | undefined;
+import { optionalModule } from './optional-module.ts';
 
 /** node:http2, loaded on the first call. */
-export function http2(): Http2 {
-  loaded ??= requireHere('node:http2') as Http2;
-  return loaded;
-}
+export const http2 = optionalModule<typeof import('node:http2')>('node:http2', 'HTTP/2 (listeners, HTTP/2 servers, gRPC health checks)');

@@ -15,7 +15,7 @@ export class MetricCells {
   }
 
   add(row: number, cell: number, by: bigint): void {
-    Atomics.add(this.cells, row * this.width + cell, by);
+    this.addAt(row * this.width + cell, by);
   }
 
   /** Adds to the cell at `index` = row × width + cell. */
