@@ -8,10 +8,10 @@ import type { Buffer } from 'node:buffer';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
-import { PoolSet, type ServerPool, type ServerPoolOptions } from '../upstream/http1-pool.ts';
+import { PoolSet, type ServerPool, type ServerPoolOptions, type UpstreamPoolOptions } from '../upstream/http1-pool.ts';
 import type { ResponseHead } from '../upstream/response-parser.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
-import { isTlsFailure, tlsConnectOptions, type UpstreamTlsOptions } from '../upstream/tls.ts';
+import { isTlsFailure, tlsConnectOptions } from '../upstream/tls.ts';
 import type { ClientResponse } from './client-response.ts';
 import { responseHeadersFromRaw } from './headers.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
@@ -51,13 +51,6 @@ export function classifyUpstreamError(err: Error & { code?: string }): ErrorCode
       // Node's own parser (the WebSocket path) names its errors HPE_*; not every error's code is a string.
       return typeof err.code === 'string' && err.code.startsWith('HPE_') ? 'UPSTREAM_BAD_RESPONSE' : 'UPSTREAM_RESET';
   }
-}
-
-export interface UpstreamPoolOptions {
-  connectTimeout: number;
-  keepAliveTimeout: number;
-  /** TLS settings for https:// servers. */
-  tls?: UpstreamTlsOptions;
 }
 
 /** Keep-alive connection pools, one per server, owned by one thread. */

@@ -187,7 +187,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
       this.span = span;
       if (this.traceAt >= 0) this.headers[this.traceAt] = trace.traceparent(span);
     }
-    startAttempt(plane.pools.get(server, plane.poolOptions(service)), this, this.clientRes, lease.started, ctx.abort, this);
+    startAttempt(plane.pools.get(server, service.poolOptions()), this, this.clientRes, lease.started, ctx.abort, this);
   }
 
   /**

@@ -112,7 +112,7 @@ export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service:
       const server = lease.server;
       record.server = server.id;
       plane.stickTo(service, server, ctx);
-      const pool = plane.h2.get(server, plane.h2Options(service));
+      const pool = plane.h2.get(server, service.h2Options());
       const span = ctx.trace?.startAttempt();
       if (span) setTraceHeaders(plan.headers, ctx, span);
       if (deadline > 0) plan.headers['grpc-timeout'] = formatGrpcTimeout(deadline - performance.now());

@@ -18,27 +18,21 @@ import { count } from '../observe/metrics.ts';
 import { Tracer } from '../observe/tracing.ts';
 import { undiciClient } from '../optional-module.ts';
 import type { Guard, RequestContext, RequestRules } from '../proxy/context.ts';
-import { type UpstreamPoolOptions, UpstreamPools } from '../proxy/forwarder.ts';
+import { UpstreamPools } from '../proxy/forwarder.ts';
 import type { ProxyRequest } from '../proxy/proxy-message.ts';
 import { buildRoutes, type RouteTarget } from '../proxy/route-table.ts';
 import { Router } from '../proxy/router.ts';
 import type { SharedState } from '../state/shared-state.ts';
-import { type H2PoolOptions, H2Pools } from '../upstream/h2-pool.ts';
+import { H2Pools } from '../upstream/h2-pool.ts';
 import type { Lease } from '../upstream/lease.ts';
 import { logUpstreamChange, type UpstreamChange } from '../upstream/outcome.ts';
 import { RequestQueue } from '../upstream/queue.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import { type PolicyLoader, policyLoader, type ServiceEvents, ServiceRuntime } from '../upstream/service.ts';
 import { stickySecret, stickySetCookie, stickyTarget, stickyToken } from '../upstream/sticky.ts';
-import { upstreamTlsOptions, warnIfInsecure, warnTlsFailure } from '../upstream/tls.ts';
+import { warnIfInsecure, warnTlsFailure } from '../upstream/tls.ts';
 import type { Topology } from '../upstream/topology.ts';
 
-/**
- * How long an idle server connection is kept: a minute, as nginx's upstream keepalive_timeout: traffic after a pause
- * of a few seconds finds its connections open instead of connecting again. A server that closes sooner says so in its
- * Keep-Alive header (Node, Apache) and the pool lets go a second before it (src/upstream/http1-pool.ts).
- */
-const UPSTREAM_IDLE_MS = 60_000;
 const NO_RULES: RequestRules = { clientIps: new ClientIpResolver(new CidrSet([])), guards: [] };
 
 export interface DataPlaneOptions {
@@ -255,29 +249,6 @@ export class DataPlane {
     queue.follow(service);
     return queue;
   }
-
-  poolOptions(service: ServiceRuntime): UpstreamPoolOptions {
-    let options = this.poolOptionsCache.get(service);
-    if (!options) {
-      options = { connectTimeout: service.config.timeouts.connect, keepAliveTimeout: UPSTREAM_IDLE_MS, tls: upstreamTlsOptions(service.config.tls) };
-      this.poolOptionsCache.set(service, options);
-    }
-    return options;
-  }
-
-  h2Options(service: ServiceRuntime): H2PoolOptions {
-    let options = this.h2OptionsCache.get(service);
-    if (!options) {
-      options = { connectTimeout: service.config.timeouts.connect, sessions: service.config.http2_sessions, tls: upstreamTlsOptions(service.config.tls) };
-      this.h2OptionsCache.set(service, options);
-    }
-    return options;
-  }
-
-  private readonly h2OptionsCache = new WeakMap<ServiceRuntime, H2PoolOptions>();
-
-  /** Built once per service runtime (the hot path asks on every request). */
-  private readonly poolOptionsCache = new WeakMap<ServiceRuntime, UpstreamPoolOptions>();
 
   addObserver(observer: RequestObserver): () => void {
     const remove = this.observers.add(observer);

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { DeadlineSweep, type Expiring } from './deadline-sweep.ts';
 import { type ConnectionHome, Http1Connection } from './http1-connection.ts';
 import { Exchange, type ExchangeSink, type UpstreamRequest } from './http1-exchange.ts';
+import type { UpstreamTlsOptions } from './tls.ts';
 
 export interface ServerPoolOptions {
   connectTimeout: number;
@@ -18,6 +19,14 @@ export interface ServerPoolOptions {
   tls: object | undefined;
   /** Idle connections kept at most; more are closed when their exchange ends. */
   maxIdle?: number;
+}
+
+/** A service's settings for its servers' pools (the pools of one server URL take their TLS connect options from it). */
+export interface UpstreamPoolOptions {
+  connectTimeout: number;
+  keepAliveTimeout: number;
+  /** TLS settings for https:// servers. */
+  tls?: UpstreamTlsOptions;
 }
 
 export interface PoolTarget {

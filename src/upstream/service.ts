@@ -14,11 +14,21 @@ import type { SharedState } from '../state/shared-state.ts';
 import type { AttemptOutcome } from './attempt.ts';
 import { isAvailable, isHealthy } from './availability.ts';
 import { enterCircuit, leaveCircuit } from './circuit-breaker.ts';
+import type { H2PoolOptions } from './h2-pool.ts';
+import type { UpstreamPoolOptions } from './http1-pool.ts';
 import { Lease, type LeaseOwner } from './lease.ts';
 import { type OutcomeListeners, recordOutcome, type UpstreamChange } from './outcome.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
+import { upstreamTlsOptions } from './tls.ts';
 import type { ServiceSpec } from './topology.ts';
+
+/**
+ * How long an idle server connection is kept: a minute, as nginx's upstream keepalive_timeout: traffic after a pause
+ * of a few seconds finds its connections open instead of connecting again. A server that closes sooner says so in its
+ * Keep-Alive header (Node, Apache) and the pool lets go a second before it (src/upstream/http1-pool.ts).
+ */
+const UPSTREAM_IDLE_MS = 60_000;
 
 export type PolicyLoader = (config: ServiceConfig, shared: SharedPolicyState) => Policy;
 
@@ -63,6 +73,9 @@ export class ServiceRuntime implements LeaseOwner {
   private pickExclude: ReadonlySet<UpstreamServer> | undefined;
   private pickSkip: Set<UpstreamServer> | undefined;
   private pickNow = 0;
+  /** Made on first use (a CA file is read then), kept for this runtime's life: the same object for every request. */
+  private http1Options: UpstreamPoolOptions | undefined;
+  private http2Options: H2PoolOptions | undefined;
   private readonly usable = (s: UpstreamServer): boolean => !this.pickExclude?.has(s) && !this.pickSkip?.has(s) && isAvailable(s, this.pickNow);
 
   constructor(spec: ServiceSpec, state: SharedState, thread: number, previous: ServiceRuntime | undefined, loadPolicy: PolicyLoader, events: ServiceEvents) {
@@ -91,6 +104,21 @@ export class ServiceRuntime implements LeaseOwner {
     this.policy = samePolicy ? previous.policy : loadPolicy(spec.config, this.policyState());
     this.retryBudget = new RetryBudget(this.cells, spec.config.retries.budget, spec.config.retries.min_retries_per_second);
     this.retryStatuses = new Set(spec.config.retries.retry_on);
+  }
+
+  /**
+   * The settings of this service's HTTP/1.1 server pools, asked on every request: a field, not a lookup by service
+   * (a WeakMap lookup per request showed in perf). A reload makes a new runtime, and so new options: new pools.
+   */
+  poolOptions(): UpstreamPoolOptions {
+    this.http1Options ??= { connectTimeout: this.config.timeouts.connect, keepAliveTimeout: UPSTREAM_IDLE_MS, tls: upstreamTlsOptions(this.config.tls) };
+    return this.http1Options;
+  }
+
+  /** The same for its HTTP/2 servers' sessions. */
+  h2Options(): H2PoolOptions {
+    this.http2Options ??= { connectTimeout: this.config.timeouts.connect, sessions: this.config.http2_sessions, tls: upstreamTlsOptions(this.config.tls) };
+    return this.http2Options;
   }
 
   private policyState(): SharedPolicyState {

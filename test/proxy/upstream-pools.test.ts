@@ -4,8 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type UpstreamPoolOptions, UpstreamPools } from '../../src/proxy/forwarder.ts';
+import { UpstreamPools } from '../../src/proxy/forwarder.ts';
 import { SharedState } from '../../src/state/shared-state.ts';
+import type { UpstreamPoolOptions } from '../../src/upstream/http1-pool.ts';
 import { UpstreamServer } from '../../src/upstream/server.ts';
 
 function serverAt(state: SharedState, slot: number, url: string): UpstreamServer {
