@@ -22,6 +22,7 @@ import { type AttemptOutcome, clientGoneError, IDEMPOTENT_METHODS, isClientGone 
 import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import type { StatusSet } from '../upstream/status-set.ts';
 import type { ClientResponse } from './client-response.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
@@ -43,7 +44,7 @@ interface AttemptPlan {
   grpc: boolean;
   /** gRPC: UNAVAILABLE (trailers-only) may be retried. Plain HTTP: these statuses may be retried. */
   retryUnavailable: boolean;
-  retryStatuses: ReadonlySet<number> | undefined;
+  retryStatuses: StatusSet | undefined;
   responseHeaderTimeout: number;
   idleTimeout: number;
   extraResponseHeaders: [string, string | string[]][] | undefined;

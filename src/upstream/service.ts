@@ -20,6 +20,7 @@ import { Lease, type LeaseOwner } from './lease.ts';
 import { type OutcomeListeners, recordOutcome, type UpstreamChange } from './outcome.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamServer } from './server.ts';
+import { StatusSet } from './status-set.ts';
 import { upstreamTlsOptions } from './tls.ts';
 import type { ServiceSpec } from './topology.ts';
 
@@ -64,7 +65,7 @@ export class ServiceRuntime implements LeaseOwner {
   readonly policy: Policy;
   readonly retryBudget: RetryBudget;
   /** The statuses a try is retried on (retries.retry_on), for the lookup each response head makes. */
-  readonly retryStatuses: ReadonlySet<number>;
+  readonly retryStatuses: StatusSet;
   readonly cells: ServiceCells;
   private readonly events: ServiceEvents;
   private readonly onCircuitChange: Parameters<typeof enterCircuit>[3];
@@ -103,7 +104,7 @@ export class ServiceRuntime implements LeaseOwner {
     const samePolicy = previous && JSON.stringify(previous.config.policy) === JSON.stringify(spec.config.policy);
     this.policy = samePolicy ? previous.policy : loadPolicy(spec.config, this.policyState());
     this.retryBudget = new RetryBudget(this.cells, spec.config.retries.budget, spec.config.retries.min_retries_per_second);
-    this.retryStatuses = new Set(spec.config.retries.retry_on);
+    this.retryStatuses = new StatusSet(spec.config.retries.retry_on);
   }
 
   /**

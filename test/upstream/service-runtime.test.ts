@@ -1,4 +1,4 @@
-/** What a service runtime keeps for the requests it serves: its pool settings, made once. */
+/** What a service runtime keeps for the requests it serves: its pool settings made once, its retry statuses as a table. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
@@ -6,6 +6,7 @@ import { silentLogger } from '../../src/observe/logger.ts';
 import { SharedState } from '../../src/state/shared-state.ts';
 import { ControlPlane } from '../../src/upstream/control-plane.ts';
 import { policyLoader, ServiceRuntime } from '../../src/upstream/service.ts';
+import { StatusSet } from '../../src/upstream/status-set.ts';
 
 const CONFIG = `listen: "127.0.0.1:0"
 services:
@@ -34,4 +35,11 @@ test('pool options: one object per service runtime, with its connect timeout and
   assert.equal(h2.tls, http1.tls);
   const reloaded = new ServiceRuntime(spec, state, 0, service, policyLoader(process.cwd()), events);
   assert.notEqual(reloaded.poolOptions(), http1, 'a reloaded service starts new pools, as before');
+  assert.ok(reloaded.retryStatuses.has(503) && !reloaded.retryStatuses.has(500));
+});
+
+test('StatusSet: the statuses given and no others, whatever is asked', () => {
+  const statuses = new StatusSet([500, 502, 599, 1000, -1, 2.5]);
+  for (const status of [500, 502, 599]) assert.equal(statuses.has(status), true, String(status));
+  for (const status of [0, 200, 501, 503, 598, 600, 999, 1000, -1, 2.5, Number.NaN, 1e9]) assert.equal(statuses.has(status), false, String(status));
 });
