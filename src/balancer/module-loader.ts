@@ -6,8 +6,7 @@
  * bad one is a config error, never a failure on the data path. A module is imported
  * once per process: a change to its code needs a restart.
  */
-import { isAbsolute, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { importFactory, type UserModuleKind, userModulePath } from '../user-module.ts';
 import { localPolicyState } from './local-state.ts';
 import type { BalancedServer, PickRequest, Policy, PolicyContext, PolicyFactory } from './policy.ts';
 import { roundRobin } from './round-robin.ts';
@@ -17,26 +16,12 @@ const loaded = new Map<string, PolicyFactory>();
 /** What a policy is asked in the load-time check: an empty service. */
 const PROBE: PickRequest = { clientIp: '127.0.0.1', method: 'GET', url: '/', header: () => undefined, cookie: () => undefined };
 
-export function resolvePolicyModule(specifier: string, baseDir: string): string {
-  return isAbsolute(specifier) ? specifier : resolve(baseDir, specifier);
-}
+const POLICY_MODULE: UserModuleKind = { noun: 'policy', exportName: 'createPolicy', signature: '(options, context) => { pick(servers, request, usable) }' };
 
 /** Imports and checks a policy module; throws an Error saying what is wrong. */
 export async function loadPolicyModule(specifier: string, baseDir: string, options: Record<string, unknown>): Promise<PolicyFactory> {
-  const path = resolvePolicyModule(specifier, baseDir);
-  let factory = loaded.get(path);
-  if (!factory) {
-    let mod: Record<string, unknown>;
-    try {
-      mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
-    } catch (err) {
-      throw new Error(`cannot load policy module ${path}: ${(err as Error).message.split('\n')[0]}`);
-    }
-    const candidate = mod.default ?? mod.createPolicy;
-    if (typeof candidate !== 'function')
-      throw new Error(`policy module ${path} must export a factory function as default (or createPolicy): (options, context) => { pick(servers, request, usable) }`);
-    factory = candidate as PolicyFactory;
-  }
+  const path = userModulePath(specifier, baseDir);
+  const factory = loaded.get(path) ?? (await importFactory<PolicyFactory>(path, POLICY_MODULE));
   let policy: Policy;
   try {
     policy = factory(options, { shared: localPolicyState(), random: Math.random, now: Date.now });
@@ -64,7 +49,7 @@ export async function loadPolicyModule(specifier: string, baseDir: string, optio
  */
 export function customPolicy(specifier: string, baseDir: string, options: Record<string, unknown>, context: PolicyContext, report: (message: string) => void): Policy {
   const fallback = roundRobin({}, context);
-  const path = resolvePolicyModule(specifier, baseDir);
+  const path = userModulePath(specifier, baseDir);
   let lastReport = Number.NEGATIVE_INFINITY;
   let unreported = 0;
   const problem = (message: string) => {

@@ -5,31 +5,20 @@
  * the interface the built-ins implement. Loaded and checked with the config, so a
  * bad module is a config error at its `module:` line. Imported once per process.
  */
-import { isAbsolute, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { importFactory, type UserModuleKind, userModulePath } from '../user-module.ts';
 import type { Middleware, MiddlewareContext, MiddlewareFactory } from './middleware.ts';
 
 const loaded = new Map<string, MiddlewareFactory>();
 
 const HOOKS = ['request', 'response', 'wrap', 'error'] as const;
 
+const MIDDLEWARE_MODULE: UserModuleKind = { noun: 'middleware', exportName: 'createMiddleware', signature: '(options, context) => ({ request?(req), response?(req, head) })' };
+
 /** Imports a middleware module and checks it makes a middleware from these options; throws saying what is wrong. */
 export async function loadMiddlewareModule(specifier: string, baseDir: string, options: Record<string, unknown>, context: MiddlewareContext): Promise<MiddlewareFactory> {
-  const path = isAbsolute(specifier) ? specifier : resolve(baseDir, specifier);
-  let factory = loaded.get(path);
-  if (!factory) {
-    let mod: Record<string, unknown>;
-    try {
-      mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
-    } catch (err) {
-      throw new Error(`cannot load middleware module ${path}: ${(err as Error).message.split('\n')[0]}`);
-    }
-    const candidate = mod.default ?? mod.createMiddleware;
-    if (typeof candidate !== 'function')
-      throw new Error(`middleware module ${path} must export a factory function as default (or createMiddleware): (options, context) => ({ request?(req), response?(req, head) })`);
-    factory = candidate as MiddlewareFactory;
-  }
-  checkMiddleware(path, () => (factory as MiddlewareFactory)(options, context));
+  const path = userModulePath(specifier, baseDir);
+  const factory = loaded.get(path) ?? (await importFactory<MiddlewareFactory>(path, MIDDLEWARE_MODULE));
+  checkMiddleware(path, () => factory(options, context));
   loaded.set(path, factory);
   return factory;
 }
@@ -49,5 +38,5 @@ function checkMiddleware(path: string, make: () => Middleware): void {
 
 /** The factory of a module loaded with the config (worker threads load it again before serving). */
 export function loadedMiddlewareFactory(specifier: string, baseDir: string): MiddlewareFactory | undefined {
-  return loaded.get(isAbsolute(specifier) ? specifier : resolve(baseDir, specifier));
+  return loaded.get(userModulePath(specifier, baseDir));
 }
