@@ -5,6 +5,7 @@
  * What exists, and where each one's cells are, is declared in metric-table.ts.
  * Labels are bounded: service, server, status class — never paths or client IPs.
  */
+import { isMainThread } from 'node:worker_threads';
 import type { MetricCells as MetricCellRows } from '../state/metric-cells.ts';
 import type { ServerCells } from '../state/server-cells.ts';
 import type { SharedState } from '../state/shared-state.ts';
@@ -40,10 +41,11 @@ const SMALL_COUNTS: readonly bigint[] = Array.from({ length: 256 }, (_, i) => Bi
 /**
  * One thread's additions to one scope's shared cells that are not in shared memory
  * yet. The data path adds plain numbers here, per request; they go to the shared
- * cells (Atomics, BigInt) once per event-loop turn, a handful of cells for the
- * dozens of requests a turn finishes. Per request, the Atomics and the BigInts each
- * of them allocates cost more than the rest of the observer. Every count added is
- * an integer (sums are whole microseconds), so the plain sums are exact.
+ * cells (Atomics, BigInt) at most once per event-loop turn (PendingCounts says when),
+ * a handful of cells for the dozens of requests a turn finishes. Per request, the
+ * Atomics and the BigInts each of them allocates cost more than the rest of the
+ * observer. Every count added is an integer (sums are whole microseconds), so the
+ * plain sums are exact (up to 2^53: years of microseconds between two scrapes).
  */
 class PendingAdds {
   private values = new Float64Array(256);
@@ -82,25 +84,34 @@ class PendingAdds {
 }
 
 /**
- * A data-path thread's counts for one SharedState, per scope, flushed at the end of
- * the event-loop turn that made them.
+ * A data-path thread's counts for one SharedState, per scope. A worker thread's reach
+ * the shared cells at the end of the event-loop turn that made them: the main thread's
+ * scrape reads them there. The main thread's own wait for that scrape (renderMetrics
+ * flushes them before it reads) or for a row's clearing, whichever comes first: an
+ * immediate and a flush per turn cost ~1 µs a request when a turn serves one request.
  */
 class PendingCounts {
   private readonly global: PendingAdds;
   private readonly service: PendingAdds;
   private readonly server: PendingAdds;
-  private scheduled = false;
+  /** Whether counts were added since the last flush. */
+  private owed = false;
+  private readonly eachTurn: boolean;
   readonly flush = () => {
-    this.scheduled = false;
+    this.owed = false;
     this.global.flush();
     this.service.flush();
     this.server.flush();
   };
 
-  constructor(state: SharedState) {
+  /** `eachTurn`: flushed at the end of every turn that counted (a thread whose counts another thread reads). */
+  constructor(state: SharedState, eachTurn: boolean) {
+    this.eachTurn = eachTurn;
     this.global = new PendingAdds(state.globalMetrics);
     this.service = new PendingAdds(state.serviceMetrics);
     this.server = new PendingAdds(state.serverMetrics);
+    // A slot given to a new server or service is zeroed; what this thread counted for its old owner goes first.
+    for (const rows of [state.globalMetrics, state.serviceMetrics, state.serverMetrics]) rows.beforeClear = this.flush;
   }
 
   private scope(scope: MetricCells['scope']): PendingAdds {
@@ -133,9 +144,9 @@ class PendingCounts {
   }
 
   private schedule(): void {
-    if (this.scheduled) return;
-    this.scheduled = true;
-    setImmediate(this.flush);
+    if (this.owed) return;
+    this.owed = true;
+    if (this.eachTurn) setImmediate(this.flush);
   }
 }
 
@@ -145,7 +156,8 @@ const pendingOf = new WeakMap<SharedState, PendingCounts>();
 function pendingCounts(state: SharedState): PendingCounts {
   let pending = pendingOf.get(state);
   if (!pending) {
-    pending = new PendingCounts(state);
+    // The admin listener, whose scrape reads the cells, runs on the main thread.
+    pending = new PendingCounts(state, !isMainThread);
     pendingOf.set(state, pending);
   }
   return pending;
@@ -174,8 +186,8 @@ export interface CountedService {
 
 /**
  * The data-path side: one call per finished request, on the thread that served it.
- * Its counts reach shared memory at the end of the event-loop turn (renderMetrics
- * adds what this thread still holds before it reads).
+ * Its counts reach shared memory at the end of the event-loop turn on a worker thread,
+ * and when read or cleared on the main thread (see PendingCounts).
  */
 export function metricsObserver(state: SharedState, serviceOf: (name: string) => CountedService | undefined): (record: RequestRecord) => void {
   const pending = pendingCounts(state);

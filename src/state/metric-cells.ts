@@ -8,6 +8,11 @@ export class MetricCells {
   private readonly cells: BigInt64Array;
   /** Cells per row. */
   readonly width: number;
+  /**
+   * Told before a row is zeroed for a slot's new server or service: a thread holding additions not in
+   * these cells yet adds them first, so that none of the old owner's counts lands on the new one.
+   */
+  beforeClear: (() => void) | undefined;
 
   constructor(buffer: SharedArrayBuffer, width: number) {
     this.cells = new BigInt64Array(buffer);
@@ -29,6 +34,7 @@ export class MetricCells {
 
   /** Zeroes a row for a slot given to a new server or service. */
   clear(row: number): void {
+    this.beforeClear?.();
     this.cells.fill(0n, row * this.width, (row + 1) * this.width);
   }
 }
