@@ -217,7 +217,8 @@ export class DataPlane {
     }
     const queueing = service.config.queue.max_length > 0;
     // While requests wait in the queue, a new one gets in line behind them instead of taking a freed server first.
-    const lease = queueing && this.queueFor(service).length > 0 ? undefined : service.acquire(ctx, tried);
+    // The length is the service's cells' (its queue's, on every thread): no lookup of the queue per request.
+    const lease = queueing && service.cells.queueLength > 0 ? undefined : service.acquire(ctx, tried);
     if (lease) return lease;
     // Healthy servers exist but all are at their limit: wait in the queue.
     if (queueing && service.hasHealthyServer(tried)) return this.waitInQueue(service, ctx, tried, abort.signal);

@@ -141,7 +141,8 @@ export class ServiceRuntime implements LeaseOwner {
     // One clock read per try, for the pick's epoch ms (epochMsAt, src/clock.ts: less than Date.now(), a call into V8's runtime) and the lease's start.
     const started = performance.now();
     const now = epochMsAt(started);
-    this.pickExclude = exclude;
+    // An empty set (a first try's) excludes nothing: not asked per server.
+    this.pickExclude = exclude !== undefined && exclude.size > 0 ? exclude : undefined;
     this.pickSkip = undefined;
     this.pickNow = now;
     for (let tries = 0; tries <= this.servers.length; tries++) {
