@@ -42,10 +42,18 @@ test('a server gets the pool of its URL again; new options, a removed URL or a r
   assert.notEqual(fourth, second);
   assert.equal(fourth.open, true);
 
+  // The slot went to a server of another URL (a reload removed one server and added another): that URL's own pool.
+  const other = serverAt(state, 0, 'http://127.0.0.1:18003');
+  const otherPool = pools.get(other, reloaded);
+  assert.notEqual(otherPool, fourth);
+  assert.equal(fourth.open, true, 'the first URL keeps its pool');
+  assert.equal(pools.get(a, reloaded), fourth);
+
   // The URL left the config: its pool was closed; asked again (a request still in flight), the server gets an open one.
   await pools.retain(new Set());
   assert.equal(fourth.open, false);
   assert.equal(third.open, false);
+  assert.equal(otherPool.open, false);
   const fifth = pools.get(a, reloaded);
   assert.equal(fifth.open, true);
   assert.notEqual(fifth, fourth);
