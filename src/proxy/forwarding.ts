@@ -120,21 +120,27 @@ export class Forwarding implements AttemptRequest, AttemptListener {
 
   private withService(service: ServiceRuntime | undefined): void {
     if (!service) return void this.end(undefined);
-    const { ctx, plane } = this;
+    const { ctx } = this;
     ctx.record.service = service.name;
-    if (speaksHttp2(service)) {
-      this.after(
-        proxyHttp2(plane, ctx, service, (error) => this.owner.fail(ctx, error)),
-        () => this.end(undefined),
-      );
-      return;
-    }
+    if (speaksHttp2(service)) return void this.toHttp2(service);
     this.service = service;
     // Counted in the budget's window of the request's arrival (a clock read less per request).
     service.retryBudget.recordRequest(ctx.record.time);
     const pending = ctx.run?.body ?? requestBody(ctx.req, service.config.retries.buffer_body, ctx.record);
     if (pending instanceof Promise) this.after(pending, this.withBody);
     else this.withBody(pending);
+  }
+
+  /**
+   * A service of HTTP/2 servers: h2-forward takes the request. Apart from withService, whose every call would
+   * otherwise allocate the context these closures capture.
+   */
+  private toHttp2(service: ServiceRuntime): void {
+    const { ctx } = this;
+    this.after(
+      proxyHttp2(this.plane, ctx, service, (error) => this.owner.fail(ctx, error)),
+      () => this.end(undefined),
+    );
   }
 
   private withBody(body: Body | VelocityError): void {
@@ -258,7 +264,12 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     }
     record.retries++;
     const cap = cappedBackoff(retries.backoff.base, retries.backoff.max, this.attempt - 1);
-    setTimeout(() => this.step(this.afterBackoff, undefined), Math.random() * cap);
+    // Through a static method given `this`: an arrow here would make every settled() allocate the context it captures.
+    setTimeout(Forwarding.backoffEnded, Math.random() * cap, this);
+  }
+
+  private static backoffEnded(forwarding: Forwarding): void {
+    forwarding.step(forwarding.afterBackoff, undefined);
   }
 
   private afterBackoff(): void {

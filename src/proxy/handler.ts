@@ -63,12 +63,16 @@ export class RequestHandler implements ForwardingOwner {
     } catch (err) {
       return void this.crash(ctx, err);
     }
-    if (admitted instanceof Promise)
-      admitted.then(
-        (service) => this.forward(ctx, service),
-        (err: unknown) => this.crash(ctx, err),
-      );
+    if (admitted instanceof Promise) this.forwardWhenAdmitted(ctx, admitted);
     else this.forward(ctx, admitted);
+  }
+
+  /** serve()'s wait for a guard or middleware: apart from it, which would otherwise allocate these closures' context every time. */
+  private forwardWhenAdmitted(ctx: RequestContext, admitted: Promise<ServiceRuntime | undefined>): void {
+    admitted.then(
+      (service) => this.forward(ctx, service),
+      (err: unknown) => this.crash(ctx, err),
+    );
   }
 
   /** Hands an admitted request to its forwarding, which ends the data path (also when it fails). */

@@ -54,6 +54,14 @@ export function recordPassive(
   const fails = server.addPassiveFailure();
   // Answers to requests sent before an ejection do not extend it.
   if (fails < config.consecutive_failures || now < server.ejectedUntil) return;
+  eject(scope, server, fails, now, config, onEject);
+}
+
+/**
+ * Ejects the server if it still should be when the lock is taken. A function of its own: a closure that captures
+ * recordPassive's variables would allocate their context on every request, failed or not.
+ */
+function eject(scope: EjectionScope, server: UpstreamServer, fails: number, now: number, config: PassiveHealthConfig, onEject: (change: EjectionChange) => void): void {
   const change = scope.locked(() => {
     if (server.passiveFailures < config.consecutive_failures || now < server.ejectedUntil) return undefined;
     let ejected = 0;
