@@ -20,7 +20,7 @@ const REQUEST_LINE_REST = 11;
 
 /**
  * The strings the head in `writtenInto` (the shared buffer) was written from — method, target, then each
- * header's name and value — and the offset just past each one's separator. A head that begins with the same
+ * header's name and value, as far as they are remembered — and the offset just past each one's separator. A head that begins with the same
  * strings (requests to one service repeat their request line, Host and forwarding headers; the request id
  * is usually the first string that differs) finds their bytes in place, and only the rest is written.
  * Compared as strings, so equal content written from another string object is found too. Holds the last
@@ -42,11 +42,18 @@ export function requestHeadBytes(method: string, target: string, headers: readon
   const reuse = length <= scratch.size;
   const pieces = headers.length + 2;
   let same = reuse && buf === writtenInto;
+  // The pieces remembered for the next head: the ones found in place, and the first one written (so the memo
+  // learns a head one piece a time). The ones after it follow a piece that differed — usually the request id,
+  // unique to each request — and would be compared only if that one came again; storing each was a write
+  // barrier (a new string into this long-lived list).
+  let remembered = 0;
+  let learning = reuse;
   let at = 0;
   for (let k = 0; k < pieces; k++) {
     const text = k === 0 ? method : k === 1 ? target : (headers[k - 2] as string);
     if (same && k < writtenCount && written[k] === text) {
       at = writtenEnd[k] as number;
+      remembered = k + 1;
       continue;
     }
     same = false;
@@ -60,16 +67,18 @@ export function requestHeadBytes(method: string, target: string, headers: readon
       buf[at++] = 0x0d;
       buf[at++] = 0x0a;
     }
-    if (reuse) {
+    if (learning) {
       written[k] = text;
       writtenEnd[k] = at;
+      remembered = k + 1;
+      learning = false;
     }
   }
   at = putLatin1(buf, at, extraLine);
   buf[at++] = 0x0d;
   buf[at] = 0x0a;
   if (reuse) {
-    writtenCount = pieces;
+    writtenCount = remembered;
     writtenInto = buf;
   }
   return scratch.bytesOf(buf, length);

@@ -97,7 +97,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   private pending: Buffer | undefined;
   /** How far `pending` was searched for a head's end. */
   private scanned = 0;
-  private req: Http1Request | undefined;
+  /** The response being served (its request is `req`): one store per request into this long-lived object, not two (each a write barrier). */
   private res: Http1Response | undefined;
   private bodyLeft = 0;
   private decoder: ChunkedDecoder | undefined;
@@ -195,6 +195,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     }
   }
 
+  /** The request being served. */
+  private get req(): Http1Request | undefined {
+    return this.res?.req;
+  }
+
   /** Parses the head at the start of `pending`, and starts its request when it is complete. */
   private parseNext(): void {
     const buf = this.pending;
@@ -233,7 +238,6 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     const host = this.host;
     const req = new Http1Request(head, this.socket, this);
     const res = new Http1Response(req, this.socket, this, head.keepAlive && !host.draining);
-    this.req = req;
     this.res = res;
     if (head.upgrade && req.bodyLength === 0 && host.wantsUpgrade(req)) {
       this.handOff(req, res);
@@ -383,7 +387,6 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     // A failed write is followed by 'close', which cleans up.
     if (err || res === undefined || req === undefined) return;
     this.res = undefined;
-    this.req = undefined;
     // An upgrade refused with a response: the socket is the handler's now.
     if (this.phase === GONE) {
       res.markFlushed();
@@ -453,7 +456,6 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     const req = this.req;
     if (req !== undefined && !req.complete) req.destroy();
     this.res?.emitClose();
-    this.req = undefined;
     this.res = undefined;
   };
 
