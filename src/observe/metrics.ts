@@ -111,7 +111,7 @@ class PendingCounts {
     this.service = new PendingAdds(state.serviceMetrics);
     this.server = new PendingAdds(state.serverMetrics);
     // A slot given to a new server or service is zeroed; what this thread counted for its old owner goes first.
-    for (const rows of [state.globalMetrics, state.serviceMetrics, state.serverMetrics]) rows.beforeClear = this.flush;
+    for (const rows of [state.globalMetrics, state.serviceMetrics, state.serverMetrics]) rows.beforeEachClear(this.flush);
   }
 
   private scope(scope: MetricCells['scope']): PendingAdds {

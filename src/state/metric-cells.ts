@@ -8,11 +8,7 @@ export class MetricCells {
   private readonly cells: BigInt64Array;
   /** Cells per row. */
   readonly width: number;
-  /**
-   * Told before a row is zeroed for a slot's new server or service: a thread holding additions not in
-   * these cells yet adds them first, so that none of the old owner's counts lands on the new one.
-   */
-  beforeClear: (() => void) | undefined;
+  private readonly clearListeners: (() => void)[] = [];
 
   constructor(buffer: SharedArrayBuffer, width: number) {
     this.cells = new BigInt64Array(buffer);
@@ -32,9 +28,17 @@ export class MetricCells {
     return Atomics.load(this.cells, row * this.width + cell);
   }
 
+  /**
+   * `listener` is told before a row is zeroed for a slot's new server or service: a thread holding additions
+   * not in these cells yet adds them first, so that none of the old owner's counts lands on the new one.
+   */
+  beforeEachClear(listener: () => void): void {
+    this.clearListeners.push(listener);
+  }
+
   /** Zeroes a row for a slot given to a new server or service. */
   clear(row: number): void {
-    this.beforeClear?.();
+    for (const listener of this.clearListeners) listener();
     this.cells.fill(0n, row * this.width, (row + 1) * this.width);
   }
 }
