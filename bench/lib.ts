@@ -227,22 +227,17 @@ ${upstreams.map((u, i) => `  server s${i} ${u}`).join('\n')}
   return { name: 'haproxy', port, pid: child.pid, threads: 1 };
 }
 
-/** A Node script from bench/ run as a contender: its first argument is the port to listen on. */
-async function startNodeScript(ctx: BenchContext, name: string, script: string, args: string[] = []): Promise<Contender> {
+/** A Node script from bench/ run as a contender (with `nodeFlags`): its first argument is the port to listen on. */
+async function startNodeScript(ctx: BenchContext, name: string, script: string, args: string[] = [], nodeFlags: string[] = []): Promise<Contender> {
   const port = await freePort();
-  const child = ctx.run(process.execPath, [join(ROOT, 'bench', script), String(port), ...args]);
+  const child = ctx.run(process.execPath, [...nodeFlags, join(ROOT, 'bench', script), String(port), ...args]);
   await waitPort(port);
   return { name, port, pid: child.pid, threads: 1 };
 }
 
-/** A proxy script from bench/: the upstreams' URLs follow the port. */
-const startProxyScript = (ctx: BenchContext, name: string, script: string, upstreams: string[]) =>
-  startNodeScript(
-    ctx,
-    name,
-    script,
-    upstreams.map((u) => `http://${u}`),
-  );
+/** A proxy script from bench/: the upstreams' URLs follow the port (and `flags`). */
+const startProxyScript = (ctx: BenchContext, name: string, script: string, upstreams: string[], flags: string[] = [], nodeFlags: string[] = []) =>
+  startNodeScript(ctx, name, script, [...flags, ...upstreams.map((u) => `http://${u}`)], nodeFlags);
 
 export const startNodeHttpProxy = (ctx: BenchContext, upstreams: string[]) => startProxyScript(ctx, 'node-http-proxy', 'node-http-proxy.ts', upstreams);
 
@@ -260,7 +255,16 @@ export const startUndiciFloor = (ctx: BenchContext, upstreams: string[]) => star
  * About the least a Node proxy on raw sockets does (bench/raw-floor.ts): beside Velocity it tells what in
  * a latency or CPU figure is one Node event loop on this machine and what is Velocity's.
  */
-export const startRawFloor = (ctx: BenchContext, upstreams: string[]) => startProxyScript(ctx, 'raw floor (no features)', 'raw-floor.ts', upstreams);
+export const startRawFloor = (ctx: BenchContext, upstreams: string[], nodeFlags: string[] = []) =>
+  startProxyScript(ctx, 'raw floor (no features)', 'raw-floor.ts', upstreams, [], nodeFlags);
+
+/**
+ * The same proxy on Velocity's own socket I/O (`bench/raw-floor.ts --direct`: reads past net's
+ * onStreamRead, writes straight to the handle, from dist/): the floor of Velocity's design, so the gap
+ * from it to Velocity is Velocity's own work per request.
+ */
+export const startDirectFloor = (ctx: BenchContext, upstreams: string[], nodeFlags: string[] = []) =>
+  startProxyScript(ctx, 'direct floor (no features)', 'raw-floor.ts', upstreams, ['--direct'], nodeFlags);
 
 export interface VelocityOptions {
   /** Top-level config lines (workers, access_log, …). */

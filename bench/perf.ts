@@ -6,9 +6,11 @@
  * --perf-basic-prof. Prints the split between the kernel, Node/V8 and JavaScript,
  * and the heaviest symbols, then the kernel time per request by what the process was doing
  * (bench/kernel-time.ts) and its involuntary context switches per request. `--nginx` profiles
- * nginx the same way, for comparison.
+ * nginx the same way, for comparison; `--floor plain` and `--floor direct` the raw-socket floor
+ * (bench/raw-floor.ts, GET only) on net's socket I/O or on Velocity's. For Velocity and the floors the
+ * JavaScript samples are also summed by source file (dist/… for Velocity's own code).
  *
- *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx] [--top 40] [--post BYTES]
+ *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx | --floor plain|direct] [--top 40] [--post BYTES]
  *
  * Needs perf (Debian linux-perf) and root or perf_event_paranoid ≤ 1.
  */
@@ -16,12 +18,26 @@ import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { kernelTimeByCategory } from './kernel-time.ts';
-import { ensureBuilt, perfScript, profilingOptions, requireTools, runProfiling, runWrk, startNginxBackends, startNginxProxy, startVelocity, withFeatures } from './lib.ts';
+import {
+  ensureBuilt,
+  perfScript,
+  profilingOptions,
+  requireTools,
+  runProfiling,
+  runWrk,
+  startDirectFloor,
+  startNginxBackends,
+  startNginxProxy,
+  startRawFloor,
+  startVelocity,
+  withFeatures,
+} from './lib.ts';
 
 const { values: args } = parseArgs({
   options: {
     ...profilingOptions('40'),
     nginx: { type: 'boolean', default: false },
+    floor: { type: 'string' },
     /** POST a body of this size to /post per request instead of GET /. */
     post: { type: 'string' },
   },
@@ -35,13 +51,26 @@ function groupOf(dso: string): string {
   return dso;
 }
 
+/** The source file a JavaScript symbol from --perf-basic-prof names (`JS:*fn file:///…/dist/x.js:1:2`), shortened; node:… for Node's own. */
+function sourceOf(sym: string): string {
+  const m = /\s((?:file:\/\/|node:)\S+?)(?::\d+){0,2}$/.exec(sym);
+  if (!m) return sym.startsWith('Builtin:') || sym.startsWith('Bytecode') ? 'V8 builtins and stubs' : '(other JIT code)';
+  return (m[1] as string).replace(/^file:\/\/.*?\/(dist|bench|node_modules)\//, '$1/');
+}
+
+const floorStarters: Record<string, typeof startRawFloor> = { plain: startRawFloor, direct: startDirectFloor };
+
 runProfiling('perf', async (ctx) => {
   requireTools(['nginx', 'wrk', 'perf']);
   ensureBuilt((l) => console.error(l));
   const { upstreams } = await startNginxBackends(ctx);
+  const startFloor = args.floor === undefined ? undefined : floorStarters[args.floor];
+  if (args.floor !== undefined && startFloor === undefined) throw new Error(`--floor ${args.floor}: plain or direct`);
   const target = args.nginx
     ? await startNginxProxy(ctx, upstreams)
-    : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
+    : startFloor
+      ? await startFloor(ctx, upstreams, ['--perf-basic-prof'])
+      : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
   const url = `http://127.0.0.1:${target.port}${args.post ? '/post' : '/'}`;
   const seconds = Number(args.seconds);
   const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];
@@ -67,6 +96,14 @@ runProfiling('perf', async (ctx) => {
   for (const r of rows) groups.set(groupOf(r.dso), (groups.get(groupOf(r.dso)) ?? 0) + r.pct);
   console.log('\nshare of samples by where the code lives:');
   for (const [g, pct] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)} %  ${g}`);
+  const files = new Map<string, number>();
+  for (const r of rows) if (groupOf(r.dso) === 'JavaScript (JIT)') files.set(sourceOf(r.sym), (files.get(sourceOf(r.sym)) ?? 0) + r.pct);
+  if (files.size > 0) {
+    console.log('\nJavaScript samples by source file (µs per request at this share of the CPU time):');
+    for (const [file, pct] of [...files].sort((a, b) => b[1] - a[1]).slice(0, Number(args.top))) {
+      console.log(`  ${pct.toFixed(2).padStart(6)} %  ${((pct / 100) * load.cpuUsPerRequest).toFixed(2).padStart(5)} µs  ${file}`);
+    }
+  }
   console.log(`\nheaviest symbols (top ${args.top}):`);
   for (const r of rows.slice(0, Number(args.top))) console.log(`  ${r.pct.toFixed(2).padStart(6)} %  ${groupOf(r.dso).padEnd(16)}  ${r.sym.slice(0, 110)}`);
   const script = perfScript(data, ['-F', 'tid,ip,sym']);

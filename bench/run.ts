@@ -28,6 +28,7 @@ import {
   requireTools,
   resultsFile,
   runWrk,
+  startDirectFloor,
   startFastifyProxy,
   startHaproxy,
   startNginxBackends,
@@ -114,6 +115,7 @@ async function bench(ctx: BenchContext): Promise<void> {
       : [
           startFastifyProxy(ctx, upstreams),
           startRawFloor(ctx, upstreams),
+          startDirectFloor(ctx, upstreams),
           // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
           startVelocity(ctx, 'velocity+3 header rules', upstreams, {
             service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
@@ -137,6 +139,7 @@ async function bench(ctx: BenchContext): Promise<void> {
         'velocity workers=auto',
         'undici floor (no features)',
         'raw floor (no features)',
+        'direct floor (no features)',
         'node http (no proxy)',
         'velocity+3 header rules',
         'velocity+compress',
@@ -290,11 +293,21 @@ function assessTargets(rows: Row[]): Target[] {
   }
   // Not a target: how wide each latency tail is beside its mean (50 connections ÷ req/s, Little's law).
   // A bare Node proxy's ratio says how much of Velocity's is one Node event loop sharing this machine's cores.
-  const tails = ['nginx', 'raw floor (no features)', 'velocity', 'velocity+features'].flatMap((name) => {
+  const tails = ['nginx', 'raw floor (no features)', 'direct floor (no features)', 'velocity', 'velocity+features'].flatMap((name) => {
     const r = row('GET c=50', name);
     return r?.rps ? [`${name} ${(r.p99 / ((50 / r.rps) * 1000)).toFixed(2)}`] : [];
   });
   if (tails.length) out.push({ name: 'p99 ÷ mean latency (GET c=50)', value: tails.join(', '), target: 'for reference', met: undefined });
+  // Not a target: what Velocity's own work per request adds to the floor of its socket I/O design.
+  const directFloor = row('GET c=50', 'direct floor (no features)');
+  if (features && directFloor?.cpuUs && nginx?.p99) {
+    out.push({
+      name: 'velocity+features over the direct floor (GET c=50)',
+      value: `+${(features.cpuUs - directFloor.cpuUs).toFixed(1)} µs CPU per request; p99 × nginx ${(features.p99 / nginx.p99).toFixed(2)} against the floor's ${(directFloor.p99 / nginx.p99).toFixed(2)}`,
+      target: 'for reference',
+      met: undefined,
+    });
+  }
   const v1 = row('GET c=1', 'velocity');
   const d1 = row('GET c=1', 'direct');
   if (v1 && d1) {

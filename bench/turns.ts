@@ -1,6 +1,7 @@
 /**
  * Where a proxy's latency tail comes from: its own work, or the time it is not running. For nginx, the
- * raw-socket Node floor (bench/raw-floor.ts) and Velocity with features on, under wrk, `perf` records
+ * raw-socket Node floor (bench/raw-floor.ts, on net's I/O and with `--direct` on Velocity's) and Velocity
+ * with features on, under wrk, `perf` records
  * the main thread's epoll calls and context switches; a loop turn is the time from one epoll return to
  * the next epoll call. Per turn: the events epoll gave, the time on the CPU, and the time switched out
  * (preempted by wrk, the backends or anything else sharing the cores). A proxy that stalls its loop
@@ -24,6 +25,7 @@ import {
   requireTools,
   runProfiling,
   runWrk,
+  startDirectFloor,
   startNginxBackends,
   startNginxProxy,
   startRawFloor,
@@ -147,7 +149,12 @@ runProfiling('turns', async (ctx) => {
   requireTools(['nginx', 'wrk', 'perf']);
   ensureBuilt((l) => console.error(l));
   const { upstreams } = await startNginxBackends(ctx);
-  const contenders = await Promise.all([startNginxProxy(ctx, upstreams), startRawFloor(ctx, upstreams), startVelocity(ctx, 'velocity+features', upstreams, withFeatures(ctx))]);
+  const contenders = await Promise.all([
+    startNginxProxy(ctx, upstreams),
+    startRawFloor(ctx, upstreams),
+    startDirectFloor(ctx, upstreams),
+    startVelocity(ctx, 'velocity+features', upstreams, withFeatures(ctx)),
+  ]);
   const seconds = Number(args.seconds);
   const samples = new Map<string, Sample[]>(contenders.map((c) => [c.name, []]));
   for (const c of contenders) await runWrk(`http://127.0.0.1:${c.port}/`, ['-t1', `-c${args.connections}`], WARMUP_SECONDS, c.pid);
