@@ -11,7 +11,6 @@ import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import type { ForwardedInfo } from './headers.ts';
 import type { MiddlewareRun } from './middleware-run.ts';
 import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
 import { RequestAbort } from './request-abort.ts';
@@ -107,18 +106,13 @@ export class RequestContext implements PickRequest {
   }
 
   /**
-   * What the server is told about the client. X-Forwarded-For gets the address
-   * that connected to Velocity appended; a client's own list is kept only when
-   * that peer is a trusted proxy, and replaced otherwise.
+   * The X-Forwarded-For value the server is told: the address that connected to Velocity appended;
+   * a client's own list is kept only when that peer is a trusted proxy, and replaced otherwise.
    */
-  forwardedInfo(peerTrusted: boolean): ForwardedInfo {
-    return {
-      clientIp: normalizeIp(this.req.socket.remoteAddress ?? ''),
-      priorForwardedFor: peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined,
-      proto: this.proto,
-      host: this.record.host,
-      requestId: this.record.requestId,
-    };
+  forwardedFor(peerTrusted: boolean): string {
+    const clientIp = normalizeIp(this.req.socket.remoteAddress ?? '');
+    const prior = peerTrusted ? (this.req.headers['x-forwarded-for'] as string | undefined) : undefined;
+    return prior ? `${prior}, ${clientIp}` : clientIp;
   }
 
   /** Sets a response header Velocity adds, replacing an earlier value of the same name. */

@@ -150,7 +150,8 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     const timeouts = (this.service as ServiceRuntime).config.timeouts;
     this.body = body;
     this.replayable = !(body && typeof (body as RequestBody).pipe === 'function');
-    const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(plane.trustsPeer(req)));
+    const { record } = ctx;
+    const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedFor(plane.trustsPeer(req)), ctx.proto, record.host, record.requestId);
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
     this.headers = headers;
     this.traceAt = traceHeaderSlot(headers, ctx);

@@ -201,7 +201,7 @@ function attemptResult(server: UpstreamServer, outcome: H2Outcome) {
 /** Request headers for the server: the client's, less hop-by-hop and forwarding ones, plus Velocity's. */
 function upstreamHeaders(ctx: RequestContext, plane: DataPlane, web: GrpcWebMode | undefined): OutgoingHttpHeaders {
   const { req } = ctx;
-  const info = ctx.forwardedInfo(plane.trustsPeer(req));
+  const { host, requestId } = ctx.record;
   let out: OutgoingHttpHeaders = {};
   const incoming = req.headers;
   for (const name in incoming) {
@@ -213,14 +213,14 @@ function upstreamHeaders(ctx: RequestContext, plane: DataPlane, web: GrpcWebMode
     }
     out[name] = incoming[name];
   }
-  out['x-forwarded-for'] = info.priorForwardedFor ? `${info.priorForwardedFor}, ${info.clientIp}` : info.clientIp;
-  out['x-forwarded-proto'] = info.proto;
-  out['x-forwarded-host'] = info.host;
-  out['x-request-id'] = info.requestId;
+  out['x-forwarded-for'] = ctx.forwardedFor(plane.trustsPeer(req));
+  out['x-forwarded-proto'] = ctx.proto;
+  out['x-forwarded-host'] = host;
+  out['x-request-id'] = requestId;
   if (web) toGrpcRequestHeaders(out, web);
   // The route's header rules (and a body read into memory, sent with its length).
   if (ctx.run) out = headerObject(ctx.run.requestHeaders(flatHeaders(out)));
-  return { ':method': ctx.method, ':path': ctx.run ? ctx.run.url : ctx.url, ':authority': info.host, ...out };
+  return { ':method': ctx.method, ':path': ctx.run ? ctx.run.url : ctx.url, ':authority': host, ...out };
 }
 
 function setTraceHeaders(headers: OutgoingHttpHeaders, ctx: RequestContext, span: AttemptSpan): void {

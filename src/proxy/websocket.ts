@@ -84,7 +84,7 @@ export async function proxyWebSocket(
   tunnels: TunnelSet,
 ): Promise<VelocityError | undefined> {
   const { req, record } = ctx;
-  const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedInfo(plane.trustsPeer(req)));
+  const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedFor(plane.trustsPeer(req)), ctx.proto, ctx.record.host, ctx.record.requestId);
   headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
   const abort = new AbortController();
   const onClientGone = () => abort.abort(clientGoneError());
