@@ -12,7 +12,16 @@ import type { TracingConfig } from '../config/schema/observe.ts';
 import type { RequestRecord } from './events.ts';
 import type { Logger } from './logger.ts';
 import { type AttributeValue, type ExportCounters, OtlpExporter } from './otlp.ts';
-import { cleanTracestate, formatTraceparent, newSpanId, newTraceId, parseTraceparent } from './trace-context.ts';
+import {
+  cleanTracestate,
+  formatTraceparent,
+  NEW_TRACE_ATTEMPT_SPAN,
+  NEW_TRACE_REQUEST_SPAN,
+  NEW_TRACE_TRACE_ID,
+  newSpanId,
+  newTraceRecord,
+  parseTraceparent,
+} from './trace-context.ts';
 
 const now = () => performance.timeOrigin + performance.now();
 
@@ -42,17 +51,33 @@ export class RequestTrace {
   private readonly started: number;
   private attempts = 0;
   private readonly tracer: Tracer;
+  /**
+   * A new trace's record (trace-context.ts's newTraceRecord): its ids, and its first attempt's span id and
+   * traceparent, are slices of it. Undefined when the client's traceparent was continued.
+   */
+  private readonly fresh: string | undefined;
 
   /** `started`: when the request arrived (performance.now()), read once by the request path. */
   constructor(tracer: Tracer, headers: IncomingHttpHeaders, started: number) {
     this.tracer = tracer;
     this.started = started;
     const parent = parseTraceparent(headers.traceparent);
-    this.traceId = parent?.traceId ?? newTraceId();
-    this.spanId = newSpanId();
-    this.parentSpanId = parent?.spanId;
-    this.sampled = parent ? parent.sampled : tracer.sampleNew();
-    this.tracestate = parent ? cleanTracestate(headers.tracestate) : undefined;
+    if (parent) {
+      this.fresh = undefined;
+      this.traceId = parent.traceId;
+      this.spanId = newSpanId();
+      this.parentSpanId = parent.spanId;
+      this.sampled = parent.sampled;
+      this.tracestate = cleanTracestate(headers.tracestate);
+    } else {
+      const fresh = newTraceRecord();
+      this.fresh = fresh;
+      this.traceId = fresh.slice(NEW_TRACE_TRACE_ID, NEW_TRACE_TRACE_ID + 32);
+      this.spanId = fresh.slice(NEW_TRACE_REQUEST_SPAN, NEW_TRACE_REQUEST_SPAN + 16);
+      this.parentSpanId = undefined;
+      this.sampled = tracer.sampleNew();
+      this.tracestate = undefined;
+    }
   }
 
   /** Whether spans are built and exported: ask before building an AttemptResult for endAttempt. */
@@ -61,11 +86,17 @@ export class RequestTrace {
   }
 
   startAttempt(): AttemptSpan {
-    return { spanId: newSpanId(), number: ++this.attempts, startMs: this.recording ? now() : 0 };
+    const number = ++this.attempts;
+    const fresh = this.fresh;
+    const spanId = number === 1 && fresh !== undefined ? fresh.slice(NEW_TRACE_ATTEMPT_SPAN, NEW_TRACE_ATTEMPT_SPAN + 16) : newSpanId();
+    return { spanId, number, startMs: this.recording ? now() : 0 };
   }
 
   /** The `traceparent` sent to the server for an attempt: the attempt span is the server's parent. */
   traceparent(attempt: AttemptSpan): string {
+    const fresh = this.fresh;
+    // A new trace's first attempt, sampled: the record's start is that traceparent already.
+    if (attempt.number === 1 && fresh !== undefined && this.sampled) return fresh.slice(0, NEW_TRACE_REQUEST_SPAN);
     return formatTraceparent(this.traceId, attempt.spanId, this.sampled);
   }
 

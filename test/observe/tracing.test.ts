@@ -2,7 +2,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { encodeSpans } from '../../src/observe/otlp.ts';
-import { cleanTracestate, formatTraceparent, newSpanId, newTraceId, parseTraceparent } from '../../src/observe/trace-context.ts';
+import {
+  cleanTracestate,
+  formatTraceparent,
+  NEW_TRACE_ATTEMPT_SPAN,
+  NEW_TRACE_REQUEST_SPAN,
+  NEW_TRACE_TRACE_ID,
+  newSpanId,
+  newTraceRecord,
+  parseTraceparent,
+} from '../../src/observe/trace-context.ts';
+import { Tracer } from '../../src/observe/tracing.ts';
 import { encodeGrpcMessage, formatGrpcTimeout, grpcStatusFor, methodMatches, parseGrpcTimeout } from '../../src/proxy/grpc.ts';
 import { healthCheckRequest, servingStatus } from '../../src/upstream/grpc-health.ts';
 import { decodeExport } from '../support/otlp.ts';
@@ -36,17 +46,53 @@ describe('W3C traceparent', () => {
   });
 
   test('new ids are random lowercase hex of the right length, never all zero', () => {
-    const ids = new Set(Array.from({ length: 2000 }, () => newTraceId()));
-    assert.equal(ids.size, 2000);
-    for (const id of ids) assert.match(id, /^[0-9a-f]{32}$/);
+    // Past one random fill (512 records) and several runs (128 records each).
+    const records = Array.from({ length: 2000 }, () => newTraceRecord());
+    const traceIds = new Set<string>();
+    const spanIds = new Set<string>();
+    for (const record of records) {
+      assert.match(record, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01[0-9a-f]{16}$/);
+      const traceId = record.slice(NEW_TRACE_TRACE_ID, NEW_TRACE_TRACE_ID + 32);
+      assert.notEqual(traceId, '0'.repeat(32));
+      traceIds.add(traceId);
+      spanIds.add(record.slice(NEW_TRACE_ATTEMPT_SPAN, NEW_TRACE_ATTEMPT_SPAN + 16)).add(record.slice(NEW_TRACE_REQUEST_SPAN, NEW_TRACE_REQUEST_SPAN + 16));
+    }
+    assert.equal(traceIds.size, 2000);
+    assert.equal(spanIds.size, 4000);
     assert.match(newSpanId(), /^[0-9a-f]{16}$/);
     assert.equal(formatTraceparent(T, S, true), `00-${T}-${S}-01`);
   });
 
-  test('a trace id kept alive holds a string of part of the random pool, not all of it', () => {
-    // One id of every 1024 kept, each from another pool fill: 200 whole-pool strings would be 6.4 MB, 200 quarters 1.6 MB.
-    const held = heapHeldByKept(newTraceId, 1024, 200);
+  test('a trace id kept alive holds a string of a run of records, not of every record made', () => {
+    // One id of every 1024 kept, each from another run: 200 runs of 128 records (9 KiB) are 1.8 MB.
+    const held = heapHeldByKept(() => newTraceRecord().slice(NEW_TRACE_TRACE_ID, NEW_TRACE_TRACE_ID + 32), 1024, 200);
     assert.ok(held < 3.5 * 1024 * 1024, `200 kept trace ids hold ${(held / 1024 / 1024).toFixed(1)} MB`);
+  });
+
+  test("a new trace's ids and traceparents: the first attempt's from its record, a retry's made apart", () => {
+    const tracer = new Tracer({} as never, {} as never);
+    const trace = tracer.start({}, 0);
+    assert.match(trace.traceId, /^[0-9a-f]{32}$/);
+    assert.match(trace.spanId, /^[0-9a-f]{16}$/);
+    assert.equal(trace.parentSpanId, undefined);
+    const first = trace.startAttempt();
+    const retry = trace.startAttempt();
+    for (const span of [first, retry]) {
+      assert.match(span.spanId, /^[0-9a-f]{16}$/);
+      assert.equal(trace.traceparent(span), `00-${trace.traceId}-${span.spanId}-01`);
+    }
+    assert.equal(new Set([trace.spanId, first.spanId, retry.spanId]).size, 3);
+    // Not sampled (a ratio of 0): the flags say so on the first attempt too.
+    tracer.configure({ propagate: true, sample_ratio: 0, service_name: 'velocity' } as never);
+    const unsampled = tracer.start({}, 0);
+    const span = unsampled.startAttempt();
+    assert.equal(unsampled.traceparent(span), `00-${unsampled.traceId}-${span.spanId}-00`);
+    // A client's trace is continued: its id, and the client's span as the request span's parent.
+    const continued = tracer.start({ traceparent: `00-${T}-${S}-01` }, 0);
+    assert.equal(continued.traceId, T);
+    assert.equal(continued.parentSpanId, S);
+    const attempt = continued.startAttempt();
+    assert.equal(continued.traceparent(attempt), `00-${T}-${attempt.spanId}-01`);
   });
 
   test('tracestate is passed on when within the limits', () => {
