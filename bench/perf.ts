@@ -8,7 +8,9 @@
  * (bench/kernel-time.ts) and its involuntary context switches per request. `--nginx` profiles
  * nginx the same way, for comparison; `--floor plain` and `--floor direct` the raw-socket floor
  * (bench/raw-floor.ts, GET only) on net's socket I/O or on Velocity's. For Velocity and the floors the
- * JavaScript samples are also summed by source file (dist/… for Velocity's own code).
+ * user-space samples outside libc (JavaScript, and the V8 builtins, barriers, GC and Node C++ it calls)
+ * are also summed by the source file of the nearest JavaScript frame in their stack (dist/… for
+ * Velocity's own code).
  *
  *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx | --floor plain|direct] [--top 40] [--post BYTES]
  *
@@ -51,11 +53,31 @@ function groupOf(dso: string): string {
   return dso;
 }
 
-/** The source file a JavaScript symbol from --perf-basic-prof names (`JS:*fn file:///…/dist/x.js:1:2`), shortened; node:… for Node's own. */
+/** The source file a JavaScript frame from --perf-basic-prof names (`JS:*fn file:///…/dist/x.js:1:2`), shortened; node:… for Node's own. */
 function sourceOf(sym: string): string {
   const m = /\s((?:file:\/\/|node:)\S+?)(?::\d+){0,2}$/.exec(sym);
-  if (!m) return sym.startsWith('Builtin:') || sym.startsWith('Bytecode') ? 'V8 builtins and stubs' : '(other JIT code)';
+  if (!m) return '(JavaScript of no file: generated code)';
   return (m[1] as string).replace(/^file:\/\/.*?\/(dist|bench|node_modules)\//, '$1/');
+}
+
+/**
+ * Shares (% of all samples) of the user-space samples outside libc by the source file of the nearest
+ * JavaScript frame, from `perf script -F ip,sym,dso` (stacks leaf first, a blank line between samples).
+ */
+function byNearestJavaScript(script: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  let samples = 0;
+  for (const stack of script.split('\n\n')) {
+    const frames = stack.trim().split('\n');
+    const leaf = frames[0]?.trim();
+    if (!leaf) continue;
+    samples++;
+    if (leaf.includes('[kernel') || leaf.includes('libc.so')) continue;
+    const js = frames.find((f) => f.includes(' JS:'));
+    const where = js ? sourceOf(js.trim().replace(/ \([^)]*\)$/, '')) : '(no JavaScript frame: the event loop, GC threads, V8 entry)';
+    counts.set(where, (counts.get(where) ?? 0) + 1);
+  }
+  return new Map([...counts].map(([where, n]) => [where, (n / samples) * 100]));
 }
 
 const floorStarters: Record<string, typeof startRawFloor> = { plain: startRawFloor, direct: startDirectFloor };
@@ -96,10 +118,9 @@ runProfiling('perf', async (ctx) => {
   for (const r of rows) groups.set(groupOf(r.dso), (groups.get(groupOf(r.dso)) ?? 0) + r.pct);
   console.log('\nshare of samples by where the code lives:');
   for (const [g, pct] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${pct.toFixed(1).padStart(5)} %  ${g}`);
-  const files = new Map<string, number>();
-  for (const r of rows) if (groupOf(r.dso) === 'JavaScript (JIT)') files.set(sourceOf(r.sym), (files.get(sourceOf(r.sym)) ?? 0) + r.pct);
-  if (files.size > 0) {
-    console.log('\nJavaScript samples by source file (µs per request at this share of the CPU time):');
+  if (!args.nginx) {
+    const files = byNearestJavaScript(perfScript(data, ['-F', 'ip,sym,dso']));
+    console.log("\nuser-space samples outside libc by the nearest JavaScript frame's file (µs per request at this share):");
     for (const [file, pct] of [...files].sort((a, b) => b[1] - a[1]).slice(0, Number(args.top))) {
       console.log(`  ${pct.toFixed(2).padStart(6)} %  ${((pct / 100) * load.cpuUsPerRequest).toFixed(2).padStart(5)} µs  ${file}`);
     }
