@@ -14,8 +14,12 @@ import { fileURLToPath } from 'node:url';
 import { freePort, waitPort } from '../bench/lib.ts';
 
 const script = fileURLToPath(new URL('../bench/raw-floor.ts', import.meta.url));
+const LONG_TAIL = '.'.repeat(300);
 
-/** An upstream answering `NAME PATH` per request head; a path of /split is answered head first, body 30 ms later. */
+/**
+ * An upstream answering `NAME PATH` per request head. A path of /split is answered head first, and 30 ms
+ * later a body longer than the head (the second read overwrites all of the first in a reused read buffer).
+ */
 async function upstream(name: string, heads: string[]): Promise<Server> {
   const server = createServer((socket) => {
     let pending = '';
@@ -25,7 +29,8 @@ async function upstream(name: string, heads: string[]): Promise<Server> {
         const head = pending.slice(0, end);
         pending = pending.slice(end + 4);
         heads.push(head);
-        const body = `${name} ${head.split(' ')[1]}`;
+        const path = head.split(' ')[1];
+        const body = `${name} ${path}${path === '/split' ? LONG_TAIL : ''}`;
         const responseHead = `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`;
         if (head.startsWith('GET /split ')) {
           socket.write(responseHead);
@@ -61,7 +66,7 @@ async function exchange(socket: Socket, parts: string[]): Promise<string> {
 }
 
 for (const mode of [[], ['--direct']]) {
-  test(`the raw floor${mode.length ? ' --direct' : ''} proxies keep-alive GETs round robin, heads and responses in two reads too`, async (t) => {
+  test(`the raw floor${mode.length ? ' --direct' : ''} proxies keep-alive GETs round robin, heads and responses in two reads too`, { timeout: 30_000 }, async (t) => {
     const heads: string[] = [];
     const upstreams = [await upstream('a', heads), await upstream('b', heads)];
     const port = await freePort();
@@ -82,7 +87,7 @@ for (const mode of [[], ['--direct']]) {
 
     assert.equal(await exchange(client, ['GET /one HTTP/1.1\r\nhost: x\r\n\r\n']), 'a /one');
     assert.equal(await exchange(client, ['GET /two HTTP/1.1\r\nho', 'st: x\r\n\r\n']), 'b /two');
-    assert.equal(await exchange(client, ['GET /split HTTP/1.1\r\nhost: x\r\n\r\n']), 'a /split');
+    assert.equal(await exchange(client, ['GET /split HTTP/1.1\r\nhost: x\r\n\r\n']), `a /split${LONG_TAIL}`);
     assert.equal(await exchange(client, ['GET /four HTTP/1.1\r\nhost: x\r\n\r\n']), 'b /four');
     assert.equal(heads.length, 4);
     for (const head of heads) assert.match(head, /\r\nx-forwarded-for: 127\.0\.0\.1$/);
