@@ -14,39 +14,24 @@ import { Buffer } from 'node:buffer';
 import { HOP_BY_HOP } from '../hop-by-hop.ts';
 import { HeadMemo } from './head-memo.ts';
 
-/** A server's final response head as the parser read it. */
-export class ResponseHead {
+/**
+ * What a final head's bytes say, read once: shared by every ResponseHead made for the same bytes again
+ * (head-memo.ts), so that a head repeated costs a two-field object, not a copy of these fourteen.
+ */
+class HeadFacts {
   readonly status: number;
   readonly reason: string;
-  /** HTTP/1.1 without `Connection: close`: the connection may carry another request. */
   readonly keepAlive: boolean;
-  /** The body ends when the server closes (no length, not chunked): the client connection cannot stay open either. */
   readonly closeDelimited: boolean;
-  /** Framing: -1 chunked, -2 until close, otherwise the byte count (0 for none). */
   readonly length: number;
-  /**
-   * The header lines as the server wrote them, each with its CRLF, without the hop-by-hop fields
-   * (src/hop-by-hop.ts): what a proxy passes on, as one string. Set only when that is byte for byte what
-   * writing `headers` out again would give — every such line `Name: value` (one space, no trailing
-   * whitespace) and no Connection field naming further fields to drop; otherwise undefined.
-   */
   readonly endToEndLines: string | undefined;
-  /**
-   * endToEndLines starts with the server's status line: it is `HTTP/1.1 <status> <reason>` with a reason,
-   * byte for byte the one a client response head with that status and reason begins with.
-   */
   readonly withStatusLine: boolean;
-  /** Among those lines: a Date field, a Content-Length field (whatever the framing made of it). */
   readonly hasDate: boolean;
   readonly hasContentLength: boolean;
-  /** How long the server keeps the connection idle, as its `Keep-Alive: timeout=N` said (ms); -1 when it did not say. */
   readonly keepAliveTimeoutMs: number;
   /** The head as latin1 text, and where its header lines start in it (after the status line). */
-  private readonly text: string;
-  private readonly linesAt: number;
-  /** The server said `Connection: close` (or spoke HTTP/1.0 without keep-alive). */
-  private readonly close: boolean;
-  private list: string[] | undefined = undefined;
+  readonly text: string;
+  readonly linesAt: number;
 
   constructor(
     status: number,
@@ -66,7 +51,6 @@ export class ResponseHead {
     this.length = length;
     this.keepAlive = !close && length !== UNTIL_CLOSE;
     this.closeDelimited = length === UNTIL_CLOSE;
-    this.close = close;
     this.text = text;
     this.linesAt = linesAt;
     this.endToEndLines = endToEndLines;
@@ -74,6 +58,72 @@ export class ResponseHead {
     this.hasDate = hasDate;
     this.hasContentLength = hasContentLength;
     this.keepAliveTimeoutMs = keepAliveTimeoutMs;
+  }
+}
+
+/** A server's final response head as the parser read it. */
+export class ResponseHead {
+  private readonly facts: HeadFacts;
+  private list: string[] | undefined = undefined;
+
+  constructor(facts: HeadFacts) {
+    this.facts = facts;
+  }
+
+  get status(): number {
+    return this.facts.status;
+  }
+
+  get reason(): string {
+    return this.facts.reason;
+  }
+
+  /** HTTP/1.1 without `Connection: close` (or HTTP/1.0 without keep-alive): the connection may carry another request. */
+  get keepAlive(): boolean {
+    return this.facts.keepAlive;
+  }
+
+  /** The body ends when the server closes (no length, not chunked): the client connection cannot stay open either. */
+  get closeDelimited(): boolean {
+    return this.facts.closeDelimited;
+  }
+
+  /** Framing: -1 chunked, -2 until close, otherwise the byte count (0 for none). */
+  get length(): number {
+    return this.facts.length;
+  }
+
+  /**
+   * The header lines as the server wrote them, each with its CRLF, without the hop-by-hop fields
+   * (src/hop-by-hop.ts): what a proxy passes on, as one string. Set only when that is byte for byte what
+   * writing `headers` out again would give — every such line `Name: value` (one space, no trailing
+   * whitespace) and no Connection field naming further fields to drop; otherwise undefined.
+   */
+  get endToEndLines(): string | undefined {
+    return this.facts.endToEndLines;
+  }
+
+  /**
+   * endToEndLines starts with the server's status line: it is `HTTP/1.1 <status> <reason>` with a reason,
+   * byte for byte the one a client response head with that status and reason begins with.
+   */
+  get withStatusLine(): boolean {
+    return this.facts.withStatusLine;
+  }
+
+  /** Among those lines: a Date field. */
+  get hasDate(): boolean {
+    return this.facts.hasDate;
+  }
+
+  /** Among those lines: a Content-Length field (whatever the framing made of it). */
+  get hasContentLength(): boolean {
+    return this.facts.hasContentLength;
+  }
+
+  /** How long the server keeps the connection idle, as its `Keep-Alive: timeout=N` said (ms); -1 when it did not say. */
+  get keepAliveTimeoutMs(): number {
+    return this.facts.keepAliveTimeoutMs;
   }
 
   /**
@@ -83,14 +133,13 @@ export class ResponseHead {
    * Made when first asked for: a head passed on by its end-to-end lines never needs it.
    */
   get headers(): string[] {
-    this.list ??= fieldList(this.text, this.linesAt);
+    this.list ??= fieldList(this.facts.text, this.facts.linesAt);
     return this.list;
   }
 
-  /** The same head for another response: a head of its own, because a consumer may change the header list it is given. */
+  /** The same head for another response: a head of its own (a consumer may change the header list it is given), the facts shared. */
   again(): ResponseHead {
-    const { status, reason, length, close, text, linesAt, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs } = this;
-    return new ResponseHead(status, reason, length, close, text, linesAt, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
+    return new ResponseHead(this.facts);
   }
 }
 
@@ -561,7 +610,7 @@ export class ResponseParser {
     else if (transferEncoding >= 0) length = UNTIL_CLOSE;
     else if (length === -3) length = UNTIL_CLOSE;
     const endToEndLines = passable ? runsOf(text, from, runs, runStart, i - 2) : undefined;
-    const head = new ResponseHead(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs);
+    const head = new ResponseHead(new HeadFacts(status, reason, length, close, text, linesAt - from, endToEndLines, withStatusLine, hasDate, hasContentLength, keepAliveTimeoutMs));
     if (!this.noBody) {
       if (this.memo !== undefined) this.memo.remember(buf, from, i, head);
       else if (this.parsedHead) (this.memo = new HeadMemo()).remember(buf, from, i, head);
