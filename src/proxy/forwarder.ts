@@ -6,7 +6,7 @@
  */
 import type { Buffer } from 'node:buffer';
 import type { ErrorCode } from '../errors.ts';
-import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
+import { type AttemptOutcome, clientGoneError, type ResponseOutcome } from '../upstream/attempt.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
 import { PoolSet, type ServerPool, type ServerPoolOptions, type UpstreamPoolOptions } from '../upstream/http1-pool.ts';
 import type { ResponseHead } from '../upstream/response-parser.ts';
@@ -112,8 +112,10 @@ export class UpstreamPools {
  * One attempt: the sink of one exchange, writing into the client response.
  * Tells its listener once, when the response has been streamed to the client or
  * with the failure; `control` aborts it (client gone, total or per-try timeout).
+ * A response streamed whole is told as the attempt itself (its status, bytesOut and firstByteMs, and
+ * `kind` and `complete` from its class): an outcome object of those fields, copied, was garbage per request.
  */
-class Attempt implements ExchangeSink, AbortableTry {
+class Attempt implements ExchangeSink, AbortableTry, ResponseOutcome {
   private readonly res: ClientResponse;
   private readonly req: AttemptRequest;
   private readonly started: number;
@@ -123,9 +125,9 @@ class Attempt implements ExchangeSink, AbortableTry {
   private settled = false;
   private responseStarted = false;
   private requestSent = false;
-  private bytesOut = 0;
-  private firstByteMs = 0;
-  private status = 0;
+  bytesOut = 0;
+  firstByteMs = 0;
+  status = 0;
   private waitingForDrain = false;
 
   constructor(res: ClientResponse, req: AttemptRequest, started: number, control: RequestAbort, listener: AttemptListener) {
@@ -134,6 +136,14 @@ class Attempt implements ExchangeSink, AbortableTry {
     this.started = started;
     this.control = control;
     this.listener = listener;
+  }
+
+  get kind(): 'response' {
+    return 'response';
+  }
+
+  get complete(): true {
+    return true;
   }
 
   start(pool: ServerPool): void {
@@ -252,7 +262,7 @@ class Attempt implements ExchangeSink, AbortableTry {
   onEnd(): void {
     if (this.settled) return;
     this.res.end();
-    this.settle({ kind: 'response', status: this.status, bytesOut: this.bytesOut, firstByteMs: this.firstByteMs, complete: true });
+    this.settle(this);
   }
 
   onError(error: Error & { code?: string }, requestSent: boolean): void {

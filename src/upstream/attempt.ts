@@ -5,8 +5,17 @@
  */
 import type { ErrorCode } from '../errors.ts';
 
+/** A response passed on to the client (whole, or cut short when `complete` is false). */
+export interface ResponseOutcome {
+  readonly kind: 'response';
+  readonly status: number;
+  readonly bytesOut: number;
+  readonly firstByteMs: number;
+  readonly complete: boolean;
+}
+
 export type AttemptOutcome =
-  | { kind: 'response'; status: number; bytesOut: number; firstByteMs: number; complete: boolean }
+  | ResponseOutcome
   | { kind: 'retryable-status'; status: number; firstByteMs: number }
   | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; requestSent: boolean };
 
