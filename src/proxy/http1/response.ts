@@ -107,6 +107,18 @@ function headerLines(name: string, value: HeaderValue): string {
   return `${name}: ${text}${CRLF}`;
 }
 
+// Http1Response's flags.
+const HEADERS_SENT = 1;
+const WRITABLE_ENDED = 2;
+const WRITABLE_FINISHED = 4;
+const DESTROYED = 8;
+const KEEP_ALIVE = 16;
+const CHUNKED = 32;
+const FRAMED = 64;
+const BODYLESS = 128;
+const CLOSED = 256;
+const ABANDONED = 512;
+
 /**
  * Not an EventEmitter: its construction and its generic listener bookkeeping cost more per request than
  * the three events it needs, each a slot that holds one listener without an array.
@@ -116,14 +128,10 @@ export class Http1Response implements ProxyResponse {
   statusMessage = '';
   shouldKeepAlive: boolean;
   sendDate = true;
-  headersSent = false;
-  writableEnded = false;
-  writableFinished = false;
-  destroyed = false;
   readonly req: Http1Request;
   readonly socket: Socket;
-  /** The connection stays open after this response (decided with the head). */
-  keepAlive = false;
+  /** The flags below (HEADERS_SENT…), in one field: ten booleans were 80 bytes of every response. */
+  private bits = 0;
   private readonly owner: ResponseOwner;
   private stored: Map<string, [string, HeaderValue]> | undefined;
   /**
@@ -133,13 +141,6 @@ export class Http1Response implements ProxyResponse {
    */
   private headStart: string | undefined;
   private headEnd = '';
-  private chunked = false;
-  /** Chunked, with the writes carrying their chunk framing already (passChunkFraming). */
-  private framed = false;
-  private bodyless = false;
-  private closed = false;
-  /** The server answered in its place: destroying this response leaves the socket alone. */
-  private abandoned = false;
   private closeListeners: Listeners = undefined;
   private drainListeners: Listeners = undefined;
   private finishListeners: Listeners = undefined;
@@ -149,6 +150,54 @@ export class Http1Response implements ProxyResponse {
     this.socket = socket;
     this.owner = owner;
     this.shouldKeepAlive = keepAlive;
+  }
+
+  get headersSent(): boolean {
+    return (this.bits & HEADERS_SENT) !== 0;
+  }
+
+  get writableEnded(): boolean {
+    return (this.bits & WRITABLE_ENDED) !== 0;
+  }
+
+  get writableFinished(): boolean {
+    return (this.bits & WRITABLE_FINISHED) !== 0;
+  }
+
+  get destroyed(): boolean {
+    return (this.bits & DESTROYED) !== 0;
+  }
+
+  /** The connection stays open after this response (decided with the head). */
+  get keepAlive(): boolean {
+    return (this.bits & KEEP_ALIVE) !== 0;
+  }
+
+  private get chunked(): boolean {
+    return (this.bits & CHUNKED) !== 0;
+  }
+
+  /** Chunked, with the writes carrying their chunk framing already (passChunkFraming). */
+  private get framed(): boolean {
+    return (this.bits & FRAMED) !== 0;
+  }
+
+  private get bodyless(): boolean {
+    return (this.bits & BODYLESS) !== 0;
+  }
+
+  private get closed(): boolean {
+    return (this.bits & CLOSED) !== 0;
+  }
+
+  /** The server answered in its place: destroying this response leaves the socket alone. */
+  private get abandoned(): boolean {
+    return (this.bits & ABANDONED) !== 0;
+  }
+
+  /** Sets (or with `on` false, clears) a flag. */
+  private mark(bit: number, on = true): void {
+    this.bits = on ? this.bits | bit : this.bits & ~bit;
   }
 
   on(event: ResponseEvent, listener: Listener): this {
@@ -296,21 +345,21 @@ export class Http1Response implements ProxyResponse {
   /** The framing and connection headers the server owns, the Date, and the status line (unless `given` starts with it): the head to send. */
   private finishHead(statusCode: number, given: string, hasLength: boolean, hasDate: boolean, closeAsked: boolean, withStatusLine = false): void {
     let lines = '';
-    this.bodyless = this.req.method === 'HEAD' || statusCode === 204 || statusCode === 304 || statusCode < 200;
+    this.mark(BODYLESS, this.req.method === 'HEAD' || statusCode === 204 || statusCode === 304 || statusCode < 200);
     const http10 = this.req.httpVersionMinor === 0;
     let keepAlive = this.shouldKeepAlive && !closeAsked && this.owner.mayKeepAlive(this);
     if (!hasLength && !this.bodyless && statusCode >= 200) {
       if (http10) keepAlive = false;
       else {
-        this.chunked = true;
+        this.mark(CHUNKED);
         lines += 'transfer-encoding: chunked\r\n';
       }
     }
-    this.framed &&= this.chunked;
+    if (!this.chunked) this.mark(FRAMED, false);
     if (!keepAlive) lines += 'connection: close\r\n';
     else if (http10) lines += 'connection: keep-alive\r\n';
     if (this.sendDate && !hasDate) lines += `date: ${httpDate()}\r\n`;
-    this.keepAlive = keepAlive;
+    this.mark(KEEP_ALIVE, keepAlive);
     this.headStart = withStatusLine ? given : `HTTP/1.1 ${statusCode} ${this.statusMessage || STATUS_CODES[statusCode] || 'Unknown'}\r\n${given}`;
     this.headEnd = `${lines}\r\n`;
   }
@@ -318,7 +367,7 @@ export class Http1Response implements ProxyResponse {
   /** ClientResponse: an HTTP/1.1 client takes a chunked upstream body with its framing as it is. */
   passChunkFraming(): boolean {
     if (this.headStart !== undefined || this.req.httpVersionMinor === 0) return false;
-    this.framed = true;
+    this.mark(FRAMED);
     return true;
   }
 
@@ -352,7 +401,7 @@ export class Http1Response implements ProxyResponse {
     // A whole body given at once gets its Content-Length, as node:http does.
     if (this.headStart === undefined && data && !this.hasHeader('content-length')) this.setHeader('content-length', data.length);
     if (this.headStart === undefined) this.writeHead(this.statusCode);
-    this.writableEnded = true;
+    this.mark(WRITABLE_ENDED);
     const body = this.bodyless || !data || data.length === 0 ? undefined : data;
     // The usual end of a body written in full: nothing left to send.
     if (this.headersSent && body === undefined && (!this.chunked || this.framed)) this.flushedAfterPendingWrites(false);
@@ -393,7 +442,7 @@ export class Http1Response implements ProxyResponse {
     if (body === undefined && after.length === 0) {
       if (this.headersSent) return true;
       // A lone head, as one string: copying its two parts as bytes costs a call into C++ more than this write saves.
-      this.headersSent = true;
+      this.mark(HEADERS_SENT);
       return writer.write((this.headStart as string) + this.headEnd);
     }
     if (body === undefined || body.length <= ONE_WRITE_BODY) return this.writeWithHead(body, sizeLine, after);
@@ -421,7 +470,7 @@ export class Http1Response implements ProxyResponse {
   private putHead(buf: Buffer, sizeLine: string): void {
     let at = 0;
     if (!this.headersSent) {
-      this.headersSent = true;
+      this.mark(HEADERS_SENT);
       at = putLatin1(buf, putLatin1(buf, 0, this.headStart as string), this.headEnd);
     }
     putLatin1(buf, at, sizeLine);
@@ -448,7 +497,7 @@ export class Http1Response implements ProxyResponse {
   /** Cuts the client connection: the response can no longer be completed. */
   destroy(_error?: Error): this {
     if (this.destroyed) return this;
-    this.destroyed = true;
+    this.mark(DESTROYED);
     if (!this.abandoned) this.socket.destroy();
     this.emitClose();
     return this;
@@ -456,21 +505,19 @@ export class Http1Response implements ProxyResponse {
 
   /** The server answered in this response's place (a refused body, a timeout): later writes go nowhere. */
   abandon(): void {
-    this.destroyed = true;
-    this.abandoned = true;
+    this.mark(DESTROYED | ABANDONED);
   }
 
   /** The connection flushed the last byte: 'finish', then 'close'. */
   markFlushed(): void {
-    this.writableFinished = true;
+    this.mark(WRITABLE_FINISHED);
     this.emit('finish');
     this.emitClose();
   }
 
   emitClose(): void {
     if (this.closed) return;
-    this.closed = true;
-    this.destroyed = true;
+    this.mark(CLOSED | DESTROYED);
     this.emit('close');
   }
 }
