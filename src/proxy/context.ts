@@ -12,12 +12,12 @@ import type { RequestRecord } from '../observe/events.ts';
 import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { MiddlewareRun } from './middleware-run.ts';
-import type { ProxyRequest, ProxyResponse } from './proxy-message.ts';
+import type { CloseWatcher, ProxyRequest, ProxyResponse } from './proxy-message.ts';
 import { RequestAbort } from './request-abort.ts';
 import { newRequestId } from './request-id.ts';
 
 /** Per-request state shared by the steps and turned into the access-log record. */
-export class RequestContext implements PickRequest {
+export class RequestContext implements PickRequest, CloseWatcher {
   readonly started = performance.now();
   /**
    * The record is emitted once both the response has closed and the data path is done with the
@@ -40,8 +40,12 @@ export class RequestContext implements PickRequest {
   /** The request's trace (W3C Trace Context) and whether servers are told about it. */
   readonly trace: RequestTrace | undefined;
   readonly propagateTrace: boolean;
+  /** Told when the response closed (through responseClosed, when the response is watched: RequestHandler's watch). */
+  private readonly onResponseClosed: ((ctx: RequestContext) => void) | undefined;
 
-  constructor(req: ProxyRequest, res: ProxyResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer) {
+  /** `onResponseClosed`: one function for every request of a handler, given the context (not a closure per request). */
+  constructor(req: ProxyRequest, res: ProxyResponse, clientIp: string, proto: 'http' | 'https', tracer?: Tracer, onResponseClosed?: (ctx: RequestContext) => void) {
+    this.onResponseClosed = onResponseClosed;
     this.req = req;
     this.res = res;
     this.clientIp = clientIp;
@@ -76,6 +80,11 @@ export class RequestContext implements PickRequest {
       traceId: this.trace?.traceId,
       spanId: this.trace?.spanId,
     };
+  }
+
+  /** CloseWatcher: the response closed. */
+  responseClosed(): void {
+    this.onResponseClosed?.(this);
   }
 
   get method(): string {

@@ -41,7 +41,7 @@ export class RequestHandler implements ForwardingOwner {
     const http2 = req.httpVersionMajor === 2;
     const headProblem =
       http2 && this.refused.has(req.socket) ? new VelocityError('BAD_REQUEST', 'an earlier request on this connection was refused') : checkRequestHead(req, this.underscores);
-    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer);
+    const ctx = new RequestContext(req, res, this.plane.clientIp(req), this.proto, this.plane.tracer, this.responseClosed);
     if (headProblem) {
       if (http2) this.refused.add(req.socket);
       res.shouldKeepAlive = false;
@@ -133,14 +133,23 @@ export class RequestHandler implements ForwardingOwner {
 
   private watch(ctx: RequestContext): void {
     const { res } = ctx;
-    // One listener for both: a client that leaves before its response ended aborts the try in flight.
-    res.on('close', () => {
-      if (!res.writableFinished) ctx.abort.abort(clientGoneError());
-      this.finish(ctx);
-    });
+    // The HTTP/1.1 server tells the context itself; an HTTP/2 response, a listener.
+    if (res.watchClose) res.watchClose(ctx);
+    else this.listenForClose(ctx);
     // While shutting down, finish what arrives on open connections but close them after.
     if (this.plane.draining) res.shouldKeepAlive = false;
   }
+
+  /** watch() for a response without watchClose: apart, or every watch() would allocate this closure's context. */
+  private listenForClose(ctx: RequestContext): void {
+    ctx.res.on('close', () => this.responseClosed(ctx));
+  }
+
+  /** The response of `ctx` closed. One handler for both: a client that leaves before its response ended aborts the try in flight. */
+  private readonly responseClosed = (ctx: RequestContext): void => {
+    if (!ctx.res.writableFinished) ctx.abort.abort(clientGoneError());
+    this.finish(ctx);
+  };
 
   /**
    * Routing and guards: the service to proxy to, or undefined once an error was answered.

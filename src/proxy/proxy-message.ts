@@ -85,6 +85,16 @@ export interface ProxyResponse extends ClientResponse {
   addTrailers?(headers: Record<string, string>): void;
   on(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
   once(event: 'close' | 'drain' | 'finish', listener: () => void): unknown;
+  /**
+   * The HTTP/1.1 server's: `watcher` is told when the response closes, before the 'close' listeners — one
+   * watcher, an object the caller has anyway, instead of a listener function (and its closure) made for it.
+   */
+  watchClose?(watcher: CloseWatcher): void;
+}
+
+/** What watches a response close (ProxyResponse.watchClose). */
+export interface CloseWatcher {
+  responseClosed(): void;
 }
 
 /** What a listener serves requests with. */

@@ -15,7 +15,7 @@ import { putLatin1, ScratchBytes } from '../../scratch-bytes.ts';
 import type { SocketWriter } from '../../socket-writer.ts';
 import type { ResponseHead } from '../../upstream/response-parser.ts';
 import { responseHeadersFromRaw } from '../headers.ts';
-import type { ProxyResponse } from '../proxy-message.ts';
+import type { CloseWatcher, ProxyResponse } from '../proxy-message.ts';
 import type { Http1Request } from './request.ts';
 
 /** What a response needs from its connection. */
@@ -141,6 +141,8 @@ export class Http1Response implements ProxyResponse {
    */
   private headStart: string | undefined;
   private headEnd = '';
+  /** Told first when the response closes (watchClose). */
+  private closeWatcher: CloseWatcher | undefined = undefined;
   private closeListeners: Listeners = undefined;
   private drainListeners: Listeners = undefined;
   private finishListeners: Listeners = undefined;
@@ -211,6 +213,10 @@ export class Http1Response implements ProxyResponse {
     }) as OnceListener;
     once.listener = listener;
     return this.on(event, once);
+  }
+
+  watchClose(watcher: CloseWatcher): void {
+    this.closeWatcher = watcher;
   }
 
   removeListener(event: ResponseEvent, listener: Listener): this {
@@ -518,6 +524,7 @@ export class Http1Response implements ProxyResponse {
   emitClose(): void {
     if (this.closed) return;
     this.mark(CLOSED | DESTROYED);
+    this.closeWatcher?.responseClosed();
     this.emit('close');
   }
 }
