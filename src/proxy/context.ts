@@ -11,6 +11,7 @@ import { type ClientIpResolver, normalizeIp } from '../guard/client-ip.ts';
 import type { RequestRecord } from '../observe/events.ts';
 import type { RequestTrace, Tracer } from '../observe/tracing.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import { requestHeadersForUpstream } from './headers.ts';
 import type { MiddlewareRun } from './middleware-run.ts';
 import type { CloseWatcher, ProxyRequest, ProxyResponse } from './proxy-message.ts';
 import { RequestAbort } from './request-abort.ts';
@@ -112,6 +113,15 @@ export class RequestContext implements PickRequest, CloseWatcher {
       }
     }
     return this.cookies.get(name);
+  }
+
+  /**
+   * The client's headers as the server is told them (HTTP/1.1 and WebSocket upgrades): hop-by-hop ones
+   * dropped, X-Forwarded-For/-Proto/-Host and X-Request-Id set (headers.ts).
+   */
+  headersForUpstream(peerTrusted: boolean): string[] {
+    const { record } = this;
+    return requestHeadersForUpstream(this.req.rawHeaders, this.forwardedFor(peerTrusted), this.proto, record.host, record.requestId);
   }
 
   /**

@@ -23,7 +23,6 @@ import type { ClientResponse } from './client-response.ts';
 import type { RequestContext } from './context.ts';
 import { type AttemptListener, type AttemptRequest, startAttempt } from './forwarder.ts';
 import { proxyHttp2, speaksHttp2 } from './h2-forward.ts';
-import { requestHeadersForUpstream } from './headers.ts';
 import type { RequestBody } from './proxy-message.ts';
 import { abortOnTotalTimeout, abortTryOnTimeout } from './request-abort.ts';
 import { type HeldBody, requestBody } from './request-body.ts';
@@ -150,8 +149,7 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     const timeouts = (this.service as ServiceRuntime).config.timeouts;
     this.body = body;
     this.replayable = !(body && typeof (body as RequestBody).pipe === 'function');
-    const { record } = ctx;
-    const forwarded = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedFor(plane.trustsPeer(req)), ctx.proto, record.host, record.requestId);
+    const forwarded = ctx.headersForUpstream(plane.trustsPeer(req));
     const headers = run ? run.requestHeaders(forwarded) : forwarded;
     this.headers = headers;
     this.traceAt = traceHeaderSlot(headers, ctx);

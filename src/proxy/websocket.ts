@@ -23,7 +23,7 @@ import type { ServiceRuntime } from '../upstream/service.ts';
 import { tlsConnectOptions, upstreamTlsOptions } from '../upstream/tls.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
-import { requestHeadersForUpstream, responseHeadersForClient } from './headers.ts';
+import { responseHeadersForClient } from './headers.ts';
 import type { ProxyRequest } from './proxy-message.ts';
 import { splice } from './splice.ts';
 
@@ -84,7 +84,7 @@ export async function proxyWebSocket(
   tunnels: TunnelSet,
 ): Promise<VelocityError | undefined> {
   const { req, record } = ctx;
-  const headers = requestHeadersForUpstream(req.rawHeaders, ctx.forwardedFor(plane.trustsPeer(req)), ctx.proto, ctx.record.host, ctx.record.requestId);
+  const headers = ctx.headersForUpstream(plane.trustsPeer(req));
   headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
   const abort = new AbortController();
   const onClientGone = () => abort.abort(clientGoneError());
