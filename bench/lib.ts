@@ -477,6 +477,33 @@ export const median = (xs: readonly number[]): number => {
  */
 export const WARMUP_SECONDS = 3;
 
+/** One wrk run of one contender in one scenario and round. */
+export interface Run extends LoadResult {
+  scenario: string;
+  contender: string;
+  round: number;
+}
+
+interface Ratio {
+  median: number;
+  min: number;
+  max: number;
+}
+
+/**
+ * f(a) ÷ f(b) taken round by round, then the median and the spread of those ratios. Rounds alternate the
+ * contenders within seconds of each other, so a same-round ratio cancels most of what the shared machine's
+ * other work does to both; a ratio of two medians mixes rounds taken under different loads.
+ */
+export function sameRoundRatios(runs: Run[], scenario: string, a: string, b: string, f: (r: Run) => number): Ratio | undefined {
+  const ofB = new Map(runs.filter((r) => r.scenario === scenario && r.contender === b).map((r) => [r.round, f(r)]));
+  const ratios = runs.flatMap((r) => {
+    const other = r.scenario === scenario && r.contender === a ? ofB.get(r.round) : undefined;
+    return other ? [f(r) / other] : [];
+  });
+  return ratios.length ? { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) } : undefined;
+}
+
 /** One line of the result table (and of the JSON file): medians over the rounds of one contender in one scenario. */
 export interface Row {
   scenario: string;
@@ -492,6 +519,8 @@ export interface Row {
   systemUs: number;
   /** Data-path threads (RSS per thread = rssMb / threads). */
   threads: number;
-  /** Median over rounds of (this req/s ÷ nginx req/s in the same round). */
+  /** Medians over rounds of this contender's req/s, p99 and CPU per request ÷ nginx's in the same round. */
   vsNginx: number | undefined;
+  p99VsNginx: number | undefined;
+  cpuVsNginx: number | undefined;
 }

@@ -22,12 +22,13 @@ import {
   type Contender,
   ensureBuilt,
   has,
-  type LoadResult,
   median,
   type Row,
+  type Run,
   requireTools,
   resultsFile,
   runWrk,
+  sameRoundRatios,
   startDirectFloor,
   startFastifyProxy,
   startHaproxy,
@@ -63,12 +64,6 @@ interface Scenario {
   wrk: string[];
   /** Contenders in this scenario, in run order. */
   contenders: string[];
-}
-
-interface Run extends LoadResult {
-  scenario: string;
-  contender: string;
-  round: number;
 }
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -184,7 +179,7 @@ async function bench(ctx: BenchContext): Promise<void> {
   process.stderr.write('\n');
 
   const rows = summarize(scenarios, runs, byName);
-  const targets = assessTargets(rows);
+  const targets = assessTargets(rows, runs);
   const table = formatTable(rows);
   console.log(
     `\nVelocity benchmark: wrk, ${seconds} s × ${rounds} alternated rounds (medians), 3 nginx backends (21-byte body), ${cpus().length} CPUs, load ${loadavg()[0]?.toFixed(1)}\n`,
@@ -204,13 +199,9 @@ async function bench(ctx: BenchContext): Promise<void> {
 function summarize(scenarios: Scenario[], runs: Run[], byName: Map<string, Contender>): Row[] {
   const rows: Row[] = [];
   for (const s of scenarios) {
-    const nginxByRound = new Map(runs.filter((r) => r.scenario === s.name && r.contender === 'nginx').map((r) => [r.round, r.rps]));
     for (const name of s.contenders) {
       const mine = runs.filter((r) => r.scenario === s.name && r.contender === name);
-      const ratios = mine.flatMap((r) => {
-        const n = nginxByRound.get(r.round);
-        return n ? [r.rps / n] : [];
-      });
+      const vsNginx = (f: (r: Run) => number) => sameRoundRatios(runs, s.name, name, 'nginx', f)?.median;
       rows.push({
         scenario: s.name,
         contender: name,
@@ -223,7 +214,9 @@ function summarize(scenarios: Scenario[], runs: Run[], byName: Map<string, Conte
         userUs: median(mine.map((r) => r.userUsPerRequest)),
         systemUs: median(mine.map((r) => r.systemUsPerRequest)),
         threads: byName.get(name)?.threads ?? 1,
-        vsNginx: ratios.length ? median(ratios) : undefined,
+        vsNginx: vsNginx((r) => r.rps),
+        p99VsNginx: vsNginx((r) => r.p99),
+        cpuVsNginx: vsNginx((r) => r.cpuUsPerRequest),
       });
     }
   }
@@ -248,16 +241,10 @@ function formatTable(rows: Row[]): string {
         r.vsNginx === undefined ? '-' : r.vsNginx.toFixed(2),
         r.cpuUs ? r.userUs.toFixed(0) : '-',
         r.cpuUs ? r.systemUs.toFixed(0) : '-',
-        cpuVsNginx(rows, r),
+        r.cpuVsNginx === undefined ? '-' : r.cpuVsNginx.toFixed(2),
       ]),
     ),
   ].join('\n');
-}
-
-/** CPU per request against nginx's in the same scenario (medians). */
-function cpuVsNginx(rows: Row[], r: Row): string {
-  const nginx = rows.find((n) => n.scenario === r.scenario && n.contender === 'nginx');
-  return nginx?.cpuUs && r.cpuUs ? (r.cpuUs / nginx.cpuUs).toFixed(2) : '-';
 }
 
 interface Target {
@@ -267,25 +254,32 @@ interface Target {
   met: boolean | undefined;
 }
 
-function assessTargets(rows: Row[]): Target[] {
+interface Bound {
+  text: string;
+  met: (v: number) => boolean;
+}
+const atMost = (x: number): Bound => ({ text: `≤ ${x}`, met: (v) => v <= x });
+const atLeast = (x: number): Bound => ({ text: `≥ ${x}`, met: (v) => v >= x });
+
+function assessTargets(rows: Row[], runs: Run[]): Target[] {
   const row = (scenario: string, contender: string) => rows.find((r) => r.scenario === scenario && r.contender === contender);
   const out: Target[] = [];
-  const ratio = (name: string, value: number | undefined, target: string, met: (v: number) => boolean) => {
-    if (value === undefined || !Number.isFinite(value)) return;
-    out.push({ name, value: value.toFixed(2), target, met: met(value) });
+  /** A target on a same-round ratio: met by the median; the rounds' spread says by how much. */
+  const ratio = (name: string, scenario: string, a: string, b: string, f: (r: Run) => number, bound: Bound) => {
+    const r = sameRoundRatios(runs, scenario, a, b, f);
+    if (!r || !Number.isFinite(r.median)) return;
+    const spread = r.min === r.max ? '' : ` (rounds ${r.min.toFixed(2)}–${r.max.toFixed(2)})`;
+    out.push({ name, value: `${r.median.toFixed(2)}${spread}`, target: bound.text, met: bound.met(r.median) });
   };
-  const features = row('GET c=50', 'velocity+features');
-  const nginx = row('GET c=50', 'nginx');
-  if (features && nginx) {
-    ratio('single thread, features on: CPU per request × nginx (GET c=50)', nginx.cpuUs ? features.cpuUs / nginx.cpuUs : undefined, '≤ 1.7', (v) => v <= 1.7);
-    ratio('single thread, features on: req/s × nginx (GET c=50)', features.vsNginx, '≥ 0.55', (v) => v >= 0.55);
-    ratio('single thread, features on: p99 × nginx (GET c=50)', features.p99 / (nginx.p99 || 1), '≤ 1.5', (v) => v <= 1.5);
-  }
-  const velocity = row('GET c=50', 'velocity');
-  for (const other of ['fastify-http-proxy', 'node-http-proxy']) {
-    const o = row('GET c=50', other);
-    if (velocity && o?.rps) ratio(`req/s × ${other} (GET c=50)`, velocity.rps / o.rps, '≥ 3', (v) => v >= 3);
-  }
+  const c50 = 'GET c=50';
+  const featuresVsNginx = (what: string, f: (r: Run) => number, bound: Bound) =>
+    ratio(`single thread, features on: ${what} × nginx (GET c=50)`, c50, 'velocity+features', 'nginx', f, bound);
+  featuresVsNginx('CPU per request', (r) => r.cpuUsPerRequest, atMost(1.7));
+  featuresVsNginx('req/s', (r) => r.rps, atLeast(0.55));
+  featuresVsNginx('p99', (r) => r.p99, atMost(1.5));
+  for (const other of ['fastify-http-proxy', 'node-http-proxy']) ratio(`req/s × ${other} (GET c=50)`, c50, 'velocity', other, (r) => r.rps, atLeast(3));
+  const features = row(c50, 'velocity+features');
+  const velocity = row(c50, 'velocity');
   const floor = row('GET c=50', 'undici floor (no features)');
   if (velocity && floor?.rps) {
     // Not a target: Velocity against node:http + undici with no features, the design it replaced.
@@ -300,10 +294,10 @@ function assessTargets(rows: Row[]): Target[] {
   if (tails.length) out.push({ name: 'p99 ÷ mean latency (GET c=50)', value: tails.join(', '), target: 'for reference', met: undefined });
   // Not a target: what Velocity's own work per request adds to the floor of its socket I/O design.
   const directFloor = row('GET c=50', 'direct floor (no features)');
-  if (features && directFloor?.cpuUs && nginx?.p99) {
+  if (features?.p99VsNginx && directFloor?.cpuUs && directFloor.p99VsNginx) {
     out.push({
       name: 'velocity+features over the direct floor (GET c=50)',
-      value: `+${(features.cpuUs - directFloor.cpuUs).toFixed(1)} µs CPU per request; p99 × nginx ${(features.p99 / nginx.p99).toFixed(2)} against the floor's ${(directFloor.p99 / nginx.p99).toFixed(2)}`,
+      value: `+${(features.cpuUs - directFloor.cpuUs).toFixed(1)} µs CPU per request; p99 × nginx ${features.p99VsNginx.toFixed(2)} against the floor's ${directFloor.p99VsNginx.toFixed(2)}`,
       target: 'for reference',
       met: undefined,
     });
@@ -314,7 +308,7 @@ function assessTargets(rows: Row[]): Target[] {
     const added = v1.p50 - d1.p50;
     out.push({ name: 'added latency at c=1 (p50 over direct)', value: `${added.toFixed(3)} ms`, target: '≤ 0.1 ms', met: added <= 0.1 });
   }
-  for (const scenario of ['GET 1MB c=10', 'POST 64KB c=20']) ratio(`req/s × nginx (${scenario})`, row(scenario, 'velocity')?.vsNginx, '≥ 1', (v) => v >= 1);
+  for (const scenario of ['GET 1MB c=10', 'POST 64KB c=20']) ratio(`req/s × nginx (${scenario})`, scenario, 'velocity', 'nginx', (r) => r.rps, atLeast(1));
   const rss = rows.filter((r) => r.contender.startsWith('velocity') && r.rssMb > 0).map((r) => r.rssMb / r.threads);
   if (rss.length) {
     const peak = Math.max(...rss);

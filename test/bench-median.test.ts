@@ -1,7 +1,7 @@
 /** The bench's summary statistic: rounds are summarised by their median, and two rounds by their mean, not the worse one. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { median } from '../bench/lib.ts';
+import { median, type Run, sameRoundRatios } from '../bench/lib.ts';
 
 test('the median of an odd count is the middle value, of an even count the mean of the middle two', () => {
   assert.equal(median([]), 0);
@@ -9,4 +9,24 @@ test('the median of an odd count is the middle value, of an even count the mean 
   assert.equal(median([12.32, 8.29]), (12.32 + 8.29) / 2);
   assert.equal(median([4, 1, 3]), 3);
   assert.equal(median([4, 1, 3, 2]), 2.5);
+});
+
+test('a ratio to another contender is the median of same-round ratios, with the rounds spread', () => {
+  const run = (contender: string, round: number, rps: number) =>
+    ({ scenario: 'GET c=50', contender, round, rps, p50: 0, p99: 0, errors: 0, rssMb: 0, cpuUsPerRequest: 0, userUsPerRequest: 0, systemUsPerRequest: 0 }) as Run;
+  // Round 1 ran on a busy machine: both contenders halved. The median of same-round ratios sees 0.5 every
+  // round; the ratio of the two medians (5000 / 15000 = 0.33) would set a busy round against a quiet one.
+  const runs = [run('nginx', 0, 20000), run('velocity', 0, 10000), run('nginx', 1, 10000), run('velocity', 1, 5000), run('nginx', 2, 30000), run('velocity', 2, 12000)];
+  assert.deepEqual(
+    sameRoundRatios(runs, 'GET c=50', 'velocity', 'nginx', (r) => r.rps),
+    { median: 0.5, min: 0.4, max: 0.5 },
+  );
+  assert.equal(
+    sameRoundRatios(runs, 'GET c=50', 'velocity', 'haproxy', (r) => r.rps),
+    undefined,
+  );
+  assert.equal(
+    sameRoundRatios(runs, 'GET c=1', 'velocity', 'nginx', (r) => r.rps),
+    undefined,
+  );
 });
