@@ -497,9 +497,11 @@ interface Ratio {
  */
 export function sameRoundRatios(runs: Run[], scenario: string, a: string, b: string, f: (r: Run) => number): Ratio | undefined {
   const ofB = new Map(runs.filter((r) => r.scenario === scenario && r.contender === b).map((r) => [r.round, f(r)]));
+  // 0 is "not measured" (the CPU of a contender without a process of ours: direct): no ratio that round.
   const ratios = runs.flatMap((r) => {
     const other = r.scenario === scenario && r.contender === a ? ofB.get(r.round) : undefined;
-    return other ? [f(r) / other] : [];
+    const mine = f(r);
+    return other && mine ? [mine / other] : [];
   });
   return ratios.length ? { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) } : undefined;
 }
