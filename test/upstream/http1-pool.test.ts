@@ -331,6 +331,21 @@ describe('keep-alive races', () => {
     assert.equal(backend.connections(), 1, 'no second connection carried the POST again');
   });
 
+  test('a GET whose answer had begun on such a connection is not sent again: 502', async (t) => {
+    // The second request on a connection gets the first bytes of a head, then the connection closes: the
+    // server saw the request, so sending it again could run it twice.
+    const backend = await startScriptedBackend(t, (n, socket) => {
+      if (n === 0) socket.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh');
+      else socket.end('HTTP/1.1 200 O');
+    });
+    const port = await proxyTo(t, backend.url, '    retries: { attempts: 1 }\n');
+    const first = await send(port, '/a');
+    assert.equal(first.res.statusCode, 200);
+    const second = await send(port, '/b');
+    assert.equal(second.res.statusCode, 502, second.text);
+    assert.equal(backend.connections(), 1, 'no second connection carried the GET again');
+  });
+
   test('an answer that arrives before the request body ends closes both sides', async (t) => {
     const backend = await startScriptedBackend(t, (_n, socket) => socket.write('HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!'));
     const port = await proxyTo(t, backend.url);
