@@ -35,7 +35,13 @@ test('the quick benchmark runs every contender in every scenario and writes a ta
     if (row.contender.startsWith('velocity') || row.contender.startsWith('undici floor') || row.contender.startsWith('node http'))
       assert.equal(row.errors, 0, `${row.scenario} ${row.contender} had errors`);
     assert.ok(row.p99 >= row.p50, `${row.scenario} ${row.contender}: p99 ≥ p50`);
-    if (row.contender !== 'direct') assert.ok(row.rssMb > 0 && row.cpuUs > 0, `${row.scenario} ${row.contender}: RSS and CPU measured`);
+    if (row.contender !== 'direct') {
+      assert.ok(row.rssMb > 0 && row.cpuUs > 0, `${row.scenario} ${row.contender}: RSS and CPU measured`);
+      // CPU per request comes with its split: user-space and kernel time (medians, so their sum is near the
+      // total's median; either may be 0 in a one-second run, as /proc counts CPU in 10 ms ticks).
+      assert.ok(row.userUs >= 0 && row.systemUs >= 0, `${row.scenario} ${row.contender}: user and system CPU measured`);
+      assert.ok(Math.abs(row.userUs + row.systemUs - row.cpuUs) <= row.cpuUs * 0.5, `${row.scenario} ${row.contender}: user + system ≈ total`);
+    }
   }
   assert.equal(result.rows.find((r) => r.scenario === 'GET c=50' && r.contender === 'nginx')?.vsNginx, 1);
   for (const target of ['features on: req/s × nginx', 'node-http-proxy', 'added latency at c=1', 'RSS per thread']) {
