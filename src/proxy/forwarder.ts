@@ -7,6 +7,7 @@
 import type { Buffer } from 'node:buffer';
 import type { ErrorCode } from '../errors.ts';
 import { type AttemptOutcome, clientGoneError, type ResponseOutcome } from '../upstream/attempt.ts';
+import type { DeadlineSweep } from '../upstream/deadline-sweep.ts';
 import type { Exchange, ExchangeSink, UpstreamRequest } from '../upstream/http1-exchange.ts';
 import { PoolSet, type ServerPool, type ServerPoolOptions, type UpstreamPoolOptions } from '../upstream/http1-pool.ts';
 import type { ResponseHead } from '../upstream/response-parser.ts';
@@ -71,6 +72,11 @@ export class UpstreamPools {
    * entry is kept until its slot's next server asks.
    */
   private readonly lastOf: (LastPool | undefined)[] = [];
+
+  /** The thread's deadline sweep, which the pools' connections share. */
+  get sweep(): DeadlineSweep {
+    return this.pools.sweep;
+  }
 
   get(server: UpstreamServer, options: UpstreamPoolOptions): ServerPool {
     const last = this.lastOf[server.slot];

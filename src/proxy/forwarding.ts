@@ -16,6 +16,7 @@ import type { RetryRefusal } from '../observe/events.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, IDEMPOTENT_METHODS, isClientGone } from '../upstream/attempt.ts';
+import type { Expiring } from '../upstream/deadline-sweep.ts';
 import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
@@ -38,7 +39,7 @@ export interface ForwardingOwner {
   pathDone(ctx: RequestContext, at?: number): void;
 }
 
-export class Forwarding implements AttemptRequest, AttemptListener {
+export class Forwarding implements AttemptRequest, AttemptListener, Expiring {
   private readonly plane: DataPlane;
   private readonly ctx: RequestContext;
   private readonly owner: ForwardingOwner;
@@ -65,8 +66,15 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   private lease: Lease | undefined = undefined;
   private span: AttemptSpan | undefined = undefined;
   private upstreamStart = 0;
-  private perTry: NodeJS.Timeout | undefined = undefined;
-  private totalTimer: NodeJS.Timeout | undefined = undefined;
+
+  // The total and per-try timeouts (performance.now() values, 0: none), checked by the thread's deadline sweep
+  // a few times a second rather than by a timer per request and per try.
+  /** The sooner of the two (Expiring). */
+  deadline = 0;
+  private totalDeadline = 0;
+  private tryDeadline = 0;
+  /** Whether this request is in the sweep. */
+  private timed = false;
 
   constructor(plane: DataPlane, ctx: RequestContext, owner: ForwardingOwner) {
     this.plane = plane;
@@ -160,7 +168,10 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     }
     this.responseHeaderTimeout = timeouts.response_header;
     this.idleTimeout = timeouts.idle;
-    if (timeouts.total > 0) this.totalTimer = setTimeout(abortOnTotalTimeout, timeouts.total, ctx.abort);
+    if (timeouts.total > 0) {
+      this.totalDeadline = performance.now() + timeouts.total;
+      this.timeDeadlines();
+    }
     this.pick();
   }
 
@@ -185,7 +196,11 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.attempt++;
     ctx.record.server = server.id;
     plane.stickTo(service, server, ctx);
-    if (retries.per_try_timeout > 0) this.perTry = setTimeout(abortTryOnTimeout, retries.per_try_timeout, ctx.abort);
+    if (retries.per_try_timeout > 0) {
+      // From the lease's clock read, just taken.
+      this.tryDeadline = lease.started + retries.per_try_timeout;
+      this.timeDeadlines();
+    }
     const trace = ctx.trace;
     if (trace) {
       const span = trace.startAttempt();
@@ -226,9 +241,9 @@ export class Forwarding implements AttemptRequest, AttemptListener {
   private settled(outcome: AttemptOutcome): void {
     const { ctx } = this;
     const { record, res } = ctx;
-    if (this.perTry) {
-      clearTimeout(this.perTry);
-      this.perTry = undefined;
+    if (this.tryDeadline !== 0) {
+      this.tryDeadline = 0;
+      this.timeDeadlines();
     }
     const lease = this.lease as Lease;
     const at = performance.now();
@@ -276,18 +291,45 @@ export class Forwarding implements AttemptRequest, AttemptListener {
     this.pick();
   }
 
+  /** Sets `deadline` to the sooner timeout, and puts the request in the sweep the first time it has one. */
+  private timeDeadlines(): void {
+    const total = this.totalDeadline;
+    const perTry = this.tryDeadline;
+    this.deadline = total === 0 ? perTry : perTry === 0 ? total : Math.min(total, perTry);
+    if (this.deadline !== 0 && !this.timed && !this.over) {
+      this.timed = true;
+      this.plane.pools.sweep.add(this);
+    }
+  }
+
+  /** A timeout passed (the sweep, up to a tick late): the total one aborts the request, the per-try one the try in flight. */
+  expire(now: number): void {
+    if (this.totalDeadline !== 0 && now >= this.totalDeadline) {
+      this.totalDeadline = 0;
+      this.tryDeadline = 0;
+      this.timeDeadlines();
+      abortOnTotalTimeout(this.ctx.abort);
+    } else if (this.tryDeadline !== 0 && now >= this.tryDeadline) {
+      this.tryDeadline = 0;
+      this.timeDeadlines();
+      abortTryOnTimeout(this.ctx.abort);
+    }
+  }
+
   /** The data path is done: answers `error` if there is one, once. `at`: a performance.now() reading of the end, if one was taken. */
   private end(error: VelocityError | undefined, at?: number): void {
     if (this.over) return;
     this.over = true;
-    if (this.totalTimer) clearTimeout(this.totalTimer);
+    if (this.timed) {
+      this.timed = false;
+      this.plane.pools.sweep.delete(this);
+    }
     if (error) this.owner.fail(this.ctx, error);
     this.owner.pathDone(this.ctx, at);
   }
 
   private crash(err: unknown): void {
     this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the data path');
-    if (this.perTry) clearTimeout(this.perTry);
     this.lease?.end();
     this.end(new VelocityError('INTERNAL'));
   }

@@ -58,7 +58,7 @@ function attemptTimeout(what: string): Error & { code: string } {
   return Object.assign(new Error(what), { code: 'VELOCITY_ATTEMPT_TIMEOUT' });
 }
 
-/** A timer's callback (setTimeout(abortOnTotalTimeout, ms, abort)): no closure per request. */
+/** The total timeout passed (the thread's deadline sweep found it): the request stops. */
 export function abortOnTotalTimeout(abort: RequestAbort): void {
   abort.abort(attemptTimeout('total timeout'));
 }

@@ -150,7 +150,8 @@ export class ServerPool implements ConnectionHome {
 export class PoolSet {
   private readonly pools = new Map<string, ServerPool>();
   private readonly optionsOf = new Map<string, ServerPoolOptions>();
-  private readonly sweep = new DeadlineSweep();
+  /** The thread's one deadline sweep: connections' timeouts, and requests' total and per-try timeouts (src/proxy/forwarding.ts). */
+  readonly sweep = new DeadlineSweep();
 
   /** The pool of a server; new settings (a reload changed timeouts or TLS) start a new pool and let the old one drain. */
   get(url: string, target: PoolTarget, options: ServerPoolOptions): ServerPool {

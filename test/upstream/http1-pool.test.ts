@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, Agent as NodeAgent, request } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { describe, type TestContext, test } from 'node:test';
 import { eventually, startInProcess } from '../support/velocity.ts';
 
@@ -300,6 +301,54 @@ describe('framing decided by the server', () => {
     const second = await send(port, '/b', { agent });
     assert.deepEqual([first.text, second.text], ['ok', 'ok']);
     assert.equal(backend.connections(), 2, 'the second request went over a new connection');
+  });
+});
+
+describe('total and per-try timeouts, on the deadline sweep', () => {
+  /** Reads requests and never answers. */
+  const frozen = () => undefined;
+
+  test('the total timeout ends a request a server never answers: 504, not before the timeout', async (t) => {
+    const backend = await startScriptedBackend(t, frozen);
+    const port = await proxyTo(t, backend.url, '    timeouts: { total: 300ms }\n    retries: { attempts: 1 }\n');
+    const started = performance.now();
+    const got = await send(port, '/frozen');
+    const elapsed = performance.now() - started;
+    assert.equal(got.res.statusCode, 504, got.text);
+    assert.equal(got.res.headers['x-velocity-error'], 'UPSTREAM_TIMEOUT');
+    assert.ok(elapsed >= 300, `answered after ${elapsed} ms`);
+  });
+
+  test('the per-try timeout ends a try a server never answers: 504, not before the timeout', async (t) => {
+    const backend = await startScriptedBackend(t, frozen);
+    const port = await proxyTo(t, backend.url, '    retries: { attempts: 1, per_try_timeout: 200ms }\n');
+    const started = performance.now();
+    const got = await send(port, '/frozen');
+    const elapsed = performance.now() - started;
+    assert.equal(got.res.statusCode, 504, got.text);
+    assert.ok(elapsed >= 200, `answered after ${elapsed} ms`);
+  });
+
+  test('requests waiting on their timeouts hold no timer each', async (t) => {
+    let seen = 0;
+    const counting = await startScriptedBackend(t, () => {
+      seen++;
+    });
+    const port = await proxyTo(t, counting.url, '    timeouts: { total: 60s }\n    retries: { attempts: 1, per_try_timeout: 50s }\n');
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const requests = Array.from({ length: 20 }, (_, i) => {
+      const req = request({ host: '127.0.0.1', port, path: `/wait-${i}`, agent: false });
+      req.on('error', () => undefined);
+      req.end();
+      return req;
+    });
+    t.after(() => {
+      for (const req of requests) req.destroy();
+    });
+    await eventually(() => seen >= 20, 30_000, 'the server got all twenty requests');
+    // A timer per request and per try would be forty more; the sweep is one for all.
+    assert.ok(timers() - before < 5, `${timers() - before} more timers with twenty requests waiting`);
   });
 });
 
