@@ -34,7 +34,10 @@ export interface ConnectionHost {
   forget(connection: Http1Connection): void;
 }
 
-/** Pipelined bytes kept while a request is served; past this the socket is paused (at least one whole head fits). */
+/**
+ * Pipelined bytes kept while a request is served; past this the socket is paused, until the requests served
+ * from them bring them back under it (at least one whole head fits).
+ */
 const PIPELINE_BYTES = 64 * 1024;
 /** How long a refused client may keep sending before the socket is destroyed (its answer gets out first). */
 const LINGER_MS = 2_000;
@@ -289,6 +292,12 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     // The response (a refusal, or nothing once tunnelled) still learns when the client goes or is slow.
     socket.once('close', () => res.emitClose());
     socket.on('drain', () => res.emit('drain'));
+    // An upgrade started from pipelined bytes the socket was paused for: the handler gets it reading (as when
+    // every response resumed it), not resumed behind its back afterwards (endPipelinePause).
+    if (this.pipelinePaused) {
+      this.pipelinePaused = false;
+      if (!this.bodyPaused) socket.resume();
+    }
     this.host.onUpgrade(req, res, socket, head);
   }
 
@@ -403,19 +412,29 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.phase = IDLE;
     this.deadline = IDLE_UNSTAMPED;
     this.onDeadline = CUT;
-    if (this.pipelinePaused) {
-      this.pipelinePaused = false;
-      if (!this.bodyPaused) this.socket.resume();
-    }
     // This may run inside the response's end() (see Http1Response.end): a pipelined request starts on the
     // next tick, not within the try that answered the previous one (its lease is not even ended yet).
     if (this.pending !== undefined && this.pending.length > 0) process.nextTick(this.parseWaiting);
+    else if (this.pipelinePaused) this.endPipelinePause();
   };
 
   /** Starts the pipelined request that waited behind the last response, unless a read started it first. */
   private readonly parseWaiting = (): void => {
     if (this.phase === IDLE) this.parseNext();
+    if (this.pipelinePaused) this.endPipelinePause();
   };
+
+  /**
+   * Reads again, unless the request just started from `pending` is being served and more than the cap
+   * still waits behind it: those are served first. (Resuming at every response read one more read — up to
+   * 64 KiB — per request served, and a client that pipelines large heads and reads no answer grew `pending`
+   * by megabytes.)
+   */
+  private endPipelinePause(): void {
+    if (this.phase === SERVING && this.pending !== undefined && this.pending.length > PIPELINE_BYTES) return;
+    this.pipelinePaused = false;
+    if (!this.bodyPaused) this.socket.resume();
+  }
 
   private readonly onDrain = (): void => {
     this.res?.emit('drain');
