@@ -420,26 +420,24 @@ describe('framing decided by the server', () => {
 });
 
 describe('total and per-try timeouts, on the deadline sweep', () => {
-  /** Reads requests and never answers. */
-  const frozen = () => undefined;
-
-  test('the total timeout ends a request a server never answers: 504, not before the timeout', async (t) => {
-    const backend = await startScriptedBackend(t, frozen);
-    const port = await proxyTo(t, backend.url, '    timeouts: { total: 300ms }\n    retries: { attempts: 1 }\n');
+  /** One GET through Velocity (with `service` lines) to a server that reads requests and never answers. */
+  async function unanswered(t: TestContext, service: string): Promise<{ got: Answer; elapsed: number }> {
+    const backend = await startScriptedBackend(t, () => undefined);
+    const port = await proxyTo(t, backend.url, service);
     const started = performance.now();
     const got = await send(port, '/frozen');
-    const elapsed = performance.now() - started;
+    return { got, elapsed: performance.now() - started };
+  }
+
+  test('the total timeout ends a request a server never answers: 504, not before the timeout', async (t) => {
+    const { got, elapsed } = await unanswered(t, '    timeouts: { total: 300ms }\n    retries: { attempts: 1 }\n');
     assert.equal(got.res.statusCode, 504, got.text);
     assert.equal(got.res.headers['x-velocity-error'], 'UPSTREAM_TIMEOUT');
     assert.ok(elapsed >= 300, `answered after ${elapsed} ms`);
   });
 
   test('the per-try timeout ends a try a server never answers: 504, not before the timeout', async (t) => {
-    const backend = await startScriptedBackend(t, frozen);
-    const port = await proxyTo(t, backend.url, '    retries: { attempts: 1, per_try_timeout: 200ms }\n');
-    const started = performance.now();
-    const got = await send(port, '/frozen');
-    const elapsed = performance.now() - started;
+    const { got, elapsed } = await unanswered(t, '    retries: { attempts: 1, per_try_timeout: 200ms }\n');
     assert.equal(got.res.statusCode, 504, got.text);
     assert.ok(elapsed >= 200, `answered after ${elapsed} ms`);
   });
