@@ -11,21 +11,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { test } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Agent, request } from 'undici';
-import { eventually, startBackendProcess, startInProcess, stopChild } from '../support/velocity.ts';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-/** Live Buffer/ArrayBuffer bytes of this process after full GCs (V8 frees array buffers' memory behind a GC, so twice, a turn apart). */
-async function liveBuffers(): Promise<number> {
-  gc();
-  await new Promise((r) => setImmediate(r));
-  gc();
-  return process.memoryUsage().arrayBuffers;
-}
+import { liveBuffers } from '../support/retained.ts';
+import { eventually, startBackendProcess, startInProcess, stopChild, untilSteady } from '../support/velocity.ts';
 
 /** Opens `count` connections that each ask for `bytes` and never read; prints "ready" once all are sent. */
 const SLOW_READERS = `
@@ -143,18 +131,7 @@ for (const io of ['socket internals', 'public'] as const)
       // Settled: the kernel took nothing more of the client's for a second. Not proof by itself: the buffers
       // between the two sockets grow as they are read (to several MB), and a Velocity that read everything
       // would keep taking; what it holds is the measure.
-      let last = -1;
-      let unchanged = 0;
-      await eventually(
-        () => {
-          unchanged = taken() === last ? unchanged + 1 : 0;
-          last = taken();
-          return unchanged >= 4;
-        },
-        60_000,
-        "the client's writes stalled",
-        250,
-      );
+      await untilSteady(taken, "the client's writes stalled");
       const held = (await liveBuffers()) - base;
       t.diagnostic(`the client sent ${(taken() / 1024 / 1024).toFixed(1)} of ${(requests.length / 1024 / 1024).toFixed(1)} MB; Velocity holds ${(held / 1024).toFixed(0)} KiB`);
       assert.ok(taken() < requests.length, 'the kernel took every byte the client sent');

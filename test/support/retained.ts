@@ -1,5 +1,5 @@
 /**
- * What a few kept strings hold on the heap. An id sliced from a pooled string keeps that whole string
+ * What a few kept strings hold on the heap, and what live Buffers hold in this process. An id sliced from a pooled string keeps that whole string
  * alive; the id makers size their strings so that one outlives no more than a few hundred requests
  * (a string that outlives two scavenges is promoted to the old generation).
  */
@@ -21,4 +21,14 @@ export function heapHeldByKept(make: () => string, every: number, kept: number):
   const held = getHeapStatistics().used_heap_size - before;
   if (keep.length !== kept) throw new Error(`kept ${keep.length} of ${kept}`);
   return held;
+}
+
+/** Live Buffer/ArrayBuffer bytes of this process after full GCs (V8 frees array buffers' memory behind a GC, so twice, a turn apart). */
+export async function liveBuffers(): Promise<number> {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  gc();
+  await new Promise((r) => setImmediate(r));
+  gc();
+  return process.memoryUsage().arrayBuffers;
 }

@@ -229,6 +229,30 @@ export async function load<T>(total: number, concurrency: number, send: (i: numb
 
 export const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * Waits until `value` has not changed for `steadyMs` (a transfer that stalled: kernel buffers full, nothing
+ * more taken), within `timeoutMs`; returns the value it settled at.
+ */
+export async function untilSteady(value: () => number, what: string, steadyMs = 1000, timeoutMs = 60_000): Promise<number> {
+  let last = Number.NaN;
+  let since = Date.now();
+  await eventually(
+    () => {
+      const now = value();
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+        return false;
+      }
+      return Date.now() - since >= steadyMs;
+    },
+    timeoutMs,
+    what,
+    100,
+  );
+  return last;
+}
+
 /** Polls `check` until it returns true or the bound (`timeoutMs`, at least 30 s) passes; returns the elapsed ms. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, stepMs = 25): Promise<number> {
   const started = Date.now();

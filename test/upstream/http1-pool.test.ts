@@ -13,22 +13,10 @@ import { createServer as createHttpServer, type IncomingMessage, Agent as NodeAg
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, type TestContext, test } from 'node:test';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import { eventually, startInProcess } from '../support/velocity.ts';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+import { liveBuffers } from '../support/retained.ts';
+import { eventually, startInProcess, untilSteady } from '../support/velocity.ts';
 
 const MB = 1024 * 1024;
-
-/** Live Buffer/ArrayBuffer bytes of this process after full GCs (V8 frees array buffers' memory behind a GC, so twice, a turn apart). */
-async function liveBuffers(): Promise<number> {
-  gc();
-  await new Promise((r) => setImmediate(r));
-  gc();
-  return process.memoryUsage().arrayBuffers;
-}
 
 /** A fixed 1 MB block of pseudo-random bytes: bodies are repeats of it, so both ends can hash without holding them. */
 const BLOCK = (() => {
@@ -284,22 +272,7 @@ test('a server that reads a 256 MB request body slowly holds the client back: Ve
   });
   await backend.stalled;
   // Wait until the client's writes stall: the count unchanged over a second (the kernel buffers on both hops are full).
-  let last = -1;
-  let since = Date.now();
-  await eventually(
-    () => {
-      const now = sent();
-      if (now !== last) {
-        last = now;
-        since = Date.now();
-        return false;
-      }
-      return Date.now() - since >= 1000;
-    },
-    60_000,
-    'the client stalls while the server does not read',
-    100,
-  );
+  await untilSteady(sent, 'the client stalls while the server does not read');
   const out = sent();
   // Kernel buffers on loopback held 8 MB here (two hops); a quarter of the body leaves room for bigger ones.
   assert.ok(out < size / 4, `${(out / MB).toFixed(1)} MB of ${size / MB} MB left the client while the server read nothing`);

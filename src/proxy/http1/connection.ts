@@ -294,10 +294,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     socket.on('drain', () => res.emit('drain'));
     // An upgrade started from pipelined bytes the socket was paused for: the handler gets it reading (as when
     // every response resumed it), not resumed behind its back afterwards (endPipelinePause).
-    if (this.pipelinePaused) {
-      this.pipelinePaused = false;
-      if (!this.bodyPaused) socket.resume();
-    }
+    if (this.pipelinePaused) this.unpausePipeline();
     this.host.onUpgrade(req, res, socket, head);
   }
 
@@ -432,6 +429,11 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
    */
   private endPipelinePause(): void {
     if (this.phase === SERVING && this.pending !== undefined && this.pending.length > PIPELINE_BYTES) return;
+    this.unpausePipeline();
+  }
+
+  /** The pipelining cap no longer holds the socket (a body's backpressure still may). */
+  private unpausePipeline(): void {
     this.pipelinePaused = false;
     if (!this.bodyPaused) this.socket.resume();
   }
