@@ -11,18 +11,20 @@ import type { Buffer } from 'node:buffer';
 import type { ClientHttp2Stream, Http2ServerResponse, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { cappedBackoff } from '../backoff.ts';
 import { type ErrorCode, VelocityError } from '../errors.ts';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';
 import { http2 } from '../node-http2.ts';
+import type { RetryRefusal } from '../observe/events.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, IDEMPOTENT_METHODS, isClientGone } from '../upstream/attempt.ts';
-import type { H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
+import type { DeadlineSweep, Expiring } from '../upstream/deadline-sweep.ts';
+import type { H2Connection, H2ServerPool, H2StreamError } from '../upstream/h2-pool.ts';
+import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { StatusSet } from '../upstream/status-set.ts';
+import { AttemptLoop, type FailedOutcome, type ForwardingOwner, type Picked } from './attempt-loop.ts';
 import type { ClientResponse } from './client-response.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
@@ -31,13 +33,9 @@ import { type GrpcWebMode, GrpcWebResponse, grpcWebMode, grpcWebRequestBody, toG
 import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
 import type { ProxyResponse } from './proxy-message.ts';
 import { ReplayableBody } from './replayable-body.ts';
+import type { AbortableTry, RequestAbort } from './request-abort.ts';
 
-/** What one HTTP/2 attempt came to. */
-type H2Outcome =
-  | { kind: 'response'; status: number; grpcStatus: number | undefined; bytesOut: number; firstByteMs: number }
-  | { kind: 'retryable'; status: number; grpcStatus: number | undefined; firstByteMs: number }
-  | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; unprocessed: boolean; connectFailed: boolean };
-
+/** What one HTTP/2 try came to, as the loop and the lease see it. */
 interface AttemptPlan {
   headers: OutgoingHttpHeaders;
   body: ReplayableBody | undefined;
@@ -56,146 +54,205 @@ export function speaksHttp2(service: ServiceRuntime): boolean {
 }
 
 /**
- * Proxies one request to an HTTP/2 service. `fail` answers with Velocity's own
- * error (as a gRPC status for gRPC calls).
+ * One request to an HTTP/2 service, over the attempt loop: each try is one stream on a pooled
+ * connection. A try its server never processed goes again at once (resendUnprocessed); the deadline
+ * is the client's grpc-timeout (or the service's default for calls), bounded by timeouts.total, and
+ * each try tells the server what is left of it.
  */
-export async function proxyHttp2(plane: DataPlane, ctx: RequestContext, service: ServiceRuntime, fail: (error: VelocityError) => void): Promise<void> {
-  const { req, res, record } = ctx;
-  const cfg = service.config;
-  const web = grpcWebMode(req.headers);
-  const grpc = isGrpcRequest(req);
-  if (grpc) record.grpcMethod = ctx.url.split('?')[0];
-  service.retryBudget.recordRequest(Date.now());
+export class H2Forwarding extends AttemptLoop {
+  private readonly plane: DataPlane;
+  private readonly ctx: RequestContext;
+  private readonly owner: ForwardingOwner;
+  private readonly grpc: boolean;
+  private readonly web: GrpcWebMode | undefined;
+  private plan: AttemptPlan | undefined = undefined;
+  private out: ResponseSink | undefined = undefined;
+  private h2client: ServerHttp2Stream | undefined = undefined;
+  /** performance.now() value of the call's deadline (0: none), sent to the server as grpc-timeout. */
+  private callDeadline = 0;
+  /** A gRPC-Web text body that is not base64 ends the call as INVALID_ARGUMENT. */
+  private badBody: VelocityError | undefined = undefined;
+  private current: H2Try | undefined = undefined;
+  private span: AttemptSpan | undefined = undefined;
 
-  // The deadline: the client's grpc-timeout (or the service's default for calls), bounded by timeouts.total.
-  const limits = [grpc ? (parseGrpcTimeout(req.headers['grpc-timeout']) ?? cfg.grpc.default_timeout) : 0, cfg.timeouts.total].filter((ms) => ms > 0);
-  const budgetMs = limits.length > 0 ? Math.min(...limits) : 0;
-  const deadline = budgetMs > 0 ? performance.now() + budgetMs : 0;
-  const abort = new AbortController();
-  const deadlineTimer = budgetMs > 0 ? setTimeout(() => abort.abort(Object.assign(new Error('deadline exceeded'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' })), budgetMs) : undefined;
-  const onClientGone = () => {
-    if (!res.writableFinished) abort.abort(clientGoneError());
-  };
-  res.on('close', onClientGone);
+  constructor(plane: DataPlane, ctx: RequestContext, owner: ForwardingOwner) {
+    super(plane.pools.sweep, ctx.abort, false);
+    this.plane = plane;
+    this.ctx = ctx;
+    this.owner = owner;
+    this.web = grpcWebMode(ctx.req.headers);
+    this.grpc = isGrpcRequest(ctx.req);
+  }
 
-  const hasBody = !(req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders && req.headers['content-length'] !== '0';
-  // A gRPC-Web text body that is not base64 ends the call as INVALID_ARGUMENT.
-  let badBody: VelocityError | undefined;
-  const run = ctx.run;
-  // A body the route's middleware read into memory goes as read.
-  const source = run?.body ? Readable.from([run.body]) : web ? grpcWebRequestBody(req, web, (err) => abort.abort((badBody = new VelocityError('BAD_REQUEST', err.message)))) : req;
-  const body = hasBody ? new ReplayableBody(source, cfg.retries.buffer_body) : undefined;
-  // The answer goes through the route's response middleware (when it has some), and gRPC-Web's translation before them.
-  const decorated = run ? run.response() : res;
-  const viaMiddleware = decorated !== res;
-  const out: ResponseSink = web ? new GrpcWebResponse(decorated, web) : viaMiddleware ? new TrailersBeside(decorated, res) : res;
-  const method = record.method;
-  const plan: AttemptPlan = {
-    headers: upstreamHeaders(ctx, plane, web),
-    body,
-    grpc,
-    retryUnavailable: grpc && methodMatches(record.grpcMethod ?? '', cfg.grpc.retry_on_unavailable),
-    retryStatuses: !grpc && IDEMPOTENT_METHODS.has(method) ? service.retryStatuses : undefined,
-    responseHeaderTimeout: cfg.timeouts.response_header,
-    idleTimeout: cfg.timeouts.idle,
-    extraResponseHeaders: ctx.responseHeaders,
-  };
-
-  const tried = new Set<UpstreamServer>();
-  const upstreamStart = performance.now();
-  // Calls the server never processed are sent again without counting as retries, within a bound.
-  let unprocessedResends = 0;
-  try {
-    for (let attempt = 1; ; ) {
-      const picked = plane.select(service, ctx, tried, abort);
-      const lease = picked instanceof Promise ? await picked : picked;
-      if (lease instanceof VelocityError) return fail(badBody ?? (abort.signal.aborted && !isClientGone(abort.signal.reason) ? new VelocityError('UPSTREAM_TIMEOUT') : lease));
-      const server = lease.server;
-      record.server = server.id;
-      plane.stickTo(service, server, ctx);
-      const pool = plane.h2.get(server, service.h2Options());
-      const span = ctx.trace?.startAttempt();
-      if (span) setTraceHeaders(plan.headers, ctx, span);
-      if (deadline > 0) plan.headers['grpc-timeout'] = formatGrpcTimeout(deadline - performance.now());
-      const mayRetry = (body === undefined || body.replayable) && service.hasAvailableServer(new Set([...tried, server]));
-      const attemptStart = performance.now();
-      let outcome: H2Outcome | undefined;
-      try {
-        outcome = await h2Attempt(pool, plan, out, web || viaMiddleware ? undefined : clientStream(res), attemptStart, abort.signal, mayRetry && attempt < cfg.retries.attempts);
-      } finally {
-        lease.end(outcome && asAttemptOutcome(outcome), performance.now() - attemptStart);
-      }
-      record.upstreamMs = performance.now() - upstreamStart;
-      if (span && ctx.trace) ctx.trace.endAttempt(span, attemptResult(server, outcome), method);
-
-      if (outcome.kind === 'response') {
-        record.status = outcome.status;
-        record.bytesOut = outcome.bytesOut;
-        record.upstreamFirstByteMs = outcome.firstByteMs;
-        if (outcome.grpcStatus !== undefined) record.grpcStatus = outcome.grpcStatus;
-        return;
-      }
-      if (outcome.kind === 'failed' && (outcome.responseStarted || isClientGone(outcome.error))) {
-        record.errorCode = outcome.code;
-        record.status = res.headersSent ? res.statusCode : 499;
-        if (grpc && outcome.responseStarted) record.grpcStatus = outcome.code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
-        return;
-      }
-      const replayable = body === undefined || body.replayable;
-      const unprocessed = outcome.kind === 'failed' && outcome.unprocessed;
-      if (unprocessed && !(outcome.kind === 'failed' && outcome.connectFailed)) {
-        // GOAWAY or REFUSED_STREAM: the same server may take it on a new connection.
-        if (replayable && !abort.signal.aborted && unprocessedResends < cfg.retries.attempts + 2) {
-          unprocessedResends++;
-          record.retries++;
-          continue;
-        }
-      } else tried.add(server);
-      // A call cut before any answer (its server died) is as unavailable as one answered UNAVAILABLE: sent again only when safe.
-      const safe = outcome.kind === 'retryable' || unprocessed || (grpc ? plan.retryUnavailable : IDEMPOTENT_METHODS.has(method));
-      const retry =
-        safe &&
-        replayable &&
-        attempt < cfg.retries.attempts &&
-        !abort.signal.aborted &&
-        service.hasAvailableServer(tried) &&
-        (unprocessed || service.retryBudget.tryTake(Date.now()));
-      if (!retry) {
-        if (outcome.kind === 'retryable') {
-          // The server's own answer (e.g. UNAVAILABLE, 503) stands: nothing else could take the call.
-          return fail(
-            new VelocityError(outcome.status === 504 ? 'UPSTREAM_TIMEOUT' : 'NO_HEALTHY_SERVER', `no other server could take the call after ${server.id} answered unavailable`),
-          );
-        }
-        const code = abort.signal.aborted && !isClientGone(abort.signal.reason) ? 'UPSTREAM_TIMEOUT' : outcome.code;
-        return fail(badBody ?? new VelocityError(code, undefined, { cause: outcome.error }));
-      }
-      attempt++;
-      record.retries++;
-      await sleep(Math.random() * cappedBackoff(cfg.retries.backoff.base, cfg.retries.backoff.max, attempt - 2));
-      if (abort.signal.aborted) return fail(badBody ?? new VelocityError('UPSTREAM_TIMEOUT'));
+  start(service: ServiceRuntime): void {
+    try {
+      this.begin(service);
+    } catch (err) {
+      this.crash(err);
     }
-  } finally {
-    if (deadlineTimer) clearTimeout(deadlineTimer);
-    res.removeListener('close', onClientGone);
-    body?.detach();
+  }
+
+  private begin(service: ServiceRuntime): void {
+    const { ctx, plane, web, grpc } = this;
+    const { req, res, record } = ctx;
+    const cfg = service.config;
+    if (grpc) record.grpcMethod = ctx.url.split('?')[0];
+    this.serve(service, record.time);
+    const limits = [grpc ? (parseGrpcTimeout(req.headers['grpc-timeout']) ?? cfg.grpc.default_timeout) : 0, cfg.timeouts.total].filter((ms) => ms > 0);
+    const budgetMs = limits.length > 0 ? Math.min(...limits) : 0;
+    if (budgetMs > 0) this.callDeadline = performance.now() + budgetMs;
+
+    const hasBody = !(req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders && req.headers['content-length'] !== '0';
+    const run = ctx.run;
+    // A body the route's middleware read into memory goes as read.
+    const source = run?.body
+      ? Readable.from([run.body])
+      : web
+        ? grpcWebRequestBody(req, web, (err) => this.abort.abort((this.badBody = new VelocityError('BAD_REQUEST', err.message))))
+        : req;
+    const body = hasBody ? new ReplayableBody(source, cfg.retries.buffer_body) : undefined;
+    // The answer goes through the route's response middleware (when it has some), and gRPC-Web's translation before them.
+    const decorated = run ? run.response() : res;
+    const viaMiddleware = decorated !== res;
+    this.out = web ? new GrpcWebResponse(decorated, web) : viaMiddleware ? new TrailersBeside(decorated, res) : res;
+    this.h2client = web || viaMiddleware ? undefined : clientStream(res);
+    const method = record.method;
+    this.plan = {
+      headers: upstreamHeaders(ctx, plane, web),
+      body,
+      grpc,
+      retryUnavailable: grpc && methodMatches(record.grpcMethod ?? '', cfg.grpc.retry_on_unavailable),
+      retryStatuses: !grpc && IDEMPOTENT_METHODS.has(method) ? service.retryStatuses : undefined,
+      responseHeaderTimeout: cfg.timeouts.response_header,
+      idleTimeout: cfg.timeouts.idle,
+      extraResponseHeaders: ctx.responseHeaders,
+    };
+    this.startTries(budgetMs);
+  }
+
+  protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
+    return this.plane.select(this.service as ServiceRuntime, this.ctx, tried, this.ctx.abort);
+  }
+
+  protected tryOn(lease: Lease): void {
+    const { ctx, plane } = this;
+    const plan = this.plan as AttemptPlan;
+    const service = this.service as ServiceRuntime;
+    const server = lease.server;
+    ctx.record.server = server.id;
+    plane.stickTo(service, server, ctx);
+    const span = ctx.trace?.startAttempt();
+    this.span = span;
+    if (span) setTraceHeaders(plan.headers, ctx, span);
+    if (this.callDeadline > 0) plan.headers['grpc-timeout'] = formatGrpcTimeout(this.callDeadline - performance.now());
+    const attempt = new H2Try(this, plan, this.out as ResponseSink, this.h2client, performance.now(), plane.pools.sweep);
+    this.current = attempt;
+    attempt.start(plane.h2.get(server, service.h2Options()), this.abort);
+  }
+
+  /** Whether an answer with this status (and gRPC status) is held back for another try. */
+  holdsBack(status: number, grpcStatus: number | undefined, endStream: boolean): boolean {
+    const plan = this.plan as AttemptPlan;
+    const retryable = plan.grpc ? endStream && grpcStatus === GRPC.UNAVAILABLE && plan.retryUnavailable : plan.retryStatuses?.has(status) === true;
+    if (!retryable) return false;
+    this.replayable = plan.body?.replayable ?? true;
+    return this.mayTryAgain();
+  }
+
+  /** The try ended (`grpcStatus`: the call's, when the server sent one): what it came to, in the loop's words. */
+  h2TrySettled(outcome: H2Outcome, grpcStatus: number | undefined): void {
+    this.replayable = this.plan?.body?.replayable ?? true;
+    // A stream refused by GOAWAY or REFUSED_STREAM is the server shedding connections in order, not failing.
+    if (outcome.kind === 'failed' && outcome.unprocessed && !outcome.connectFailed) return void this.resendUnprocessed(asFailed(outcome));
+    this.attemptSettled(asAttemptOutcome(outcome, grpcStatus));
+  }
+
+  protected mayResend(): boolean {
+    const plan = this.plan as AttemptPlan;
+    return plan.grpc ? plan.retryUnavailable : IDEMPOTENT_METHODS.has(this.ctx.record.method);
+  }
+
+  protected tryEnded(lease: Lease, outcome: AttemptOutcome | undefined, at: number): void {
+    const { ctx } = this;
+    ctx.record.upstreamMs = at - this.upstreamStart;
+    if (this.span && ctx.trace) ctx.trace.endAttempt(this.span, attemptResult(lease.server, outcome, this.current?.grpcStatus), ctx.record.method);
+  }
+
+  protected answered(outcome: Extract<AttemptOutcome, { kind: 'response' }>, _lease: Lease, at: number): void {
+    const { record } = this.ctx;
+    const attempt = this.current as H2Try;
+    record.status = attempt.status;
+    record.bytesOut = outcome.bytesOut;
+    record.upstreamFirstByteMs = outcome.firstByteMs;
+    if (attempt.grpcStatus !== undefined) record.grpcStatus = attempt.grpcStatus;
+    this.finish(undefined, at);
+  }
+
+  protected cutShort(outcome: FailedOutcome): void {
+    const { record, res } = this.ctx;
+    record.errorCode = outcome.code;
+    record.status = res.headersSent ? res.statusCode : 499;
+    if (this.grpc && outcome.responseStarted) record.grpcStatus = outcome.code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
+  }
+
+  protected override retrying(): void {
+    this.ctx.record.retries++;
+  }
+
+  protected override retryRefused(why: RetryRefusal): void {
+    this.ctx.record.retryDenied = why;
+  }
+
+  protected override giveUpError(outcome: FailedOutcome | Extract<AttemptOutcome, { kind: 'retryable-status' }>, server: UpstreamServer): VelocityError {
+    if (this.badBody) return this.badBody;
+    if (outcome.kind === 'retryable-status') {
+      // The server's own answer (e.g. UNAVAILABLE, 503) stands: nothing else could take the call.
+      return new VelocityError(outcome.status === 504 ? 'UPSTREAM_TIMEOUT' : 'NO_HEALTHY_SERVER', `no other server could take the call after ${server.id} answered unavailable`);
+    }
+    const code = this.timedOut() ? 'UPSTREAM_TIMEOUT' : outcome.code;
+    return new VelocityError(code, undefined, { cause: outcome.error });
+  }
+
+  protected override pickRefused(error: VelocityError): VelocityError {
+    return this.badBody ?? (this.timedOut() ? new VelocityError('UPSTREAM_TIMEOUT') : error);
+  }
+
+  /** Aborted, and not because the client left: the deadline passed. */
+  private timedOut(): boolean {
+    return this.abort.aborted && !isClientGone(this.abort.reason);
+  }
+
+  protected done(error: VelocityError | undefined, at?: number): void {
+    this.plan?.body?.detach();
+    if (error) this.owner.fail(this.ctx, error);
+    this.owner.pathDone(this.ctx, at);
+  }
+
+  protected logCrash(err: unknown): void {
+    this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the HTTP/2 data path');
   }
 }
 
-/** The attempt as passive health and the breaker judge it; undefined when it says nothing about the server. */
-function asAttemptOutcome(outcome: H2Outcome): AttemptOutcome | undefined {
-  // A stream refused by GOAWAY or REFUSED_STREAM is the server shedding connections in order, not failing.
-  if (outcome.kind === 'failed' && outcome.unprocessed && !outcome.connectFailed) return undefined;
-  if (outcome.kind === 'failed') return { kind: 'failed', code: outcome.code, error: outcome.error, responseStarted: outcome.responseStarted, requestSent: !outcome.unprocessed };
-  // A gRPC UNAVAILABLE counts like a 503 from an HTTP server.
-  const status = outcome.grpcStatus === GRPC.UNAVAILABLE ? 503 : outcome.status;
-  if (outcome.kind === 'retryable') return { kind: 'retryable-status', status, firstByteMs: outcome.firstByteMs };
-  return { kind: 'response', status, bytesOut: outcome.bytesOut, firstByteMs: outcome.firstByteMs, complete: true };
+/** What one HTTP/2 try came to. */
+type H2Outcome =
+  | { kind: 'response'; status: number; bytesOut: number; firstByteMs: number }
+  | { kind: 'retryable'; status: number; firstByteMs: number }
+  | { kind: 'failed'; code: ErrorCode; error: Error; responseStarted: boolean; unprocessed: boolean; connectFailed: boolean };
+
+function asFailed(outcome: Extract<H2Outcome, { kind: 'failed' }>): FailedOutcome {
+  return { kind: 'failed', code: outcome.code, error: outcome.error, responseStarted: outcome.responseStarted, requestSent: !outcome.unprocessed };
 }
 
-function attemptResult(server: UpstreamServer, outcome: H2Outcome) {
-  if (outcome.kind === 'failed') return { server: server.id, errorCode: outcome.code };
-  return { server: server.id, status: outcome.status, grpcStatus: outcome.grpcStatus, firstByteMs: outcome.firstByteMs };
+/** The try as the loop, passive health and the breaker judge it; a gRPC UNAVAILABLE counts like a 503 from an HTTP server. */
+function asAttemptOutcome(outcome: H2Outcome, grpcStatus: number | undefined): AttemptOutcome {
+  if (outcome.kind === 'failed') return asFailed(outcome);
+  if (outcome.kind === 'retryable') return { kind: 'retryable-status', status: grpcStatus === GRPC.UNAVAILABLE ? 503 : outcome.status, firstByteMs: outcome.firstByteMs };
+  return { kind: 'response', status: grpcStatus === GRPC.UNAVAILABLE ? 503 : outcome.status, bytesOut: outcome.bytesOut, firstByteMs: outcome.firstByteMs, complete: true };
+}
+
+function attemptResult(server: UpstreamServer, outcome: AttemptOutcome | undefined, grpcStatus: number | undefined) {
+  if (outcome === undefined || outcome.kind === 'failed') return { server: server.id, errorCode: outcome?.code ?? 'UPSTREAM_RESET' };
+  return { server: server.id, status: outcome.status, grpcStatus, firstByteMs: outcome.firstByteMs };
 }
 
 /** Request headers for the server: the client's, less hop-by-hop and forwarding ones, plus Velocity's. */
@@ -270,151 +327,183 @@ function clientStream(res: ProxyResponse): ServerHttp2Stream | undefined {
  */
 type ResponseSink = ClientResponse & { addTrailers?(trailers: Record<string, string | string[] | undefined>): void };
 
-/** One stream to one server, its answer streamed to the client (straight onto its HTTP/2 stream when it has one). */
-function h2Attempt(
-  pool: H2ServerPool,
-  plan: AttemptPlan,
-  res: ResponseSink,
-  h2client: ServerHttp2Stream | undefined,
-  started: number,
-  signal: AbortSignal,
-  mayRetry: boolean,
-): Promise<H2Outcome> {
-  return new Promise<H2Outcome>((resolve) => {
-    let upstream: ClientHttp2Stream | undefined;
-    let settled = false;
-    let responseStarted = false;
-    let bytesOut = 0;
-    let firstByteMs = 0;
-    let status = 0;
-    let grpcStatus: number | undefined;
-    let trailers: IncomingHttpHeaders | undefined;
-    let headerTimer: NodeJS.Timeout | undefined;
+/**
+ * One try: one stream to one server, its answer streamed to the client (straight onto the client's
+ * HTTP/2 stream when it has one). Its response-header and idle timeouts are checked by the thread's
+ * deadline sweep; the request's abort (client gone, total or per-try timeout) reaches it as the try in flight.
+ */
+class H2Try implements AbortableTry, Expiring {
+  private readonly loop: H2Forwarding;
+  private readonly plan: AttemptPlan;
+  private readonly res: ResponseSink;
+  private readonly h2client: ServerHttp2Stream | undefined;
+  private readonly started: number;
+  private readonly sweep: DeadlineSweep;
+  private control: RequestAbort | undefined = undefined;
+  private upstream: ClientHttp2Stream | undefined = undefined;
+  private settled = false;
+  private responseStarted = false;
+  private bytesOut = 0;
+  private firstByteMs = 0;
+  status = 0;
+  grpcStatus: number | undefined = undefined;
+  private trailers: IncomingHttpHeaders | undefined = undefined;
+  /** The response-header deadline, then (plain HTTP) the idle one, pushed on by each chunk (Expiring). */
+  deadline = 0;
+  private swept = false;
 
-    const settle = (outcome: H2Outcome) => {
-      if (settled) return;
-      settled = true;
-      if (headerTimer) clearTimeout(headerTimer);
-      signal.removeEventListener('abort', onAbort);
-      plan.body?.detach();
-      resolve(outcome);
-    };
-    const failWith = (error: Error & { code?: string }, unprocessed: boolean, connectFailed = false) => {
-      if (settled) return;
-      const code = classifyUpstreamError(error);
-      const gs = code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
-      const message = encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`);
-      // The client sees a gRPC status, not a reset: UNAVAILABLE (or DEADLINE_EXCEEDED) in trailers.
-      if (responseStarted && plan.grpc && h2client && !h2client.closed) sendStatusTrailers(res as unknown as ProxyResponse, gs, message);
-      else if (responseStarted && plan.grpc && res.addTrailers && !res.destroyed) {
-        res.addTrailers({ 'grpc-status': String(gs), 'grpc-message': message });
-        res.end();
-      } else if (responseStarted) res.destroy();
-      settle({ kind: 'failed', code, error, responseStarted, unprocessed: unprocessed && !responseStarted, connectFailed });
-    };
-    const onAbort = () => {
-      const reason = signal.reason instanceof Error ? signal.reason : new Error('aborted');
-      upstream?.close(http2().constants.NGHTTP2_CANCEL);
-      failWith(reason, false);
-    };
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
+  constructor(loop: H2Forwarding, plan: AttemptPlan, res: ResponseSink, h2client: ServerHttp2Stream | undefined, started: number, sweep: DeadlineSweep) {
+    this.loop = loop;
+    this.plan = plan;
+    this.res = res;
+    this.h2client = h2client;
+    this.started = started;
+    this.sweep = sweep;
+  }
 
+  start(pool: H2ServerPool, control: RequestAbort): void {
+    if (control.reason) return void this.abort(control.reason);
+    this.control = control;
+    control.startTry(this);
     pool.connection().then(
-      (connection) => {
-        if (settled) {
-          connection.active--;
-          return;
-        }
-        let stream: ClientHttp2Stream;
-        try {
-          stream = connection.open(plan.headers, plan.body === undefined);
-        } catch (err) {
-          failWith(err as H2StreamError, true);
-          return;
-        }
-        upstream = stream;
-        headerTimer = setTimeout(() => {
-          stream.close(http2().constants.NGHTTP2_CANCEL);
-          failWith(Object.assign(new Error('no response header in time'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' }), false);
-        }, plan.responseHeaderTimeout);
-        if (!plan.grpc)
-          stream.setTimeout(plan.idleTimeout, () => {
-            stream.close(http2().constants.NGHTTP2_CANCEL);
-            failWith(Object.assign(new Error('server idle too long'), { code: 'VELOCITY_ATTEMPT_TIMEOUT' }), false);
-          });
-        if (plan.body) plan.body.attach(stream);
-
-        stream.once('response', (headers, flags) => {
-          if (headerTimer) clearTimeout(headerTimer);
-          status = Number(headers[':status']);
-          firstByteMs = performance.now() - started;
-          const endStream = (flags & http2().constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-          const gs = headers['grpc-status'];
-          if (gs !== undefined) grpcStatus = Number(gs);
-          const retryable = mayRetry && ((plan.grpc && endStream && grpcStatus === GRPC.UNAVAILABLE && plan.retryUnavailable) || (!plan.grpc && plan.retryStatuses?.has(status)));
-          if (retryable) {
-            stream.close(http2().constants.NGHTTP2_CANCEL);
-            settle({ kind: 'retryable', status, grpcStatus, firstByteMs });
-            return;
-          }
-          if (res.destroyed || h2client?.closed) {
-            stream.close(http2().constants.NGHTTP2_CANCEL);
-            failWith(clientGoneError(), false);
-            return;
-          }
-          const out = clientHeaders(headers, plan.extraResponseHeaders);
-          if (h2client) {
-            const grpcResponse = String(headers['content-type'] ?? '').startsWith('application/grpc');
-            h2client.respond({ ':status': status, ...out }, { endStream, waitForTrailers: !endStream && (grpcResponse || headers.trailer !== undefined) });
-          } else {
-            res.writeHead(status, undefined, flatHeaders(out));
-            if (endStream) res.end();
-          }
-          responseStarted = true;
-          if (endStream) settle({ kind: 'response', status, grpcStatus, bytesOut, firstByteMs });
-        });
-        stream.on('data', (chunk: Buffer) => {
-          if (!responseStarted) return;
-          bytesOut += chunk.length;
-          const ok = h2client ? h2client.write(chunk) : res.write(chunk);
-          if (!ok) {
-            stream.pause();
-            (h2client ?? res).once('drain', () => stream.resume());
-          }
-        });
-        stream.once('trailers', (t) => {
-          trailers = t;
-          if (t['grpc-status'] !== undefined) grpcStatus = Number(t['grpc-status']);
-        });
-        stream.once('end', () => {
-          if (!responseStarted || settled) return;
-          if (plan.grpc && trailers === undefined) {
-            // A call without its status: the connection was lost (a server killed mid-stream ends this way).
-            failWith(Object.assign(new Error('the server ended the call without a grpc-status'), { code: 'ECONNRESET' }), false);
-            return;
-          }
-          if (h2client) {
-            if (!h2client.closed) {
-              // The compatibility response sends its trailers when the stream asks for them (waitForTrailers).
-              if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
-              h2client.end();
-            }
-          } else {
-            if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
-            res.end();
-          }
-          settle({ kind: 'response', status, grpcStatus, bytesOut, firstByteMs });
-        });
-        stream.once('close', () => {
-          if (settled) return;
-          const rst = stream.rstCode;
-          const err = Object.assign(new Error(`stream closed by the server (RST_STREAM ${rst ?? 'none'})`), { code: 'ECONNRESET' });
-          failWith(err, connection.neverProcessed(stream));
-        });
-        stream.on('error', () => undefined);
-      },
-      (err: H2StreamError) => failWith(err, true, true),
+      (connection) => this.opened(connection),
+      (err: H2StreamError) => this.failWith(err, true, true),
     );
-  });
+  }
+
+  private settle(outcome: H2Outcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.swept) this.sweep.delete(this);
+    this.control?.endTry(this);
+    this.plan.body?.detach();
+    this.loop.h2TrySettled(outcome, this.grpcStatus);
+  }
+
+  private failWith(error: Error & { code?: string }, unprocessed: boolean, connectFailed = false): void {
+    if (this.settled) return;
+    const { res, h2client, responseStarted } = this;
+    const code = classifyUpstreamError(error);
+    const gs = code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
+    const message = encodeGrpcMessage(`upstream ${code === 'UPSTREAM_TIMEOUT' ? 'deadline exceeded' : 'connection lost'} (${code})`);
+    // The client sees a gRPC status, not a reset: UNAVAILABLE (or DEADLINE_EXCEEDED) in trailers.
+    if (responseStarted && this.plan.grpc && h2client && !h2client.closed) sendStatusTrailers(res as unknown as ProxyResponse, gs, message);
+    else if (responseStarted && this.plan.grpc && res.addTrailers && !res.destroyed) {
+      res.addTrailers({ 'grpc-status': String(gs), 'grpc-message': message });
+      res.end();
+    } else if (responseStarted) res.destroy();
+    this.settle({ kind: 'failed', code, error, responseStarted, unprocessed: unprocessed && !responseStarted, connectFailed });
+  }
+
+  /** The client went away, or a timeout of the request passed. */
+  abort(reason: Error & { code?: string }): void {
+    this.upstream?.close(http2().constants.NGHTTP2_CANCEL);
+    this.failWith(reason, false);
+  }
+
+  /** The response header or (plain HTTP) the next chunk did not come in time. */
+  expire(): void {
+    const what = this.responseStarted ? 'server idle too long' : 'no response header in time';
+    this.upstream?.close(http2().constants.NGHTTP2_CANCEL);
+    this.failWith(Object.assign(new Error(what), { code: 'VELOCITY_ATTEMPT_TIMEOUT' }), false);
+  }
+
+  private opened(connection: H2Connection): void {
+    if (this.settled) {
+      connection.active--;
+      return;
+    }
+    let stream: ClientHttp2Stream;
+    try {
+      stream = connection.open(this.plan.headers, this.plan.body === undefined);
+    } catch (err) {
+      return void this.failWith(err as H2StreamError, true);
+    }
+    this.upstream = stream;
+    this.deadline = performance.now() + this.plan.responseHeaderTimeout;
+    this.swept = true;
+    this.sweep.add(this);
+    if (this.plan.body) this.plan.body.attach(stream);
+    stream.once('response', (headers, flags) => this.onResponse(stream, headers, flags));
+    stream.on('data', (chunk: Buffer) => this.onData(stream, chunk));
+    stream.once('trailers', (t) => {
+      this.trailers = t;
+      if (t['grpc-status'] !== undefined) this.grpcStatus = Number(t['grpc-status']);
+    });
+    stream.once('end', () => this.onEnd());
+    stream.once('close', () => {
+      if (this.settled) return;
+      const rst = stream.rstCode;
+      const err = Object.assign(new Error(`stream closed by the server (RST_STREAM ${rst ?? 'none'})`), { code: 'ECONNRESET' });
+      this.failWith(err, connection.neverProcessed(stream));
+    });
+    stream.on('error', () => undefined);
+  }
+
+  private onResponse(stream: ClientHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
+    const { plan, res, h2client } = this;
+    const status = Number(headers[':status']);
+    this.status = status;
+    const now = performance.now();
+    this.firstByteMs = now - this.started;
+    // Plain HTTP: the server may be idle this long between chunks. gRPC streams may be silent for long.
+    this.deadline = plan.grpc ? 0 : now + plan.idleTimeout;
+    const endStream = (flags & http2().constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+    const gs = headers['grpc-status'];
+    if (gs !== undefined) this.grpcStatus = Number(gs);
+    if (this.loop.holdsBack(status, this.grpcStatus, endStream)) {
+      stream.close(http2().constants.NGHTTP2_CANCEL);
+      return void this.settle({ kind: 'retryable', status, firstByteMs: this.firstByteMs });
+    }
+    if (res.destroyed || h2client?.closed) {
+      stream.close(http2().constants.NGHTTP2_CANCEL);
+      return void this.failWith(clientGoneError(), false);
+    }
+    const out = clientHeaders(headers, plan.extraResponseHeaders);
+    if (h2client) {
+      const grpcResponse = String(headers['content-type'] ?? '').startsWith('application/grpc');
+      h2client.respond({ ':status': status, ...out }, { endStream, waitForTrailers: !endStream && (grpcResponse || headers.trailer !== undefined) });
+    } else {
+      res.writeHead(status, undefined, flatHeaders(out));
+      if (endStream) res.end();
+    }
+    this.responseStarted = true;
+    if (endStream) this.settle(this.response());
+  }
+
+  private onData(stream: ClientHttp2Stream, chunk: Buffer): void {
+    if (!this.responseStarted) return;
+    if (this.deadline !== 0) this.deadline = performance.now() + this.plan.idleTimeout;
+    this.bytesOut += chunk.length;
+    const h2client = this.h2client;
+    const ok = h2client ? h2client.write(chunk) : this.res.write(chunk);
+    if (!ok) {
+      stream.pause();
+      (h2client ?? this.res).once('drain', () => stream.resume());
+    }
+  }
+
+  private onEnd(): void {
+    if (!this.responseStarted || this.settled) return;
+    const { trailers, h2client, res } = this;
+    if (this.plan.grpc && trailers === undefined) {
+      // A call without its status: the connection was lost (a server killed mid-stream ends this way).
+      return void this.failWith(Object.assign(new Error('the server ended the call without a grpc-status'), { code: 'ECONNRESET' }), false);
+    }
+    if (h2client) {
+      if (!h2client.closed) {
+        // The compatibility response sends its trailers when the stream asks for them (waitForTrailers).
+        if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
+        h2client.end();
+      }
+    } else {
+      if (trailers) res.addTrailers?.(clientHeaders(trailers, undefined) as Record<string, string>);
+      res.end();
+    }
+    this.settle(this.response());
+  }
+
+  private response(): H2Outcome {
+    return { kind: 'response', status: this.status, bytesOut: this.bytesOut, firstByteMs: this.firstByteMs };
+  }
 }

@@ -11,15 +11,18 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { PickRequest } from '../balancer/policy.ts';
 import type { ListenAddress } from '../config-fields.ts';
+import { VelocityError } from '../errors.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import type { AttemptOutcome } from '../upstream/attempt.ts';
-import { connectFirst } from '../upstream/connect-first.ts';
+import { type AttemptOutcome, clientGoneError, isClientGone } from '../upstream/attempt.ts';
+import type { DeadlineSweep, Expiring } from '../upstream/deadline-sweep.ts';
 import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
+import { AttemptLoop, type Picked } from './attempt-loop.ts';
 import { classifyUpstreamError } from './forwarder.ts';
 import { bindServer } from './listener.ts';
 import { proxyProtocolHeader } from './proxy-protocol.ts';
+import { type AbortableTry, RequestAbort } from './request-abort.ts';
 import { splice } from './splice.ts';
 
 export interface TcpListener {
@@ -58,7 +61,7 @@ export async function listenTcp(plane: DataPlane, serviceName: string, address: 
     open.add(client);
     client.once('close', () => open.delete(client));
     client.on('error', () => client.destroy());
-    void relay(plane, service, client);
+    relay(plane, service, client);
   });
   await bindServer(server, address, options.reusePort ?? false);
   server.on('error', (err) => plane.log.error({ err, service: target }, 'TCP listener error'));
@@ -90,57 +93,138 @@ export async function listenTcp(plane: DataPlane, serviceName: string, address: 
   return listener;
 }
 
-async function relay(plane: DataPlane, service: ServiceRuntime, client: Socket): Promise<void> {
-  const clientIp = (client.remoteAddress ?? '').replace(/^::ffff:/, '');
-  const request = pickRequest(clientIp);
-  const tried: string[] = [];
-  const result = await connectFirst<{ upstream: Socket; ms: number }>({
-    service,
-    pick: (exclude) => service.acquire(request, exclude),
-    connect: async (lease) => {
-      const started = performance.now();
-      const upstream = await connectTo(lease.server, service.config.timeouts.connect);
-      if (upstream instanceof Error) return { error: upstream, code: classifyUpstreamError(upstream), sent: false };
-      return { connected: { upstream, ms: performance.now() - started } };
-    },
-    stopped: () => client.destroyed,
-    onAttempt: (lease) => tried.push(lease.server.id),
-    onFailure: (lease, err) => plane.log.debug({ service: service.name, server: lease.server.id, err: err.message }, 'TCP connect failed; trying another server'),
-  });
-  if (result.kind === 'connected') {
-    const { lease, value } = result;
-    lease.record({ ...CONNECTED, firstByteMs: value.ms }, value.ms);
-    if (client.destroyed) {
-      value.upstream.destroy();
-      lease.end();
-      return;
-    }
-    pipeBoth(service, lease, client, value.upstream);
-    return;
-  }
-  if (!client.destroyed) plane.log.warn({ service: service.name, client: clientIp, tried }, 'no server could take the TCP connection; closing it');
-  client.destroy();
+function relay(plane: DataPlane, service: ServiceRuntime, client: Socket): void {
+  new TcpConnect(plane, service, client).start();
 }
 
-function connectTo(server: UpstreamServer, timeout: number): Promise<Socket | Error> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: server.host, port: server.port, noDelay: true, allowHalfOpen: true });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve(Object.assign(new Error(`connect to ${server.id} timed out after ${timeout}ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
-    }, timeout);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.removeListener('error', onError);
-      resolve(socket);
-    });
-    const onError = (err: Error) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(err);
-    };
+/**
+ * A TCP connection's tries, over the attempt loop: connect to a server the policy picks, another one
+ * after a failed connect; once connected, the two sockets are piped and the server is held until they close.
+ */
+class TcpConnect extends AttemptLoop {
+  private readonly plane: DataPlane;
+  private readonly client: Socket;
+  private readonly clientIp: string;
+  private readonly request: PickRequest;
+  /** The servers tried, for the warning when none took the connection. */
+  private readonly triedIds: string[] = [];
+  private connected: ConnectTry | undefined = undefined;
+
+  constructor(plane: DataPlane, service: ServiceRuntime, client: Socket) {
+    super(plane.pools.sweep, new RequestAbort(), true);
+    this.plane = plane;
+    this.client = client;
+    this.clientIp = (client.remoteAddress ?? '').replace(/^::ffff:/, '');
+    this.request = pickRequest(this.clientIp);
+    this.serve(service, Date.now());
+  }
+
+  start(): void {
+    this.client.once('close', () => this.abort.abort(clientGoneError()));
+    this.startTries(0);
+  }
+
+  protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
+    return (this.service as ServiceRuntime).acquire(this.request, tried) ?? new VelocityError('NO_HEALTHY_SERVER');
+  }
+
+  protected tryOn(lease: Lease): void {
+    this.triedIds.push(lease.server.id);
+    const attempt = new ConnectTry(this, lease.server, (this.service as ServiceRuntime).config.timeouts.connect, this.plane.pools.sweep);
+    this.connected = attempt;
+    attempt.start(this.abort);
+  }
+
+  protected mayResend(): boolean {
+    return false;
+  }
+
+  protected tryEnded(lease: Lease, outcome: AttemptOutcome | undefined): void {
+    if (outcome?.kind === 'failed' && !isClientGone(outcome.error)) {
+      this.plane.log.debug({ service: (this.service as ServiceRuntime).name, server: lease.server.id, err: outcome.error.message }, 'TCP connect failed; trying another server');
+    }
+  }
+
+  protected answered(_outcome: Extract<AttemptOutcome, { kind: 'response' }>, lease: Lease): void {
+    const upstream = (this.connected as ConnectTry).socket as Socket;
+    if (this.client.destroyed) {
+      upstream.destroy();
+      lease.end();
+    } else pipeBoth(this.service as ServiceRuntime, lease, this.client, upstream);
+    this.finish(undefined);
+  }
+
+  protected cutShort(): void {}
+
+  protected done(error: VelocityError | undefined): void {
+    if (!error) return;
+    if (!this.client.destroyed) {
+      this.plane.log.warn({ service: (this.service as ServiceRuntime).name, client: this.clientIp, tried: this.triedIds }, 'no server could take the TCP connection; closing it');
+    }
+    this.client.destroy();
+  }
+
+  protected logCrash(err: unknown): void {
+    this.plane.log.error({ err, service: (this.service as ServiceRuntime).name }, 'unexpected error relaying a TCP connection');
+  }
+}
+
+/** One connect to one server; its timeout is checked by the thread's deadline sweep. */
+class ConnectTry implements AbortableTry, Expiring {
+  private readonly loop: AttemptLoop;
+  private readonly server: UpstreamServer;
+  private readonly timeout: number;
+  private readonly sweep: DeadlineSweep;
+  private control: RequestAbort | undefined = undefined;
+  private readonly started = performance.now();
+  socket: Socket | undefined = undefined;
+  deadline = 0;
+  private settled = false;
+
+  constructor(loop: AttemptLoop, server: UpstreamServer, timeout: number, sweep: DeadlineSweep) {
+    this.loop = loop;
+    this.server = server;
+    this.timeout = timeout;
+    this.sweep = sweep;
+  }
+
+  start(control: RequestAbort): void {
+    if (control.reason) return void this.abort(control.reason);
+    this.control = control;
+    control.startTry(this);
+    const socket = connect({ host: this.server.host, port: this.server.port, noDelay: true, allowHalfOpen: true });
+    this.socket = socket;
+    this.deadline = this.started + this.timeout;
+    this.sweep.add(this);
+    const onError = (err: Error & { code?: string }) => this.fail(err);
     socket.once('error', onError);
-  });
+    socket.once('connect', () => {
+      socket.removeListener('error', onError);
+      const ms = performance.now() - this.started;
+      this.settle({ ...CONNECTED, firstByteMs: ms });
+    });
+  }
+
+  private settle(outcome: AttemptOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.sweep.delete(this);
+    this.control?.endTry(this);
+    this.loop.attemptSettled(outcome);
+  }
+
+  private fail(error: Error & { code?: string }): void {
+    this.socket?.destroy();
+    this.settle({ kind: 'failed', code: classifyUpstreamError(error), error, responseStarted: false, requestSent: false });
+  }
+
+  abort(reason: Error & { code?: string }): void {
+    this.fail(reason);
+  }
+
+  expire(): void {
+    this.fail(Object.assign(new Error(`connect to ${this.server.id} timed out after ${this.timeout}ms`), { code: 'VELOCITY_CONNECT_TIMEOUT' }));
+  }
 }
 
 function pipeBoth(service: ServiceRuntime, lease: Lease, client: Socket, upstream: Socket): void {

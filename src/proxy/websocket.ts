@@ -12,19 +12,20 @@ import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import { VelocityError } from '../errors.ts';
+import type { VelocityError } from '../errors.ts';
 import { request as httpRequest } from '../node-http.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
-import { clientGoneError } from '../upstream/attempt.ts';
-import { connectFirst } from '../upstream/connect-first.ts';
+import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { tlsConnectOptions, upstreamTlsOptions } from '../upstream/tls.ts';
+import { AttemptLoop, type Picked } from './attempt-loop.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
 import { responseHeadersForClient } from './headers.ts';
 import type { ProxyRequest } from './proxy-message.ts';
+import type { AbortableTry, RequestAbort } from './request-abort.ts';
 import { splice } from './splice.ts';
 
 export function isWebSocketUpgrade(req: ProxyRequest): boolean {
@@ -75,7 +76,7 @@ type Opened =
  * Tunnels an upgrade to a server of `service`. Resolves with the error to
  * answer with when no server took it, or undefined once it is handled.
  */
-export async function proxyWebSocket(
+export function proxyWebSocket(
   plane: DataPlane,
   ctx: RequestContext,
   service: ServiceRuntime,
@@ -83,74 +84,161 @@ export async function proxyWebSocket(
   head: Buffer,
   tunnels: TunnelSet,
 ): Promise<VelocityError | undefined> {
-  const { req, record } = ctx;
-  const headers = ctx.headersForUpstream(plane.trustsPeer(req));
-  headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
-  const abort = new AbortController();
-  const onClientGone = () => abort.abort(clientGoneError());
-  client.once('close', onClientGone);
-  try {
-    const result = await connectFirst<{ opened: Exclude<Opened, { kind: 'failed' }>; ms: number }>({
-      service,
-      pick: (tried) => plane.select(service, ctx, tried, abort),
-      connect: async (lease) => {
-        const started = performance.now();
-        const opened = await openUpstream(lease.server, req.url ?? '/', headers, service, abort.signal);
-        if (opened.kind === 'failed') return { error: opened.error, code: classifyUpstreamError(opened.error), sent: opened.sent };
-        return { connected: { opened, ms: performance.now() - started } };
-      },
-      stopped: () => abort.signal.aborted,
-      onAttempt: (lease) => {
-        record.server = lease.server.id;
-      },
-    });
-    record.retries += result.retries;
-    if (result.kind === 'refused') return result.error;
-    if (result.kind === 'failed') return new VelocityError(result.code, undefined, { cause: result.error });
-    if (result.kind === 'none') return new VelocityError('NO_HEALTHY_SERVER', undefined, { retryAfter: 1 });
-    const { lease, value } = result;
-    record.upstreamFirstByteMs = value.ms;
-    record.upstreamMs = value.ms;
-    client.removeListener('close', onClientGone);
-    if (value.opened.kind === 'response') relayRefusal(ctx, lease, value.opened.res, value.ms);
-    else tunnel(ctx, service, lease, client, head, value.opened, tunnels, value.ms);
-    return undefined;
-  } finally {
-    client.removeListener('close', onClientGone);
+  return new Promise((resolve) => new WebSocketConnect(plane, ctx, client, head, tunnels, resolve).start(service));
+}
+
+/**
+ * An upgrade's tries, over the attempt loop: send the upgrade to a server the policy picks, another
+ * one when the connect fails before the request went out; the server's 101 (or its refusal) is the
+ * answer, after which the tunnel holds the server until it closes.
+ */
+class WebSocketConnect extends AttemptLoop {
+  private readonly plane: DataPlane;
+  private readonly ctx: RequestContext;
+  private readonly client: Duplex;
+  private readonly clientHead: Buffer;
+  private readonly tunnels: TunnelSet;
+  private readonly resolve: (error: VelocityError | undefined) => void;
+  private headers: string[] = [];
+  private opened: UpgradeTry | undefined = undefined;
+
+  constructor(plane: DataPlane, ctx: RequestContext, client: Duplex, clientHead: Buffer, tunnels: TunnelSet, resolve: (error: VelocityError | undefined) => void) {
+    super(plane.pools.sweep, ctx.abort, true);
+    this.plane = plane;
+    this.ctx = ctx;
+    this.client = client;
+    this.clientHead = clientHead;
+    this.tunnels = tunnels;
+    this.resolve = resolve;
+  }
+
+  start(service: ServiceRuntime): void {
+    const { ctx, plane } = this;
+    const { req } = ctx;
+    this.headers = ctx.headersForUpstream(plane.trustsPeer(req));
+    this.headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
+    this.serve(service, ctx.record.time);
+    const abort = this.abort;
+    this.client.once('close', () => abort.abort(clientGoneError()));
+    this.startTries(service.config.timeouts.total);
+  }
+
+  protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
+    return this.plane.select(this.service as ServiceRuntime, this.ctx, tried, this.ctx.abort);
+  }
+
+  protected tryOn(lease: Lease): void {
+    this.ctx.record.server = lease.server.id;
+    const attempt = new UpgradeTry(this, lease.server, this.ctx.req.url ?? '/', this.headers, this.service as ServiceRuntime);
+    this.opened = attempt;
+    attempt.start(this.abort);
+  }
+
+  /** An upgrade that reached the server is not sent again. */
+  protected mayResend(): boolean {
+    return false;
+  }
+
+  protected tryEnded(_lease: Lease, _outcome: AttemptOutcome | undefined, at: number): void {
+    this.ctx.record.upstreamMs = at - this.upstreamStart;
+  }
+
+  protected answered(outcome: Extract<AttemptOutcome, { kind: 'response' }>, lease: Lease): void {
+    const { ctx } = this;
+    const opened = (this.opened as UpgradeTry).result as Exclude<Opened, { kind: 'failed' }>;
+    ctx.record.upstreamFirstByteMs = outcome.firstByteMs;
+    if (opened.kind === 'response') relayRefusal(ctx, lease, opened.res, outcome.firstByteMs);
+    else tunnel(ctx, this.service as ServiceRuntime, lease, this.client, this.clientHead, opened, this.tunnels, outcome.firstByteMs);
+    this.finish(undefined);
+  }
+
+  protected cutShort(): void {}
+
+  protected override retrying(): void {
+    this.ctx.record.retries++;
+  }
+
+  protected done(error: VelocityError | undefined): void {
+    this.resolve(error);
+  }
+
+  protected logCrash(err: unknown): void {
+    this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the WebSocket path');
   }
 }
 
-/** Sends the upgrade request to one server; resolves on its 101, its other answer, or the failure. */
-function openUpstream(server: UpstreamServer, path: string, headers: string[], service: ServiceRuntime, signal: AbortSignal): Promise<Opened> {
-  const { timeouts } = service.config;
-  return new Promise<Opened>((resolve) => {
-    const options: RequestOptions = { host: server.host, port: server.port, method: 'GET', path, headers, agent: false, setHost: false };
-    const upstream: ClientRequest = server.tls ? httpsRequest({ ...options, ...tlsConnectOptions(upstreamTlsOptions(service.config.tls), server.host) }) : httpRequest(options);
-    let connected = false;
-    let settled = false;
-    const fail = (code: string, message: string) => upstream.destroy(Object.assign(new Error(message), { code }));
-    let timer = setTimeout(() => fail('UND_ERR_CONNECT_TIMEOUT', `connect timed out after ${timeouts.connect}ms`), timeouts.connect);
-    const settle = (result: Opened) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-      resolve(result);
-    };
-    const onAbort = () => upstream.destroy(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    upstream.once('socket', (socket: Socket) => {
-      socket.once(server.tls ? 'secureConnect' : 'connect', () => {
-        connected = true;
-        clearTimeout(timer);
-        timer = setTimeout(() => fail('UND_ERR_HEADERS_TIMEOUT', `no answer to the upgrade within ${timeouts.response_header}ms`), timeouts.response_header);
-      });
+/** One upgrade request to one server; resolves on its 101, its other answer, or the failure. */
+class UpgradeTry implements AbortableTry {
+  private readonly loop: AttemptLoop;
+  private readonly server: UpstreamServer;
+  private readonly path: string;
+  private readonly headers: string[];
+  private readonly service: ServiceRuntime;
+  private readonly started = performance.now();
+  result: Opened | undefined = undefined;
+  private cancel: ((reason: Error) => void) | undefined = undefined;
+
+  constructor(loop: AttemptLoop, server: UpstreamServer, path: string, headers: string[], service: ServiceRuntime) {
+    this.loop = loop;
+    this.server = server;
+    this.path = path;
+    this.headers = headers;
+    this.service = service;
+  }
+
+  start(control: RequestAbort): void {
+    if (control.reason) return void this.settled({ kind: 'failed', error: control.reason, sent: false });
+    control.startTry(this);
+    this.cancel = openUpstream(this.server, this.path, this.headers, this.service, (opened) => {
+      control.endTry(this);
+      this.settled(opened);
     });
-    upstream.once('upgrade', (res, socket, upHead) => settle({ kind: 'upgraded', res, socket, head: upHead }));
-    upstream.once('response', (res) => settle({ kind: 'response', res }));
-    upstream.once('error', (error) => settle({ kind: 'failed', error, sent: connected }));
-    upstream.end();
+  }
+
+  abort(reason: Error & { code?: string }): void {
+    this.cancel?.(reason);
+  }
+
+  private settled(opened: Opened): void {
+    this.result = opened;
+    const firstByteMs = performance.now() - this.started;
+    if (opened.kind === 'failed') {
+      const { error, sent } = opened;
+      this.loop.attemptSettled({ kind: 'failed', code: classifyUpstreamError(error), error, responseStarted: false, requestSent: sent });
+    } else {
+      const status = opened.kind === 'upgraded' ? 101 : (opened.res.statusCode ?? 502);
+      this.loop.attemptSettled({ kind: 'response', status, bytesOut: 0, firstByteMs, complete: true });
+    }
+  }
+}
+
+/** Sends the upgrade request to one server; `done` hears once of its 101, its other answer, or the failure. Returns what cancels it. */
+function openUpstream(server: UpstreamServer, path: string, headers: string[], service: ServiceRuntime, done: (opened: Opened) => void): (reason: Error) => void {
+  const { timeouts } = service.config;
+  const options: RequestOptions = { host: server.host, port: server.port, method: 'GET', path, headers, agent: false, setHost: false };
+  const upstream: ClientRequest = server.tls ? httpsRequest({ ...options, ...tlsConnectOptions(upstreamTlsOptions(service.config.tls), server.host) }) : httpRequest(options);
+  let connected = false;
+  let settled = false;
+  const fail = (code: string, message: string) => upstream.destroy(Object.assign(new Error(message), { code }));
+  let timer = setTimeout(() => fail('UND_ERR_CONNECT_TIMEOUT', `connect timed out after ${timeouts.connect}ms`), timeouts.connect);
+  const settle = (result: Opened) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    done(result);
+  };
+  upstream.once('socket', (socket: Socket) => {
+    socket.once(server.tls ? 'secureConnect' : 'connect', () => {
+      connected = true;
+      clearTimeout(timer);
+      timer = setTimeout(() => fail('UND_ERR_HEADERS_TIMEOUT', `no answer to the upgrade within ${timeouts.response_header}ms`), timeouts.response_header);
+    });
   });
+  upstream.once('upgrade', (res, socket, upHead) => settle({ kind: 'upgraded', res, socket, head: upHead }));
+  upstream.once('response', (res) => settle({ kind: 'response', res }));
+  upstream.once('error', (error) => settle({ kind: 'failed', error, sent: connected }));
+  upstream.end();
+  return (reason) => upstream.destroy(reason);
 }
 
 /** The server answered without upgrading (401, 404, …): pass its answer on and close. */
