@@ -1,0 +1,129 @@
+/**
+ * One attempt loop for every protocol (proxy/attempt-loop.ts): the rules HTTP/1.1 requests always had —
+ * the per-try and total timeouts, and a refused retry saying why — hold for requests to HTTP/2 servers
+ * and for WebSocket upgrades too, which had loops of their own without them.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer as createH2Server, type Http2Server, type ServerHttp2Stream } from 'node:http2';
+import { connect, createServer as createNetServer, type Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import type { RequestRecord } from '../../src/observe/events.ts';
+import { startSilentServer } from '../support/silent-server.ts';
+import { type Cleanup, eventually, get, type SimpleResponse, startApp, testAgent } from '../support/velocity.ts';
+
+/** A server's timeouts far longer than any wait below: an answer that comes at all came from the loop's own timeout. */
+const SERVER_WAIT = '120s';
+/** How long the client waits: long on a loaded machine, far short of SERVER_WAIT. */
+const CLIENT_WAIT_MS = 30_000;
+
+/** An h2c server that answers every stream with its name, or (`stall`) never answers. */
+async function startH2Server(t: Cleanup, name: string, stall = false): Promise<string> {
+  const streams = new Set<ServerHttp2Stream>();
+  const server: Http2Server = createH2Server();
+  server.on('stream', (stream) => {
+    streams.add(stream);
+    stream.on('error', () => undefined);
+    if (stall) return;
+    stream.respond({ ':status': 200, 'x-server': name });
+    stream.end(name);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const s of streams) s.close();
+    server.close();
+  });
+  return `h2c://127.0.0.1:${(server.address() as { port: number }).port}`;
+}
+
+/** `pending`, or a failure once the client's wait is over. */
+function answeredInTime(pending: Promise<SimpleResponse>): Promise<SimpleResponse> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${CLIENT_WAIT_MS} ms`)), CLIENT_WAIT_MS);
+  });
+  return Promise.race([pending, late]).finally(() => clearTimeout(timer));
+}
+
+/** A port nothing listens on (a server that was and is gone). */
+async function closedPort(): Promise<number> {
+  const s = createNetServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  s.close();
+  await once(s, 'close');
+  return port;
+}
+
+describe('the attempt loop, for HTTP/2 servers and WebSocket upgrades', () => {
+  test('HTTP/2 servers: a try past retries.per_try_timeout is cut and the request goes to another server', async (t) => {
+    const [stalled, good] = await Promise.all([startH2Server(t, 'stalled', true), startH2Server(t, 'good')]);
+    const velocity = await startApp(
+      t,
+      `policy: round-robin
+servers: [ "${stalled}", "${good}" ]
+retries: { attempts: 2, per_try_timeout: 300ms }
+timeouts: { response_header: ${SERVER_WAIT}, idle: ${SERVER_WAIT} }
+passive_health: { enabled: false }
+circuit_breaker: { enabled: false }
+`,
+    );
+    const records: RequestRecord[] = [];
+    velocity.observe((r) => records.push(r));
+    const agent = testAgent(t);
+    for (let i = 0; i < 4; i++) {
+      const r = await answeredInTime(get(agent, `http://127.0.0.1:${velocity.address.port}/${i}`));
+      assert.equal(r.status, 200, `request ${i}`);
+      assert.equal(r.headers['x-server'], 'good');
+    }
+    await eventually(() => records.length === 4, 30_000, 'four records');
+    // Round-robin sends first tries to the stalled server (at least every other one): those were cut by the per-try timeout.
+    const retries = records.map((r) => r.retries);
+    assert.ok(retries.filter((n) => n === 1).length >= 2 && retries.every((n) => n <= 1), `retries per request: ${retries.join(',')}`);
+  });
+
+  test('HTTP/2 servers: a failed try that is not retried says why in the access record', async (t) => {
+    const port = await closedPort();
+    const velocity = await startApp(
+      t,
+      `servers: [ "h2c://127.0.0.1:${port}" ]
+retries: { attempts: 3 }
+passive_health: { enabled: false }
+circuit_breaker: { enabled: false }
+`,
+    );
+    const records: RequestRecord[] = [];
+    velocity.observe((r) => records.push(r));
+    const r = await answeredInTime(get(testAgent(t), `http://127.0.0.1:${velocity.address.port}/`));
+    assert.equal(r.status, 502);
+    await eventually(() => records.length === 1, 30_000, 'the record');
+    assert.equal(records[0]?.errorCode, 'UPSTREAM_CONNECT_FAILED');
+    assert.equal(records[0]?.retryDenied, 'no_server', 'its only server was tried');
+  });
+
+  test('WebSocket upgrades: timeouts.total bounds the wait for the server to answer the upgrade', async (t) => {
+    const silent = await startSilentServer(t);
+    const velocity = await startApp(
+      t,
+      `servers: [ "http://127.0.0.1:${silent}" ]
+timeouts: { total: 300ms, response_header: ${SERVER_WAIT} }
+passive_health: { enabled: false }
+circuit_breaker: { enabled: false }
+`,
+    );
+    const client: Socket = connect(velocity.address.port, '127.0.0.1');
+    t.after(() => client.destroy());
+    client.write(
+      'GET /chat HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    let answer = '';
+    client.setEncoding('latin1');
+    client.on('data', (chunk: string) => {
+      answer += chunk;
+    });
+    await eventually(() => answer.includes('\r\n\r\n'), CLIENT_WAIT_MS, "Velocity's answer to the upgrade");
+    assert.match(answer, /^HTTP\/1\.1 504 /);
+  });
+});
