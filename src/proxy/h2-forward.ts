@@ -365,8 +365,10 @@ class H2Try implements AbortableTry, Expiring {
     if (control.reason) return void this.abort(control.reason);
     this.control = control;
     control.startTry(this);
-    pool.connection().then(
-      (connection) => this.opened(connection),
+    const connection = pool.connection();
+    if (!(connection instanceof Promise)) return void this.opened(connection);
+    connection.then(
+      (up) => this.opened(up),
       (err: H2StreamError) => this.failWith(err, true, true),
     );
   }

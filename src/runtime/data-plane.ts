@@ -52,7 +52,7 @@ export interface DataPlaneOptions {
 export class DataPlane {
   readonly pools = new UpstreamPools();
   /** HTTP/2 connections to h2c:// and `http2: true` servers. */
-  readonly h2 = new H2Pools();
+  readonly h2 = new H2Pools(this.pools.sweep);
   /** Trace context and span export (per thread). */
   readonly tracer: Tracer;
   readonly observers = new ObserverList();

@@ -26,15 +26,17 @@ export class DeadlineSweep {
     }
   }
 
+  /** The interval stays until a tick finds nothing to watch: items that come and go between ticks (a request at a time) make no timer each. */
   delete(item: Expiring): void {
     this.items.delete(item);
-    if (this.items.size === 0 && this.timer) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
   }
 
   private sweep(): void {
+    if (this.items.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
     const now = performance.now();
     let due: Expiring[] | undefined;
     for (const item of this.items) if (item.deadline !== 0 && now >= item.deadline) (due ??= []).push(item);

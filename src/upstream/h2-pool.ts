@@ -7,8 +7,10 @@
  * PINGs find connections that died without a word.
  */
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
+import { performance } from 'node:perf_hooks';
 import type { Http2SessionsConfig } from '../config/schema/grpc.ts';
 import { http2 } from '../node-http2.ts';
+import type { DeadlineSweep, Expiring } from './deadline-sweep.ts';
 import type { UpstreamServer } from './server.ts';
 import { tlsConnectOptions, type UpstreamTlsOptions } from './tls.ts';
 
@@ -35,11 +37,19 @@ export class H2StreamError extends Error {
   }
 }
 
-/** One connection to a server. */
-export class H2Connection {
+/**
+ * One connection to a server. While it carries no stream it waits in the thread's deadline sweep to be
+ * closed after `idle_timeout` (a timer each time it went idle was one per request at low concurrency).
+ */
+export class H2Connection implements Expiring {
   readonly session: ClientHttp2Session;
   active = 0;
   draining = false;
+  /** Whether it is up: a stream can be opened at once. */
+  connected = false;
+  /** When an idle connection closes (performance.now()); 0 while it carries streams (Expiring). */
+  deadline = 0;
+  private readonly sweep: DeadlineSweep;
   /** From GOAWAY: streams with a higher id were never processed. */
   lastStreamId = Number.POSITIVE_INFINITY;
   readonly ready: Promise<void>;
@@ -48,12 +58,12 @@ export class H2Connection {
    * session.remoteSettings builds a new object on every call, and the pool asks on every pick.
    */
   private peerMaxStreams = Number.POSITIVE_INFINITY;
-  private idleTimer: NodeJS.Timeout | undefined;
   private readonly pingTimer: NodeJS.Timeout;
   private readonly options: H2PoolOptions;
 
-  constructor(server: UpstreamServer, options: H2PoolOptions, onGone: (c: H2Connection) => void) {
+  constructor(server: UpstreamServer, options: H2PoolOptions, sweep: DeadlineSweep, onGone: (c: H2Connection) => void) {
     this.options = options;
+    this.sweep = sweep;
     const authority = `${server.tls ? 'https' : 'http'}://${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`;
     const tls = server.tls ? { ...tlsConnectOptions(options.tls ?? { rejectUnauthorized: true }, server.host), ALPNProtocols: ['h2'] } : {};
     this.session = http2().connect(authority, {
@@ -79,6 +89,7 @@ export class H2Connection {
           return;
         }
         session.setLocalWindowSize(SESSION_WINDOW);
+        this.connected = true;
         resolve();
       });
       session.once('error', (err: Error & { code?: string }) => {
@@ -105,7 +116,7 @@ export class H2Connection {
     session.once('close', () => {
       this.draining = true;
       clearInterval(this.pingTimer);
-      if (this.idleTimer) clearTimeout(this.idleTimer);
+      this.notIdle();
       onGone(this);
     });
     this.pingTimer = setInterval(() => this.ping(), options.sessions.ping_interval);
@@ -137,10 +148,20 @@ export class H2Connection {
   /** Counts a stream about to be opened here (so a burst spreads before the streams exist). */
   reserve(): void {
     this.active++;
-    if (this.idleTimer) {
-      clearTimeout(this.idleTimer);
-      this.idleTimer = undefined;
+    this.notIdle();
+  }
+
+  private notIdle(): void {
+    if (this.deadline !== 0) {
+      this.deadline = 0;
+      this.sweep.delete(this);
     }
+  }
+
+  /** Idle past idle_timeout (the sweep, up to a tick late). */
+  expire(): void {
+    this.notIdle();
+    if (this.active === 0) this.session.close();
   }
 
   /** Opens the reserved stream. Errors carry whether the server can have seen it. */
@@ -156,10 +177,8 @@ export class H2Connection {
     stream.once('close', () => {
       this.active--;
       if (this.active === 0 && !this.draining) {
-        this.idleTimer = setTimeout(() => {
-          if (this.active === 0) this.session.close();
-        }, this.options.sessions.idle_timeout);
-        this.idleTimer.unref();
+        this.deadline = performance.now() + this.options.sessions.idle_timeout;
+        this.sweep.add(this);
       }
       if (this.active === 0 && this.draining && !this.session.destroyed) this.session.close();
     });
@@ -181,10 +200,12 @@ export class H2ServerPool {
   private connections: H2Connection[] = [];
   private readonly server: UpstreamServer;
   readonly options: H2PoolOptions;
+  private readonly sweep: DeadlineSweep;
 
-  constructor(server: UpstreamServer, options: H2PoolOptions) {
+  constructor(server: UpstreamServer, options: H2PoolOptions, sweep: DeadlineSweep) {
     this.server = server;
     this.options = options;
+    this.sweep = sweep;
   }
 
   get url(): string {
@@ -195,10 +216,15 @@ export class H2ServerPool {
    * A connection for one more stream: the first usable one with room, else a new
    * one (up to max_sessions), else the least busy (the stream waits there for a slot).
    */
-  async connection(): Promise<H2Connection> {
+  connection(): H2Connection | Promise<H2Connection> {
     const picked = this.pick();
     // Counted before it is up, so that a burst fills one connection before opening another.
     picked.reserve();
+    // One that is up is answered at once: no promise per stream.
+    return picked.connected ? picked : this.whenUp(picked);
+  }
+
+  private async whenUp(picked: H2Connection): Promise<H2Connection> {
     try {
       await picked.ready;
     } catch (err) {
@@ -216,7 +242,7 @@ export class H2ServerPool {
       if (!least || c.active < least.active) least = c;
     }
     if (least && this.connections.length >= this.options.sessions.max_sessions) return least;
-    const fresh = new H2Connection(this.server, this.options, (gone) => this.forget(gone));
+    const fresh = new H2Connection(this.server, this.options, this.sweep, (gone) => this.forget(gone));
     this.connections.push(fresh);
     return fresh;
   }
@@ -250,12 +276,18 @@ export class H2ServerPool {
 export class H2Pools {
   private readonly pools = new Map<string, H2ServerPool>();
   private readonly keys = new WeakMap<H2PoolOptions, string>();
+  private readonly sweep: DeadlineSweep;
+
+  /** `sweep`: the thread's deadline sweep, where idle connections wait to be closed. */
+  constructor(sweep: DeadlineSweep) {
+    this.sweep = sweep;
+  }
 
   get(server: UpstreamServer, options: H2PoolOptions): H2ServerPool {
     const key = `${this.keyOf(options)} ${server.url}`;
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = new H2ServerPool(server, options);
+      pool = new H2ServerPool(server, options, this.sweep);
       this.pools.set(key, pool);
     }
     return pool;

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createServer as createH2Server, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import type { RequestRecord } from '../../src/observe/events.ts';
 import { startSilentServer } from '../support/silent-server.ts';
 import { type Cleanup, eventually, get, type SimpleResponse, startApp, testAgent } from '../support/velocity.ts';
@@ -19,6 +20,10 @@ const CLIENT_WAIT_MS = 30_000;
 
 /** An h2c server that answers every stream with its name, or (`stall`) never answers. */
 async function startH2Server(t: Cleanup, name: string, stall = false): Promise<string> {
+  return (await startH2ServerWith(t, name, stall)).url;
+}
+
+async function startH2ServerWith(t: Cleanup, name: string, stall = false): Promise<{ url: string; server: Http2Server }> {
   const streams = new Set<ServerHttp2Stream>();
   const server: Http2Server = createH2Server();
   server.on('stream', (stream) => {
@@ -34,7 +39,7 @@ async function startH2Server(t: Cleanup, name: string, stall = false): Promise<s
     for (const s of streams) s.close();
     server.close();
   });
-  return `h2c://127.0.0.1:${(server.address() as { port: number }).port}`;
+  return { url: `h2c://127.0.0.1:${(server.address() as { port: number }).port}`, server };
 }
 
 /** `pending`, or a failure once the client's wait is over. */
@@ -45,6 +50,10 @@ function answeredInTime(pending: Promise<SimpleResponse>): Promise<SimpleRespons
   });
   return Promise.race([pending, late]).finally(() => clearTimeout(timer));
 }
+
+const SRC = fileURLToPath(new URL('../../src/', import.meta.url));
+/** Whether the caller's stack passes through Velocity's source. */
+const byVelocity = (): boolean => new Error().stack?.includes(SRC) === true;
 
 /** A port nothing listens on (a server that was and is gone). */
 async function closedPort(): Promise<number> {
@@ -101,6 +110,45 @@ circuit_breaker: { enabled: false }
     await eventually(() => records.length === 1, 30_000, 'the record');
     assert.equal(records[0]?.errorCode, 'UPSTREAM_CONNECT_FAILED');
     assert.equal(records[0]?.retryDenied, 'no_server', 'its only server was tried');
+  });
+
+  test('HTTP/2 servers: requests one at a time make no timer each, and a connection idle past http2_sessions.idle_timeout is closed', async (t) => {
+    const { url, server } = await startH2ServerWith(t, 'h2');
+    let open = 0;
+    server.on('session', (session) => {
+      open++;
+      session.once('close', () => open--);
+    });
+    const velocity = await startApp(
+      t,
+      `servers: [ "${url}" ]
+http2_sessions: { idle_timeout: 300ms }
+`,
+    );
+    const agent = testAgent(t);
+    const target = `http://127.0.0.1:${velocity.address.port}/`;
+    assert.equal((await get(agent, target)).status, 200);
+    // Timers Velocity's code made (not the test's HTTP client) while requests go one at a time: each one leaves
+    // the server connection idle for a moment.
+    let made = 0;
+    const { setTimeout: realTimeout, setInterval: realInterval } = globalThis;
+    globalThis.setTimeout = ((...args: Parameters<typeof realTimeout>) => {
+      if (byVelocity()) made++;
+      return realTimeout(...args);
+    }) as typeof realTimeout;
+    globalThis.setInterval = ((...args: Parameters<typeof realInterval>) => {
+      if (byVelocity()) made++;
+      return realInterval(...args);
+    }) as typeof realInterval;
+    try {
+      for (let i = 0; i < 50; i++) assert.equal((await get(agent, target)).status, 200);
+    } finally {
+      globalThis.setTimeout = realTimeout;
+      globalThis.setInterval = realInterval;
+    }
+    assert.ok(made < 10, `${made} timers made for 50 requests`);
+    assert.equal(open, 1, 'one connection carried them all');
+    await eventually(() => open === 0, 30_000, 'the idle connection closed');
   });
 
   test('WebSocket upgrades: timeouts.total bounds the wait for the server to answer the upgrade', async (t) => {
