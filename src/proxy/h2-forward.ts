@@ -34,6 +34,7 @@ import { HOP_BY_HOP, SET_BY_PROXY } from './headers.ts';
 import type { ProxyResponse } from './proxy-message.ts';
 import { ReplayableBody } from './replayable-body.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
+import { hasRequestBody } from './request-body.ts';
 
 /** What one HTTP/2 try came to, as the loop and the lease see it. */
 interface AttemptPlan {
@@ -102,8 +103,9 @@ export class H2Forwarding extends AttemptLoop {
     const budgetMs = limits.length > 0 ? Math.min(...limits) : 0;
     if (budgetMs > 0) this.callDeadline = performance.now() + budgetMs;
 
-    const hasBody = !(req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders && req.headers['content-length'] !== '0';
     const run = ctx.run;
+    // No body stream for a request without a body (a GET): one per request showed in the allocation count.
+    const hasBody = run?.body ? run.body.length > 0 : hasRequestBody(req);
     // A body the route's middleware read into memory goes as read.
     const source = run?.body
       ? Readable.from([run.body])

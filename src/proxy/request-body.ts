@@ -21,7 +21,7 @@ export type HeldBody = readonly Buffer[];
  */
 export function requestBody(req: ProxyRequest, holdLimit: number, record: RequestRecord): HeldBody | RequestBody | null | Promise<HeldBody | VelocityError> {
   const length = req.headers['content-length'];
-  const chunked = req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
+  const chunked = isChunked(req);
   if (!chunked && (length === undefined || length === '0')) return null;
   if (chunked || Number(length) > holdLimit) {
     if (chunked && req.passChunkFraming?.()) {
@@ -43,6 +43,17 @@ export function requestBody(req: ProxyRequest, holdLimit: number, record: Reques
     if (!(body instanceof VelocityError)) record.bytesIn = heldLength(body);
     return body;
   });
+}
+
+/** A body without a length: chunked (HTTP/1.1), or an HTTP/2 stream that did not end with its headers and gave none. */
+function isChunked(req: ProxyRequest): boolean {
+  return req.headers['transfer-encoding'] !== undefined || hasHttp2BodyWithoutLength(req);
+}
+
+/** Whether the request has a body to send (a GET without Content-Length has none). */
+export function hasRequestBody(req: ProxyRequest): boolean {
+  const length = req.headers['content-length'];
+  return isChunked(req) || (length !== undefined && length !== '0');
 }
 
 export function heldLength(body: HeldBody): number {
