@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { cappedBackoff } from '../backoff.ts';
 import { VelocityError } from '../errors.ts';
 import type { RetryRefusal } from '../observe/events.ts';
+import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, isClientGone } from '../upstream/attempt.ts';
 import type { DeadlineSweep, Expiring } from '../upstream/deadline-sweep.ts';
 import type { Lease } from '../upstream/lease.ts';
@@ -301,6 +302,41 @@ export abstract class AttemptLoop implements Expiring {
     this.logCrash(err);
     this.lease?.end();
     this.finish(new VelocityError('INTERNAL'));
+  }
+}
+
+/** The loop of an HTTP request, told to its owner and recorded in its access-log record: what the HTTP/1.1 and HTTP/2 forwardings share. */
+export abstract class RequestLoop extends AttemptLoop {
+  protected readonly plane: DataPlane;
+  protected readonly ctx: RequestContext;
+  protected readonly owner: ForwardingOwner;
+
+  constructor(plane: DataPlane, ctx: RequestContext, owner: ForwardingOwner) {
+    super(plane.pools.sweep, ctx.abort, false);
+    this.plane = plane;
+    this.ctx = ctx;
+    this.owner = owner;
+  }
+
+  protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
+    return this.plane.select(this.service as ServiceRuntime, this.ctx, tried, this.ctx.abort);
+  }
+
+  protected override retrying(): void {
+    this.ctx.record.retries++;
+  }
+
+  protected override retryRefused(why: RetryRefusal): void {
+    this.ctx.record.retryDenied = why;
+  }
+
+  protected done(error: VelocityError | undefined, at?: number): void {
+    if (error) this.owner.fail(this.ctx, error);
+    this.owner.pathDone(this.ctx, at);
+  }
+
+  protected logCrash(err: unknown): void {
+    this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the data path');
   }
 }
 

@@ -10,14 +10,12 @@
  */
 import type { Buffer } from 'node:buffer';
 import { VelocityError } from '../errors.ts';
-import type { RetryRefusal } from '../observe/events.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, IDEMPOTENT_METHODS } from '../upstream/attempt.ts';
 import type { Lease } from '../upstream/lease.ts';
-import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
-import { AttemptLoop, type FailedOutcome, type ForwardingOwner, type Picked } from './attempt-loop.ts';
+import { type FailedOutcome, type ForwardingOwner, RequestLoop } from './attempt-loop.ts';
 import type { ClientResponse } from './client-response.ts';
 import type { RequestContext } from './context.ts';
 import { type AttemptListener, type AttemptRequest, startAttempt } from './forwarder.ts';
@@ -28,11 +26,7 @@ import { attemptResultOf, traceHeaderSlot } from './trace-headers.ts';
 
 type Body = Buffer | HeldBody | RequestBody | null;
 
-export class Forwarding extends AttemptLoop implements AttemptRequest, AttemptListener {
-  private readonly plane: DataPlane;
-  private readonly ctx: RequestContext;
-  private readonly owner: ForwardingOwner;
-
+export class Forwarding extends RequestLoop implements AttemptRequest, AttemptListener {
   // What every try sends (the pool reads these).
   readonly method: string;
   path: string;
@@ -48,10 +42,7 @@ export class Forwarding extends AttemptLoop implements AttemptRequest, AttemptLi
   private span: AttemptSpan | undefined = undefined;
 
   constructor(plane: DataPlane, ctx: RequestContext, owner: ForwardingOwner) {
-    super(plane.pools.sweep, ctx.abort, false);
-    this.plane = plane;
-    this.ctx = ctx;
-    this.owner = owner;
+    super(plane, ctx, owner);
     this.method = ctx.record.method;
     this.path = ctx.url;
     this.clientRes = ctx.res;
@@ -119,10 +110,6 @@ export class Forwarding extends AttemptLoop implements AttemptRequest, AttemptLi
     this.startTries(timeouts.total);
   }
 
-  protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
-    return this.plane.select(this.service as ServiceRuntime, this.ctx, tried, this.ctx.abort);
-  }
-
   protected tryOn(lease: Lease): void {
     const { ctx, plane } = this;
     const service = this.service as ServiceRuntime;
@@ -174,23 +161,6 @@ export class Forwarding extends AttemptLoop implements AttemptRequest, AttemptLi
     record.errorCode = outcome.code;
     record.status = res.headersSent ? res.statusCode : 499;
     res.destroy();
-  }
-
-  protected override retrying(): void {
-    this.ctx.record.retries++;
-  }
-
-  protected override retryRefused(why: RetryRefusal): void {
-    this.ctx.record.retryDenied = why;
-  }
-
-  protected done(error: VelocityError | undefined, at?: number): void {
-    if (error) this.owner.fail(this.ctx, error);
-    this.owner.pathDone(this.ctx, at);
-  }
-
-  protected logCrash(err: unknown): void {
-    this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the data path');
   }
 }
 

@@ -14,7 +14,6 @@ import { Readable } from 'node:stream';
 import { type ErrorCode, VelocityError } from '../errors.ts';
 import { ResponseDecorator } from '../middleware/response-decorator.ts';
 import { http2 } from '../node-http2.ts';
-import type { RetryRefusal } from '../observe/events.ts';
 import type { AttemptSpan } from '../observe/tracing.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError, IDEMPOTENT_METHODS, isClientGone } from '../upstream/attempt.ts';
@@ -24,7 +23,7 @@ import type { Lease } from '../upstream/lease.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import type { StatusSet } from '../upstream/status-set.ts';
-import { AttemptLoop, type FailedOutcome, type ForwardingOwner, type Picked } from './attempt-loop.ts';
+import { type FailedOutcome, type ForwardingOwner, RequestLoop } from './attempt-loop.ts';
 import type { ClientResponse } from './client-response.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
@@ -60,10 +59,7 @@ export function speaksHttp2(service: ServiceRuntime): boolean {
  * is the client's grpc-timeout (or the service's default for calls), bounded by timeouts.total, and
  * each try tells the server what is left of it.
  */
-export class H2Forwarding extends AttemptLoop {
-  private readonly plane: DataPlane;
-  private readonly ctx: RequestContext;
-  private readonly owner: ForwardingOwner;
+export class H2Forwarding extends RequestLoop {
   private readonly grpc: boolean;
   private readonly web: GrpcWebMode | undefined;
   private plan: AttemptPlan | undefined = undefined;
@@ -77,10 +73,7 @@ export class H2Forwarding extends AttemptLoop {
   private span: AttemptSpan | undefined = undefined;
 
   constructor(plane: DataPlane, ctx: RequestContext, owner: ForwardingOwner) {
-    super(plane.pools.sweep, ctx.abort, false);
-    this.plane = plane;
-    this.ctx = ctx;
-    this.owner = owner;
+    super(plane, ctx, owner);
     this.web = grpcWebMode(ctx.req.headers);
     this.grpc = isGrpcRequest(ctx.req);
   }
@@ -130,10 +123,6 @@ export class H2Forwarding extends AttemptLoop {
       extraResponseHeaders: ctx.responseHeaders,
     };
     this.startTries(budgetMs);
-  }
-
-  protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
-    return this.plane.select(this.service as ServiceRuntime, this.ctx, tried, this.ctx.abort);
   }
 
   protected tryOn(lease: Lease): void {
@@ -197,14 +186,6 @@ export class H2Forwarding extends AttemptLoop {
     if (this.grpc && outcome.responseStarted) record.grpcStatus = outcome.code === 'UPSTREAM_TIMEOUT' ? GRPC.DEADLINE_EXCEEDED : GRPC.UNAVAILABLE;
   }
 
-  protected override retrying(): void {
-    this.ctx.record.retries++;
-  }
-
-  protected override retryRefused(why: RetryRefusal): void {
-    this.ctx.record.retryDenied = why;
-  }
-
   protected override giveUpError(outcome: FailedOutcome | Extract<AttemptOutcome, { kind: 'retryable-status' }>, server: UpstreamServer): VelocityError {
     if (this.badBody) return this.badBody;
     if (outcome.kind === 'retryable-status') {
@@ -224,14 +205,9 @@ export class H2Forwarding extends AttemptLoop {
     return this.abort.aborted && !isClientGone(this.abort.reason);
   }
 
-  protected done(error: VelocityError | undefined, at?: number): void {
+  protected override done(error: VelocityError | undefined, at?: number): void {
     this.plan?.body?.detach();
-    if (error) this.owner.fail(this.ctx, error);
-    this.owner.pathDone(this.ctx, at);
-  }
-
-  protected logCrash(err: unknown): void {
-    this.plane.log.error({ err, requestId: this.ctx.record.requestId }, 'unexpected error on the HTTP/2 data path');
+    super.done(error, at);
   }
 }
 
