@@ -97,23 +97,6 @@ export function requestHeadersForUpstream(raw: readonly string[], forwardedFor: 
 }
 
 /**
- * Response headers for the client as a flat list — name, value, name, value —
- * the form `res.writeHead` takes in one go (no per-header setHeader): hop-by-hop
- * and Connection-listed ones removed.
- */
-export function responseHeadersForClient(headers: Record<string, string | string[] | undefined>): string[] {
-  const listed = connectionListed(typeof headers.connection === 'string' ? headers.connection : undefined);
-  const out: string[] = [];
-  for (const name in headers) {
-    const value = headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || listed?.has(name)) continue;
-    if (typeof value === 'string') out.push(name, value);
-    else for (const v of value) out.push(name, v);
-  }
-  return out;
-}
-
-/**
  * Response headers for the client from a server's flat raw list (names as the
  * server wrote them, repeats kept): hop-by-hop and Connection-listed ones removed.
  */

@@ -1,29 +1,30 @@
 /**
  * WebSocket through the proxy: an HTTP/1.1 Upgrade request, routed and guarded
  * like any request, goes to a server chosen by the service's policy (another
- * server when the connect fails); after the server's 101 the two sockets are
+ * server when the connect fails) on a socket of its own, its answer read by
+ * Velocity's response parser; after the server's 101 the two sockets are
  * piped both ways. The server counts the tunnel as in flight until it closes
  * (so least-connections sees it), silence in both directions past
  * `timeouts.tunnel` closes it, and shutdown waits for tunnels until its deadline.
  */
 import type { Buffer } from 'node:buffer';
-import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { VelocityError } from '../errors.ts';
-import { request as httpRequest } from '../node-http.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
+import type { DeadlineSweep } from '../upstream/deadline-sweep.ts';
 import type { Lease } from '../upstream/lease.ts';
+import type { ResponseHead } from '../upstream/response-parser.ts';
 import type { UpstreamServer } from '../upstream/server.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
 import { tlsConnectOptions, upstreamTlsOptions } from '../upstream/tls.ts';
+import { type UpgradeListener, UpgradeRequest, type UpgradeTarget } from '../upstream/upgrade-request.ts';
 import { AttemptLoop, type Picked } from './attempt-loop.ts';
 import type { RequestContext } from './context.ts';
 import { classifyUpstreamError } from './forwarder.ts';
-import { responseHeadersForClient } from './headers.ts';
+import { responseHeadersFromRaw } from './headers.ts';
 import type { ProxyRequest } from './proxy-message.ts';
 import type { AbortableTry, RequestAbort } from './request-abort.ts';
 import { splice } from './splice.ts';
@@ -66,11 +67,6 @@ export class TunnelSet {
     });
   }
 }
-
-type Opened =
-  | { kind: 'upgraded'; res: IncomingMessage; socket: Socket; head: Buffer }
-  | { kind: 'response'; res: IncomingMessage }
-  | { kind: 'failed'; error: Error & { code?: string }; sent: boolean };
 
 /**
  * Tunnels an upgrade to a server of `service`. Resolves with the error to
@@ -128,8 +124,16 @@ class WebSocketConnect extends AttemptLoop {
   }
 
   protected tryOn(lease: Lease): void {
-    this.ctx.record.server = lease.server.id;
-    const attempt = new UpgradeTry(this, lease.server, this.ctx.req.url ?? '/', this.headers, this.service as ServiceRuntime);
+    const server = lease.server;
+    const config = (this.service as ServiceRuntime).config;
+    this.ctx.record.server = server.id;
+    const target: UpgradeTarget = {
+      server,
+      tls: server.tls ? tlsConnectOptions(upstreamTlsOptions(config.tls), server.host) : undefined,
+      connectTimeout: config.timeouts.connect,
+      responseHeaderTimeout: config.timeouts.response_header,
+    };
+    const attempt = new UpgradeTry(this, target, upgradeHead(this.ctx.req.url ?? '/', this.headers), this.plane.pools.sweep);
     this.opened = attempt;
     attempt.start(this.abort);
   }
@@ -145,10 +149,10 @@ class WebSocketConnect extends AttemptLoop {
 
   protected answered(outcome: Extract<AttemptOutcome, { kind: 'response' }>, lease: Lease): void {
     const { ctx } = this;
-    const opened = (this.opened as UpgradeTry).result as Exclude<Opened, { kind: 'failed' }>;
+    const attempt = this.opened as UpgradeTry;
     ctx.record.upstreamFirstByteMs = outcome.firstByteMs;
-    if (opened.kind === 'response') relayRefusal(ctx, lease, opened.res, outcome.firstByteMs);
-    else tunnel(ctx, this.service as ServiceRuntime, lease, this.client, this.clientHead, opened, this.tunnels, outcome.firstByteMs);
+    if (outcome.status !== 101) attempt.relayRefusal(ctx, lease);
+    else tunnel(ctx, this.service as ServiceRuntime, lease, this.client, this.clientHead, attempt, this.tunnels, outcome.firstByteMs);
     this.finish(undefined);
   }
 
@@ -167,123 +171,110 @@ class WebSocketConnect extends AttemptLoop {
   }
 }
 
-/** One upgrade request to one server; resolves on its 101, its other answer, or the failure. */
-class UpgradeTry implements AbortableTry {
+/**
+ * One upgrade request to one server: the loop hears of its 101, its other answer, or its failure. A refusal's
+ * body is then relayed to the client as it comes, with backpressure, and the server given back at its end.
+ */
+class UpgradeTry implements AbortableTry, UpgradeListener {
   private readonly loop: AttemptLoop;
-  private readonly server: UpstreamServer;
-  private readonly path: string;
-  private readonly headers: string[];
-  private readonly service: ServiceRuntime;
+  private readonly request: UpgradeRequest;
   private readonly started = performance.now();
-  result: Opened | undefined = undefined;
-  private cancel: ((reason: Error) => void) | undefined = undefined;
+  private control: RequestAbort | undefined = undefined;
+  /** The server's answer: its head, and for a 101 the socket and the bytes after the head. */
+  head: ResponseHead | undefined = undefined;
+  socket: Socket | undefined = undefined;
+  early: Buffer | undefined = undefined;
+  /** Where a refusal goes, once the loop has it answered. */
+  private relay: { ctx: RequestContext; lease: Lease } | undefined = undefined;
+  private waitingForDrain = false;
 
-  constructor(loop: AttemptLoop, server: UpstreamServer, path: string, headers: string[], service: ServiceRuntime) {
+  constructor(loop: AttemptLoop, target: UpgradeTarget, head: string, sweep: DeadlineSweep) {
     this.loop = loop;
-    this.server = server;
-    this.path = path;
-    this.headers = headers;
-    this.service = service;
+    this.request = new UpgradeRequest(target, head, sweep, this);
   }
 
   start(control: RequestAbort): void {
-    if (control.reason) return void this.settled({ kind: 'failed', error: control.reason, sent: false });
+    if (control.reason) return void this.failed(control.reason, false);
+    this.control = control;
     control.startTry(this);
-    this.cancel = openUpstream(this.server, this.path, this.headers, this.service, (opened) => {
-      control.endTry(this);
-      this.settled(opened);
-    });
+    this.request.start();
   }
 
   abort(reason: Error & { code?: string }): void {
-    this.cancel?.(reason);
+    this.request.abort(reason);
   }
 
-  private settled(opened: Opened): void {
-    this.result = opened;
+  private answered(head: ResponseHead): void {
+    this.head = head;
+    this.control?.endTry(this);
     const firstByteMs = performance.now() - this.started;
-    if (opened.kind === 'failed') {
-      const { error, sent } = opened;
-      this.loop.attemptSettled({ kind: 'failed', code: classifyUpstreamError(error), error, responseStarted: false, requestSent: sent });
-    } else {
-      const status = opened.kind === 'upgraded' ? 101 : (opened.res.statusCode ?? 502);
-      this.loop.attemptSettled({ kind: 'response', status, bytesOut: 0, firstByteMs, complete: true });
+    this.loop.attemptSettled({ kind: 'response', status: head.status, bytesOut: 0, firstByteMs, complete: true });
+  }
+
+  upgraded(head: ResponseHead, socket: Socket, early: Buffer): void {
+    this.socket = socket;
+    this.early = early;
+    this.answered(head);
+  }
+
+  refused(head: ResponseHead): void {
+    this.answered(head);
+  }
+
+  /** The server answered without upgrading (401, 404, …): its head to the client now, its body as it comes. */
+  relayRefusal(ctx: RequestContext, lease: Lease): void {
+    const head = this.head as ResponseHead;
+    ctx.record.status = head.status;
+    ctx.res.writeHead(head.status, head.reason || undefined, responseHeadersFromRaw(head.headers));
+    this.relay = { ctx, lease };
+  }
+
+  refusalBody(chunk: Buffer): boolean {
+    const relay = this.relay;
+    if (!relay) return true;
+    relay.ctx.record.bytesOut += chunk.length;
+    const out = relay.ctx.res;
+    if (out.write(chunk)) return true;
+    if (!this.waitingForDrain) {
+      this.waitingForDrain = true;
+      out.once('drain', () => {
+        this.waitingForDrain = false;
+        this.request.resumeRefusal();
+      });
     }
+    return false;
+  }
+
+  refusalEnd(complete: boolean): void {
+    const relay = this.relay;
+    if (!relay) return;
+    const { ctx, lease } = relay;
+    if (complete) ctx.res.end();
+    else ctx.res.destroy();
+    lease.end();
+  }
+
+  failed(error: Error & { code?: string }, sent: boolean): void {
+    this.control?.endTry(this);
+    this.loop.attemptSettled({ kind: 'failed', code: classifyUpstreamError(error), error, responseStarted: false, requestSent: sent });
   }
 }
 
-/** Sends the upgrade request to one server; `done` hears once of its 101, its other answer, or the failure. Returns what cancels it. */
-function openUpstream(server: UpstreamServer, path: string, headers: string[], service: ServiceRuntime, done: (opened: Opened) => void): (reason: Error) => void {
-  const { timeouts } = service.config;
-  const options: RequestOptions = { host: server.host, port: server.port, method: 'GET', path, headers, agent: false, setHost: false };
-  const upstream: ClientRequest = server.tls ? httpsRequest({ ...options, ...tlsConnectOptions(upstreamTlsOptions(service.config.tls), server.host) }) : httpRequest(options);
-  let connected = false;
-  let settled = false;
-  const fail = (code: string, message: string) => upstream.destroy(Object.assign(new Error(message), { code }));
-  let timer = setTimeout(() => fail('UND_ERR_CONNECT_TIMEOUT', `connect timed out after ${timeouts.connect}ms`), timeouts.connect);
-  const settle = (result: Opened) => {
-    if (settled) return;
-    settled = true;
-    clearTimeout(timer);
-    done(result);
-  };
-  upstream.once('socket', (socket: Socket) => {
-    socket.once(server.tls ? 'secureConnect' : 'connect', () => {
-      connected = true;
-      clearTimeout(timer);
-      timer = setTimeout(() => fail('UND_ERR_HEADERS_TIMEOUT', `no answer to the upgrade within ${timeouts.response_header}ms`), timeouts.response_header);
-    });
-  });
-  upstream.once('upgrade', (res, socket, upHead) => settle({ kind: 'upgraded', res, socket, head: upHead }));
-  upstream.once('response', (res) => settle({ kind: 'response', res }));
-  upstream.once('error', (error) => settle({ kind: 'failed', error, sent: connected }));
-  upstream.end();
-  return (reason) => upstream.destroy(reason);
+/** The upgrade request's head: the request line, the client's headers as the server gets them, the blank line. */
+function upgradeHead(path: string, headers: readonly string[]): string {
+  let text = `GET ${path} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${text}\r\n`;
 }
 
-/** The server answered without upgrading (401, 404, …): pass its answer on and close. */
-function relayRefusal(ctx: RequestContext, lease: Lease, res: IncomingMessage, ms: number): void {
-  const { record } = ctx;
-  const out = ctx.res;
-  const status = res.statusCode ?? 502;
-  record.status = status;
-  out.writeHead(status, res.statusMessage, responseHeadersForClient(res.headers));
-  const release = () => {
-    lease.end({ kind: 'response', status, bytesOut: record.bytesOut, firstByteMs: ms, complete: res.complete }, ms);
-  };
-  // The server's answer is relayed as it comes, with backpressure.
-  res.on('data', (chunk: Buffer) => {
-    record.bytesOut += chunk.length;
-    if (!out.write(chunk)) {
-      res.pause();
-      out.once('drain', () => res.resume());
-    }
-  });
-  res.once('end', () => {
-    out.end();
-    release();
-  });
-  res.once('close', release);
-  res.once('error', () => out.destroy());
-}
-
-function tunnel(
-  ctx: RequestContext,
-  service: ServiceRuntime,
-  lease: Lease,
-  client: Duplex,
-  clientHead: Buffer,
-  opened: Extract<Opened, { kind: 'upgraded' }>,
-  tunnels: TunnelSet,
-  ms: number,
-): void {
-  const { res, socket: upstream, head } = opened;
+function tunnel(ctx: RequestContext, service: ServiceRuntime, lease: Lease, client: Duplex, clientHead: Buffer, attempt: UpgradeTry, tunnels: TunnelSet, ms: number): void {
+  const head = attempt.head as ResponseHead;
+  const upstream = attempt.socket as Socket;
+  const early = attempt.early as Buffer;
   const { record } = ctx;
   record.status = 101;
-  let text = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`;
-  for (let i = 0; i < res.rawHeaders.length; i += 2) text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
-  client.write(`${text}\r\n`);
-  if (head.length > 0) client.write(head);
+  client.write(upgradeAnswer(head));
+  if (early.length > 0) client.write(early);
   if (clientHead.length > 0) upstream.write(clientHead);
   tunnels.add(client);
 
@@ -291,4 +282,12 @@ function tunnel(
     record.bytesOut = upstream.bytesRead;
     lease.end({ kind: 'response', status: 101, bytesOut: record.bytesOut, firstByteMs: ms, complete: true }, ms);
   });
+}
+
+/** The server's 101 as the client gets it: its reason and its header lines (Connection: Upgrade and Upgrade among them). */
+function upgradeAnswer(head: ResponseHead): string {
+  let text = `HTTP/1.1 101 ${head.reason || 'Switching Protocols'}\r\n`;
+  const headers = head.headers;
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${text}\r\n`;
 }

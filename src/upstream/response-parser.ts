@@ -223,6 +223,8 @@ function fail(message: string): never {
 export class ResponseParser {
   private state = HEAD;
   private noBody = false;
+  /** The request asked to switch protocols: a 101 ends the head (reset). */
+  private upgrade = false;
   /** Head bytes not yet ending in CRLFCRLF (or trailer bytes). */
   private pending: Buffer | undefined;
   private remaining = 0;
@@ -251,10 +253,15 @@ export class ResponseParser {
     this.events = events;
   }
 
-  /** Ready for the response to the next request; `head` when it was a HEAD request (no body whatever the headers say). */
-  reset(head: boolean): void {
+  /**
+   * Ready for the response to the next request; `head` when it was a HEAD request (no body whatever the
+   * headers say); `upgrade` when it asked to switch protocols: a 101 is then a final head without a body,
+   * and the bytes after it (execute's return value says where they start) are the new protocol's.
+   */
+  reset(head: boolean, upgrade = false): void {
     this.state = HEAD;
     this.noBody = head;
+    this.upgrade = upgrade;
     this.pending = undefined;
     this.bytesSeen = 0;
     this.framed = false;
@@ -596,7 +603,8 @@ export class ResponseParser {
     const reason = reasonEnd > reasonStart ? text.slice(reasonStart - from, reasonEnd - from) : '';
     const chunked = transferEncoding >= 0 && endsInChunked(text.slice(transferEncoding - from, transferEncodingEnd - from));
 
-    if (status < 200) {
+    const switched = status === 101 && this.upgrade;
+    if (status < 200 && !switched) {
       if (status === 101) fail('unexpected 101 Switching Protocols');
       // An HTTP/1.0 (or closing) message ends the connection: no final response can follow it.
       if (close) fail('interim response on a connection that closes');
@@ -604,7 +612,7 @@ export class ResponseParser {
       return i;
     }
     const hasContentLength = length !== -3;
-    if (this.noBody || status === 204 || status === 304) length = 0;
+    if (this.noBody || status === 204 || status === 304 || switched) length = 0;
     else if (chunked) length = CHUNKED;
     // A transfer coding that does not end in chunked: the body ends when the server closes (RFC 9112 §6.3 rule 4).
     else if (transferEncoding >= 0) length = UNTIL_CLOSE;
