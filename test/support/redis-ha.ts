@@ -47,16 +47,23 @@ export interface SentinelSet {
 
 /**
  * A primary with one replica, watched by three sentinels (quorum 2, down after 1 s).
- * Redis nodes use `password`, sentinels `sentinelPassword`. Resolves once every
- * sentinel knows the replica — before that a failover aborts (no-good-slave).
+ * Redis nodes use `password`, sentinels `sentinelPassword`. Resolves once the replica
+ * is in sync and every sentinel knows it — before the one, a failover loses what was
+ * written (Redis 7 waits 5 s before a diskless full sync: `repl-diskless-sync-delay`,
+ * set to 0 here); before the other, it aborts (no-good-slave).
  */
 export async function startSentinelSet(t: TestContext, passwords: { password: string; sentinelPassword: string }): Promise<SentinelSet | undefined> {
   const dir = await tempDir(t, 'sentinel');
   const auth = ['--requirepass', passwords.password, '--masterauth', passwords.password];
-  const primary = await startRedis(t, { args: auth, password: passwords.password });
+  const primary = await startRedis(t, { args: [...auth, '--repl-diskless-sync-delay', '0'], password: passwords.password });
   if (!primary) return undefined;
   const replica = await startRedis(t, { args: [...auth, '--replicaof', '127.0.0.1', String(primary.port)], password: passwords.password });
   if (!replica) return undefined;
+  await until(
+    async () => (await redisCli(replica.port, ['info', 'replication'], passwords.password)).includes('master_link_status:up'),
+    60_000,
+    'the replica to be in sync with the primary',
+  );
   const sentinels: number[] = [];
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
