@@ -74,7 +74,7 @@ export abstract class AttemptLoop implements Expiring {
     this.keepsServer = keepsServer;
   }
 
-  /** Takes a lease on a server of the service not in `tried` (never told a server it was told before as untried). */
+  /** A lease on a server of the service not in `tried`, the error to answer when none can be had, or the wait in the queue for one. */
   protected abstract acquire(tried: ReadonlySet<UpstreamServer>): Picked;
   /** Starts one try on `lease`'s server; it ends by calling attemptSettled (or resendUnprocessed) once. */
   protected abstract tryOn(lease: Lease): void;

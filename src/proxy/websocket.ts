@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { VelocityError } from '../errors.ts';
+import type { RetryRefusal } from '../observe/events.ts';
 import type { DataPlane } from '../runtime/data-plane.ts';
 import { type AttemptOutcome, clientGoneError } from '../upstream/attempt.ts';
 import type { DeadlineSweep } from '../upstream/deadline-sweep.ts';
@@ -160,6 +161,10 @@ class WebSocketConnect extends AttemptLoop {
 
   protected override retrying(): void {
     this.ctx.record.retries++;
+  }
+
+  protected override retryRefused(why: RetryRefusal): void {
+    this.ctx.record.retryDenied = why;
   }
 
   protected done(error: VelocityError | undefined): void {

@@ -1,17 +1,21 @@
 /**
- * One attempt loop for every protocol (proxy/attempt-loop.ts): the rules HTTP/1.1 requests always had —
- * the per-try and total timeouts, and a refused retry saying why — hold for requests to HTTP/2 servers
- * and for WebSocket upgrades too, which had loops of their own without them.
+ * One attempt loop for every protocol (proxy/attempt-loop.ts). A conformance suite runs the same
+ * scenarios over each protocol's tries — HTTP/1.1 and HTTP/2 servers, WebSocket upgrades, TCP
+ * connections — and the rules HTTP/1.1 requests always had (the per-try and total timeouts, a refused
+ * retry saying why) are checked where the other protocols had loops of their own without them.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import http from 'node:http';
 import { createServer as createH2Server, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { RequestRecord } from '../../src/observe/events.ts';
+import type { Velocity } from '../../src/runtime/instance.ts';
+import { listenerAddress } from '../proxy/clients.ts';
 import { startSilentServer } from '../support/silent-server.ts';
-import { type Cleanup, eventually, get, type SimpleResponse, startApp, testAgent } from '../support/velocity.ts';
+import { type Cleanup, eventually, get, type SimpleResponse, startApp, startInProcess, testAgent } from '../support/velocity.ts';
 
 /** A server's timeouts far longer than any wait below: an answer that comes at all came from the loop's own timeout. */
 const SERVER_WAIT = '120s';
@@ -174,4 +178,171 @@ circuit_breaker: { enabled: false }
     await eventually(() => answer.includes('\r\n\r\n'), CLIENT_WAIT_MS, "Velocity's answer to the upgrade");
     assert.match(answer, /^HTTP\/1\.1 504 /);
   });
+});
+
+/** How one protocol makes its tries, for the conformance suite. */
+interface Protocol {
+  name: string;
+  /** A server of this protocol that answers; its URL. */
+  live(t: Cleanup): Promise<string>;
+  /** The URL of a server of this protocol on `port`. */
+  url(port: number): string;
+  /** Velocity with one service over `servers` (URLs) and the service keys `keys` (one per line). */
+  start(t: Cleanup, servers: string[], keys: string): Promise<Velocity>;
+  /** One request (connection, upgrade) through Velocity: whether it was answered by a server. */
+  use(t: Cleanup, velocity: Velocity): Promise<boolean>;
+  /** Whether its requests leave access-log records. */
+  records: boolean;
+}
+
+const serviceYaml = (servers: string[], keys: string, extra = '') =>
+  `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nshutdown_timeout: 1s\nservices:\n  - name: app\n${extra}    servers: [ ${servers.map((u) => `"${u}"`).join(', ')} ]\n${keys
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => `    ${l}`)
+    .join('\n')}\n`;
+
+/** A plain-HTTP request through Velocity: answered by a server when 200. */
+async function httpUse(t: Cleanup, velocity: Velocity): Promise<boolean> {
+  return (await answeredInTime(get(testAgent(t), `http://127.0.0.1:${velocity.address.port}/`))).status === 200;
+}
+
+const PROTOCOLS: Protocol[] = [
+  {
+    name: 'HTTP/1.1 servers',
+    async live(t) {
+      const server = http.createServer((_req, res) => res.end('ok'));
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      t.after(() => server.close());
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    },
+    url: (port) => `http://127.0.0.1:${port}`,
+    start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys)),
+    use: httpUse,
+    records: true,
+  },
+  {
+    name: 'HTTP/2 servers',
+    live: (t) => startH2Server(t, 'h2'),
+    url: (port) => `h2c://127.0.0.1:${port}`,
+    start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys)),
+    use: httpUse,
+    records: true,
+  },
+  {
+    name: 'WebSocket upgrades',
+    async live(t) {
+      const server = createNetServer((socket) => {
+        socket.on('error', () => undefined);
+        socket.once('data', () => socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'));
+        t.after(() => socket.destroy());
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      t.after(() => server.close());
+      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    },
+    url: (port) => `http://127.0.0.1:${port}`,
+    start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys)),
+    async use(t, velocity) {
+      const client = connect(velocity.address.port, '127.0.0.1');
+      t.after(() => client.destroy());
+      client.on('error', () => undefined);
+      let answer = '';
+      client.setEncoding('latin1');
+      client.on('data', (chunk: string) => {
+        answer += chunk;
+      });
+      client.write(
+        'GET /chat HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+      await eventually(() => answer.includes('\r\n\r\n'), CLIENT_WAIT_MS, 'the answer to the upgrade');
+      client.destroy();
+      return answer.startsWith('HTTP/1.1 101 ');
+    },
+    records: true,
+  },
+  {
+    name: 'TCP connections',
+    async live(t) {
+      const server = createNetServer((socket) => {
+        socket.on('error', () => undefined);
+        socket.on('data', (chunk) => socket.write(chunk));
+        t.after(() => socket.destroy());
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      t.after(() => server.close());
+      return `tcp://127.0.0.1:${(server.address() as { port: number }).port}`;
+    },
+    url: (port) => `tcp://127.0.0.1:${port}`,
+    start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys, '    mode: tcp\n    listen: 127.0.0.1:0\n')),
+    async use(t, velocity) {
+      const client = connect(listenerAddress(velocity, 'tcp').port, '127.0.0.1');
+      t.after(() => client.destroy());
+      client.on('error', () => undefined);
+      let echoed = '';
+      let closed = false;
+      client.on('data', (chunk) => {
+        echoed += chunk.toString('latin1');
+      });
+      client.once('close', () => {
+        closed = true;
+      });
+      client.write('ping');
+      await eventually(() => echoed === 'ping' || closed, CLIENT_WAIT_MS, 'the echo or the close');
+      client.destroy();
+      return echoed === 'ping';
+    },
+    records: false,
+  },
+];
+
+const QUIET_KEYS = 'passive_health: { enabled: false }\ncircuit_breaker: { enabled: false }\npolicy: round-robin\n';
+
+describe('one attempt loop: the same rules for every protocol', () => {
+  for (const protocol of PROTOCOLS) {
+    describe(protocol.name, () => {
+      test('a server that refuses connections is tried no more than once per request: every request reaches the live one', async (t) => {
+        const [live, dead] = [await protocol.live(t), protocol.url(await closedPort())];
+        const velocity = await protocol.start(t, [dead, live], `${QUIET_KEYS}retries: { attempts: 2 }`);
+        const records: RequestRecord[] = [];
+        velocity.observe((r) => records.push(r));
+        for (let i = 0; i < 4; i++) assert.ok(await protocol.use(t, velocity), `request ${i} answered`);
+        if (!protocol.records) return;
+        await eventually(() => records.length === 4, 30_000, 'four records');
+        assert.equal(new Set(records.map((r) => r.server)).size, 1, `every answer from the live server: ${records.map((r) => r.server).join(', ')}`);
+        assert.ok(
+          records.some((r) => r.retries === 1),
+          `retries: ${records.map((r) => r.retries).join(',')}`,
+        );
+      });
+
+      test('retries.attempts: 1 makes one try: a request whose server refuses is not sent to another', async (t) => {
+        const [live, dead] = [await protocol.live(t), protocol.url(await closedPort())];
+        const velocity = await protocol.start(t, [dead, live], `${QUIET_KEYS}retries: { attempts: 1 }`);
+        const records: RequestRecord[] = [];
+        velocity.observe((r) => records.push(r));
+        const answered = [await protocol.use(t, velocity), await protocol.use(t, velocity)];
+        assert.deepEqual(answered.sort(), [false, true], 'round-robin: one request met the dead server and stayed there');
+        if (!protocol.records) return;
+        await eventually(() => records.length === 2, 30_000, 'two records');
+        assert.deepEqual(records.map((r) => r.retryDenied ?? '-').sort(), ['-', 'attempts']);
+      });
+
+      test('with no other server the failure is answered, and the record says why it was not retried', async (t) => {
+        const dead = protocol.url(await closedPort());
+        const velocity = await protocol.start(t, [dead], `${QUIET_KEYS}retries: { attempts: 3 }`);
+        const records: RequestRecord[] = [];
+        velocity.observe((r) => records.push(r));
+        assert.equal(await protocol.use(t, velocity), false);
+        if (!protocol.records) return;
+        await eventually(() => records.length === 1, 30_000, 'the record');
+        assert.equal(records[0]?.status, 502);
+        assert.equal(records[0]?.errorCode, 'UPSTREAM_CONNECT_FAILED');
+        assert.equal(records[0]?.retryDenied, 'no_server');
+      });
+    });
+  }
 });
