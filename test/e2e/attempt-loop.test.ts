@@ -207,6 +207,19 @@ async function httpUse(t: Cleanup, velocity: Velocity): Promise<boolean> {
   return (await answeredInTime(get(testAgent(t), `http://127.0.0.1:${velocity.address.port}/`))).status === 200;
 }
 
+/** A server on raw sockets, closed with its connections after the test; its port. */
+async function rawServer(t: Cleanup, onSocket: (socket: Socket) => void): Promise<number> {
+  const server = createNetServer((socket) => {
+    socket.on('error', () => undefined);
+    t.after(() => socket.destroy());
+    onSocket(socket);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return (server.address() as { port: number }).port;
+}
+
 const PROTOCOLS: Protocol[] = [
   {
     name: 'HTTP/1.1 servers',
@@ -233,15 +246,10 @@ const PROTOCOLS: Protocol[] = [
   {
     name: 'WebSocket upgrades',
     async live(t) {
-      const server = createNetServer((socket) => {
-        socket.on('error', () => undefined);
+      const port = await rawServer(t, (socket) => {
         socket.once('data', () => socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'));
-        t.after(() => socket.destroy());
       });
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      t.after(() => server.close());
-      return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      return `http://127.0.0.1:${port}`;
     },
     url: (port) => `http://127.0.0.1:${port}`,
     start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys)),
@@ -266,15 +274,10 @@ const PROTOCOLS: Protocol[] = [
   {
     name: 'TCP connections',
     async live(t) {
-      const server = createNetServer((socket) => {
-        socket.on('error', () => undefined);
+      const port = await rawServer(t, (socket) => {
         socket.on('data', (chunk) => socket.write(chunk));
-        t.after(() => socket.destroy());
       });
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      t.after(() => server.close());
-      return `tcp://127.0.0.1:${(server.address() as { port: number }).port}`;
+      return `tcp://127.0.0.1:${port}`;
     },
     url: (port) => `tcp://127.0.0.1:${port}`,
     start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys, '    mode: tcp\n    listen: 127.0.0.1:0\n')),
