@@ -193,7 +193,15 @@ interface Protocol {
   use(t: Cleanup, velocity: Velocity): Promise<boolean>;
   /** Whether its requests leave access-log records. */
   records: boolean;
+  /** The port its clients connect to, and the first bytes they send. */
+  port(velocity: Velocity): number;
+  opening: string;
 }
+
+const HTTP_GET = 'GET / HTTP/1.1\r\nHost: app\r\n\r\n';
+const WS_UPGRADE =
+  'GET /chat HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+const httpPort = (velocity: Velocity) => velocity.address.port;
 
 const serviceYaml = (servers: string[], keys: string, extra = '') =>
   `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nshutdown_timeout: 1s\nservices:\n  - name: app\n${extra}    servers: [ ${servers.map((u) => `"${u}"`).join(', ')} ]\n${keys
@@ -234,6 +242,8 @@ const PROTOCOLS: Protocol[] = [
     start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys)),
     use: httpUse,
     records: true,
+    port: httpPort,
+    opening: HTTP_GET,
   },
   {
     name: 'HTTP/2 servers',
@@ -242,6 +252,8 @@ const PROTOCOLS: Protocol[] = [
     start: (t, servers, keys) => startInProcess(t, serviceYaml(servers, keys)),
     use: httpUse,
     records: true,
+    port: httpPort,
+    opening: HTTP_GET,
   },
   {
     name: 'WebSocket upgrades',
@@ -262,14 +274,14 @@ const PROTOCOLS: Protocol[] = [
       client.on('data', (chunk: string) => {
         answer += chunk;
       });
-      client.write(
-        'GET /chat HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
-      );
+      client.write(WS_UPGRADE);
       await eventually(() => answer.includes('\r\n\r\n'), CLIENT_WAIT_MS, 'the answer to the upgrade');
       client.destroy();
       return answer.startsWith('HTTP/1.1 101 ');
     },
     records: true,
+    port: httpPort,
+    opening: WS_UPGRADE,
   },
   {
     name: 'TCP connections',
@@ -299,6 +311,8 @@ const PROTOCOLS: Protocol[] = [
       return echoed === 'ping';
     },
     records: false,
+    port: (velocity) => listenerAddress(velocity, 'tcp').port,
+    opening: 'ping',
   },
 ];
 
@@ -332,6 +346,21 @@ describe('one attempt loop: the same rules for every protocol', () => {
         if (!protocol.records) return;
         await eventually(() => records.length === 2, 30_000, 'two records');
         assert.deepEqual(records.map((r) => r.retryDenied ?? '-').sort(), ['-', 'attempts']);
+      });
+
+      test('a client that leaves while its server is silent gives the server back: nothing stays in flight', async (t) => {
+        const silent = await startSilentServer(t);
+        const velocity = await protocol.start(t, [protocol.url(silent)], QUIET_KEYS);
+        const server = velocity.dataPlane.service('app')?.servers[0];
+        assert.ok(server);
+        const client = connect(protocol.port(velocity), '127.0.0.1');
+        t.after(() => client.destroy());
+        client.on('error', () => undefined);
+        client.write(protocol.opening);
+        await eventually(() => server.inFlight === 1, 30_000, 'the request in flight on its server');
+        // Gone at once (a reset), not a half-close: a tunnel passes a FIN on and waits for the server's.
+        client.resetAndDestroy();
+        await eventually(() => server.inFlight === 0, 30_000, 'the server given back');
       });
 
       test('with no other server the failure is answered, and the record says why it was not retried', async (t) => {
