@@ -24,11 +24,14 @@ export class RequestHandler implements ForwardingOwner {
   private readonly plane: DataPlane;
   private readonly proto: 'http' | 'https';
   private readonly underscores: UnderscoreHeaders;
+  /** client.abort_on_close: a client's FIN before its answer started cancels the request (upgrades too). */
+  private readonly abortOnClose: boolean;
 
-  constructor(plane: DataPlane, proto: 'http' | 'https', underscores: UnderscoreHeaders) {
+  constructor(plane: DataPlane, proto: 'http' | 'https', underscores: UnderscoreHeaders, abortOnClose = true) {
     this.plane = plane;
     this.proto = proto;
     this.underscores = underscores;
+    this.abortOnClose = abortOnClose;
   }
 
   /**
@@ -128,7 +131,7 @@ export class RequestHandler implements ForwardingOwner {
     const service = routed && ctx.run ? await ctx.run.start(routed, this.plane) : routed;
     if (!service) return;
     if (this.plane.draining) return this.fail(ctx, new VelocityError('SHUTTING_DOWN'));
-    const error = await proxyWebSocket(this.plane, ctx, service, socket, head, this.tunnels);
+    const error = await proxyWebSocket(this.plane, ctx, service, socket, head, this.tunnels, this.abortOnClose);
     if (error) this.fail(ctx, error);
   }
 

@@ -65,7 +65,7 @@ const CLIENT_WRITE_BUFFER = 16 * 1024;
 
 export async function listenHttp(plane: DataPlane, address: ListenAddress, client: ClientConfig, options: HttpListenerOptions = {}): Promise<HttpListener> {
   const { tls } = options;
-  const handler = new RequestHandler(plane, tls ? 'https' : 'http', client.underscore_headers);
+  const handler = new RequestHandler(plane, tls ? 'https' : 'http', client.underscore_headers, client.abort_on_close);
   const hsts = tls ? options.hsts : undefined;
   const serve: RequestListener =
     options.onRequest ??

@@ -72,6 +72,8 @@ export class TunnelSet {
 /**
  * Tunnels an upgrade to a server of `service`. Resolves with the error to
  * answer with when no server took it, or undefined once it is handled.
+ * `abortOnClose` (client.abort_on_close): a client's FIN before the server
+ * answered gives the upgrade up, as it does an HTTP request.
  */
 export function proxyWebSocket(
   plane: DataPlane,
@@ -80,8 +82,9 @@ export function proxyWebSocket(
   client: Duplex,
   head: Buffer,
   tunnels: TunnelSet,
+  abortOnClose = true,
 ): Promise<VelocityError | undefined> {
-  return new Promise((resolve) => new WebSocketConnect(plane, ctx, client, head, tunnels, resolve).start(service));
+  return new Promise((resolve) => new WebSocketConnect(plane, ctx, client, head, tunnels, resolve).start(service, abortOnClose));
 }
 
 /**
@@ -109,16 +112,19 @@ class WebSocketConnect extends AttemptLoop {
     this.resolve = resolve;
   }
 
-  start(service: ServiceRuntime): void {
+  start(service: ServiceRuntime, abortOnClose: boolean): void {
     const { ctx, plane } = this;
     const { req } = ctx;
     this.headers = ctx.headersForUpstream(plane.trustsPeer(req));
     this.headers.push('connection', 'Upgrade', 'upgrade', req.headers.upgrade as string);
     this.serve(service, ctx.record.time);
-    const abort = this.abort;
-    this.client.once('close', () => abort.abort(clientGoneError()));
+    this.client.once('close', this.clientGone);
+    if (abortOnClose) this.client.once('end', this.clientGone);
     this.startTries(service.config.timeouts.total);
   }
+
+  /** The client closed, or half-closed before the answer (abortOnClose): the upgrade is given up. */
+  private readonly clientGone = (): void => this.abort.abort(clientGoneError());
 
   protected acquire(tried: ReadonlySet<UpstreamServer>): Picked {
     return this.plane.select(this.service as ServiceRuntime, this.ctx, tried, this.ctx.abort);
@@ -151,13 +157,18 @@ class WebSocketConnect extends AttemptLoop {
   protected answered(outcome: Extract<AttemptOutcome, { kind: 'response' }>, lease: Lease): void {
     const { ctx } = this;
     const attempt = this.opened as UpgradeTry;
+    // Answered: from here a FIN is the tunnel's to pass on (or the refusal's to see through).
+    this.client.removeListener('end', this.clientGone);
     ctx.record.upstreamFirstByteMs = outcome.firstByteMs;
     if (outcome.status !== 101) attempt.relayRefusal(ctx, lease);
     else tunnel(ctx, this.service as ServiceRuntime, lease, this.client, this.clientHead, attempt, this.tunnels, outcome.firstByteMs);
     this.finish(undefined);
   }
 
-  protected cutShort(): void {}
+  /** The client left (or half-closed) before the answer: nothing will be written to it. */
+  protected cutShort(): void {
+    this.client.destroy();
+  }
 
   protected override retrying(): void {
     this.ctx.record.retries++;

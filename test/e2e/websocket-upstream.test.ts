@@ -12,7 +12,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { RequestRecord } from '../../src/observe/events.ts';
 import { certDir, createCa, issueCert } from '../support/certs.ts';
 import { startSilentServer } from '../support/silent-server.ts';
-import { type Cleanup, eventually, startApp } from '../support/velocity.ts';
+import { type Cleanup, eventually, startApp, startInProcess } from '../support/velocity.ts';
 
 const ANSWER_101 = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n';
 
@@ -175,6 +175,36 @@ test('an https:// server is upgraded over TLS, its certificate checked', async (
   assert.match(client.received(), /^HTTP\/1\.1 101 /);
   client.socket.write('over tls');
   await eventually(() => client.received().endsWith('over tls'), 30_000, 'the echo through the tunnel');
+});
+
+test('a client that half-closes before the server answers gives the upgrade up (client.abort_on_close); with it off the client gets the 101', async (t) => {
+  // The server answers a second after the upgrade reached it: long after the client's FIN reached Velocity.
+  const server = await startScripted(t, (socket) => {
+    const timer = setTimeout(() => socket.write(ANSWER_101), 1_000);
+    socket.once('close', () => clearTimeout(timer));
+  });
+  for (const abortOnClose of [true, false]) {
+    const velocity = await startInProcess(
+      t,
+      `listen: "127.0.0.1:0"\nadmin: { enabled: false }\nshutdown_timeout: 1s\nclient: { abort_on_close: ${abortOnClose} }\nservices:\n  - name: chat\n    servers: [ "http://127.0.0.1:${server.port}" ]\n    passive_health: { enabled: false }\n`,
+    );
+    const upstream = velocity.dataPlane.service('chat')?.servers[0];
+    assert.ok(upstream);
+    const client = rawClient(t, velocity.address.port, UPGRADE());
+    let closed = false;
+    client.socket.once('close', () => {
+      closed = true;
+    });
+    await eventually(() => upstream.inFlight === 1, 30_000, 'the upgrade in flight');
+    client.socket.end();
+    if (abortOnClose) {
+      await eventually(() => upstream.inFlight === 0 && closed, 30_000, 'the upgrade given up and the client closed');
+      assert.equal(client.received(), '', 'nothing answered to a client that left');
+    } else {
+      await eventually(() => client.received().includes('\r\n\r\n'), 30_000, 'the 101 to the half-closed client');
+      assert.match(client.received(), /^HTTP\/1\.1 101 /);
+    }
+  }
 });
 
 /** Status and body of an HTTP/1.1 response as received (chunked decoded). */
