@@ -142,7 +142,12 @@ ${appService(servers)}`;
   await step('SIGCONT b2', () => b2.child.kill('SIGCONT'));
   await step('stop Redis', () => redis.stop(), 1_000);
   await step('start Redis on the same port', () => redis.start());
-  await step('stop the log database', () => pg.stop());
+  await step('stop the log database', async () => {
+    await pg.stop();
+    // The writer notices at its next flush (100 ms); a loaded machine may take longer, so wait for the line itself.
+    const ms = await eventually(() => logged(/"msg":"log store write failed/), 30_000, 'the log store failure is logged');
+    t.diagnostic(`log store failure logged ${ms} ms after the database stopped`);
+  });
   await step('reload a broken config', () => reloadBrokenConfig(velocity));
   await step('reload a good config', () => reloadGoodConfig(velocity, yaml([b2.url, b3.url, b4.url])));
   await step('remove b3 through the admin API', async () => {

@@ -34,22 +34,23 @@ export async function startPostgres(t: TestContext): Promise<PostgresServer | un
   const start = async () => {
     await asPostgres(`${bin}/pg_ctl -D ${data} -l ${dir}/pg.log -o "-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" -w -t 30 start`);
   };
+  /** Stops the server and waits until it is down; a stop that fails throws (a test that stops the database relies on it). */
   const stop = async () => {
-    if (existsSync(join(data, 'postmaster.pid'))) await asPostgres(`${bin}/pg_ctl -D ${data} -m fast -w stop`).catch(() => undefined);
+    if (existsSync(join(data, 'postmaster.pid'))) await asPostgres(`${bin}/pg_ctl -D ${data} -m fast -w -t 60 stop`);
+  };
+  const cleanUp = async () => {
+    await stop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
   };
   try {
     chownSync(dir, Number((await mustRun('id', ['-u', 'postgres'])).trim()), Number((await mustRun('id', ['-g', 'postgres'])).trim()));
     await asPostgres(`${bin}/initdb -D ${data} -U velocity --auth=trust -E UTF8 >/dev/null`);
     await start();
   } catch (err) {
-    await stop();
-    rmSync(dir, { recursive: true, force: true });
+    await cleanUp();
     serviceUnavailable(t, 'PostgreSQL', (err as Error).message);
     return undefined;
   }
-  t.after(async () => {
-    await stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  t.after(cleanUp);
   return { port, url: `postgres://velocity@127.0.0.1:${port}/postgres`, stop, start };
 }
