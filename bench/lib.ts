@@ -384,17 +384,27 @@ export function parseWrk(out: string): WrkResult {
   return { rps: num(/Requests\/sec:\s+([\d.]+)/), p50: ms('50'), p99: ms('99'), errors, requests: num(/(\d+) requests in/) };
 }
 
+/** The fields of /proc/PID/stat after the command name (which may hold spaces); undefined when unknown. */
+function statFields(pid: number | undefined): string[] | undefined {
+  if (!pid) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
 /** CPU time a process used so far in user and in system mode (all threads), in ms; zeros when unknown. */
 export function cpuTimes(pid: number | undefined): { user: number; sys: number } {
-  if (!pid) return { user: 0, sys: 0 };
-  try {
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, sys: (Number(fields[12]) * 1000) / CLOCK_TICKS };
-  } catch {
-    return { user: 0, sys: 0 };
-  }
+  const fields = statFields(pid);
+  // utime and stime are the 12th and 13th fields after the command name.
+  return fields ? { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, sys: (Number(fields[12]) * 1000) / CLOCK_TICKS } : { user: 0, sys: 0 };
+}
+
+/** Minor page faults a process took so far (all threads; the 8th field after the command name); 0 when unknown. */
+function minorFaults(pid: number | undefined): number {
+  return Number(statFields(pid)?.[7] ?? 0);
 }
 
 /** CPU time a process used so far (user + system, all threads), in ms; 0 when unknown. */
@@ -414,6 +424,11 @@ export interface LoadResult extends WrkResult {
   systemUsPerRequest: number;
   /** Involuntary context switches per request: on this box they follow user time and cost system time (docs/performance.md). */
   switchesPerRequest: number;
+  /**
+   * Minor page faults the contender took during the run: memory handed back to the kernel while idle and
+   * touched again under load (each is costly on this virtual machine; docs/performance.md, the latency tail).
+   */
+  pageFaults: number;
 }
 
 /**
@@ -436,6 +451,7 @@ export function runWrk(url: string, args: string[], seconds: number, pid: number
     let peak = rssMb(pid);
     const cpuBefore = cpuTimes(pid);
     const switchesBefore = involuntarySwitches(pid);
+    const faultsBefore = minorFaults(pid);
     const sampler = setInterval(() => {
       peak = Math.max(peak, rssMb(pid));
     }, 250);
@@ -451,7 +467,15 @@ export function runWrk(url: string, args: string[], seconds: number, pid: number
       const user = perRequest(after.user - cpuBefore.user);
       const system = perRequest(after.sys - cpuBefore.sys);
       const switches = result.requests > 0 ? (involuntarySwitches(pid) - switchesBefore) / result.requests : 0;
-      resolve({ ...result, rssMb: Math.max(peak, rssMb(pid)), cpuUsPerRequest: user + system, userUsPerRequest: user, systemUsPerRequest: system, switchesPerRequest: switches });
+      resolve({
+        ...result,
+        rssMb: Math.max(peak, rssMb(pid)),
+        cpuUsPerRequest: user + system,
+        userUsPerRequest: user,
+        systemUsPerRequest: system,
+        switchesPerRequest: switches,
+        pageFaults: minorFaults(pid) - faultsBefore,
+      });
     });
   });
 }
