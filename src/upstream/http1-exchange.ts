@@ -131,7 +131,8 @@ export class Exchange {
     this.headSent = true;
     if (body === null) {
       const length = carriesBody(method) && !hasHeader(headers, 'content-length') ? 'content-length: 0\r\n' : '';
-      writer.write(requestHeadBytes(method, path, headers, length));
+      // Held for the turn's end (a copy): with the turn's other writes, it wakes the server once (socket-writer.ts).
+      writer.writeAtTurnEnd(requestHeadBytes(method, path, headers, length));
       this.requestDone = true;
     } else if (Buffer.isBuffer(body) || Array.isArray(body)) {
       socket.cork();
@@ -150,7 +151,7 @@ export class Exchange {
       writer.write(requestHeadBytes(method, path, headers, unframed ? 'transfer-encoding: chunked\r\n' : ''));
       this.pump = new BodyPump(this, stream, socket, unframed && stream.chunkFraming !== true);
     }
-    if (writer.pendingBytes !== 0) headRetained();
+    if (writer.referencedBytes !== 0) headRetained();
   }
 
   /** Stops reading the request body (the exchange ended, failed, or moves to another connection). */

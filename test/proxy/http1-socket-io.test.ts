@@ -321,6 +321,83 @@ test('a direct write on a connection the peer reset destroys the socket with the
   );
 });
 
+/** What the client end reads until `bytes` came (or it ended), and whether its 'end' came after them. */
+function readAll(client: Socket, bytes: number): Promise<{ text: string; ended: boolean }> {
+  return new Promise((resolve) => {
+    let text = '';
+    const done = (ended: boolean) => resolve({ text, ended });
+    client.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      if (text.length >= bytes && client.readableEnded) done(true);
+    });
+    client.once('end', () => done(true));
+    client.once('close', () => done(false));
+  });
+}
+
+const nextTurn = () => new Promise((r) => setImmediate(r));
+
+test("writes held for the turn's end: nothing leaves before it, then all of a turn's in order, copies of the Buffers given, before a later write", async (t) => {
+  const { client, accepted } = await pair(t);
+  const writer = new SocketWriter(accepted, true);
+  const received = readAll(client, 0);
+  const buffer = Buffer.from('b1');
+  writer.writeAtTurnEnd('a1 ');
+  writer.writeAtTurnEnd(buffer);
+  buffer.write('XX');
+  writer.writeAtTurnEnd(' c1');
+  assert.equal(writer.pendingBytes, 8, 'the held bytes count as pending');
+  assert.equal(writer.referencedBytes, 0, "a held write keeps no caller's Buffer");
+  await new Promise((r) => process.nextTick(r));
+  assert.equal(writer.pendingBytes, 8, 'still held after the ticks of this turn');
+  await nextTurn();
+  assert.equal(writer.pendingBytes, 0, "written at the turn's end");
+  writer.writeAtTurnEnd(' d2');
+  // A write that is not held goes after what is held.
+  writer.write(' e2');
+  accepted.end();
+  const { text, ended } = await received;
+  assert.equal(text, 'a1 b1 c1 d2 e2');
+  assert.ok(ended, 'the end came after the bytes');
+});
+
+test("flushedAfter waits for the held bytes; flush() sends them before the socket's end; a socket destroyed first drops them", async (t) => {
+  const { client, accepted } = await pair(t);
+  const writer = new SocketWriter(accepted, true);
+  const received = readAll(client, 0);
+  const order: string[] = [];
+  writer.writeAtTurnEnd('held');
+  writer.flushedAfter(() => order.push(`flushed with ${writer.pendingBytes} pending`));
+  await new Promise((r) => process.nextTick(r));
+  assert.deepEqual(order, [], 'not before the held bytes were written');
+  await until(() => order.length === 1, 'the flushed callback');
+  assert.deepEqual(order, ['flushed with 0 pending']);
+  writer.writeAtTurnEnd(' then the end');
+  writer.flush();
+  accepted.end();
+  assert.deepEqual(await received, { text: 'held then the end', ended: true });
+
+  const other = await pair(t);
+  const dropped = new SocketWriter(other.accepted, true);
+  const errors: unknown[] = [];
+  const got = readAll(other.client, 0);
+  dropped.writeAtTurnEnd('never sent');
+  dropped.flushedAfter((err?: unknown) => errors.push(err ?? 'no error'));
+  other.accepted.destroy();
+  await until(() => errors.length === 1, "the destroyed socket's flushed callback");
+  assert.equal((await got).text, '', 'nothing of a held write reaches the peer of a socket destroyed before the turn ended');
+});
+
+test('a writer that cannot write directly writes at once (VELOCITY_SOCKET_IO=public, TLS)', async (t) => {
+  const { client, accepted } = await pair(t);
+  const writer = new SocketWriter(accepted, false);
+  const received = readAll(client, 0);
+  writer.writeAtTurnEnd('now');
+  assert.equal(writer.pendingBytes, 0, 'handed to the socket at once');
+  accepted.end();
+  assert.deepEqual(await received, { text: 'now', ended: true });
+});
+
 for (const io of ['socket internals', 'public'] as const) {
   test(`an upgrade's bytes sent with its head, and those after the 101, reach the server (${io})`, async (t) => {
     if (io === 'public') {

@@ -277,6 +277,8 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
   /** A WebSocket upgrade: the socket leaves this server with whatever followed the head. */
   private handOff(req: Http1Request, res: Http1Response): void {
     const socket = this.socket;
+    // The answers before the upgrade go before anything written to the socket from now on.
+    this.writer.flush();
     const head = this.pending === undefined ? EMPTY : owned(this.pending);
     this.pending = undefined;
     this.phase = GONE;
@@ -489,6 +491,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     this.onDeadline = CUT;
     const socket = this.socket;
     socket.resume();
+    this.writer.flush();
     // Our FIN; the socket goes when the client's comes (or at the linger deadline).
     socket.end();
     if (this.clientEnded) socket.destroySoon();
@@ -500,6 +503,7 @@ export class Http1Connection implements BodySource, ChunkSink, ResponseOwner {
     const res = this.res;
     const req = this.req;
     if (req !== undefined && !req.complete) req.destroy();
+    this.writer.flush();
     if (res?.headersSent) {
       this.socket.destroy();
       return;

@@ -245,9 +245,12 @@ export class Http1Response implements ProxyResponse {
     return this.writableEnded;
   }
 
-  /** What the socket still holds of the writes (0: every chunk given to write() was handed to the OS). */
+  /**
+   * What the socket still holds of the writes' own bytes (0: no chunk given to write() is referenced any
+   * more; a write held for the turn's end is a copy).
+   */
   get writableLength(): number {
-    return this.owner.writer.pendingBytes;
+    return this.owner.writer.referencedBytes;
   }
 
   setHeader(name: string, value: HeaderValue): this {
@@ -426,9 +429,9 @@ export class Http1Response implements ProxyResponse {
    * learn it costs a syscall per response, and a tick to tell it later a turn of the tick queue.
    */
   private flushedAfterPendingWrites(wrote: boolean): void {
-    const socket = this.socket;
+    const writer = this.owner.writer;
     const flushed = this.owner.responseFlushed;
-    if (this.owner.writer.pendingBytes !== 0 || socket.destroyed) socket.write('', flushed);
+    if (writer.pendingBytes !== 0 || this.socket.destroyed) writer.flushedAfter(flushed);
     else if (wrote) process.nextTick(flushed);
     else flushed();
   }
@@ -454,6 +457,7 @@ export class Http1Response implements ProxyResponse {
     if (body === undefined || body.length <= ONE_WRITE_BODY) return this.writeWithHead(body, sizeLine, after);
     // The last write's answer counts: when it is false the socket owes a 'drain', which the connection passes on.
     const socket = this.socket;
+    writer.flush();
     socket.cork();
     // Something goes before the body here: the head, or the chunk's size line.
     const before = this.pendingHeadLength() + sizeLine.length;
@@ -464,7 +468,7 @@ export class Http1Response implements ProxyResponse {
     if (after.length > 0) ok = socket.write(after, 'latin1');
     socket.uncork();
     // The head's bytes stay referred to by a writev the kernel did not take whole.
-    if (writer.pendingBytes !== 0) scratch.retained();
+    if (writer.referencedBytes !== 0) scratch.retained();
     return ok;
   }
 
@@ -494,9 +498,10 @@ export class Http1Response implements ProxyResponse {
     this.putHead(buf, sizeLine);
     if (body !== undefined) buf.set(body, at);
     if (after.length > 0) putLatin1(buf, at + bodyLength, after);
+    // Held for the turn's end (a copy): with the turn's other writes, it wakes the client once (socket-writer.ts).
     const writer = this.owner.writer;
-    const ok = writer.write(scratch.bytesOf(buf, length));
-    if (writer.pendingBytes !== 0) scratch.retained();
+    const ok = writer.writeAtTurnEnd(scratch.bytesOf(buf, length));
+    if (writer.referencedBytes !== 0) scratch.retained();
     return ok;
   }
 
@@ -504,7 +509,10 @@ export class Http1Response implements ProxyResponse {
   destroy(_error?: Error): this {
     if (this.destroyed) return this;
     this.mark(DESTROYED);
-    if (!this.abandoned) this.socket.destroy();
+    if (!this.abandoned) {
+      this.owner.writer.flush();
+      this.socket.destroy();
+    }
     this.emitClose();
     return this;
   }
