@@ -12,10 +12,11 @@
  *   sockets rebuilt to read into a shared buffer (adoptReads, src/proxy/http1/socket-io.ts), upstream
  *   sockets connected with net's `onread` option into a buffer of their own, reads with bytes taken
  *   straight from both handles past net's onStreamRead (readDirectly, src/socket-reader.ts), and every
- *   write straight to the handle (SocketWriter, src/socket-writer.ts). That is the floor of Velocity's
- *   design: what is between it and Velocity is Velocity's own work per request.
+ *   write straight to the handle (SocketWriter, src/socket-writer.ts), held to the end of the event-loop
+ *   turn as Velocity holds them (writeAtTurnEnd; `--at-once` writes each as it comes). That is the floor of
+ *   Velocity's design: what is between it and Velocity is Velocity's own work per request.
  *
- *   node bench/raw-floor.ts [--direct] PORT http://UPSTREAM …      then: wrk -t1 -c50 -d3 http://127.0.0.1:PORT/
+ *   node bench/raw-floor.ts [--direct [--at-once]] PORT http://UPSTREAM …      then: wrk -t1 -c50 -d3 http://127.0.0.1:PORT/
  */
 import { Buffer } from 'node:buffer';
 import { connect, createServer, type Socket } from 'node:net';
@@ -24,7 +25,8 @@ import { pathToFileURL } from 'node:url';
 
 const argv = process.argv.slice(2);
 const direct = argv.includes('--direct');
-const [port, ...upstreams] = argv.filter((a) => a !== '--direct');
+const atOnce = argv.includes('--at-once');
+const [port, ...upstreams] = argv.filter((a) => a !== '--direct' && a !== '--at-once');
 const targets = upstreams.map((u) => new URL(u));
 let next = 0;
 const HEAD_END = '\r\n\r\n';
@@ -125,6 +127,7 @@ async function directFloor(): Promise<void> {
     typeof import('../src/stream-wrap.ts'),
   ];
   type Writer = InstanceType<typeof SocketWriter>;
+  const send = atOnce ? (writer: Writer, data: string) => writer.write(data) : (writer: Writer, data: string) => writer.writeAtTurnEnd(data);
   // Without the binding every socket would quietly take net's path: that is the plain floor, not this one.
   if (streamWrap === undefined) throw new Error("process.binding('stream_wrap') is not usable: no direct socket I/O in this Node");
 
@@ -152,7 +155,7 @@ async function directFloor(): Promise<void> {
 
     send(path: string, client: Writer): void {
       this.client = client;
-      this.writer.write(upstreamHead(path, this.index));
+      send(this.writer, upstreamHead(path, this.index));
     }
 
     /** Reads that come through net (none once connected, unless a timeout were set): the same. */
@@ -169,7 +172,7 @@ async function directFloor(): Promise<void> {
       if (answer === undefined) return;
       const client = this.client as Writer;
       this.client = undefined;
-      client.write(answer);
+      send(client, answer);
       pool.give(this.index, this);
     };
   }

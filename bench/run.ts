@@ -258,6 +258,8 @@ interface Bound {
   text: string;
   met: (v: number) => boolean;
 }
+/** A difference with its sign: +1.5, −1.6. */
+const signed = (x: number): string => `${x < 0 ? '−' : '+'}${Math.abs(x).toFixed(1)}`;
 const atMost = (x: number): Bound => ({ text: `≤ ${x}`, met: (v) => v <= x });
 const atLeast = (x: number): Bound => ({ text: `≥ ${x}`, met: (v) => v >= x });
 
@@ -302,7 +304,7 @@ function assessTargets(rows: Row[], runs: Run[]): Target[] {
   if (features?.p99VsNginx && directFloor?.cpuUs && directFloor.p99VsNginx) {
     out.push({
       name: 'velocity+features over the direct floor (GET c=50)',
-      value: `+${(features.cpuUs - directFloor.cpuUs).toFixed(1)} µs CPU per request; p99 × nginx ${features.p99VsNginx.toFixed(2)} against the floor's ${directFloor.p99VsNginx.toFixed(2)}`,
+      value: `${signed(features.cpuUs - directFloor.cpuUs)} µs CPU per request; p99 × nginx ${features.p99VsNginx.toFixed(2)} against the floor's ${directFloor.p99VsNginx.toFixed(2)}`,
       target: 'for reference',
       met: undefined,
     });

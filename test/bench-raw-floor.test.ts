@@ -1,6 +1,6 @@
 /**
  * bench/raw-floor.ts, the benchmark's reference proxy, in both of its socket I/O modes (net's, and with
- * `--direct` Velocity's own from dist/): keep-alive GETs go round robin to the upstreams, and a request
+ * `--direct` Velocity's own from dist/, its writes held to the turn's end or with `--at-once` not): keep-alive GETs go round robin to the upstreams, and a request
  * head or a response that comes in two reads is put together (the direct mode copies such a part out
  * of a read buffer the next read overwrites). No timing is asserted.
  */
@@ -65,8 +65,8 @@ async function exchange(socket: Socket, parts: string[]): Promise<string> {
   return whole;
 }
 
-for (const mode of [[], ['--direct']]) {
-  test(`the raw floor${mode.length ? ' --direct' : ''} proxies keep-alive GETs round robin, heads and responses in two reads too`, { timeout: 30_000 }, async (t) => {
+for (const mode of [[], ['--direct'], ['--direct', '--at-once']]) {
+  test(`the raw floor${mode.length ? ` ${mode.join(' ')}` : ''} proxies keep-alive GETs round robin, heads and responses in two reads too`, { timeout: 30_000 }, async (t) => {
     const heads: string[] = [];
     const upstreams = [await upstream('a', heads), await upstream('b', heads)];
     const port = await freePort();
