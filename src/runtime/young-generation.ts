@@ -3,7 +3,9 @@
  * threads that serve requests. V8 lets it grow to 3 × 16–32 MB semi-spaces under
  * load: most of Velocity's resident-memory growth from idle to busy. A proxy's
  * per-request objects die young, so small semi-spaces cost no measurable CPU per
- * request (see docs/performance.md) and hold each thread's RSS down.
+ * request (see docs/performance.md) and hold each thread's RSS down: 2 MB ones (a 6 MB
+ * young generation, ~4 MB committed under load) took 4 MB off the GET bench's peak against
+ * 4 MB ones, at the same CPU per request in GET, 1 MB gzip and 64 KB POST A/Bs.
  *
  * Worker threads get it as a resource limit. The main thread's young generation is
  * fixed when V8 starts (v8.setFlagsFromString has no effect on it then), so the CLI
@@ -13,7 +15,7 @@
  * set): V8's and libuv's helper threads otherwise each touch an arena of their own
  * (about 15 MB more RSS under load). Processes Velocity starts do not inherit that cap.
  * The restart also turns V8's parallel scavenge off (SCAVENGE_FLAG): a scavenge of a
- * 4 MB semi-space with few survivors is short on the main thread alone, while a
+ * 2 MB semi-space with few survivors is short on the main thread alone, while a
  * parallel one waits for helper threads that, on a box whose cores are busy with
  * traffic (clients, backends, other event loops), are not running — the longest
  * scavenge pauses, and so the proxy's p99, came from that wait (docs/performance.md).
@@ -33,7 +35,7 @@
  * --max-semi-space-size says. Request bodies, upstream reads and zlib's output allocate far
  * more Buffer bytes than objects: a 64 KB POST bench had 20–35 MB of dead Buffers at a time
  * and a heap fragmented around them (peak 122–140 MB). The flag sets V8's "default" young
- * capacity to the one chosen here, so that backstop comes at 8 MB (docs/performance.md).
+ * capacity to the one chosen here, so that backstop comes at 4 MB (docs/performance.md).
  * And it turns V8's memory reducer off (MEMORY_REDUCER_FLAG): when allocation slows after a busy
  * spell it runs full GCs that shrink the heaps and hand their pages back to the kernel, and the next
  * burst of traffic faults them all in again (2,000–4,000 page faults in the first moments of a 3 s
@@ -44,7 +46,7 @@
  */
 
 /** One semi-space, MB; the young generation is three of them. */
-export const SEMI_SPACE_MB = 4;
+export const SEMI_SPACE_MB = 2;
 export const YOUNG_GENERATION_MB = 3 * SEMI_SPACE_MB;
 
 const FLAG = '--max-semi-space-size';
