@@ -4,13 +4,14 @@
  * nginx, A, B (B before A every other round); medians of CPU µs per request (user/system) and req/s, and each against nginx
  * in the same round.
  *
- *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /] [--post BYTES] [--gzip] [--gap 0]
+ *   node bench/ab.ts --base DIR [--other DIR] [--seconds 5] [--rounds 5] [--connections 50] [--path /] [--post BYTES] [--gzip | --header-rules] [--gap 0]
  *
  * `--gap SECONDS` idles that long before each run, as `npm run bench` leaves each contender idle while the
  * others run (the memory a process hands back while idle is faulted in again under load).
  * `--post BYTES` POSTs a body of that size to /post per request (bench/run.ts's `POST 64KB` is `--post 65536 --connections 20`).
  * `--gzip` adds the compress middleware (gzip, every size: / is 21 bytes) and `Accept-Encoding: gzip` to each
- * request (bench/run.ts's `GET 1MB gzip` is `--gzip --path /big --connections 10`).
+ * request (bench/run.ts's `GET 1MB gzip` is `--gzip --path /big --connections 10`). `--header-rules` gives the
+ * route bench/run.ts's three header rules (its `velocity+3 header rules`).
  *
  * DIR is a checkout (or a copy of one with `dist/` and a `node_modules` link) built before the change;
  * `--other` runs another such copy as B instead of this checkout.
@@ -23,6 +24,7 @@ import {
   BenchContext,
   type Contender,
   ensureBuilt,
+  HEADER_RULES_SERVICE,
   type LoadResult,
   median,
   requireTools,
@@ -44,6 +46,7 @@ const { values: args } = parseArgs({
     path: { type: 'string', default: '/' },
     post: { type: 'string' },
     gzip: { type: 'boolean', default: false },
+    'header-rules': { type: 'boolean', default: false },
   },
 });
 if (!args.base) throw new Error('--base DIR is required (a checkout built before the change)');
@@ -58,7 +61,7 @@ try {
       root,
       startMs: 180_000,
       extra: `metrics: { enabled: true }\naccess_log: { output: ${join(ctx.dir, `${name}-access.log`)}, format: json }`,
-      service: `    health: { type: http, path: /, interval: 1s, timeout: 1s }\n${args.gzip ? '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*], min_size: 0 } }]\n' : ''}`,
+      service: `    health: { type: http, path: /, interval: 1s, timeout: 1s }\n${args.gzip ? '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*], min_size: 0 } }]\n' : args['header-rules'] ? HEADER_RULES_SERVICE : ''}`,
     });
   const contenders: Contender[] = await Promise.all([startNginxProxy(ctx, upstreams), features('A (base)', args.base), features('B (this tree)', args.other)]);
   const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : []), ...(args.gzip ? ['-H', 'Accept-Encoding: gzip'] : [])];

@@ -294,6 +294,10 @@ export function withFeatures(ctx: BenchContext, logName = 'access.log'): Pick<Ve
   };
 }
 
+/** A route with three header rules (two request, one response): bench/run.ts's `velocity+3 header rules`, `perf.ts --header-rules`. */
+export const HEADER_RULES_SERVICE =
+  '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n';
+
 /**
  * A profiling script's body with a BenchContext, cleaned up after; the process then exits: 0 when the
  * body ended, 1 with `NAME failed: …` when it threw.

@@ -12,7 +12,7 @@
  * are also summed by the source file of the nearest JavaScript frame in their stack (dist/… for
  * Velocity's own code).
  *
- *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx | --floor plain|direct] [--top 40] [--post BYTES]
+ *   node bench/perf.ts [--seconds 10] [--connections 50] [--nginx | --floor plain|direct | --header-rules] [--top 40] [--post BYTES]
  *
  * Needs perf (Debian linux-perf) and root or perf_event_paranoid ≤ 1.
  */
@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { kernelTimeByCategory } from './kernel-time.ts';
 import {
   ensureBuilt,
+  HEADER_RULES_SERVICE,
   perfScript,
   profilingOptions,
   requireTools,
@@ -40,6 +41,8 @@ const { values: args } = parseArgs({
     ...profilingOptions('40'),
     nginx: { type: 'boolean', default: false },
     floor: { type: 'string' },
+    /** Velocity with a route's three header rules (bench/run.ts's `velocity+3 header rules`) instead of features on. */
+    'header-rules': { type: 'boolean', default: false },
     /** POST a body of this size to /post per request instead of GET /. */
     post: { type: 'string' },
   },
@@ -92,7 +95,9 @@ runProfiling('perf', async (ctx) => {
     ? await startNginxProxy(ctx, upstreams)
     : startFloor
       ? await startFloor(ctx, upstreams, ['--perf-basic-prof'])
-      : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
+      : args['header-rules']
+        ? await startVelocity(ctx, 'velocity+3 header rules', upstreams, { nodeFlags: ['--perf-basic-prof'], service: HEADER_RULES_SERVICE })
+        : await startVelocity(ctx, 'velocity+features', upstreams, { nodeFlags: ['--perf-basic-prof'], ...withFeatures(ctx) });
   const url = `http://127.0.0.1:${target.port}${args.post ? '/post' : '/'}`;
   const seconds = Number(args.seconds);
   const wrk = ['-t1', `-c${args.connections}`, ...(args.post ? ['-s', ctx.postScript(Number(args.post))] : [])];

@@ -21,6 +21,7 @@ import {
   BenchContext,
   type Contender,
   ensureBuilt,
+  HEADER_RULES_SERVICE,
   has,
   median,
   type Row,
@@ -112,9 +113,7 @@ async function bench(ctx: BenchContext): Promise<void> {
           startRawFloor(ctx, upstreams),
           startDirectFloor(ctx, upstreams),
           // What middleware costs (docs/routes-and-middleware.md): a route with three header rules, and compression.
-          startVelocity(ctx, 'velocity+3 header rules', upstreams, {
-            service: '    middleware: [{ headers: { request: { set: { x-client: "\x24{client_ip}", x-env: bench } }, response: { set: { x-served-by: velocity } } } }]\n',
-          }),
+          startVelocity(ctx, 'velocity+3 header rules', upstreams, { service: HEADER_RULES_SERVICE }),
           startVelocity(ctx, 'velocity+compress', upstreams, { service: '    middleware: [{ compress: { encodings: [gzip], types: [application/octet-stream, text/*] } }]\n' }),
         ]),
   ]);

@@ -77,7 +77,18 @@ function flushHeld(): void {
   // A flush may lead to more held writes (a pipelined request's answer): they wait for the next turn's flush.
   const writers = holding;
   holding = [];
-  for (let i = 0; i < writers.length; i++) (writers[i] as SocketWriter).flush();
+  // A throwing 'finish' listener must not leave the writers after it holding their bytes.
+  let failed = false;
+  let failure: unknown;
+  for (let i = 0; i < writers.length; i++) {
+    try {
+      (writers[i] as SocketWriter).flushAtTurnEnd();
+    } catch (err) {
+      if (!failed) failure = err;
+      failed = true;
+    }
+  }
+  if (failed) throw failure;
 }
 
 export class SocketWriter {
@@ -135,13 +146,32 @@ export class SocketWriter {
 
   /** Writes what is held now (before anything else reaches the socket). */
   flush(): void {
+    const after = this.writeHeld();
+    if (after !== undefined) this.flushedAfter(after);
+  }
+
+  /**
+   * flush() from the turn's end (flushHeld), where no caller's code is on the stack: the held bytes' `done`
+   * (a response's 'finish') is called at once when the kernel took them whole, not on a tick of its own
+   * (a TickObject and a run of the tick queue per response). Elsewhere a flush may run inside a write of
+   * the response it finishes, which must not see its 'finish' before it returns.
+   */
+  flushAtTurnEnd(): void {
+    const after = this.writeHeld();
+    if (after === undefined) return;
+    if (this.pendingBytes === 0 && !this.socket.destroyed) after();
+    else this.flushedAfter(after);
+  }
+
+  /** Writes the held bytes; returns who waits for them to leave (flushedAfter), if anyone. */
+  private writeHeld(): (() => void) | undefined {
     const text = this.held;
-    if (text.length === 0) return;
+    if (text.length === 0) return undefined;
     this.held = '';
     const after = this.afterHeld;
     this.afterHeld = undefined;
     if (!this.socket.destroyed) this.write(text);
-    if (after !== undefined) this.flushedAfter(after);
+    return after;
   }
 
   /**

@@ -1,13 +1,16 @@
 /** Flat header lists (name, value, name, value…) as response heads and replies carry them. */
 
+import { equalsLower } from '../ascii-case.ts';
+
 /** The first value of `name` (lowercase) in a flat list. */
 export function headerValue(list: readonly string[], name: string): string | undefined {
-  for (let i = 0; i < list.length; i += 2) if ((list[i] as string).toLowerCase() === name) return list[i + 1];
+  for (let i = 0; i < list.length; i += 2) if (equalsLower(list[i] as string, name)) return list[i + 1];
   return undefined;
 }
 
+/** Removes every `name` (lowercase) from a flat list. */
 export function removeHeader(list: string[], name: string): void {
-  for (let i = list.length - 2; i >= 0; i -= 2) if ((list[i] as string).toLowerCase() === name) list.splice(i, 2);
+  for (let i = list.length - 2; i >= 0; i -= 2) if (equalsLower(list[i] as string, name)) list.splice(i, 2);
 }
 
 export function setHeader(list: string[], name: string, value: string): void {
@@ -37,26 +40,41 @@ interface PlaceholderSource {
 
 const PLACEHOLDER = /\$\{(client_ip|request_id|host|method|path|scheme)\}/g;
 
-/** A value with placeholders, compiled once: constant text costs nothing per request. */
+type Placeholder = (typeof REQUEST_PLACEHOLDERS)[number];
+
+/** The request value a placeholder stands for. */
+const VALUE_OF: Record<Placeholder, (req: PlaceholderSource) => string> = {
+  client_ip: (req) => req.clientIp,
+  request_id: (req) => req.requestId,
+  host: (req) => req.host,
+  method: (req) => req.method,
+  path: (req) => req.url,
+  scheme: (req) => req.proto,
+};
+
+/**
+ * A value with placeholders, compiled once into its constant text and the values between: constant text
+ * costs nothing per request, a value that is one placeholder (`${client_ip}`) is that request value, and
+ * others are joined from their pieces (no pattern matched per request).
+ */
 export function template(text: string): (req: PlaceholderSource) => string {
-  if (!text.includes('${')) return () => text;
-  return (req) =>
-    text.replace(PLACEHOLDER, (_m, name: string) => {
-      switch (name) {
-        case 'client_ip':
-          return req.clientIp;
-        case 'request_id':
-          return req.requestId;
-        case 'host':
-          return req.host;
-        case 'method':
-          return req.method;
-        case 'path':
-          return req.url;
-        default:
-          return req.proto;
-      }
-    });
+  const literals: string[] = [];
+  const values: ((req: PlaceholderSource) => string)[] = [];
+  let from = 0;
+  for (const m of text.matchAll(PLACEHOLDER)) {
+    literals.push(text.slice(from, m.index));
+    values.push(VALUE_OF[m[1] as Placeholder]);
+    from = m.index + m[0].length;
+  }
+  const last = text.slice(from);
+  const only = values[0];
+  if (only === undefined) return () => text;
+  if (values.length === 1 && literals[0] === '' && last === '') return only;
+  return (req) => {
+    let out = '';
+    for (let i = 0; i < values.length; i++) out += (literals[i] as string) + (values[i] as (req: PlaceholderSource) => string)(req);
+    return out + last;
+  };
 }
 
 /** A copy of a flat list without the named (lowercase) headers. */

@@ -61,14 +61,13 @@ export class Forwarding extends RequestLoop implements AttemptRequest, AttemptLi
   /** Forwards the request to `routed` (or where its middleware sends it). */
   start(routed: ServiceRuntime): void {
     const run = this.ctx.run;
-    if (run) this.after(run.start(routed, this.plane), this.withService);
-    else {
-      // Called directly, not through step(): a call through a function value is not inlined.
-      try {
-        this.withService(routed);
-      } catch (err) {
-        this.crash(err);
-      }
+    // withService called directly, not through step(): a call through a function value is not inlined.
+    try {
+      const service = run ? run.start(routed, this.plane) : routed;
+      if (service instanceof Promise) this.after(service, this.withService);
+      else this.withService(service);
+    } catch (err) {
+      this.crash(err);
     }
   }
 

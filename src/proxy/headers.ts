@@ -1,22 +1,12 @@
 /** Header rules for both directions of the proxy. */
 
+import { equalsLower } from '../ascii-case.ts';
 import { HOP_BY_HOP } from '../hop-by-hop.ts';
 
 export { HOP_BY_HOP };
 
 /** Headers Velocity sets itself toward the server; a client's copies are dropped. */
 export const SET_BY_PROXY = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'forwarded', 'x-real-ip']);
-
-/** Whether `name` is `lower` (lower-case ASCII) in any ASCII case: no lower-cased copy made. */
-export function equalsLower(name: string, lower: string): boolean {
-  if (name.length !== lower.length) return false;
-  for (let k = 0; k < name.length; k++) {
-    const c = name.charCodeAt(k);
-    const l = lower.charCodeAt(k);
-    if (c !== l && (c < 0x41 || c > 0x5a || c + 0x20 !== l)) return false;
-  }
-  return true;
-}
 
 /**
  * Membership in a set of lower-case names for a name in any case, without lower-casing it: the

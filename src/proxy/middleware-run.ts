@@ -6,6 +6,7 @@
  * have middleware; a route without pays nothing.
  */
 import { Buffer } from 'node:buffer';
+import { equalsLower } from '../ascii-case.ts';
 import { ERROR_CODES, type VelocityError } from '../errors.ts';
 import type { MiddlewareChain } from '../middleware/chain.ts';
 import type { ForwardedRequest, Middleware, MiddlewareRequest, Reply } from '../middleware/middleware.ts';
@@ -26,6 +27,9 @@ export interface RunSource {
   readonly record: { readonly requestId: string; readonly host: string; readonly method: string; readonly path: string; status: number; errorCode: string | undefined };
   cookie(name: string): string | undefined;
 }
+
+/** Where a traffic split's choice is looked up. */
+type Services = { service(name: string): ServiceRuntime | undefined };
 
 export class MiddlewareRun implements MiddlewareRequest {
   url: string;
@@ -160,23 +164,41 @@ export class MiddlewareRun implements MiddlewareRequest {
   /**
    * Runs the request hooks in order. Returns the service to forward to (a split's
    * choice, looked up in `services`), or undefined when a middleware answered (the answer is written).
+   * Synchronous while the hooks are (header rules, redirects, checks): a promise only from the first hook
+   * that returns one, as a promise even of a ready value costs the request a microtask turn.
    */
-  async start(routed: ServiceRuntime, services: { service(name: string): ServiceRuntime | undefined }): Promise<ServiceRuntime | undefined> {
+  start(routed: ServiceRuntime, services: Services): ServiceRuntime | undefined | Promise<ServiceRuntime | undefined> {
+    return this.runFrom(0, routed, services);
+  }
+
+  /** start() from the `from`-th hook on. */
+  private runFrom(from: number, routed: ServiceRuntime, services: Services): ServiceRuntime | undefined | Promise<ServiceRuntime | undefined> {
     const items = this.chain.items;
-    for (let i = 0; i < items.length; i++) {
+    for (let i = from; i < items.length; i++) {
       const hook = (items[i] as Middleware).request;
       if (hook) {
-        const pending = hook.call(items[i], this);
-        const reply = pending instanceof Promise ? await pending : pending;
-        if (reply) {
-          await this.answer(reply);
-          return undefined;
-        }
+        const reply = hook.call(items[i], this);
+        if (reply instanceof Promise) return this.runAfter(reply, i, routed, services);
+        if (reply) return this.answered(reply);
       }
       this.reached = i + 1;
     }
     if (this.serviceName === undefined) return routed;
     return services.service(this.serviceName) ?? routed;
+  }
+
+  /** start() once the `at`-th hook's answer (a promise) settled. */
+  private async runAfter(pending: Promise<Reply | undefined>, at: number, routed: ServiceRuntime, services: Services): Promise<ServiceRuntime | undefined> {
+    const reply = await pending;
+    if (reply) return this.answered(reply);
+    this.reached = at + 1;
+    return this.runFrom(at + 1, routed, services);
+  }
+
+  /** A middleware answered: the answer is written (a promise while error pages are asked), and nothing is forwarded. */
+  private answered(reply: Reply): undefined | Promise<undefined> {
+    const written = this.answer(reply);
+    return written === undefined ? undefined : written.then(() => undefined);
   }
 
   /** The flat header list for the server with the middleware's edits applied. */
@@ -186,7 +208,9 @@ export class MiddlewareRun implements MiddlewareRequest {
     const edits = this.edits;
     if (!edits) return list;
     const out: string[] = [];
-    for (let i = 0; i < list.length; i += 2) if (!edits.has((list[i] as string).toLowerCase())) out.push(list[i] as string, list[i + 1] as string);
+    const edited = Array.from(edits.keys());
+    // Compared in any case, not by a lower-cased copy of each name sent.
+    for (let i = 0; i < list.length; i += 2) if (!isEdited(list[i] as string, edited)) out.push(list[i] as string, list[i + 1] as string);
     for (const [name, values] of edits) if (values) for (const v of values) out.push(name, v);
     return out;
   }
@@ -220,9 +244,14 @@ export class MiddlewareRun implements MiddlewareRequest {
     return res;
   }
 
-  /** Writes a middleware's answer (error pages may replace it) through the middleware before it. */
-  private async answer(reply: Reply): Promise<void> {
-    const final = reply.code ? await this.replaced(reply) : reply;
+  /** Writes a middleware's answer (error pages may replace it) through the middleware before it; a promise only while error pages are asked. */
+  private answer(reply: Reply): Promise<void> | undefined {
+    if (reply.code && this.chain.answersErrors) return this.replaced(reply).then((final) => this.writeAnswer(final));
+    this.writeAnswer(reply);
+    return undefined;
+  }
+
+  private writeAnswer(final: Reply): void {
     const record = this.source.record;
     record.status = final.status;
     if (final.code) record.errorCode = final.code;
@@ -257,6 +286,12 @@ export class MiddlewareRun implements MiddlewareRequest {
     }
     return reply;
   }
+}
+
+/** Whether `name` is one of the `edited` (lower-case) names, in any case. */
+function isEdited(name: string, edited: readonly string[]): boolean {
+  for (let k = 0; k < edited.length; k++) if (equalsLower(name, edited[k] as string)) return true;
+  return false;
 }
 
 /** Writes a whole answer: head with Content-Length (none for 204/304), then the body. */

@@ -3,9 +3,10 @@
  * application, so Velocity and the server behind it always agree on which host
  * and target a request names (RFC 9112 §3.2, §3.2.2; Kettle 2017 host-header attacks).
  */
+
+import { equalsLower } from '../ascii-case.ts';
 import { VelocityError } from '../errors.ts';
 import { applyHeaderNamePolicy, type UnderscoreHeaders } from './header-names.ts';
-import { equalsLower } from './headers.ts';
 import { isHttp2Stream } from './http2.ts';
 import type { ProxyRequest } from './proxy-message.ts';
 
