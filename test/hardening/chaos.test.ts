@@ -28,7 +28,7 @@ admin: { enabled: false }
 ${appService(servers)}`;
   const velocity = await startInProcess(t, yaml(backends.map((b) => b.url)));
   const events: string[] = [];
-  const run = boundedLoad(t, `http://127.0.0.1:${velocity.address.port}/`, events, { requests: 20_000, ms: 30_000 });
+  const run = boundedLoad(t, `http://127.0.0.1:${velocity.address.port}/`, events);
   const step = stepper(events);
   await delay(500);
   await step('kill -9 b1', () => b1.stop('SIGKILL'));
@@ -40,6 +40,7 @@ ${appService(servers)}`;
   await run.finish();
   t.diagnostic(`${run.sent()} requests, ${run.failures.length} failed; events: ${events.join(' → ')}`);
   assert.ok(run.sent() > 200, `the load ran (${run.sent()})`);
+  assert.ok(!run.ranOut(), `the load ran through every event (it stopped on its bound after ${run.sent()} requests)`);
   assert.deepEqual(run.failures, []);
 });
 
@@ -78,11 +79,18 @@ async function reloadGoodConfig(velocity: Velocity, yaml: string): Promise<void>
 const TOKEN = 'chaos-admin-token-0123456789';
 
 /** Idempotent GETs from 8 loops until stopped, capped in count and time; every non-200 is a failure. */
-function boundedLoad(t: TestContext, url: string, events: string[], limits = { requests: 20_000, ms: 45_000 }) {
+/**
+ * GETs from 8 loops until finish(), bounded in requests and time. The bounds are far above what the events take, so
+ * the load runs through every one of them: a load that ran out first would leave the later events (a database stop
+ * whose failure is only logged when there are records to write, reloads, a removal) without traffic to prove
+ * anything with; ranOut() says so.
+ */
+function boundedLoad(t: TestContext, url: string, events: string[], limits = { requests: 500_000, ms: 90_000 }) {
   const agent = testAgent(t);
   const failures: string[] = [];
   let sent = 0;
   let stop = false;
+  let ranOut = false;
   const deadline = Date.now() + limits.ms;
   const loop = async () => {
     while (!stop && sent < limits.requests && Date.now() < deadline) {
@@ -94,11 +102,14 @@ function boundedLoad(t: TestContext, url: string, events: string[], limits = { r
         failures.push(`${String(err)} after ${events.at(-1) ?? 'start'}`);
       }
     }
+    if (!stop) ranOut = true;
   };
   const running = Promise.all(Array.from({ length: 8 }, loop));
   return {
     failures,
     sent: () => sent,
+    /** Whether a loop ended on a bound before finish(): the events after that ran without load. */
+    ranOut: () => ranOut,
     async finish() {
       stop = true;
       await running;
@@ -162,6 +173,7 @@ ${appService(servers)}`;
   const text = await metrics();
   t.diagnostic(`${run.sent()} requests, ${run.failures.length} failed; events: ${events.join(' → ')}`);
   assert.ok(run.sent() > 200, `the load ran (${run.sent()})`);
+  assert.ok(!run.ranOut(), `the load ran through every event (it stopped on its bound after ${run.sent()} requests)`);
   assert.deepEqual(run.failures, []);
 
   // Every event in the log lines…
