@@ -38,9 +38,10 @@ interface PlaceholderSource {
   readonly proto: string;
 }
 
-const PLACEHOLDER = /\$\{(client_ip|request_id|host|method|path|scheme)\}/g;
-
 type Placeholder = (typeof REQUEST_PLACEHOLDERS)[number];
+
+/** `${name}` for each of REQUEST_PLACEHOLDERS. */
+const PLACEHOLDER = new RegExp(`\\$\\{(${REQUEST_PLACEHOLDERS.join('|')})\\}`, 'g');
 
 /** The request value a placeholder stands for. */
 const VALUE_OF: Record<Placeholder, (req: PlaceholderSource) => string> = {
@@ -77,9 +78,15 @@ export function template(text: string): (req: PlaceholderSource) => string {
   };
 }
 
-/** A copy of a flat list without the named (lowercase) headers. */
+/** A copy of a flat list without the named (lowercase) headers, matched in any case. */
 export function withoutHeaders(list: readonly string[], names: readonly string[]): string[] {
   const out: string[] = [];
-  for (let i = 0; i < list.length; i += 2) if (!names.includes((list[i] as string).toLowerCase())) out.push(list[i] as string, list[i + 1] as string);
+  for (let i = 0; i < list.length; i += 2) if (!isNamed(list[i] as string, names)) out.push(list[i] as string, list[i + 1] as string);
   return out;
+}
+
+/** Whether `name` is one of the lower-case `names`, in any case (no lower-cased copy). */
+function isNamed(name: string, names: readonly string[]): boolean {
+  for (let k = 0; k < names.length; k++) if (equalsLower(name, names[k] as string)) return true;
+  return false;
 }

@@ -6,9 +6,9 @@
  * have middleware; a route without pays nothing.
  */
 import { Buffer } from 'node:buffer';
-import { equalsLower } from '../ascii-case.ts';
 import { ERROR_CODES, type VelocityError } from '../errors.ts';
 import type { MiddlewareChain } from '../middleware/chain.ts';
+import { withoutHeaders } from '../middleware/head.ts';
 import type { ForwardedRequest, Middleware, MiddlewareRequest, Reply } from '../middleware/middleware.ts';
 import { HeadHookResponse } from '../middleware/response-decorator.ts';
 import type { ServiceRuntime } from '../upstream/service.ts';
@@ -207,10 +207,7 @@ export class MiddlewareRun implements MiddlewareRequest {
     if (this.body) this.setHeader('content-length', String(this.body.length));
     const edits = this.edits;
     if (!edits) return list;
-    const out: string[] = [];
-    const edited = Array.from(edits.keys());
-    // Compared in any case, not by a lower-cased copy of each name sent.
-    for (let i = 0; i < list.length; i += 2) if (!isEdited(list[i] as string, edited)) out.push(list[i] as string, list[i + 1] as string);
+    const out = withoutHeaders(list, Array.from(edits.keys()));
     for (const [name, values] of edits) if (values) for (const v of values) out.push(name, v);
     return out;
   }
@@ -286,12 +283,6 @@ export class MiddlewareRun implements MiddlewareRequest {
     }
     return reply;
   }
-}
-
-/** Whether `name` is one of the `edited` (lower-case) names, in any case. */
-function isEdited(name: string, edited: readonly string[]): boolean {
-  for (let k = 0; k < edited.length; k++) if (equalsLower(name, edited[k] as string)) return true;
-  return false;
 }
 
 /** Writes a whole answer: head with Content-Length (none for 204/304), then the body. */

@@ -8,26 +8,44 @@ import { headerValue, removeHeader, setHeader, template } from '../../src/middle
 
 const req = { clientIp: '203.0.113.7', requestId: 'r-1', host: 'app.example', method: 'GET', url: '/a?b=1', proto: 'https' };
 
-test('a value without placeholders is itself, for every request', () => {
-  assert.equal(template('bench')(req), 'bench');
-  assert.equal(template('')(req), '');
-});
+/** Behaviours, each with values as written in a rule and what they become for `req`. */
+const BEHAVIOURS: [behaviour: string, cases: [text: string, value: string][]][] = [
+  [
+    'a value without placeholders is itself, for every request',
+    [
+      ['bench', 'bench'],
+      ['', ''],
+    ],
+  ],
+  [
+    'a value that is one placeholder is that request value',
+    [
+      ['\x24{client_ip}', '203.0.113.7'],
+      ['\x24{scheme}', 'https'],
+    ],
+  ],
+  [
+    'placeholders between and around constant text are each replaced, in order',
+    [
+      ['req-\x24{request_id}', 'req-r-1'],
+      ['\x24{method} \x24{host}\x24{path}', 'GET app.example/a?b=1'],
+      ['[\x24{client_ip}|\x24{client_ip}] via \x24{scheme}.', '[203.0.113.7|203.0.113.7] via https.'],
+    ],
+  ],
+  [
+    'text that only looks like a placeholder stays as it is',
+    [
+      ['\x24{unknown} and \x24{host', '\x24{unknown} and \x24{host'],
+      ['\x24\x24{host}}', '$app.example}'],
+    ],
+  ],
+];
 
-test('a value that is one placeholder is that request value', () => {
-  assert.equal(template('\x24{client_ip}')(req), '203.0.113.7');
-  assert.equal(template('\x24{scheme}')(req), 'https');
-});
-
-test('placeholders between and around constant text are each replaced, in order', () => {
-  assert.equal(template('req-\x24{request_id}')(req), 'req-r-1');
-  assert.equal(template('\x24{method} \x24{host}\x24{path}')(req), 'GET app.example/a?b=1');
-  assert.equal(template('[\x24{client_ip}|\x24{client_ip}] via \x24{scheme}.')(req), '[203.0.113.7|203.0.113.7] via https.');
-});
-
-test('text that only looks like a placeholder stays as it is', () => {
-  assert.equal(template('\x24{unknown} and \x24{host')(req), '\x24{unknown} and \x24{host');
-  assert.equal(template('\x24\x24{host}}')(req), '$app.example}');
-});
+for (const [behaviour, cases] of BEHAVIOURS) {
+  test(behaviour, () => {
+    for (const [text, value] of cases) assert.equal(template(text)(req), value, text);
+  });
+}
 
 test('header lists are searched and edited by lower-case name in any case', () => {
   const list = ['Content-Type', 'text/plain', 'X-Served-By', 'app', 'x-served-by', 'other'];
