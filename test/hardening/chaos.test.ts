@@ -78,12 +78,11 @@ async function reloadGoodConfig(velocity: Velocity, yaml: string): Promise<void>
 
 const TOKEN = 'chaos-admin-token-0123456789';
 
-/** Idempotent GETs from 8 loops until stopped, capped in count and time; every non-200 is a failure. */
 /**
- * GETs from 8 loops until finish(), bounded in requests and time. The bounds are far above what the events take, so
- * the load runs through every one of them: a load that ran out first would leave the later events (a database stop
- * whose failure is only logged when there are records to write, reloads, a removal) without traffic to prove
- * anything with; ranOut() says so.
+ * Idempotent GETs from 8 loops until finish(), bounded in requests and time; every non-200 is a failure. The
+ * bounds are far above what the events take, so the load runs through every one of them: a load that ran out
+ * first would leave the later events (a database stop whose failure is only logged when there are records to
+ * write, reloads, a removal) without traffic to prove anything with; ranOut() says so.
  */
 function boundedLoad(t: TestContext, url: string, events: string[], limits = { requests: 500_000, ms: 90_000 }) {
   const agent = testAgent(t);
