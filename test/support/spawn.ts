@@ -18,12 +18,19 @@ export function runCommand(
     child.stderr?.on('data', (d) => {
       stderr += d;
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      // A process it left behind may still hold the pipes: stop reading them, so 'close' comes.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    }, options.timeoutMs ?? 60_000);
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
     });
-    child.on('exit', (code) => {
+    // 'close', not 'exit': at 'exit' the pipes may still hold output not read yet (on a loaded machine a
+    // `redis-cli --scan` came back with part of its keys), and 'close' comes once both pipes ended.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
